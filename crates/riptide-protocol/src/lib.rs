@@ -1,0 +1,25 @@
+//! The PowerSync wire protocol as Riptide speaks it: sync request and line types, op ids, LSNs,
+//! checksums, NDJSON framing and PowerSync error codes. No IO lives here; the service, the test
+//! client and the benchmarks all share these types.
+//!
+//! The exact contract is `docs/powersync-protocol.md` (summarised from the official service and
+//! the PowerSync SQLite core). The points the official client is strict about are encoded in the
+//! types: op ids are decimal strings ([`OpId`]), op `data` is a JSON string, bucket checksums are
+//! wrapping u32 sums ([`Checksum`]).
+
+mod checksum;
+mod error;
+mod lines;
+mod lsn;
+mod op_id;
+mod request;
+
+pub use checksum::Checksum;
+pub use error::{ErrorBody, ErrorCode, ErrorDetails};
+pub use lines::{
+    BucketChecksum, Checkpoint, CheckpointComplete, CheckpointDiff, DataLine, OpType, OplogEntry,
+    PartialCheckpointComplete, StreamDescription, SubscriptionRef, SyncLine,
+};
+pub use lsn::{Lsn, LsnParseError};
+pub use op_id::{OpId, OpIdParseError};
+pub use request::{BucketRequest, StreamSubscription, StreamingSyncRequest, StreamsRequest};

@@ -1,0 +1,19 @@
+//! Bucket storage: the per-bucket op logs, running bucket checksums, current row state (to emit
+//! REMOVE ops and fill unchanged TOAST columns), parameter lookups, checkpoints, write
+//! checkpoints and sync-rules deployments.
+//!
+//! Storage knows nothing about sync rules: the replicator evaluates rules and hands storage
+//! [`RowOperation`]s saying, for each source row, its full current state and the bucket rows and
+//! parameter-lookup rows it now produces. Storage diffs that against what the same source row
+//! produced before and writes PUT/REMOVE ops accordingly.
+//!
+//! [`PgStorage`] is the Postgres implementation (schema `riptide`, see `docs/storage.md`);
+//! [`MemoryStorage`] is an in-memory one for fast unit tests of code above storage.
+
+mod api;
+mod memory;
+mod postgres;
+
+pub use api::*;
+pub use memory::MemoryStorage;
+pub use postgres::PgStorage;
