@@ -1,1 +1,21 @@
-//! riptide-testkit
+//! Test harness for Riptide: a private PostgreSQL cluster per test run (`wal_level=logical`,
+//! trust on loopback including replication), a fresh database per test dropped afterwards,
+//! JWT/JWKS helpers and a protocol-level sync client.
+//!
+//! The cluster: when `RIPTIDE_TEST_PG_URL` is set (the test script starts one cluster for the
+//! whole run with the `riptide-test-postgres` binary) every test process uses it; otherwise the
+//! first test of a process starts its own cluster in a temporary directory and a watchdog stops
+//! and removes it when the process exits. Nothing depends on a Postgres that happens to run on
+//! the machine.
+
+mod cluster;
+mod database;
+mod jwt;
+mod sync_client;
+mod wait;
+
+pub use cluster::{Cluster, ClusterError, server};
+pub use database::TestDatabase;
+pub use jwt::TestKeys;
+pub use sync_client::{SyncClient, SyncStream};
+pub use wait::wait_for;
