@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used)]
+
 use riptide_testkit::TestDatabase;
 
 #[tokio::test]
