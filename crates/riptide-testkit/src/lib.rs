@@ -14,7 +14,7 @@ mod jwt;
 mod sync_client;
 mod wait;
 
-pub use cluster::{Cluster, ClusterError, server};
+pub use cluster::{Cluster, LocalCluster, LocalPgError, server};
 pub use database::TestDatabase;
 pub use jwt::TestKeys;
 pub use sync_client::{SyncClient, SyncStream};

@@ -3,22 +3,23 @@
 //! `riptide-test-postgres start DIR` prints the server's `postgres://` URL;
 //! `riptide-test-postgres stop DIR` stops it.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
+
+use riptide_localpg::{Durability, LocalCluster};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (cmd, dir) = match args.as_slice() {
-        [cmd, dir] => (cmd.as_str(), PathBuf::from(dir)),
-        _ => {
-            eprintln!("usage: riptide-test-postgres start|stop DIR");
-            return ExitCode::from(2);
-        }
+    let [cmd, dir] = args.as_slice() else {
+        eprintln!("usage: riptide-test-postgres start|stop DIR");
+        return ExitCode::from(2);
     };
-    let result = match cmd {
-        "start" => riptide_testkit::Cluster::init_and_start(&dir)
-            .map(|c| println!("{}", c.url("postgres"))),
-        "stop" => riptide_testkit::Cluster::stop(&dir),
+    let cluster = LocalCluster::new(dir);
+    let result = match cmd.as_str() {
+        "start" => cluster
+            .init(Durability::Ephemeral)
+            .and_then(|()| cluster.start(None))
+            .map(|port| println!("{}", riptide_localpg::url(port, "postgres"))),
+        "stop" => cluster.stop(false),
         _ => {
             eprintln!("usage: riptide-test-postgres start|stop DIR");
             return ExitCode::from(2);
