@@ -23,6 +23,13 @@ pub enum StorageError {
     Corrupt(String),
     #[error("storage schema is version {found}, newer than this binary understands ({supported})")]
     SchemaTooNew { found: i32, supported: i32 },
+    #[error("sync rules deployment {id} is {state:?}, which does not allow this")]
+    InvalidState {
+        id: DeploymentId,
+        state: DeploymentState,
+    },
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

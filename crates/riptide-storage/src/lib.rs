@@ -11,8 +11,11 @@
 //! [`MemoryStorage`] is an in-memory one for fast unit tests of code above storage.
 
 mod api;
+#[allow(dead_code)] // encoders are used by the Postgres implementation (in progress)
+mod diff;
 mod memory;
 mod postgres;
+mod write_checkpoint;
 
 pub use api::*;
 pub use memory::MemoryStorage;

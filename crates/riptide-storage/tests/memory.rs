@@ -1,0 +1,25 @@
+//! The behavioural suite against [`MemoryStorage`].
+
+#[macro_use]
+mod suite;
+
+use riptide_storage::MemoryStorage;
+
+async fn make() -> (MemoryStorage, ()) {
+    (MemoryStorage::new(), ())
+}
+
+storage_suite!(make();
+    puts_and_removes,
+    same_row_twice_in_one_batch,
+    checksums_match_sent_ops,
+    bucket_data_paging,
+    dropped_batch_leaves_nothing,
+    truncate_removes_table_rows,
+    parameter_lookups,
+    write_checkpoints,
+    deployments_lifecycle,
+    migrate_twice,
+    large_batch,
+    one_writer_per_deployment,
+);
