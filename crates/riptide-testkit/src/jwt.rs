@@ -33,6 +33,12 @@ impl TestKeys {
         }
     }
 
+    /// The same key under another `kid` (e.g. to impersonate a configured key id).
+    pub fn with_kid(mut self, kid: impl Into<String>) -> TestKeys {
+        self.kid = kid.into();
+        self
+    }
+
     /// The public key as a JWK (`kty: OKP`, `crv: Ed25519`, `alg: EdDSA`).
     pub fn jwk(&self) -> Value {
         json!({
