@@ -4,7 +4,9 @@ import { test } from 'node:test';
 import { scratchDir } from './env.js';
 import { generateKey, signToken } from './auth.js';
 import { createTestDatabases } from './postgres.js';
-import { freePort, serviceConfig, startService } from './service.js';
+import fs from 'node:fs';
+import path from 'node:path';
+import { freePort, serviceConfig, Service } from './service.js';
 import { openClient } from './client.js';
 
 export class E2eContext {
@@ -39,14 +41,17 @@ export class E2eContext {
     });
   }
 
-  /** Starts the service with `rules` and waits for readiness. */
-  async startService({ rules, readyTimeoutMs, waitReady, extra } = {}) {
+  /** Starts the service with `rules` and waits for readiness (unless `waitReady: false`). */
+  async startService({ rules, readyTimeoutMs = 60_000, waitReady = true, extra } = {}) {
     const port = await freePort();
     const configYaml = await this.config({ rules, port, extra });
-    const holder = { tail: () => '(service did not start)' };
-    this.services.push(holder);
-    const service = await startService({ dir: this.dir, configYaml, port, readyTimeoutMs, waitReady });
-    this.services[this.services.indexOf(holder)] = service;
+    const n = this.services.length + 1;
+    const configPath = path.join(this.dir, `powersync-${n}.yaml`);
+    fs.writeFileSync(configPath, configYaml);
+    const service = new Service({ configPath, port, logPath: path.join(this.dir, `service-${n}.log`) });
+    this.services.push(service);
+    service.spawn();
+    if (waitReady) await service.waitReady(readyTimeoutMs);
     return service;
   }
 

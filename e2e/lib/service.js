@@ -2,7 +2,6 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
-import path from 'node:path';
 import { RIPTIDE_BIN } from './env.js';
 import { waitFor, withDeadline } from './wait.js';
 
@@ -116,10 +115,7 @@ export class Service {
         return res.status === 200;
       },
       { timeoutMs, intervalMs: 100, what: `GET ${this.endpoint}/probes/readiness = 200` },
-    ).catch((e) => {
-      e.message += `\n--- service output ---\n${this.tail()}`;
-      throw e;
-    });
+    );
     return this;
   }
 
@@ -140,13 +136,4 @@ export class Service {
       return this.kill('SIGKILL');
     }
   }
-}
-
-/** Writes the config into `dir`, starts the service and waits for readiness. */
-export async function startService({ dir, configYaml, port, readyTimeoutMs = 60_000, waitReady = true }) {
-  const configPath = path.join(dir, 'powersync.yaml');
-  fs.writeFileSync(configPath, configYaml);
-  const service = new Service({ configPath, port, logPath: path.join(dir, 'service.log') }).spawn();
-  if (waitReady) await service.waitReady(readyTimeoutMs);
-  return service;
 }
