@@ -2,7 +2,7 @@
 import path from 'node:path';
 import pg from 'pg';
 import { PowerSyncDatabase, Schema, Table, column, LogLevels } from '@powersync/node';
-import { inTransaction } from './postgres.js';
+import { inTransaction, sortById } from './postgres.js';
 import { waitFor } from './wait.js';
 
 export const AppSchema = new Schema({
@@ -134,6 +134,10 @@ const parseTime = (t) => {
 
 /** Local rows of `table` in the canonical form of `postgres.js` `sourceRows`, sorted by id. */
 export async function localRows(db, table) {
+  return sortById(await localRowsUnsorted(db, table));
+}
+
+async function localRowsUnsorted(db, table) {
   switch (table) {
     case 'lists':
       return (await db.getAll('SELECT id, name, owner_id, created_at FROM lists ORDER BY id')).map((r) => ({

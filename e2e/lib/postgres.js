@@ -124,6 +124,9 @@ export async function inTransaction(pool, fn) {
   }
 }
 
+/** Sorts rows by `id` in code-unit order (the same on both sides, whatever the collation). */
+export const sortById = (rows) => rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+
 /** Source rows in the canonical form the client should hold (see client.js `localRows`). */
 export async function sourceRows(pool, table, where = 'TRUE', params = []) {
   const sql = {
@@ -132,6 +135,6 @@ export async function sourceRows(pool, table, where = 'TRUE', params = []) {
                    floor(extract(epoch FROM created_at) * 1000)::bigint AS created_ms FROM todos`,
     list_members: `SELECT id, list_id, user_id FROM list_members`,
   }[table];
-  const { rows } = await pool.query(`${sql} WHERE ${where} ORDER BY id`, params);
-  return rows;
+  const { rows } = await pool.query(`${sql} WHERE ${where}`, params);
+  return sortById(rows);
 }

@@ -82,6 +82,7 @@ e2eTest('official client end to end', async (ctx, t) => {
     timeoutMs: 15_000,
     what: 'the local insert to be uploaded into Postgres',
   });
+  await waitFor(() => alice.connector.uploaded.length >= 1, { what: 'the connector to complete the upload' });
   assert.deepEqual(alice.connector.uploaded.map((e) => [e.op, e.type, e.id]), [['PUT', 'todos', localId]]);
   // created_at is filled by a Postgres default, so it can only appear locally once the server's
   // version of the row was applied, i.e. once the write-checkpoint gate was released.
