@@ -1,1 +1,89 @@
-//! riptide-service
+//! The Riptide sync service: the axum app the official PowerSync SDKs talk to.
+//!
+//! - `POST /sync/stream`: NDJSON (or BSON when the client prefers it) sync lines. Each stream
+//!   is a [`session::state::SessionState`] (sans-IO) driven by [`session::driver`] from storage
+//!   and the checkpoint bus.
+//! - `GET /write-checkpoint2.json`, `POST /sync/checkpoint-request`: write checkpoints.
+//! - `GET /probes/{startup,liveness,readiness}`, `GET /`.
+//!
+//! Auth is JWT per protocol doc §6 ([`auth::KeyStore`]); every route answers CORS preflights.
+//!
+//! When no sync rules are active, `/sync/stream` waits up to
+//! [`ServiceOptions::no_rules_wait`] (default 5 s: a starting service may be activating its
+//! first deployment) and then answers 500 `PSYNC_S2302`.
+
+pub mod auth;
+pub mod bucket_rules;
+pub mod error;
+pub mod limits;
+pub mod routes;
+pub mod session;
+pub mod source;
+pub mod state;
+pub mod write_checkpoints;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderName, Method, header};
+use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use auth::{AuthConfig, KeyStore};
+pub use bucket_rules::BucketRules;
+pub use error::ApiError;
+pub use limits::Limits;
+pub use source::{PgSourceDatabase, SourceDatabase, SourceError};
+pub use state::{ActiveRules, AppState, ServiceOptions};
+
+/// The service's routes with CORS, ready to serve.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(routes::probes::root))
+        .route("/sync/stream", post(routes::sync_stream::sync_stream))
+        .route(
+            "/write-checkpoint2.json",
+            get(routes::write_checkpoint::write_checkpoint2),
+        )
+        .route(
+            "/sync/checkpoint-request",
+            post(routes::write_checkpoint::checkpoint_request),
+        )
+        .route("/probes/startup", get(routes::probes::startup))
+        .route("/probes/liveness", get(routes::probes::liveness))
+        .route("/probes/readiness", get(routes::probes::readiness))
+        .fallback(|| async { ApiError::NotFound })
+        .layer(cors())
+        .with_state(state)
+}
+
+/// CORS as the official service configures it: any origin; allowed headers Content-Type,
+/// Authorization, User-Agent, X-User-Agent; exposed Content-Type; preflight max-age 3600 s.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::any())
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::USER_AGENT,
+            HeaderName::from_static("x-user-agent"),
+        ])
+        .expose_headers([header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(3600))
+}
+
+/// Serves until `cancel` fires, then stops accepting, ends open sync streams and waits for
+/// in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let state = state.with_shutdown(cancel.clone());
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
+}

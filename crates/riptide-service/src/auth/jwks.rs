@@ -1,0 +1,147 @@
+//! JWK parsing into verification keys, and fetching remote JWKS documents.
+
+use std::time::Duration;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+/// One verification key: its optional `kid`, the algorithms it may verify, and the key.
+#[derive(Clone)]
+pub struct KeySpec {
+    pub kid: Option<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub key: DecodingKey,
+}
+
+impl std::fmt::Debug for KeySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("KeySpec")
+            .field("kid", &self.kid)
+            .field("algorithms", &self.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("JWKS must be an object with a \"keys\" array")]
+    NotAKeySet,
+    #[error("JWK {index} is invalid: {reason}")]
+    InvalidKey { index: usize, reason: String },
+    #[error("could not fetch JWKS from {uri}")]
+    Fetch {
+        uri: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("JWKS from {uri} answered HTTP {status}")]
+    FetchStatus { uri: String, status: u16 },
+}
+
+impl KeySpec {
+    /// Parses one JWK: OKP/Ed25519 (`EdDSA`), RSA (RS256/384/512; any of them when `alg` is
+    /// absent), EC P-256/P-384 (ES256/ES384), oct (HS256/384/512, `alg` required).
+    pub fn from_jwk_value(value: &serde_json::Value) -> Result<KeySpec, String> {
+        let jwk: Jwk = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+        let declared = match jwk.common.key_algorithm {
+            None => None,
+            Some(alg) => {
+                Some(Algorithm::try_from(alg).map_err(|_| format!("unsupported alg {alg}"))?)
+            }
+        };
+        let algorithms = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => {
+                let family = [Algorithm::RS256, Algorithm::RS384, Algorithm::RS512];
+                match declared {
+                    None => family.to_vec(),
+                    Some(a) if family.contains(&a) => vec![a],
+                    Some(a) => return Err(format!("alg {a:?} does not fit an RSA key")),
+                }
+            }
+            AlgorithmParameters::EllipticCurve(p) => {
+                let fits = match p.curve {
+                    EllipticCurve::P256 => Algorithm::ES256,
+                    EllipticCurve::P384 => Algorithm::ES384,
+                    ref other => return Err(format!("unsupported EC curve {other:?}")),
+                };
+                match declared {
+                    None => vec![fits],
+                    Some(a) if a == fits => vec![a],
+                    Some(a) => return Err(format!("alg {a:?} does not fit the key's curve")),
+                }
+            }
+            AlgorithmParameters::OctetKeyPair(p) => {
+                if p.curve != EllipticCurve::Ed25519 {
+                    return Err(format!("unsupported OKP curve {:?}", p.curve));
+                }
+                match declared {
+                    None | Some(Algorithm::EdDSA) => vec![Algorithm::EdDSA],
+                    Some(a) => return Err(format!("alg {a:?} does not fit an OKP key")),
+                }
+            }
+            AlgorithmParameters::OctetKey(_) => match declared {
+                Some(a @ (Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)) => vec![a],
+                Some(a) => return Err(format!("alg {a:?} does not fit an oct key")),
+                None => return Err("oct keys need an \"alg\"".to_owned()),
+            },
+            _ => return Err("unsupported key type".to_owned()),
+        };
+        if matches!(
+            jwk.common.key_algorithm,
+            Some(KeyAlgorithm::UNKNOWN_ALGORITHM)
+        ) {
+            return Err("unknown alg".to_owned());
+        }
+        let key = DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string())?;
+        Ok(KeySpec {
+            kid: jwk.common.key_id.clone(),
+            algorithms,
+            key,
+        })
+    }
+}
+
+/// Parses a JWKS document `{"keys":[…]}`. With `strict`, any unusable key is an error (inline
+/// configuration); otherwise unusable keys are skipped with a warning (remote documents often
+/// carry keys for other purposes, e.g. encryption).
+pub fn parse_key_set(doc: &serde_json::Value, strict: bool) -> Result<Vec<KeySpec>, JwksError> {
+    let keys = doc
+        .get("keys")
+        .and_then(serde_json::Value::as_array)
+        .ok_or(JwksError::NotAKeySet)?;
+    let mut out = Vec::with_capacity(keys.len());
+    for (index, key) in keys.iter().enumerate() {
+        match KeySpec::from_jwk_value(key) {
+            Ok(spec) => out.push(spec),
+            Err(reason) if strict => return Err(JwksError::InvalidKey { index, reason }),
+            Err(reason) => tracing::warn!(index, %reason, "skipping unusable JWKS key"),
+        }
+    }
+    Ok(out)
+}
+
+/// Fetches and parses a remote JWKS document.
+pub(crate) async fn fetch_key_set(
+    client: &reqwest::Client,
+    uri: &str,
+) -> Result<Vec<KeySpec>, JwksError> {
+    let fetch_err = |source| JwksError::Fetch {
+        uri: uri.to_owned(),
+        source,
+    };
+    let response = client
+        .get(uri)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(fetch_err)?;
+    if !response.status().is_success() {
+        return Err(JwksError::FetchStatus {
+            uri: uri.to_owned(),
+            status: response.status().as_u16(),
+        });
+    }
+    let doc: serde_json::Value = response.json().await.map_err(fetch_err)?;
+    parse_key_set(&doc, false)
+}

@@ -1,0 +1,103 @@
+//! The one error type of the HTTP routes. Every variant maps to a PowerSync error code, an HTTP
+//! status and the body `{"error":{"name","code","status","description"}}`. Internal errors reach
+//! the client as generic text; their cause is logged in full where the response is built.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use riptide_protocol::{ErrorBody, ErrorCode};
+
+use crate::auth::AuthError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Authentication failed; the variant carries the precise code.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The request body or query is invalid (`PSYNC_S2001`).
+    #[error("{0}")]
+    Validation(String),
+    /// No sync rules deployment is active (`PSYNC_S2302`).
+    #[error("No sync rules available")]
+    NoSyncRules,
+    /// The service is not ready yet (`PSYNC_S2003`).
+    #[error("service not ready")]
+    NotReady,
+    /// Too many concurrent sync streams (`PSYNC_S2304`).
+    #[error("Maximum active concurrent connections limit has been reached")]
+    TooManyConnections,
+    /// Unknown route (`PSYNC_S2002`).
+    #[error("route not found")]
+    NotFound,
+    /// Storage failed.
+    #[error("storage error")]
+    Storage(#[source] riptide_storage::StorageError),
+    /// The source database failed.
+    #[error("source database error")]
+    Source(#[source] crate::source::SourceError),
+}
+
+impl ApiError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ApiError::Auth(e) => e.code(),
+            ApiError::Validation(_) => ErrorCode::S2001,
+            ApiError::NoSyncRules => ErrorCode::S2302,
+            ApiError::NotReady => ErrorCode::S2003,
+            ApiError::TooManyConnections => ErrorCode::S2304,
+            ApiError::NotFound => ErrorCode::S2002,
+            ApiError::Storage(_) | ApiError::Source(_) => ErrorCode::S1001,
+        }
+    }
+
+    /// The error body the client sees.
+    pub fn body(&self) -> ErrorBody {
+        let description = match self {
+            ApiError::Storage(_) | ApiError::Source(_) => "Internal server error".to_owned(),
+            other => other.to_string(),
+        };
+        ErrorBody::new(self.code(), description)
+    }
+}
+
+impl From<riptide_storage::StorageError> for ApiError {
+    fn from(e: riptide_storage::StorageError) -> Self {
+        ApiError::Storage(e)
+    }
+}
+
+impl From<crate::source::SourceError> for ApiError {
+    fn from(e: crate::source::SourceError) -> Self {
+        ApiError::Source(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = self.code();
+        match &self {
+            ApiError::Storage(_) | ApiError::Source(_) => {
+                tracing::error!(error = %error_chain(&self), code = %code, "request failed");
+            }
+            ApiError::Auth(_) => {
+                tracing::debug!(error = %self, code = %code, "request unauthorized")
+            }
+            _ => tracing::debug!(error = %self, code = %code, "request rejected"),
+        }
+        let status =
+            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.body())).into_response()
+    }
+}
+
+/// `error: cause: cause…`, for logs.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}

@@ -1,0 +1,124 @@
+//! `POST /sync/stream`: authenticates, parses the request, waits briefly for active sync rules,
+//! takes a connection slot and answers a stream of sync lines fed by a session task. Dropping
+//! the response body (client gone) ends the task.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use riptide_protocol::StreamingSyncRequest;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::Instrument;
+
+use crate::auth::AuthenticatedUser;
+use crate::error::{ApiError, error_chain};
+use crate::session::driver::{Session, SessionError, elapsed_ms};
+use crate::session::framing::{LineFormat, LineSender};
+use crate::session::keepalive;
+use crate::state::AppState;
+
+pub async fn sync_stream(
+    State(state): State<AppState>,
+    AuthenticatedUser(user): AuthenticatedUser,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: StreamingSyncRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        StreamingSyncRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::Validation(format!("invalid sync request: {e}")))?
+    };
+    wait_for_rules(&state).await?;
+    let permit = state
+        .inner
+        .connections
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::TooManyConnections)?;
+
+    let format = LineFormat::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let (tx, rx) = LineSender::channel(format);
+    let client_id = request.client_id.clone().unwrap_or_default();
+    let span = tracing::info_span!("sync_stream", user_id = %user.user_id, client_id = %client_id);
+    let user_agent = headers
+        .get("x-user-agent")
+        .or_else(|| headers.get(header::USER_AGENT))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let shutdown = state.shutdown.clone();
+    let keepalive_interval = state.inner.options.keepalive_interval;
+    let ops_sent = Arc::new(AtomicU64::new(0));
+    let session = Session {
+        state,
+        user: user.clone(),
+        request,
+        tx: tx.clone(),
+        ops_sent: ops_sent.clone(),
+    };
+
+    tokio::spawn(
+        async move {
+            let _permit = permit;
+            let started = Instant::now();
+            tracing::info!(user_agent = %user_agent, "sync stream connected");
+            let outcome: &str = tokio::select! {
+                result = session.run() => match result {
+                    Ok(()) => "ended",
+                    Err(SessionError::Disconnected(_)) => "client disconnected",
+                    Err(SessionError::Limit(e)) => {
+                        tracing::warn!(code = %e.code(), error = %e, "sync stream limit exceeded");
+                        "limit exceeded"
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %error_chain(&e), "sync stream failed");
+                        "error"
+                    }
+                },
+                result = keepalive::run(&user, keepalive_interval, &tx) => match result {
+                    Ok(()) => "token expired",
+                    Err(_) => "client disconnected",
+                },
+                () = tx.closed() => "client disconnected",
+                () = shutdown.cancelled() => "shutdown",
+            };
+            tracing::info!(
+                reason = outcome,
+                duration_ms = elapsed_ms(started),
+                ops_sent = ops_sent.load(Ordering::Relaxed),
+                "sync stream disconnected"
+            );
+        }
+        .instrument(span),
+    );
+
+    let stream = ReceiverStream::new(rx).map(Ok::<_, Infallible>);
+    let mut response = Body::from_stream(stream).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// Waits up to `no_rules_wait` for an active deployment (a freshly started service may still be
+/// activating its first one), then answers `PSYNC_S2302`.
+async fn wait_for_rules(state: &AppState) -> Result<(), ApiError> {
+    let mut rx = state.inner.rules.clone();
+    let wait = state.inner.options.no_rules_wait;
+    let found = tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await;
+    match found {
+        Ok(Ok(_)) => Ok(()),
+        _ => Err(ApiError::NoSyncRules),
+    }
+}

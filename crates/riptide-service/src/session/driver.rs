@@ -1,0 +1,314 @@
+//! The IO half of a sync stream: resolves the connection's buckets, reads checkpoints, bucket
+//! states, write checkpoints and bucket data from storage, feeds the [`SessionState`], sends its
+//! lines, and waits on the checkpoint bus for the next checkpoint relevant to this stream.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use riptide_protocol::{ErrorCode, OpId, StreamingSyncRequest};
+use riptide_rules::RequestParameters;
+use riptide_storage::{BucketStorage, CheckpointEvent, StorageError};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::framing::{Disconnected, LineSender, SendError};
+use super::state::{CheckpointInput, SessionBucket, SessionState};
+use crate::auth::VerifiedToken;
+use crate::limits::Limits;
+use crate::state::{ActiveRules, AppState};
+
+/// Why a session ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Disconnected(#[from] Disconnected),
+    #[error("could not encode a sync line")]
+    Encode(#[source] bson::error::Error),
+    #[error("storage error")]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Limit(#[from] LimitExceeded),
+    #[error("no sync rules are active any more")]
+    NoRules,
+    #[error("the checkpoint bus closed")]
+    BusClosed,
+}
+
+impl From<SendError> for SessionError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Disconnected(d) => SessionError::Disconnected(d),
+            SendError::Bson(b) => SessionError::Encode(b),
+        }
+    }
+}
+
+/// A per-connection limit was exceeded (`PSYNC_S2305`); the stream ends.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitExceeded {
+    #[error("Too many buckets: {count} (limit {limit})")]
+    Buckets { count: usize, limit: usize },
+    #[error("Too many parameter query results: {count} (limit {limit})")]
+    ParameterResults { count: usize, limit: usize },
+}
+
+impl LimitExceeded {
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::S2305
+    }
+}
+
+/// The buckets of a connection under one deployment of the rules.
+struct Resolved {
+    deployment: i64,
+    rules: Arc<dyn crate::bucket_rules::BucketRules>,
+    buckets: Vec<SessionBucket>,
+    names: HashSet<String>,
+    lookups: HashSet<Vec<u8>>,
+}
+
+/// Resolves the buckets of a request: `parameter_lookups` → `parameter_results` →
+/// `resolve_buckets`, enforcing the limits. `only` restricts to the listed buckets.
+async fn resolve(
+    storage: &dyn BucketStorage,
+    active: &ActiveRules,
+    params: &RequestParameters,
+    only: Option<&[String]>,
+    limits: &Limits,
+) -> Result<(Resolved, Vec<(String, u8)>), SessionError> {
+    let lookups = active.rules.parameter_lookups(params);
+    let results = if lookups.is_empty() {
+        HashMap::new()
+    } else {
+        storage
+            .parameter_results(active.deployment, &lookups)
+            .await?
+    };
+    let count: usize = results.values().map(Vec::len).sum();
+    if count > limits.max_parameter_query_results {
+        return Err(LimitExceeded::ParameterResults {
+            count,
+            limit: limits.max_parameter_query_results,
+        }
+        .into());
+    }
+    let mut descriptions = active.rules.resolve_buckets(params, &results);
+    if let Some(only) = only {
+        descriptions.retain(|b| only.contains(&b.name));
+    }
+    if descriptions.len() > limits.max_buckets_per_connection {
+        return Err(LimitExceeded::Buckets {
+            count: descriptions.len(),
+            limit: limits.max_buckets_per_connection,
+        }
+        .into());
+    }
+    let definitions = active.rules.definitions();
+    let index: HashMap<&str, usize> = definitions
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| (name.as_str(), i))
+        .collect();
+    let buckets: Vec<SessionBucket> = descriptions
+        .into_iter()
+        .map(|b| SessionBucket {
+            definition: index.get(b.definition.as_str()).copied().unwrap_or(0),
+            priority: b.priority.min(3),
+            name: b.name,
+        })
+        .collect();
+    let resolved = Resolved {
+        deployment: active.deployment,
+        rules: active.rules.clone(),
+        names: buckets.iter().map(|b| b.name.clone()).collect(),
+        buckets,
+        lookups: lookups.into_iter().collect(),
+    };
+    Ok((resolved, definitions))
+}
+
+/// One sync stream's IO loop. Runs until an error, the rules disappear, or it is dropped.
+pub struct Session {
+    pub state: AppState,
+    pub user: VerifiedToken,
+    pub request: StreamingSyncRequest,
+    pub tx: LineSender,
+    pub ops_sent: Arc<AtomicU64>,
+}
+
+impl Session {
+    pub async fn run(self) -> Result<(), SessionError> {
+        let Session {
+            state,
+            user,
+            request,
+            tx,
+            ops_sent,
+        } = self;
+        let inner = &state.inner;
+        let storage = inner.storage.as_ref();
+        let limits = inner.options.limits;
+        // Subscribe before the first read so no checkpoint between the two is missed.
+        let mut events = inner.events.subscribe();
+        let mut notices = inner.write_checkpoints.subscribe();
+        let mut rules_rx = inner.rules.clone();
+
+        let client_id = request.client_id.clone().unwrap_or_default();
+        let params = RequestParameters::new(
+            user.claims.clone(),
+            request.parameters.clone().unwrap_or_default(),
+        );
+        let only = request.only.as_deref();
+        let mut session = SessionState::new(Vec::new(), &request.buckets);
+        let mut resolved: Option<Resolved> = None;
+        let mut resolve_needed = true;
+        // A write checkpoint of this user/client that may not be reported yet.
+        let mut pending_write: Option<OpId> = None;
+        let mut last_checkpoint_at: Option<Instant> = None;
+
+        loop {
+            let active = rules_rx.borrow_and_update().clone();
+            let Some(active) = active else {
+                return Err(SessionError::NoRules);
+            };
+            let same_rules = resolved.as_ref().is_some_and(|r| {
+                r.deployment == active.deployment && Arc::ptr_eq(&r.rules, &active.rules)
+            });
+            if !same_rules {
+                resolve_needed = true;
+            }
+
+            if let Some(checkpoint) = storage.checkpoint(active.deployment).await? {
+                if let Some(at) = last_checkpoint_at {
+                    let due = at + inner.options.checkpoint_interval;
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                last_checkpoint_at = Some(Instant::now());
+                if resolve_needed {
+                    let (r, definitions) =
+                        resolve(storage, &active, &params, only, &limits).await?;
+                    session.set_streams(SessionState::streams_for(&definitions));
+                    resolved = Some(r);
+                    resolve_needed = false;
+                }
+                let Some(r) = resolved.as_ref() else {
+                    continue;
+                };
+                let names: Vec<String> = r.buckets.iter().map(|b| b.name.clone()).collect();
+                let states = storage
+                    .bucket_states(active.deployment, checkpoint.op_id, &names)
+                    .await?;
+                let write_checkpoint = storage
+                    .write_checkpoint(&user.user_id, &client_id, checkpoint.lsn)
+                    .await?;
+                let lines = session.begin_checkpoint(CheckpointInput {
+                    checkpoint: checkpoint.op_id,
+                    buckets: r.buckets.clone(),
+                    states,
+                    write_checkpoint,
+                });
+                for line in &lines {
+                    tx.send(line).await?;
+                }
+                while let Some(fetch) = session.next_fetch() {
+                    let chunks = storage
+                        .bucket_data(
+                            active.deployment,
+                            fetch.checkpoint,
+                            &fetch.buckets,
+                            fetch.limit,
+                        )
+                        .await?;
+                    let before = session.ops_sent_total();
+                    for line in session.on_data(&fetch, chunks) {
+                        tx.send(&line).await?;
+                    }
+                    ops_sent.fetch_add(session.ops_sent_total() - before, Ordering::Relaxed);
+                }
+                match pending_write {
+                    Some(OpId(i64::MAX)) => pending_write = None,
+                    Some(id) if session.reported_write_checkpoint() >= Some(id) => {
+                        pending_write = None;
+                    }
+                    _ => {}
+                }
+            }
+
+            // Wait for something relevant to this stream.
+            loop {
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Ok(event) => {
+                            let (relevant, lookups_changed) = relevance(
+                                &event,
+                                active.deployment,
+                                resolved.as_ref(),
+                                pending_write.is_some(),
+                            );
+                            if lookups_changed {
+                                resolve_needed = true;
+                            }
+                            if relevant {
+                                break;
+                            }
+                        }
+                        Err(RecvError::Lagged(_)) => {
+                            resolve_needed = true;
+                            break;
+                        }
+                        Err(RecvError::Closed) => return Err(SessionError::BusClosed),
+                    },
+                    changed = rules_rx.changed() => {
+                        if changed.is_err() {
+                            return Err(SessionError::NoRules);
+                        }
+                        break;
+                    }
+                    notice = notices.recv() => match notice {
+                        Ok(n) => {
+                            if n.user_id == user.user_id && n.client_id == client_id {
+                                pending_write = Some(pending_write.map_or(n.id, |p| p.max(n.id)));
+                                break;
+                            }
+                        }
+                        Err(RecvError::Lagged(_)) => {
+                            pending_write = Some(OpId(i64::MAX));
+                            break;
+                        }
+                        // The notifier lives as long as the state; keep waiting on the rest.
+                        Err(RecvError::Closed) => {
+                            notices = inner.write_checkpoints.subscribe();
+                        }
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// Whether a checkpoint event concerns this stream, and whether it changed one of its lookups.
+fn relevance(
+    event: &CheckpointEvent,
+    deployment: i64,
+    resolved: Option<&Resolved>,
+    pending_write: bool,
+) -> (bool, bool) {
+    if event.deployment != deployment {
+        return (false, false);
+    }
+    let Some(r) = resolved else {
+        return (true, false);
+    };
+    let lookups_changed = event.changed_lookups.iter().any(|l| r.lookups.contains(l));
+    let buckets_changed = event.changed_buckets.iter().any(|b| r.names.contains(b));
+    (
+        lookups_changed || buckets_changed || pending_write,
+        lookups_changed,
+    )
+}
+
+/// How long a stream lived, for logs.
+pub fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,7 @@
+//! Sync stream sessions: the sans-IO [`state`] machine, the tokio [`driver`] that feeds it from
+//! storage and the checkpoint bus, the [`keepalive`] token lines, and line [`framing`].
+
+pub mod driver;
+pub mod framing;
+pub mod keepalive;
+pub mod state;

@@ -1,0 +1,434 @@
+//! The sans-IO core of a sync stream. It is fed the bucket set of a checkpoint (with checksums
+//! and the covered write checkpoint) and pages of bucket data, and answers with the lines to
+//! send. It owns the per-bucket positions and knows which buckets still need data.
+//!
+//! Per checkpoint: a full `checkpoint` the first time, later a `checkpoint_diff` (or nothing if
+//! nothing this client sees changed); then `data` lines for new and changed buckets, grouped by
+//! priority (0 first) with `partial_checkpoint_complete` after every group but the last and
+//! `checkpoint_complete` at the end — also when no bucket needs data.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use riptide_protocol::{
+    BucketChecksum, BucketRequest, Checkpoint, CheckpointComplete, CheckpointDiff, DataLine, OpId,
+    OplogEntry, PartialCheckpointComplete, StreamDescription, SubscriptionRef, SyncLine,
+};
+use riptide_storage::{BucketChunk, BucketState};
+
+/// Target size of one `data` line; a page is split into several lines above it.
+pub const DATA_LINE_BYTES: usize = 1024 * 1024;
+/// Ops per storage page, and so at most per `data` line.
+pub const DATA_PAGE_OPS: usize = 1000;
+
+/// A bucket of the connection's bucket set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionBucket {
+    pub name: String,
+    /// 0 (first) ..= 3.
+    pub priority: u8,
+    /// Index of its definition in the checkpoint's `streams`.
+    pub definition: usize,
+}
+
+/// What the session knows at a storage checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointInput {
+    pub checkpoint: OpId,
+    pub buckets: Vec<SessionBucket>,
+    /// Checksum and count per bucket; absent buckets have no ops (0/0).
+    pub states: HashMap<String, BucketState>,
+    /// The newest write checkpoint of this user/client covered by the checkpoint.
+    pub write_checkpoint: Option<OpId>,
+}
+
+/// A page of bucket data the driver should read next: ops with
+/// `after < op_id <= checkpoint` of each bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetch {
+    pub checkpoint: OpId,
+    pub buckets: Vec<(String, OpId)>,
+    pub limit: usize,
+}
+
+#[derive(Debug)]
+struct Sent {
+    buckets: HashMap<String, BucketChecksum>,
+    write_checkpoint: Option<OpId>,
+}
+
+#[derive(Debug)]
+struct Group {
+    priority: u8,
+    /// Buckets of this group that may still have data, in bucket-set order.
+    remaining: Vec<String>,
+    /// Every bucket of this group that needed data.
+    all: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    checkpoint: OpId,
+    groups: VecDeque<Group>,
+    ops_sent: u64,
+}
+
+/// The state of one sync stream.
+#[derive(Debug)]
+pub struct SessionState {
+    streams: Vec<StreamDescription>,
+    positions: HashMap<String, OpId>,
+    sent: Option<Sent>,
+    pending: Option<Pending>,
+    /// Buckets scheduled for data in a checkpoint that was abandoned before completing.
+    incomplete: HashSet<String>,
+    line_bytes: usize,
+    ops_sent_total: u64,
+}
+
+impl SessionState {
+    /// `streams`: one entry per bucket definition; `requested`: the buckets and positions of the
+    /// request body.
+    pub fn new(streams: Vec<StreamDescription>, requested: &[BucketRequest]) -> Self {
+        SessionState {
+            streams,
+            positions: requested
+                .iter()
+                .map(|b| (b.name.clone(), b.after))
+                .collect(),
+            sent: None,
+            pending: None,
+            incomplete: HashSet::new(),
+            line_bytes: DATA_LINE_BYTES,
+            ops_sent_total: 0,
+        }
+    }
+
+    /// Uses a different `data` line size limit (tests).
+    pub fn with_line_bytes(mut self, bytes: usize) -> Self {
+        self.line_bytes = bytes.max(1);
+        self
+    }
+
+    /// Replaces the stream descriptions (the active rules changed).
+    pub fn set_streams(&mut self, streams: Vec<StreamDescription>) {
+        self.streams = streams;
+    }
+
+    /// One entry per bucket definition, as the official service describes classic rules.
+    pub fn streams_for(definitions: &[(String, u8)]) -> Vec<StreamDescription> {
+        definitions
+            .iter()
+            .map(|(name, _)| StreamDescription {
+                name: name.clone(),
+                is_default: true,
+                errors: Vec::new(),
+            })
+            .collect()
+    }
+
+    /// Whether all data of the last checkpoint was sent.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_none()
+    }
+
+    /// Ops sent so far for the checkpoint in progress.
+    pub fn ops_sent_for_pending(&self) -> u64 {
+        self.pending.as_ref().map_or(0, |p| p.ops_sent)
+    }
+
+    /// Ops sent on this stream.
+    pub fn ops_sent_total(&self) -> u64 {
+        self.ops_sent_total
+    }
+
+    /// The write checkpoint last reported to the client.
+    pub fn reported_write_checkpoint(&self) -> Option<OpId> {
+        self.sent.as_ref().and_then(|s| s.write_checkpoint)
+    }
+
+    /// The position of a bucket (ops up to it were sent or the client had them).
+    pub fn position(&self, bucket: &str) -> Option<OpId> {
+        self.positions.get(bucket).copied()
+    }
+
+    /// Starts a checkpoint. Returns the lines to send now: nothing if nothing this client sees
+    /// changed; otherwise the `checkpoint` / `checkpoint_diff`, followed by
+    /// `checkpoint_complete` when no bucket needs data. A checkpoint still in progress is
+    /// abandoned; its unfinished buckets get data in this one.
+    pub fn begin_checkpoint(&mut self, input: CheckpointInput) -> Vec<SyncLine> {
+        if let Some(p) = self.pending.take() {
+            for g in p.groups {
+                self.incomplete.extend(g.all);
+            }
+        }
+        let CheckpointInput {
+            checkpoint,
+            buckets,
+            states,
+            write_checkpoint,
+        } = input;
+
+        let mut seen = HashSet::with_capacity(buckets.len());
+        let mut current: Vec<(BucketChecksum, &SessionBucket)> = Vec::with_capacity(buckets.len());
+        for b in &buckets {
+            if !seen.insert(b.name.as_str()) {
+                continue;
+            }
+            let state = states.get(&b.name).copied().unwrap_or_default();
+            current.push((
+                BucketChecksum {
+                    bucket: b.name.clone(),
+                    checksum: state.checksum,
+                    count: state.count,
+                    priority: b.priority,
+                    subscriptions: vec![SubscriptionRef::Default(b.definition)],
+                },
+                b,
+            ));
+        }
+
+        let mut needs_data: Vec<&SessionBucket> = Vec::new();
+        let line = match &self.sent {
+            None => {
+                needs_data.extend(current.iter().map(|(_, b)| *b));
+                Some(SyncLine::Checkpoint(Checkpoint {
+                    last_op_id: checkpoint,
+                    write_checkpoint,
+                    buckets: current.iter().map(|(c, _)| c.clone()).collect(),
+                    streams: self.streams.clone(),
+                }))
+            }
+            Some(sent) => {
+                let mut updated = Vec::new();
+                for (c, b) in &current {
+                    let changed = sent.buckets.get(&c.bucket) != Some(c);
+                    if changed {
+                        updated.push(c.clone());
+                    }
+                    if changed || self.incomplete.contains(&c.bucket) {
+                        needs_data.push(b);
+                    }
+                }
+                let mut removed: Vec<String> = sent
+                    .buckets
+                    .keys()
+                    .filter(|name| !seen.contains(name.as_str()))
+                    .cloned()
+                    .collect();
+                removed.sort();
+                if updated.is_empty()
+                    && removed.is_empty()
+                    && needs_data.is_empty()
+                    && sent.write_checkpoint == write_checkpoint
+                {
+                    None
+                } else {
+                    Some(SyncLine::CheckpointDiff(CheckpointDiff {
+                        last_op_id: checkpoint,
+                        write_checkpoint,
+                        updated_buckets: updated,
+                        removed_buckets: removed,
+                    }))
+                }
+            }
+        };
+        let Some(line) = line else {
+            return Vec::new();
+        };
+
+        // Positions: buckets the client may not have start at 0; removed buckets are forgotten.
+        let in_set: HashSet<&str> = seen;
+        self.positions
+            .retain(|name, _| in_set.contains(name.as_str()));
+        self.incomplete
+            .retain(|name| in_set.contains(name.as_str()));
+        for (c, _) in &current {
+            self.positions.entry(c.bucket.clone()).or_insert(OpId::ZERO);
+        }
+
+        let mut priorities: Vec<u8> = needs_data.iter().map(|b| b.priority).collect();
+        priorities.sort_unstable();
+        priorities.dedup();
+        let groups: VecDeque<Group> = priorities
+            .into_iter()
+            .map(|priority| {
+                let all: Vec<String> = needs_data
+                    .iter()
+                    .filter(|b| b.priority == priority)
+                    .map(|b| b.name.clone())
+                    .collect();
+                Group {
+                    priority,
+                    remaining: all.clone(),
+                    all,
+                }
+            })
+            .collect();
+
+        self.sent = Some(Sent {
+            buckets: current
+                .into_iter()
+                .map(|(c, _)| (c.bucket.clone(), c))
+                .collect(),
+            write_checkpoint,
+        });
+
+        let mut out = vec![line];
+        if groups.is_empty() {
+            out.push(self.complete(checkpoint));
+        } else {
+            self.pending = Some(Pending {
+                checkpoint,
+                groups,
+                ops_sent: 0,
+            });
+        }
+        out
+    }
+
+    /// The next page of data to read, if the checkpoint in progress needs more.
+    pub fn next_fetch(&self) -> Option<Fetch> {
+        let pending = self.pending.as_ref()?;
+        let group = pending.groups.front()?;
+        Some(Fetch {
+            checkpoint: pending.checkpoint,
+            buckets: group
+                .remaining
+                .iter()
+                .map(|b| {
+                    (
+                        b.clone(),
+                        self.positions.get(b).copied().unwrap_or_default(),
+                    )
+                })
+                .collect(),
+            limit: DATA_PAGE_OPS,
+        })
+    }
+
+    /// Takes the page read for `fetch` and returns the lines to send: `data` lines, then
+    /// `partial_checkpoint_complete` / `checkpoint_complete` when a group is done.
+    pub fn on_data(&mut self, fetch: &Fetch, chunks: Vec<BucketChunk>) -> Vec<SyncLine> {
+        let mut out = Vec::new();
+        let Some(pending) = self.pending.as_mut() else {
+            return out;
+        };
+        if pending.checkpoint != fetch.checkpoint {
+            return out;
+        }
+        let Some(group) = pending.groups.front_mut() else {
+            return out;
+        };
+        let total: usize = chunks.iter().map(|c| c.ops.len()).sum();
+        let mut still_more: HashSet<String> = HashSet::new();
+        let mut returned: HashSet<String> = HashSet::new();
+        for chunk in chunks {
+            if !group.remaining.contains(&chunk.bucket) {
+                continue;
+            }
+            let after = self
+                .positions
+                .get(&chunk.bucket)
+                .copied()
+                .unwrap_or_default();
+            // Never resend ops the client already has (defensive against storage paging).
+            let ops: Vec<OplogEntry> = chunk
+                .ops
+                .into_iter()
+                .filter(|op| op.op_id > after && op.op_id <= pending.checkpoint)
+                .collect();
+            returned.insert(chunk.bucket.clone());
+            if chunk.has_more && !ops.is_empty() {
+                still_more.insert(chunk.bucket.clone());
+            }
+            let n = ops.len() as u64;
+            let lines = split_ops(ops, self.line_bytes);
+            let count = lines.len();
+            let mut position = after;
+            for (i, ops) in lines.into_iter().enumerate() {
+                let next_after = ops.last().map_or(position, |op| op.op_id);
+                out.push(SyncLine::Data(DataLine {
+                    bucket: chunk.bucket.clone(),
+                    after: position,
+                    has_more: i + 1 < count || still_more.contains(&chunk.bucket),
+                    data: ops,
+                    next_after,
+                }));
+                position = next_after;
+            }
+            self.positions.insert(chunk.bucket, position);
+            pending.ops_sent += n;
+            self.ops_sent_total += n;
+        }
+        // Buckets that came back without more data are done; a bucket missing from a full page
+        // may have been cut off by the page limit, so it is read again.
+        let page_full = total > 0 && total >= fetch.limit;
+        group
+            .remaining
+            .retain(|b| still_more.contains(b) || (page_full && !returned.contains(b)));
+        if !group.remaining.is_empty() {
+            return out;
+        }
+        let checkpoint = pending.checkpoint;
+        if let Some(done) = pending.groups.pop_front() {
+            if pending.groups.is_empty() {
+                out.push(self.complete(checkpoint));
+            } else {
+                for b in &done.all {
+                    self.positions.insert(b.clone(), checkpoint);
+                    self.incomplete.remove(b);
+                }
+                out.push(SyncLine::PartialCheckpointComplete(
+                    PartialCheckpointComplete {
+                        last_op_id: checkpoint,
+                        priority: done.priority,
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    /// Marks the checkpoint complete: every bucket of it is now at `checkpoint`.
+    fn complete(&mut self, checkpoint: OpId) -> SyncLine {
+        self.pending = None;
+        self.incomplete.clear();
+        for pos in self.positions.values_mut() {
+            *pos = checkpoint;
+        }
+        SyncLine::CheckpointComplete(CheckpointComplete {
+            last_op_id: checkpoint,
+        })
+    }
+}
+
+/// Splits a page of ops into `data` line payloads of at most about `max_bytes` each (at least
+/// one op per line).
+fn split_ops(ops: Vec<OplogEntry>, max_bytes: usize) -> Vec<Vec<OplogEntry>> {
+    let mut lines = Vec::new();
+    let mut cur = Vec::new();
+    let mut size = 0usize;
+    for op in ops {
+        let op_size = estimated_size(&op);
+        if !cur.is_empty() && size + op_size > max_bytes {
+            lines.push(std::mem::take(&mut cur));
+            size = 0;
+        }
+        size += op_size;
+        cur.push(op);
+    }
+    if !cur.is_empty() {
+        lines.push(cur);
+    }
+    lines
+}
+
+fn estimated_size(op: &OplogEntry) -> usize {
+    // Field names, quotes, ids and checksum: about 120 bytes; JSON escaping of `data` adds a
+    // little more, counted generously.
+    let data = op.data.as_ref().map_or(0, |d| d.len() + d.len() / 8);
+    120 + data
+        + op.object_type.as_ref().map_or(0, String::len)
+        + op.object_id.as_ref().map_or(0, String::len)
+        + op.subkey.as_ref().map_or(0, String::len)
+}

@@ -1,0 +1,77 @@
+//! Access to the source database the write-checkpoint endpoints need: its current WAL position,
+//! and a logical message so replication advances past that position even when the upload
+//! changed nothing replicated.
+
+use async_trait::async_trait;
+use riptide_protocol::Lsn;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("source database error")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("source connection pool error")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("source database returned an invalid LSN")]
+    InvalidLsn(#[from] riptide_protocol::LsnParseError),
+}
+
+/// The source (application) Postgres database, as the write-checkpoint endpoints use it.
+///
+/// The two steps are separate so the endpoint can store the write checkpoint between them:
+/// `current_lsn` → `create_write_checkpoint(lsn)` → `emit_ping`. Pinging first would let the
+/// replicator commit a checkpoint past the LSN before the write checkpoint exists.
+#[async_trait]
+pub trait SourceDatabase: Send + Sync + 'static {
+    /// `SELECT pg_current_wal_lsn()`.
+    async fn current_lsn(&self) -> Result<Lsn, SourceError>;
+    /// `SELECT pg_logical_emit_message(false, 'powersync', 'ping')`.
+    async fn emit_ping(&self) -> Result<(), SourceError>;
+
+    /// Both steps at once, for callers that store nothing in between.
+    async fn current_lsn_and_ping(&self) -> Result<Lsn, SourceError> {
+        let lsn = self.current_lsn().await?;
+        self.emit_ping().await?;
+        Ok(lsn)
+    }
+}
+
+/// [`SourceDatabase`] over a deadpool-postgres pool of the source database.
+#[derive(Clone)]
+pub struct PgSourceDatabase {
+    pool: deadpool_postgres::Pool,
+}
+
+impl PgSourceDatabase {
+    pub fn new(pool: deadpool_postgres::Pool) -> Self {
+        PgSourceDatabase { pool }
+    }
+}
+
+impl std::fmt::Debug for PgSourceDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSourceDatabase").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl SourceDatabase for PgSourceDatabase {
+    async fn current_lsn(&self) -> Result<Lsn, SourceError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await?;
+        let text: String = row.try_get(0)?;
+        Ok(text.parse()?)
+    }
+
+    async fn emit_ping(&self) -> Result<(), SourceError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "SELECT * FROM pg_logical_emit_message(false, 'powersync', 'ping')",
+                &[],
+            )
+            .await?;
+        Ok(())
+    }
+}

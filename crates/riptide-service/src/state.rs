@@ -1,0 +1,138 @@
+//! Shared state of the service: storage, the active sync rules, the checkpoint bus, the source
+//! database, auth, limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use riptide_storage::{BucketStorage, CheckpointEvent, DeploymentId};
+use tokio::sync::{Semaphore, broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::KeyStore;
+use crate::bucket_rules::BucketRules;
+use crate::limits::Limits;
+use crate::source::SourceDatabase;
+use crate::write_checkpoints::WriteCheckpointNotifier;
+
+/// The sync rules serving clients.
+#[derive(Clone)]
+pub struct ActiveRules {
+    pub deployment: DeploymentId,
+    /// Usually an `Arc<riptide_rules::SyncRules>` (coerces).
+    pub rules: Arc<dyn BucketRules>,
+}
+
+impl std::fmt::Debug for ActiveRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActiveRules")
+            .field("deployment", &self.deployment)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configuration of the service.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    pub limits: Limits,
+    pub keystore: KeyStore,
+    /// Mean interval of `token_expires_in` keepalive lines (jitter ±10 %). Default 20 s.
+    pub keepalive_interval: Duration,
+    /// How long `/sync/stream` waits for an active deployment before answering 500
+    /// `PSYNC_S2302`. Default 5 s.
+    pub no_rules_wait: Duration,
+    /// Minimum time between two checkpoints sent on one stream. Default 10 ms.
+    pub checkpoint_interval: Duration,
+}
+
+impl ServiceOptions {
+    pub fn new(keystore: KeyStore) -> Self {
+        ServiceOptions {
+            limits: Limits::default(),
+            keystore,
+            keepalive_interval: Duration::from_secs(20),
+            no_rules_wait: Duration::from_secs(5),
+            checkpoint_interval: Duration::from_millis(10),
+        }
+    }
+}
+
+/// Everything the routes share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+pub(crate) struct Inner {
+    pub storage: Arc<dyn BucketStorage>,
+    pub rules: watch::Receiver<Option<ActiveRules>>,
+    pub events: broadcast::Sender<CheckpointEvent>,
+    pub source: Arc<dyn SourceDatabase>,
+    pub options: ServiceOptions,
+    pub connections: Arc<Semaphore>,
+    pub write_checkpoints: WriteCheckpointNotifier,
+}
+
+impl AppState {
+    pub fn new(
+        options: ServiceOptions,
+        storage: Arc<dyn BucketStorage>,
+        rules: watch::Receiver<Option<ActiveRules>>,
+        events: broadcast::Sender<CheckpointEvent>,
+        source: Arc<dyn SourceDatabase>,
+    ) -> AppState {
+        let permits = options
+            .limits
+            .max_concurrent_connections
+            .min(Semaphore::MAX_PERMITS);
+        AppState {
+            inner: Arc::new(Inner {
+                storage,
+                rules,
+                events,
+                source,
+                connections: Arc::new(Semaphore::new(permits)),
+                options,
+                write_checkpoints: WriteCheckpointNotifier::default(),
+            }),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    pub fn keystore(&self) -> &KeyStore {
+        &self.inner.options.keystore
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.options.limits
+    }
+
+    /// The active rules now, if any.
+    pub fn active_rules(&self) -> Option<ActiveRules> {
+        self.inner.rules.borrow().clone()
+    }
+
+    /// Sync streams open now.
+    pub fn open_streams(&self) -> usize {
+        self.inner
+            .options
+            .limits
+            .max_concurrent_connections
+            .min(Semaphore::MAX_PERMITS)
+            .saturating_sub(self.inner.connections.available_permits())
+    }
+
+    /// Ends running sync streams when `token` is cancelled (also done by [`crate::serve`]).
+    pub fn with_shutdown(mut self, token: CancellationToken) -> AppState {
+        self.shutdown = token;
+        self
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
