@@ -7,7 +7,7 @@ import { PER_USER_RULES } from '../lib/rules.js';
 import { inTransaction, sourceRows } from '../lib/postgres.js';
 import { localRows } from '../lib/client.js';
 import { currentLsn, waitUntilSent } from '../lib/replication.js';
-import { duplicatedOps } from '../lib/storage.js';
+import { duplicatedOps, opCounts } from '../lib/storage.js';
 import { waitFor, withDeadline } from '../lib/wait.js';
 
 const ROWS = 50_000;
@@ -84,6 +84,7 @@ e2eTest('crash safety under SIGKILL during replication', async (ctx, t) => {
   const checksumTrouble = alice.logger.lines.filter((l) => /checksum/i.test(l));
   assert.deepEqual(checksumTrouble, [], 'the SDK reported checksum problems');
 
+  t.diagnostic(`ops in storage: ${JSON.stringify(await opCounts(dbs.storage))}`);
   const dups = await duplicatedOps(dbs.storage);
   assert.deepEqual(dups, [], 'storage holds duplicated ops (same source row PUT more than once in a bucket)');
 });
