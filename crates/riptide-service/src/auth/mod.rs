@@ -68,3 +68,6 @@ impl AuthError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

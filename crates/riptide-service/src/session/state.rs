@@ -432,3 +432,6 @@ fn estimated_size(op: &OplogEntry) -> usize {
         + op.object_id.as_ref().map_or(0, String::len)
         + op.subkey.as_ref().map_or(0, String::len)
 }
+
+#[cfg(test)]
+mod tests;

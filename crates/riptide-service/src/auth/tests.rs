@@ -1,0 +1,273 @@
+//! Verification rules, one bad-token class per test, for Ed25519 (JWKS with kid), RS256 (fixed
+//! PEM, JWK without kid) and HS256 keys.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use riptide_protocol::ErrorCode;
+use riptide_testkit::TestKeys;
+use serde_json::{Value, json};
+
+use super::*;
+
+const RSA_PEM: &str = include_str!("testdata/rsa_private.pem");
+const RSA_N: &str = include_str!("testdata/rsa_n.txt");
+const HS_SECRET: &[u8] = b"a-test-secret-of-sufficient-length!!";
+const AUD: &str = "riptide-test";
+
+fn now() -> i64 {
+    keystore::unix_secs(SystemTime::now())
+}
+
+fn claims(sub: &str) -> Value {
+    json!({"sub": sub, "aud": AUD, "iat": now(), "exp": now() + 300})
+}
+
+fn rsa_jwk() -> Value {
+    json!({"kty": "RSA", "n": RSA_N.trim(), "e": "AQAB", "alg": "RS256"})
+}
+
+fn hs_jwk() -> Value {
+    json!({"kty": "oct", "k": URL_SAFE_NO_PAD.encode(HS_SECRET), "alg": "HS256", "kid": "hs"})
+}
+
+fn store(keys: &TestKeys) -> KeyStore {
+    KeyStore::new(AuthConfig {
+        jwks: Some(json!({"keys": [keys.jwk(), rsa_jwk(), hs_jwk()]})),
+        audience: vec![AUD.to_owned()],
+        ..AuthConfig::default()
+    })
+    .unwrap()
+}
+
+fn rs256(claims: &Value) -> String {
+    let key = EncodingKey::from_rsa_pem(RSA_PEM.as_bytes()).unwrap();
+    jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &key).unwrap()
+}
+
+fn hs256(claims: &Value, kid: Option<&str>) -> String {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(HS_SECRET)).unwrap()
+}
+
+async fn code(store: &KeyStore, token: &str) -> ErrorCode {
+    store.verify(token).await.unwrap_err().code()
+}
+
+#[tokio::test]
+async fn accepts_each_key_type() {
+    let keys = TestKeys::generate();
+    let store = store(&keys);
+    let t = store
+        .verify(&keys.token("u1", 300, json!({})))
+        .await
+        .unwrap();
+    assert_eq!(t.user_id, "u1");
+    let t = store.verify(&rs256(&claims("u2"))).await.unwrap();
+    assert_eq!(t.user_id, "u2");
+    let t = store
+        .verify(&hs256(&claims("u3"), Some("hs")))
+        .await
+        .unwrap();
+    assert_eq!(t.user_id, "u3");
+}
+
+#[tokio::test]
+async fn numeric_sub_array_aud_and_parameters() {
+    let keys = TestKeys::generate();
+    let store = store(&keys);
+    let token = keys.sign(&json!({
+        "sub": 42, "aud": ["other", AUD], "iat": now(), "exp": now() + 60,
+        "parameters": {"team": "t1"}
+    }));
+    let t = store.verify(&token).await.unwrap();
+    assert_eq!(t.user_id, "42");
+    assert_eq!(t.claims["parameters"]["team"], "t1");
+}
+
+#[tokio::test]
+async fn bad_signature_is_s2102() {
+    let keys = TestKeys::generate();
+    let mut impostor = TestKeys::generate();
+    impostor.kid = keys.kid.clone();
+    assert_eq!(
+        code(&store(&keys), &impostor.token("u", 300, json!({}))).await,
+        ErrorCode::S2102
+    );
+    // Tampered payload.
+    let token = keys.token("u", 300, json!({}));
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    parts[1] = URL_SAFE_NO_PAD.encode(claims("admin").to_string());
+    assert_eq!(
+        code(&store(&keys), &parts.join(".")).await,
+        ErrorCode::S2102
+    );
+}
+
+#[tokio::test]
+async fn expiry_and_leeway() {
+    let keys = TestKeys::generate();
+    let store = store(&keys);
+    let expired =
+        keys.sign(&json!({"sub": "u", "aud": AUD, "iat": now() - 600, "exp": now() - 120}));
+    assert_eq!(code(&store, &expired).await, ErrorCode::S2103);
+    let in_leeway =
+        keys.sign(&json!({"sub": "u", "aud": AUD, "iat": now() - 600, "exp": now() - 30}));
+    assert!(store.verify(&in_leeway).await.is_ok());
+}
+
+#[tokio::test]
+async fn lifetime_over_a_day_is_s2104() {
+    let keys = TestKeys::generate();
+    let token = keys.sign(&json!({"sub": "u", "aud": AUD, "iat": now(), "exp": now() + 86_401}));
+    assert_eq!(code(&store(&keys), &token).await, ErrorCode::S2104);
+    let token = keys.sign(&json!({"sub": "u", "aud": AUD, "iat": now(), "exp": now() + 86_400}));
+    assert!(store(&keys).verify(&token).await.is_ok());
+}
+
+#[tokio::test]
+async fn audience_is_s2105() {
+    let keys = TestKeys::generate();
+    let store = store(&keys);
+    let missing = keys.sign(&json!({"sub": "u", "iat": now(), "exp": now() + 60}));
+    assert_eq!(code(&store, &missing).await, ErrorCode::S2105);
+    let wrong = keys.sign(&json!({"sub": "u", "aud": "x", "iat": now(), "exp": now() + 60}));
+    assert_eq!(code(&store, &wrong).await, ErrorCode::S2105);
+    let wrong_list =
+        keys.sign(&json!({"sub": "u", "aud": ["x", 3], "iat": now(), "exp": now() + 60}));
+    assert_eq!(code(&store, &wrong_list).await, ErrorCode::S2105);
+    // No audience configured: every token fails.
+    let none = KeyStore::new(AuthConfig {
+        jwks: Some(keys.jwks()),
+        ..AuthConfig::default()
+    })
+    .unwrap();
+    assert_eq!(
+        code(&none, &keys.token("u", 60, json!({}))).await,
+        ErrorCode::S2105
+    );
+}
+
+#[tokio::test]
+async fn missing_claims_and_bad_parameters_are_s2101() {
+    let keys = TestKeys::generate();
+    let store = store(&keys);
+    for c in [
+        json!({"aud": AUD, "iat": now(), "exp": now() + 60}),
+        json!({"sub": "u", "aud": AUD, "exp": now() + 60}),
+        json!({"sub": "u", "aud": AUD, "iat": now()}),
+        json!({"sub": "u", "aud": AUD, "iat": "yesterday", "exp": now() + 60}),
+        json!({"sub": ["u"], "aud": AUD, "iat": now(), "exp": now() + 60}),
+        json!({"sub": "u", "aud": AUD, "iat": now(), "exp": now() + 60, "parameters": [1]}),
+        json!({"sub": "u", "aud": AUD, "iat": now(), "exp": now() + 60, "nbf": now() + 600}),
+    ] {
+        assert_eq!(code(&store, &keys.sign(&c)).await, ErrorCode::S2101, "{c}");
+    }
+}
+
+#[tokio::test]
+async fn unsigned_garbled_and_unknown_keys_are_s2101() {
+    let keys = TestKeys::generate();
+    let store = store(&keys);
+    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims("u").to_string());
+    assert_eq!(
+        code(&store, &format!("{header}.{payload}.")).await,
+        ErrorCode::S2101
+    );
+    assert_eq!(
+        code(&store, &format!("{header}.{payload}")).await,
+        ErrorCode::S2101
+    );
+    for garbage in ["", "abc", "a.b.c", "....", "\u{1F600}.x.y"] {
+        assert_eq!(code(&store, garbage).await, ErrorCode::S2101, "{garbage}");
+    }
+    // HS256 token naming the Ed25519 key's kid: the key is for another algorithm.
+    let err = store
+        .verify(&hs256(&claims("u"), Some(&keys.kid)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::UnexpectedAlgorithm(_)), "{err:?}");
+    assert_eq!(err.code(), ErrorCode::S2101);
+    // Unknown kid, and no key without kid for this algorithm.
+    let stranger = TestKeys::generate();
+    assert_eq!(
+        store.verify(&stranger.token("u", 60, json!({}))).await,
+        Err(AuthError::NoKey)
+    );
+    // HS256 without kid: only keys without kid are tried; the oct key has one.
+    assert_eq!(
+        store.verify(&hs256(&claims("u"), None)).await,
+        Err(AuthError::NoKey)
+    );
+}
+
+#[tokio::test]
+async fn inline_jwks_rejects_unusable_keys() {
+    for bad in [
+        json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}),
+        json!({"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB", "alg": "ES256"}]}),
+        json!({"keys": [{"kty": "foo"}]}),
+        json!({"nokeys": []}),
+    ] {
+        assert!(
+            KeyStore::new(AuthConfig {
+                jwks: Some(bad.clone()),
+                ..AuthConfig::default()
+            })
+            .is_err(),
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn remote_jwks_fetched_on_unknown_kid_and_rate_limited() {
+    let keys = TestKeys::generate();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let jwks = keys.jwks();
+    let counter = hits.clone();
+    let app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let jwks = jwks.clone();
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                axum::Json(jwks)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let store = KeyStore::new(AuthConfig {
+        jwks_uri: vec![format!("http://{addr}/jwks")],
+        audience: vec![AUD.to_owned()],
+        ..AuthConfig::default()
+    })
+    .unwrap();
+    let t = store.verify(&keys.token("u", 60, json!({}))).await.unwrap();
+    assert_eq!(t.user_id, "u");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    // Cached.
+    store.verify(&keys.token("u", 60, json!({}))).await.unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    // An unknown kid refreshes at most once per interval.
+    let stranger = TestKeys::generate();
+    assert_eq!(
+        store.verify(&stranger.token("u", 60, json!({}))).await,
+        Err(AuthError::NoKey)
+    );
+    assert_eq!(
+        store.verify(&stranger.token("u", 60, json!({}))).await,
+        Err(AuthError::NoKey)
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}

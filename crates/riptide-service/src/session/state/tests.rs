@@ -1,0 +1,422 @@
+//! Golden line sequences of the session state machine.
+
+use std::collections::{BTreeMap, HashMap};
+
+use riptide_protocol::{BucketRequest, Checksum, OpId, OpType, OplogEntry};
+use riptide_storage::{BucketChunk, BucketState};
+
+use super::*;
+
+/// Ops per bucket, standing in for storage (same paging rules as `BucketStorage::bucket_data`).
+#[derive(Default)]
+struct Ops(BTreeMap<String, Vec<OplogEntry>>);
+
+impl Ops {
+    fn put(&mut self, bucket: &str, op_id: i64, id: &str, data: &str) {
+        let data = format!(r#"{{"id":"{id}","v":"{data}"}}"#);
+        self.0
+            .entry(bucket.to_owned())
+            .or_default()
+            .push(OplogEntry {
+                op_id: OpId(op_id),
+                op: OpType::Put,
+                object_type: Some("t".into()),
+                object_id: Some(id.into()),
+                checksum: Checksum::of_put("t", id, &data),
+                subkey: Some(format!("s/{id}")),
+                data: Some(data),
+            });
+    }
+
+    fn states(&self, checkpoint: i64) -> HashMap<String, BucketState> {
+        self.0
+            .iter()
+            .filter_map(|(b, ops)| {
+                let ops: Vec<_> = ops.iter().filter(|o| o.op_id.0 <= checkpoint).collect();
+                (!ops.is_empty()).then(|| {
+                    (
+                        b.clone(),
+                        BucketState {
+                            checksum: ops.iter().map(|o| o.checksum).sum(),
+                            count: ops.len() as i64,
+                        },
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn page(&self, fetch: &Fetch) -> Vec<BucketChunk> {
+        let mut wanted: BTreeMap<&str, OpId> = BTreeMap::new();
+        for (b, after) in &fetch.buckets {
+            wanted.entry(b).or_insert(*after);
+        }
+        let mut remaining = fetch.limit;
+        let mut out = Vec::new();
+        for (b, after) in wanted {
+            let ops: Vec<_> = self
+                .0
+                .get(b)
+                .into_iter()
+                .flatten()
+                .filter(|o| o.op_id > after && o.op_id <= fetch.checkpoint)
+                .cloned()
+                .collect();
+            if ops.is_empty() {
+                continue;
+            }
+            if remaining == 0 {
+                break;
+            }
+            let take = ops.len().min(remaining);
+            remaining -= take;
+            out.push(BucketChunk {
+                bucket: b.to_owned(),
+                has_more: take < ops.len(),
+                ops: ops[..take].to_vec(),
+            });
+            if take < ops.len() {
+                break;
+            }
+        }
+        out
+    }
+}
+
+fn bucket(name: &str, priority: u8) -> SessionBucket {
+    SessionBucket {
+        name: name.into(),
+        priority,
+        definition: 0,
+    }
+}
+
+fn streams() -> Vec<StreamDescription> {
+    SessionState::streams_for(&[("global".into(), 3)])
+}
+
+/// Feeds a checkpoint and all its data; returns the NDJSON sent.
+fn run(
+    s: &mut SessionState,
+    ops: &Ops,
+    checkpoint: i64,
+    buckets: &[SessionBucket],
+    write_checkpoint: Option<i64>,
+) -> String {
+    let mut lines = s.begin_checkpoint(CheckpointInput {
+        checkpoint: OpId(checkpoint),
+        buckets: buckets.to_vec(),
+        states: ops.states(checkpoint),
+        write_checkpoint: write_checkpoint.map(OpId),
+    });
+    while let Some(fetch) = s.next_fetch() {
+        let page = ops.page(&fetch);
+        lines.extend(s.on_data(&fetch, page));
+    }
+    ndjson(&lines)
+}
+
+fn ndjson(lines: &[SyncLine]) -> String {
+    let mut out = Vec::new();
+    for l in lines {
+        l.write_ndjson(&mut out);
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// Compact form of data lines for readable goldens: `data b after..next_after [op ids] more`.
+fn summary(ndjson: &str) -> Vec<String> {
+    ndjson
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if let Some(d) = v.get("data") {
+                let ids: Vec<&str> = d["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|o| o["op_id"].as_str().unwrap())
+                    .collect();
+                format!(
+                    "data {} {}..{} [{}]{}",
+                    d["bucket"].as_str().unwrap(),
+                    d["after"].as_str().unwrap(),
+                    d["next_after"].as_str().unwrap(),
+                    ids.join(","),
+                    if d["has_more"].as_bool().unwrap() {
+                        " more"
+                    } else {
+                        ""
+                    }
+                )
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn first_sync_matches_official_shape() {
+    let mut ops = Ops::default();
+    ops.put("1#global[]", 1, "a", "x");
+    ops.put("1#global[]", 2, "b", "y");
+    let mut s = SessionState::new(streams(), &[]);
+    let out = run(&mut s, &ops, 2, &[bucket("1#global[]", 3)], None);
+    let expected_checksum = (Checksum::of_put("t", "a", r#"{"id":"a","v":"x"}"#)
+        + Checksum::of_put("t", "b", r#"{"id":"b","v":"y"}"#))
+    .as_signed();
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        format!(
+            r#"{{"checkpoint":{{"last_op_id":"2","buckets":[{{"bucket":"1#global[]","checksum":{expected_checksum},"count":2,"priority":3,"subscriptions":[{{"default":0}}]}}],"streams":[{{"name":"global","is_default":true,"errors":[]}}]}}}}"#
+        )
+    );
+    let data: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(data["data"]["after"], "0");
+    assert_eq!(data["data"]["next_after"], "2");
+    assert_eq!(data["data"]["has_more"], false);
+    assert_eq!(data["data"]["data"][0]["op_id"], "1");
+    assert_eq!(data["data"]["data"][0]["data"], r#"{"id":"a","v":"x"}"#);
+    assert_eq!(
+        lines.next().unwrap(),
+        r#"{"checkpoint_complete":{"last_op_id":"2"}}"#
+    );
+    assert_eq!(lines.next(), None);
+    assert!(s.is_idle());
+    assert_eq!(s.ops_sent_total(), 2);
+}
+
+#[test]
+fn zero_buckets_still_complete() {
+    let mut s = SessionState::new(Vec::new(), &[]);
+    let out = run(&mut s, &Ops::default(), 7, &[], None);
+    assert_eq!(
+        out,
+        concat!(
+            r#"{"checkpoint":{"last_op_id":"7","buckets":[],"streams":[]}}"#,
+            "\n",
+            r#"{"checkpoint_complete":{"last_op_id":"7"}}"#,
+            "\n"
+        )
+    );
+}
+
+#[test]
+fn priorities_grouped_with_partial_completes() {
+    let mut ops = Ops::default();
+    ops.put("low", 1, "a", "x");
+    ops.put("high", 2, "b", "x");
+    ops.put("mid", 3, "c", "x");
+    let mut s = SessionState::new(streams(), &[]);
+    let out = run(
+        &mut s,
+        &ops,
+        3,
+        &[bucket("low", 3), bucket("high", 0), bucket("mid", 1)],
+        None,
+    );
+    let got = summary(&out);
+    assert!(got[0].starts_with(r#"{"checkpoint":"#));
+    assert_eq!(
+        got[1..],
+        [
+            "data high 0..2 [2]",
+            r#"{"partial_checkpoint_complete":{"last_op_id":"3","priority":0}}"#,
+            "data mid 0..3 [3]",
+            r#"{"partial_checkpoint_complete":{"last_op_id":"3","priority":1}}"#,
+            "data low 0..1 [1]",
+            r#"{"checkpoint_complete":{"last_op_id":"3"}}"#,
+        ]
+    );
+}
+
+#[test]
+fn diff_with_changed_new_and_removed_buckets() {
+    let mut ops = Ops::default();
+    ops.put("a", 1, "1", "x");
+    ops.put("b", 2, "2", "x");
+    ops.put("c", 3, "3", "x");
+    let mut s = SessionState::new(streams(), &[]);
+    run(
+        &mut s,
+        &ops,
+        3,
+        &[bucket("a", 3), bucket("b", 3), bucket("c", 3)],
+        None,
+    );
+
+    ops.put("a", 4, "1", "y");
+    ops.put("d", 5, "4", "x");
+    let out = run(
+        &mut s,
+        &ops,
+        5,
+        &[bucket("a", 3), bucket("c", 3), bucket("d", 3)],
+        None,
+    );
+    let got = summary(&out);
+    let diff: serde_json::Value = serde_json::from_str(&got[0]).unwrap();
+    let diff = &diff["checkpoint_diff"];
+    assert_eq!(diff["last_op_id"], "5");
+    assert_eq!(diff["removed_buckets"], serde_json::json!(["b"]));
+    let updated: Vec<&str> = diff["updated_buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["bucket"].as_str().unwrap())
+        .collect();
+    assert_eq!(updated, ["a", "d"]);
+    assert_eq!(diff["updated_buckets"][0]["count"], 2);
+    assert!(diff.get("write_checkpoint").is_none());
+    // Changed bucket continues after the last checkpoint; the new one starts at 0.
+    assert_eq!(
+        got[1..],
+        [
+            "data a 3..4 [4]",
+            "data d 0..5 [5]",
+            r#"{"checkpoint_complete":{"last_op_id":"5"}}"#,
+        ]
+    );
+}
+
+#[test]
+fn nothing_changed_sends_nothing_but_write_checkpoint_alone_sends_empty_diff() {
+    let mut ops = Ops::default();
+    ops.put("a", 1, "1", "x");
+    ops.put("other", 2, "2", "x");
+    let mut s = SessionState::new(streams(), &[]);
+    run(&mut s, &ops, 1, &[bucket("a", 3)], None);
+    // A checkpoint that only changed a bucket this client does not have.
+    assert_eq!(run(&mut s, &ops, 2, &[bucket("a", 3)], None), "");
+    assert_eq!(
+        run(&mut s, &ops, 2, &[bucket("a", 3)], Some(3)),
+        concat!(
+            r#"{"checkpoint_diff":{"last_op_id":"2","write_checkpoint":"3","updated_buckets":[],"removed_buckets":[]}}"#,
+            "\n",
+            r#"{"checkpoint_complete":{"last_op_id":"2"}}"#,
+            "\n"
+        )
+    );
+    assert_eq!(s.reported_write_checkpoint(), Some(OpId(3)));
+    assert_eq!(run(&mut s, &ops, 2, &[bucket("a", 3)], Some(3)), "");
+}
+
+#[test]
+fn request_positions_are_used_for_known_buckets() {
+    let mut ops = Ops::default();
+    for i in 1..=4 {
+        ops.put("a", i, &i.to_string(), "x");
+        ops.put("b", 10 + i, &i.to_string(), "x");
+    }
+    let requested = [
+        BucketRequest {
+            name: "a".into(),
+            after: OpId(2),
+        },
+        BucketRequest {
+            name: "gone".into(),
+            after: OpId(9),
+        },
+    ];
+    let mut s = SessionState::new(streams(), &requested);
+    let out = run(&mut s, &ops, 14, &[bucket("a", 3), bucket("b", 3)], None);
+    assert_eq!(
+        summary(&out)[1..],
+        [
+            "data a 2..4 [3,4]",
+            "data b 0..14 [11,12,13,14]",
+            r#"{"checkpoint_complete":{"last_op_id":"14"}}"#,
+        ]
+    );
+    // The checkpoint lists only current buckets (the client deletes "gone").
+    assert!(!out.lines().next().unwrap().contains("gone"));
+    assert_eq!(s.position("a"), Some(OpId(14)));
+    assert_eq!(s.position("gone"), None);
+}
+
+#[test]
+fn pages_and_byte_limit_split_data_lines() {
+    let mut ops = Ops::default();
+    for i in 1..=2500 {
+        ops.put("a", i, &i.to_string(), "x");
+    }
+    ops.put("b", 2501, "z", "x");
+    let mut s = SessionState::new(streams(), &[]);
+    let out = run(&mut s, &ops, 2501, &[bucket("a", 3), bucket("b", 3)], None);
+    let got: Vec<String> = summary(&out)
+        .into_iter()
+        .skip(1)
+        .map(|l| {
+            l.split(" [").next().unwrap().to_owned()
+                + if l.ends_with("more") { " more" } else { "" }
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "data a 0..1000 more",
+            "data a 1000..2000 more",
+            "data a 2000..2500",
+            "data b 0..2501",
+            r#"{"checkpoint_complete":{"last_op_id":"2501"}}"#,
+        ]
+    );
+
+    // ~1 MiB per line: with a 1 KiB limit the 13 ops need several lines.
+    let mut s = SessionState::new(streams(), &[]).with_line_bytes(1024);
+    let mut small = Ops::default();
+    for i in 1..=13 {
+        small.put("a", i, &i.to_string(), "x");
+    }
+    let out = run(&mut s, &small, 13, &[bucket("a", 3)], None);
+    let got = summary(&out);
+    let data = &got[1..got.len() - 1];
+    assert!(data.len() >= 2, "{got:?}");
+    for (i, l) in data.iter().enumerate() {
+        assert_eq!(l.ends_with("more"), i + 1 < data.len(), "{got:?}");
+    }
+    for l in out.lines().skip(1).take(data.len()) {
+        assert!(l.len() <= 1024 + 200, "{}", l.len());
+    }
+    assert_eq!(s.ops_sent_total(), 13);
+}
+
+#[test]
+fn abandoned_checkpoint_resumes_in_the_next() {
+    let mut ops = Ops::default();
+    for i in 1..=1500 {
+        ops.put("a", i, &i.to_string(), "x");
+    }
+    let mut s = SessionState::new(streams(), &[]);
+    let first = s.begin_checkpoint(CheckpointInput {
+        checkpoint: OpId(1500),
+        buckets: vec![bucket("a", 3)],
+        states: ops.states(1500),
+        write_checkpoint: None,
+    });
+    assert_eq!(first.len(), 1);
+    let fetch = s.next_fetch().unwrap();
+    let lines = s.on_data(&fetch, ops.page(&fetch));
+    assert_eq!(
+        summary(&ndjson(&lines)),
+        ["data a 0..1000 [".to_owned()
+            + &(1..=1000)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+            + "] more"]
+    );
+    assert_eq!(s.ops_sent_for_pending(), 1000);
+
+    // A newer checkpoint arrives; bucket "a" unchanged since, but its data is unfinished.
+    let out = run(&mut s, &ops, 1600, &[bucket("a", 3)], None);
+    let got = summary(&out);
+    assert_eq!(
+        got[0],
+        r#"{"checkpoint_diff":{"last_op_id":"1600","updated_buckets":[],"removed_buckets":[]}}"#
+    );
+    assert!(got[1].starts_with("data a 1000..1500 [1001,"));
+    assert_eq!(got[2], r#"{"checkpoint_complete":{"last_op_id":"1600"}}"#);
+}
