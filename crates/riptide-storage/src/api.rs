@@ -30,6 +30,9 @@ pub enum StorageError {
     },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// An earlier write of this batch failed; the batch can only be dropped.
+    #[error("the storage batch failed earlier and was rolled back")]
+    BatchFailed,
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

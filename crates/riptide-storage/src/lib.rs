@@ -11,7 +11,6 @@
 //! [`MemoryStorage`] is an in-memory one for fast unit tests of code above storage.
 
 mod api;
-#[allow(dead_code)] // encoders are used by the Postgres implementation (in progress)
 mod diff;
 mod memory;
 mod postgres;
@@ -19,4 +18,4 @@ mod write_checkpoint;
 
 pub use api::*;
 pub use memory::MemoryStorage;
-pub use postgres::PgStorage;
+pub use postgres::{CHECKPOINT_CHANNEL, PgStorage, SCHEMA_VERSION};

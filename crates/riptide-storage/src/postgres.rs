@@ -1,5 +1,0 @@
-//! PLACEHOLDER: replaced by the storage helper.
-
-/// Postgres [`crate::BucketStorage`].
-#[derive(Debug)]
-pub struct PgStorage {}

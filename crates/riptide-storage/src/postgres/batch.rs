@@ -1,0 +1,613 @@
+//! The replicator's write path: one storage transaction per source transaction.
+//!
+//! `save` only queues operations; every [`CHUNK_ROWS`] rows (or [`CHUNK_BYTES`]) the queue is
+//! processed as a chunk:
+//! 1. one query loads the stored state of every source row in the chunk not already known;
+//! 2. each operation is diffed ([`crate::diff`]) against the latest state (the chunk's own
+//!    overlay first), allocating op ids in order;
+//! 3. the chunk is flushed into the open transaction: ops by binary `COPY` into `bucket_data`,
+//!    new current rows by binary `COPY`, changed ones by one `UPDATE … FROM unnest(…)`, deleted
+//!    ones by one `DELETE … USING unnest(…)`, parameter rows likewise, and the chunk's per-bucket
+//!    checksum/count deltas by one upsert into `bucket_state`.
+//!
+//! So memory stays bounded by the chunk size however large the source transaction is. `commit`
+//! flushes the rest, stores the op-id high-water mark and LSN on the deployment row, notifies
+//! [`super::CHECKPOINT_CHANNEL`] and commits. The deployment row stays locked (`FOR UPDATE`)
+//! for the whole batch, which makes the replicator the single writer. A batch dropped without
+//! commit takes its connection out of the pool and closes it, so the server rolls back.
+
+use std::collections::{BTreeSet, HashMap};
+use std::pin::pin;
+
+use deadpool_postgres::{Object, Pool};
+use postgres_types::Type;
+use riptide_protocol::{Checksum, Lsn, OpId, OpType};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+
+use super::reads::op_type_str;
+use super::{CHECKPOINT_CHANNEL, to_pg_lsn};
+use crate::diff::{
+    RowState, decode_buckets, decode_parameters, diff_row, encode_buckets, encode_parameters,
+    subkey,
+};
+use crate::{
+    BatchOperation, CheckpointEvent, DeploymentId, DeploymentState, Result, RowChange,
+    StorageBatch, StorageCheckpoint, StorageError,
+};
+
+/// Rows queued before a chunk is processed and flushed.
+const CHUNK_ROWS: usize = 5_000;
+/// Approximate queued bytes (row data + bucket data) before a chunk is processed and flushed.
+const CHUNK_BYTES: usize = 8 * 1024 * 1024;
+/// Rows read per page when a truncate turns a table's rows into deletes.
+const TRUNCATE_PAGE: i64 = 5_000;
+
+type RowKey = (String, Vec<u8>);
+
+/// The latest known state of one source row within the current chunk.
+struct Entry {
+    state: Option<RowState>,
+    /// The row exists in `current_data` (as flushed so far in this transaction).
+    in_db: bool,
+    /// `state` differs from what `current_data` holds.
+    dirty: bool,
+    /// The row's parameter rows differ from what `parameter_lookups` holds.
+    params_dirty: bool,
+}
+
+struct PendingOp {
+    bucket: String,
+    op_id: i64,
+    op: OpType,
+    table: String,
+    id: String,
+    subkey: String,
+    checksum: Checksum,
+    data: Option<String>,
+}
+
+#[derive(Default)]
+struct Chunk {
+    overlay: HashMap<RowKey, Entry>,
+    ops: Vec<PendingOp>,
+    /// bucket → (checksum, count, last op id) of this chunk's ops.
+    deltas: HashMap<String, (Checksum, i64, i64)>,
+}
+
+pub(super) struct PgBatch {
+    /// `Some` while the transaction is open; taken on commit.
+    client: Option<Object>,
+    id: DeploymentId,
+    last_op: i64,
+    queue: Vec<BatchOperation>,
+    queue_bytes: usize,
+    chunk: Chunk,
+    changed_buckets: BTreeSet<String>,
+    changed_lookups: BTreeSet<Vec<u8>>,
+    /// A write failed: the transaction is aborted and must not be committed.
+    failed: bool,
+}
+
+impl Drop for PgBatch {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            // Uncommitted: never return a connection with an open transaction to the pool.
+            // Dropping the detached client closes the connection; the server rolls back.
+            drop(Object::take(client));
+        }
+    }
+}
+
+fn estimate(op: &BatchOperation) -> usize {
+    match op {
+        BatchOperation::Row(r) => {
+            let change = match &r.change {
+                RowChange::Upsert {
+                    row,
+                    buckets,
+                    parameters,
+                } => {
+                    row.len()
+                        + buckets
+                            .iter()
+                            .map(|b| {
+                                b.bucket.len() + b.table.len() + b.id.len() + b.data.len() + 64
+                            })
+                            .sum::<usize>()
+                        + parameters
+                            .iter()
+                            .map(|p| p.lookup.len() + p.result.len() + 32)
+                            .sum::<usize>()
+                }
+                RowChange::Delete => 0,
+            };
+            r.source_table.len() + r.key.len() + change + 64
+        }
+        BatchOperation::Truncate { .. } => 64,
+    }
+}
+
+impl PgBatch {
+    pub(super) async fn begin(pool: &Pool, id: DeploymentId) -> Result<PgBatch> {
+        let client = pool.get().await?;
+        client.batch_execute("BEGIN").await?;
+        // From here on, dropping `batch` closes the connection (rolls back).
+        let mut batch = PgBatch {
+            client: Some(client),
+            id,
+            last_op: 0,
+            queue: Vec::new(),
+            queue_bytes: 0,
+            chunk: Chunk::default(),
+            changed_buckets: BTreeSet::new(),
+            changed_lookups: BTreeSet::new(),
+            failed: false,
+        };
+        let client = batch.client()?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT state, last_op_id FROM riptide.deployments WHERE id = $1 FOR UPDATE",
+            )
+            .await?;
+        let row = client
+            .query_opt(&stmt, &[&id])
+            .await?
+            .ok_or(StorageError::UnknownDeployment(id))?;
+        let state: String = row.try_get(0)?;
+        let state = DeploymentState::parse(&state)
+            .ok_or_else(|| StorageError::Corrupt(format!("unknown deployment state {state:?}")))?;
+        if state == DeploymentState::Terminated {
+            return Err(StorageError::InvalidState { id, state });
+        }
+        batch.last_op = row.try_get(1)?;
+        Ok(batch)
+    }
+
+    fn client(&self) -> Result<&Object> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| StorageError::Corrupt("storage batch used after commit".into()))
+    }
+
+    /// Processes and flushes everything queued.
+    async fn process_queue(&mut self) -> Result<()> {
+        let queue = std::mem::take(&mut self.queue);
+        self.queue_bytes = 0;
+        let mut rows = Vec::new();
+        for op in queue {
+            match op {
+                BatchOperation::Row(r) => rows.push((r.source_table, r.key, r.change)),
+                BatchOperation::Truncate { source_table } => {
+                    self.apply_rows(std::mem::take(&mut rows)).await?;
+                    self.flush().await?;
+                    self.truncate(&source_table).await?;
+                }
+            }
+        }
+        self.apply_rows(rows).await?;
+        self.flush().await
+    }
+
+    /// Diffs rows into the current chunk, first loading the stored state of unknown keys.
+    async fn apply_rows(&mut self, rows: Vec<(String, Vec<u8>, RowChange)>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tables = Vec::new();
+        let mut keys = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (t, k, _) in &rows {
+            let key = (t.clone(), k.clone());
+            if !self.chunk.overlay.contains_key(&key) && seen.insert(key) {
+                tables.push(t.as_str());
+                keys.push(k.as_slice());
+            }
+        }
+        if !keys.is_empty() {
+            let client = self.client()?;
+            let stmt = client
+                .prepare_cached(
+                    "SELECT c.source_table, c.source_key, c.data, c.buckets, c.lookups \
+                     FROM unnest($2::text[], $3::bytea[]) AS k(source_table, source_key) \
+                     JOIN riptide.current_data c \
+                       ON c.deployment_id = $1 AND c.source_table = k.source_table \
+                      AND c.source_key = k.source_key",
+                )
+                .await?;
+            let found = client.query(&stmt, &[&self.id, &tables, &keys]).await?;
+            for row in found {
+                let state = RowState {
+                    row: row.try_get(2)?,
+                    buckets: decode_buckets(row.try_get(3)?)?,
+                    parameters: decode_parameters(row.try_get(4)?)?,
+                };
+                let key: RowKey = (row.try_get(0)?, row.try_get(1)?);
+                self.chunk.overlay.insert(
+                    key,
+                    Entry {
+                        state: Some(state),
+                        in_db: true,
+                        dirty: false,
+                        params_dirty: false,
+                    },
+                );
+            }
+        }
+        for (table, key, change) in rows {
+            self.apply_row((table, key), change);
+        }
+        Ok(())
+    }
+
+    fn apply_row(&mut self, key: RowKey, change: RowChange) {
+        let sk = subkey(&key.0, &key.1);
+        let entry = self.chunk.overlay.entry(key).or_insert(Entry {
+            state: None,
+            in_db: false,
+            dirty: false,
+            params_dirty: false,
+        });
+        if entry.state.is_none() && matches!(change, RowChange::Delete) {
+            return;
+        }
+        let diff = diff_row(entry.state.as_ref(), change, &sk);
+        if diff.parameters_changed() {
+            entry.params_dirty = true;
+        }
+        entry.state = diff.new_state;
+        entry.dirty = true;
+        self.changed_lookups.extend(diff.changed_lookups);
+        for op in diff.ops {
+            self.last_op += 1;
+            let delta =
+                self.chunk
+                    .deltas
+                    .entry(op.bucket.clone())
+                    .or_insert((Checksum::ZERO, 0, 0));
+            delta.0 += op.checksum;
+            delta.1 += 1;
+            delta.2 = self.last_op;
+            if !self.changed_buckets.contains(&op.bucket) {
+                self.changed_buckets.insert(op.bucket.clone());
+            }
+            self.chunk.ops.push(PendingOp {
+                bucket: op.bucket,
+                op_id: self.last_op,
+                op: op.op,
+                table: op.table,
+                id: op.id,
+                subkey: sk.clone(),
+                checksum: op.checksum,
+                data: op.data,
+            });
+        }
+    }
+
+    /// Turns every stored row of `source_table` into a delete, a page at a time. The chunk
+    /// must be flushed before (so `current_data` is the whole truth).
+    async fn truncate(&mut self, source_table: &str) -> Result<()> {
+        loop {
+            let client = self.client()?;
+            let stmt = client
+                .prepare_cached(
+                    "SELECT source_key, data, buckets, lookups FROM riptide.current_data \
+                     WHERE deployment_id = $1 AND source_table = $2 \
+                     ORDER BY source_key LIMIT $3",
+                )
+                .await?;
+            let rows = client
+                .query(&stmt, &[&self.id, &source_table, &TRUNCATE_PAGE])
+                .await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let mut keys = Vec::with_capacity(rows.len());
+            for row in rows {
+                let key: Vec<u8> = row.try_get(0)?;
+                let state = RowState {
+                    row: row.try_get(1)?,
+                    buckets: decode_buckets(row.try_get(2)?)?,
+                    parameters: decode_parameters(row.try_get(3)?)?,
+                };
+                self.chunk.overlay.insert(
+                    (source_table.to_owned(), key.clone()),
+                    Entry {
+                        state: Some(state),
+                        in_db: true,
+                        dirty: false,
+                        params_dirty: false,
+                    },
+                );
+                keys.push(key);
+            }
+            for key in keys {
+                self.apply_row((source_table.to_owned(), key), RowChange::Delete);
+            }
+            self.flush().await?;
+        }
+    }
+
+    /// Writes the current chunk into the open transaction and clears it.
+    async fn flush(&mut self) -> Result<()> {
+        let chunk = std::mem::take(&mut self.chunk);
+        let client = self.client()?;
+        let id = self.id;
+
+        // 1. ops
+        if !chunk.ops.is_empty() {
+            let stmt = client
+                .prepare_cached(
+                    "COPY riptide.bucket_data (deployment_id, bucket, op_id, op, object_type, \
+                     object_id, subkey, checksum, data) FROM STDIN (FORMAT binary)",
+                )
+                .await?;
+            let sink = client.copy_in(&stmt).await?;
+            let types = [
+                Type::INT8,
+                Type::TEXT,
+                Type::INT8,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::INT8,
+                Type::TEXT,
+            ];
+            let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+            for op in &chunk.ops {
+                let checksum = i64::from(op.checksum.value());
+                writer
+                    .as_mut()
+                    .write(&[
+                        &id,
+                        &op.bucket,
+                        &op.op_id,
+                        &op_type_str(op.op),
+                        &op.table,
+                        &op.id,
+                        &op.subkey,
+                        &checksum,
+                        &op.data,
+                    ])
+                    .await?;
+            }
+            writer.finish().await?;
+        }
+
+        // 2. current rows and parameter rows
+        let mut insert: Vec<(&RowKey, &RowState)> = Vec::new();
+        let (mut upd_tables, mut upd_keys, mut upd_data, mut upd_buckets, mut upd_lookups) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut del_tables, mut del_keys) = (Vec::new(), Vec::new());
+        let (mut pdel_tables, mut pdel_keys) = (Vec::new(), Vec::new());
+        let mut pinsert: Vec<(&RowKey, &RowState)> = Vec::new();
+        for (key, e) in &chunk.overlay {
+            if e.dirty {
+                match (&e.state, e.in_db) {
+                    (Some(s), false) => insert.push((key, s)),
+                    (Some(s), true) => {
+                        upd_tables.push(key.0.as_str());
+                        upd_keys.push(key.1.as_slice());
+                        upd_data.push(s.row.as_slice());
+                        upd_buckets.push(encode_buckets(&s.buckets));
+                        upd_lookups.push(encode_parameters(&s.parameters));
+                    }
+                    (None, true) => {
+                        del_tables.push(key.0.as_str());
+                        del_keys.push(key.1.as_slice());
+                    }
+                    (None, false) => {}
+                }
+            }
+            if e.params_dirty {
+                if e.in_db {
+                    pdel_tables.push(key.0.as_str());
+                    pdel_keys.push(key.1.as_slice());
+                }
+                if let Some(s) = &e.state
+                    && !s.parameters.is_empty()
+                {
+                    pinsert.push((key, s));
+                }
+            }
+        }
+        if !del_keys.is_empty() {
+            let stmt = client
+                .prepare_cached(
+                    "DELETE FROM riptide.current_data c \
+                     USING unnest($2::text[], $3::bytea[]) AS k(source_table, source_key) \
+                     WHERE c.deployment_id = $1 AND c.source_table = k.source_table \
+                       AND c.source_key = k.source_key",
+                )
+                .await?;
+            client
+                .execute(&stmt, &[&id, &del_tables, &del_keys])
+                .await?;
+        }
+        if !upd_keys.is_empty() {
+            let stmt = client
+                .prepare_cached(
+                    "UPDATE riptide.current_data c \
+                     SET data = u.data, buckets = u.buckets, lookups = u.lookups \
+                     FROM unnest($2::text[], $3::bytea[], $4::bytea[], $5::bytea[], $6::bytea[]) \
+                          AS u(source_table, source_key, data, buckets, lookups) \
+                     WHERE c.deployment_id = $1 AND c.source_table = u.source_table \
+                       AND c.source_key = u.source_key",
+                )
+                .await?;
+            client
+                .execute(
+                    &stmt,
+                    &[
+                        &id,
+                        &upd_tables,
+                        &upd_keys,
+                        &upd_data,
+                        &upd_buckets,
+                        &upd_lookups,
+                    ],
+                )
+                .await?;
+        }
+        if !insert.is_empty() {
+            let stmt = client
+                .prepare_cached(
+                    "COPY riptide.current_data (deployment_id, source_table, source_key, data, \
+                     buckets, lookups) FROM STDIN (FORMAT binary)",
+                )
+                .await?;
+            let sink = client.copy_in(&stmt).await?;
+            let types = [
+                Type::INT8,
+                Type::TEXT,
+                Type::BYTEA,
+                Type::BYTEA,
+                Type::BYTEA,
+                Type::BYTEA,
+            ];
+            let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+            for ((table, key), s) in &insert {
+                let buckets = encode_buckets(&s.buckets);
+                let lookups = encode_parameters(&s.parameters);
+                writer
+                    .as_mut()
+                    .write(&[&id, table, key, &s.row, &buckets, &lookups])
+                    .await?;
+            }
+            writer.finish().await?;
+        }
+        if !pdel_keys.is_empty() {
+            let stmt = client
+                .prepare_cached(
+                    "DELETE FROM riptide.parameter_lookups p \
+                     USING unnest($2::text[], $3::bytea[]) AS k(source_table, source_key) \
+                     WHERE p.deployment_id = $1 AND p.source_table = k.source_table \
+                       AND p.source_key = k.source_key",
+                )
+                .await?;
+            client
+                .execute(&stmt, &[&id, &pdel_tables, &pdel_keys])
+                .await?;
+        }
+        if !pinsert.is_empty() {
+            let stmt = client
+                .prepare_cached(
+                    "COPY riptide.parameter_lookups (deployment_id, lookup, source_table, \
+                     source_key, result) FROM STDIN (FORMAT binary)",
+                )
+                .await?;
+            let sink = client.copy_in(&stmt).await?;
+            let types = [
+                Type::INT8,
+                Type::BYTEA,
+                Type::TEXT,
+                Type::BYTEA,
+                Type::BYTEA,
+            ];
+            let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+            for ((table, key), s) in &pinsert {
+                for p in &s.parameters {
+                    writer
+                        .as_mut()
+                        .write(&[&id, &p.lookup, table, key, &p.result])
+                        .await?;
+                }
+            }
+            writer.finish().await?;
+        }
+
+        // 3. running bucket totals
+        if !chunk.deltas.is_empty() {
+            let mut names = Vec::with_capacity(chunk.deltas.len());
+            let mut sums = Vec::with_capacity(chunk.deltas.len());
+            let mut counts = Vec::with_capacity(chunk.deltas.len());
+            let mut lasts = Vec::with_capacity(chunk.deltas.len());
+            for (bucket, (sum, count, last)) in &chunk.deltas {
+                names.push(bucket.as_str());
+                sums.push(i64::from(sum.value()));
+                counts.push(*count);
+                lasts.push(*last);
+            }
+            let stmt = client
+                .prepare_cached(
+                    "INSERT INTO riptide.bucket_state \
+                         (deployment_id, bucket, checksum, op_count, last_op_id) \
+                     SELECT $1, u.bucket, u.checksum, u.op_count, u.last_op_id \
+                     FROM unnest($2::text[], $3::int8[], $4::int8[], $5::int8[]) \
+                          AS u(bucket, checksum, op_count, last_op_id) \
+                     ON CONFLICT (deployment_id, bucket) DO UPDATE SET \
+                         checksum = (riptide.bucket_state.checksum + excluded.checksum) \
+                                    % 4294967296, \
+                         op_count = riptide.bucket_state.op_count + excluded.op_count, \
+                         last_op_id = excluded.last_op_id",
+                )
+                .await?;
+            client
+                .execute(&stmt, &[&id, &names, &sums, &counts, &lasts])
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl StorageBatch for PgBatch {
+    async fn save(&mut self, ops: Vec<BatchOperation>) -> Result<()> {
+        if self.failed {
+            return Err(StorageError::BatchFailed);
+        }
+        for op in ops {
+            self.queue_bytes += estimate(&op);
+            self.queue.push(op);
+            if (self.queue.len() >= CHUNK_ROWS || self.queue_bytes >= CHUNK_BYTES)
+                && let Err(e) = self.process_queue().await
+            {
+                self.failed = true;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>, lsn: Lsn) -> Result<CheckpointEvent> {
+        if self.failed {
+            return Err(StorageError::BatchFailed);
+        }
+        self.process_queue().await?;
+        let client = self.client()?;
+        let pg_lsn = to_pg_lsn(lsn);
+        let stmt = client
+            .prepare_cached(
+                "UPDATE riptide.deployments SET last_op_id = $2, last_checkpoint_lsn = $3, \
+                 resume_lsn = $3, last_commit_at = now(), updated_at = now() WHERE id = $1",
+            )
+            .await?;
+        client
+            .execute(&stmt, &[&self.id, &self.last_op, &pg_lsn])
+            .await?;
+        let payload = format!(
+            r#"{{"deployment":{},"op_id":"{}","lsn":"{}"}}"#,
+            self.id, self.last_op, lsn
+        );
+        let stmt = client.prepare_cached("SELECT pg_notify($1, $2)").await?;
+        client
+            .execute(&stmt, &[&CHECKPOINT_CHANNEL, &payload])
+            .await?;
+        client.batch_execute("COMMIT").await?;
+        // Committed: the connection goes back to the pool.
+        drop(self.client.take());
+        Ok(CheckpointEvent {
+            deployment: self.id,
+            checkpoint: StorageCheckpoint {
+                op_id: OpId(self.last_op),
+                lsn,
+            },
+            changed_buckets: std::mem::take(&mut self.changed_buckets)
+                .into_iter()
+                .collect(),
+            changed_lookups: std::mem::take(&mut self.changed_lookups)
+                .into_iter()
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,230 @@
+//! Postgres [`BucketStorage`]: schema `riptide` (see `docs/storage.md`), a deadpool connection
+//! pool, prepared statements cached per connection, binary `COPY` for bulk writes.
+//!
+//! Modules follow the tables: [`deployments`], [`batch`] (the replicator's write path),
+//! [`reads`] (what sync streams read), [`write_checkpoints`], plus [`migrations`] and
+//! [`schema`].
+
+mod batch;
+mod deployments;
+mod migrations;
+mod reads;
+mod schema;
+mod write_checkpoints;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use postgres_types::PgLsn;
+use riptide_protocol::{Checksum, Lsn, OpId};
+use tokio_postgres::NoTls;
+
+use crate::{
+    BucketChunk, BucketState, BucketStorage, Deployment, DeploymentId, Result, StorageBatch,
+    StorageCheckpoint, StorageError,
+};
+
+pub use migrations::SUPPORTED_VERSION as SCHEMA_VERSION;
+
+/// Default maximum number of pooled connections.
+const DEFAULT_POOL_SIZE: usize = 16;
+
+/// Postgres [`crate::BucketStorage`].
+#[derive(Clone)]
+pub struct PgStorage {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("PgStorage")
+            .field("pool_size", &status.size)
+            .field("pool_max_size", &status.max_size)
+            .finish()
+    }
+}
+
+impl PgStorage {
+    /// Connects lazily to the storage database at `uri` (`postgres://…` or key=value form),
+    /// with a pool of up to 16 connections, and checks that one connection can be opened.
+    /// Does not migrate: call [`BucketStorage::migrate`].
+    pub async fn connect(uri: &str) -> Result<PgStorage> {
+        let config = tokio_postgres::Config::from_str(uri)
+            .map_err(|e| StorageError::InvalidUri(e.to_string()))?;
+        let storage = Self::from_config(config)?;
+        drop(storage.pool.get().await?);
+        Ok(storage)
+    }
+
+    /// A storage on a pool built from `config` (no TLS), with the default pool size. Opens no
+    /// connection yet.
+    pub fn from_config(config: tokio_postgres::Config) -> Result<PgStorage> {
+        Self::from_config_with_pool_size(config, DEFAULT_POOL_SIZE)
+    }
+
+    /// Like [`PgStorage::from_config`] with an explicit maximum number of connections.
+    pub fn from_config_with_pool_size(
+        mut config: tokio_postgres::Config,
+        max_size: usize,
+    ) -> Result<PgStorage> {
+        if config.get_application_name().is_none() {
+            config.application_name("riptide-storage");
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StorageError::CreatePool(deadpool_postgres::CreatePoolError::Build(e)))?;
+        Ok(PgStorage { pool })
+    }
+
+    /// A storage on an existing pool.
+    pub fn from_pool(pool: Pool) -> PgStorage {
+        PgStorage { pool }
+    }
+
+    /// The connection pool (e.g. for health checks).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+/// Channel on which every commit sends `{"deployment":…,"op_id":…,"lsn":"…"}` (`pg_notify`),
+/// so API nodes can learn of new checkpoints with `LISTEN riptide_checkpoint`.
+pub const CHECKPOINT_CHANNEL: &str = "riptide_checkpoint";
+
+pub(crate) fn to_pg_lsn(lsn: Lsn) -> PgLsn {
+    PgLsn::from(lsn.0)
+}
+
+pub(crate) fn from_pg_lsn(lsn: PgLsn) -> Lsn {
+    Lsn(u64::from(lsn))
+}
+
+pub(crate) fn checksum_from_db(v: i64) -> Result<Checksum> {
+    u32::try_from(v)
+        .map(Checksum::from_u32)
+        .map_err(|_| StorageError::Corrupt(format!("checksum {v} out of u32 range")))
+}
+
+#[async_trait]
+impl BucketStorage for PgStorage {
+    async fn migrate(&self) -> Result<()> {
+        let mut client = self.pool.get().await?;
+        migrations::migrate(&mut client).await
+    }
+
+    async fn active_deployment(&self) -> Result<Option<Deployment>> {
+        deployments::active(&self.pool).await
+    }
+
+    async fn processing_deployment(&self) -> Result<Option<Deployment>> {
+        deployments::processing(&self.pool).await
+    }
+
+    async fn deployment(&self, id: DeploymentId) -> Result<Deployment> {
+        deployments::get(&self.pool, id).await
+    }
+
+    async fn create_deployment(&self, content: &str, slot_prefix: &str) -> Result<Deployment> {
+        deployments::create(&self.pool, content, slot_prefix).await
+    }
+
+    async fn activate(&self, id: DeploymentId) -> Result<()> {
+        deployments::activate(&self.pool, id).await
+    }
+
+    async fn terminate(&self, id: DeploymentId) -> Result<()> {
+        deployments::terminate(&self.pool, id).await
+    }
+
+    async fn reset_snapshot(&self, id: DeploymentId) -> Result<()> {
+        deployments::reset_snapshot(&self.pool, id).await
+    }
+
+    async fn mark_snapshot_done(&self, id: DeploymentId) -> Result<()> {
+        deployments::mark_snapshot_done(&self.pool, id).await
+    }
+
+    async fn begin_batch(&self, id: DeploymentId) -> Result<Box<dyn StorageBatch>> {
+        Ok(Box::new(batch::PgBatch::begin(&self.pool, id).await?))
+    }
+
+    async fn current_rows(
+        &self,
+        id: DeploymentId,
+        source_table: &str,
+        keys: &[Vec<u8>],
+    ) -> Result<HashMap<Vec<u8>, Vec<u8>>> {
+        reads::current_rows(&self.pool, id, source_table, keys).await
+    }
+
+    async fn checkpoint(&self, id: DeploymentId) -> Result<Option<StorageCheckpoint>> {
+        Ok(deployments::get(&self.pool, id).await?.checkpoint)
+    }
+
+    async fn parameter_results(
+        &self,
+        id: DeploymentId,
+        lookups: &[Vec<u8>],
+    ) -> Result<HashMap<Vec<u8>, Vec<Vec<u8>>>> {
+        reads::parameter_results(&self.pool, id, lookups).await
+    }
+
+    async fn bucket_states(
+        &self,
+        id: DeploymentId,
+        checkpoint: OpId,
+        buckets: &[String],
+    ) -> Result<HashMap<String, BucketState>> {
+        reads::bucket_states(&self.pool, id, checkpoint, buckets).await
+    }
+
+    async fn bucket_data(
+        &self,
+        id: DeploymentId,
+        checkpoint: OpId,
+        buckets: &[(String, OpId)],
+        limit: usize,
+    ) -> Result<Vec<BucketChunk>> {
+        reads::bucket_data(&self.pool, id, checkpoint, buckets, limit).await
+    }
+
+    async fn create_write_checkpoint(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        lsn: Lsn,
+    ) -> Result<OpId> {
+        write_checkpoints::create(&self.pool, user_id, client_id, lsn).await
+    }
+
+    async fn request_checkpoint(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        requested: OpId,
+        lsn: Lsn,
+    ) -> Result<OpId> {
+        write_checkpoints::request(&self.pool, user_id, client_id, requested, lsn).await
+    }
+
+    async fn write_checkpoint(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        lsn: Lsn,
+    ) -> Result<Option<OpId>> {
+        write_checkpoints::select(&self.pool, user_id, client_id, lsn).await
+    }
+}

@@ -1,0 +1,205 @@
+//! What sync streams read: bucket checksums at a checkpoint, bucket data pages, parameter
+//! lookups, and current rows. Every read is one prepared statement for any number of keys.
+
+use std::collections::{BTreeMap, HashMap};
+
+use deadpool_postgres::Pool;
+use riptide_protocol::{Checksum, OpId, OpType, OplogEntry};
+
+use super::checksum_from_db;
+use crate::{BucketChunk, BucketState, DeploymentId, Result, StorageError};
+
+pub(super) async fn current_rows(
+    pool: &Pool,
+    id: DeploymentId,
+    source_table: &str,
+    keys: &[Vec<u8>],
+) -> Result<HashMap<Vec<u8>, Vec<u8>>> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let client = pool.get().await?;
+    let stmt = client
+        .prepare_cached(
+            "SELECT source_key, data FROM riptide.current_data \
+             WHERE deployment_id = $1 AND source_table = $2 AND source_key = ANY($3)",
+        )
+        .await?;
+    let rows = client.query(&stmt, &[&id, &source_table, &keys]).await?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for row in rows {
+        out.insert(row.try_get(0)?, row.try_get(1)?);
+    }
+    Ok(out)
+}
+
+pub(super) async fn parameter_results(
+    pool: &Pool,
+    id: DeploymentId,
+    lookups: &[Vec<u8>],
+) -> Result<HashMap<Vec<u8>, Vec<Vec<u8>>>> {
+    let mut out: HashMap<Vec<u8>, Vec<Vec<u8>>> =
+        lookups.iter().map(|l| (l.clone(), Vec::new())).collect();
+    if lookups.is_empty() {
+        return Ok(out);
+    }
+    let client = pool.get().await?;
+    let stmt = client
+        .prepare_cached(
+            "SELECT lookup, result FROM riptide.parameter_lookups \
+             WHERE deployment_id = $1 AND lookup = ANY($2) \
+             ORDER BY lookup, source_table, source_key",
+        )
+        .await?;
+    for row in client.query(&stmt, &[&id, &lookups]).await? {
+        let lookup: Vec<u8> = row.try_get(0)?;
+        out.entry(lookup).or_default().push(row.try_get(1)?);
+    }
+    Ok(out)
+}
+
+/// Running totals from `bucket_state`, minus the ops newer than `checkpoint` for the buckets
+/// whose last op is newer (the lateral subquery is gated on that, so it costs nothing for the
+/// others).
+pub(super) async fn bucket_states(
+    pool: &Pool,
+    id: DeploymentId,
+    checkpoint: OpId,
+    buckets: &[String],
+) -> Result<HashMap<String, BucketState>> {
+    if buckets.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let client = pool.get().await?;
+    let stmt = client
+        .prepare_cached(
+            "SELECT s.bucket, s.checksum, s.op_count, n.checksum, n.op_count \
+             FROM riptide.bucket_state s \
+             CROSS JOIN LATERAL ( \
+                 SELECT (COALESCE(sum(d.checksum), 0) % 4294967296)::int8 AS checksum, \
+                        count(*) AS op_count \
+                 FROM riptide.bucket_data d \
+                 WHERE s.last_op_id > $3 AND d.deployment_id = s.deployment_id \
+                   AND d.bucket = s.bucket AND d.op_id > $3 \
+             ) n \
+             WHERE s.deployment_id = $1 AND s.bucket = ANY($2)",
+        )
+        .await?;
+    let rows = client.query(&stmt, &[&id, &buckets, &checkpoint.0]).await?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let bucket: String = row.try_get(0)?;
+        let total = checksum_from_db(row.try_get(1)?)?;
+        let total_count: i64 = row.try_get(2)?;
+        let newer = checksum_from_db(row.try_get(3)?)?;
+        let newer_count: i64 = row.try_get(4)?;
+        let count = total_count - newer_count;
+        if count < 0 {
+            return Err(StorageError::Corrupt(format!(
+                "bucket state of {bucket} counts fewer ops than its op log"
+            )));
+        }
+        if count > 0 {
+            out.insert(
+                bucket,
+                BucketState {
+                    checksum: Checksum(total.0 - newer.0),
+                    count,
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn op_type(s: &str) -> Result<OpType> {
+    Ok(match s {
+        "PUT" => OpType::Put,
+        "REMOVE" => OpType::Remove,
+        "MOVE" => OpType::Move,
+        "CLEAR" => OpType::Clear,
+        other => return Err(StorageError::Corrupt(format!("unknown op type {other:?}"))),
+    })
+}
+
+pub(crate) fn op_type_str(op: OpType) -> &'static str {
+    match op {
+        OpType::Put => "PUT",
+        OpType::Remove => "REMOVE",
+        OpType::Move => "MOVE",
+        OpType::Clear => "CLEAR",
+    }
+}
+
+/// One query for all buckets: the requested (bucket, after) pairs, sorted by bucket name
+/// here, are unnested with their position and joined laterally to at most `limit + 1` ops each;
+/// the outer `LIMIT limit + 1` tells whether the page was cut short.
+pub(super) async fn bucket_data(
+    pool: &Pool,
+    id: DeploymentId,
+    checkpoint: OpId,
+    buckets: &[(String, OpId)],
+    limit: usize,
+) -> Result<Vec<BucketChunk>> {
+    if limit == 0 || buckets.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Sorted by name, first `after` wins for a bucket named twice (as MemoryStorage does).
+    let mut wanted: BTreeMap<&str, i64> = BTreeMap::new();
+    for (b, after) in buckets {
+        wanted.entry(b.as_str()).or_insert(after.0);
+    }
+    let names: Vec<&str> = wanted.keys().copied().collect();
+    let afters: Vec<i64> = wanted.values().copied().collect();
+    let fetch = i64::try_from(limit)
+        .unwrap_or(i64::MAX - 1)
+        .saturating_add(1);
+
+    let client = pool.get().await?;
+    let stmt = client
+        .prepare_cached(
+            "SELECT b.name, d.op_id, d.op, d.object_type, d.object_id, d.subkey, d.checksum, d.data \
+             FROM unnest($2::text[], $3::int8[]) WITH ORDINALITY AS b(name, after, ord) \
+             CROSS JOIN LATERAL ( \
+                 SELECT op_id, op, object_type, object_id, subkey, checksum, data \
+                 FROM riptide.bucket_data \
+                 WHERE deployment_id = $1 AND bucket = b.name \
+                   AND op_id > b.after AND op_id <= $4 \
+                 ORDER BY op_id \
+                 LIMIT $5 \
+             ) d \
+             ORDER BY b.ord, d.op_id \
+             LIMIT $5",
+        )
+        .await?;
+    let rows = client
+        .query(&stmt, &[&id, &names, &afters, &checkpoint.0, &fetch])
+        .await?;
+    let cut = rows.len() > limit;
+    let mut out: Vec<BucketChunk> = Vec::new();
+    for row in rows.iter().take(limit) {
+        let bucket: String = row.try_get(0)?;
+        let op: String = row.try_get(2)?;
+        let entry = OplogEntry {
+            op_id: OpId(row.try_get(1)?),
+            op: op_type(&op)?,
+            object_type: row.try_get(3)?,
+            object_id: row.try_get(4)?,
+            subkey: row.try_get(5)?,
+            checksum: checksum_from_db(row.try_get(6)?)?,
+            data: row.try_get(7)?,
+        };
+        match out.last_mut() {
+            Some(chunk) if chunk.bucket == bucket => chunk.ops.push(entry),
+            _ => out.push(BucketChunk {
+                bucket,
+                ops: vec![entry],
+                has_more: false,
+            }),
+        }
+    }
+    if cut && let Some(last) = out.last_mut() {
+        last.has_more = true;
+    }
+    Ok(out)
+}

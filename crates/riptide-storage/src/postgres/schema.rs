@@ -1,0 +1,83 @@
+//! The storage schema, one SQL text per migration. Documented table by table in
+//! `docs/storage.md`; keep the two in step.
+
+/// Version 1: deployments, op log, running bucket totals, current rows, parameter lookups,
+/// write checkpoints.
+pub(super) const V1: &str = r#"
+CREATE TABLE riptide.deployments (
+    id                  bigserial PRIMARY KEY,
+    content             text        NOT NULL,
+    state               text        NOT NULL
+        CHECK (state IN ('PROCESSING', 'ACTIVE', 'STOP', 'TERMINATED')),
+    slot_name           text        NOT NULL UNIQUE,
+    snapshot_done       boolean     NOT NULL DEFAULT false,
+    last_op_id          bigint      NOT NULL DEFAULT 0,
+    last_checkpoint_lsn pg_lsn,
+    resume_lsn          pg_lsn,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now(),
+    last_commit_at      timestamptz
+);
+CREATE UNIQUE INDEX deployments_one_active ON riptide.deployments ((true)) WHERE state = 'ACTIVE';
+
+CREATE TABLE riptide.bucket_data (
+    deployment_id bigint NOT NULL,
+    bucket        text   NOT NULL,
+    op_id         bigint NOT NULL,
+    op            text   NOT NULL CHECK (op IN ('PUT', 'REMOVE', 'MOVE', 'CLEAR')),
+    object_type   text,
+    object_id     text,
+    subkey        text,
+    checksum      bigint NOT NULL,
+    data          text,
+    PRIMARY KEY (deployment_id, bucket, op_id)
+);
+
+CREATE TABLE riptide.bucket_state (
+    deployment_id bigint NOT NULL,
+    bucket        text   NOT NULL,
+    checksum      bigint NOT NULL,
+    op_count      bigint NOT NULL,
+    last_op_id    bigint NOT NULL,
+    PRIMARY KEY (deployment_id, bucket)
+);
+
+CREATE TABLE riptide.current_data (
+    deployment_id bigint NOT NULL,
+    source_table  text   NOT NULL,
+    source_key    bytea  NOT NULL,
+    data          bytea  NOT NULL,
+    buckets       bytea  NOT NULL,
+    lookups       bytea  NOT NULL,
+    PRIMARY KEY (deployment_id, source_table, source_key)
+);
+
+CREATE TABLE riptide.parameter_lookups (
+    deployment_id bigint NOT NULL,
+    lookup        bytea  NOT NULL,
+    source_table  text   NOT NULL,
+    source_key    bytea  NOT NULL,
+    result        bytea  NOT NULL
+);
+CREATE INDEX parameter_lookups_by_lookup
+    ON riptide.parameter_lookups (deployment_id, lookup);
+CREATE INDEX parameter_lookups_by_row
+    ON riptide.parameter_lookups (deployment_id, source_table, source_key);
+
+CREATE TABLE riptide.write_checkpoint_counters (
+    user_id    text        NOT NULL,
+    client_id  text        NOT NULL,
+    last_id    bigint      NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, client_id)
+);
+
+CREATE TABLE riptide.write_checkpoints (
+    user_id    text        NOT NULL,
+    client_id  text        NOT NULL,
+    id         bigint      NOT NULL,
+    lsn        pg_lsn      NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, client_id, id)
+);
+"#;
