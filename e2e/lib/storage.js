@@ -28,3 +28,15 @@ export async function opCounts(storagePool) {
      GROUP BY bucket, op ORDER BY bucket, op`);
   return rows;
 }
+
+/** Highest op id written so far (0 when none). */
+export async function maxOpId(storagePool) {
+  const { rows } = await storagePool.query('SELECT coalesce(max(op_id), 0)::bigint AS m FROM riptide.bucket_data');
+  return rows[0].m;
+}
+
+/** Number of ops with an op id above `opId`. */
+export async function opsAfter(storagePool, opId) {
+  const { rows } = await storagePool.query('SELECT count(*)::int AS n FROM riptide.bucket_data WHERE op_id > $1', [opId]);
+  return rows[0].n;
+}

@@ -7,7 +7,7 @@ import { PER_USER_RULES } from '../lib/rules.js';
 import { inTransaction, sourceRows } from '../lib/postgres.js';
 import { localRows } from '../lib/client.js';
 import { currentLsn, waitUntilSent } from '../lib/replication.js';
-import { duplicatedOps, opCounts } from '../lib/storage.js';
+import { duplicatedOps, maxOpId, opCounts, opsAfter } from '../lib/storage.js';
 import { waitFor, withDeadline } from '../lib/wait.js';
 
 const ROWS = 50_000;
@@ -26,14 +26,31 @@ e2eTest('crash safety under SIGKILL during replication', async (ctx, t) => {
 
   const localCount = async () => (await alice.db.get('SELECT count(*) AS n FROM todos')).n;
 
-  /** Commits `sql` in one transaction, SIGKILLs the service once it receives it, restarts it. */
-  const killDuring = async (label, sql) => {
+  /**
+   * Commits `sql` in one transaction and SIGKILLs the service at `killAt`: `'received'` = as soon as
+   * the walsender has sent the commit (the service holds it in memory, storage may not); `'stored'`
+   * = as soon as the first op of the transaction is visible in storage (written, maybe not yet
+   * acknowledged to Postgres, so the transaction will be delivered again). Then restarts it.
+   */
+  const killDuring = async (label, sql, killAt) => {
+    const before = await maxOpId(dbs.storage);
     await inTransaction(source, (tx) => tx.query(sql));
     const lsn = await currentLsn(source);
-    await waitUntilSent(source, dbs.sourceDb, lsn);
+    if (killAt === 'received') {
+      await waitUntilSent(source, dbs.sourceDb, lsn);
+    } else {
+      await waitFor(async () => (await opsAfter(dbs.storage, before)) > 0, {
+        timeoutMs: 120_000,
+        intervalMs: 5,
+        what: `the first op of "${label}" in storage`,
+      });
+    }
     const exit = await service.kill('SIGKILL');
     assert.equal(exit.signal, 'SIGKILL', `${label}: service exited on its own before the kill: ${JSON.stringify(exit)}`);
-    t.diagnostic(`${label}: killed with ${await localCount()} todos on the client`);
+    t.diagnostic(
+      `${label}: killed (${killAt}) with ${await opsAfter(dbs.storage, before)} of its ops in storage and ` +
+        `${await localCount()} todos on the client`,
+    );
     service.spawn();
     await service.waitReady(60_000);
   };
@@ -42,8 +59,9 @@ e2eTest('crash safety under SIGKILL during replication', async (ctx, t) => {
     `insert of ${ROWS} todos`,
     `INSERT INTO todos (list_id, description, completed, created_by)
        SELECT 'L1', 'todo ' || g, g % 3 = 0, 'u1' FROM generate_series(1, ${ROWS}) g`,
+    'stored',
   );
-  // A second crash, in a transaction mixing updates, deletes and inserts.
+  // A second crash, in a transaction mixing updates, deletes and inserts, before it reaches storage.
   await killDuring(
     'mixed update/delete/insert',
     `UPDATE todos SET description = description || ' (edited)', completed = NOT completed
@@ -51,6 +69,7 @@ e2eTest('crash safety under SIGKILL during replication', async (ctx, t) => {
      DELETE FROM todos WHERE description LIKE 'todo %' AND right(description, 1) = '5';
      INSERT INTO todos (list_id, description, created_by)
        SELECT 'L1', 'late ' || g, 'u1' FROM generate_series(1, 5000) g;`,
+    'received',
   );
   // A change after the last restart shows replication runs on.
   await source.query(`INSERT INTO todos (list_id, description, created_by) VALUES ('L1', 'after restarts', 'u1')`);
