@@ -1,0 +1,832 @@
+//! The router in process (`tower::ServiceExt::oneshot`) over `MemoryStorage`, hand-written
+//! rules and a fake source database.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode};
+use futures::StreamExt;
+use riptide_protocol::Lsn;
+use riptide_rules::{BucketDescription, RequestParameters, SqliteValue};
+use riptide_service::{
+    ActiveRules, AppState, AuthConfig, BucketRules, KeyStore, Limits, ServiceOptions,
+    SourceDatabase, SourceError, router,
+};
+use riptide_storage::{
+    BatchOperation, BucketRow, BucketStorage, CheckpointEvent, DeploymentId, MemoryStorage,
+    ParameterRow, RowChange, RowOperation,
+};
+use riptide_testkit::TestKeys;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, watch};
+use tower::ServiceExt;
+
+/// Buckets: `global[]` for everyone (priority 3), `user["<sub>"]` (priority 1) and one
+/// `lists["<id>"]` per result of the lookup `lists/<sub>`. User `nobody` gets no bucket.
+struct TestRules;
+
+fn sub(params: &RequestParameters) -> String {
+    match &params.user_id {
+        SqliteValue::Text(s) => s.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn lookup_key(user: &str) -> Vec<u8> {
+    format!("lists/{user}").into_bytes()
+}
+
+impl BucketRules for TestRules {
+    fn parameter_lookups(&self, params: &RequestParameters) -> Vec<Vec<u8>> {
+        vec![lookup_key(&sub(params))]
+    }
+
+    fn resolve_buckets(
+        &self,
+        params: &RequestParameters,
+        results: &HashMap<Vec<u8>, Vec<Vec<u8>>>,
+    ) -> Vec<BucketDescription> {
+        let user = sub(params);
+        if user == "nobody" {
+            return Vec::new();
+        }
+        let mut out = vec![
+            BucketDescription {
+                name: "global[]".into(),
+                definition: "global".into(),
+                priority: 3,
+            },
+            BucketDescription {
+                name: format!("user[\"{user}\"]"),
+                definition: "by_user".into(),
+                priority: 1,
+            },
+        ];
+        for r in results.get(&lookup_key(&user)).into_iter().flatten() {
+            out.push(BucketDescription {
+                name: format!("lists[\"{}\"]", String::from_utf8_lossy(r)),
+                definition: "lists".into(),
+                priority: 3,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    fn definitions(&self) -> Vec<(String, u8)> {
+        vec![
+            ("global".into(), 3),
+            ("by_user".into(), 1),
+            ("lists".into(), 3),
+        ]
+    }
+}
+
+#[derive(Default)]
+struct FakeSource {
+    lsn: AtomicU64,
+    pings: AtomicUsize,
+}
+
+#[async_trait]
+impl SourceDatabase for FakeSource {
+    async fn current_lsn(&self) -> Result<Lsn, SourceError> {
+        Ok(Lsn(self.lsn.load(Ordering::SeqCst)))
+    }
+    async fn emit_ping(&self) -> Result<(), SourceError> {
+        self.pings.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+struct Harness {
+    keys: TestKeys,
+    storage: MemoryStorage,
+    deployment: DeploymentId,
+    events: broadcast::Sender<CheckpointEvent>,
+    rules_tx: watch::Sender<Option<ActiveRules>>,
+    source: Arc<FakeSource>,
+    state: AppState,
+    next_lsn: u64,
+}
+
+impl Harness {
+    async fn new() -> Harness {
+        Self::with(|_| {}).await
+    }
+
+    async fn with(configure: impl FnOnce(&mut ServiceOptions)) -> Harness {
+        let keys = TestKeys::generate();
+        let storage = MemoryStorage::new();
+        let dep = storage
+            .create_deployment("rules", "riptide_")
+            .await
+            .unwrap();
+        // Initial snapshot: one global row.
+        let mut h_batch = storage.begin_batch(dep.id).await.unwrap();
+        h_batch
+            .save(vec![row("lists", "g1", &[("global[]", "g1")], vec![])])
+            .await
+            .unwrap();
+        h_batch.commit(Lsn(10)).await.unwrap();
+        storage.mark_snapshot_done(dep.id).await.unwrap();
+        storage.activate(dep.id).await.unwrap();
+
+        let keystore = KeyStore::new(AuthConfig {
+            jwks: Some(keys.jwks()),
+            audience: vec![keys.audience.clone()],
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        let mut options = ServiceOptions::new(keystore);
+        options.no_rules_wait = Duration::from_millis(100);
+        configure(&mut options);
+        let (events, _) = broadcast::channel(64);
+        let (rules_tx, rules_rx) = watch::channel(Some(ActiveRules {
+            deployment: dep.id,
+            rules: Arc::new(TestRules),
+        }));
+        let source = Arc::new(FakeSource::default());
+        let state = AppState::new(
+            options,
+            Arc::new(storage.clone()),
+            rules_rx,
+            events.clone(),
+            source.clone(),
+        );
+        Harness {
+            keys,
+            storage,
+            deployment: dep.id,
+            events,
+            rules_tx,
+            source,
+            state,
+            next_lsn: 100,
+        }
+    }
+
+    fn token(&self, user: &str) -> String {
+        self.keys.token(user, 300, json!({}))
+    }
+
+    /// Commits one source transaction and announces it on the bus.
+    async fn commit(&mut self, ops: Vec<BatchOperation>) -> CheckpointEvent {
+        self.next_lsn += 100;
+        let mut batch = self.storage.begin_batch(self.deployment).await.unwrap();
+        batch.save(ops).await.unwrap();
+        let event = batch.commit(Lsn(self.next_lsn)).await.unwrap();
+        let _ = self.events.send(event.clone());
+        event
+    }
+
+    async fn request(&self, req: Request<Body>) -> Response<Body> {
+        router(self.state.clone()).oneshot(req).await.unwrap()
+    }
+
+    async fn stream(&self, user: &str, body: Value) -> Lines {
+        let resp = self
+            .request(
+                Request::post("/sync/stream")
+                    .header("authorization", format!("Token {}", self.token(user)))
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.to_string()))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+        assert_eq!(resp.headers()["x-accel-buffering"], "no");
+        assert_eq!(resp.headers()["cache-control"], "no-cache");
+        Lines::new(resp)
+    }
+}
+
+fn row(
+    table: &str,
+    id: &str,
+    buckets: &[(&str, &str)],
+    parameters: Vec<ParameterRow>,
+) -> BatchOperation {
+    BatchOperation::Row(RowOperation {
+        source_table: format!("public.{table}"),
+        key: id.as_bytes().to_vec(),
+        change: RowChange::Upsert {
+            row: id.as_bytes().to_vec(),
+            buckets: buckets
+                .iter()
+                .map(|(bucket, v)| BucketRow {
+                    bucket: (*bucket).into(),
+                    table: table.into(),
+                    id: id.into(),
+                    data: json!({"id": id, "v": v}).to_string(),
+                })
+                .collect(),
+            parameters,
+        },
+    })
+}
+
+fn delete(table: &str, id: &str) -> BatchOperation {
+    BatchOperation::Row(RowOperation {
+        source_table: format!("public.{table}"),
+        key: id.as_bytes().to_vec(),
+        change: RowChange::Delete,
+    })
+}
+
+/// NDJSON lines of a streaming response body.
+struct Lines {
+    body: axum::body::BodyDataStream,
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    fn new(resp: Response<Body>) -> Lines {
+        Lines {
+            body: resp.into_body().into_data_stream(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next line, or `None` at the end of the stream. Panics after 5 s.
+    async fn next(&mut self) -> Option<Value> {
+        self.next_within(Duration::from_secs(5))
+            .await
+            .expect("a line within 5 s")
+    }
+
+    /// `Err` on timeout, `Ok(None)` at the end of the stream.
+    async fn next_within(&mut self, timeout: Duration) -> Result<Option<Value>, ()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                return Ok(Some(serde_json::from_slice(&line).unwrap()));
+            }
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Err(_) => return Err(()),
+                Ok(None) => return Ok(None),
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.unwrap()),
+            }
+        }
+    }
+
+    /// Lines up to and including the next `checkpoint_complete`.
+    async fn until_complete(&mut self) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let line = self.next().await.expect("stream open");
+            let done = line.get("checkpoint_complete").is_some();
+            out.push(line);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    async fn next_key(&mut self) -> String {
+        let line = self.next().await.expect("stream open");
+        line.as_object().unwrap().keys().next().unwrap().clone()
+    }
+}
+
+fn names(buckets: &Value) -> Vec<String> {
+    buckets
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["bucket"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn body_json(resp: Response<Body>) -> Value {
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn first_sync_then_diffs() {
+    let mut h = Harness::new().await;
+    let mut s = h
+        .stream("u1", json!({"client_id": "c1", "raw_data": true}))
+        .await;
+
+    let cp = s.next().await.unwrap();
+    let cp = &cp["checkpoint"];
+    assert_eq!(cp["last_op_id"], "1");
+    assert_eq!(names(&cp["buckets"]), ["global[]", "user[\"u1\"]"]);
+    assert_eq!(cp["buckets"][0]["count"], 1);
+    assert_eq!(cp["buckets"][0]["subscriptions"], json!([{"default": 0}]));
+    assert_eq!(cp["buckets"][1]["priority"], 1);
+    assert_eq!(cp["buckets"][1]["count"], 0);
+    assert_eq!(
+        cp["streams"],
+        json!([
+            {"name": "global", "is_default": true, "errors": []},
+            {"name": "by_user", "is_default": true, "errors": []},
+            {"name": "lists", "is_default": true, "errors": []},
+        ])
+    );
+    // user["u1"] (priority 1) has no ops but is new: its group completes first.
+    assert_eq!(
+        s.next().await.unwrap(),
+        json!({"partial_checkpoint_complete": {"last_op_id": "1", "priority": 1}})
+    );
+    let data = s.next().await.unwrap();
+    assert_eq!(data["data"]["bucket"], "global[]");
+    assert_eq!(data["data"]["after"], "0");
+    assert_eq!(data["data"]["data"][0]["data"], r#"{"id":"g1","v":"g1"}"#);
+    assert_eq!(
+        s.next().await.unwrap(),
+        json!({"checkpoint_complete": {"last_op_id": "1"}})
+    );
+
+    // A change in this user's bucket.
+    h.commit(vec![row("todos", "t1", &[("user[\"u1\"]", "a")], vec![])])
+        .await;
+    let diff = s.next().await.unwrap();
+    assert_eq!(diff["checkpoint_diff"]["last_op_id"], "2");
+    assert_eq!(
+        names(&diff["checkpoint_diff"]["updated_buckets"]),
+        ["user[\"u1\"]"]
+    );
+    assert_eq!(diff["checkpoint_diff"]["removed_buckets"], json!([]));
+    let data = s.next().await.unwrap();
+    assert_eq!(data["data"]["bucket"], "user[\"u1\"]");
+    assert_eq!(data["data"]["after"], "1");
+    assert_eq!(data["data"]["next_after"], "2");
+    assert_eq!(
+        s.next().await.unwrap(),
+        json!({"checkpoint_complete": {"last_op_id": "2"}})
+    );
+
+    // A change only another user sees: nothing.
+    h.commit(vec![row("todos", "t2", &[("user[\"u2\"]", "a")], vec![])])
+        .await;
+    assert!(s.next_within(Duration::from_millis(300)).await.is_err());
+
+    // The next change of ours carries the new checkpoint id.
+    h.commit(vec![row("lists", "g2", &[("global[]", "g2")], vec![])])
+        .await;
+    let diff = s.next().await.unwrap();
+    assert_eq!(diff["checkpoint_diff"]["last_op_id"], "4");
+    assert_eq!(s.next_key().await, "data");
+    assert_eq!(s.next_key().await, "checkpoint_complete");
+}
+
+#[tokio::test]
+async fn lookup_changes_add_and_remove_buckets() {
+    let mut h = Harness::new().await;
+    let mut s = h.stream("u1", json!({})).await;
+    assert_eq!(s.until_complete().await.len(), 4);
+
+    // A membership row grants list L1 (parameter lookup) and a list row goes into its bucket.
+    let grant = ParameterRow {
+        lookup: lookup_key("u1"),
+        result: b"L1".to_vec(),
+    };
+    h.commit(vec![
+        row("members", "m1", &[], vec![grant]),
+        row("lists", "L1", &[("lists[\"L1\"]", "x")], vec![]),
+    ])
+    .await;
+    let diff = s.next().await.unwrap();
+    assert_eq!(
+        names(&diff["checkpoint_diff"]["updated_buckets"]),
+        ["lists[\"L1\"]"]
+    );
+    let data = s.next().await.unwrap();
+    assert_eq!(data["data"]["bucket"], "lists[\"L1\"]");
+    assert_eq!(data["data"]["after"], "0");
+    assert_eq!(s.next_key().await, "checkpoint_complete");
+
+    // Revoked: the bucket is removed.
+    h.commit(vec![delete("members", "m1")]).await;
+    let diff = s.next().await.unwrap();
+    assert_eq!(
+        diff["checkpoint_diff"]["removed_buckets"],
+        json!(["lists[\"L1\"]"])
+    );
+    assert_eq!(diff["checkpoint_diff"]["updated_buckets"], json!([]));
+    assert_eq!(s.next_key().await, "checkpoint_complete");
+}
+
+#[tokio::test]
+async fn request_positions_and_zero_buckets() {
+    let h = Harness::new().await;
+    // Known bucket at the current checkpoint: no data, straight to complete.
+    let mut s = h
+        .stream(
+            "u1",
+            json!({"buckets": [{"name": "global[]", "after": "1"}]}),
+        )
+        .await;
+    let keys: Vec<String> = s
+        .until_complete()
+        .await
+        .iter()
+        .map(|l| l.as_object().unwrap().keys().next().unwrap().clone())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "checkpoint",
+            "partial_checkpoint_complete",
+            "checkpoint_complete"
+        ]
+    );
+
+    let mut s = h.stream("nobody", json!({})).await;
+    let cp = s.next().await.unwrap();
+    assert_eq!(cp["checkpoint"]["buckets"], json!([]));
+    assert_eq!(
+        s.next().await.unwrap(),
+        json!({"checkpoint_complete": {"last_op_id": "1"}})
+    );
+}
+
+#[tokio::test]
+async fn write_checkpoint_reported_once_replicated() {
+    let mut h = Harness::new().await;
+    let mut s = h.stream("u1", json!({"client_id": "c1"})).await;
+    s.until_complete().await;
+
+    // The source is at 0/150 when the write checkpoint is requested.
+    h.source.lsn.store(150, Ordering::SeqCst);
+    let resp = h
+        .request(
+            Request::get("/write-checkpoint2.json?client_id=c1")
+                .header("authorization", format!("Bearer {}", h.token("u1")))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        body_json(resp).await,
+        json!({"data": {"write_checkpoint": "1"}})
+    );
+    assert_eq!(h.source.pings.load(Ordering::SeqCst), 1);
+    // Storage is only at 0/10: not reported yet.
+    assert!(s.next_within(Duration::from_millis(300)).await.is_err());
+
+    // Replication passes 0/150 (commit at 0/200) with nothing for this user.
+    h.commit(vec![row("todos", "x", &[("user[\"u2\"]", "a")], vec![])])
+        .await;
+    assert_eq!(
+        s.next().await.unwrap(),
+        json!({"checkpoint_diff": {"last_op_id": "2", "write_checkpoint": "1", "updated_buckets": [], "removed_buckets": []}})
+    );
+    assert_eq!(
+        s.next().await.unwrap(),
+        json!({"checkpoint_complete": {"last_op_id": "2"}})
+    );
+
+    // Already covered when requested: reported right away.
+    h.source.lsn.store(180, Ordering::SeqCst);
+    let resp = h
+        .request(
+            Request::get("/write-checkpoint2.json?client_id=c1")
+                .header("authorization", format!("Token {}", h.token("u1")))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        body_json(resp).await,
+        json!({"data": {"write_checkpoint": "2"}})
+    );
+    let diff = s.next().await.unwrap();
+    assert_eq!(diff["checkpoint_diff"]["write_checkpoint"], "2");
+    assert_eq!(s.next_key().await, "checkpoint_complete");
+
+    // Other clients of the same user do not see it.
+    let mut other = h.stream("u1", json!({"client_id": "c2"})).await;
+    let cp = other.next().await.unwrap();
+    assert!(cp["checkpoint"].get("write_checkpoint").is_none(), "{cp}");
+}
+
+#[tokio::test]
+async fn checkpoint_request_endpoint() {
+    let h = Harness::new().await;
+    let post = |body: &str| {
+        Request::post("/sync/checkpoint-request")
+            .header("authorization", format!("Token {}", h.token("u1")))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
+    let resp = h
+        .request(post(r#"{"client_id":"c1","checkpoint_request_id":"17"}"#))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        body_json(resp).await,
+        json!({"data": {"checkpoint_request_id": "17"}})
+    );
+    // Lower ids do not go back.
+    let resp = h
+        .request(post(r#"{"client_id":"c1","checkpoint_request_id":5}"#))
+        .await;
+    assert_eq!(
+        body_json(resp).await,
+        json!({"data": {"checkpoint_request_id": "17"}})
+    );
+    let resp = h
+        .request(post(r#"{"client_id":"c1","checkpoint_request_id":-1}"#))
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body_json(resp).await["error"]["code"], "PSYNC_S2001");
+}
+
+#[tokio::test]
+async fn token_expiry_ends_the_stream() {
+    let h = Harness::new().await;
+    let token = h.keys.token("u1", 2, json!({}));
+    let resp = h
+        .request(
+            Request::post("/sync/stream")
+                .header("authorization", format!("Token {token}"))
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+    let mut s = Lines::new(resp);
+    let mut keys = Vec::new();
+    while let Some(line) = s.next().await {
+        keys.push(line);
+    }
+    assert_eq!(keys.last().unwrap(), &json!({"token_expires_in": 0}));
+    assert_eq!(
+        keys[0].as_object().unwrap().keys().next().unwrap(),
+        "checkpoint"
+    );
+}
+
+#[tokio::test]
+async fn keepalive_lines() {
+    let h = Harness::with(|o| o.keepalive_interval = Duration::from_millis(200)).await;
+    let mut s = h.stream("u1", json!({})).await;
+    s.until_complete().await;
+    let line = s.next().await.unwrap();
+    let n = line["token_expires_in"].as_i64().unwrap();
+    assert!((250..=300).contains(&n), "{line}");
+}
+
+#[tokio::test]
+async fn client_disconnect_frees_the_slot() {
+    let h = Harness::new().await;
+    let mut s = h.stream("u1", json!({})).await;
+    s.next().await.unwrap();
+    assert_eq!(h.state.open_streams(), 1);
+    drop(s);
+    riptide_testkit::wait_for("stream slot released", Duration::from_secs(5), || async {
+        (h.state.open_streams() == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn errors_before_the_stream() {
+    let h = Harness::with(|o| {
+        o.limits = Limits {
+            max_concurrent_connections: 1,
+            ..Limits::default()
+        }
+    })
+    .await;
+    // No token.
+    let resp = h
+        .request(
+            Request::post("/sync/stream")
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let body = body_json(resp).await;
+    assert_eq!(body["error"]["code"], "PSYNC_S2106");
+    assert_eq!(body["error"]["status"], 401);
+    // Expired token.
+    let expired = h
+        .keys
+        .sign(&json!({"sub": "u", "aud": h.keys.audience, "iat": 1, "exp": 100}));
+    let resp = h
+        .request(
+            Request::post("/sync/stream")
+                .header("authorization", format!("Token {expired}"))
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(body_json(resp).await["error"]["code"], "PSYNC_S2103");
+    // Malformed body.
+    for bad in ["{", "[1]", r#"{"buckets":[{"name":"a","after":"-1"}]}"#] {
+        let resp = h
+            .request(
+                Request::post("/sync/stream")
+                    .header("authorization", format!("Token {}", h.token("u1")))
+                    .body(Body::from(bad))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(body_json(resp).await["error"]["code"], "PSYNC_S2001");
+    }
+    // Concurrency cap.
+    let _first = h.stream("u1", json!({})).await;
+    let resp = h
+        .request(
+            Request::post("/sync/stream")
+                .header("authorization", format!("Token {}", h.token("u1")))
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body_json(resp).await["error"]["code"], "PSYNC_S2304");
+    // Unknown route.
+    let resp = h
+        .request(Request::get("/nope").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn bucket_and_parameter_limits_end_the_stream() {
+    let h = Harness::with(|o| o.limits.max_buckets_per_connection = 1).await;
+    let mut s = h.stream("u1", json!({})).await;
+    assert_eq!(s.next().await, None);
+
+    let mut h = Harness::with(|o| o.limits.max_parameter_query_results = 1).await;
+    h.commit(vec![
+        row(
+            "members",
+            "m1",
+            &[],
+            vec![ParameterRow {
+                lookup: lookup_key("u1"),
+                result: b"A".to_vec(),
+            }],
+        ),
+        row(
+            "members",
+            "m2",
+            &[],
+            vec![ParameterRow {
+                lookup: lookup_key("u1"),
+                result: b"B".to_vec(),
+            }],
+        ),
+    ])
+    .await;
+    let mut s = h.stream("u1", json!({})).await;
+    assert_eq!(s.next().await, None);
+    let mut ok = h.stream("u2", json!({})).await;
+    assert_eq!(ok.next_key().await, "checkpoint");
+}
+
+#[tokio::test]
+async fn no_rules_and_probes() {
+    let h = Harness::new().await;
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+    let resp = h.request(get("/probes/readiness")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(body_json(resp).await["ready"], true);
+    for p in ["/probes/startup", "/probes/liveness", "/"] {
+        assert_eq!(h.request(get(p)).await.status(), StatusCode::OK, "{p}");
+    }
+
+    h.rules_tx.send_replace(None);
+    let resp = h.request(get("/probes/readiness")).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body_json(resp).await["ready"], false);
+    let resp = h
+        .request(
+            Request::post("/sync/stream")
+                .header("authorization", format!("Token {}", h.token("u1")))
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body_json(resp).await["error"]["code"], "PSYNC_S2302");
+}
+
+#[tokio::test]
+async fn cors_preflight_and_headers() {
+    let h = Harness::new().await;
+    for path in [
+        "/sync/stream",
+        "/write-checkpoint2.json",
+        "/sync/checkpoint-request",
+    ] {
+        let resp = h
+            .request(
+                Request::options(path)
+                    .header("origin", "http://localhost:5173")
+                    .header("access-control-request-method", "POST")
+                    .header(
+                        "access-control-request-headers",
+                        "authorization,content-type,x-user-agent",
+                    )
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let hd = resp.headers();
+        assert_eq!(hd["access-control-allow-origin"], "*");
+        assert_eq!(hd["access-control-max-age"], "3600");
+        let allowed = hd["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase();
+        for want in [
+            "content-type",
+            "authorization",
+            "user-agent",
+            "x-user-agent",
+        ] {
+            assert!(allowed.contains(want), "{allowed}");
+        }
+    }
+    let resp = h
+        .request(
+            Request::get("/probes/liveness")
+                .header("origin", "http://localhost:5173")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    assert_eq!(
+        resp.headers()["access-control-expose-headers"],
+        "content-type"
+    );
+}
+
+#[tokio::test]
+async fn bson_when_preferred() {
+    let h = Harness::new().await;
+    let resp = h
+        .request(
+            Request::post("/sync/stream")
+                .header("authorization", format!("Token {}", h.token("u1")))
+                .header(
+                    "accept",
+                    "application/vnd.powersync.bson-stream;q=0.9,application/x-ndjson;q=0.8",
+                )
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/vnd.powersync.bson-stream"
+    );
+    let mut body = resp.into_body().into_data_stream();
+    let mut buf = Vec::new();
+    let mut docs = Vec::new();
+    while docs.len() < 4 {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        buf.extend_from_slice(&chunk);
+        while buf.len() >= 4 {
+            let len = i32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if buf.len() < len {
+                break;
+            }
+            let doc: bson::Document = bson::deserialize_from_slice(&buf[..len]).unwrap();
+            docs.push(doc);
+            buf.drain(..len);
+        }
+    }
+    let cp = docs[0].get_document("checkpoint").unwrap();
+    assert_eq!(cp.get_str("last_op_id").unwrap(), "1");
+    assert_eq!(
+        docs[1]
+            .get_document("partial_checkpoint_complete")
+            .unwrap()
+            .get_i32("priority")
+            .unwrap(),
+        1
+    );
+    let data = docs[2].get_document("data").unwrap();
+    assert_eq!(data.get_str("bucket").unwrap(), "global[]");
+    let op = data.get_array("data").unwrap()[0].as_document().unwrap();
+    assert_eq!(op.get_str("op_id").unwrap(), "1");
+    assert!(docs[3].contains_key("checkpoint_complete"));
+}
