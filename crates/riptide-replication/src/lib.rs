@@ -1,1 +1,32 @@
-//! riptide-replication
+//! Postgres logical replication into bucket storage.
+//!
+//! - [`Replicator::check_source`]: is the source set up (`wal_level`, slots, publication,
+//!   tables, replica identity)? Every problem says how to fix it ([`SourceError`]).
+//! - [`Replicator::run`]: for a new deployment, creates its slot exporting a snapshot, copies
+//!   the tables the sync rules use as of that snapshot (`snapshot.rs`), commits them at the
+//!   slot's consistent point, activates the deployment, then streams pgoutput from the slot
+//!   (`stream.rs`): one storage batch per source transaction, acknowledged to Postgres only
+//!   after storage committed it. A restart resumes at the stored LSN.
+//! - `pgoutput.rs` decodes the wire messages, `values.rs` maps Postgres text values to SQLite
+//!   values, `row_image.rs` builds rows and replica-identity keys.
+
+mod batch;
+mod connection;
+mod error;
+mod evaluate;
+pub mod pg_array;
+pub mod pgoutput;
+mod replicator;
+mod row_image;
+mod schema;
+mod snapshot;
+mod source;
+mod status;
+mod stream;
+pub mod values;
+
+pub use error::ReplicationError;
+pub use replicator::{Replicator, ReplicatorOptions};
+pub use source::SourceError;
+pub use status::{ReplicationStatus, StatusSnapshot};
+pub use stream::{CHECKPOINT_MESSAGE_PREFIX, StreamOptions};

@@ -1,0 +1,39 @@
+//! Errors of the replicator.
+
+use riptide_storage::StorageError;
+
+use crate::pgoutput::DecodeError;
+use crate::source::SourceError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    /// The source database is not set up for replication; each problem names its fix.
+    #[error("the source database is not ready for replication: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Source(Vec<SourceError>),
+    #[error("could not connect to the source database")]
+    Connect(#[source] tokio_postgres::Error),
+    #[error("source database query failed")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("replication stream failed")]
+    Stream(#[from] pgwire_replication::PgWireError),
+    #[error("bucket storage failed")]
+    Storage(#[from] StorageError),
+    #[error("undecodable pgoutput message")]
+    Decode(#[from] DecodeError),
+    /// The stream did something pgoutput never does (a change outside a transaction, a
+    /// change to a relation never described, ...).
+    #[error("unexpected replication stream: {0}")]
+    Protocol(String),
+    /// A connection setting the replication connection cannot honour.
+    #[error("unsupported source connection setting: {0}")]
+    UnsupportedConfig(String),
+    /// The replication slot of a deployment whose snapshot is done is gone (dropped, or
+    /// invalidated by `max_slot_wal_keep_size`): the deployment must replicate from scratch.
+    #[error(
+        "replication slot {slot} is missing or invalidated; redeploy the sync rules to replicate from scratch"
+    )]
+    SlotMissing { slot: String },
+    /// A catalog answer had an unexpected shape.
+    #[error("unexpected catalog answer: {0}")]
+    Catalog(String),
+}

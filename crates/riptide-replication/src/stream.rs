@@ -1,0 +1,509 @@
+//! Streaming: replication events → one storage batch per source transaction.
+//!
+//! [`TransactionApplier`] is driven by the events of a replication session (see
+//! `replicator.rs` for the socket loop). It keeps relation metadata per relation id, opens a
+//! storage batch at the first relevant change of a transaction, buffers changes in chunks of
+//! [`StreamOptions::chunk_rows`] (filling unchanged TOAST columns from stored rows, one lookup
+//! per table per chunk), evaluates the rules once per row, saves each chunk and commits at the
+//! transaction's end LSN. It returns the LSN that may be acknowledged to Postgres, which is
+//! only ever one storage has just committed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use riptide_protocol::Lsn;
+use riptide_rules::{Row, SqliteValue, SyncRules};
+use riptide_storage::{BatchOperation, BucketStorage, CheckpointEvent, DeploymentId};
+use tokio::sync::broadcast;
+
+use crate::batch::PipelinedBatch;
+use crate::error::ReplicationError;
+use crate::evaluate;
+use crate::pgoutput::{self, LogicalMessage, OldTuple, TupleValue};
+use crate::row_image::{self, TupleError};
+use crate::schema::{TableSchema, TypeMap};
+use crate::status::ReplicationStatus;
+
+/// Prefix of the logical messages that advance checkpoints (write checkpoints).
+pub const CHECKPOINT_MESSAGE_PREFIX: &str = "powersync";
+
+/// Rows that may hold TOASTed values (approximate size above this) are remembered for the
+/// rest of their transaction, so a later update in the same transaction can fill its
+/// unchanged columns before storage has them.
+const TOAST_CANDIDATE_BYTES: usize = 1_000;
+
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    /// Row changes per storage `save`.
+    pub chunk_rows: usize,
+    /// How long irrelevant transactions may go unacknowledged before an empty commit
+    /// records their position (bounds the WAL the slot retains).
+    pub idle_commit_interval: Duration,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            chunk_rows: 5_000,
+            idle_commit_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One change waiting in the current chunk.
+enum Pending {
+    Upsert {
+        schema: Arc<TableSchema>,
+        key: Vec<u8>,
+        row: Row,
+        /// Columns not sent (unchanged TOAST), to fill from the stored row.
+        unchanged: Vec<usize>,
+    },
+    Delete {
+        schema: Arc<TableSchema>,
+        key: Vec<u8>,
+    },
+    Truncate {
+        schema: Arc<TableSchema>,
+    },
+}
+
+/// The source transaction in progress.
+struct OpenTransaction {
+    /// Skipped: already applied before a restart.
+    skip: bool,
+    batch: Option<PipelinedBatch>,
+    pending: Vec<Pending>,
+    /// Rows (that may have TOASTed values) written earlier in this transaction.
+    written: HashMap<(u32, Vec<u8>), Row>,
+    rows: u64,
+}
+
+pub struct TransactionApplier {
+    storage: Arc<dyn BucketStorage>,
+    deployment: DeploymentId,
+    rules: Arc<SyncRules>,
+    used_tables: HashSet<String>,
+    types: Arc<TypeMap>,
+    relations: HashMap<u32, Arc<TableSchema>>,
+    tx: Option<OpenTransaction>,
+    /// Everything up to here is in storage.
+    resume_lsn: Lsn,
+    /// End of the newest transaction that had nothing for storage, not yet recorded.
+    unrecorded: Option<Lsn>,
+    last_commit: Instant,
+    options: StreamOptions,
+    status: Arc<ReplicationStatus>,
+    events: broadcast::Sender<CheckpointEvent>,
+}
+
+impl TransactionApplier {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        storage: Arc<dyn BucketStorage>,
+        deployment: DeploymentId,
+        rules: Arc<SyncRules>,
+        types: Arc<TypeMap>,
+        resume_lsn: Lsn,
+        options: StreamOptions,
+        status: Arc<ReplicationStatus>,
+        events: broadcast::Sender<CheckpointEvent>,
+    ) -> Self {
+        let used_tables = rules
+            .source_tables()
+            .iter()
+            .map(riptide_rules::TableRef::qualified)
+            .collect();
+        TransactionApplier {
+            storage,
+            deployment,
+            rules,
+            used_tables,
+            types,
+            relations: HashMap::new(),
+            tx: None,
+            resume_lsn,
+            unrecorded: None,
+            last_commit: Instant::now(),
+            options,
+            status,
+            events,
+        }
+    }
+
+    /// A pgoutput Begin.
+    pub fn begin(&mut self, final_lsn: Lsn) -> Result<(), ReplicationError> {
+        if self.tx.is_some() {
+            return Err(ReplicationError::Protocol(format!(
+                "begin at {final_lsn} inside an open transaction"
+            )));
+        }
+        self.status.received(final_lsn);
+        // Commit records never overlap the recorded position: one that starts before it
+        // ended before it, so the transaction is already in storage.
+        let skip = final_lsn < self.resume_lsn;
+        if skip {
+            tracing::debug!(lsn = %final_lsn, "skipping transaction already applied");
+        }
+        self.tx = Some(OpenTransaction {
+            skip,
+            batch: None,
+            pending: Vec::new(),
+            written: HashMap::new(),
+            rows: 0,
+        });
+        Ok(())
+    }
+
+    /// A pgoutput Commit. Returns the LSN to acknowledge, if storage committed.
+    pub async fn commit(&mut self, end_lsn: Lsn) -> Result<Option<Lsn>, ReplicationError> {
+        let Some(mut tx) = self.tx.take() else {
+            return Err(ReplicationError::Protocol(format!(
+                "commit at {end_lsn} without a transaction"
+            )));
+        };
+        self.status.received(end_lsn);
+        if tx.skip || end_lsn <= self.resume_lsn {
+            return Ok(None);
+        }
+        self.flush(&mut tx).await?;
+        match tx.batch.take() {
+            Some(batch) => {
+                let event = batch.commit(end_lsn).await?;
+                self.committed(event, end_lsn, 1);
+                tracing::debug!(lsn = %end_lsn, rows = tx.rows, "transaction committed");
+                Ok(Some(end_lsn))
+            }
+            None => {
+                self.unrecorded = Some(end_lsn);
+                self.record_idle(false).await
+            }
+        }
+    }
+
+    /// A logical decoding message. A non-transactional `powersync` message commits an empty
+    /// batch at its LSN so the checkpoint LSN advances (write checkpoints wait on it).
+    pub async fn message(
+        &mut self,
+        transactional: bool,
+        lsn: Lsn,
+        prefix: &str,
+    ) -> Result<Option<Lsn>, ReplicationError> {
+        self.status.received(lsn);
+        if transactional || prefix != CHECKPOINT_MESSAGE_PREFIX || lsn <= self.resume_lsn {
+            return Ok(None);
+        }
+        if self.tx.is_some() {
+            // pgoutput delivers non-transactional messages between transactions only.
+            return Ok(None);
+        }
+        self.commit_empty(lsn).await.map(Some)
+    }
+
+    /// Called when idle (keepalives, timer): records the position of skipped transactions
+    /// once `idle_commit_interval` has passed since the last commit.
+    pub async fn on_idle(&mut self) -> Result<Option<Lsn>, ReplicationError> {
+        if self.tx.is_some() {
+            return Ok(None);
+        }
+        self.record_idle(false).await
+    }
+
+    async fn record_idle(&mut self, force: bool) -> Result<Option<Lsn>, ReplicationError> {
+        let Some(lsn) = self.unrecorded else {
+            return Ok(None);
+        };
+        if !force && self.last_commit.elapsed() < self.options.idle_commit_interval {
+            return Ok(None);
+        }
+        self.commit_empty(lsn).await.map(Some)
+    }
+
+    async fn commit_empty(&mut self, lsn: Lsn) -> Result<Lsn, ReplicationError> {
+        let batch = self.storage.begin_batch(self.deployment).await?;
+        let event = batch.commit(lsn).await?;
+        self.committed(event, lsn, 0);
+        Ok(lsn)
+    }
+
+    fn committed(&mut self, event: CheckpointEvent, lsn: Lsn, transactions: u64) {
+        self.resume_lsn = lsn;
+        self.unrecorded = None;
+        self.last_commit = Instant::now();
+        self.status.committed(lsn, transactions);
+        // No receivers is fine: nobody is streaming yet.
+        let _ = self.events.send(event);
+    }
+
+    /// Raw pgoutput bytes of one XLogData message.
+    pub async fn data(&mut self, data: &Bytes) -> Result<Option<Lsn>, ReplicationError> {
+        match pgoutput::decode(data)? {
+            LogicalMessage::Begin(b) => self.begin(b.final_lsn).map(|()| None),
+            LogicalMessage::Commit(c) => self.commit(c.end_lsn).await,
+            LogicalMessage::Message(m) => self.message(m.transactional, m.lsn, &m.prefix).await,
+            LogicalMessage::Relation(r) => {
+                let used = self
+                    .used_tables
+                    .contains(&format!("{}.{}", r.namespace, r.name));
+                let schema = TableSchema::from_relation(&r, &self.types, used);
+                tracing::debug!(table = %schema.qualified, relation = r.id, "relation described");
+                self.relations.insert(r.id, Arc::new(schema));
+                Ok(None)
+            }
+            LogicalMessage::Type(_) | LogicalMessage::Origin(_) => Ok(None),
+            LogicalMessage::Insert(i) => {
+                let Some(schema) = self.relevant(i.relation_id)? else {
+                    return Ok(None);
+                };
+                let key = tuple_result(row_image::tuple_key(&schema, &i.new))?;
+                let (row, unchanged) = tuple_result(row_image::tuple_row(&schema, &i.new))?;
+                self.push(Pending::Upsert {
+                    schema,
+                    key,
+                    row,
+                    unchanged,
+                })
+                .await
+            }
+            LogicalMessage::Update(u) => {
+                let Some(schema) = self.relevant(u.relation_id)? else {
+                    return Ok(None);
+                };
+                let (mut row, mut unchanged) = tuple_result(row_image::tuple_row(&schema, &u.new))?;
+                let mut old_key = None;
+                if let Some(old) = &u.old {
+                    old_key = Some(tuple_result(row_image::tuple_key(&schema, old.tuple()))?);
+                    if let OldTuple::Full(old_tuple) = old {
+                        fill_from_old(&schema, &old_tuple.0, &mut row, &mut unchanged);
+                    }
+                }
+                let key = match (row_image::tuple_key(&schema, &u.new), &old_key) {
+                    (Ok(key), _) => key,
+                    // An identity column that was not sent did not change.
+                    (Err(TupleError::KeyUnavailable { .. }), Some(old_key)) => old_key.clone(),
+                    (Err(e @ TupleError::KeyUnavailable { .. }), None) => {
+                        tracing::warn!(table = %schema.qualified, error = %e, "update skipped");
+                        return Ok(None);
+                    }
+                    (Err(e), _) => return Err(tuple_error(e)),
+                };
+                if let Some(old_key) = old_key
+                    && old_key != key
+                {
+                    self.push(Pending::Delete {
+                        schema: schema.clone(),
+                        key: old_key,
+                    })
+                    .await?;
+                }
+                self.push(Pending::Upsert {
+                    schema,
+                    key,
+                    row,
+                    unchanged,
+                })
+                .await
+            }
+            LogicalMessage::Delete(d) => {
+                let Some(schema) = self.relevant(d.relation_id)? else {
+                    return Ok(None);
+                };
+                let key = tuple_result(row_image::tuple_key(&schema, d.old.tuple()))?;
+                self.push(Pending::Delete { schema, key }).await
+            }
+            LogicalMessage::Truncate(t) => {
+                for id in t.relation_ids {
+                    if let Some(schema) = self.relevant(id)? {
+                        self.push(Pending::Truncate { schema }).await?;
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// The relation's schema if the rules use it and the transaction is not skipped.
+    fn relevant(&self, relation_id: u32) -> Result<Option<Arc<TableSchema>>, ReplicationError> {
+        let Some(tx) = &self.tx else {
+            return Err(ReplicationError::Protocol(
+                "row change outside a transaction".into(),
+            ));
+        };
+        let schema = self.relations.get(&relation_id).ok_or_else(|| {
+            ReplicationError::Protocol(format!("change to undescribed relation {relation_id}"))
+        })?;
+        Ok((schema.used && !tx.skip).then(|| schema.clone()))
+    }
+
+    async fn push(&mut self, change: Pending) -> Result<Option<Lsn>, ReplicationError> {
+        let chunk_rows = self.options.chunk_rows;
+        let Some(mut tx) = self.tx.take() else {
+            return Err(ReplicationError::Protocol(
+                "row change outside a transaction".into(),
+            ));
+        };
+        tx.pending.push(change);
+        let result = if tx.pending.len() >= chunk_rows {
+            self.flush(&mut tx).await
+        } else {
+            Ok(())
+        };
+        self.tx = Some(tx);
+        result.map(|()| None)
+    }
+
+    /// Fills unchanged columns, evaluates and saves the pending chunk.
+    async fn flush(&mut self, tx: &mut OpenTransaction) -> Result<(), ReplicationError> {
+        if tx.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut tx.pending);
+
+        // Stored rows for upserts with unchanged columns not written in this transaction,
+        // one lookup per table.
+        let mut wanted: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+        for p in &pending {
+            if let Pending::Upsert {
+                schema,
+                key,
+                unchanged,
+                ..
+            } = p
+                && !unchanged.is_empty()
+                && !tx.written.contains_key(&(schema.id, key.clone()))
+            {
+                wanted
+                    .entry(schema.qualified.clone())
+                    .or_default()
+                    .push(key.clone());
+            }
+        }
+        let mut stored: HashMap<String, HashMap<Vec<u8>, Vec<u8>>> = HashMap::new();
+        for (table, keys) in wanted {
+            let rows = self
+                .storage
+                .current_rows(self.deployment, &table, &keys)
+                .await?;
+            stored.insert(table, rows);
+        }
+
+        let mut ops = Vec::with_capacity(pending.len());
+        for p in pending {
+            match p {
+                Pending::Upsert {
+                    schema,
+                    key,
+                    mut row,
+                    unchanged,
+                } => {
+                    if !unchanged.is_empty() {
+                        let earlier =
+                            tx.written
+                                .get(&(schema.id, key.clone()))
+                                .cloned()
+                                .or_else(|| {
+                                    stored
+                                        .get(schema.qualified.as_str())
+                                        .and_then(|m| m.get(&key))
+                                        .and_then(|bytes| Row::decode(bytes).ok())
+                                });
+                        fill_unchanged(&schema, &unchanged, earlier.as_ref(), &mut row);
+                    }
+                    let remember = row_image::approximate_size(&row) > TOAST_CANDIDATE_BYTES;
+                    if remember || !tx.written.is_empty() {
+                        tx.written.remove(&(schema.id, key.clone()));
+                    }
+                    let op = evaluate::upsert(&self.rules, &schema, key, &row);
+                    if remember {
+                        tx.written.insert((schema.id, op.key.clone()), row);
+                    }
+                    ops.push(BatchOperation::Row(op));
+                }
+                Pending::Delete { schema, key } => {
+                    if !tx.written.is_empty() {
+                        tx.written.remove(&(schema.id, key.clone()));
+                    }
+                    ops.push(BatchOperation::Row(evaluate::delete(&schema, key)));
+                }
+                Pending::Truncate { schema } => {
+                    tx.written.retain(|(id, _), _| *id != schema.id);
+                    ops.push(BatchOperation::Truncate {
+                        source_table: schema.qualified.clone(),
+                    });
+                }
+            }
+        }
+
+        let n = ops.len() as u64;
+        tx.rows += n;
+        self.status.add_rows(n);
+        let batch = match &mut tx.batch {
+            Some(batch) => batch,
+            None => tx.batch.insert(PipelinedBatch::new(
+                self.storage.begin_batch(self.deployment).await?,
+            )),
+        };
+        batch.save(ops).await
+    }
+}
+
+/// Takes values the old row (REPLICA IDENTITY FULL) carries for unchanged columns.
+fn fill_from_old(
+    schema: &TableSchema,
+    old: &[TupleValue],
+    row: &mut Row,
+    unchanged: &mut Vec<usize>,
+) {
+    let mut filled = false;
+    unchanged.retain(|&i| {
+        let (Some(column), Some(TupleValue::Text(text))) = (schema.columns.get(i), old.get(i))
+        else {
+            return true;
+        };
+        row.insert(
+            column.name.clone(),
+            crate::values::convert(column.kind, text),
+        );
+        filled = true;
+        false
+    });
+    if filled {
+        row_image::reorder(schema, row);
+    }
+}
+
+/// Fills the unchanged columns from the row's earlier state.
+fn fill_unchanged(schema: &TableSchema, unchanged: &[usize], earlier: Option<&Row>, row: &mut Row) {
+    let mut missing = 0usize;
+    for &i in unchanged {
+        let Some(column) = schema.columns.get(i) else {
+            continue;
+        };
+        let value = earlier
+            .and_then(|e| e.get(&column.name))
+            .cloned()
+            .unwrap_or_else(|| {
+                missing += 1;
+                SqliteValue::Null
+            });
+        row.insert(column.name.clone(), value);
+    }
+    if missing > 0 {
+        tracing::warn!(
+            table = %schema.qualified,
+            columns = missing,
+            "unchanged TOAST columns not found in stored row; replicated as NULL"
+        );
+    }
+    row_image::reorder(schema, row);
+}
+
+fn tuple_error(e: TupleError) -> ReplicationError {
+    ReplicationError::Protocol(e.to_string())
+}
+
+fn tuple_result<T>(r: Result<T, TupleError>) -> Result<T, ReplicationError> {
+    r.map_err(tuple_error)
+}
