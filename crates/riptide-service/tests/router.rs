@@ -29,7 +29,11 @@ use tower::ServiceExt;
 
 /// Buckets: `global[]` for everyone (priority 3), `user["<sub>"]` (priority 1) and one
 /// `lists["<id>"]` per result of the lookup `lists/<sub>`. User `nobody` gets no bucket.
-struct TestRules;
+#[derive(Default)]
+struct TestRules {
+    /// Adds `extra[]` for everyone (a redeploy that grants more).
+    extra: bool,
+}
 
 fn sub(params: &RequestParameters) -> String {
     match &params.user_id {
@@ -68,6 +72,13 @@ impl BucketRules for TestRules {
                 priority: 1,
             },
         ];
+        if self.extra {
+            out.push(BucketDescription {
+                name: "extra[]".into(),
+                definition: "global".into(),
+                priority: 3,
+            });
+        }
         for r in results.get(&lookup_key(&user)).into_iter().flatten() {
             out.push(BucketDescription {
                 name: format!("lists[\"{}\"]", String::from_utf8_lossy(r)),
@@ -150,7 +161,7 @@ impl Harness {
         let (events, _) = broadcast::channel(64);
         let (rules_tx, rules_rx) = watch::channel(Some(ActiveRules {
             deployment: dep.id,
-            rules: Arc::new(TestRules),
+            rules: Arc::new(TestRules::default()),
         }));
         let source = Arc::new(FakeSource::default());
         let state = AppState::new(
@@ -829,4 +840,50 @@ async fn bson_when_preferred() {
     let op = data.get_array("data").unwrap()[0].as_document().unwrap();
     assert_eq!(op.get_str("op_id").unwrap(), "1");
     assert!(docs[3].contains_key("checkpoint_complete"));
+}
+
+#[tokio::test]
+async fn new_rules_recompute_buckets() {
+    let h = Harness::new().await;
+    let mut s = h.stream("u1", json!({})).await;
+    s.until_complete().await;
+    h.rules_tx.send_replace(Some(ActiveRules {
+        deployment: h.deployment,
+        rules: Arc::new(TestRules { extra: true }),
+    }));
+    let lines = s.until_complete().await;
+    assert_eq!(
+        lines,
+        [
+            json!({"checkpoint_diff": {"last_op_id": "1", "updated_buckets": [
+                {"bucket": "extra[]", "checksum": 0, "count": 0, "priority": 3, "subscriptions": [{"default": 0}]}
+            ], "removed_buckets": []}}),
+            json!({"checkpoint_complete": {"last_op_id": "1"}}),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn serve_shuts_down_with_open_streams() {
+    let h = Harness::new().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(riptide_service::serve(
+        listener,
+        h.state.clone(),
+        cancel.clone(),
+    ));
+
+    let client = riptide_testkit::SyncClient::new(format!("http://{addr}"), h.token("u1"));
+    let mut stream = client.stream(json!({"client_id": "c1"})).await;
+    let first = stream.next_line(Duration::from_secs(5)).await.unwrap();
+    assert!(first.get("checkpoint").is_some(), "{first}");
+
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("serve returns promptly")
+        .unwrap()
+        .unwrap();
 }
