@@ -119,6 +119,8 @@ export function e2eTest(name, fn, options = {}) {
     } finally {
       const errors = await ctx.cleanup();
       if (errors.length && !failed) throw new AggregateError(errors, 'cleanup failed');
+      // Keep configs, logs and client files of failed tests only.
+      if (!failed && !errors.length) fs.rmSync(ctx.dir, { recursive: true, force: true });
     }
   });
 }
