@@ -1,4 +1,8 @@
-//! The `riptide` command: `serve` (the sync service) and, as the platform grows, the tools that
-//! create databases and apps. The binary's `main` parses arguments and calls into here.
+//! The `riptide` command: `serve` (the sync service on a config file or on the embedded
+//! default) and, as the platform grows, the tools that create databases and apps. The binary's
+//! `main` parses arguments and calls into here.
 
 pub mod config;
+pub mod embedded;
+pub mod logging;
+pub mod serve;

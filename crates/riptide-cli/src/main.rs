@@ -1,1 +1,144 @@
-fn main() {}
+//! The `riptide` binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use riptide_cli::config::ServeConfig;
+use riptide_cli::{embedded, serve};
+
+/// Riptide: realtime, local-first apps on Postgres.
+#[derive(Debug, Parser)]
+#[command(name = "riptide", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the sync service. Without --config: on an embedded Postgres with a demo schema.
+    Serve {
+        /// A PowerSync-style config file (powersync.yaml keys).
+        #[arg(long, short, env = "POWERSYNC_CONFIG_PATH")]
+        config: Option<PathBuf>,
+        /// HTTP port (overrides the config's `port`; default 8080).
+        #[arg(long, short)]
+        port: Option<u16>,
+    },
+    /// Print a token for the embedded demo service.
+    Token {
+        /// The user id (`sub`).
+        #[arg(long, default_value = "demo")]
+        user: String,
+        /// Lifetime in seconds (at most one day).
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        ttl: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve { config, port } => run_serve(config, port).await,
+        Command::Token { user, ttl } => {
+            let home = embedded::riptide_home();
+            let key = embedded::DemoKey::load_or_create(&home.join("demo-signing-key"))?;
+            println!("{}", key.token(&user, ttl)?);
+            Ok(())
+        }
+    }
+}
+
+async fn run_serve(config: Option<PathBuf>, port: Option<u16>) -> Result<()> {
+    let (config, demo) = match config {
+        Some(path) => {
+            let mut config = ServeConfig::load(&path)?;
+            if let Some(port) = port {
+                config.port = port;
+            }
+            riptide_cli::logging::init(&config.logging);
+            (config, None)
+        }
+        None => {
+            let logging = riptide_cli::config::Logging {
+                level: "info".into(),
+                json: false,
+            };
+            riptide_cli::logging::init(&logging);
+            let env = embedded::Embedded::start(&embedded::riptide_home()).await?;
+            let config = env.serve_config(port.unwrap_or(8080));
+            (config, Some(env))
+        }
+    };
+    let running = serve::start(config).await?;
+    if let Some(env) = &demo {
+        let token = env
+            .key
+            .token("demo", 3600)
+            .context("cannot sign a demo token")?;
+        println!(
+            "\nRiptide sync service: http://localhost:{port}\n\
+             Embedded Postgres:    {db}\n\
+             Demo token (user \"demo\", 1 h; `riptide token --user NAME` for others):\n  {token}\n\n\
+             Try it:\n  curl -N http://localhost:{port}/sync/stream -H \"Authorization: Token {token}\" \\\n    -H 'Content-Type: application/json' -d '{{}}'\n",
+            port = running.port,
+            db = riptide_localpg::url(env.port, embedded::DEMO_DATABASE),
+        );
+    }
+    let cancel = running.cancel.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        cancel.cancel();
+    });
+    let result = running.task.await.context("service task panicked")?;
+    if let Some(env) = demo {
+        if let Err(e) = env.cluster.stop(true) {
+            tracing::warn!(error = %e, "could not stop the embedded Postgres");
+        }
+    }
+    result
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,317 @@
+//! `riptide serve`: storage, replication and the HTTP service, wired from a [`ServeConfig`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use riptide_replication::{Replicator, ReplicatorOptions};
+use riptide_rules::SyncRules;
+use riptide_service::{ActiveRules, AppState, AuthConfig, KeyStore, Limits, ServiceOptions};
+use riptide_storage::{BucketStorage, CheckpointEvent, Deployment, DeploymentState, PgStorage};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServeConfig;
+
+/// Name of the storage database created on the source server when `storage` is not configured.
+pub const DEFAULT_STORAGE_DATABASE: &str = "riptide_storage";
+
+/// A running service: its port, and the token that stops it.
+pub struct Running {
+    pub port: u16,
+    pub cancel: CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<()>>,
+}
+
+/// Starts everything and returns once the HTTP port is bound.
+pub async fn start(config: ServeConfig) -> Result<Running> {
+    for key in &config.ignored {
+        tracing::info!(key = %key, "config key accepted for compatibility and ignored");
+    }
+    let rules = SyncRules::parse(&config.sync_rules)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.sync_rules_origin))?;
+    let rules = Arc::new(rules);
+
+    let source: tokio_postgres::Config = config
+        .source_uri
+        .parse()
+        .context("invalid source connection string")?;
+    let storage_uri = match &config.storage_uri {
+        Some(uri) => uri.clone(),
+        None => ensure_default_storage_database(&source).await?,
+    };
+    let storage = Arc::new(
+        PgStorage::connect(&storage_uri)
+            .await
+            .context("cannot connect to the storage database")?,
+    );
+    storage
+        .migrate()
+        .await
+        .context("cannot migrate the storage schema")?;
+    let storage: Arc<dyn BucketStorage> = storage;
+
+    let (events, _) = broadcast::channel::<CheckpointEvent>(1024);
+    let replicator = Arc::new(Replicator::new(
+        ReplicatorOptions {
+            source: source.clone(),
+            publication: "powersync".into(),
+            slot_prefix: config.slot_name_prefix.clone(),
+        },
+        storage.clone(),
+        events.clone(),
+    ));
+    replicator
+        .check_source(&rules)
+        .await
+        .context("the source database is not ready for replication")?;
+    let deployment = select_deployment(&*storage, &replicator, &config).await?;
+
+    let (rules_tx, rules_rx) = watch::channel::<Option<ActiveRules>>(None);
+    if deployment.state == DeploymentState::Active {
+        rules_tx.send_replace(Some(ActiveRules {
+            deployment: deployment.id,
+            rules: rules.clone(),
+        }));
+    }
+
+    let keystore = KeyStore::new(AuthConfig {
+        jwks: Some(serde_json::json!({ "keys": config.auth.jwks })),
+        jwks_uri: config.auth.jwks_uris.clone(),
+        audience: config.auth.audiences.clone(),
+        ..AuthConfig::default()
+    })
+    .context("invalid client_auth keys")?;
+    let mut options = ServiceOptions::new(keystore);
+    options.limits = Limits {
+        max_buckets_per_connection: config.limits.max_buckets_per_connection,
+        max_parameter_query_results: config.limits.max_parameter_query_results,
+        max_concurrent_connections: config.limits.max_concurrent_connections,
+    };
+    let source_pool = source_pool(&source)?;
+    let state = AppState::new(
+        options,
+        storage.clone(),
+        rules_rx,
+        events.clone(),
+        Arc::new(riptide_service::PgSourceDatabase::new(source_pool)),
+    );
+
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.port))
+        .await
+        .with_context(|| format!("cannot listen on port {}", config.port))?;
+    let port = listener.local_addr()?.port();
+    let cancel = CancellationToken::new();
+
+    let task = tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            let replication = tokio::spawn(replicate(
+                replicator,
+                storage.clone(),
+                deployment,
+                rules.clone(),
+                events.subscribe(),
+                rules_tx,
+                cancel.clone(),
+            ));
+            tracing::info!(port, "sync service listening");
+            let served = riptide_service::serve(listener, state, cancel.clone()).await;
+            cancel.cancel();
+            let replicated = replication.await;
+            served.context("HTTP server failed")?;
+            replicated.context("replication task panicked")?
+        }
+    });
+    Ok(Running { port, cancel, task })
+}
+
+/// Runs replication for the deployment, restarting after errors, and publishes the rules as
+/// active once the deployment's snapshot has completed.
+async fn replicate(
+    replicator: Arc<Replicator>,
+    storage: Arc<dyn BucketStorage>,
+    deployment: Deployment,
+    rules: Arc<SyncRules>,
+    mut events: broadcast::Receiver<CheckpointEvent>,
+    rules_tx: watch::Sender<Option<ActiveRules>>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let id = deployment.id;
+    let watcher = {
+        let storage = storage.clone();
+        let rules = rules.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            while rules_tx.borrow().is_none() {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = events.recv() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+                match storage.deployment(id).await {
+                    Ok(d) if d.state == DeploymentState::Active => {
+                        tracing::info!(deployment = id, "sync rules active");
+                        rules_tx.send_replace(Some(ActiveRules {
+                            deployment: id,
+                            rules: rules.clone(),
+                        }));
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot read deployment state"),
+                }
+            }
+            // Keep the sender alive: a closed channel tells sessions the rules are gone.
+            cancel.cancelled().await;
+        })
+    };
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let current = match storage.deployment(id).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read deployment");
+                deployment.clone()
+            }
+        };
+        match replicator.run(current, rules.clone(), cancel.clone()).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::error!(error = %e, "replication failed; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+        if cancel.is_cancelled() {
+            break;
+        }
+    }
+    watcher.abort();
+    Ok(())
+}
+
+/// The deployment to replicate: the active or processing one whose rules equal the config's,
+/// or a new one (replacing older deployments, whose slots are dropped).
+async fn select_deployment(
+    storage: &dyn BucketStorage,
+    replicator: &Replicator,
+    config: &ServeConfig,
+) -> Result<Deployment> {
+    let active = storage.active_deployment().await?;
+    let processing = storage.processing_deployment().await?;
+    for d in [&active, &processing].into_iter().flatten() {
+        if d.content == config.sync_rules {
+            // Anything else (an older processing deployment) is obsolete.
+            for other in [&active, &processing].into_iter().flatten() {
+                if other.id != d.id {
+                    retire(storage, replicator, other).await?;
+                }
+            }
+            return Ok(d.clone());
+        }
+    }
+    for old in [&active, &processing].into_iter().flatten() {
+        tracing::info!(
+            deployment = old.id,
+            "sync rules changed; replacing the deployment"
+        );
+        retire(storage, replicator, old).await?;
+    }
+    let created = storage
+        .create_deployment(&config.sync_rules, &config.slot_name_prefix)
+        .await?;
+    tracing::info!(deployment = created.id, slot = %created.slot_name, "new sync rules deployment");
+    Ok(created)
+}
+
+async fn retire(
+    storage: &dyn BucketStorage,
+    replicator: &Replicator,
+    d: &Deployment,
+) -> Result<()> {
+    replicator.drop_slot(&d.slot_name).await?;
+    storage.terminate(d.id).await?;
+    Ok(())
+}
+
+/// Creates the `riptide_storage` database on the source server if it does not exist, and
+/// returns its URI.
+async fn ensure_default_storage_database(source: &tokio_postgres::Config) -> Result<String> {
+    let (client, conn) = source
+        .connect(tokio_postgres::NoTls)
+        .await
+        .context("cannot connect to the source database")?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &[&DEFAULT_STORAGE_DATABASE],
+        )
+        .await?
+        .is_some();
+    if !exists {
+        if let Err(e) = client
+            .batch_execute(&format!("CREATE DATABASE {DEFAULT_STORAGE_DATABASE}"))
+            .await
+        {
+            // Another process may have created it meanwhile.
+            let now = client
+                .query_opt(
+                    "SELECT 1 FROM pg_database WHERE datname = $1",
+                    &[&DEFAULT_STORAGE_DATABASE],
+                )
+                .await?;
+            if now.is_none() {
+                bail!(
+                    "cannot create the storage database {DEFAULT_STORAGE_DATABASE} on the source \
+                     server ({e}); create it, or configure `storage.uri`"
+                );
+            }
+        }
+    }
+    Ok(config_to_uri(source, DEFAULT_STORAGE_DATABASE))
+}
+
+/// The URI of another database on the same server, with the same credentials.
+fn config_to_uri(config: &tokio_postgres::Config, dbname: &str) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("postgres");
+    let password = config
+        .get_password()
+        .map(|p| format!(":{}", percent(&String::from_utf8_lossy(p))))
+        .unwrap_or_default();
+    format!(
+        "postgres://{}{password}@{host}:{port}/{dbname}",
+        percent(user)
+    )
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn source_pool(source: &tokio_postgres::Config) -> Result<deadpool_postgres::Pool> {
+    let manager = deadpool_postgres::Manager::new(source.clone(), tokio_postgres::NoTls);
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(4)
+        .build()
+        .context("cannot create the source connection pool")
+}
