@@ -125,7 +125,7 @@ pub(crate) fn diff_row(prev: Option<&RowState>, change: RowChange, subkey: &str)
     let mut ops = Vec::new();
 
     // REMOVE for every bucket row produced before and not any more.
-    let remove_checksum = Checksum::of_remove(subkey);
+    let mut remove_checksum = None;
     for old in prev_buckets {
         let still = deduped
             .iter()
@@ -136,7 +136,7 @@ pub(crate) fn diff_row(prev: Option<&RowState>, change: RowChange, subkey: &str)
                 op: OpType::Remove,
                 table: old.table.clone(),
                 id: old.id.clone(),
-                checksum: remove_checksum,
+                checksum: *remove_checksum.get_or_insert_with(|| Checksum::of_remove(subkey)),
                 data: None,
             });
         }

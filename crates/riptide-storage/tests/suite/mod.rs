@@ -770,6 +770,21 @@ pub async fn migrate_twice(s: &dyn BucketStorage) {
     );
 }
 
+/// CPU time (user + system) of this test process so far, from `/proc/self/stat` (Linux; zero
+/// elsewhere). Printed next to wall time to show how much of a batch is client-side work.
+fn process_cpu() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // Fields after the command name (which ends with ')'): utime is field 14, stime 15.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return Duration::ZERO;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
 /// Writes `rows` source rows (each into one bucket row, 100 buckets) in one transaction and
 /// prints how long save and commit took. Not a timed assertion.
 pub async fn large_batch_with(s: &dyn BucketStorage, label: &str, rows: usize) {
@@ -785,6 +800,7 @@ pub async fn large_batch_with(s: &dyn BucketStorage, label: &str, rows: usize) {
         })
         .collect();
     let start = Instant::now();
+    let cpu_start = process_cpu();
     let mut b = s.begin_batch(id).await.unwrap();
     let mut it = ops.into_iter().peekable();
     while it.peek().is_some() {
@@ -793,13 +809,16 @@ pub async fn large_batch_with(s: &dyn BucketStorage, label: &str, rows: usize) {
     let saved = start.elapsed();
     let e = b.commit(Lsn(1)).await.unwrap();
     let total = start.elapsed();
+    let cpu = process_cpu().saturating_sub(cpu_start);
     println!(
-        "bench {label}: {rows} rows -> {} ops: save {:?}, commit {:?}, total {:?} ({:.0} rows/s)",
+        "bench {label}: {rows} rows -> {} ops: save {:?}, commit {:?}, total {:?} \
+         ({:.0} rows/s; client process CPU {:?})",
         e.checkpoint.op_id.0,
         saved,
         total - saved,
         total,
-        rows as f64 / total.as_secs_f64().max(1e-9)
+        rows as f64 / total.as_secs_f64().max(1e-9),
+        cpu
     );
     assert_eq!(e.checkpoint.op_id, OpId(rows as i64));
     assert_eq!(e.changed_buckets.len(), 100.min(rows));
