@@ -10,7 +10,10 @@ use std::time::Instant;
 use riptide_protocol::{ErrorCode, OpId, StreamingSyncRequest};
 use riptide_rules::RequestParameters;
 use riptide_storage::{BucketStorage, CheckpointEvent, StorageError};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+
+/// Ops of one checkpoint after which a newer relevant checkpoint replaces it.
+const SWITCH_AFTER_OPS: u64 = 1000;
 
 use super::framing::{Disconnected, LineSender, SendError};
 use super::state::{CheckpointInput, SessionBucket, SessionState};
@@ -211,6 +214,7 @@ impl Session {
                 for line in &lines {
                     tx.send(line).await?;
                 }
+                let mut newer_checkpoint = false;
                 while let Some(fetch) = session.next_fetch() {
                     let chunks = storage
                         .bucket_data(
@@ -225,6 +229,36 @@ impl Session {
                         tx.send(&line).await?;
                     }
                     ops_sent.fetch_add(session.ops_sent_total() - before, Ordering::Relaxed);
+                    // Protocol §1.4 point 6: once a large checkpoint is well under way, a newer
+                    // relevant checkpoint replaces it (data sent so far stays valid).
+                    if session.ops_sent_for_pending() >= SWITCH_AFTER_OPS && !session.is_idle() {
+                        loop {
+                            match events.try_recv() {
+                                Ok(event) => {
+                                    let (relevant, lookups_changed) = relevance(
+                                        &event,
+                                        active.deployment,
+                                        resolved.as_ref(),
+                                        pending_write.is_some(),
+                                    );
+                                    resolve_needed |= lookups_changed;
+                                    newer_checkpoint |= relevant;
+                                }
+                                Err(TryRecvError::Lagged(_)) => {
+                                    resolve_needed = true;
+                                    newer_checkpoint = true;
+                                }
+                                Err(TryRecvError::Empty) => break,
+                                Err(TryRecvError::Closed) => return Err(SessionError::BusClosed),
+                            }
+                        }
+                        if newer_checkpoint {
+                            break;
+                        }
+                    }
+                }
+                if newer_checkpoint {
+                    continue;
                 }
                 match pending_write {
                     Some(OpId(i64::MAX)) => pending_write = None,
