@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import { RIPTIDE_BIN } from './env.js';
-import { waitFor, withDeadline } from './wait.js';
+import { GiveUp, waitFor, withDeadline } from './wait.js';
 
 /** A TCP port that was free a moment ago. */
 export async function freePort() {
@@ -109,7 +109,7 @@ export class Service {
   async waitReady(timeoutMs = 60_000) {
     await waitFor(
       async () => {
-        if (this.exit) throw new Error(`service exited before it was ready: ${JSON.stringify(this.exit)}`);
+        if (this.exit) throw new GiveUp(`service exited before it was ready: ${JSON.stringify(this.exit)}`);
         const res = await fetch(`${this.endpoint}/probes/readiness`, { signal: AbortSignal.timeout(2000) });
         await res.arrayBuffer();
         return res.status === 200;

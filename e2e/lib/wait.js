@@ -3,10 +3,13 @@
 // what was last seen.
 import { setTimeout as delay } from 'node:timers/promises';
 
+/** Thrown from a probe to stop waiting at once (the awaited condition can no longer happen). */
+export class GiveUp extends Error {}
+
 /**
  * Polls `probe` until it returns a truthy value (which is returned) or `timeoutMs` passes.
  * `describe(lastValue)` builds the failure message. Errors thrown by `probe` are kept and reported
- * if the deadline passes, but polling continues (the service may not be up yet).
+ * if the deadline passes, but polling continues (the service may not be up yet), except for {@link GiveUp}.
  */
 export async function waitFor(probe, { timeoutMs = 10_000, intervalMs = 25, what = 'condition', describe } = {}) {
   const start = performance.now();
@@ -19,6 +22,7 @@ export async function waitFor(probe, { timeoutMs = 10_000, intervalMs = 25, what
       lastError = undefined;
       if (last) return { value: last, elapsedMs: performance.now() - start };
     } catch (e) {
+      if (e instanceof GiveUp) throw e;
       lastError = e;
     }
     if (performance.now() >= deadline) {
