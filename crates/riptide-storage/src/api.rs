@@ -255,6 +255,12 @@ pub trait BucketStorage: Send + Sync + 'static {
 
     /// Ops with `after < op_id <= checkpoint` of the given buckets, in (bucket, op_id) order,
     /// at most `limit` ops in total. Buckets with no such ops are omitted.
+    ///
+    /// Buckets come in name (byte) order; a bucket named twice uses its first `after`.
+    /// [`BucketChunk::has_more`] says that bucket has more ops up to `checkpoint` after the
+    /// last one returned. When `limit` ops were returned, later buckets may have been left
+    /// out entirely: read again (with updated `after`s) until a page has fewer than `limit`
+    /// ops. Reads of an unknown deployment return nothing.
     async fn bucket_data(
         &self,
         id: DeploymentId,

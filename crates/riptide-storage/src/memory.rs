@@ -343,10 +343,7 @@ impl BucketStorage for MemoryStorage {
                 continue;
             }
             if remaining == 0 {
-                // The limit cut the read short: more ops follow in later buckets.
-                if let Some(last) = out.last_mut() {
-                    last.has_more = true;
-                }
+                // Later buckets are left out; the caller sees a full page and reads again.
                 break;
             }
             let taken: Vec<OplogEntry> = ops.by_ref().take(remaining).cloned().collect();

@@ -133,7 +133,7 @@ pub(crate) fn op_type_str(op: OpType) -> &'static str {
 
 /// One query for all buckets: the requested (bucket, after) pairs, sorted by bucket name
 /// here, are unnested with their position and joined laterally to at most `limit + 1` ops each;
-/// the outer `LIMIT limit + 1` tells whether the page was cut short.
+/// the outer `LIMIT limit + 1` tells whether the last bucket has more.
 pub(super) async fn bucket_data(
     pool: &Pool,
     id: DeploymentId,
@@ -175,7 +175,11 @@ pub(super) async fn bucket_data(
     let rows = client
         .query(&stmt, &[&id, &names, &afters, &checkpoint.0, &fetch])
         .await?;
-    let cut = rows.len() > limit;
+    // The row after the page, if any: the last bucket has more only if it is the same bucket.
+    let next_bucket: Option<String> = match rows.get(limit) {
+        Some(row) => Some(row.try_get(0)?),
+        None => None,
+    };
     let mut out: Vec<BucketChunk> = Vec::new();
     for row in rows.iter().take(limit) {
         let bucket: String = row.try_get(0)?;
@@ -198,8 +202,8 @@ pub(super) async fn bucket_data(
             }),
         }
     }
-    if cut && let Some(last) = out.last_mut() {
-        last.has_more = true;
+    if let (Some(next), Some(last)) = (next_bucket, out.last_mut()) {
+        last.has_more = next == last.bucket;
     }
     Ok(out)
 }
