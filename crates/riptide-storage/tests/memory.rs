@@ -22,4 +22,5 @@ storage_suite!(make();
     migrate_twice,
     large_batch,
     one_writer_per_deployment,
+    random_workload_matches_client_model,
 );

@@ -29,6 +29,7 @@ storage_suite!(make();
     migrate_twice,
     large_batch,
     one_writer_per_deployment,
+    random_workload_matches_client_model,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
