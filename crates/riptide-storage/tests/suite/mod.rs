@@ -931,7 +931,8 @@ pub async fn random_workload_matches_client_model(s: &dyn BucketStorage) {
         seed % n
     };
     // Live source rows: (table, key) -> bucket rows (bucket, id, data).
-    let mut live: BTreeMap<(String, String), Vec<(String, String, String)>> = BTreeMap::new();
+    type BucketRows = Vec<(String, String, String)>;
+    let mut live: BTreeMap<(String, String), BucketRows> = BTreeMap::new();
     // Client model per bucket: (type, id, subkey) -> data; plus position and checksum.
     type Key = (String, String, String);
     let mut client: BTreeMap<String, BTreeMap<Key, String>> = BTreeMap::new();
