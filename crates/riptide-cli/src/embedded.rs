@@ -125,6 +125,7 @@ impl Embedded {
             port,
             sync_rules: DEMO_RULES.to_owned(),
             sync_rules_origin: "the built-in demo rules".into(),
+            sync_rules_offset: (0, 0),
             auth: AuthConfig {
                 jwks: vec![self.key.jwk()],
                 jwks_uris: Vec::new(),

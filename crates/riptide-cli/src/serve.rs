@@ -28,8 +28,26 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     for key in &config.ignored {
         tracing::info!(key = %key, "config key accepted for compatibility and ignored");
     }
-    let rules = SyncRules::parse(&config.sync_rules)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", config.sync_rules_origin))?;
+    let rules = SyncRules::parse(&config.sync_rules).map_err(|errors| {
+        let (lines, columns) = config.sync_rules_offset;
+        let list: Vec<String> = errors
+            .0
+            .iter()
+            .map(|e| {
+                format!(
+                    "  line {}, column {}: {}",
+                    e.line + lines,
+                    e.column + columns,
+                    e.message
+                )
+            })
+            .collect();
+        anyhow::anyhow!(
+            "invalid sync rules in {}:\n{}",
+            config.sync_rules_origin,
+            list.join("\n")
+        )
+    })?;
     let rules = Arc::new(rules);
 
     let source: tokio_postgres::Config = config

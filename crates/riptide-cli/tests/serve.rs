@@ -22,7 +22,10 @@ struct Service {
 }
 
 async fn start_service() -> Service {
-    riptide_cli::logging::init(&Logging { level: "debug".into(), json: false });
+    riptide_cli::logging::init(&Logging {
+        level: "debug".into(),
+        json: false,
+    });
     let source = TestDatabase::create().await;
     let storage = source.sibling("storage").await;
     let db = source.client().await;
@@ -44,6 +47,7 @@ async fn start_service() -> Service {
         port: 0,
         sync_rules: DEMO_RULES.to_owned(),
         sync_rules_origin: "test".into(),
+        sync_rules_offset: (0, 0),
         auth: AuthConfig {
             jwks: vec![keys.jwk()],
             jwks_uris: vec![],

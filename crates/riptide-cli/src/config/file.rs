@@ -299,18 +299,21 @@ pub(super) fn resolve(text: &str, origin: &str, base: &Path) -> Result<ServeConf
         }
     };
     r.ignore("sync_config.exit_on_error", &sync.exit_on_error);
-    let (sync_rules, sync_rules_origin) = match (sync.path, sync.content) {
+    let (sync_rules, sync_rules_origin, sync_rules_offset) = match (sync.path, sync.content) {
         (Some(_), Some(_)) => {
             return Err(r.invalid("sync_config: give either `path` or `content`, not both"));
         }
-        (None, Some(content)) => (content.0, format!("{origin} (sync_config.content)")),
+        (None, Some(content)) => {
+            let offset = inline_offset(text, &content.0);
+            (content.0, origin.to_owned(), offset)
+        }
         (Some(path), None) => {
             let full = base.join(&path.0);
             let text = std::fs::read_to_string(&full).map_err(|source| ConfigError::Read {
                 path: full.clone(),
                 source,
             })?;
-            (text, full.display().to_string())
+            (text, full.display().to_string(), (0, 0))
         }
         (None, None) => return Err(r.invalid("sync_config needs `path` or `content`")),
     };
@@ -428,6 +431,7 @@ pub(super) fn resolve(text: &str, origin: &str, base: &Path) -> Result<ServeConf
         storage_uri,
         port: file.port.map(Env::into_inner).unwrap_or(8080),
         sync_rules,
+        sync_rules_offset,
         sync_rules_origin,
         auth,
         api_tokens,
@@ -436,6 +440,31 @@ pub(super) fn resolve(text: &str, origin: &str, base: &Path) -> Result<ServeConf
         slot_name_prefix,
         ignored: r.ignored,
     })
+}
+
+/// Where inline rules text starts in the config file: (line offset, column offset). Found by
+/// locating the rules' first non-empty line after a `content:` key; (0, 0) if not found.
+fn inline_offset(config: &str, rules: &str) -> (usize, usize) {
+    let Some((rules_idx, first)) = rules
+        .lines()
+        .enumerate()
+        .find(|(_, l)| !l.trim().is_empty())
+    else {
+        return (0, 0);
+    };
+    let mut after_content = false;
+    for (idx, line) in config.lines().enumerate() {
+        if line.trim_start().starts_with("content:") {
+            after_content = true;
+            continue;
+        }
+        if after_content && line.trim() == first.trim() && line.ends_with(first.trim_end()) {
+            let indent = line.len() - line.trim_start().len();
+            let content_indent = first.len() - first.trim_start().len();
+            return (idx - rules_idx, indent - content_indent.min(indent));
+        }
+    }
+    (0, 0)
 }
 
 struct ConnParts {
@@ -548,6 +577,8 @@ client_auth:
         assert_eq!(c.source_uri, "postgres://postgres@127.0.0.1:5432/app");
         assert!(c.storage_uri.is_none());
         assert!(c.sync_rules.contains("bucket_definitions"));
+        // The inline rules start on line 9 of the file, indented by 4.
+        assert_eq!(c.sync_rules_offset, (8, 4));
         assert_eq!(c.auth.audiences, vec!["app"]);
         assert_eq!(c.auth.jwks[0]["kid"], "k1");
         assert_eq!(c.limits, Limits::default());

@@ -22,6 +22,9 @@ pub struct ServeConfig {
     pub sync_rules: String,
     /// Where the rules came from (for messages): the file, or the config itself.
     pub sync_rules_origin: String,
+    /// Line and column offsets of the rules text inside `sync_rules_origin` (non-zero when the
+    /// rules are inline in the config file), so rule errors can name file positions.
+    pub sync_rules_offset: (usize, usize),
     pub auth: AuthConfig,
     pub api_tokens: Vec<String>,
     pub limits: Limits,
