@@ -1,0 +1,279 @@
+//! Shared setup: a source database, a storage that records every committed batch, and a
+//! replicator running in the background.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use riptide_protocol::{Lsn, OpId};
+use riptide_replication::{Replicator, ReplicatorOptions};
+use riptide_rules::SyncRules;
+use riptide_storage::{
+    BatchOperation, BucketChunk, BucketState, BucketStorage, CheckpointEvent, Deployment,
+    DeploymentId, MemoryStorage, Result, StorageBatch, StorageCheckpoint,
+};
+use riptide_testkit::{TestDatabase, wait_for};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// One committed storage batch.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub lsn: Lsn,
+    pub ops: Vec<BatchOperation>,
+    /// How many `save` calls it took.
+    pub saves: usize,
+}
+
+/// Delegates to another storage and records each committed batch.
+pub struct RecordingStorage {
+    pub inner: Arc<dyn BucketStorage>,
+    pub log: Arc<Mutex<Vec<Committed>>>,
+}
+
+impl RecordingStorage {
+    pub fn new(inner: Arc<dyn BucketStorage>) -> Arc<Self> {
+        Arc::new(RecordingStorage {
+            inner,
+            log: Arc::default(),
+        })
+    }
+
+    pub fn commits(&self) -> Vec<Committed> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// All row ops committed after the first `skip` commits.
+    pub fn ops_after(&self, skip: usize) -> Vec<BatchOperation> {
+        self.commits()
+            .into_iter()
+            .skip(skip)
+            .flat_map(|c| c.ops)
+            .collect()
+    }
+}
+
+struct RecordingBatch {
+    inner: Box<dyn StorageBatch>,
+    ops: Vec<BatchOperation>,
+    saves: usize,
+    log: Arc<Mutex<Vec<Committed>>>,
+}
+
+#[async_trait]
+impl StorageBatch for RecordingBatch {
+    async fn save(&mut self, ops: Vec<BatchOperation>) -> Result<()> {
+        self.ops.extend(ops.iter().cloned());
+        self.saves += 1;
+        self.inner.save(ops).await
+    }
+
+    async fn commit(self: Box<Self>, lsn: Lsn) -> Result<CheckpointEvent> {
+        let event = self.inner.commit(lsn).await?;
+        self.log.lock().unwrap().push(Committed {
+            lsn,
+            ops: self.ops,
+            saves: self.saves,
+        });
+        Ok(event)
+    }
+}
+
+#[async_trait]
+impl BucketStorage for RecordingStorage {
+    async fn migrate(&self) -> Result<()> {
+        self.inner.migrate().await
+    }
+    async fn active_deployment(&self) -> Result<Option<Deployment>> {
+        self.inner.active_deployment().await
+    }
+    async fn processing_deployment(&self) -> Result<Option<Deployment>> {
+        self.inner.processing_deployment().await
+    }
+    async fn deployment(&self, id: DeploymentId) -> Result<Deployment> {
+        self.inner.deployment(id).await
+    }
+    async fn create_deployment(&self, content: &str, slot_prefix: &str) -> Result<Deployment> {
+        self.inner.create_deployment(content, slot_prefix).await
+    }
+    async fn activate(&self, id: DeploymentId) -> Result<()> {
+        self.inner.activate(id).await
+    }
+    async fn terminate(&self, id: DeploymentId) -> Result<()> {
+        self.inner.terminate(id).await
+    }
+    async fn reset_snapshot(&self, id: DeploymentId) -> Result<()> {
+        self.inner.reset_snapshot(id).await
+    }
+    async fn mark_snapshot_done(&self, id: DeploymentId) -> Result<()> {
+        self.inner.mark_snapshot_done(id).await
+    }
+    async fn begin_batch(&self, id: DeploymentId) -> Result<Box<dyn StorageBatch>> {
+        Ok(Box::new(RecordingBatch {
+            inner: self.inner.begin_batch(id).await?,
+            ops: Vec::new(),
+            saves: 0,
+            log: self.log.clone(),
+        }))
+    }
+    async fn current_rows(
+        &self,
+        id: DeploymentId,
+        source_table: &str,
+        keys: &[Vec<u8>],
+    ) -> Result<HashMap<Vec<u8>, Vec<u8>>> {
+        self.inner.current_rows(id, source_table, keys).await
+    }
+    async fn checkpoint(&self, id: DeploymentId) -> Result<Option<StorageCheckpoint>> {
+        self.inner.checkpoint(id).await
+    }
+    async fn parameter_results(
+        &self,
+        id: DeploymentId,
+        lookups: &[Vec<u8>],
+    ) -> Result<HashMap<Vec<u8>, Vec<Vec<u8>>>> {
+        self.inner.parameter_results(id, lookups).await
+    }
+    async fn bucket_states(
+        &self,
+        id: DeploymentId,
+        checkpoint: OpId,
+        buckets: &[String],
+    ) -> Result<HashMap<String, BucketState>> {
+        self.inner.bucket_states(id, checkpoint, buckets).await
+    }
+    async fn bucket_data(
+        &self,
+        id: DeploymentId,
+        checkpoint: OpId,
+        buckets: &[(String, OpId)],
+        limit: usize,
+    ) -> Result<Vec<BucketChunk>> {
+        self.inner.bucket_data(id, checkpoint, buckets, limit).await
+    }
+    async fn create_write_checkpoint(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        lsn: Lsn,
+    ) -> Result<OpId> {
+        self.inner
+            .create_write_checkpoint(user_id, client_id, lsn)
+            .await
+    }
+    async fn request_checkpoint(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        requested: OpId,
+        lsn: Lsn,
+    ) -> Result<OpId> {
+        self.inner
+            .request_checkpoint(user_id, client_id, requested, lsn)
+            .await
+    }
+    async fn write_checkpoint(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        lsn: Lsn,
+    ) -> Result<Option<OpId>> {
+        self.inner.write_checkpoint(user_id, client_id, lsn).await
+    }
+}
+
+pub const RULES: &str = "
+bucket_definitions:
+  global:
+    data:
+      - SELECT id, title, n, body FROM todos
+";
+
+pub fn options(db: &TestDatabase) -> ReplicatorOptions {
+    ReplicatorOptions {
+        source: db.config(),
+        publication: "powersync".into(),
+        slot_prefix: "riptide_".into(),
+    }
+}
+
+/// A source database with `todos` (text primary key) and the `powersync` publication.
+pub async fn source_db() -> TestDatabase {
+    let db = TestDatabase::create().await;
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE todos (id text PRIMARY KEY, title text, n int4, body text);
+             CREATE TABLE other (id int PRIMARY KEY, v text);
+             CREATE PUBLICATION powersync FOR ALL TABLES;",
+        )
+        .await
+        .unwrap();
+    db
+}
+
+pub struct Running {
+    pub storage: Arc<RecordingStorage>,
+    pub deployment: Deployment,
+    pub replicator: Arc<Replicator>,
+    pub cancel: CancellationToken,
+    pub task: JoinHandle<std::result::Result<(), riptide_replication::ReplicationError>>,
+}
+
+impl Running {
+    /// Stops the replicator and waits for it to return.
+    pub async fn stop(self) -> (Arc<RecordingStorage>, Deployment) {
+        self.cancel.cancel();
+        self.task.await.unwrap().unwrap();
+        (self.storage, self.deployment)
+    }
+
+    /// Waits until storage has committed at least `commits` batches.
+    pub async fn wait_commits(&self, commits: usize) -> Vec<Committed> {
+        let storage = self.storage.clone();
+        wait_for("commits", Duration::from_secs(30), || {
+            let storage = storage.clone();
+            async move {
+                let c = storage.commits();
+                (c.len() >= commits).then_some(c)
+            }
+        })
+        .await
+    }
+}
+
+pub fn memory_storage() -> Arc<RecordingStorage> {
+    RecordingStorage::new(Arc::new(MemoryStorage::new()))
+}
+
+/// Starts replicating `deployment` (creating one if `None`).
+pub async fn start(
+    db: &TestDatabase,
+    storage: Arc<RecordingStorage>,
+    deployment: Option<Deployment>,
+    rules: &str,
+) -> Running {
+    let deployment = match deployment {
+        Some(d) => d,
+        None => storage.create_deployment(rules, "riptide_").await.unwrap(),
+    };
+    let (events, _) = tokio::sync::broadcast::channel(64);
+    let replicator = Arc::new(Replicator::new(options(db), storage.clone(), events));
+    let rules = Arc::new(SyncRules::parse(rules).unwrap());
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn({
+        let replicator = replicator.clone();
+        let deployment = deployment.clone();
+        let cancel = cancel.clone();
+        async move { replicator.run(deployment, rules, cancel).await }
+    });
+    Running {
+        storage,
+        deployment,
+        replicator,
+        cancel,
+        task,
+    }
+}
