@@ -1,4 +1,5 @@
-//! The storage schema, one SQL text per migration. Documented table by table in
+//! The storage schema, one SQL text per migration. Text key columns use `COLLATE "C"`: byte
+//! order, and index comparisons by `memcmp` instead of the database's locale. Documented table by table in
 //! `docs/storage.md`; keep the two in step.
 
 /// Version 1: deployments, op log, running bucket totals, current rows, parameter lookups,
@@ -22,7 +23,7 @@ CREATE UNIQUE INDEX deployments_one_active ON riptide.deployments ((true)) WHERE
 
 CREATE TABLE riptide.bucket_data (
     deployment_id bigint NOT NULL,
-    bucket        text   NOT NULL,
+    bucket        text   COLLATE "C" NOT NULL,
     op_id         bigint NOT NULL,
     op            text   NOT NULL CHECK (op IN ('PUT', 'REMOVE', 'MOVE', 'CLEAR')),
     object_type   text,
@@ -35,7 +36,7 @@ CREATE TABLE riptide.bucket_data (
 
 CREATE TABLE riptide.bucket_state (
     deployment_id bigint NOT NULL,
-    bucket        text   NOT NULL,
+    bucket        text   COLLATE "C" NOT NULL,
     checksum      bigint NOT NULL,
     op_count      bigint NOT NULL,
     last_op_id    bigint NOT NULL,
@@ -44,7 +45,7 @@ CREATE TABLE riptide.bucket_state (
 
 CREATE TABLE riptide.current_data (
     deployment_id bigint NOT NULL,
-    source_table  text   NOT NULL,
+    source_table  text   COLLATE "C" NOT NULL,
     source_key    bytea  NOT NULL,
     data          bytea  NOT NULL,
     buckets       bytea  NOT NULL,
@@ -55,7 +56,7 @@ CREATE TABLE riptide.current_data (
 CREATE TABLE riptide.parameter_lookups (
     deployment_id bigint NOT NULL,
     lookup        bytea  NOT NULL,
-    source_table  text   NOT NULL,
+    source_table  text   COLLATE "C" NOT NULL,
     source_key    bytea  NOT NULL,
     result        bytea  NOT NULL
 );
@@ -65,16 +66,16 @@ CREATE INDEX parameter_lookups_by_row
     ON riptide.parameter_lookups (deployment_id, source_table, source_key);
 
 CREATE TABLE riptide.write_checkpoint_counters (
-    user_id    text        NOT NULL,
-    client_id  text        NOT NULL,
+    user_id    text        COLLATE "C" NOT NULL,
+    client_id  text        COLLATE "C" NOT NULL,
     last_id    bigint      NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (user_id, client_id)
 );
 
 CREATE TABLE riptide.write_checkpoints (
-    user_id    text        NOT NULL,
-    client_id  text        NOT NULL,
+    user_id    text        COLLATE "C" NOT NULL,
+    client_id  text        COLLATE "C" NOT NULL,
     id         bigint      NOT NULL,
     lsn        pg_lsn      NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
