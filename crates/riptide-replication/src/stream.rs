@@ -46,7 +46,7 @@ pub struct StreamOptions {
 impl Default for StreamOptions {
     fn default() -> Self {
         StreamOptions {
-            chunk_rows: 5_000,
+            chunk_rows: 10_000,
             idle_commit_interval: Duration::from_secs(1),
         }
     }

@@ -1,4 +1,5 @@
 //! End-to-end replication against a real Postgres (riptide-testkit).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
