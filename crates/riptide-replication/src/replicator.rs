@@ -126,9 +126,7 @@ impl Replicator {
                 resume,
             )?
             .with_ack_lsn(pgwire_replication::Lsn(resume.0));
-            let mut session = ReplicationClient::connect(cfg).await?;
-            session.wait_started().await?;
-            (session, resume)
+            (start_streaming(cfg).await?, resume)
         } else {
             // An interrupted snapshot starts over: no partial data, a fresh slot.
             self.storage.reset_snapshot(deployment.id).await?;
@@ -213,6 +211,32 @@ async fn stream(
             session.update_applied_lsn(pgwire_replication::Lsn(lsn.0));
         }
     }
+}
+
+/// Connects and starts streaming, waiting briefly while the slot's previous session (a
+/// replicator that was just stopped) still holds it.
+async fn start_streaming(
+    cfg: pgwire_replication::ReplicationConfig,
+) -> Result<ReplicationClient, ReplicationError> {
+    let mut attempts = 0;
+    loop {
+        let mut session = ReplicationClient::connect(cfg.clone()).await?;
+        match session.wait_started().await {
+            Ok(()) => return Ok(session),
+            // 55006 object_in_use: "replication slot … is active for PID …".
+            Err(pgwire_replication::PgWireError::Server(message))
+                if attempts < 50 && slot_in_use(&message) =>
+            {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn slot_in_use(message: &str) -> bool {
+    message.contains("55006") || message.contains("is active for PID")
 }
 
 /// Whether `slot` exists and has not lost required WAL.

@@ -242,7 +242,8 @@ async fn large_transaction_is_one_commit() {
     let data = wait_data_commits(&storage, 1, 1).await;
     assert_eq!(data.len(), 1);
     assert_eq!(data[0].ops.len(), 20_000);
-    assert!(data[0].saves >= 4, "saved in chunks: {}", data[0].saves);
+    // Saved in chunks of `StreamOptions::chunk_rows` (10 000), not all at once.
+    assert!(data[0].saves >= 2, "saved in chunks: {}", data[0].saves);
     running.stop().await;
 }
 
