@@ -571,3 +571,33 @@ bucket_definitions:
     }
     running.stop().await;
 }
+
+/// A slot left by an interrupted snapshot is dropped and the snapshot starts over.
+#[tokio::test]
+async fn interrupted_snapshot_starts_over() {
+    let db = source_db().await;
+    let client = db.client().await;
+    client
+        .batch_execute("INSERT INTO todos VALUES ('a', 't', 1, NULL)")
+        .await
+        .unwrap();
+    let storage = memory_storage();
+    let deployment = storage.create_deployment(RULES, "riptide_").await.unwrap();
+    client
+        .execute(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&deployment.slot_name],
+        )
+        .await
+        .unwrap();
+    let running = start(&db, storage.clone(), Some(deployment), RULES).await;
+    let commits = running.wait_commits(1).await;
+    assert_eq!(commits[0].ops.len(), 1);
+    client
+        .batch_execute("INSERT INTO todos VALUES ('b', 't', 1, NULL)")
+        .await
+        .unwrap();
+    let data = wait_data_commits(&storage, 1, 1).await;
+    assert_eq!(row_op(&data[0].ops[0]).key, key("b"));
+    running.stop().await;
+}
