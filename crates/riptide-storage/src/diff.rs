@@ -112,14 +112,19 @@ pub(crate) fn diff_row(prev: Option<&RowState>, change: RowChange, subkey: &str)
     };
 
     // The same (bucket, table, id) twice from one row: the last one wins.
-    let mut seen = HashSet::new();
-    let mut deduped: Vec<BucketRow> = Vec::with_capacity(new_buckets.len());
-    for b in new_buckets.into_iter().rev() {
-        if seen.insert((b.bucket.clone(), b.table.clone(), b.id.clone())) {
-            deduped.push(b);
+    let deduped: Vec<BucketRow> = if new_buckets.len() <= 1 {
+        new_buckets
+    } else {
+        let mut seen = HashSet::new();
+        let mut deduped = Vec::with_capacity(new_buckets.len());
+        for b in new_buckets.into_iter().rev() {
+            if seen.insert((b.bucket.clone(), b.table.clone(), b.id.clone())) {
+                deduped.push(b);
+            }
         }
-    }
-    deduped.reverse();
+        deduped.reverse();
+        deduped
+    };
 
     let prev_buckets: &[StoredBucketRow] = prev.map(|p| p.buckets.as_slice()).unwrap_or(&[]);
     let mut ops = Vec::new();

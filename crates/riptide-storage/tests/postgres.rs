@@ -16,6 +16,27 @@ async fn make() -> (PgStorage, TestDatabase) {
     (storage, db)
 }
 
+/// A storage whose batches flush every 3 rows, so every chunk boundary case (a row changed in
+/// the chunk being flushed, truncates between chunks, parameter rows) is exercised.
+async fn make_small_chunks() -> (PgStorage, TestDatabase) {
+    let (storage, db) = make().await;
+    (storage.with_batch_chunk_rows(3), db)
+}
+
+mod small_chunks {
+    use super::make_small_chunks;
+
+    storage_suite!(make_small_chunks();
+        puts_and_removes,
+        same_row_twice_in_one_batch,
+        checksums_match_sent_ops,
+        dropped_batch_leaves_nothing,
+        truncate_removes_table_rows,
+        parameter_lookups,
+        random_workload_matches_client_model,
+    );
+}
+
 storage_suite!(make();
     puts_and_removes,
     same_row_twice_in_one_batch,

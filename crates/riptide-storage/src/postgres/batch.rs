@@ -10,18 +10,26 @@
 //!    ones by one `DELETE … USING unnest(…)`, parameter rows likewise, and the chunk's per-bucket
 //!    checksum/count deltas by one upsert into `bucket_state`.
 //!
-//! So memory stays bounded by the chunk size however large the source transaction is. `commit`
+//! The flush of a chunk runs in a background task while the next chunk is queued, loaded and
+//! diffed (at most one flush in flight; the next one starts after it). Rows of the chunk being
+//! flushed are diffed against its in-memory final states, never re-read, so the order in which
+//! the load query and the flush statements reach the server does not matter.
+//!
+//! So memory stays bounded by two chunks however large the source transaction is. `commit`
 //! flushes the rest, stores the op-id high-water mark and LSN on the deployment row, notifies
 //! [`super::CHECKPOINT_CHANNEL`] and commits. The deployment row stays locked (`FOR UPDATE`)
 //! for the whole batch, which makes the replicator the single writer. A batch dropped without
 //! commit takes its connection out of the pool and closes it, so the server rolls back.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use deadpool_postgres::{Object, Pool};
 use postgres_types::Type;
 use riptide_protocol::{Checksum, Lsn, OpId, OpType};
+use tokio::task::JoinHandle;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
 use super::reads::op_type_str;
@@ -35,12 +43,11 @@ use crate::{
     StorageBatch, StorageCheckpoint, StorageError,
 };
 
-/// Rows queued before a chunk is processed and flushed.
-const CHUNK_ROWS: usize = 5_000;
+/// Rows queued before a chunk is processed and flushed (default; see
+/// `PgStorage::with_batch_chunk_rows`). Also the page size of a truncate.
+pub(super) const CHUNK_ROWS: usize = 5_000;
 /// Approximate queued bytes (row data + bucket data) before a chunk is processed and flushed.
 const CHUNK_BYTES: usize = 8 * 1024 * 1024;
-/// Rows read per page when a truncate turns a table's rows into deletes.
-const TRUNCATE_PAGE: i64 = 5_000;
 
 type RowKey = (String, Vec<u8>);
 
@@ -74,9 +81,41 @@ struct Chunk {
     deltas: HashMap<String, (Checksum, i64, i64)>,
 }
 
-pub(super) struct PgBatch {
-    /// `Some` while the transaction is open; taken on commit.
+/// The batch's connection, inside its open transaction. Shared with the flush task. When the
+/// last reference goes without `committed` set, the connection is taken out of the pool and
+/// closed, so the server rolls back: a connection with an open transaction never returns to
+/// the pool.
+struct TxConn {
     client: Option<Object>,
+    committed: AtomicBool,
+}
+
+impl TxConn {
+    fn client(&self) -> Result<&Object> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| StorageError::Corrupt("storage batch connection is gone".into()))
+    }
+}
+
+impl Drop for TxConn {
+    fn drop(&mut self) {
+        if !self.committed.load(Ordering::Acquire)
+            && let Some(client) = self.client.take()
+        {
+            drop(Object::take(client));
+        }
+    }
+}
+
+pub(super) struct PgBatch {
+    conn: Arc<TxConn>,
+    /// The chunk being written in the background, if any.
+    inflight: Option<JoinHandle<Result<()>>>,
+    /// The final row states of the chunk in flight (or last written): rows found here are
+    /// diffed against these, not re-read.
+    prev: Option<Arc<Chunk>>,
+    chunk_rows: usize,
     id: DeploymentId,
     last_op: i64,
     queue: Vec<BatchOperation>,
@@ -90,10 +129,10 @@ pub(super) struct PgBatch {
 
 impl Drop for PgBatch {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
-            // Uncommitted: never return a connection with an open transaction to the pool.
-            // Dropping the detached client closes the connection; the server rolls back.
-            drop(Object::take(client));
+        // Stop writing into a transaction nobody will commit; the task's reference to the
+        // connection goes with it and `TxConn` closes the connection.
+        if let Some(task) = self.inflight.take() {
+            task.abort();
         }
     }
 }
@@ -128,12 +167,18 @@ fn estimate(op: &BatchOperation) -> usize {
 }
 
 impl PgBatch {
-    pub(super) async fn begin(pool: &Pool, id: DeploymentId) -> Result<PgBatch> {
+    pub(super) async fn begin(pool: &Pool, id: DeploymentId, chunk_rows: usize) -> Result<PgBatch> {
         let client = pool.get().await?;
         client.batch_execute("BEGIN").await?;
         // From here on, dropping `batch` closes the connection (rolls back).
         let mut batch = PgBatch {
-            client: Some(client),
+            conn: Arc::new(TxConn {
+                client: Some(client),
+                committed: AtomicBool::new(false),
+            }),
+            inflight: None,
+            prev: None,
+            chunk_rows: chunk_rows.max(1),
             id,
             last_op: 0,
             queue: Vec::new(),
@@ -143,7 +188,7 @@ impl PgBatch {
             changed_lookups: BTreeSet::new(),
             failed: false,
         };
-        let client = batch.client()?;
+        let client = batch.conn.client()?;
         let stmt = client
             .prepare_cached(
                 "SELECT state, last_op_id FROM riptide.deployments WHERE id = $1 FOR UPDATE",
@@ -163,13 +208,40 @@ impl PgBatch {
         Ok(batch)
     }
 
-    fn client(&self) -> Result<&Object> {
-        self.client
-            .as_ref()
-            .ok_or_else(|| StorageError::Corrupt("storage batch used after commit".into()))
+    /// Waits for the chunk in flight, if any.
+    async fn wait_inflight(&mut self) -> Result<()> {
+        if let Some(task) = self.inflight.take() {
+            task.await.map_err(|_| StorageError::BatchFailed)??;
+        }
+        Ok(())
     }
 
-    /// Processes and flushes everything queued.
+    /// Starts writing the current chunk in the background (after the one in flight).
+    async fn start_flush(&mut self) -> Result<()> {
+        self.wait_inflight().await?;
+        let chunk = Arc::new(std::mem::take(&mut self.chunk));
+        if chunk.ops.is_empty() && chunk.overlay.values().all(|e| !e.dirty) {
+            // Nothing to write; everything before is written.
+            self.prev = None;
+            return Ok(());
+        }
+        let (conn, id, task_chunk) = (self.conn.clone(), self.id, chunk.clone());
+        self.inflight = Some(tokio::spawn(async move {
+            write_chunk(&conn, id, &task_chunk).await
+        }));
+        self.prev = Some(chunk);
+        Ok(())
+    }
+
+    /// Writes the current chunk and waits until everything is written.
+    async fn flush(&mut self) -> Result<()> {
+        self.start_flush().await?;
+        self.wait_inflight().await?;
+        self.prev = None;
+        Ok(())
+    }
+
+    /// Processes everything queued and starts writing it.
     async fn process_queue(&mut self) -> Result<()> {
         let queue = std::mem::take(&mut self.queue);
         self.queue_bytes = 0;
@@ -185,7 +257,7 @@ impl PgBatch {
             }
         }
         self.apply_rows(rows).await?;
-        self.flush().await
+        self.start_flush().await
     }
 
     /// Diffs rows into the current chunk, first loading the stored state of unknown keys.
@@ -195,16 +267,23 @@ impl PgBatch {
         }
         let mut tables = Vec::new();
         let mut keys = Vec::new();
-        let mut seen = BTreeSet::new();
+        let mut seen: HashSet<(&str, &[u8])> = HashSet::with_capacity(rows.len());
         for (t, k, _) in &rows {
+            if !seen.insert((t.as_str(), k.as_slice())) {
+                continue;
+            }
             let key = (t.clone(), k.clone());
-            if !self.chunk.overlay.contains_key(&key) && seen.insert(key) {
+            let in_prev = self
+                .prev
+                .as_ref()
+                .is_some_and(|p| p.overlay.contains_key(&key));
+            if !in_prev && !self.chunk.overlay.contains_key(&key) {
                 tables.push(t.as_str());
                 keys.push(k.as_slice());
             }
         }
         if !keys.is_empty() {
-            let client = self.client()?;
+            let client = self.conn.client()?;
             let stmt = client
                 .prepare_cached(
                     "SELECT c.source_table, c.source_key, c.data, c.buckets, c.lookups \
@@ -241,23 +320,44 @@ impl PgBatch {
 
     fn apply_row(&mut self, key: RowKey, change: RowChange) {
         let sk = subkey(&key.0, &key.1);
-        let entry = self.chunk.overlay.entry(key).or_insert(Entry {
-            state: None,
-            in_db: false,
-            dirty: false,
-            params_dirty: false,
-        });
-        if entry.state.is_none() && matches!(change, RowChange::Delete) {
-            return;
-        }
-        let diff = diff_row(entry.state.as_ref(), change, &sk);
-        if diff.parameters_changed() {
-            entry.params_dirty = true;
-        }
-        entry.state = diff.new_state;
-        entry.dirty = true;
-        self.changed_lookups.extend(diff.changed_lookups);
-        for op in diff.ops {
+        let (ops, changed_lookups) = if let Some(entry) = self.chunk.overlay.get_mut(&key) {
+            if entry.state.is_none() && matches!(change, RowChange::Delete) {
+                return;
+            }
+            let diff = diff_row(entry.state.as_ref(), change, &sk);
+            if diff.parameters_changed() {
+                entry.params_dirty = true;
+            }
+            entry.state = diff.new_state;
+            entry.dirty = true;
+            (diff.ops, diff.changed_lookups)
+        } else {
+            // Not loaded: either written by the chunk in flight (its final state is what the
+            // database will hold) or new.
+            let prev = self
+                .prev
+                .as_ref()
+                .and_then(|p| p.overlay.get(&key))
+                .and_then(|e| e.state.as_ref());
+            if prev.is_none() && matches!(change, RowChange::Delete) {
+                return;
+            }
+            let in_db = prev.is_some();
+            let diff = diff_row(prev, change, &sk);
+            let params_dirty = diff.parameters_changed();
+            self.chunk.overlay.insert(
+                key,
+                Entry {
+                    state: diff.new_state,
+                    in_db,
+                    dirty: true,
+                    params_dirty,
+                },
+            );
+            (diff.ops, diff.changed_lookups)
+        };
+        self.changed_lookups.extend(changed_lookups);
+        for op in ops {
             self.last_op += 1;
             let delta =
                 self.chunk
@@ -286,8 +386,9 @@ impl PgBatch {
     /// Turns every stored row of `source_table` into a delete, a page at a time. The chunk
     /// must be flushed before (so `current_data` is the whole truth).
     async fn truncate(&mut self, source_table: &str) -> Result<()> {
+        let page = i64::try_from(self.chunk_rows).unwrap_or(i64::MAX);
         loop {
-            let client = self.client()?;
+            let client = self.conn.client()?;
             let stmt = client
                 .prepare_cached(
                     "SELECT source_key, data, buckets, lookups FROM riptide.current_data \
@@ -296,7 +397,7 @@ impl PgBatch {
                 )
                 .await?;
             let rows = client
-                .query(&stmt, &[&self.id, &source_table, &TRUNCATE_PAGE])
+                .query(&stmt, &[&self.id, &source_table, &page])
                 .await?;
             if rows.is_empty() {
                 return Ok(());
@@ -326,211 +427,210 @@ impl PgBatch {
             self.flush().await?;
         }
     }
+}
 
-    /// Writes the current chunk into the open transaction and clears it.
-    async fn flush(&mut self) -> Result<()> {
-        let chunk = std::mem::take(&mut self.chunk);
-        let client = self.client()?;
-        let id = self.id;
+/// Writes one chunk into the open transaction.
+async fn write_chunk(conn: &TxConn, id: DeploymentId, chunk: &Chunk) -> Result<()> {
+    let client = conn.client()?;
 
-        // 1. ops
-        if !chunk.ops.is_empty() {
-            let stmt = client
-                .prepare_cached(
-                    "COPY riptide.bucket_data (deployment_id, bucket, op_id, op, object_type, \
+    // 1. ops
+    if !chunk.ops.is_empty() {
+        let stmt = client
+            .prepare_cached(
+                "COPY riptide.bucket_data (deployment_id, bucket, op_id, op, object_type, \
                      object_id, subkey, checksum, data) FROM STDIN (FORMAT binary)",
-                )
+            )
+            .await?;
+        let sink = client.copy_in(&stmt).await?;
+        let types = [
+            Type::INT8,
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+        ];
+        let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+        for op in &chunk.ops {
+            let checksum = i64::from(op.checksum.value());
+            writer
+                .as_mut()
+                .write(&[
+                    &id,
+                    &op.bucket,
+                    &op.op_id,
+                    &op_type_str(op.op),
+                    &op.table,
+                    &op.id,
+                    &op.subkey,
+                    &checksum,
+                    &op.data,
+                ])
                 .await?;
-            let sink = client.copy_in(&stmt).await?;
-            let types = [
-                Type::INT8,
-                Type::TEXT,
-                Type::INT8,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::INT8,
-                Type::TEXT,
-            ];
-            let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
-            for op in &chunk.ops {
-                let checksum = i64::from(op.checksum.value());
-                writer
-                    .as_mut()
-                    .write(&[
-                        &id,
-                        &op.bucket,
-                        &op.op_id,
-                        &op_type_str(op.op),
-                        &op.table,
-                        &op.id,
-                        &op.subkey,
-                        &checksum,
-                        &op.data,
-                    ])
-                    .await?;
-            }
-            writer.finish().await?;
         }
+        writer.finish().await?;
+    }
 
-        // 2. current rows and parameter rows
-        let mut insert: Vec<(&RowKey, &RowState)> = Vec::new();
-        let (mut upd_tables, mut upd_keys, mut upd_data, mut upd_buckets, mut upd_lookups) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut del_tables, mut del_keys) = (Vec::new(), Vec::new());
-        let (mut pdel_tables, mut pdel_keys) = (Vec::new(), Vec::new());
-        let mut pinsert: Vec<(&RowKey, &RowState)> = Vec::new();
-        for (key, e) in &chunk.overlay {
-            if e.dirty {
-                match (&e.state, e.in_db) {
-                    (Some(s), false) => insert.push((key, s)),
-                    (Some(s), true) => {
-                        upd_tables.push(key.0.as_str());
-                        upd_keys.push(key.1.as_slice());
-                        upd_data.push(s.row.as_slice());
-                        upd_buckets.push(encode_buckets(&s.buckets));
-                        upd_lookups.push(encode_parameters(&s.parameters));
-                    }
-                    (None, true) => {
-                        del_tables.push(key.0.as_str());
-                        del_keys.push(key.1.as_slice());
-                    }
-                    (None, false) => {}
+    // 2. current rows and parameter rows
+    let mut insert: Vec<(&RowKey, &RowState)> = Vec::new();
+    let (mut upd_tables, mut upd_keys, mut upd_data, mut upd_buckets, mut upd_lookups) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut del_tables, mut del_keys) = (Vec::new(), Vec::new());
+    let (mut pdel_tables, mut pdel_keys) = (Vec::new(), Vec::new());
+    let mut pinsert: Vec<(&RowKey, &RowState)> = Vec::new();
+    for (key, e) in &chunk.overlay {
+        if e.dirty {
+            match (&e.state, e.in_db) {
+                (Some(s), false) => insert.push((key, s)),
+                (Some(s), true) => {
+                    upd_tables.push(key.0.as_str());
+                    upd_keys.push(key.1.as_slice());
+                    upd_data.push(s.row.as_slice());
+                    upd_buckets.push(encode_buckets(&s.buckets));
+                    upd_lookups.push(encode_parameters(&s.parameters));
                 }
-            }
-            if e.params_dirty {
-                if e.in_db {
-                    pdel_tables.push(key.0.as_str());
-                    pdel_keys.push(key.1.as_slice());
+                (None, true) => {
+                    del_tables.push(key.0.as_str());
+                    del_keys.push(key.1.as_slice());
                 }
-                if let Some(s) = &e.state
-                    && !s.parameters.is_empty()
-                {
-                    pinsert.push((key, s));
-                }
+                (None, false) => {}
             }
         }
-        if !del_keys.is_empty() {
-            let stmt = client
-                .prepare_cached(
-                    "DELETE FROM riptide.current_data c \
+        if e.params_dirty {
+            if e.in_db {
+                pdel_tables.push(key.0.as_str());
+                pdel_keys.push(key.1.as_slice());
+            }
+            if let Some(s) = &e.state
+                && !s.parameters.is_empty()
+            {
+                pinsert.push((key, s));
+            }
+        }
+    }
+    if !del_keys.is_empty() {
+        let stmt = client
+            .prepare_cached(
+                "DELETE FROM riptide.current_data c \
                      USING unnest($2::text[], $3::bytea[]) AS k(source_table, source_key) \
                      WHERE c.deployment_id = $1 AND c.source_table = k.source_table \
                        AND c.source_key = k.source_key",
-                )
-                .await?;
-            client
-                .execute(&stmt, &[&id, &del_tables, &del_keys])
-                .await?;
-        }
-        if !upd_keys.is_empty() {
-            let stmt = client
-                .prepare_cached(
-                    "UPDATE riptide.current_data c \
+            )
+            .await?;
+        client
+            .execute(&stmt, &[&id, &del_tables, &del_keys])
+            .await?;
+    }
+    if !upd_keys.is_empty() {
+        let stmt = client
+            .prepare_cached(
+                "UPDATE riptide.current_data c \
                      SET data = u.data, buckets = u.buckets, lookups = u.lookups \
                      FROM unnest($2::text[], $3::bytea[], $4::bytea[], $5::bytea[], $6::bytea[]) \
                           AS u(source_table, source_key, data, buckets, lookups) \
                      WHERE c.deployment_id = $1 AND c.source_table = u.source_table \
                        AND c.source_key = u.source_key",
-                )
-                .await?;
-            client
-                .execute(
-                    &stmt,
-                    &[
-                        &id,
-                        &upd_tables,
-                        &upd_keys,
-                        &upd_data,
-                        &upd_buckets,
-                        &upd_lookups,
-                    ],
-                )
-                .await?;
-        }
-        if !insert.is_empty() {
-            let stmt = client
-                .prepare_cached(
-                    "COPY riptide.current_data (deployment_id, source_table, source_key, data, \
+            )
+            .await?;
+        client
+            .execute(
+                &stmt,
+                &[
+                    &id,
+                    &upd_tables,
+                    &upd_keys,
+                    &upd_data,
+                    &upd_buckets,
+                    &upd_lookups,
+                ],
+            )
+            .await?;
+    }
+    if !insert.is_empty() {
+        let stmt = client
+            .prepare_cached(
+                "COPY riptide.current_data (deployment_id, source_table, source_key, data, \
                      buckets, lookups) FROM STDIN (FORMAT binary)",
-                )
+            )
+            .await?;
+        let sink = client.copy_in(&stmt).await?;
+        let types = [
+            Type::INT8,
+            Type::TEXT,
+            Type::BYTEA,
+            Type::BYTEA,
+            Type::BYTEA,
+            Type::BYTEA,
+        ];
+        let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+        for ((table, key), s) in &insert {
+            let buckets = encode_buckets(&s.buckets);
+            let lookups = encode_parameters(&s.parameters);
+            writer
+                .as_mut()
+                .write(&[&id, table, key, &s.row, &buckets, &lookups])
                 .await?;
-            let sink = client.copy_in(&stmt).await?;
-            let types = [
-                Type::INT8,
-                Type::TEXT,
-                Type::BYTEA,
-                Type::BYTEA,
-                Type::BYTEA,
-                Type::BYTEA,
-            ];
-            let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
-            for ((table, key), s) in &insert {
-                let buckets = encode_buckets(&s.buckets);
-                let lookups = encode_parameters(&s.parameters);
-                writer
-                    .as_mut()
-                    .write(&[&id, table, key, &s.row, &buckets, &lookups])
-                    .await?;
-            }
-            writer.finish().await?;
         }
-        if !pdel_keys.is_empty() {
-            let stmt = client
-                .prepare_cached(
-                    "DELETE FROM riptide.parameter_lookups p \
+        writer.finish().await?;
+    }
+    if !pdel_keys.is_empty() {
+        let stmt = client
+            .prepare_cached(
+                "DELETE FROM riptide.parameter_lookups p \
                      USING unnest($2::text[], $3::bytea[]) AS k(source_table, source_key) \
                      WHERE p.deployment_id = $1 AND p.source_table = k.source_table \
                        AND p.source_key = k.source_key",
-                )
-                .await?;
-            client
-                .execute(&stmt, &[&id, &pdel_tables, &pdel_keys])
-                .await?;
-        }
-        if !pinsert.is_empty() {
-            let stmt = client
-                .prepare_cached(
-                    "COPY riptide.parameter_lookups (deployment_id, lookup, source_table, \
+            )
+            .await?;
+        client
+            .execute(&stmt, &[&id, &pdel_tables, &pdel_keys])
+            .await?;
+    }
+    if !pinsert.is_empty() {
+        let stmt = client
+            .prepare_cached(
+                "COPY riptide.parameter_lookups (deployment_id, lookup, source_table, \
                      source_key, result) FROM STDIN (FORMAT binary)",
-                )
-                .await?;
-            let sink = client.copy_in(&stmt).await?;
-            let types = [
-                Type::INT8,
-                Type::BYTEA,
-                Type::TEXT,
-                Type::BYTEA,
-                Type::BYTEA,
-            ];
-            let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
-            for ((table, key), s) in &pinsert {
-                for p in &s.parameters {
-                    writer
-                        .as_mut()
-                        .write(&[&id, &p.lookup, table, key, &p.result])
-                        .await?;
-                }
+            )
+            .await?;
+        let sink = client.copy_in(&stmt).await?;
+        let types = [
+            Type::INT8,
+            Type::BYTEA,
+            Type::TEXT,
+            Type::BYTEA,
+            Type::BYTEA,
+        ];
+        let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+        for ((table, key), s) in &pinsert {
+            for p in &s.parameters {
+                writer
+                    .as_mut()
+                    .write(&[&id, &p.lookup, table, key, &p.result])
+                    .await?;
             }
-            writer.finish().await?;
         }
+        writer.finish().await?;
+    }
 
-        // 3. running bucket totals
-        if !chunk.deltas.is_empty() {
-            let mut names = Vec::with_capacity(chunk.deltas.len());
-            let mut sums = Vec::with_capacity(chunk.deltas.len());
-            let mut counts = Vec::with_capacity(chunk.deltas.len());
-            let mut lasts = Vec::with_capacity(chunk.deltas.len());
-            for (bucket, (sum, count, last)) in &chunk.deltas {
-                names.push(bucket.as_str());
-                sums.push(i64::from(sum.value()));
-                counts.push(*count);
-                lasts.push(*last);
-            }
-            let stmt = client
-                .prepare_cached(
-                    "INSERT INTO riptide.bucket_state \
+    // 3. running bucket totals
+    if !chunk.deltas.is_empty() {
+        let mut names = Vec::with_capacity(chunk.deltas.len());
+        let mut sums = Vec::with_capacity(chunk.deltas.len());
+        let mut counts = Vec::with_capacity(chunk.deltas.len());
+        let mut lasts = Vec::with_capacity(chunk.deltas.len());
+        for (bucket, (sum, count, last)) in &chunk.deltas {
+            names.push(bucket.as_str());
+            sums.push(i64::from(sum.value()));
+            counts.push(*count);
+            lasts.push(*last);
+        }
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO riptide.bucket_state \
                          (deployment_id, bucket, checksum, op_count, last_op_id) \
                      SELECT $1, u.bucket, u.checksum, u.op_count, u.last_op_id \
                      FROM unnest($2::text[], $3::int8[], $4::int8[], $5::int8[]) \
@@ -540,14 +640,13 @@ impl PgBatch {
                                     % 4294967296, \
                          op_count = riptide.bucket_state.op_count + excluded.op_count, \
                          last_op_id = excluded.last_op_id",
-                )
-                .await?;
-            client
-                .execute(&stmt, &[&id, &names, &sums, &counts, &lasts])
-                .await?;
-        }
-        Ok(())
+            )
+            .await?;
+        client
+            .execute(&stmt, &[&id, &names, &sums, &counts, &lasts])
+            .await?;
     }
+    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -559,7 +658,7 @@ impl StorageBatch for PgBatch {
         for op in ops {
             self.queue_bytes += estimate(&op);
             self.queue.push(op);
-            if (self.queue.len() >= CHUNK_ROWS || self.queue_bytes >= CHUNK_BYTES)
+            if (self.queue.len() >= self.chunk_rows || self.queue_bytes >= CHUNK_BYTES)
                 && let Err(e) = self.process_queue().await
             {
                 self.failed = true;
@@ -574,7 +673,8 @@ impl StorageBatch for PgBatch {
             return Err(StorageError::BatchFailed);
         }
         self.process_queue().await?;
-        let client = self.client()?;
+        self.wait_inflight().await?;
+        let client = self.conn.client()?;
         let pg_lsn = to_pg_lsn(lsn);
         let stmt = client
             .prepare_cached(
@@ -594,8 +694,8 @@ impl StorageBatch for PgBatch {
             .execute(&stmt, &[&CHECKPOINT_CHANNEL, &payload])
             .await?;
         client.batch_execute("COMMIT").await?;
-        // Committed: the connection goes back to the pool.
-        drop(self.client.take());
+        // Committed: the connection goes back to the pool when the batch is dropped.
+        self.conn.committed.store(true, Ordering::Release);
         Ok(CheckpointEvent {
             deployment: self.id,
             checkpoint: StorageCheckpoint {

@@ -35,6 +35,7 @@ const DEFAULT_POOL_SIZE: usize = 16;
 #[derive(Clone)]
 pub struct PgStorage {
     pool: Pool,
+    chunk_rows: usize,
 }
 
 impl std::fmt::Debug for PgStorage {
@@ -85,12 +86,23 @@ impl PgStorage {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StorageError::CreatePool(deadpool_postgres::CreatePoolError::Build(e)))?;
-        Ok(PgStorage { pool })
+        Ok(PgStorage::from_pool(pool))
     }
 
     /// A storage on an existing pool.
     pub fn from_pool(pool: Pool) -> PgStorage {
-        PgStorage { pool }
+        PgStorage {
+            pool,
+            chunk_rows: batch::CHUNK_ROWS,
+        }
+    }
+
+    /// Sets how many queued rows a [`StorageBatch`] processes and flushes at a time (default
+    /// 5,000; also flushed every ~8 MB). Smaller bounds memory tighter; tests use tiny values
+    /// to exercise chunk boundaries.
+    pub fn with_batch_chunk_rows(mut self, rows: usize) -> PgStorage {
+        self.chunk_rows = rows.max(1);
+        self
     }
 
     /// The connection pool (e.g. for health checks).
@@ -157,7 +169,9 @@ impl BucketStorage for PgStorage {
     }
 
     async fn begin_batch(&self, id: DeploymentId) -> Result<Box<dyn StorageBatch>> {
-        Ok(Box::new(batch::PgBatch::begin(&self.pool, id).await?))
+        Ok(Box::new(
+            batch::PgBatch::begin(&self.pool, id, self.chunk_rows).await?,
+        ))
     }
 
     async fn current_rows(
