@@ -20,7 +20,7 @@ macro_rules! storage_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let (storage, _guard) = $make.await;
-                crate::suite::$name(&storage).await;
+                $crate::suite::$name(&storage).await;
             }
         )*
     };
