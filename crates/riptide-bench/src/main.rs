@@ -48,6 +48,16 @@ struct Row {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
+    let result = bench().await;
+    if let Err(e) = &result {
+        // tokio-postgres keeps the server's message in the error's source chain.
+        let chain: Vec<String> = e.chain().map(|c| format!("{c:?}")).collect();
+        eprintln!("{}", chain.join("\n  caused by: "));
+    }
+    result
+}
+
+async fn bench() -> Result<()> {
     let args = Args::parse();
     let work = tempfile::Builder::new().prefix("riptide-bench").tempdir()?;
     std::fs::set_permissions(
@@ -64,9 +74,8 @@ async fn main() -> Result<()> {
 
 async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
     let admin = connect(&riptide_localpg::url(pg_port, "postgres")).await?;
-    admin
-        .batch_execute("CREATE DATABASE bench_source; CREATE DATABASE bench_storage;")
-        .await?;
+    admin.batch_execute("CREATE DATABASE bench_source").await?;
+    admin.batch_execute("CREATE DATABASE bench_storage").await?;
     let source = connect(&riptide_localpg::url(pg_port, "bench_source")).await?;
     source
         .batch_execute(
