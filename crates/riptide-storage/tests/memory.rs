@@ -23,4 +23,5 @@ storage_suite!(make();
     large_batch,
     one_writer_per_deployment,
     random_workload_matches_client_model,
+    concurrent_writers,
 );

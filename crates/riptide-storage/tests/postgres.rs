@@ -51,6 +51,7 @@ storage_suite!(make();
     large_batch,
     one_writer_per_deployment,
     random_workload_matches_client_model,
+    concurrent_writers,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -434,9 +434,24 @@ pub async fn dropped_batch_leaves_nothing(s: &dyn BucketStorage) {
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
+    // Dropped right after a save that started writing in the background.
+    {
+        let mut b = s.begin_batch(id).await.unwrap();
+        let ops: Vec<_> = (0..5_001)
+            .map(|i| {
+                upsert(
+                    "t",
+                    &format!("k{i}"),
+                    &[("a", &i.to_string(), r#"{"x":2}"#)],
+                )
+            })
+            .collect();
+        b.save(ops).await.unwrap();
+    }
     // The next batch works and continues the op id sequence.
     let e = commit(s, id, vec![upsert("t", "k1", &[("a", "1", "{}")])], 2).await;
     assert_eq!(e.checkpoint.op_id, OpId(2));
+    assert_eq!(read_all(s, id, OpId(100_000), "a").await.len(), 2);
 }
 
 pub async fn truncate_removes_table_rows(s: &dyn BucketStorage) {
@@ -1053,4 +1068,42 @@ pub async fn random_workload_matches_client_model(s: &dyn BucketStorage) {
             }
         }
     }
+}
+
+/// Concurrent write-checkpoint requests get distinct ids; concurrent activations leave exactly
+/// one deployment active.
+pub async fn concurrent_writers(s: &dyn BucketStorage) {
+    let creates = (0..20).map(|i| s.create_write_checkpoint("u", "c", Lsn(100 + i)));
+    let mut ids: Vec<i64> = futures::future::join_all(creates)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().0)
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=20).collect::<Vec<_>>());
+    assert_eq!(
+        s.write_checkpoint("u", "c", Lsn(1_000)).await.unwrap(),
+        Some(OpId(20))
+    );
+
+    let mut deployments = Vec::new();
+    for _ in 0..4 {
+        deployments.push(new_deployment(s).await);
+    }
+    let results = futures::future::join_all(deployments.iter().map(|id| s.activate(*id))).await;
+    assert!(results.iter().all(|r| r.is_ok()));
+    let mut active = 0;
+    for id in &deployments {
+        let state = s.deployment(*id).await.unwrap().state;
+        assert!(matches!(
+            state,
+            DeploymentState::Active | DeploymentState::Stop
+        ));
+        if state == DeploymentState::Active {
+            active += 1;
+        }
+    }
+    assert_eq!(active, 1);
+    let a = s.active_deployment().await.unwrap().unwrap();
+    assert!(deployments.contains(&a.id));
 }
