@@ -34,6 +34,18 @@ struct Inner {
     write_checkpoints: HashMap<(String, String), WriteCheckpoints>,
 }
 
+impl Inner {
+    /// The highest op id any deployment other than `except` has allocated.
+    fn highest_op_id(&self, except: DeploymentId) -> OpId {
+        self.deployments
+            .iter()
+            .filter(|(id, _)| **id != except)
+            .map(|(_, d)| d.last_checkpoint.map(|c| c.op_id).unwrap_or(d.op_base))
+            .max()
+            .unwrap_or(OpId::ZERO)
+    }
+}
+
 #[derive(Debug, Default)]
 struct WriteCheckpoints {
     last_id: OpId,
@@ -49,6 +61,9 @@ struct Dep {
     /// High-water mark of op ids and the LSN of the last commit.
     last_checkpoint: Option<StorageCheckpoint>,
     resume_lsn: Option<Lsn>,
+    /// Op ids of this deployment start after this: the highest op id of the deployments that
+    /// existed when it was created, so positions never go back when rules are redeployed.
+    op_base: OpId,
     /// Held by the open batch: one writer per deployment.
     writer: Arc<tokio::sync::Mutex<()>>,
     data: DepData,
@@ -158,6 +173,7 @@ impl BucketStorage for MemoryStorage {
         let mut inner = self.lock();
         inner.last_deployment_id += 1;
         let id = inner.last_deployment_id;
+        let op_base = inner.highest_op_id(id);
         let d = Dep {
             content: content.to_owned(),
             state: DeploymentState::Processing,
@@ -165,6 +181,7 @@ impl BucketStorage for MemoryStorage {
             snapshot_done: false,
             last_checkpoint: None,
             resume_lsn: None,
+            op_base,
             writer: Arc::new(tokio::sync::Mutex::new(())),
             data: DepData::default(),
         };
@@ -192,7 +209,9 @@ impl BucketStorage for MemoryStorage {
         let writer = dep(&self.lock(), id)?.writer.clone();
         let _guard = writer.lock_owned().await;
         let mut inner = self.lock();
+        let op_base = inner.highest_op_id(id);
         let d = dep_mut(&mut inner, id)?;
+        d.op_base = op_base;
         d.data = DepData::default();
         d.state = DeploymentState::Terminated;
         Ok(())
@@ -202,7 +221,9 @@ impl BucketStorage for MemoryStorage {
         let writer = dep(&self.lock(), id)?.writer.clone();
         let _guard = writer.lock_owned().await;
         let mut inner = self.lock();
+        let op_base = inner.highest_op_id(id);
         let d = dep_mut(&mut inner, id)?;
+        d.op_base = op_base;
         d.data = DepData::default();
         d.snapshot_done = false;
         d.last_checkpoint = None;
@@ -225,7 +246,7 @@ impl BucketStorage for MemoryStorage {
             if d.state == DeploymentState::Terminated {
                 return Err(StorageError::InvalidState { id, state: d.state });
             }
-            d.last_checkpoint.map(|c| c.op_id).unwrap_or(OpId::ZERO)
+            d.last_checkpoint.map(|c| c.op_id).unwrap_or(d.op_base)
         };
         Ok(Box::new(MemoryBatch {
             storage: self.clone(),

@@ -52,6 +52,7 @@ storage_suite!(make();
     one_writer_per_deployment,
     random_workload_matches_client_model,
     concurrent_writers,
+    op_ids_continue_across_deployments,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

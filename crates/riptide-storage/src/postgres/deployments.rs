@@ -91,8 +91,10 @@ pub(super) async fn create(pool: &Pool, content: &str, slot_prefix: &str) -> Res
     let row = client
         .query_one(
             &format!(
-                "INSERT INTO riptide.deployments (id, content, state, slot_name) \
-                 VALUES ($1, $2, 'PROCESSING', $3) RETURNING {COLUMNS}"
+                "INSERT INTO riptide.deployments (id, content, state, slot_name, last_op_id) \
+                 VALUES ($1, $2, 'PROCESSING', $3, \
+                         (SELECT COALESCE(max(last_op_id), 0) FROM riptide.deployments)) \
+                 RETURNING {COLUMNS}"
             ),
             &[&id, &content, &slot_name],
         )
@@ -174,7 +176,8 @@ pub(super) async fn reset_snapshot(pool: &Pool, id: DeploymentId) -> Result<()> 
     lock_row(&tx, id).await?;
     delete_data(&tx, id).await?;
     tx.execute(
-        "UPDATE riptide.deployments SET snapshot_done = false, last_op_id = 0, \
+        "UPDATE riptide.deployments SET snapshot_done = false, \
+         last_op_id = (SELECT COALESCE(max(last_op_id), 0) FROM riptide.deployments WHERE id <> $1), \
          last_checkpoint_lsn = NULL, resume_lsn = NULL, updated_at = now() WHERE id = $1",
         &[&id],
     )

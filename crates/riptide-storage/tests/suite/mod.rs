@@ -1107,3 +1107,42 @@ pub async fn concurrent_writers(s: &dyn BucketStorage) {
     let a = s.active_deployment().await.unwrap().unwrap();
     assert!(deployments.contains(&a.id));
 }
+
+/// A new deployment's op ids continue after the previous deployments' ones, so a client's
+/// positions (`after`) never point past a replaced deployment's ops.
+pub async fn op_ids_continue_across_deployments(s: &dyn BucketStorage) {
+    s.migrate().await.unwrap();
+    let first = new_deployment(s).await;
+    let ops = (0..5)
+        .map(|i| upsert("public.t", &format!("k{i}"), &[("b[]", "x", "{}")]))
+        .collect();
+    let event = commit(s, first, ops, 100).await;
+    assert_eq!(event.checkpoint.op_id, OpId(5));
+    s.terminate(first).await.unwrap();
+    let second = new_deployment(s).await;
+    let event = commit(
+        s,
+        second,
+        vec![upsert("public.t", "k0", &[("b[]", "x", "{}")])],
+        200,
+    )
+    .await;
+    assert_eq!(
+        event.checkpoint.op_id,
+        OpId(6),
+        "op ids continue after the old deployment's"
+    );
+    s.reset_snapshot(second).await.unwrap();
+    let event = commit(
+        s,
+        second,
+        vec![upsert("public.t", "k0", &[("b[]", "x", "{}")])],
+        300,
+    )
+    .await;
+    assert_eq!(
+        event.checkpoint.op_id,
+        OpId(6),
+        "a reset restarts after the other deployments"
+    );
+}
