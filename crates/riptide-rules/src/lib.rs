@@ -7,10 +7,36 @@
 //!   (replication; e.g. a `list_members` row grants a list's bucket to a user);
 //! - [`SyncRules::parameter_lookups`] + [`SyncRules::resolve_buckets`]: a request (JWT claims and
 //!   client parameters) → the buckets it may sync (stream sessions).
+//!
+//! # Trust
+//! `request.user_id()`, `request.jwt()` and `token_parameters.*` come from the verified token.
+//! `request.parameters()` and `user_parameters.*` are sent by the client and are **not trusted**:
+//! they may filter (e.g. `WHERE … AND request.parameters() ->> 'archived' = 1`), but a parameter
+//! query whose bucket parameters or lookup values come from them is rejected unless its
+//! definition sets `accept_potentially_dangerous_queries: true`, because a client could then
+//! name any bucket it likes.
+//!
+//! # Layout
+//! - `yaml`: the file format, and positions of nodes and of characters inside scalars;
+//! - `sql::select` / `sql::lower` / `sql::projection`: sqlparser AST → IR (`ir`), with located
+//!   errors for everything outside the supported subset;
+//! - `sql::data_query`, `sql::parameter_query`: the two query kinds and their evaluation;
+//! - `eval`, `compare`, `cast`, `functions`, `json_path`, `time_functions`: SQLite semantics;
+//! - `bucket_name`: parameter value normalisation and bucket names.
 
+mod bucket_name;
+mod cast;
+mod compare;
+mod eval;
+mod functions;
+mod ir;
+mod json_path;
 mod request;
+mod sql;
 mod sync_rules;
+mod time_functions;
 mod value;
+mod yaml;
 
 pub use request::RequestParameters;
 pub use sync_rules::{

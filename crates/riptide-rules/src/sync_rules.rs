@@ -1,8 +1,17 @@
-//! PLACEHOLDER: the rules helper replaces this file with the real implementation (same API).
+//! The public face of the crate: parsed [`SyncRules`] and what their evaluation produces.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use crate::{RequestParameters, Row};
+use crate::bucket_name::{
+    bucket_name, encode_parameter, normalize_parameter, push_json_array, push_json_string,
+};
+use crate::eval::Scope;
+use crate::json_path::{array_elements, json_to_sqlite};
+use crate::sql::data_query::DataQuery;
+use crate::sql::lower::SqlError;
+use crate::sql::parameter_query::{Lookup, ParameterQuery, ParameterSource};
+use crate::yaml::{Locator, QuerySource, read_rules};
+use crate::{RequestParameters, Row, SqliteValue};
 
 /// A source table reference (`schema.name`; schema defaults to `public`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -87,9 +96,18 @@ pub struct ParameterLookup {
 }
 
 impl ParameterLookup {
-    /// Canonical bytes used as the storage key.
+    /// Canonical bytes used as the storage key: the JSON text
+    /// `["<definition>",<query index>,[<values>…]]`, e.g. `["shared_lists",0,["u1"]]`.
     pub fn key(&self) -> Vec<u8> {
-        unimplemented_placeholder()
+        let mut out = String::with_capacity(self.definition.len() + 16);
+        out.push('[');
+        push_json_string(&mut out, &self.definition);
+        out.push(',');
+        out.push_str(&self.query_index.to_string());
+        out.push_str(",[");
+        out.push_str(&self.values.join(","));
+        out.push_str("]]");
+        out.into_bytes()
     }
 }
 
@@ -101,56 +119,422 @@ pub struct EvaluatedParameters {
     pub result: Vec<u8>,
 }
 
+/// Most lookups one request may expand into through `IN <array>` terms.
+const MAX_LOOKUP_COMBINATIONS: usize = 1000;
+
+/// One bucket definition, lowered.
+#[derive(Debug, Clone)]
+struct Definition {
+    name: String,
+    priority: u8,
+    /// Bucket parameter names in bucket-name order (the first parameter query's columns).
+    bucket_parameters: Vec<String>,
+    parameter_queries: Vec<ParameterQuery>,
+    data_queries: Vec<DataQuery>,
+}
+
 /// Parsed and validated sync rules.
 #[derive(Debug, Clone)]
-pub struct SyncRules {}
+pub struct SyncRules {
+    edition: u8,
+    definitions: Vec<Definition>,
+    /// Per source table, the data queries reading it: (definition, query) indexes.
+    data_by_table: HashMap<TableRef, Vec<(usize, usize)>>,
+    /// Per source table, the table-based parameter queries reading it.
+    parameters_by_table: HashMap<TableRef, Vec<(usize, usize)>>,
+    source_tables: Vec<TableRef>,
+}
+
+fn located(loc: &Locator<'_>, q: &QuerySource, e: SqlError, definition: &str) -> RulesError {
+    let (line, column) = loc.in_scalar(&q.path, &q.sql, e.position);
+    RulesError {
+        message: format!("{} (bucket definition `{definition}`)", e.message),
+        line,
+        column,
+    }
+}
+
+fn encode_result(values: &[SqliteValue]) -> Vec<u8> {
+    let mut s = String::new();
+    push_json_array(&mut s, values);
+    s.into_bytes()
+}
+
+fn decode_result(bytes: &[u8], expected: usize) -> Option<Vec<SqliteValue>> {
+    let parsed: Vec<serde_json::Value> = serde_json::from_slice(bytes).ok()?;
+    if parsed.len() != expected {
+        return None;
+    }
+    parsed
+        .iter()
+        .map(|v| normalize_parameter(&json_to_sqlite(v)))
+        .collect()
+}
+
+/// Evaluates output columns into normalised bucket parameter values (`None` if any is unusable).
+fn column_values(query: &ParameterQuery, scope: &Scope<'_>) -> Option<Vec<SqliteValue>> {
+    query
+        .columns
+        .iter()
+        .map(|(_, e)| normalize_parameter(&e.eval(scope)))
+        .collect()
+}
+
+fn passes(filter: &Option<crate::ir::Expr>, scope: &Scope<'_>) -> bool {
+    filter.as_ref().is_none_or(|f| f.passes(scope))
+}
+
+/// The request-side value sets of a table-based query's lookups (one set per combination).
+fn request_lookup_values(lookups: &[Lookup], scope: &Scope<'_>) -> Vec<Vec<String>> {
+    let mut combos: Vec<Vec<String>> = vec![Vec::with_capacity(lookups.len())];
+    for l in lookups {
+        let v = l.request.eval(scope);
+        let candidates: Vec<String> = if l.in_array {
+            array_elements(&v)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(normalize_parameter)
+                .map(|v| encode_parameter(&v))
+                .collect()
+        } else {
+            normalize_parameter(&v)
+                .map(|v| encode_parameter(&v))
+                .into_iter()
+                .collect()
+        };
+        let mut next = Vec::new();
+        for combo in &combos {
+            for c in &candidates {
+                if next.len() >= MAX_LOOKUP_COMBINATIONS {
+                    break;
+                }
+                let mut n = combo.clone();
+                n.push(c.clone());
+                next.push(n);
+            }
+        }
+        combos = next;
+    }
+    combos
+}
 
 impl SyncRules {
     /// Parses sync rules YAML, reporting every problem with its line and column.
-    pub fn parse(_yaml: &str) -> Result<SyncRules, RulesErrors> {
-        unimplemented_placeholder()
+    pub fn parse(yaml: &str) -> Result<SyncRules, RulesErrors> {
+        let (source, mut errors) = read_rules(yaml);
+        let loc = Locator::new(yaml);
+        let mut definitions = Vec::new();
+        for def in &source.definitions {
+            let mut parameter_queries = Vec::new();
+            let mut parameters_failed = false;
+            let mut bucket_parameters: Option<Vec<String>> = None;
+            for q in &def.parameters {
+                match ParameterQuery::parse(&q.sql) {
+                    Ok(mut pq) => {
+                        if pq.uses_untrusted_values && !def.accept_dangerous {
+                            errors.push(located(
+                                &loc,
+                                q,
+                                SqlError::unlocated(
+                                    "potentially dangerous query: bucket parameters come from client-controlled `request.parameters()`/`user_parameters`; set `accept_potentially_dangerous_queries: true` if that is intended",
+                                ),
+                                &def.name,
+                            ));
+                            continue;
+                        }
+                        let names = pq.column_names();
+                        match &bucket_parameters {
+                            None => bucket_parameters = Some(names),
+                            Some(expected) => {
+                                let mut a = names.clone();
+                                let mut b = expected.clone();
+                                a.sort();
+                                b.sort();
+                                if a != b {
+                                    errors.push(located(
+                                        &loc,
+                                        q,
+                                        SqlError::at(
+                                            pq.projection_span,
+                                            format!(
+                                                "every parameter query of a definition must return the same columns ({})",
+                                                expected.join(", ")
+                                            ),
+                                        ),
+                                        &def.name,
+                                    ));
+                                    continue;
+                                }
+                                pq.reorder(expected);
+                            }
+                        }
+                        parameter_queries.push(pq);
+                    }
+                    Err(e) => {
+                        parameters_failed = true;
+                        errors.push(located(&loc, q, e, &def.name));
+                    }
+                }
+            }
+            if parameters_failed && bucket_parameters.is_none() {
+                // The bucket parameters are unknown: checking data queries against them
+                // would only report follow-on errors.
+                continue;
+            }
+            let bucket_parameters = bucket_parameters.unwrap_or_default();
+            let mut data_queries = Vec::new();
+            for q in &def.data {
+                match DataQuery::parse(&q.sql, &bucket_parameters) {
+                    Ok(dq) => data_queries.push(dq),
+                    Err(e) => errors.push(located(&loc, q, e, &def.name)),
+                }
+            }
+            definitions.push(Definition {
+                name: def.name.clone(),
+                priority: def.priority,
+                bucket_parameters,
+                parameter_queries,
+                data_queries,
+            });
+        }
+        if !errors.is_empty() {
+            errors.sort_by_key(|e| (e.line, e.column));
+            return Err(RulesErrors(errors));
+        }
+        let mut data_by_table: HashMap<TableRef, Vec<(usize, usize)>> = HashMap::new();
+        let mut parameters_by_table: HashMap<TableRef, Vec<(usize, usize)>> = HashMap::new();
+        let mut source_tables: Vec<TableRef> = Vec::new();
+        let mut note = |t: &TableRef| {
+            if !source_tables.contains(t) {
+                source_tables.push(t.clone());
+            }
+        };
+        for (di, def) in definitions.iter().enumerate() {
+            for (qi, pq) in def.parameter_queries.iter().enumerate() {
+                if let Some(table) = pq.table() {
+                    note(table);
+                    parameters_by_table
+                        .entry(table.clone())
+                        .or_default()
+                        .push((di, qi));
+                }
+            }
+            for (qi, dq) in def.data_queries.iter().enumerate() {
+                note(&dq.table);
+                data_by_table
+                    .entry(dq.table.clone())
+                    .or_default()
+                    .push((di, qi));
+            }
+        }
+        Ok(SyncRules {
+            edition: source.edition,
+            definitions,
+            data_by_table,
+            parameters_by_table,
+            source_tables,
+        })
+    }
+
+    /// The `config: edition` of the file (1 when absent).
+    pub fn edition(&self) -> u8 {
+        self.edition
     }
 
     /// Every table a data or parameter query reads, without duplicates.
     pub fn source_tables(&self) -> Vec<TableRef> {
-        unimplemented_placeholder()
+        self.source_tables.clone()
     }
 
     /// The bucket rows a source row produces.
-    pub fn evaluate_row(&self, _table: &TableRef, _row: &Row) -> RowEvaluation {
-        unimplemented_placeholder()
+    pub fn evaluate_row(&self, table: &TableRef, row: &Row) -> RowEvaluation {
+        let mut ev = RowEvaluation::default();
+        let Some(queries) = self.data_by_table.get(table) else {
+            return ev;
+        };
+        for &(di, qi) in queries {
+            let def = &self.definitions[di];
+            let before = ev.rows.len();
+            def.data_queries[qi].evaluate(&def.name, row, &mut ev.rows, &mut ev.errors);
+            // The same row can reach the same bucket through two queries: keep it once.
+            if ev.rows.len() > before
+                && let Some(new) = ev.rows.last()
+                && ev.rows[..before]
+                    .iter()
+                    .any(|r| r.bucket == new.bucket && r.table == new.table && r.id == new.id)
+            {
+                ev.rows.pop();
+            }
+        }
+        ev
     }
 
     /// The parameter-lookup entries a source row produces.
-    pub fn evaluate_parameter_row(
-        &self,
-        _table: &TableRef,
-        _row: &Row,
-    ) -> Vec<EvaluatedParameters> {
-        unimplemented_placeholder()
+    pub fn evaluate_parameter_row(&self, table: &TableRef, row: &Row) -> Vec<EvaluatedParameters> {
+        let mut out = Vec::new();
+        let Some(queries) = self.parameters_by_table.get(table) else {
+            return out;
+        };
+        let scope = Scope {
+            row: Some(row),
+            request: None,
+        };
+        for &(di, qi) in queries {
+            let def = &self.definitions[di];
+            let pq = &def.parameter_queries[qi];
+            let ParameterSource::Table {
+                lookups,
+                row_filter,
+                ..
+            } = &pq.source
+            else {
+                continue;
+            };
+            if !passes(row_filter, &scope) {
+                continue;
+            }
+            let values: Option<Vec<String>> = lookups
+                .iter()
+                .map(|l| normalize_parameter(&l.row.eval(&scope)).map(|v| encode_parameter(&v)))
+                .collect();
+            let (Some(values), Some(result)) = (values, column_values(pq, &scope)) else {
+                continue;
+            };
+            out.push(EvaluatedParameters {
+                lookup: ParameterLookup {
+                    definition: def.name.clone(),
+                    query_index: qi,
+                    values,
+                },
+                result: encode_result(&result),
+            });
+        }
+        out
     }
 
     /// The lookups a request needs resolved before [`SyncRules::resolve_buckets`].
-    pub fn parameter_lookups(&self, _request: &RequestParameters) -> Vec<ParameterLookup> {
-        unimplemented_placeholder()
+    pub fn parameter_lookups(&self, request: &RequestParameters) -> Vec<ParameterLookup> {
+        let mut out: Vec<ParameterLookup> = Vec::new();
+        for (di, def) in self.definitions.iter().enumerate() {
+            for qi in 0..def.parameter_queries.len() {
+                for l in self.lookups_of(di, qi, request) {
+                    if !out.contains(&l) {
+                        out.push(l);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn lookups_of(
+        &self,
+        di: usize,
+        qi: usize,
+        request: &RequestParameters,
+    ) -> Vec<ParameterLookup> {
+        let def = &self.definitions[di];
+        let ParameterSource::Table {
+            lookups,
+            request_filter,
+            ..
+        } = &def.parameter_queries[qi].source
+        else {
+            return Vec::new();
+        };
+        let scope = Scope {
+            row: None,
+            request: Some(request),
+        };
+        if !passes(request_filter, &scope) {
+            return Vec::new();
+        }
+        request_lookup_values(lookups, &scope)
+            .into_iter()
+            .map(|values| ParameterLookup {
+                definition: def.name.clone(),
+                query_index: qi,
+                values,
+            })
+            .collect()
     }
 
     /// The buckets a request may sync, given the stored results of its lookups (keyed by
     /// [`ParameterLookup::key`]). Sorted by name, without duplicates.
     pub fn resolve_buckets(
         &self,
-        _request: &RequestParameters,
-        _lookup_results: &HashMap<Vec<u8>, Vec<Vec<u8>>>,
+        request: &RequestParameters,
+        lookup_results: &HashMap<Vec<u8>, Vec<Vec<u8>>>,
     ) -> Vec<BucketDescription> {
-        unimplemented_placeholder()
+        let mut out: BTreeMap<String, BucketDescription> = BTreeMap::new();
+        let request_scope = Scope {
+            row: None,
+            request: Some(request),
+        };
+        for (di, def) in self.definitions.iter().enumerate() {
+            let mut add = |values: &[SqliteValue]| {
+                let name = bucket_name(&def.name, values);
+                out.entry(name.clone())
+                    .or_insert_with(|| BucketDescription {
+                        name,
+                        definition: def.name.clone(),
+                        priority: def.priority,
+                    });
+            };
+            if def.parameter_queries.is_empty() {
+                add(&[]);
+                continue;
+            }
+            for (qi, pq) in def.parameter_queries.iter().enumerate() {
+                match &pq.source {
+                    ParameterSource::Static { filter } => {
+                        if passes(filter, &request_scope)
+                            && let Some(values) = column_values(pq, &request_scope)
+                        {
+                            add(&values);
+                        }
+                    }
+                    ParameterSource::JsonEach { array, filter } => {
+                        let elements =
+                            array_elements(&array.eval(&request_scope)).unwrap_or_default();
+                        for element in elements {
+                            let mut row = Row::new();
+                            row.insert("value", element);
+                            let scope = Scope {
+                                row: Some(&row),
+                                request: Some(request),
+                            };
+                            if passes(filter, &scope)
+                                && let Some(values) = column_values(pq, &scope)
+                            {
+                                add(&values);
+                            }
+                        }
+                    }
+                    ParameterSource::Table { .. } => {
+                        for lookup in self.lookups_of(di, qi, request) {
+                            let Some(results) = lookup_results.get(&lookup.key()) else {
+                                continue;
+                            };
+                            for r in results {
+                                if let Some(values) = decode_result(r, def.bucket_parameters.len())
+                                {
+                                    add(&values);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out.into_values().collect()
     }
 
     /// Bucket definition names with their priorities, in file order.
     pub fn definitions(&self) -> Vec<(String, u8)> {
-        unimplemented_placeholder()
+        self.definitions
+            .iter()
+            .map(|d| (d.name.clone(), d.priority))
+            .collect()
     }
-}
-
-fn unimplemented_placeholder() -> ! {
-    panic!("riptide-rules is not implemented yet")
 }

@@ -1,0 +1,259 @@
+//! Data queries: `SELECT … FROM table WHERE col = bucket.p [AND …]`, lowered and evaluated
+//! on source rows.
+
+use std::borrow::Cow;
+
+use sqlparser::ast::{self, BinaryOperator, Spanned};
+
+use super::lower::{LowerScope, SqlError, and_all, conjuncts};
+use super::projection::{Projected, lower_projection};
+use super::select::{FromClause, parse_query};
+use crate::bucket_name::{bucket_name, normalize_parameter, push_json, push_json_string};
+use crate::cast::to_text;
+use crate::eval::Scope;
+use crate::ir::{BinOp, Expr};
+use crate::{EvaluatedRow, EvaluationError, Row, SqliteValue, TableRef};
+
+/// A lowered data query.
+#[derive(Debug, Clone)]
+pub(crate) struct DataQuery {
+    pub table: TableRef,
+    pub output_table: String,
+    columns: Vec<Projected>,
+    /// The output `id`: the last column named `id`, or the row's `id` under `*`.
+    id: Expr,
+    /// Row-side expression of each bucket parameter, in the definition's parameter order.
+    bucket_values: Vec<Expr>,
+    /// Further `expr = bucket.p` terms for a parameter already bound (index, expr).
+    bucket_checks: Vec<(usize, Expr)>,
+    filter: Option<Expr>,
+}
+
+fn bucket_side(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Bucket(name) => Some(name),
+        _ => None,
+    }
+}
+
+impl DataQuery {
+    /// Parses and lowers a data query of a definition with the given bucket parameters.
+    pub(crate) fn parse(sql: &str, bucket_parameters: &[String]) -> Result<DataQuery, SqlError> {
+        let parsed = parse_query(sql)?;
+        let parts = parsed.parts()?;
+        let (table, alias) = match parts.from {
+            Some(FromClause::Table { table, alias, .. }) => (table, alias),
+            Some(FromClause::JsonEach { argument, .. }) => {
+                return Err(SqlError::at(
+                    argument.span(),
+                    "json_each is only supported in parameter queries",
+                ));
+            }
+            None => return Err(SqlError::unlocated("a data query needs `FROM <table>`")),
+        };
+        let mut qualifiers = vec![table.name.clone()];
+        qualifiers.extend(alias.clone());
+        let row_scope = LowerScope {
+            row_qualifiers: Some(qualifiers),
+            request: false,
+            bucket: false,
+        };
+        let columns = lower_projection(parts.projection, &row_scope, true)?;
+        let id = columns
+            .iter()
+            .rev()
+            .find_map(|c| match c {
+                Projected::Named(name, e) if &**name == "id" => Some(e.clone()),
+                _ => None,
+            })
+            .or_else(|| {
+                columns
+                    .iter()
+                    .any(|c| matches!(c, Projected::Star))
+                    .then(|| Expr::Column("id".into()))
+            });
+        let Some(id) = id else {
+            return Err(SqlError::at(
+                parts
+                    .projection
+                    .first()
+                    .map_or(sqlparser::tokenizer::Span::empty(), Spanned::span),
+                "a data query must output an `id` column (select `id`, `*`, or `<expr> AS id`)",
+            ));
+        };
+
+        let where_scope = LowerScope {
+            bucket: true,
+            ..row_scope
+        };
+        let mut bound: Vec<Option<Expr>> = vec![None; bucket_parameters.len()];
+        let mut bucket_checks = Vec::new();
+        let mut filters = Vec::new();
+        if let Some(selection) = parts.selection {
+            for term in conjuncts(selection) {
+                let lowered = where_scope.lower(term)?;
+                if !lowered.deps().bucket {
+                    filters.push(lowered);
+                    continue;
+                }
+                let equality = match (&lowered, term) {
+                    (
+                        Expr::Binary(BinOp::Eq, a, b),
+                        ast::Expr::BinaryOp {
+                            left,
+                            op: BinaryOperator::Eq,
+                            right,
+                        },
+                    ) => match (bucket_side(a), bucket_side(b)) {
+                        (Some(name), None) if !b.deps().bucket => Some((name, b, left.span())),
+                        (None, Some(name)) if !a.deps().bucket => Some((name, a, right.span())),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                let Some((name, row_side, bucket_span)) = equality else {
+                    return Err(SqlError::at(
+                        term.span(),
+                        "bucket parameters can only be used as `<row expression> = bucket.<name>`, joined with AND",
+                    ));
+                };
+                let Some(index) = bucket_parameters.iter().position(|p| p == name) else {
+                    let known = if bucket_parameters.is_empty() {
+                        "this definition has no parameters".to_string()
+                    } else {
+                        format!("known: {}", bucket_parameters.join(", "))
+                    };
+                    return Err(SqlError::at(
+                        bucket_span,
+                        format!("`bucket.{name}` is not a parameter of this bucket ({known})"),
+                    ));
+                };
+                match &bound[index] {
+                    None => bound[index] = Some((**row_side).clone()),
+                    Some(_) => bucket_checks.push((index, (**row_side).clone())),
+                }
+            }
+        }
+        let mut bucket_values = Vec::with_capacity(bound.len());
+        for (name, b) in bucket_parameters.iter().zip(bound) {
+            match b {
+                Some(e) => bucket_values.push(e),
+                None => {
+                    let at = parts
+                        .selection
+                        .map_or(sqlparser::tokenizer::Span::empty(), Spanned::span);
+                    return Err(SqlError::at(
+                        at,
+                        format!(
+                            "bucket parameter `{name}` is not used: add `<column> = bucket.{name}` to the WHERE clause"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(DataQuery {
+            output_table: alias.unwrap_or_else(|| table.name.clone()),
+            table,
+            columns,
+            id,
+            bucket_values,
+            bucket_checks,
+            filter: and_all(filters),
+        })
+    }
+
+    /// Evaluates the query on a row, appending the bucket row it produces (if any).
+    pub(crate) fn evaluate(
+        &self,
+        definition: &str,
+        row: &Row,
+        rows: &mut Vec<EvaluatedRow>,
+        errors: &mut Vec<EvaluationError>,
+    ) {
+        let scope = Scope {
+            row: Some(row),
+            request: None,
+        };
+        if let Some(filter) = &self.filter
+            && !filter.passes(&scope)
+        {
+            return;
+        }
+        let mut values = Vec::with_capacity(self.bucket_values.len());
+        for e in &self.bucket_values {
+            match normalize_parameter(&e.eval(&scope)) {
+                Some(v) => values.push(v),
+                None => return,
+            }
+        }
+        for (index, e) in &self.bucket_checks {
+            let v = e.eval(&scope);
+            let same = normalize_parameter(&v).is_some_and(|v| values.get(*index) == Some(&v));
+            if !same {
+                return;
+            }
+        }
+        let id = match &*self.id.eval(&scope) {
+            SqliteValue::Null => None,
+            SqliteValue::Blob(_) => None,
+            other => to_text(other).map(Cow::into_owned),
+        };
+        let Some(id) = id else {
+            errors.push(EvaluationError {
+                message: format!(
+                    "row of {} has no usable id (NULL, missing or binary) for bucket definition {definition}",
+                    self.table.qualified()
+                ),
+            });
+            return;
+        };
+        rows.push(EvaluatedRow {
+            bucket: bucket_name(definition, &values),
+            table: self.output_table.clone(),
+            id,
+            data: self.output_json(&scope, row),
+        });
+    }
+
+    fn output_json(&self, scope: &Scope<'_>, row: &Row) -> String {
+        let mut fields: Vec<(&str, Cow<'_, SqliteValue>)> = Vec::with_capacity(row.0.len());
+        for c in &self.columns {
+            match c {
+                Projected::Star => {
+                    for (k, v) in &row.0 {
+                        set_field(&mut fields, k, Cow::Borrowed(v));
+                    }
+                }
+                Projected::Named(name, e) => set_field(&mut fields, name, e.eval(scope)),
+            }
+        }
+        let mut out = String::with_capacity(64 + fields.len() * 16);
+        out.push('{');
+        let mut first = true;
+        for (k, v) in fields {
+            if matches!(*v, SqliteValue::Blob(_)) {
+                continue;
+            }
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            push_json_string(&mut out, k);
+            out.push(':');
+            push_json(&mut out, &v);
+        }
+        out.push('}');
+        out
+    }
+}
+
+fn set_field<'a>(
+    fields: &mut Vec<(&'a str, Cow<'a, SqliteValue>)>,
+    name: &'a str,
+    value: Cow<'a, SqliteValue>,
+) {
+    match fields.iter_mut().find(|(k, _)| *k == name) {
+        Some(slot) => slot.1 = value,
+        None => fields.push((name, value)),
+    }
+}

@@ -1,0 +1,67 @@
+//! The `SELECT` list: output column names and their expressions.
+
+use sqlparser::ast::{self, SelectItem, Spanned};
+
+use super::lower::{LowerScope, SqlError};
+use crate::ir::Expr;
+
+/// One item of the select list.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Projected {
+    /// `*`: every column of the row, in the row's order.
+    Star,
+    /// `expr [AS name]`.
+    Named(Box<str>, Expr),
+}
+
+/// Lowers the select list. `*` is only accepted where `allow_star`.
+pub(crate) fn lower_projection(
+    items: &[SelectItem],
+    scope: &LowerScope,
+    allow_star: bool,
+) -> Result<Vec<Projected>, SqlError> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let span = item.span();
+        match item {
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
+                if !allow_star {
+                    return Err(SqlError::at(
+                        span,
+                        "`*` is not allowed in parameter queries",
+                    ));
+                }
+                if scope.row_qualifiers.is_none() {
+                    return Err(SqlError::at(span, "`*` needs a FROM table"));
+                }
+                out.push(Projected::Star);
+            }
+            SelectItem::ExprWithAlias { expr, alias } => {
+                out.push(Projected::Named(
+                    alias.value.as_str().into(),
+                    scope.lower(expr)?,
+                ));
+            }
+            SelectItem::UnnamedExpr(expr) => {
+                let name = match expr {
+                    ast::Expr::Identifier(i) => i.value.clone(),
+                    ast::Expr::CompoundIdentifier(parts) => match parts.last() {
+                        Some(last) => last.value.clone(),
+                        None => return Err(SqlError::at(span, "empty identifier")),
+                    },
+                    _ => {
+                        // Lower first so unsupported constructs are reported as such.
+                        scope.lower(expr)?;
+                        return Err(SqlError::at(
+                            span,
+                            "this expression needs a column name: add `AS <name>`",
+                        ));
+                    }
+                };
+                out.push(Projected::Named(name.into(), scope.lower(expr)?));
+            }
+            _ => return Err(SqlError::at(span, "unsupported select item")),
+        }
+    }
+    Ok(out)
+}
