@@ -127,7 +127,7 @@ mod tests {
             Some(Ordering::Equal)
         );
         assert_eq!(
-            compare(&t, Affinity::None, &i, Affinity::Text),
+            compare(&i, Affinity::None, &t, Affinity::Text),
             Some(Ordering::Equal)
         );
         assert_eq!(

@@ -538,3 +538,6 @@ impl SyncRules {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests;

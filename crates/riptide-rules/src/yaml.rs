@@ -659,7 +659,7 @@ mod tests {
         assert_eq!(data[1].sql, "SELECT 'x', y FROM t");
         assert_eq!(
             loc.in_scalar(&data[1].path, &data[1].sql, Some((1, 13))),
-            (6, 23)
+            (6, 24)
         );
         // literal block keeps lines: FROM at 2:3.
         assert_eq!(
@@ -676,7 +676,7 @@ mod tests {
         assert_eq!(data[4].sql, "SELECT \"q\" FROM t");
         assert_eq!(
             loc.in_scalar(&data[4].path, &data[4].sql, Some((1, 12))),
-            (13, 22)
+            (13, 23)
         );
         // Unknown position: the scalar's start.
         assert_eq!(loc.in_scalar(&data[0].path, &data[0].sql, None), (4, 9));

@@ -210,7 +210,6 @@ impl LowerScope {
         let Some(name) = object_name_parts(&f.name) else {
             return Err(SqlError::at(span, "unsupported function name"));
         };
-        let args = plain_args(f, span)?;
         match name.as_slice() {
             [ns, func] if ns.eq_ignore_ascii_case("request") => {
                 self.request_allowed(span)?;
@@ -227,7 +226,7 @@ impl LowerScope {
                         ));
                     }
                 };
-                if !args.is_empty() {
+                if !plain_args(f, span)?.is_empty() {
                     return Err(SqlError::at(
                         span,
                         format!("`request.{func}()` takes no arguments"),
@@ -242,6 +241,7 @@ impl LowerScope {
                         format!("unknown or unsupported function `{func}`"),
                     ));
                 };
+                let args = plain_args(f, span)?;
                 if !function.arity().contains(&args.len()) {
                     return Err(SqlError::at(
                         span,
