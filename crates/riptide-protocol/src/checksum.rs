@@ -32,6 +32,12 @@ impl Checksum {
     /// Checksum of a PUT: the first four bytes, little-endian, of
     /// SHA-256(`put.<object_type>.<object_id>.<data>`), as the official service computes it.
     pub fn of_put(object_type: &str, object_id: &str, data: &str) -> Self {
+        Self::from_digest(&Self::put_digest(object_type, object_id, data))
+    }
+
+    /// The whole SHA-256 digest a PUT's checksum is taken from (storage also keeps a prefix
+    /// of it as a fingerprint of the row's data).
+    pub fn put_digest(object_type: &str, object_id: &str, data: &str) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"put.");
         h.update(object_type.as_bytes());
@@ -39,7 +45,7 @@ impl Checksum {
         h.update(object_id.as_bytes());
         h.update(b".");
         h.update(data.as_bytes());
-        Self::from_digest(&h.finalize())
+        h.finalize().into()
     }
 
     /// Checksum of a REMOVE: SHA-256(`delete.<subkey>`), first four bytes little-endian.
@@ -47,10 +53,11 @@ impl Checksum {
         let mut h = Sha256::new();
         h.update(b"delete.");
         h.update(subkey.as_bytes());
-        Self::from_digest(&h.finalize())
+        Self::from_digest(&h.finalize().into())
     }
 
-    fn from_digest(digest: &[u8]) -> Self {
+    /// The checksum a SHA-256 digest stands for: its first four bytes, little-endian.
+    pub fn from_digest(digest: &[u8; 32]) -> Self {
         let mut b = [0u8; 4];
         b.copy_from_slice(&digest[..4]);
         Checksum(Wrapping(u32::from_le_bytes(b)))

@@ -11,7 +11,6 @@
 use std::collections::{BTreeMap, HashSet};
 
 use riptide_protocol::{Checksum, OpType};
-use sha2::{Digest, Sha256};
 
 use crate::{BucketRow, ParameterRow, RowChange, StorageError};
 
@@ -79,23 +78,10 @@ impl RowDiff {
 
 /// Digest of a PUT: the checksum (first 4 bytes, little-endian) and the fingerprint (first 16).
 fn put_digest(table: &str, id: &str, data: &str) -> (Checksum, [u8; 16]) {
-    let mut h = Sha256::new();
-    h.update(b"put.");
-    h.update(table.as_bytes());
-    h.update(b".");
-    h.update(id.as_bytes());
-    h.update(b".");
-    h.update(data.as_bytes());
-    let digest = h.finalize();
+    let digest = Checksum::put_digest(table, id, data);
     let mut fingerprint = [0u8; 16];
     fingerprint.copy_from_slice(&digest[..16]);
-    let checksum = Checksum::from_u32(u32::from_le_bytes([
-        fingerprint[0],
-        fingerprint[1],
-        fingerprint[2],
-        fingerprint[3],
-    ]));
-    (checksum, fingerprint)
+    (Checksum::from_digest(&digest), fingerprint)
 }
 
 /// Diffs the previous state of a source row (if any) against its new state.
