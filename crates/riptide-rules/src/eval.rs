@@ -248,3 +248,231 @@ impl Expr {
         truthy(&self.eval(scope)) == Some(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+    use sqlparser::dialect::GenericDialect;
+    use sqlparser::parser::Parser;
+
+    use super::*;
+    use crate::sql::lower::LowerScope;
+
+    fn lower(sql: &str) -> Expr {
+        let parsed = Parser::new(&GenericDialect {})
+            .try_with_sql(sql)
+            .and_then(|mut p| p.parse_expr());
+        let parsed = match parsed {
+            Ok(e) => e,
+            Err(e) => panic!("{sql}: {e}"),
+        };
+        let scope = LowerScope {
+            row_qualifiers: Some(vec!["t".into()]),
+            request: true,
+            bucket: false,
+        };
+        match scope.lower(&parsed) {
+            Ok(e) => e,
+            Err(e) => panic!("{sql}: {e:?}"),
+        }
+    }
+
+    fn eval_sql(sql: &str) -> SqliteValue {
+        let mut row = Row::new();
+        row.insert("n", SqliteValue::Integer(7));
+        row.insert("s", SqliteValue::Text("Hi".into()));
+        row.insert("nul", SqliteValue::Null);
+        row.insert(
+            "doc",
+            SqliteValue::Text(r#"{"a":{"b":[10,20]},"t":true}"#.into()),
+        );
+        let jwt = json!({"sub": "u1", "org": "o1", "parameters": {"team": 4}});
+        let serde_json::Value::Object(jwt) = jwt else {
+            unreachable!("object literal")
+        };
+        let request = RequestParameters::new(jwt, serde_json::Map::new());
+        let e = lower(sql);
+        let scope = Scope {
+            row: Some(&row),
+            request: Some(&request),
+        };
+        e.eval(&scope).into_owned()
+    }
+
+    #[test]
+    fn sql_expressions() {
+        use SqliteValue::{Integer as I, Null, Real as R};
+        let t = |s: &str| SqliteValue::Text(s.into());
+        let cases: Vec<(&str, SqliteValue)> = vec![
+            ("7 / 2", I(3)),
+            ("-7 / 2", I(-3)),
+            ("7.0 / 2", R(3.5)),
+            ("1 / 0", Null),
+            ("7 % 3", I(1)),
+            ("9223372036854775807 + 1", R(9.223_372_036_854_776e18)),
+            ("'3' + 4", I(7)),
+            ("'abc' + 1", I(1)),
+            ("n * 2 - 1", I(13)),
+            ("s || '!' || n", t("Hi!7")),
+            ("s || nul", Null),
+            ("nul + 1", Null),
+            ("nul = nul", Null),
+            ("nul IS NULL", I(1)),
+            ("n IS NOT NULL", I(1)),
+            ("nul IS NOT DISTINCT FROM NULL", I(1)),
+            ("n IS DISTINCT FROM 7", I(0)),
+            ("1 = 1 AND nul", Null),
+            ("0 AND nul", I(0)),
+            ("1 OR nul", I(1)),
+            ("NOT nul", Null),
+            ("NOT 0", I(1)),
+            ("n IN (1, 7)", I(1)),
+            ("n IN (1, nul)", Null),
+            ("n NOT IN (1, 2)", I(1)),
+            ("n = '7'", I(0)),
+            ("CAST(n AS text) = '7'", I(1)),
+            ("CAST('7' AS integer) = n", I(1)),
+            ("CAST(n AS real)", R(7.0)),
+            ("CAST('1.50' AS numeric)", R(1.5)),
+            ("CAST(s AS blob)", SqliteValue::Blob(b"Hi".to_vec())),
+            (
+                "n > 5 AND n <= 7 AND n <> 8 AND n != 9 AND n >= 7 AND n < 8",
+                I(1),
+            ),
+            ("'a' < 'b'", I(1)),
+            ("1 < 'a'", I(1)),
+            ("true", I(1)),
+            ("false = 0", I(1)),
+            ("1.5 + 1", R(2.5)),
+            ("-n", I(-7)),
+            ("doc -> 'a'", t(r#"{"b":[10,20]}"#)),
+            ("doc ->> 'a.b'", t("[10,20]")),
+            ("doc ->> '$.a.b[1]'", I(20)),
+            ("doc ->> 't'", I(1)),
+            ("json_extract(doc, '$.a.b[0]')", I(10)),
+            ("json_array_length(doc, '$.a.b')", I(2)),
+            ("json_keys(doc)", t(r#"["a","t"]"#)),
+            ("json_valid(doc)", I(1)),
+            ("upper(s) || lower(s)", t("HIhi")),
+            ("substring(s, 2)", t("i")),
+            ("substring(s FROM 1 FOR 1)", t("H")),
+            ("substr(s, 1, 1)", t("H")),
+            ("length(s)", I(2)),
+            ("hex(s)", t("4869")),
+            ("base64(s)", t("SGk=")),
+            (
+                "typeof(nul) || typeof(n) || typeof(1.0) || typeof(s)",
+                t("nullintegerrealtext"),
+            ),
+            ("ifnull(nul, 'x')", t("x")),
+            ("iif(n > 1, 'big', 'small')", t("big")),
+            ("instr(s, 'i')", I(2)),
+            ("unixepoch('1970-01-01 00:01:00')", I(60)),
+            ("datetime(0, 'unixepoch')", t("1970-01-01 00:00:00")),
+            ("request.user_id()", t("u1")),
+            ("request.jwt() ->> 'org'", t("o1")),
+            ("token_parameters.team", I(4)),
+            ("token_parameters.user_id", t("u1")),
+            ("user_parameters.missing", Null),
+            ("request.parameters()", t("{}")),
+            ("t.n + n", I(14)),
+            ("n IS TRUE", I(1)),
+            ("nul IS FALSE", I(0)),
+            ("nul IS NOT TRUE", I(1)),
+        ];
+        let mut failures = Vec::new();
+        for (sql, expected) in cases {
+            let got = eval_sql(sql);
+            if got != expected {
+                failures.push(format!("{sql}: expected {expected:?}, got {got:?}"));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    fn value() -> impl Strategy<Value = SqliteValue> {
+        prop_oneof![
+            Just(SqliteValue::Null),
+            any::<i64>().prop_map(SqliteValue::Integer),
+            (-3i64..3).prop_map(SqliteValue::Integer),
+            any::<f64>()
+                .prop_filter("not NaN", |f| !f.is_nan())
+                .prop_map(SqliteValue::Real),
+            "[a-c0-9.]{0,4}".prop_map(SqliteValue::Text),
+            proptest::collection::vec(any::<u8>(), 0..3).prop_map(SqliteValue::Blob),
+        ]
+    }
+
+    fn lit(v: &SqliteValue) -> Box<Expr> {
+        Box::new(Expr::Literal(v.clone()))
+    }
+
+    fn eval_const(e: &Expr) -> SqliteValue {
+        e.eval(&Scope::default()).into_owned()
+    }
+
+    const OPS: [BinOp; 11] = [
+        BinOp::Eq,
+        BinOp::NotEq,
+        BinOp::Lt,
+        BinOp::LtEq,
+        BinOp::Gt,
+        BinOp::GtEq,
+        BinOp::Add,
+        BinOp::Sub,
+        BinOp::Mul,
+        BinOp::Div,
+        BinOp::Concat,
+    ];
+
+    proptest! {
+        #[test]
+        fn null_propagates_through_operators(v in value(), op in 0..OPS.len()) {
+            let op = OPS[op];
+            let null = SqliteValue::Null;
+            prop_assert_eq!(eval_const(&Expr::Binary(op, lit(&null), lit(&v))), SqliteValue::Null);
+            prop_assert_eq!(eval_const(&Expr::Binary(op, lit(&v), lit(&null))), SqliteValue::Null);
+            let f = crate::functions::Function::Upper;
+            prop_assert_eq!(eval_const(&Expr::Call(f, vec![Expr::Literal(null)])), SqliteValue::Null);
+        }
+
+        #[test]
+        fn comparisons_are_symmetric_and_total(a in value(), b in value()) {
+            let cmp = |op, x: &SqliteValue, y: &SqliteValue| eval_const(&Expr::Binary(op, lit(x), lit(y)));
+            prop_assert_eq!(cmp(BinOp::Eq, &a, &b), cmp(BinOp::Eq, &b, &a));
+            prop_assert_eq!(cmp(BinOp::Lt, &a, &b), cmp(BinOp::Gt, &b, &a));
+            prop_assert_eq!(cmp(BinOp::LtEq, &a, &b), cmp(BinOp::GtEq, &b, &a));
+            if !a.is_null() && !b.is_null() {
+                let truths = [BinOp::Lt, BinOp::Eq, BinOp::Gt]
+                    .iter()
+                    .filter(|op| cmp(**op, &a, &b) == SqliteValue::Integer(1))
+                    .count();
+                prop_assert_eq!(truths, 1);
+                prop_assert_eq!(cmp(BinOp::Eq, &a, &a), SqliteValue::Integer(1));
+            }
+        }
+
+        #[test]
+        fn logic_is_commutative_and_three_valued(a in value(), b in value()) {
+            let and = |x: &SqliteValue, y: &SqliteValue| eval_const(&Expr::And(lit(x), lit(y)));
+            let or = |x: &SqliteValue, y: &SqliteValue| eval_const(&Expr::Or(lit(x), lit(y)));
+            prop_assert_eq!(and(&a, &b), and(&b, &a));
+            prop_assert_eq!(or(&a, &b), or(&b, &a));
+            // De Morgan holds in three-valued logic.
+            let not = |e: Expr| Expr::Not(Box::new(e));
+            let lhs = eval_const(&not(Expr::And(lit(&a), lit(&b))));
+            let rhs = eval_const(&Expr::Or(Box::new(not(Expr::Literal(a.clone()))), Box::new(not(Expr::Literal(b.clone())))));
+            prop_assert_eq!(lhs, rhs);
+            // IS never yields NULL.
+            prop_assert!(!eval_const(&Expr::Is(lit(&a), lit(&b), false)).is_null());
+        }
+
+        #[test]
+        fn arithmetic_never_panics(a in value(), b in value(), op in 6..OPS.len()) {
+            let _ = eval_const(&Expr::Binary(OPS[op], lit(&a), lit(&b)));
+            let _ = eval_const(&Expr::Binary(BinOp::Mod, lit(&a), lit(&b)));
+            let _ = eval_const(&Expr::Negate(lit(&a)));
+        }
+    }
+}

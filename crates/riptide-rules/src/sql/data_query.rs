@@ -219,6 +219,10 @@ impl DataQuery {
         let mut fields: Vec<(&str, Cow<'_, SqliteValue>)> = Vec::with_capacity(row.0.len());
         for c in &self.columns {
             match c {
+                Projected::Star if fields.is_empty() => {
+                    // Row column names are unique: no need to look for earlier ones.
+                    fields.extend(row.0.iter().map(|(k, v)| (k.as_str(), Cow::Borrowed(v))));
+                }
                 Projected::Star => {
                     for (k, v) in &row.0 {
                         set_field(&mut fields, k, Cow::Borrowed(v));

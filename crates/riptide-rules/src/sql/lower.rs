@@ -119,10 +119,7 @@ fn boxed(e: Expr) -> Box<Expr> {
 }
 
 /// The expression arguments of a plain function call (no DISTINCT, ORDER BY, FILTER, OVER…).
-pub(crate) fn plain_args<'a>(
-    f: &'a ast::Function,
-    span: Span,
-) -> Result<Vec<&'a ast::Expr>, SqlError> {
+pub(crate) fn plain_args(f: &ast::Function, span: Span) -> Result<Vec<&ast::Expr>, SqlError> {
     if f.filter.is_some() || f.over.is_some() || !f.within_group.is_empty() {
         return Err(SqlError::at(
             span,

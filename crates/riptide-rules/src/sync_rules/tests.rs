@@ -639,3 +639,35 @@ fn config_and_event_definitions_are_accepted() {
     );
     assert_eq!(rules.edition(), 2);
 }
+
+mod arbitrary_input {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn parse_never_panics_on_arbitrary_text(text in "\\PC{0,80}") {
+            let _ = SyncRules::parse(&text);
+        }
+
+        #[test]
+        fn parse_never_panics_on_arbitrary_queries(sql in "[ -~\\n]{0,60}", block in any::<bool>()) {
+            let body = if block {
+                format!("|\n        {}", sql.replace('\n', "\n        "))
+            } else {
+                format!("{:?}", sql)
+            };
+            let yaml = format!("bucket_definitions:\n  b:\n    parameters: SELECT request.user_id() AS u\n    data:\n      - {body}\n");
+            if let Err(RulesErrors(errors)) = SyncRules::parse(&yaml) {
+                prop_assert!(!errors.is_empty());
+                for e in errors {
+                    prop_assert!(e.line >= 1 && e.column >= 1);
+                    prop_assert!(e.line <= yaml.lines().count() + 1);
+                }
+            }
+        }
+    }
+}
