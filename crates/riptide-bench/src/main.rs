@@ -115,14 +115,12 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(r) = http
+        let ready = http
             .get(format!("{endpoint}/probes/readiness"))
             .send()
-            .await
-        {
-            if r.status().is_success() {
-                break;
-            }
+            .await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            break;
         }
         if Instant::now() > deadline {
             bail!("service not ready after 60 s");

@@ -114,10 +114,10 @@ async fn run_serve(config: Option<PathBuf>, port: Option<u16>) -> Result<()> {
         cancel.cancel();
     });
     let result = running.task.await.context("service task panicked")?;
-    if let Some(env) = demo {
-        if let Err(e) = env.cluster.stop(true) {
-            tracing::warn!(error = %e, "could not stop the embedded Postgres");
-        }
+    if let Some(env) = demo
+        && let Err(e) = env.cluster.stop(true)
+    {
+        tracing::warn!(error = %e, "could not stop the embedded Postgres");
     }
     result
 }

@@ -272,24 +272,23 @@ async fn ensure_default_storage_database(source: &tokio_postgres::Config) -> Res
         )
         .await?
         .is_some();
-    if !exists {
-        if let Err(e) = client
+    if !exists
+        && let Err(e) = client
             .batch_execute(&format!("CREATE DATABASE {DEFAULT_STORAGE_DATABASE}"))
             .await
-        {
-            // Another process may have created it meanwhile.
-            let now = client
-                .query_opt(
-                    "SELECT 1 FROM pg_database WHERE datname = $1",
-                    &[&DEFAULT_STORAGE_DATABASE],
-                )
-                .await?;
-            if now.is_none() {
-                bail!(
-                    "cannot create the storage database {DEFAULT_STORAGE_DATABASE} on the source \
-                     server ({e}); create it, or configure `storage.uri`"
-                );
-            }
+    {
+        // Another process may have created it meanwhile.
+        let now = client
+            .query_opt(
+                "SELECT 1 FROM pg_database WHERE datname = $1",
+                &[&DEFAULT_STORAGE_DATABASE],
+            )
+            .await?;
+        if now.is_none() {
+            bail!(
+                "cannot create the storage database {DEFAULT_STORAGE_DATABASE} on the source \
+                 server ({e}); create it, or configure `storage.uri`"
+            );
         }
     }
     Ok(config_to_uri(source, DEFAULT_STORAGE_DATABASE))
