@@ -40,7 +40,10 @@ impl Cluster {
 pub fn server() -> &'static Cluster {
     static SERVER: OnceLock<Cluster> = OnceLock::new();
     SERVER.get_or_init(|| {
-        if let Ok(url) = std::env::var("RIPTIDE_TEST_PG_URL") {
+        if let Some(url) = std::env::var("RIPTIDE_TEST_PG_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
             return Cluster::from_url(&url)
                 .unwrap_or_else(|| panic!("RIPTIDE_TEST_PG_URL is not a postgres URL: {url}"));
         }

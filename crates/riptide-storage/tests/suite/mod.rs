@@ -705,11 +705,11 @@ pub async fn deployments_lifecycle(s: &dyn BucketStorage) {
     let cp = s.checkpoint(d1.id).await.unwrap().unwrap();
     assert_eq!((cp.op_id, cp.lsn), (OpId(1), Lsn(7)));
 
-    // A second deployment has its own op id sequence.
+    // A second deployment's op ids continue after the first one's.
     let d2 = s.create_deployment("rules: 2", "riptide_").await.unwrap();
     assert_ne!(d2.slot_name, d1.slot_name);
     let e = commit(s, d2.id, vec![upsert("t", "k", &[("a", "1", "{}")])], 8).await;
-    assert_eq!(e.checkpoint.op_id, OpId(1));
+    assert_eq!(e.checkpoint.op_id, OpId(2));
     // reset_snapshot wipes it.
     s.reset_snapshot(d2.id).await.unwrap();
     let d2r = s.deployment(d2.id).await.unwrap();
@@ -728,7 +728,7 @@ pub async fn deployments_lifecycle(s: &dyn BucketStorage) {
             .is_empty()
     );
     let e = commit(s, d2.id, vec![upsert("t", "k", &[("a", "1", "{}")])], 9).await;
-    assert_eq!(e.checkpoint.op_id, OpId(1));
+    assert_eq!(e.checkpoint.op_id, OpId(2));
     // d1's data is untouched.
     assert_eq!(
         s.bucket_states(d1.id, OpId(10), &["a".into()])
