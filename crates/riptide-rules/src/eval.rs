@@ -271,6 +271,7 @@ mod tests {
             row_qualifiers: Some(vec!["t".into()]),
             request: true,
             bucket: false,
+            columns: Default::default(),
         };
         match scope.lower(&parsed) {
             Ok(e) => e,

@@ -131,6 +131,9 @@ struct Definition {
     bucket_parameters: Vec<String>,
     parameter_queries: Vec<ParameterQuery>,
     data_queries: Vec<DataQuery>,
+    /// Where each query is in the file (same order as the queries).
+    parameter_sources: Vec<QuerySource>,
+    data_sources: Vec<QuerySource>,
 }
 
 /// Parsed and validated sync rules.
@@ -143,6 +146,8 @@ pub struct SyncRules {
     /// Per source table, the table-based parameter queries reading it.
     parameters_by_table: HashMap<TableRef, Vec<(usize, usize)>>,
     source_tables: Vec<TableRef>,
+    /// The YAML text, to locate queries and columns on demand ([`SyncRules::queries`]).
+    source: String,
 }
 
 fn located(loc: &Locator<'_>, q: &QuerySource, e: SqlError, definition: &str) -> RulesError {
@@ -226,6 +231,7 @@ impl SyncRules {
         let mut definitions = Vec::new();
         for def in &source.definitions {
             let mut parameter_queries = Vec::new();
+            let mut parameter_sources = Vec::new();
             let mut parameters_failed = false;
             let mut bucket_parameters: Option<Vec<String>> = None;
             for q in &def.parameters {
@@ -269,6 +275,7 @@ impl SyncRules {
                             }
                         }
                         parameter_queries.push(pq);
+                        parameter_sources.push(q.clone());
                     }
                     Err(e) => {
                         parameters_failed = true;
@@ -283,9 +290,13 @@ impl SyncRules {
             }
             let bucket_parameters = bucket_parameters.unwrap_or_default();
             let mut data_queries = Vec::new();
+            let mut data_sources = Vec::new();
             for q in &def.data {
                 match DataQuery::parse(&q.sql, &bucket_parameters) {
-                    Ok(dq) => data_queries.push(dq),
+                    Ok(dq) => {
+                        data_queries.push(dq);
+                        data_sources.push(q.clone());
+                    }
                     Err(e) => errors.push(located(&loc, q, e, &def.name)),
                 }
             }
@@ -295,6 +306,8 @@ impl SyncRules {
                 bucket_parameters,
                 parameter_queries,
                 data_queries,
+                parameter_sources,
+                data_sources,
             });
         }
         if !errors.is_empty() {
@@ -333,6 +346,7 @@ impl SyncRules {
             data_by_table,
             parameters_by_table,
             source_tables,
+            source: yaml.to_owned(),
         })
     }
 
@@ -539,5 +553,6 @@ impl SyncRules {
     }
 }
 
+pub(crate) mod introspect;
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use sqlparser::ast::{self, BinaryOperator, Spanned};
 
-use super::lower::{LowerScope, SqlError, and_all, conjuncts};
+use super::lower::{ColumnUses, LowerScope, SqlError, and_all, conjuncts, position};
 use super::projection::{Projected, lower_projection};
 use super::select::{FromClause, parse_query};
 use crate::bucket_name::{bucket_name, normalize_parameter, push_json, push_json_string};
@@ -27,6 +27,19 @@ pub(crate) struct DataQuery {
     /// Further `expr = bucket.p` terms for a parameter already bound (index, expr).
     bucket_checks: Vec<(usize, Expr)>,
     filter: Option<Expr>,
+    /// The source columns the query reads, located in the query string.
+    pub column_refs: ColumnUses,
+}
+
+/// Why a data query does not put a row in a bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Miss {
+    /// The WHERE clause (apart from the bucket parameters) is not true for the row.
+    Filter,
+    /// The bucket parameter (index) is NULL or not a usable parameter value.
+    Parameter(usize),
+    /// A second `… = bucket.<p>` term disagrees with the first (parameter index).
+    Check(usize),
 }
 
 fn bucket_side(e: &Expr) -> Option<&str> {
@@ -57,6 +70,7 @@ impl DataQuery {
             row_qualifiers: Some(qualifiers),
             request: false,
             bucket: false,
+            columns: Default::default(),
         };
         let columns = lower_projection(parts.projection, &row_scope, true)?;
         let id = columns
@@ -72,6 +86,22 @@ impl DataQuery {
                     .any(|c| matches!(c, Projected::Star))
                     .then(|| Expr::Column("id".into()))
             });
+        let mut star_id = None;
+        if !columns
+            .iter()
+            .any(|c| matches!(c, Projected::Named(name, _) if &**name == "id"))
+        {
+            star_id = parts
+                .projection
+                .iter()
+                .find(|p| {
+                    matches!(
+                        p,
+                        ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..)
+                    )
+                })
+                .map(Spanned::span);
+        }
         let Some(id) = id else {
             return Err(SqlError::at(
                 parts
@@ -151,7 +181,13 @@ impl DataQuery {
                 }
             }
         }
+        let mut column_refs = where_scope.take_columns();
+        if let Some(span) = star_id {
+            // `*` supplies the output id: the table needs an `id` column.
+            column_refs.push(("id".into(), position(span)));
+        }
         Ok(DataQuery {
+            column_refs,
             output_table: alias.unwrap_or_else(|| table.name.clone()),
             table,
             columns,
@@ -174,25 +210,9 @@ impl DataQuery {
             row: Some(row),
             request: None,
         };
-        if let Some(filter) = &self.filter
-            && !filter.passes(&scope)
-        {
+        let Ok(values) = self.bucket_parameters(&scope) else {
             return;
-        }
-        let mut values = Vec::with_capacity(self.bucket_values.len());
-        for e in &self.bucket_values {
-            match normalize_parameter(&e.eval(&scope)) {
-                Some(v) => values.push(v),
-                None => return,
-            }
-        }
-        for (index, e) in &self.bucket_checks {
-            let v = e.eval(&scope);
-            let same = normalize_parameter(&v).is_some_and(|v| values.get(*index) == Some(&v));
-            if !same {
-                return;
-            }
-        }
+        };
         let id = match &*self.id.eval(&scope) {
             SqliteValue::Null => None,
             SqliteValue::Blob(_) => None,
@@ -213,6 +233,30 @@ impl DataQuery {
             id,
             data: self.output_json(&scope, row),
         });
+    }
+
+    /// The bucket parameter values the query gives a row, or why it puts the row in no bucket.
+    pub(crate) fn bucket_parameters(&self, scope: &Scope<'_>) -> Result<Vec<SqliteValue>, Miss> {
+        if let Some(filter) = &self.filter
+            && !filter.passes(scope)
+        {
+            return Err(Miss::Filter);
+        }
+        let mut values = Vec::with_capacity(self.bucket_values.len());
+        for (index, e) in self.bucket_values.iter().enumerate() {
+            match normalize_parameter(&e.eval(scope)) {
+                Some(v) => values.push(v),
+                None => return Err(Miss::Parameter(index)),
+            }
+        }
+        for (index, e) in &self.bucket_checks {
+            let v = e.eval(scope);
+            let same = normalize_parameter(&v).is_some_and(|v| values.get(*index) == Some(&v));
+            if !same {
+                return Err(Miss::Check(*index));
+            }
+        }
+        Ok(values)
     }
 
     fn output_json(&self, scope: &Scope<'_>, row: &Row) -> String {

@@ -1,6 +1,8 @@
 //! sqlparser expressions → IR, rejecting everything outside the supported subset with the
 //! position of the offending construct (line/column inside the query string).
 
+use std::cell::RefCell;
+
 use sqlparser::ast::{
     self, BinaryOperator, CastKind, FunctionArg, FunctionArgExpr, FunctionArguments, InTarget,
     ObjectName, ObjectNamePart, Spanned, UnaryOperator, Value,
@@ -19,13 +21,29 @@ pub(crate) struct SqlError {
     pub position: Option<(usize, usize)>,
 }
 
+/// The 1-based (line, column) where a span starts, if known.
+pub(crate) fn position(span: Span) -> Option<(usize, usize)> {
+    (span.start.line > 0).then(|| (span.start.line as usize, span.start.column.max(1) as usize))
+}
+
+/// Row columns a query reads: name and position in the query string.
+pub(crate) type ColumnUses = Vec<(Box<str>, Option<(usize, usize)>)>;
+
+impl LowerScope {
+    /// The row columns lowered through this scope so far, located.
+    pub(crate) fn take_columns(&self) -> ColumnUses {
+        std::mem::take(&mut *self.columns.borrow_mut())
+            .into_iter()
+            .map(|(name, span)| (name, position(span)))
+            .collect()
+    }
+}
+
 impl SqlError {
     pub(crate) fn at(span: Span, message: impl Into<String>) -> SqlError {
-        let position = (span.start.line > 0)
-            .then(|| (span.start.line as usize, span.start.column.max(1) as usize));
         SqlError {
             message: message.into(),
-            position,
+            position: position(span),
         }
     }
 
@@ -47,6 +65,9 @@ pub(crate) struct LowerScope {
     pub request: bool,
     /// `bucket.*`.
     pub bucket: bool,
+    /// Every row column lowered through this scope, with the span of its name (for
+    /// [`crate::SyncRules::referenced_columns`]).
+    pub columns: RefCell<Vec<(Box<str>, Span)>>,
 }
 
 /// The plain name of an identifier chain (`a.b.c` → `["a","b","c"]`).
@@ -164,6 +185,7 @@ impl LowerScope {
 
     fn column(&self, name: &str, span: Span) -> Result<Expr, SqlError> {
         if self.row_qualifiers.is_some() {
+            self.columns.borrow_mut().push((name.into(), span));
             Ok(Expr::Column(name.into()))
         } else {
             Err(SqlError::at(
@@ -198,7 +220,10 @@ impl LowerScope {
             return Ok(Expr::Request(RequestValue::UserParameter(key)));
         }
         match &self.row_qualifiers {
-            Some(names) if names.iter().any(|n| n == q) => Ok(Expr::Column(key)),
+            Some(names) if names.iter().any(|n| n == q) => {
+                self.columns.borrow_mut().push((key.clone(), name.span));
+                Ok(Expr::Column(key))
+            }
             _ => Err(SqlError::at(span, format!("unknown table `{q}`"))),
         }
     }

@@ -5,7 +5,7 @@
 use sqlparser::ast::{self, BinaryOperator, Spanned};
 use sqlparser::tokenizer::Span;
 
-use super::lower::{LowerScope, SqlError, and_all, conjuncts};
+use super::lower::{ColumnUses, LowerScope, SqlError, and_all, conjuncts};
 use super::projection::{Projected, lower_projection};
 use super::select::{FromClause, parse_query};
 use crate::TableRef;
@@ -18,6 +18,9 @@ pub(crate) struct Lookup {
     pub row: Expr,
     pub request: Expr,
     pub in_array: bool,
+    /// The SQL text of the row and request sides, for explanations.
+    pub row_sql: String,
+    pub request_sql: String,
 }
 
 #[derive(Debug, Clone)]
@@ -32,6 +35,8 @@ pub(crate) enum ParameterSource {
         lookups: Vec<Lookup>,
         row_filter: Option<Expr>,
         request_filter: Option<Expr>,
+        /// The SQL text of the row-only conditions, for explanations.
+        row_filter_sql: Vec<String>,
     },
 }
 
@@ -46,6 +51,30 @@ pub(crate) struct ParameterQuery {
     pub projection_span: Span,
     /// Whether bucket parameter values come from client-controlled request values.
     pub uses_untrusted_values: bool,
+    /// The source columns a table-based query reads, located in the query string.
+    pub column_refs: ColumnUses,
+    /// The SQL text of each output column's expression, by column name.
+    pub column_sql: Vec<(Box<str>, String)>,
+}
+
+fn column_sql(items: &[ast::SelectItem]) -> Vec<(Box<str>, String)> {
+    items
+        .iter()
+        .filter_map(|item| match item {
+            ast::SelectItem::ExprWithAlias { expr, alias } => {
+                Some((alias.value.as_str().into(), expr.to_string()))
+            }
+            ast::SelectItem::UnnamedExpr(expr) => {
+                let name = match expr {
+                    ast::Expr::Identifier(i) => i.value.clone(),
+                    ast::Expr::CompoundIdentifier(parts) => parts.last()?.value.clone(),
+                    _ => return None,
+                };
+                Some((name.into(), expr.to_string()))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 fn named_columns(projected: Vec<Projected>) -> Vec<(Box<str>, Expr)> {
@@ -77,6 +106,7 @@ impl ParameterQuery {
                     row_qualifiers: None,
                     request: true,
                     bucket: false,
+                    columns: Default::default(),
                 };
                 let columns = named_columns(lower_projection(parts.projection, &scope, false)?);
                 let filter = parts.selection.map(|s| scope.lower(s)).transpose()?;
@@ -85,6 +115,8 @@ impl ParameterQuery {
                     columns,
                     projection_span,
                     uses_untrusted_values: false,
+                    column_refs: Vec::new(),
+                    column_sql: Vec::new(),
                 }
             }
             Some(FromClause::JsonEach { argument, alias }) => {
@@ -92,6 +124,7 @@ impl ParameterQuery {
                     row_qualifiers: None,
                     request: true,
                     bucket: false,
+                    columns: Default::default(),
                 };
                 let array = request_scope.lower(argument)?;
                 let mut qualifiers = vec!["json_each".to_string()];
@@ -100,6 +133,7 @@ impl ParameterQuery {
                     row_qualifiers: Some(qualifiers),
                     request: true,
                     bucket: false,
+                    columns: Default::default(),
                 };
                 let columns = named_columns(lower_projection(parts.projection, &scope, false)?);
                 let filter = parts.selection.map(|s| scope.lower(s)).transpose()?;
@@ -109,6 +143,8 @@ impl ParameterQuery {
                     columns,
                     projection_span,
                     uses_untrusted_values: untrusted,
+                    column_refs: Vec::new(),
+                    column_sql: Vec::new(),
                 }
             }
             Some(FromClause::Table { table, alias, .. }) => {
@@ -118,6 +154,7 @@ impl ParameterQuery {
                     row_qualifiers: Some(qualifiers),
                     request: false,
                     bucket: false,
+                    columns: Default::default(),
                 };
                 let columns = named_columns(lower_projection(parts.projection, &row_scope, false)?);
                 let where_scope = LowerScope {
@@ -126,6 +163,7 @@ impl ParameterQuery {
                 };
                 let mut lookups = Vec::new();
                 let mut row_filters = Vec::new();
+                let mut row_filter_sql = Vec::new();
                 let mut request_filters = Vec::new();
                 if let Some(selection) = parts.selection {
                     for term in conjuncts(selection) {
@@ -133,6 +171,7 @@ impl ParameterQuery {
                         let deps = lowered.deps();
                         if !deps.request {
                             row_filters.push(lowered);
+                            row_filter_sql.push(term.to_string());
                             continue;
                         }
                         if !deps.row {
@@ -149,10 +188,13 @@ impl ParameterQuery {
                         lookups,
                         row_filter: and_all(row_filters),
                         request_filter: and_all(request_filters),
+                        row_filter_sql,
                     },
                     columns,
                     projection_span,
                     uses_untrusted_values: untrusted,
+                    column_refs: where_scope.take_columns(),
+                    column_sql: column_sql(parts.projection),
                 }
             }
         };
@@ -203,6 +245,11 @@ fn lookup_term(lowered: Expr, term: &ast::Expr) -> Result<Lookup, SqlError> {
             ..
         }
     );
+    let (left_sql, right_sql) = match term {
+        ast::Expr::BinaryOp { left, right, .. } => (left.to_string(), right.to_string()),
+        ast::Expr::In { expr, target, .. } => (expr.to_string(), target.to_string()),
+        other => (other.to_string(), String::new()),
+    };
     match lowered {
         Expr::Binary(BinOp::Eq, a, b) if is_eq => {
             let (da, db) = (a.deps(), b.deps());
@@ -211,12 +258,16 @@ fn lookup_term(lowered: Expr, term: &ast::Expr) -> Result<Lookup, SqlError> {
                     row: *a,
                     request: *b,
                     in_array: false,
+                    row_sql: left_sql,
+                    request_sql: right_sql,
                 })
             } else if !db.request && !da.row {
                 Ok(Lookup {
                     row: *b,
                     request: *a,
                     in_array: false,
+                    row_sql: right_sql,
+                    request_sql: left_sql,
                 })
             } else {
                 Err(mixed())
@@ -226,6 +277,8 @@ fn lookup_term(lowered: Expr, term: &ast::Expr) -> Result<Lookup, SqlError> {
             row: *x,
             request: *array,
             in_array: true,
+            row_sql: left_sql,
+            request_sql: right_sql,
         }),
         _ => Err(mixed()),
     }
