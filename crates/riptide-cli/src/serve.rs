@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use riptide_replication::{Replicator, ReplicatorOptions};
+use riptide_replication::{ReplicationStatus, Replicator, ReplicatorOptions};
 use riptide_rules::SyncRules;
 use riptide_service::{ActiveRules, AppState, AuthConfig, KeyStore, Limits, ServiceOptions};
 use riptide_storage::{BucketStorage, CheckpointEvent, Deployment, DeploymentState, PgStorage};
@@ -101,6 +101,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     })
     .context("invalid client_auth keys")?;
     let mut options = ServiceOptions::new(keystore);
+    options.api_tokens = riptide_service::ApiTokens::new(config.api_tokens.iter().cloned());
     options.limits = Limits {
         max_buckets_per_connection: config.limits.max_buckets_per_connection,
         max_parameter_query_results: config.limits.max_parameter_query_results,
@@ -114,6 +115,13 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         events.clone(),
         Arc::new(riptide_service::PgSourceDatabase::new(source_pool)),
     );
+    // `/metrics` and the dashboard: this process's recorder, and the replicator's counters.
+    if !state.metrics().install_global() {
+        tracing::debug!("a metrics recorder was already installed; /metrics shows riptide's own");
+    }
+    state
+        .metrics()
+        .set_replication(Arc::new(StatusProgress(replicator.status())));
 
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.port))
         .await
@@ -142,6 +150,24 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         }
     });
     Ok(Running { port, cancel, task })
+}
+
+/// The replicator's counters as the service's metrics read them.
+struct StatusProgress(Arc<ReplicationStatus>);
+
+impl riptide_service::ReplicationProgress for StatusProgress {
+    fn progress(&self) -> riptide_service::ReplicationSnapshot {
+        let s = self.0.snapshot();
+        riptide_service::ReplicationSnapshot {
+            last_received_lsn: s.last_received_lsn,
+            last_committed_lsn: s.last_committed_lsn,
+            transactions: s.transactions,
+            rows: s.rows,
+            snapshot_table: s.snapshot_table,
+            snapshot_rows: s.snapshot_rows,
+            last_commit: s.last_commit,
+        }
+    }
 }
 
 /// Runs replication for the deployment, restarting after errors, and publishes the rules as

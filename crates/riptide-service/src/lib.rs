@@ -5,6 +5,8 @@
 //!   and the checkpoint bus.
 //! - `GET /write-checkpoint2.json`, `POST /sync/checkpoint-request`: write checkpoints.
 //! - `GET /probes/{startup,liveness,readiness}`, `GET /`.
+//! - `GET /metrics` (Prometheus text, no auth) and `GET /dashboard` (+ `/dashboard/data.json`):
+//!   see [`metrics`] and [`dashboard`].
 //!
 //! Auth is JWT per protocol doc §6 ([`auth::KeyStore`]); every route answers CORS preflights.
 //!
@@ -14,8 +16,10 @@
 
 pub mod auth;
 pub mod bucket_rules;
+pub mod dashboard;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod routes;
 pub mod session;
 pub mod source;
@@ -32,8 +36,10 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use auth::{AuthConfig, KeyStore};
 pub use bucket_rules::BucketRules;
+pub use dashboard::ApiTokens;
 pub use error::ApiError;
 pub use limits::Limits;
+pub use metrics::{ReplicationProgress, ReplicationSnapshot, ServiceMetrics};
 pub use source::{PgSourceDatabase, SourceDatabase, SourceError};
 pub use state::{ActiveRules, AppState, ServiceOptions};
 
@@ -53,6 +59,9 @@ pub fn router(state: AppState) -> Router {
         .route("/probes/startup", get(routes::probes::startup))
         .route("/probes/liveness", get(routes::probes::liveness))
         .route("/probes/readiness", get(routes::probes::readiness))
+        .route("/metrics", get(dashboard::prometheus))
+        .route("/dashboard", get(dashboard::page))
+        .route("/dashboard/data.json", get(dashboard::data))
         .fallback(|| async { ApiError::NotFound })
         .layer(cors())
         .with_state(state)
@@ -75,14 +84,21 @@ fn cors() -> CorsLayer {
 }
 
 /// Serves until `cancel` fires, then stops accepting, ends open sync streams and waits for
-/// in-flight requests.
+/// in-flight requests. Also samples the source's WAL position for the replication lag metric.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let state = state.with_shutdown(cancel.clone());
+    tokio::spawn(metrics::sample_source_lsn(
+        state.metrics().clone(),
+        state.inner.source.clone(),
+        cancel.clone(),
+    ));
     let app = router(state);
+    // The peer address lets the dashboard tell loopback clients apart.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await

@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::KeyStore;
 use crate::bucket_rules::BucketRules;
+use crate::dashboard::ApiTokens;
 use crate::limits::Limits;
+use crate::metrics::ServiceMetrics;
 use crate::source::SourceDatabase;
 use crate::write_checkpoints::WriteCheckpointNotifier;
 
@@ -42,6 +44,9 @@ pub struct ServiceOptions {
     pub no_rules_wait: Duration,
     /// Minimum time between two checkpoints sent on one stream. Default 10 ms.
     pub checkpoint_interval: Duration,
+    /// `api.tokens`: when set, the dashboard's data requires one of them; when empty, the
+    /// dashboard answers loopback clients only.
+    pub api_tokens: ApiTokens,
 }
 
 impl ServiceOptions {
@@ -52,6 +57,7 @@ impl ServiceOptions {
             keepalive_interval: Duration::from_secs(20),
             no_rules_wait: Duration::from_secs(5),
             checkpoint_interval: Duration::from_millis(10),
+            api_tokens: ApiTokens::default(),
         }
     }
 }
@@ -71,6 +77,7 @@ pub(crate) struct Inner {
     pub options: ServiceOptions,
     pub connections: Arc<Semaphore>,
     pub write_checkpoints: WriteCheckpointNotifier,
+    pub metrics: Arc<ServiceMetrics>,
 }
 
 impl AppState {
@@ -94,6 +101,7 @@ impl AppState {
                 connections: Arc::new(Semaphore::new(permits)),
                 options,
                 write_checkpoints: WriteCheckpointNotifier::default(),
+                metrics: Arc::new(ServiceMetrics::new()),
             }),
             shutdown: CancellationToken::new(),
         }
@@ -110,6 +118,11 @@ impl AppState {
     /// The active rules now, if any.
     pub fn active_rules(&self) -> Option<ActiveRules> {
         self.inner.rules.borrow().clone()
+    }
+
+    /// The service's metrics (also where `riptide serve` attaches replication progress).
+    pub fn metrics(&self) -> &Arc<ServiceMetrics> {
+        &self.inner.metrics
     }
 
     /// Sync streams open now.

@@ -34,9 +34,17 @@ impl FromRequestParts<AppState> for AuthenticatedUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = token_from_header(&parts.headers)?;
-        let verified = state.keystore().verify(token).await?;
-        Ok(AuthenticatedUser(verified))
+        let verified = match token_from_header(&parts.headers) {
+            Ok(token) => state.keystore().verify(token).await,
+            Err(e) => Err(e),
+        };
+        match verified {
+            Ok(v) => Ok(AuthenticatedUser(v)),
+            Err(e) => {
+                state.metrics().auth_failure(e.code());
+                Err(e.into())
+            }
+        }
     }
 }
 

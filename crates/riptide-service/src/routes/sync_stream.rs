@@ -45,6 +45,8 @@ pub async fn sync_stream(
 
     let format = LineFormat::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let (tx, rx) = LineSender::channel(format);
+    let tx = tx.with_metrics(state.metrics().clone());
+    let open_stream = state.metrics().stream_opened();
     let client_id = request.client_id.clone().unwrap_or_default();
     let span = tracing::info_span!("sync_stream", user_id = %user.user_id, client_id = %client_id);
     let user_agent = headers
@@ -67,6 +69,7 @@ pub async fn sync_stream(
     tokio::spawn(
         async move {
             let _permit = permit;
+            let _open_stream = open_stream;
             let started = Instant::now();
             tracing::info!(user_agent = %user_agent, "sync stream connected");
             let outcome: &str = tokio::select! {

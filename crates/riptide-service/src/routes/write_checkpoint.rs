@@ -42,6 +42,7 @@ pub async fn write_checkpoint2(
         .create_write_checkpoint(&user.user_id, &client_id, lsn)
         .await?;
     inner.source.emit_ping().await?;
+    inner.metrics.write_checkpoint_created();
     tracing::debug!(user_id = %user.user_id, client_id = %client_id, %lsn, write_checkpoint = %id, "write checkpoint created");
     inner.write_checkpoints.notify(WriteCheckpointNotice {
         user_id: user.user_id,
@@ -113,6 +114,7 @@ pub async fn checkpoint_request(
         )
         .await?;
     inner.source.emit_ping().await?;
+    inner.metrics.write_checkpoint_created();
     inner.write_checkpoints.notify(WriteCheckpointNotice {
         user_id: user.user_id,
         client_id: request.client_id,

@@ -228,7 +228,9 @@ impl Session {
                     for line in session.on_data(&fetch, chunks) {
                         tx.send(&line).await?;
                     }
-                    ops_sent.fetch_add(session.ops_sent_total() - before, Ordering::Relaxed);
+                    let sent = session.ops_sent_total() - before;
+                    ops_sent.fetch_add(sent, Ordering::Relaxed);
+                    inner.metrics.ops_sent(sent);
                     // Protocol §1.4 point 6: once a large checkpoint is well under way, a newer
                     // relevant checkpoint replaces it (data sent so far stays valid).
                     if session.ops_sent_for_pending() >= SWITCH_AFTER_OPS && !session.is_idle() {

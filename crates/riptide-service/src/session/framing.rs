@@ -1,9 +1,13 @@
 //! Encoding of sync lines (NDJSON or concatenated BSON documents) and the bounded channel
 //! between a session task and the response body.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use riptide_protocol::SyncLine;
 use tokio::sync::mpsc;
+
+use crate::metrics::ServiceMetrics;
 
 pub const NDJSON_CONTENT_TYPE: &str = "application/x-ndjson";
 pub const BSON_CONTENT_TYPE: &str = "application/vnd.powersync.bson-stream";
@@ -91,17 +95,33 @@ pub enum SendError {
 pub struct LineSender {
     tx: mpsc::Sender<Bytes>,
     format: LineFormat,
+    metrics: Option<Arc<ServiceMetrics>>,
 }
 
 impl LineSender {
     pub fn channel(format: LineFormat) -> (LineSender, mpsc::Receiver<Bytes>) {
         let (tx, rx) = mpsc::channel(LINE_BUFFER);
-        (LineSender { tx, format }, rx)
+        let sender = LineSender {
+            tx,
+            format,
+            metrics: None,
+        };
+        (sender, rx)
+    }
+
+    /// Counts sent lines, bytes and checkpoints in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<ServiceMetrics>) -> LineSender {
+        self.metrics = Some(metrics);
+        self
     }
 
     pub async fn send(&self, line: &SyncLine) -> Result<(), SendError> {
         let bytes = self.format.encode(line)?;
+        let len = bytes.len();
         self.tx.send(bytes).await.map_err(|_| Disconnected)?;
+        if let Some(m) = &self.metrics {
+            m.line_sent(line, len);
+        }
         Ok(())
     }
 
