@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod bucket_rules;
+pub mod compression;
 pub mod dashboard;
 pub mod error;
 pub mod limits;

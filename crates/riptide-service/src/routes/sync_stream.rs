@@ -1,6 +1,7 @@
 //! `POST /sync/stream`: authenticates, parses the request, waits briefly for active sync rules,
 //! takes a connection slot and answers a stream of sync lines fed by a session task. Dropping
-//! the response body (client gone) ends the task.
+//! the response body (client gone) ends the task. The body is compressed per
+//! `Accept-Encoding` ([`crate::compression`]), flushed after every line.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 
 use crate::auth::AuthenticatedUser;
+use crate::compression::{CompressedLines, Encoding, LineEncoder};
 use crate::error::{ApiError, error_chain};
 use crate::session::driver::{Session, SessionError, elapsed_ms};
 use crate::session::framing::{LineFormat, LineSender};
@@ -102,8 +104,26 @@ pub async fn sync_stream(
         .instrument(span),
     );
 
-    let stream = ReceiverStream::new(rx).map(Ok::<_, Infallible>);
-    let mut response = Body::from_stream(stream).into_response();
+    let mut encoding = Encoding::negotiate(
+        headers
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let encoder = match encoding {
+        Encoding::Identity => None,
+        _ => LineEncoder::new(encoding)
+            .inspect_err(|e| {
+                // Only a failed zstd context allocation gets here: answer uncompressed.
+                tracing::warn!(error = %e, "could not start compression");
+                encoding = Encoding::Identity;
+            })
+            .ok(),
+    };
+    let lines = ReceiverStream::new(rx);
+    let mut response = match encoder {
+        Some(encoder) => Body::from_stream(CompressedLines::new(lines, encoder)).into_response(),
+        None => Body::from_stream(lines.map(Ok::<_, Infallible>)).into_response(),
+    };
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -111,6 +131,10 @@ pub async fn sync_stream(
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if let Some(value) = encoding.content_encoding() {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(value));
+    }
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     Ok(response)
 }
 
