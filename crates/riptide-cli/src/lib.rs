@@ -5,4 +5,5 @@
 pub mod config;
 pub mod embedded;
 pub mod logging;
+pub mod rules_cmd;
 pub mod serve;

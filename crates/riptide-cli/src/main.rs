@@ -36,6 +36,11 @@ enum Command {
         #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         ttl: u64,
     },
+    /// Tools for sync rules authors: check a rules file, explain what a user gets.
+    Rules {
+        #[command(subcommand)]
+        command: riptide_cli::rules_cmd::RulesCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -50,6 +55,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Rules { command } = cli.command {
+        return match runtime.block_on(riptide_cli::rules_cmd::run(command)) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -68,6 +83,7 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", key.token(&user, ttl)?);
             Ok(())
         }
+        Command::Rules { .. } => Ok(()), // handled in `main`
     }
 }
 

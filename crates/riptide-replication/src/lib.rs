@@ -27,6 +27,11 @@ pub mod values;
 
 pub use error::ReplicationError;
 pub use replicator::{Replicator, ReplicatorOptions};
+// Connections, table schemas and row mapping exactly as the replicator uses them, for tools
+// (`riptide rules explain`) that read rows the same way.
+pub use connection::connect;
+pub use row_image::text_row;
+pub use schema::{Column, TableSchema, TypeMap};
 pub use source::SourceError;
 pub use status::{ReplicationStatus, StatusSnapshot};
 pub use stream::{CHECKPOINT_MESSAGE_PREFIX, StreamOptions};

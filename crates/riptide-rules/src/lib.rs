@@ -39,7 +39,7 @@ mod value;
 mod yaml;
 
 pub use request::RequestParameters;
-pub use sync_rules::introspect::{ColumnRef, DataQueryOutcome, QueryInfo, QueryKind};
+pub use sync_rules::introspect::{ColumnRef, DataQueryOutcome, QueryInfo, QueryKind, sql_literal};
 pub use sync_rules::{
     BucketDescription, EvaluatedParameters, EvaluatedRow, EvaluationError, ParameterLookup,
     RowEvaluation, RulesError, RulesErrors, SyncRules, TableRef,
