@@ -242,6 +242,31 @@ async fn explain_buckets_and_rows() {
          verdict: user 'u2' does not get this row\n"
     );
 
+    // Token parameters come from the `parameters` claim.
+    let by_org = write(
+        dir.path(),
+        "org.yaml",
+        "bucket_definitions:
+  by_org:
+    parameters: SELECT token_parameters.org AS org
+    data:
+      - SELECT * FROM lists WHERE owner_id = bucket.org
+",
+    );
+    let out = explain(
+        &url,
+        &by_org,
+        "someone",
+        &["--claims", r#"{"parameters": {"org": "u1"}}"#],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .starts_with("user 'someone': 1 bucket\n  by_org[\"u1\"]  priority 3  1 row\n"),
+        "{}",
+        out.stdout
+    );
+
     // Clear errors for bad input.
     let out = explain(&url, &rules, "u2", &["--row", "lists:nope"]);
     assert_eq!(out.code, 1);
