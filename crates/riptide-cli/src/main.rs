@@ -116,6 +116,7 @@ async fn run_serve(config: Option<PathBuf>, port: Option<u16>) -> Result<()> {
             .context("cannot sign a demo token")?;
         println!(
             "\nRiptide sync service: http://localhost:{port}\n\
+             Dashboard:            http://localhost:{port}/dashboard\n\
              Embedded Postgres:    {db}\n\
              Demo token (user \"demo\", 1 h; `riptide token --user NAME` for others):\n  {token}\n\n\
              Try it:\n  curl -N http://localhost:{port}/sync/stream -H \"Authorization: Token {token}\" \\\n    -H 'Content-Type: application/json' -d '{{}}'\n",
