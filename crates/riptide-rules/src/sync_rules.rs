@@ -148,6 +148,8 @@ pub struct SyncRules {
     source_tables: Vec<TableRef>,
     /// The YAML text, to locate queries and columns on demand ([`SyncRules::queries`]).
     source: String,
+    /// Prepended to every bucket name (see [`SyncRules::with_bucket_prefix`]).
+    bucket_prefix: String,
 }
 
 fn located(loc: &Locator<'_>, q: &QuerySource, e: SqlError, definition: &str) -> RulesError {
@@ -347,7 +349,22 @@ impl SyncRules {
             parameters_by_table,
             source_tables,
             source: yaml.to_owned(),
+            bucket_prefix: String::new(),
         })
+    }
+
+    /// Prefixes every bucket name this deployment produces and resolves, e.g. `"2#"` gives
+    /// `2#user_lists["u1"]` (like the official `versioned_bucket_ids`): buckets of two
+    /// deployments of the rules are never confused, so a client's positions in one never apply
+    /// to the other. Applies to [`SyncRules::evaluate_row`] and [`SyncRules::resolve_buckets`].
+    pub fn with_bucket_prefix(mut self, prefix: impl Into<String>) -> SyncRules {
+        self.bucket_prefix = prefix.into();
+        self
+    }
+
+    /// The bucket-name prefix (empty unless set with [`SyncRules::with_bucket_prefix`]).
+    pub fn bucket_prefix(&self) -> &str {
+        &self.bucket_prefix
     }
 
     /// The `config: edition` of the file (1 when absent).
@@ -370,6 +387,12 @@ impl SyncRules {
             let def = &self.definitions[di];
             let before = ev.rows.len();
             def.data_queries[qi].evaluate(&def.name, row, &mut ev.rows, &mut ev.errors);
+            if !self.bucket_prefix.is_empty()
+                && ev.rows.len() > before
+                && let Some(new) = ev.rows.last_mut()
+            {
+                new.bucket.insert_str(0, &self.bucket_prefix);
+            }
             // The same row can reach the same bucket through two queries: keep it once.
             if ev.rows.len() > before
                 && let Some(new) = ev.rows.last()
@@ -487,7 +510,8 @@ impl SyncRules {
         };
         for (di, def) in self.definitions.iter().enumerate() {
             let mut add = |values: &[SqliteValue]| {
-                let name = bucket_name(&def.name, values);
+                let mut name = bucket_name(&def.name, values);
+                name.insert_str(0, &self.bucket_prefix);
                 out.entry(name.clone())
                     .or_insert_with(|| BucketDescription {
                         name,

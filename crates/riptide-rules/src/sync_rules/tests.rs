@@ -671,3 +671,70 @@ mod arbitrary_input {
         }
     }
 }
+
+#[test]
+fn bucket_prefix_applies_to_rows_and_requests_alike() {
+    let plain = parse(EXAMPLE);
+    assert_eq!(plain.bucket_prefix(), "");
+    let rules = parse(EXAMPLE).with_bucket_prefix("2#");
+    assert_eq!(rules.bucket_prefix(), "2#");
+
+    // Data rows: every bucket carries the prefix; tables, ids and data are unchanged.
+    let list = row(&[
+        ("id", text("L1")),
+        ("owner_id", text("u1")),
+        ("name", text("groceries")),
+    ]);
+    let prefixed = rules.evaluate_row(&table("lists"), &list);
+    let unprefixed = plain.evaluate_row(&table("lists"), &list);
+    let names: Vec<&str> = prefixed.rows.iter().map(|r| r.bucket.as_str()).collect();
+    assert_eq!(
+        names,
+        vec!["2#user_lists[\"u1\"]", "2#shared_lists[\"L1\"]"]
+    );
+    for (p, u) in prefixed.rows.iter().zip(&unprefixed.rows) {
+        assert_eq!(p.bucket, format!("2#{}", u.bucket));
+        assert_eq!((&p.table, &p.id, &p.data), (&u.table, &u.id, &u.data));
+    }
+
+    // Parameter lookups are internal keys: unchanged by the prefix.
+    let member = row(&[("user_id", text("u1")), ("list_id", text("L2"))]);
+    let lookups = rules.evaluate_parameter_row(&table("list_members"), &member);
+    assert_eq!(
+        lookups,
+        plain.evaluate_parameter_row(&table("list_members"), &member)
+    );
+
+    // Requests resolve the same prefixed names the rows went into; definitions unprefixed.
+    let req = request(json!({"sub": "u1"}), json!({}));
+    let buckets = rules.resolve_buckets(&req, &store(&lookups));
+    assert_eq!(
+        bucket_names(&buckets),
+        vec![
+            "2#global_tags[]",
+            "2#shared_lists[\"L2\"]",
+            "2#user_lists[\"u1\"]"
+        ]
+    );
+    assert!(buckets.iter().all(|b| !b.definition.contains('#')));
+    let tag = row(&[("id", text("t1"))]);
+    assert_eq!(
+        rules.evaluate_row(&table("tags"), &tag).rows[0].bucket,
+        "2#global_tags[]"
+    );
+}
+
+#[test]
+fn bucket_prefix_keeps_duplicate_rows_out() {
+    // Two queries of one definition put the same row in the same bucket: kept once.
+    let rules = parse(
+        "bucket_definitions:\n  all:\n    data:\n      - SELECT * FROM t\n      - SELECT * FROM t WHERE x = 1\n",
+    )
+    .with_bucket_prefix("7#");
+    let ev = rules.evaluate_row(
+        &table("t"),
+        &row(&[("id", text("a")), ("x", SqliteValue::Integer(1))]),
+    );
+    assert_eq!(ev.rows.len(), 1);
+    assert_eq!(ev.rows[0].bucket, "7#all[]");
+}
