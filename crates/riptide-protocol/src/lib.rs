@@ -13,6 +13,7 @@ mod lines;
 mod lsn;
 mod op_id;
 mod request;
+pub mod rsocket;
 
 pub use checksum::Checksum;
 pub use error::{ErrorBody, ErrorCode, ErrorDetails};

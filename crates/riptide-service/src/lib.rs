@@ -3,6 +3,8 @@
 //! - `POST /sync/stream`: NDJSON (or BSON when the client prefers it) sync lines. Each stream
 //!   is a [`session::state::SessionState`] (sans-IO) driven by [`session::driver`] from storage
 //!   and the checkpoint bus.
+//! - RSocket over WebSocket on any path ([`routes::websocket`]): the same sessions, one BSON
+//!   document per PAYLOAD frame, REQUEST_N credit honoured.
 //! - `GET /write-checkpoint2.json`, `POST /sync/checkpoint-request`: write checkpoints.
 //! - `GET /probes/{startup,liveness,readiness}`, `GET /`.
 //! - `GET /metrics` (Prometheus text, no auth) and `GET /dashboard` (+ `/dashboard/data.json`):
@@ -64,6 +66,11 @@ pub fn router(state: AppState) -> Router {
         .route("/dashboard", get(dashboard::page))
         .route("/dashboard/data.json", get(dashboard::data))
         .fallback(|| async { ApiError::NotFound })
+        // RSocket over WebSocket is accepted on every path, like the official service.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::websocket::upgrade_any_path,
+        ))
         .layer(cors())
         .with_state(state)
 }

@@ -2,6 +2,7 @@
 
 pub mod probes;
 pub mod sync_stream;
+pub mod websocket;
 pub mod write_checkpoint;
 
 use axum::Json;

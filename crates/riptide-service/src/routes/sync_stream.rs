@@ -6,18 +6,20 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use riptide_protocol::StreamingSyncRequest;
+use riptide_protocol::{ErrorCode, StreamingSyncRequest};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 
-use crate::auth::AuthenticatedUser;
+use crate::auth::{AuthenticatedUser, VerifiedToken};
 use crate::compression::{CompressedLines, Encoding, LineEncoder};
 use crate::error::{ApiError, error_chain};
 use crate::session::driver::{Session, SessionError, elapsed_ms};
@@ -46,63 +48,23 @@ pub async fn sync_stream(
         .map_err(|_| ApiError::TooManyConnections)?;
 
     let format = LineFormat::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let (tx, rx) = LineSender::channel(format);
-    let tx = tx.with_metrics(state.metrics().clone());
-    let open_stream = state.metrics().stream_opened();
-    let client_id = request.client_id.clone().unwrap_or_default();
-    let span = tracing::info_span!("sync_stream", user_id = %user.user_id, client_id = %client_id);
     let user_agent = headers
         .get("x-user-agent")
         .or_else(|| headers.get(header::USER_AGENT))
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let shutdown = state.shutdown.clone();
     let keepalive_interval = state.inner.options.keepalive_interval;
-    let ops_sent = Arc::new(AtomicU64::new(0));
-    let session = Session {
+    let StartedSession { lines: rx, .. } = start_session(StreamStart {
         state,
-        user: user.clone(),
+        user,
         request,
-        tx: tx.clone(),
-        ops_sent: ops_sent.clone(),
-    };
-
-    tokio::spawn(
-        async move {
-            let _permit = permit;
-            let _open_stream = open_stream;
-            let started = Instant::now();
-            tracing::info!(user_agent = %user_agent, "sync stream connected");
-            let outcome: &str = tokio::select! {
-                result = session.run() => match result {
-                    Ok(()) => "ended",
-                    Err(SessionError::Disconnected(_)) => "client disconnected",
-                    Err(SessionError::Limit(e)) => {
-                        tracing::warn!(code = %e.code(), error = %e, "sync stream limit exceeded");
-                        "limit exceeded"
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %error_chain(&e), "sync stream failed");
-                        "error"
-                    }
-                },
-                result = keepalive::run(&user, keepalive_interval, &tx) => match result {
-                    Ok(()) => "token expired",
-                    Err(_) => "client disconnected",
-                },
-                () = tx.closed() => "client disconnected",
-                () = shutdown.cancelled() => "shutdown",
-            };
-            tracing::info!(
-                reason = outcome,
-                duration_ms = elapsed_ms(started),
-                ops_sent = ops_sent.load(Ordering::Relaxed),
-                "sync stream disconnected"
-            );
-        }
-        .instrument(span),
-    );
+        format,
+        user_agent,
+        keepalive_interval,
+        permit: Some(permit),
+        transport: "http",
+    });
 
     let mut encoding = Encoding::negotiate(
         headers
@@ -140,7 +102,7 @@ pub async fn sync_stream(
 
 /// Waits up to `no_rules_wait` for an active deployment (a freshly started service may still be
 /// activating its first one), then answers `PSYNC_S2302`.
-async fn wait_for_rules(state: &AppState) -> Result<(), ApiError> {
+pub(crate) async fn wait_for_rules(state: &AppState) -> Result<(), ApiError> {
     let mut rx = state.inner.rules.clone();
     let wait = state.inner.options.no_rules_wait;
     let found = tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await;
@@ -148,4 +110,110 @@ async fn wait_for_rules(state: &AppState) -> Result<(), ApiError> {
         Ok(Ok(_)) => Ok(()),
         _ => Err(ApiError::NoSyncRules),
     }
+}
+
+/// What a transport needs to start a sync stream session.
+pub(crate) struct StreamStart {
+    pub state: AppState,
+    pub user: VerifiedToken,
+    pub request: StreamingSyncRequest,
+    pub format: LineFormat,
+    pub user_agent: String,
+    /// Mean interval of `token_expires_in` lines; the expiry warning and the final `0` line
+    /// are sent regardless.
+    pub keepalive_interval: Duration,
+    /// The connection slot, released when the session ends (`None`: held by the transport).
+    pub permit: Option<OwnedSemaphorePermit>,
+    /// For logs: `http` or `websocket`.
+    pub transport: &'static str,
+}
+
+/// A running session: its encoded lines, and how it ended once `lines` is exhausted.
+pub(crate) struct StartedSession {
+    pub lines: mpsc::Receiver<Bytes>,
+    pub task: JoinHandle<StreamEnd>,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StreamEnd {
+    /// The token expired (`{"token_expires_in":0}` was the last line) or the service shuts
+    /// down: the stream ends normally and the client reconnects.
+    Completed,
+    /// The reader went away.
+    Disconnected,
+    /// The stream failed with this PowerSync error (code, client-facing description).
+    Failed(ErrorCode, String),
+}
+
+/// Spawns the session task of one sync stream (the same for every transport): the
+/// [`Session`] loop, the `token_expires_in` lines, and the end when the reader goes away or
+/// the service shuts down.
+pub(crate) fn start_session(start: StreamStart) -> StartedSession {
+    let StreamStart {
+        state,
+        user,
+        request,
+        format,
+        user_agent,
+        keepalive_interval,
+        permit,
+        transport,
+    } = start;
+    let (tx, rx) = LineSender::channel(format);
+    let tx = tx.with_metrics(state.metrics().clone());
+    let open_stream = state.metrics().stream_opened();
+    let client_id = request.client_id.clone().unwrap_or_default();
+    let span = tracing::info_span!("sync_stream", user_id = %user.user_id, client_id = %client_id, transport);
+    let shutdown = state.shutdown.clone();
+    let ops_sent = Arc::new(AtomicU64::new(0));
+    let session = Session {
+        state,
+        user: user.clone(),
+        request,
+        tx: tx.clone(),
+        ops_sent: ops_sent.clone(),
+    };
+
+    let task = tokio::spawn(
+        async move {
+            let _permit = permit;
+            let _open_stream = open_stream;
+            let started = Instant::now();
+            tracing::info!(user_agent = %user_agent, "sync stream connected");
+            let (outcome, end): (&str, StreamEnd) = tokio::select! {
+                result = session.run() => match result {
+                    Ok(()) => ("ended", StreamEnd::Completed),
+                    Err(SessionError::Disconnected(_)) => ("client disconnected", StreamEnd::Disconnected),
+                    Err(SessionError::Limit(e)) => {
+                        tracing::warn!(code = %e.code(), error = %e, "sync stream limit exceeded");
+                        ("limit exceeded", StreamEnd::Failed(e.code(), e.to_string()))
+                    }
+                    Err(SessionError::NoRules) => (
+                        "no rules",
+                        StreamEnd::Failed(ErrorCode::S2302, ApiError::NoSyncRules.to_string()),
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %error_chain(&e), "sync stream failed");
+                        ("error", StreamEnd::Failed(ErrorCode::S1001, "Internal server error".to_owned()))
+                    }
+                },
+                result = keepalive::run(&user, keepalive_interval, &tx) => match result {
+                    Ok(()) => ("token expired", StreamEnd::Completed),
+                    Err(_) => ("client disconnected", StreamEnd::Disconnected),
+                },
+                () = tx.closed() => ("client disconnected", StreamEnd::Disconnected),
+                () = shutdown.cancelled() => ("shutdown", StreamEnd::Completed),
+            };
+            tracing::info!(
+                reason = outcome,
+                duration_ms = elapsed_ms(started),
+                ops_sent = ops_sent.load(Ordering::Relaxed),
+                "sync stream disconnected"
+            );
+            end
+        }
+        .instrument(span),
+    );
+    StartedSession { lines: rx, task }
 }

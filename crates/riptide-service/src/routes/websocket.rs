@@ -1,0 +1,319 @@
+//! RSocket over WebSocket on every path (protocol doc §2): the official service accepts the
+//! upgrade anywhere; the JS SDK connects to `ws(s)://host/sync/stream` and routes with RSocket
+//! metadata.
+//!
+//! One task per socket drives a sans-IO [`ServerConnection`]: SETUP is authenticated with the
+//! [`KeyStore`](crate::KeyStore) (failure: a connection ERROR carrying `[PSYNC_S21xx] …`, then
+//! close) and takes a connection slot (`PSYNC_S2304` when none is free). REQUEST_STREAM with
+//! `{"path":"/sync/stream"}` starts the same session as `POST /sync/stream`
+//! ([`start_session`]); each line becomes a PAYLOAD(NEXT) holding one BSON document, sent only
+//! while the client's REQUEST_N credit lasts. KEEPALIVE frames are answered all along. The
+//! stream ends with COMPLETE (token expiry, shutdown) or an APPLICATION_ERROR with the PowerSync
+//! code; CANCEL or a closed socket stops the session.
+
+use std::future::pending;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use riptide_protocol::rsocket::{
+    self, Event, MAX_REQUEST_BYTES, PayloadMime, RouteMetadata, ServerConnection, Setup,
+    SetupMetadata, error_code,
+};
+use riptide_protocol::{ErrorBody, ErrorCode};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::task::JoinHandle;
+
+use super::sync_stream::{StartedSession, StreamEnd, StreamStart, start_session, wait_for_rules};
+use crate::auth::{AuthError, VerifiedToken, token_from_header};
+use crate::error::ApiError;
+use crate::session::framing::LineFormat;
+use crate::state::AppState;
+
+/// The route of the sync stream in REQUEST_STREAM metadata.
+const SYNC_STREAM_PATH: &str = "/sync/stream";
+/// WebSocket streams send no periodic `token_expires_in` lines (RSocket KEEPALIVE frames keep
+/// the connection alive); only the expiry warning and the final `0`.
+const NO_PERIODIC_TOKEN_LINES: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Middleware: a WebSocket upgrade on any path becomes an RSocket connection; other requests
+/// go on to the routes.
+pub async fn upgrade_any_path(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if !is_websocket_upgrade(req.headers()) {
+        return next.run(req).await;
+    }
+    let (mut parts, _body) = req.into_parts();
+    match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+        Ok(ws) => ws
+            .max_message_size(MAX_REQUEST_BYTES + 64 * 1024)
+            .on_upgrade(move |socket| connection(socket, state))
+            .into_response(),
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// `[PSYNC_Sxxxx] description`, the message form rsocket clients receive.
+fn error_text(e: &ApiError) -> String {
+    let body: ErrorBody = e.body();
+    format!("[{}] {}", body.error.code, body.error.description)
+}
+
+fn coded_text(code: ErrorCode, description: &str) -> String {
+    format!("[{code}] {description}")
+}
+
+/// An authenticated connection.
+struct Accepted {
+    user: VerifiedToken,
+    user_agent: String,
+    metadata_mime: PayloadMime,
+    data_mime: PayloadMime,
+    _permit: OwnedSemaphorePermit,
+}
+
+async fn accept_setup(state: &AppState, setup: &Setup) -> Result<Accepted, String> {
+    let unsupported = |mime: &str| {
+        coded_text(
+            ErrorCode::S2004,
+            &format!(
+                "Unsupported media type {:?}",
+                mime.chars().take(100).collect::<String>()
+            ),
+        )
+    };
+    let metadata_mime =
+        PayloadMime::parse(&setup.metadata_mime).map_err(|_| unsupported(&setup.metadata_mime))?;
+    let data_mime =
+        PayloadMime::parse(&setup.data_mime).map_err(|_| unsupported(&setup.data_mime))?;
+    let meta: SetupMetadata = rsocket::decode(
+        metadata_mime,
+        setup.payload.metadata.as_deref().unwrap_or_default(),
+    )
+    .map_err(|e| coded_text(ErrorCode::S2001, &format!("invalid setup metadata: {e}")))?;
+    let verified = async {
+        let value = meta.token.as_deref().unwrap_or_default();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(value).map_err(|_| AuthError::MissingToken)?,
+        );
+        let token = token_from_header(&headers)?;
+        state.keystore().verify(token).await
+    }
+    .await;
+    let user = match verified {
+        Ok(user) => user,
+        Err(e) => {
+            state.metrics().auth_failure(e.code());
+            tracing::debug!(code = %e.code(), error = %e, "websocket setup rejected");
+            return Err(error_text(&ApiError::Auth(e)));
+        }
+    };
+    let permit = state
+        .inner
+        .connections
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| error_text(&ApiError::TooManyConnections))?;
+    Ok(Accepted {
+        user,
+        user_agent: meta.user_agent.unwrap_or_default(),
+        metadata_mime,
+        data_mime,
+        _permit: permit,
+    })
+}
+
+/// The stream being served on this connection.
+struct Active {
+    stream_id: u32,
+    lines: mpsc::Receiver<Bytes>,
+    task: Option<JoinHandle<StreamEnd>>,
+    end: Option<StreamEnd>,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// What the active stream did next.
+enum Step {
+    /// A line (`None`: the session's channel closed and is drained).
+    Line(Option<Bytes>),
+    /// The session task ended (its last lines may still be queued).
+    Ended(StreamEnd),
+}
+
+fn internal_error() -> StreamEnd {
+    StreamEnd::Failed(ErrorCode::S1001, "Internal server error".to_owned())
+}
+
+/// The next step of the active stream; lines are only taken when `want_line`.
+async fn stream_step(active: &mut Option<Active>, want_line: bool) -> Step {
+    let Some(a) = active.as_mut() else {
+        return pending().await;
+    };
+    let task = &mut a.task;
+    let lines = &mut a.lines;
+    tokio::select! {
+        end = async {
+            match task.as_mut() {
+                Some(t) => t.await.unwrap_or_else(|_| internal_error()),
+                None => pending().await,
+            }
+        } => Step::Ended(end),
+        line = lines.recv(), if want_line => Step::Line(line),
+    }
+}
+
+/// Starts the sync stream for a REQUEST_STREAM, or explains why not (stream ERROR text).
+async fn start_stream(
+    state: &AppState,
+    accepted: &Accepted,
+    payload: &rsocket::Payload,
+) -> Result<StartedSession, String> {
+    let route: RouteMetadata = rsocket::decode(
+        accepted.metadata_mime,
+        payload.metadata.as_deref().unwrap_or_default(),
+    )
+    .map_err(|e| coded_text(ErrorCode::S2001, &format!("invalid request metadata: {e}")))?;
+    if route.path.as_deref() != Some(SYNC_STREAM_PATH) {
+        return Err(error_text(&ApiError::NotFound));
+    }
+    let request = rsocket::decode_sync_request(accepted.data_mime, &payload.data)
+        .map_err(|e| coded_text(ErrorCode::S2001, &format!("invalid sync request: {e}")))?;
+    wait_for_rules(state).await.map_err(|e| error_text(&e))?;
+    Ok(start_session(StreamStart {
+        state: state.clone(),
+        user: accepted.user.clone(),
+        request,
+        format: LineFormat::Bson,
+        user_agent: accepted.user_agent.clone(),
+        keepalive_interval: NO_PERIODIC_TOKEN_LINES,
+        permit: None,
+        transport: "websocket",
+    }))
+}
+
+async fn connection(mut socket: WebSocket, state: AppState) {
+    let mut conn = ServerConnection::new(MAX_REQUEST_BYTES);
+    let mut accepted: Option<Accepted> = None;
+    let mut active: Option<Active> = None;
+    loop {
+        while let Some(frame) = conn.poll_transmit() {
+            if socket.send(Message::Binary(frame)).await.is_err() {
+                return;
+            }
+        }
+        if conn.is_closed() {
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+        let stream_id = active.as_ref().map_or(0, |a| a.stream_id);
+        let credit = conn.credit(stream_id);
+        // Lines need credit; the end of a drained stream (COMPLETE/ERROR) does not.
+        let want_line = active
+            .as_ref()
+            .is_some_and(|a| credit > 0 || (a.end.is_some() && a.lines.is_empty()));
+        tokio::select! {
+            msg = socket.recv() => {
+                let bytes = match msg {
+                    Some(Ok(Message::Binary(bytes))) => bytes,
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                    // Text frames are not RSocket; pings are answered by the WebSocket layer.
+                    Some(Ok(_)) => continue,
+                };
+                match conn.receive(bytes) {
+                    Ok(Some(Event::Setup(setup))) => match accept_setup(&state, &setup).await {
+                        Ok(a) => accepted = Some(a),
+                        Err(message) => conn.reject_setup(message),
+                    },
+                    Ok(Some(Event::RequestStream { stream_id, payload })) => {
+                        let started = match (&accepted, &active) {
+                            (Some(a), None) => start_stream(&state, a, &payload).await,
+                            (None, _) => Err(error_text(&ApiError::Auth(AuthError::MissingToken))),
+                            (Some(_), Some(_)) => {
+                                Err("one sync stream per connection".to_owned())
+                            }
+                        };
+                        match started {
+                            Ok(StartedSession { lines, task }) => {
+                                active = Some(Active {
+                                    stream_id,
+                                    lines,
+                                    task: Some(task),
+                                    end: None,
+                                });
+                            }
+                            Err(message) => {
+                                conn.fail_stream(stream_id, error_code::APPLICATION_ERROR, message);
+                            }
+                        }
+                    }
+                    Ok(Some(Event::Cancel { stream_id })) => {
+                        if active.as_ref().is_some_and(|a| a.stream_id == stream_id) {
+                            active = None;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "rsocket connection error");
+                        active = None;
+                    }
+                }
+            }
+            step = stream_step(&mut active, want_line), if active.is_some() => match step {
+                Step::Ended(end) => {
+                    if let Some(a) = active.as_mut() {
+                        a.task = None;
+                        a.end = Some(end);
+                    }
+                }
+                Step::Line(Some(bytes)) => {
+                    if let Err(e) = conn.send_next(stream_id, bytes) {
+                        // Unreachable: lines are only taken with credit.
+                        tracing::error!(error = %e, "rsocket line without credit dropped");
+                    }
+                }
+                Step::Line(None) => {
+                    let end = match active.take() {
+                        Some(mut a) => match (a.end.take(), a.task.take()) {
+                            (Some(end), _) => Some(end),
+                            // The channel closed before the task's end was observed.
+                            (None, Some(task)) => Some(task.await.unwrap_or_else(|_| internal_error())),
+                            (None, None) => None,
+                        },
+                        None => None,
+                    };
+                    match end {
+                        Some(StreamEnd::Failed(code, description)) => conn.fail_stream(
+                            stream_id,
+                            error_code::APPLICATION_ERROR,
+                            coded_text(code, &description),
+                        ),
+                        Some(StreamEnd::Disconnected) => {}
+                        Some(StreamEnd::Completed) | None => conn.complete(stream_id),
+                    }
+                }
+            },
+            () = state.shutdown.cancelled(), if active.is_none() => {
+                conn.close_with(error_code::CONNECTION_CLOSE, "service shutting down".to_owned());
+            }
+        }
+    }
+}
