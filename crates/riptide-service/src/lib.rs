@@ -7,6 +7,8 @@
 //!   document per PAYLOAD frame, REQUEST_N credit honoured.
 //! - `GET /write-checkpoint2.json`, `POST /sync/checkpoint-request`: write checkpoints.
 //! - `GET /probes/{startup,liveness,readiness}`, `GET /`.
+//! - `POST /api/sync-rules/v1/{deploy,validate}`, `GET /api/sync-rules/v1/current`: the
+//!   admin API ([`routes::admin`], behind `api.tokens`, backed by a [`RulesAdmin`]).
 //! - `GET /metrics` (Prometheus text, no auth) and `GET /dashboard` (+ `/dashboard/data.json`):
 //!   see [`metrics`] and [`dashboard`].
 //!
@@ -24,6 +26,7 @@ pub mod error;
 pub mod limits;
 pub mod metrics;
 pub mod routes;
+pub mod rules_admin;
 pub mod session;
 pub mod source;
 pub mod state;
@@ -43,6 +46,7 @@ pub use dashboard::ApiTokens;
 pub use error::ApiError;
 pub use limits::Limits;
 pub use metrics::{ReplicationProgress, ReplicationSnapshot, ServiceMetrics};
+pub use rules_admin::{CurrentRules, RuleProblem, RulesAdmin, RulesAdminError};
 pub use source::{PgSourceDatabase, SourceDatabase, SourceError};
 pub use state::{ActiveRules, AppState, ServiceOptions};
 
@@ -65,6 +69,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(dashboard::prometheus))
         .route("/dashboard", get(dashboard::page))
         .route("/dashboard/data.json", get(dashboard::data))
+        .route("/api/sync-rules/v1/deploy", post(routes::admin::deploy))
+        .route("/api/sync-rules/v1/validate", post(routes::admin::validate))
+        .route("/api/sync-rules/v1/current", get(routes::admin::current))
         .fallback(|| async { ApiError::NotFound })
         // RSocket over WebSocket is accepted on every path, like the official service.
         .layer(axum::middleware::from_fn_with_state(

@@ -13,6 +13,7 @@ use crate::bucket_rules::BucketRules;
 use crate::dashboard::ApiTokens;
 use crate::limits::Limits;
 use crate::metrics::ServiceMetrics;
+use crate::rules_admin::RulesAdmin;
 use crate::source::SourceDatabase;
 use crate::write_checkpoints::WriteCheckpointNotifier;
 
@@ -67,6 +68,8 @@ impl ServiceOptions {
 pub struct AppState {
     pub(crate) inner: Arc<Inner>,
     pub(crate) shutdown: CancellationToken,
+    /// Behind the admin API (none: it answers 404).
+    pub(crate) rules_admin: Option<Arc<dyn RulesAdmin>>,
 }
 
 pub(crate) struct Inner {
@@ -104,6 +107,7 @@ impl AppState {
                 metrics: Arc::new(ServiceMetrics::new()),
             }),
             shutdown: CancellationToken::new(),
+            rules_admin: None,
         }
     }
 
@@ -133,6 +137,12 @@ impl AppState {
             .max_concurrent_connections
             .min(Semaphore::MAX_PERMITS)
             .saturating_sub(self.inner.connections.available_permits())
+    }
+
+    /// Serves the sync-rules admin API with `admin` (see [`crate::rules_admin`]).
+    pub fn with_rules_admin(mut self, admin: Arc<dyn RulesAdmin>) -> AppState {
+        self.rules_admin = Some(admin);
+        self
     }
 
     /// Ends running sync streams when `token` is cancelled (also done by [`crate::serve`]).

@@ -1,5 +1,6 @@
 //! HTTP routes.
 
+pub mod admin;
 pub mod probes;
 pub mod sync_stream;
 pub mod websocket;
