@@ -455,7 +455,7 @@ fn page_is_self_contained() {
 }
 
 /// Renders the page in headless Chromium (when `/usr/bin/chromium` exists) against a served
-/// instance with some traffic, and writes `target/dashboard.png`.
+/// instance with some traffic, and writes `target/tmp/dashboard.png`.
 #[tokio::test]
 async fn chromium_renders_the_dashboard() {
     let chromium = std::path::Path::new("/usr/bin/chromium");
@@ -490,13 +490,20 @@ async fn chromium_renders_the_dashboard() {
             }
         })
     };
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard.png");
+    // Cargo creates this directory for integration tests (under the target directory in use).
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let _ = std::fs::remove_file(&out);
     let url = format!("http://127.0.0.1:{port}/dashboard");
     let status = tokio::process::Command::new(chromium)
         .args([
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
             "--hide-scrollbars",
             "--window-size=1440,1000",
             "--virtual-time-budget=8000",
