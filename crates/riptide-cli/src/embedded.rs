@@ -123,7 +123,7 @@ impl Embedded {
             source_uri: riptide_localpg::url(self.port, DEMO_DATABASE),
             storage_uri: None,
             port,
-            sync_rules: DEMO_RULES.to_owned(),
+            sync_rules: Some(DEMO_RULES.to_owned()),
             sync_rules_origin: "the built-in demo rules".into(),
             sync_rules_offset: (0, 0),
             auth: AuthConfig {

@@ -3,6 +3,7 @@
 //! `main` parses arguments and calls into here.
 
 pub mod config;
+pub mod deployments;
 pub mod embedded;
 pub mod logging;
 pub mod rules_cmd;

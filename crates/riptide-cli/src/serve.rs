@@ -1,17 +1,17 @@
 //! `riptide serve`: storage, replication and the HTTP service, wired from a [`ServeConfig`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use riptide_replication::{ReplicationStatus, Replicator, ReplicatorOptions};
+use riptide_replication::{Replicator, ReplicatorOptions};
 use riptide_rules::SyncRules;
-use riptide_service::{ActiveRules, AppState, AuthConfig, KeyStore, Limits, ServiceOptions};
-use riptide_storage::{BucketStorage, CheckpointEvent, Deployment, DeploymentState, PgStorage};
-use tokio::sync::{broadcast, watch};
+use riptide_service::{AppState, AuthConfig, KeyStore, Limits, ServiceOptions};
+use riptide_storage::{BucketStorage, CheckpointEvent, PgStorage};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
+use crate::deployments::{Admin, DeploymentOptions, Deployments};
 
 /// Name of the storage database created on the source server when `storage` is not configured.
 pub const DEFAULT_STORAGE_DATABASE: &str = "riptide_storage";
@@ -28,27 +28,10 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     for key in &config.ignored {
         tracing::info!(key = %key, "config key accepted for compatibility and ignored");
     }
-    let rules = SyncRules::parse(&config.sync_rules).map_err(|errors| {
-        let (lines, columns) = config.sync_rules_offset;
-        let list: Vec<String> = errors
-            .0
-            .iter()
-            .map(|e| {
-                format!(
-                    "  line {}, column {}: {}",
-                    e.line + lines,
-                    e.column + columns,
-                    e.message
-                )
-            })
-            .collect();
-        anyhow::anyhow!(
-            "invalid sync rules in {}:\n{}",
-            config.sync_rules_origin,
-            list.join("\n")
-        )
-    })?;
-    let rules = Arc::new(rules);
+    let rules = match &config.sync_rules {
+        Some(text) => Some(parse_config_rules(text, &config)?),
+        None => None,
+    };
 
     let source: tokio_postgres::Config = config
         .source_uri
@@ -70,28 +53,29 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let storage: Arc<dyn BucketStorage> = storage;
 
     let (events, _) = broadcast::channel::<CheckpointEvent>(1024);
-    let replicator = Arc::new(Replicator::new(
-        ReplicatorOptions {
-            source: source.clone(),
-            publication: "powersync".into(),
-            slot_prefix: config.slot_name_prefix.clone(),
-        },
-        storage.clone(),
-        events.clone(),
-    ));
-    replicator
-        .check_source(&rules)
-        .await
-        .context("the source database is not ready for replication")?;
-    let deployment = select_deployment(&*storage, &replicator, &config).await?;
-
-    let (rules_tx, rules_rx) = watch::channel::<Option<ActiveRules>>(None);
-    if deployment.state == DeploymentState::Active {
-        rules_tx.send_replace(Some(ActiveRules {
-            deployment: deployment.id,
-            rules: rules.clone(),
-        }));
+    let replicator_options = ReplicatorOptions {
+        source: source.clone(),
+        publication: "powersync".into(),
+        slot_prefix: config.slot_name_prefix.clone(),
+    };
+    if let Some(rules) = &rules {
+        Replicator::new(replicator_options.clone(), storage.clone(), events.clone())
+            .check_source(rules)
+            .await
+            .context("the source database is not ready for replication")?;
     }
+    let cancel = CancellationToken::new();
+    let (deployments, rules_rx) = Deployments::start(
+        storage.clone(),
+        DeploymentOptions {
+            replicator: replicator_options,
+            source_uri: config.source_uri.clone(),
+            config_rules: config.sync_rules.clone(),
+        },
+        events.clone(),
+        cancel.clone(),
+    )
+    .await?;
 
     let keystore = KeyStore::new(AuthConfig {
         jwks: Some(serde_json::json!({ "keys": config.auth.jwks })),
@@ -114,50 +98,64 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         rules_rx,
         events.clone(),
         Arc::new(riptide_service::PgSourceDatabase::new(source_pool)),
-    );
+    )
+    .with_rules_admin(Arc::new(Admin(deployments.clone())));
     // `/metrics` and the dashboard: this process's recorder, and the replicator's counters.
     if !state.metrics().install_global() {
         tracing::debug!("a metrics recorder was already installed; /metrics shows riptide's own");
     }
     state
         .metrics()
-        .set_replication(Arc::new(StatusProgress(replicator.status())));
+        .set_replication(Arc::new(StatusProgress(deployments.clone())));
 
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.port))
         .await
         .with_context(|| format!("cannot listen on port {}", config.port))?;
     let port = listener.local_addr()?.port();
-    let cancel = CancellationToken::new();
 
     let task = tokio::spawn({
         let cancel = cancel.clone();
         async move {
-            let replication = tokio::spawn(replicate(
-                replicator,
-                storage.clone(),
-                deployment,
-                rules.clone(),
-                events.subscribe(),
-                rules_tx,
-                cancel.clone(),
-            ));
             tracing::info!(port, "sync service listening");
             let served = riptide_service::serve(listener, state, cancel.clone()).await;
             cancel.cancel();
-            let replicated = replication.await;
-            served.context("HTTP server failed")?;
-            replicated.context("replication task panicked")?
+            deployments.shutdown().await;
+            served.context("HTTP server failed")
         }
     });
     Ok(Running { port, cancel, task })
 }
 
+/// Parses the config's rules, naming errors at their place in the config (or rules) file.
+fn parse_config_rules(text: &str, config: &ServeConfig) -> Result<SyncRules> {
+    SyncRules::parse(text).map_err(|errors| {
+        let (lines, columns) = config.sync_rules_offset;
+        let list: Vec<String> = errors
+            .0
+            .iter()
+            .map(|e| {
+                format!(
+                    "  line {}, column {}: {}",
+                    e.line + lines,
+                    e.column + columns,
+                    e.message
+                )
+            })
+            .collect();
+        anyhow::anyhow!(
+            "invalid sync rules in {}:\n{}",
+            config.sync_rules_origin,
+            list.join("\n")
+        )
+    })
+}
+
 /// The replicator's counters as the service's metrics read them.
-struct StatusProgress(Arc<ReplicationStatus>);
+struct StatusProgress(Arc<Deployments>);
 
 impl riptide_service::ReplicationProgress for StatusProgress {
     fn progress(&self) -> riptide_service::ReplicationSnapshot {
-        let s = self.0.snapshot();
+        let s = self.0.status().snapshot();
         riptide_service::ReplicationSnapshot {
             last_received_lsn: s.last_received_lsn,
             last_committed_lsn: s.last_committed_lsn,
@@ -168,117 +166,6 @@ impl riptide_service::ReplicationProgress for StatusProgress {
             last_commit: s.last_commit,
         }
     }
-}
-
-/// Runs replication for the deployment, restarting after errors, and publishes the rules as
-/// active once the deployment's snapshot has completed.
-async fn replicate(
-    replicator: Arc<Replicator>,
-    storage: Arc<dyn BucketStorage>,
-    deployment: Deployment,
-    rules: Arc<SyncRules>,
-    mut events: broadcast::Receiver<CheckpointEvent>,
-    rules_tx: watch::Sender<Option<ActiveRules>>,
-    cancel: CancellationToken,
-) -> Result<()> {
-    let id = deployment.id;
-    let watcher = {
-        let storage = storage.clone();
-        let rules = rules.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            while rules_tx.borrow().is_none() {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = events.recv() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
-                match storage.deployment(id).await {
-                    Ok(d) if d.state == DeploymentState::Active => {
-                        tracing::info!(deployment = id, "sync rules active");
-                        rules_tx.send_replace(Some(ActiveRules {
-                            deployment: id,
-                            rules: rules.clone(),
-                        }));
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "cannot read deployment state"),
-                }
-            }
-            // Keep the sender alive: a closed channel tells sessions the rules are gone.
-            cancel.cancelled().await;
-        })
-    };
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        let current = match storage.deployment(id).await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read deployment");
-                deployment.clone()
-            }
-        };
-        match replicator.run(current, rules.clone(), cancel.clone()).await {
-            Ok(()) => break,
-            Err(e) => {
-                tracing::error!(error = %e, "replication failed; retrying in {backoff:?}");
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-        }
-        if cancel.is_cancelled() {
-            break;
-        }
-    }
-    watcher.abort();
-    Ok(())
-}
-
-/// The deployment to replicate: the active or processing one whose rules equal the config's,
-/// or a new one (replacing older deployments, whose slots are dropped).
-async fn select_deployment(
-    storage: &dyn BucketStorage,
-    replicator: &Replicator,
-    config: &ServeConfig,
-) -> Result<Deployment> {
-    let active = storage.active_deployment().await?;
-    let processing = storage.processing_deployment().await?;
-    for d in [&active, &processing].into_iter().flatten() {
-        if d.content == config.sync_rules {
-            // Anything else (an older processing deployment) is obsolete.
-            for other in [&active, &processing].into_iter().flatten() {
-                if other.id != d.id {
-                    retire(storage, replicator, other).await?;
-                }
-            }
-            return Ok(d.clone());
-        }
-    }
-    for old in [&active, &processing].into_iter().flatten() {
-        tracing::info!(
-            deployment = old.id,
-            "sync rules changed; replacing the deployment"
-        );
-        retire(storage, replicator, old).await?;
-    }
-    let created = storage
-        .create_deployment(&config.sync_rules, &config.slot_name_prefix)
-        .await?;
-    tracing::info!(deployment = created.id, slot = %created.slot_name, "new sync rules deployment");
-    Ok(created)
-}
-
-async fn retire(
-    storage: &dyn BucketStorage,
-    replicator: &Replicator,
-    d: &Deployment,
-) -> Result<()> {
-    replicator.drop_slot(&d.slot_name).await?;
-    storage.terminate(d.id).await?;
-    Ok(())
 }
 
 /// Creates the `riptide_storage` database on the source server if it does not exist, and

@@ -45,7 +45,7 @@ async fn start_service() -> Service {
         source_uri: source.url(),
         storage_uri: Some(storage.url()),
         port: 0,
-        sync_rules: DEMO_RULES.to_owned(),
+        sync_rules: Some(DEMO_RULES.to_owned()),
         sync_rules_origin: "test".into(),
         sync_rules_offset: (0, 0),
         auth: AuthConfig {

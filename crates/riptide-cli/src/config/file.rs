@@ -293,29 +293,34 @@ pub(super) fn resolve(text: &str, origin: &str, base: &Path) -> Result<ServeConf
                 r.invalid("give either `sync_config` or its old name `sync_rules`, not both")
             );
         }
-        (Some(s), None) | (None, Some(s)) => s,
-        (None, None) => {
-            return Err(r.invalid("missing `sync_config` (`path` or `content` of the sync rules)"));
-        }
+        (Some(s), None) | (None, Some(s)) => Some(s),
+        // No rules in the config: they are deployed through the admin API.
+        (None, None) => None,
     };
-    r.ignore("sync_config.exit_on_error", &sync.exit_on_error);
-    let (sync_rules, sync_rules_origin, sync_rules_offset) = match (sync.path, sync.content) {
-        (Some(_), Some(_)) => {
-            return Err(r.invalid("sync_config: give either `path` or `content`, not both"));
+    let (sync_rules, sync_rules_origin, sync_rules_offset) = match sync {
+        None => (None, "the admin API".to_owned(), (0, 0)),
+        Some(sync) => {
+            r.ignore("sync_config.exit_on_error", &sync.exit_on_error);
+            match (sync.path, sync.content) {
+                (Some(_), Some(_)) => {
+                    return Err(r.invalid("sync_config: give either `path` or `content`, not both"));
+                }
+                (None, Some(content)) => {
+                    let offset = inline_offset(text, &content.0);
+                    (Some(content.0), origin.to_owned(), offset)
+                }
+                (Some(path), None) => {
+                    let full = base.join(&path.0);
+                    let text =
+                        std::fs::read_to_string(&full).map_err(|source| ConfigError::Read {
+                            path: full.clone(),
+                            source,
+                        })?;
+                    (Some(text), full.display().to_string(), (0, 0))
+                }
+                (None, None) => return Err(r.invalid("sync_config needs `path` or `content`")),
+            }
         }
-        (None, Some(content)) => {
-            let offset = inline_offset(text, &content.0);
-            (content.0, origin.to_owned(), offset)
-        }
-        (Some(path), None) => {
-            let full = base.join(&path.0);
-            let text = std::fs::read_to_string(&full).map_err(|source| ConfigError::Read {
-                path: full.clone(),
-                source,
-            })?;
-            (text, full.display().to_string(), (0, 0))
-        }
-        (None, None) => return Err(r.invalid("sync_config needs `path` or `content`")),
     };
 
     let mut auth = AuthConfig::default();
@@ -576,7 +581,12 @@ client_auth:
         assert_eq!(c.port, 8080);
         assert_eq!(c.source_uri, "postgres://postgres@127.0.0.1:5432/app");
         assert!(c.storage_uri.is_none());
-        assert!(c.sync_rules.contains("bucket_definitions"));
+        assert!(
+            c.sync_rules
+                .as_deref()
+                .unwrap()
+                .contains("bucket_definitions")
+        );
         // The inline rules start on line 9 of the file, indented by 4.
         assert_eq!(c.sync_rules_offset, (8, 4));
         assert_eq!(c.auth.audiences, vec!["app"]);
@@ -675,6 +685,28 @@ client_auth:
             &MINIMAL[end..]
         );
         let c = ServeConfig::parse(&text, "c.yaml", dir.path()).unwrap();
-        assert_eq!(c.sync_rules, "bucket_definitions: {}\n");
+        assert_eq!(c.sync_rules.as_deref(), Some("bucket_definitions: {}\n"));
+    }
+
+    #[test]
+    fn sync_config_is_optional_rules_then_come_from_the_admin_api() {
+        let start = MINIMAL.find("sync_config:").unwrap();
+        let end = MINIMAL.find("client_auth:").unwrap();
+        let text = format!(
+            "{}{}api:\n  tokens: [t1]\n",
+            &MINIMAL[..start],
+            &MINIMAL[end..]
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.sync_rules, None);
+        assert_eq!(c.api_tokens, vec!["t1"]);
+        // An empty sync_config is still an error.
+        let text = format!(
+            "{}sync_config: {{}}\n{}",
+            &MINIMAL[..start],
+            &MINIMAL[end..]
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("needs `path` or `content`"), "{err}");
     }
 }

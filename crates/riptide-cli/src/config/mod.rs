@@ -18,8 +18,9 @@ pub struct ServeConfig {
     /// The storage database; `None`: a `riptide_storage` database on the source server.
     pub storage_uri: Option<String>,
     pub port: u16,
-    /// The sync rules YAML.
-    pub sync_rules: String,
+    /// The sync rules YAML (`sync_config`). `None`: rules are deployed through the admin API
+    /// (`POST /api/sync-rules/v1/deploy`) and the stored deployment is served meanwhile.
+    pub sync_rules: Option<String>,
     /// Where the rules came from (for messages): the file, or the config itself.
     pub sync_rules_origin: String,
     /// Line and column offsets of the rules text inside `sync_rules_origin` (non-zero when the

@@ -11,10 +11,10 @@ use super::{load, plural};
 
 /// One problem, located in the rules file.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Problem {
-    line: usize,
-    column: usize,
-    message: String,
+pub(crate) struct Problem {
+    pub(crate) line: usize,
+    pub(crate) column: usize,
+    pub(crate) message: String,
 }
 
 /// Checks the file; prints problems (or an `ok:` summary). `Ok(false)` when there were problems.
@@ -52,7 +52,13 @@ pub async fn check(file: &Path, database: Option<&str>, publication: &str) -> Re
     Ok(true)
 }
 
-async fn schema_problems(rules: &SyncRules, url: &str, publication: &str) -> Result<Vec<Problem>> {
+/// Tables, columns, publication and replica identity of `rules` against the database at
+/// `url` (also used by the admin API's validation).
+pub(crate) async fn schema_problems(
+    rules: &SyncRules,
+    url: &str,
+    publication: &str,
+) -> Result<Vec<Problem>> {
     let client = db::connect(url).await?;
     let publication_exists = db::publication_exists(&client, publication).await?;
     let mut facts: BTreeMap<TableRef, Option<TableFacts>> = BTreeMap::new();
