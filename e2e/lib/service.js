@@ -23,8 +23,18 @@ const indent = (text, n) =>
     .map((l) => (l.length ? ' '.repeat(n) + l : l))
     .join('\n');
 
-/** powersync.yaml text for one test. `extra` is appended verbatim (top-level YAML). */
+/**
+ * powersync.yaml text for one test. `extra` is appended verbatim (top-level YAML). `rules: null`
+ * leaves out `sync_config`: rules are then deployed through the admin API.
+ */
 export function serviceConfig({ sourceUrl, storageUrl, port, jwks, rules, audience = ['riptide-e2e'], extra = '' }) {
+  const syncConfig =
+    rules == null
+      ? ''
+      : `sync_config:
+  content: |
+${indent(rules.trimEnd(), 4)}
+`;
   return `replication:
   connections:
     - type: postgresql
@@ -34,10 +44,7 @@ storage:
   type: postgresql
   uri: ${storageUrl}
 port: ${port}
-sync_config:
-  content: |
-${indent(rules.trimEnd(), 4)}
-client_auth:
+${syncConfig}client_auth:
   jwks:
     keys: ${JSON.stringify(jwks)}
   audience: ${JSON.stringify(audience)}
