@@ -106,7 +106,8 @@ impl Replicator {
         rules: Arc<SyncRules>,
     ) -> Result<(), ReplicationError> {
         let mut client = connection::connect(&self.options.source).await?;
-        let types = TypeMap::load(&client).await?;
+        let types =
+            TypeMap::load_with(&client, crate::values::ValueOptions::from_rules(&rules)).await?;
         let slot = deployment.slot_name.clone();
         // The stored state is the truth (the caller's copy may be stale).
         let deployment = self.storage.deployment(deployment.id).await?;

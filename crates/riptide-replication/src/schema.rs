@@ -11,7 +11,7 @@ use tokio_postgres::{Client, GenericClient};
 
 use crate::error::ReplicationError;
 use crate::pgoutput::{Relation, ReplicaIdentity};
-use crate::values::{self, ScalarKind, ValueKind};
+use crate::values::{self, ScalarKind, ValueKind, ValueOptions};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Column {
@@ -116,11 +116,13 @@ impl TableSchema {
     }
 }
 
-/// Value kinds of the source's own types (domains over built-ins, arrays of domains and
-/// enums), on top of the built-in mapping. Types created after loading map as text.
+/// Value kinds of the source's own types (arrays of enums, composites, ranges and domains;
+/// domains over built-ins when `custom_types` is on), on top of the built-in mapping, with
+/// the deployment's [`ValueOptions`]. Types created after loading map as text.
 #[derive(Debug, Clone, Default)]
 pub struct TypeMap {
     custom: HashMap<u32, ValueKind>,
+    options: ValueOptions,
 }
 
 impl TypeMap {
@@ -128,11 +130,25 @@ impl TypeMap {
         self.custom
             .get(&type_oid)
             .copied()
-            .unwrap_or_else(|| values::value_kind(type_oid))
+            .unwrap_or_else(|| values::value_kind_with(type_oid, self.options))
     }
 
-    /// Loads user-defined domains and arrays.
+    /// The mapping options.
+    pub fn options(&self) -> ValueOptions {
+        self.options
+    }
+
+    /// Loads user-defined domains and arrays with legacy options.
     pub async fn load(client: &Client) -> Result<Arc<TypeMap>, ReplicationError> {
+        Self::load_with(client, ValueOptions::default()).await
+    }
+
+    /// Loads user-defined domains and arrays. Without `custom_types`, domains are raw text
+    /// (like the official service's legacy mapping); with it, their base type's mapping.
+    pub async fn load_with(
+        client: &Client,
+        options: ValueOptions,
+    ) -> Result<Arc<TypeMap>, ReplicationError> {
         let rows = client
             .query(
                 "SELECT t.oid::int8, t.typtype::text, t.typbasetype::int8, t.typelem::int8, \
@@ -152,16 +168,24 @@ impl TypeMap {
             let elem_typtype: String = row.try_get(4)?;
             let elem_base = oid(row.try_get(5)?);
             let kind = if typtype == "d" {
-                values::value_kind(base)
+                if options.custom_types {
+                    values::value_kind_with(base, options)
+                } else {
+                    ValueKind::Scalar(ScalarKind::Text)
+                }
             } else {
-                let elem = if elem_typtype == "d" { elem_base } else { elem };
-                match values::value_kind(elem) {
+                let elem = match (elem_typtype.as_str(), options.custom_types) {
+                    ("d", true) => elem_base,
+                    ("d", false) => values::oid::TEXT,
+                    _ => elem,
+                };
+                match values::value_kind_with(elem, options) {
                     ValueKind::Scalar(s) => ValueKind::Array(s),
                     ValueKind::Array(_) => ValueKind::Array(ScalarKind::Text),
                 }
             };
             custom.insert(id, kind);
         }
-        Ok(Arc::new(TypeMap { custom }))
+        Ok(Arc::new(TypeMap { custom, options }))
     }
 }

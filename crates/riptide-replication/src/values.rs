@@ -16,21 +16,58 @@ pub enum ValueKind {
     Array(ScalarKind),
 }
 
+/// How date-time values are rendered: the sync rules' `timestamps_iso8601` option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimeFormat {
+    /// `2024-05-01 13:45:10.123` (source sub-second digits), `13:45:10.5`.
+    #[default]
+    Legacy,
+    /// `2024-05-01T13:45:10.123000` (6 sub-second digits), `13:45:10.500000`.
+    Iso8601,
+}
+
+/// Mapping options a deployment's sync rules choose (compatibility options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ValueOptions {
+    pub time_format: TimeFormat,
+    /// `custom_types`: domains take their base type's mapping (otherwise raw text).
+    pub custom_types: bool,
+}
+
+impl ValueOptions {
+    /// The options the rules' edition and `config` select.
+    pub fn from_rules(rules: &riptide_rules::SyncRules) -> ValueOptions {
+        ValueOptions {
+            time_format: if rules.timestamps_iso8601() {
+                TimeFormat::Iso8601
+            } else {
+                TimeFormat::Legacy
+            },
+            custom_types: rules.custom_types(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScalarKind {
     Bool,
     Integer,
     Float,
-    /// Kept as text (numeric, text, uuid, time, interval, enums, anything unknown).
+    /// Kept as text (numeric, text, uuid, timetz, interval, money, enums, anything unknown).
     Text,
     /// JSON text (json, jsonb): text at top level, embedded JSON inside arrays.
     Json,
+    /// Binary; not representable inside a JSON array (NULL there).
     Bytea,
     Date,
-    /// timestamp without time zone: text as Postgres prints it.
-    Timestamp,
+    /// `time` without time zone.
+    Time(TimeFormat),
+    /// timestamp without time zone.
+    Timestamp(TimeFormat),
     /// timestamp with time zone: converted to UTC with a `Z`.
-    Timestamptz,
+    Timestamptz(TimeFormat),
+    /// pg_lsn: zero-padded so text order is LSN order.
+    Lsn,
 }
 
 /// Built-in type OIDs this mapping knows (from `pg_type.dat`).
@@ -58,11 +95,19 @@ pub mod oid {
     pub const TIMETZ: u32 = 1266;
     pub const NUMERIC: u32 = 1700;
     pub const UUID: u32 = 2950;
+    pub const PG_LSN: u32 = 3220;
     pub const JSONB: u32 = 3802;
+    pub const JSONPATH: u32 = 4072;
+}
+
+/// The kind of a scalar (non-array) built-in type with legacy options; unknown types are text.
+pub fn scalar_kind(type_oid: u32) -> ScalarKind {
+    scalar_kind_with(type_oid, ValueOptions::default())
 }
 
 /// The kind of a scalar (non-array) built-in type; unknown types are text.
-pub fn scalar_kind(type_oid: u32) -> ScalarKind {
+pub fn scalar_kind_with(type_oid: u32, options: ValueOptions) -> ScalarKind {
+    let f = options.time_format;
     match type_oid {
         oid::BOOL => ScalarKind::Bool,
         oid::INT2 | oid::INT4 | oid::INT8 | oid::OID => ScalarKind::Integer,
@@ -70,13 +115,16 @@ pub fn scalar_kind(type_oid: u32) -> ScalarKind {
         oid::JSON | oid::JSONB => ScalarKind::Json,
         oid::BYTEA => ScalarKind::Bytea,
         oid::DATE => ScalarKind::Date,
-        oid::TIMESTAMP => ScalarKind::Timestamp,
-        oid::TIMESTAMPTZ => ScalarKind::Timestamptz,
+        oid::TIME => ScalarKind::Time(f),
+        oid::TIMESTAMP => ScalarKind::Timestamp(f),
+        oid::TIMESTAMPTZ => ScalarKind::Timestamptz(f),
+        oid::PG_LSN => ScalarKind::Lsn,
         _ => ScalarKind::Text,
     }
 }
 
-/// The element type of a built-in array type, if `type_oid` is one.
+/// The element type of a built-in array type, if `type_oid` is one (every built-in array
+/// whose text form uses `,` between elements).
 pub fn array_element(type_oid: u32) -> Option<u32> {
     Some(match type_oid {
         1000 => oid::BOOL,
@@ -103,15 +151,46 @@ pub fn array_element(type_oid: u32) -> Option<u32> {
         1270 => oid::TIMETZ,
         1231 => oid::NUMERIC,
         791 => oid::MONEY,
+        3221 => oid::PG_LSN,
+        4073 => oid::JSONPATH,
+        // Text elements: xml, macaddr, inet, cidr, macaddr8, bit, varbit, tsvector, tsquery,
+        // point, lseg, path, polygon, line, circle, int4range…int8range, numrange, tsrange,
+        // tstzrange, daterange.
+        143 => 142,
+        1040 => 829,
+        1041 => 869,
+        651 => 650,
+        775 => 774,
+        1561 => 1560,
+        1563 => 1562,
+        3643 => 3614,
+        3645 => 3615,
+        1017 => 600,
+        1018 => 601,
+        1019 => 602,
+        1027 => 604,
+        629 => 628,
+        719 => 718,
+        3905 => 3904,
+        3907 => 3906,
+        3909 => 3908,
+        3911 => 3910,
+        3913 => 3912,
+        3927 => 3926,
         _ => return None,
     })
 }
 
-/// The kind of a built-in type, array or not.
+/// The kind of a built-in type, array or not, with legacy options.
 pub fn value_kind(type_oid: u32) -> ValueKind {
+    value_kind_with(type_oid, ValueOptions::default())
+}
+
+/// The kind of a built-in type, array or not.
+pub fn value_kind_with(type_oid: u32, options: ValueOptions) -> ValueKind {
     match array_element(type_oid) {
-        Some(elem) => ValueKind::Array(scalar_kind(elem)),
-        None => ValueKind::Scalar(scalar_kind(type_oid)),
+        Some(elem) => ValueKind::Array(scalar_kind_with(elem, options)),
+        None => ValueKind::Scalar(scalar_kind_with(type_oid, options)),
     }
 }
 
@@ -123,7 +202,11 @@ pub fn convert(kind: ValueKind, text: &[u8]) -> SqliteValue {
             .ok()
             .and_then(|t| pg_array::parse(t).ok())
         {
-            Some(parsed) => SqliteValue::Text(array_json(elem, &parsed).to_string()),
+            Some(parsed) => {
+                let mut out = String::with_capacity(text.len() + 2);
+                write_array_json(elem, &parsed, &mut out);
+                SqliteValue::Text(out)
+            }
             None => SqliteValue::Text(lossy(text)),
         },
     }
@@ -131,6 +214,10 @@ pub fn convert(kind: ValueKind, text: &[u8]) -> SqliteValue {
 
 fn lossy(text: &[u8]) -> String {
     String::from_utf8_lossy(text).into_owned()
+}
+
+fn text_or_null(v: Option<String>) -> SqliteValue {
+    v.map_or(SqliteValue::Null, SqliteValue::Text)
 }
 
 fn convert_scalar(kind: ScalarKind, text: &[u8]) -> SqliteValue {
@@ -153,10 +240,11 @@ fn convert_scalar(kind: ScalarKind, text: &[u8]) -> SqliteValue {
             None => SqliteValue::Text(lossy(text)),
         },
         ScalarKind::Date => SqliteValue::Text(convert_date(&lossy(text))),
-        ScalarKind::Timestamptz => SqliteValue::Text(convert_timestamptz(&lossy(text))),
-        ScalarKind::Text | ScalarKind::Json | ScalarKind::Timestamp => {
-            SqliteValue::Text(lossy(text))
-        }
+        ScalarKind::Time(f) => SqliteValue::Text(convert_time(&lossy(text), f)),
+        ScalarKind::Timestamp(f) => text_or_null(convert_timestamp(&lossy(text), f)),
+        ScalarKind::Timestamptz(f) => text_or_null(convert_timestamptz_with(&lossy(text), f)),
+        ScalarKind::Lsn => SqliteValue::Text(convert_lsn(&lossy(text))),
+        ScalarKind::Text | ScalarKind::Json => SqliteValue::Text(lossy(text)),
     }
 }
 
@@ -223,41 +311,164 @@ pub fn convert_date(text: &str) -> String {
     }
 }
 
-/// `timestamptz` (ISO DateStyle) → UTC in the legacy format: `2024-05-01 11:45:10.123Z`.
-/// Sub-second digits are kept as the source printed them. Infinities become
-/// `9999-12-31T23:59:59Z` / `0000-01-01T00:00:00Z`; BC dates and anything unparsable are
-/// kept as text.
-pub fn convert_timestamptz(text: &str) -> String {
-    match text {
-        "infinity" => return "9999-12-31T23:59:59Z".to_owned(),
-        "-infinity" => return "0000-01-01T00:00:00Z".to_owned(),
-        _ => {}
+/// `pg_lsn` `16/B374D848` → `00000016/B374D848`: both halves padded to 8 hex digits, so text
+/// order is LSN order.
+pub fn convert_lsn(text: &str) -> String {
+    match text.split_once('/') {
+        Some((hi, lo)) => format!("{hi:0>8}/{lo:0>8}"),
+        None => text.to_owned(),
     }
-    to_utc(text).unwrap_or_else(|| text.to_owned())
 }
 
-fn to_utc(text: &str) -> Option<String> {
-    // `YYYY-MM-DD HH:MM:SS[.ffffff]±HH[:MM[:SS]]`; the year may have more than 4 digits.
+/// `time`: legacy as printed; ISO with exactly 6 sub-second digits (`12:00:00.000000`), so
+/// text order is time order. Text that is not `HH:MM:SS[.f]` is kept.
+pub fn convert_time(text: &str, format: TimeFormat) -> String {
+    if format == TimeFormat::Legacy {
+        return text.to_owned();
+    }
+    let (hms, frac) = match text.split_once('.') {
+        Some((hms, frac)) => (hms, Some(frac)),
+        None => (text, None),
+    };
+    let valid = !hms.is_empty()
+        && hms.bytes().all(|b| b.is_ascii_digit() || b == b':')
+        && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()));
+    if !valid {
+        return text.to_owned();
+    }
+    format!("{hms}.{:0<6}", frac.unwrap_or(""))
+}
+
+/// The parts of `YYYY-MM-DD HH:MM:SS[.ffffff][±HH[:MM[:SS]]]` (ISO DateStyle).
+struct DateTimeText<'a> {
+    date: &'a str,
+    hms: &'a str,
+    frac: Option<&'a str>,
+    offset: Option<&'a str>,
+}
+
+fn split_datetime(text: &str) -> Option<DateTimeText<'_>> {
     let (date, rest) = text.split_once(' ')?;
-    let sign_at = rest.rfind(['+', '-'])?;
-    let (time, offset) = rest.split_at(sign_at);
+    if date.is_empty() || !date.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        return None;
+    }
+    let (time, offset) = match rest.find(['+', '-']) {
+        Some(at) => (&rest[..at], Some(&rest[at..])),
+        None => (rest, None),
+    };
     let (hms, frac) = match time.split_once('.') {
         Some((hms, frac)) => (hms, Some(frac)),
         None => (time, None),
     };
-    let mut d = date.splitn(3, '-');
-    let year: i64 = d.next()?.parse().ok()?;
-    let month: i64 = d.next()?.parse().ok()?;
-    let day: i64 = d.next()?.parse().ok()?;
-    let mut t = hms.splitn(3, ':');
-    let hour: i64 = t.next()?.parse().ok()?;
-    let minute: i64 = t.next()?.parse().ok()?;
-    let second: i64 = t.next()?.parse().ok()?;
-    if let Some(f) = frac
-        && (f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()))
+    let digits_colons =
+        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b':');
+    if !digits_colons(hms)
+        || frac.is_some_and(|f| f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()))
+        || offset.is_some_and(|o| !digits_colons(&o[1..]))
     {
         return None;
     }
+    Some(DateTimeText {
+        date,
+        hms,
+        frac,
+        offset,
+    })
+}
+
+/// `timestamp` without time zone. Legacy: as Postgres prints it; ISO:
+/// `2024-05-01T13:45:10.123000`. Infinities become the extreme timestamps; text that is
+/// not a timestamp (BC dates) becomes NULL, like the official service.
+pub fn convert_timestamp(text: &str, format: TimeFormat) -> Option<String> {
+    let iso = format == TimeFormat::Iso8601;
+    match text {
+        "infinity" => {
+            return Some(
+                if iso {
+                    "9999-12-31T23:59:59"
+                } else {
+                    "9999-12-31 23:59:59"
+                }
+                .into(),
+            );
+        }
+        "-infinity" => {
+            return Some(
+                if iso {
+                    "0000-01-01T00:00:00"
+                } else {
+                    "0000-01-01 00:00:00"
+                }
+                .into(),
+            );
+        }
+        _ => {}
+    }
+    let parts = split_datetime(text)?;
+    if parts.offset.is_some() {
+        return None;
+    }
+    Some(if iso {
+        format!(
+            "{}T{}.{:0<6}",
+            parts.date,
+            parts.hms,
+            parts.frac.unwrap_or("")
+        )
+    } else {
+        text.to_owned()
+    })
+}
+
+/// `timestamptz` in the legacy format (see [`convert_timestamptz_with`]); unconvertible text
+/// is kept.
+pub fn convert_timestamptz(text: &str) -> String {
+    convert_timestamptz_with(text, TimeFormat::Legacy).unwrap_or_else(|| text.to_owned())
+}
+
+/// `timestamptz` (ISO DateStyle) → UTC. Legacy: `2024-05-01 11:45:10.123Z` (source
+/// sub-second digits, none if the source has none); ISO: `2024-05-01T11:45:10.123000Z`.
+/// Infinities become `9999-12-31 23:59:59Z` / `0000-01-01 00:00:00Z` (`T` in ISO). BC
+/// dates and years beyond 9999 become NULL, like the official service.
+pub fn convert_timestamptz_with(text: &str, format: TimeFormat) -> Option<String> {
+    let iso = format == TimeFormat::Iso8601;
+    match text {
+        "infinity" => {
+            return Some(
+                if iso {
+                    "9999-12-31T23:59:59Z"
+                } else {
+                    "9999-12-31 23:59:59Z"
+                }
+                .into(),
+            );
+        }
+        "-infinity" => {
+            return Some(
+                if iso {
+                    "0000-01-01T00:00:00Z"
+                } else {
+                    "0000-01-01 00:00:00Z"
+                }
+                .into(),
+            );
+        }
+        _ => {}
+    }
+    to_utc(text, iso)
+}
+
+fn to_utc(text: &str, iso: bool) -> Option<String> {
+    let p = split_datetime(text)?;
+    let mut d = p.date.splitn(3, '-');
+    let year: i64 = d.next()?.parse().ok()?;
+    let month: i64 = d.next()?.parse().ok()?;
+    let day: i64 = d.next()?.parse().ok()?;
+    let mut t = p.hms.splitn(3, ':');
+    let hour: i64 = t.next()?.parse().ok()?;
+    let minute: i64 = t.next()?.parse().ok()?;
+    let second: i64 = t.next()?.parse().ok()?;
+    let offset = p.offset.unwrap_or("+00");
     let negative = offset.starts_with('-');
     let mut o = offset.get(1..)?.splitn(3, ':');
     let oh: i64 = o.next()?.parse().ok()?;
@@ -272,13 +483,16 @@ fn to_utc(text: &str) -> Option<String> {
     if !(0..=9999).contains(&y) {
         return None;
     }
+    let sep = if iso { 'T' } else { ' ' };
     let mut out = format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        "{y:04}-{m:02}-{d:02}{sep}{:02}:{:02}:{:02}",
         sod / 3600,
         sod % 3600 / 60,
         sod % 60
     );
-    if let Some(f) = frac {
+    if iso {
+        out.push_str(&format!(".{:0<6}", p.frac.unwrap_or("")));
+    } else if let Some(f) = p.frac {
         out.push('.');
         out.push_str(f);
     }
@@ -310,34 +524,83 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-fn array_json(elem: ScalarKind, value: &ArrayElement) -> serde_json::Value {
-    use serde_json::Value;
+/// Writes a JSON string literal.
+fn write_json_string(s: &str, out: &mut String) {
+    // serde_json's escaping of a plain string cannot fail.
+    out.push_str(&serde_json::Value::String(s.to_owned()).to_string());
+}
+
+/// A float as JavaScript's `JSON.stringify` writes it (non-finite: `null`).
+fn write_js_number(f: f64, out: &mut String) {
+    use std::fmt::Write;
+    if !f.is_finite() {
+        out.push_str("null");
+    } else if f == 0.0 {
+        out.push('0');
+    } else if f.fract() == 0.0 && f.abs() < 1e21 {
+        let _ = write!(out, "{f:.0}");
+    } else if f.abs() >= 1e-6 && f.abs() < 1e21 {
+        let _ = write!(out, "{f}");
+    } else {
+        let _ = write!(out, "{f:e}");
+        if let Some(at) = out.rfind('e')
+            && !out[at + 1..].starts_with('-')
+        {
+            out.insert(at + 1, '+');
+        }
+    }
+}
+
+/// Appends the JSON of an array element, converting like the scalar mapping: booleans as
+/// 1/0, integers exactly, floats as JavaScript numbers, JSON embedded verbatim (no precision
+/// loss), bytea as null, date-times in the deployment's format, everything else a string.
+fn write_array_json(elem: ScalarKind, value: &ArrayElement, out: &mut String) {
     match value {
-        ArrayElement::Null => Value::Null,
+        ArrayElement::Null => out.push_str("null"),
         ArrayElement::Array(items) => {
-            Value::Array(items.iter().map(|i| array_json(elem, i)).collect())
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_array_json(elem, item, out);
+            }
+            out.push(']');
         }
         ArrayElement::Value(text) => match elem {
             ScalarKind::Bool => match text.as_str() {
-                "t" | "true" => Value::Bool(true),
-                "f" | "false" => Value::Bool(false),
-                _ => Value::String(text.clone()),
+                "t" | "true" => out.push('1'),
+                "f" | "false" => out.push('0'),
+                _ => write_json_string(text, out),
             },
-            ScalarKind::Integer => text
-                .parse::<i64>()
-                .map_or_else(|_| Value::String(text.clone()), Value::from),
+            ScalarKind::Integer => match text.parse::<i64>() {
+                Ok(i) => out.push_str(&i.to_string()),
+                Err(_) => write_json_string(text, out),
+            },
             ScalarKind::Float => match text.parse::<f64>() {
-                Ok(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
-                Err(_) => Value::String(text.clone()),
+                Ok(f) => write_js_number(f, out),
+                Err(_) => write_json_string(text, out),
             },
             ScalarKind::Json => {
-                serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()))
+                if serde_json::from_str::<serde_json::Value>(text).is_ok() {
+                    out.push_str(text.trim());
+                } else {
+                    write_json_string(text, out);
+                }
             }
-            ScalarKind::Date => Value::String(convert_date(text)),
-            ScalarKind::Timestamptz => Value::String(convert_timestamptz(text)),
-            ScalarKind::Text | ScalarKind::Bytea | ScalarKind::Timestamp => {
-                Value::String(text.clone())
-            }
+            ScalarKind::Bytea => out.push_str("null"),
+            ScalarKind::Date => write_json_string(&convert_date(text), out),
+            ScalarKind::Time(f) => write_json_string(&convert_time(text, f), out),
+            ScalarKind::Timestamp(f) => match convert_timestamp(text, f) {
+                Some(t) => write_json_string(&t, out),
+                None => out.push_str("null"),
+            },
+            ScalarKind::Timestamptz(f) => match convert_timestamptz_with(text, f) {
+                Some(t) => write_json_string(&t, out),
+                None => out.push_str("null"),
+            },
+            ScalarKind::Lsn => write_json_string(&convert_lsn(text), out),
+            ScalarKind::Text => write_json_string(text, out),
         },
     }
 }
@@ -392,7 +655,9 @@ mod tests {
                 "2024-05-01 13:45:10.123",
                 t("2024-05-01 13:45:10.123"),
             ),
-            (oid::TIMESTAMP, "infinity", t("infinity")),
+            (oid::TIMESTAMP, "infinity", t("9999-12-31 23:59:59")),
+            (oid::TIMESTAMP, "-infinity", t("0000-01-01 00:00:00")),
+            (oid::TIMESTAMP, "0044-03-15 12:00:00 BC", SqliteValue::Null),
             (
                 oid::TIMESTAMPTZ,
                 "2024-05-01 11:45:10.123+00",
@@ -413,12 +678,50 @@ mod tests {
                 "2024-12-31 23:30:00-01",
                 t("2025-01-01 00:30:00Z"),
             ),
-            (oid::TIMESTAMPTZ, "infinity", t("9999-12-31T23:59:59Z")),
-            (oid::TIMESTAMPTZ, "-infinity", t("0000-01-01T00:00:00Z")),
+            (oid::TIMESTAMPTZ, "infinity", t("9999-12-31 23:59:59Z")),
+            (oid::TIMESTAMPTZ, "-infinity", t("0000-01-01 00:00:00Z")),
+            (
+                oid::TIMESTAMPTZ,
+                "10022-02-03 09:13:14+00",
+                SqliteValue::Null,
+            ),
+            (
+                oid::TIMESTAMPTZ,
+                "0022-02-03 12:13:14+03",
+                t("0022-02-03 09:13:14Z"),
+            ),
+            (oid::PG_LSN, "16/B374D848", t("00000016/B374D848")),
+            (
+                3221,
+                "{16/B374D848,NULL}",
+                t(r#"["00000016/B374D848",null]"#),
+            ),
+            (oid::JSONPATH, "$.\"a\"[*]", t("$.\"a\"[*]")),
+            (1001, "{\"\\\\x01\"}", t("[null]")),
+            (1016, "{9007199254740993}", t("[9007199254740993]")),
+            (
+                1021,
+                "{3.14,1e+20,-0,Infinity}",
+                t("[3.14,100000000000000000000,0,null]"),
+            ),
+            (1183, "{15:47:00}", t(r#"["15:47:00"]"#)),
+            (
+                1115,
+                "{\"2023-03-06 15:47:00\"}",
+                t(r#"["2023-03-06 15:47:00"]"#),
+            ),
+            (
+                1009,
+                "{{one,1},{three,NULL}}",
+                t(r#"[["one","1"],["three",null]]"#),
+            ),
+            (1009, "{NULL}", t("[null]")),
+            (1009, "{\"null\"}", t(r#"["null"]"#)),
+            (3907, "{\"[1,5)\",empty}", t(r#"["[1,5)","empty"]"#)),
             (
                 oid::TIMESTAMPTZ,
                 "0044-03-15 12:00:00+00 BC",
-                t("0044-03-15 12:00:00+00 BC"),
+                SqliteValue::Null,
             ),
             (oid::DATE, "2024-05-01", t("2024-05-01")),
             (oid::DATE, "infinity", t("9999-12-31")),
@@ -444,9 +747,13 @@ mod tests {
                 r#"{a,"b c","d\"e",NULL,"NULL"}"#,
                 t(r#"["a","b c","d\"e",null,"NULL"]"#),
             ),
-            (1000, "{t,f}", t("[true,false]")),
+            (1000, "{t,f}", t("[1,0]")),
             (1022, "{1.5,NaN}", t("[1.5,null]")),
-            (3807, r#"{"{\"a\": 1}",null}"#, t(r#"[{"a":1},null]"#)),
+            (
+                3807,
+                r#"{"{\"a\": 1, \"n\": 18014398509481982123}",null}"#,
+                t(r#"[{"a": 1, "n": 18014398509481982123},null]"#),
+            ),
             (1231, "{1.10,2}", t(r#"["1.10","2"]"#)),
             (
                 1185,
@@ -470,6 +777,88 @@ mod tests {
         match convert(value_kind(oid::FLOAT8), b"NaN") {
             SqliteValue::Real(f) => assert!(f.is_nan()),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn iso8601_time_format() {
+        let iso = ValueOptions {
+            time_format: TimeFormat::Iso8601,
+            custom_types: true,
+        };
+        let cases: Vec<(u32, &str, SqliteValue)> = vec![
+            (
+                oid::TIMESTAMP,
+                "2023-03-06 15:47:12.4",
+                t("2023-03-06T15:47:12.400000"),
+            ),
+            (
+                oid::TIMESTAMP,
+                "2023-03-06 15:47:00",
+                t("2023-03-06T15:47:00.000000"),
+            ),
+            (oid::TIMESTAMP, "infinity", t("9999-12-31T23:59:59")),
+            (oid::TIMESTAMP, "-infinity", t("0000-01-01T00:00:00")),
+            (
+                oid::TIMESTAMPTZ,
+                "2023-03-06 15:47:00+02",
+                t("2023-03-06T13:47:00.000000Z"),
+            ),
+            (
+                oid::TIMESTAMPTZ,
+                "2023-03-06 15:47:00.12345+02",
+                t("2023-03-06T13:47:00.123450Z"),
+            ),
+            (oid::TIMESTAMPTZ, "infinity", t("9999-12-31T23:59:59Z")),
+            (oid::TIMESTAMPTZ, "-infinity", t("0000-01-01T00:00:00Z")),
+            (oid::TIME, "17:42:01.12", t("17:42:01.120000")),
+            (oid::TIME, "00:00:00", t("00:00:00.000000")),
+            (oid::TIMETZ, "13:45:10+02", t("13:45:10+02")),
+            (oid::DATE, "infinity", t("9999-12-31")),
+            (
+                1185,
+                "{\"2023-03-06 15:47:00+02\"}",
+                t(r#"["2023-03-06T13:47:00.000000Z"]"#),
+            ),
+            (1183, "{15:47:00}", t(r#"["15:47:00.000000"]"#)),
+        ];
+        for (type_oid, text, expected) in cases {
+            let got = convert(value_kind_with(type_oid, iso), text.as_bytes());
+            assert_eq!(got, expected, "type {type_oid} text {text:?}");
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for text in [
+            "",
+            " ",
+            "-",
+            "1-2",
+            "2024-01-01 ",
+            "2024-01-01 x",
+            "2024-01-01 1:2:3+",
+            "{",
+            "[1",
+            "\\x",
+        ] {
+            for type_oid in [
+                oid::TIMESTAMP,
+                oid::TIMESTAMPTZ,
+                oid::TIME,
+                oid::PG_LSN,
+                1185,
+                1115,
+                1007,
+            ] {
+                for format in [TimeFormat::Legacy, TimeFormat::Iso8601] {
+                    let options = ValueOptions {
+                        time_format: format,
+                        custom_types: false,
+                    };
+                    let _ = convert(value_kind_with(type_oid, options), text.as_bytes());
+                }
+            }
         }
     }
 

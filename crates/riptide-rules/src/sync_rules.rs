@@ -140,6 +140,8 @@ struct Definition {
 #[derive(Debug, Clone)]
 pub struct SyncRules {
     edition: u8,
+    /// Boolean `config` options overriding the edition's defaults.
+    compat: Vec<(String, bool)>,
     definitions: Vec<Definition>,
     /// Per source table, the data queries reading it: (definition, query) indexes.
     data_by_table: HashMap<TableRef, Vec<(usize, usize)>>,
@@ -344,6 +346,7 @@ impl SyncRules {
         }
         Ok(SyncRules {
             edition: source.edition,
+            compat: source.compat.clone(),
             definitions,
             data_by_table,
             parameters_by_table,
@@ -370,6 +373,29 @@ impl SyncRules {
     /// The `config: edition` of the file (1 when absent).
     pub fn edition(&self) -> u8 {
         self.edition
+    }
+
+    /// Whether a compatibility option (`timestamps_iso8601`, `custom_types`,
+    /// `versioned_bucket_ids`, `fixed_json_extract`) is on: the `config` value when given,
+    /// otherwise on from edition 2 (like the official `CompatibilityContext`).
+    pub fn compatibility(&self, option: &str) -> bool {
+        self.compat
+            .iter()
+            .rev()
+            .find(|(name, _)| name == option)
+            .map_or(self.edition >= 2, |(_, on)| *on)
+    }
+
+    /// Timestamps in ISO 8601 (`T` separator, 6 sub-second digits): the `timestamps_iso8601`
+    /// option, on from edition 2.
+    pub fn timestamps_iso8601(&self) -> bool {
+        self.compatibility("timestamps_iso8601")
+    }
+
+    /// Domains, composites and ranges mapped to structured values: the `custom_types`
+    /// option, on from edition 2.
+    pub fn custom_types(&self) -> bool {
+        self.compatibility("custom_types")
     }
 
     /// Every table a data or parameter query reads, without duplicates.

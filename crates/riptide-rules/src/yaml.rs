@@ -38,6 +38,8 @@ pub(crate) struct DefinitionSource {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RulesSource {
     pub edition: u8,
+    /// Boolean `config` options (compatibility overrides) as written.
+    pub compat: Vec<(String, bool)>,
     pub definitions: Vec<DefinitionSource>,
 }
 
@@ -354,6 +356,7 @@ pub(crate) fn read_rules(source: &str) -> (RulesSource, Vec<RulesError>) {
     let mut errors = Vec::new();
     let mut rules = RulesSource {
         edition: 1,
+        compat: Vec::new(),
         definitions: Vec::new(),
     };
     let doc: Value = match yaml_serde::from_str(source) {
@@ -453,10 +456,11 @@ fn read_config(
                     errors.push(loc.error(&p, false, format!("`{name}` must be a number")));
                 }
             }
-            // Compatibility options are booleans; they only matter for features not
-            // implemented here, so they are accepted and otherwise ignored.
+            // Compatibility options are booleans; `SyncRules::compatibility` reads them.
             _ => {
-                if v.as_bool().is_none() {
+                if let Some(b) = v.as_bool() {
+                    rules.compat.push((name.to_owned(), b));
+                } else {
                     errors.push(loc.error(
                         &p,
                         false,

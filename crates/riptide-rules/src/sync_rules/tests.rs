@@ -638,6 +638,27 @@ fn config_and_event_definitions_are_accepted() {
         "config:\n  edition: 2\n  timestamps_iso8601: true\nevent_definitions:\n  e:\n    payloads: [SELECT 1]\nbucket_definitions:\n  g:\n    data:\n      - SELECT * FROM t\n",
     );
     assert_eq!(rules.edition(), 2);
+    assert!(rules.timestamps_iso8601());
+}
+
+#[test]
+fn compatibility_options_follow_edition_and_overrides() {
+    let body = "bucket_definitions:\n  g:\n    data:\n      - SELECT * FROM t\n";
+    let legacy = parse(body);
+    assert!(!legacy.timestamps_iso8601());
+    assert!(!legacy.custom_types());
+    let opted_in = parse(&format!("config:\n  timestamps_iso8601: true\n{body}"));
+    assert!(opted_in.timestamps_iso8601());
+    assert!(!opted_in.custom_types());
+    let edition2 = parse(&format!("config:\n  edition: 2\n{body}"));
+    assert!(edition2.timestamps_iso8601());
+    assert!(edition2.custom_types());
+    assert!(edition2.compatibility("versioned_bucket_ids"));
+    let opted_out = parse(&format!(
+        "config:\n  edition: 2\n  timestamps_iso8601: false\n{body}"
+    ));
+    assert!(!opted_out.timestamps_iso8601());
+    assert!(opted_out.custom_types());
 }
 
 mod arbitrary_input {
