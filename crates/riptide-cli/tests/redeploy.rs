@@ -320,3 +320,147 @@ async fn redeploy_with_a_connected_client_switches_buckets_without_errors() {
     running.cancel.cancel();
     running.task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_rules_file_at_start_up_replaces_the_deployment_in_the_background() {
+    let source = TestDatabase::create().await;
+    let storage = source.sibling("storage").await;
+    let db = source.client().await;
+    db.batch_execute(DEMO_SCHEMA).await.unwrap();
+    db.batch_execute(
+        "INSERT INTO lists (id, name, owner_id) VALUES ('00000000-0000-0000-0000-00000000000a', 'A', 'alice');
+         INSERT INTO todos (id, list_id, description, created_by) VALUES
+           ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a', 'milk', 'alice');",
+    )
+    .await
+    .unwrap();
+    let keys = TestKeys::generate();
+    let http = reqwest::Client::new();
+    let ready = |endpoint: String| {
+        let http = http.clone();
+        async move {
+            wait_for("readiness", T, || {
+                let http = http.clone();
+                let url = format!("{endpoint}/probes/readiness");
+                async move {
+                    http.get(url)
+                        .send()
+                        .await
+                        .ok()?
+                        .status()
+                        .is_success()
+                        .then_some(())
+                }
+            })
+            .await
+        }
+    };
+
+    // First start: rules from the config; the admin API refuses deploys (422).
+    let mut cfg = config(&source, &storage, &keys);
+    cfg.sync_rules = Some(LISTS_ONLY.into());
+    let running = serve::start(cfg.clone()).await.unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", running.port);
+    ready(endpoint.clone()).await;
+    let (s, body) = admin(
+        &http,
+        &endpoint,
+        reqwest::Method::POST,
+        "/api/sync-rules/v1/deploy",
+        Some(json!({ "content": LISTS_AND_TODOS })),
+    )
+    .await;
+    assert_eq!(s, 422, "{body}");
+    assert_eq!(body["error"]["code"], "PSYNC_S4105");
+    let (_, body) = admin(
+        &http,
+        &endpoint,
+        reqwest::Method::GET,
+        "/api/sync-rules/v1/current",
+        None,
+    )
+    .await;
+    let old_id = body["data"]["current"]["id"].as_i64().unwrap();
+    let old_slot = body["data"]["current"]["slot_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    running.cancel.cancel();
+    running.task.await.unwrap().unwrap();
+
+    // Restart with the same rules: nothing changes.
+    let running = serve::start(cfg.clone()).await.unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", running.port);
+    ready(endpoint.clone()).await;
+    let (_, body) = admin(
+        &http,
+        &endpoint,
+        reqwest::Method::GET,
+        "/api/sync-rules/v1/current",
+        None,
+    )
+    .await;
+    assert_eq!(body["data"]["current"]["id"], old_id);
+    assert_eq!(body["data"]["next"], Value::Null);
+    running.cancel.cancel();
+    running.task.await.unwrap().unwrap();
+
+    // Restart with changed rules: the old deployment serves at once, the new one takes over.
+    cfg.sync_rules = Some(LISTS_AND_TODOS.into());
+    let running = serve::start(cfg).await.unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", running.port);
+    ready(endpoint.clone()).await;
+    let new_id = wait_for("new deployment current", T, || {
+        let http = http.clone();
+        let endpoint = endpoint.clone();
+        async move {
+            let (_, body) = admin(
+                &http,
+                &endpoint,
+                reqwest::Method::GET,
+                "/api/sync-rules/v1/current",
+                None,
+            )
+            .await;
+            let current = &body["data"]["current"];
+            (current["content"] == LISTS_AND_TODOS && body["data"]["next"].is_null())
+                .then(|| current["id"].as_i64().unwrap())
+        }
+    })
+    .await;
+    assert!(new_id > old_id);
+    wait_for("old slot dropped", T, || {
+        let db = &db;
+        let old_slot = old_slot.clone();
+        async move { (!slots(db).await.contains(&old_slot)).then_some(()) }
+    })
+    .await;
+    let alice = SyncClient::new(&endpoint, keys.token("alice", 600, json!({})));
+    let mut a = alice
+        .stream(json!({"client_id": "a1", "raw_data": true}))
+        .await;
+    let lines = a.until("checkpoint_complete", T).await;
+    let names: Vec<&str> = lines[0]["checkpoint"]["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["bucket"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec![format!("{new_id}#by_owner[\"alice\"]")]);
+    assert_eq!(
+        put_ids(&lines, "todos"),
+        vec!["00000000-0000-0000-0000-0000000000a1"]
+    );
+    let storage_db = storage.client().await;
+    let state: String = storage_db
+        .query_one(
+            "SELECT state FROM riptide.deployments WHERE id = $1",
+            &[&old_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "TERMINATED");
+    running.cancel.cancel();
+    running.task.await.unwrap().unwrap();
+}
