@@ -170,7 +170,8 @@ impl Replicator {
             self.stream_options.clone(),
             self.status.clone(),
             self.events.clone(),
-        );
+        )
+        .with_source(self.options.source.clone());
         stream(session, applier).await
     }
 }

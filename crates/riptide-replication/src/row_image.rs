@@ -34,6 +34,30 @@ pub fn encode_key<'a>(values: impl IntoIterator<Item = Option<&'a [u8]>>) -> Vec
     out
 }
 
+/// The identity columns' text values back from a key (`None` for NULL); `None` if the key
+/// is malformed.
+pub fn decode_key(key: &[u8]) -> Option<Vec<Option<&[u8]>>> {
+    let mut parts = Vec::new();
+    let mut rest = key;
+    while let Some((&tag, tail)) = rest.split_first() {
+        match tag {
+            0 => {
+                parts.push(None);
+                rest = tail;
+            }
+            1 => {
+                let len_bytes: [u8; 4] = tail.get(..4)?.try_into().ok()?;
+                let len = usize::try_from(u32::from_be_bytes(len_bytes)).ok()?;
+                let value = tail.get(4..4 + len)?;
+                parts.push(Some(value));
+                rest = &tail[4 + len..];
+            }
+            _ => return None,
+        }
+    }
+    Some(parts)
+}
+
 /// Why a tuple does not fit its relation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TupleError {
@@ -204,6 +228,16 @@ mod tests {
     fn key_encoding_is_unambiguous() {
         let a = encode_key([Some(&b"ab"[..]), Some(&b"c"[..])]);
         let b = encode_key([Some(&b"a"[..]), Some(&b"bc"[..])]);
+        assert_eq!(
+            decode_key(&a),
+            Some(vec![Some(&b"ab"[..]), Some(&b"c"[..])])
+        );
+        assert_eq!(
+            decode_key(&encode_key([None, Some(&b""[..])])),
+            Some(vec![None, Some(&b""[..])])
+        );
+        assert_eq!(decode_key(&[1, 0, 0]), None);
+        assert_eq!(decode_key(&[1, 0, 0, 0, 9, b'x']), None);
         let c = encode_key([None, Some(&b""[..])]);
         assert_ne!(a, b);
         assert_ne!(c, encode_key([Some(&b""[..]), None]));

@@ -19,6 +19,7 @@ use riptide_storage::{BatchOperation, BucketStorage, CheckpointEvent, Deployment
 use tokio::sync::broadcast;
 
 use crate::batch::PipelinedBatch;
+use crate::connection::{quote_ident, quote_literal};
 use crate::error::ReplicationError;
 use crate::evaluate;
 use crate::pgoutput::{self, LogicalMessage, OldTuple, TupleValue};
@@ -97,6 +98,10 @@ pub struct TransactionApplier {
     options: StreamOptions,
     status: Arc<ReplicationStatus>,
     events: broadcast::Sender<CheckpointEvent>,
+    /// The source, for re-reading rows whose unchanged TOAST values storage does not have.
+    source: Option<tokio_postgres::Config>,
+    /// Lazily opened ordinary connection for those re-reads.
+    reader: Option<tokio_postgres::Client>,
 }
 
 impl TransactionApplier {
@@ -130,7 +135,16 @@ impl TransactionApplier {
             options,
             status,
             events,
+            source: None,
+            reader: None,
         }
+    }
+
+    /// Lets the applier re-read rows from the source by key when an update leaves TOAST
+    /// columns unchanged and neither the transaction nor storage has their values.
+    pub fn with_source(mut self, source: tokio_postgres::Config) -> Self {
+        self.source = Some(source);
+        self
     }
 
     /// A pgoutput Begin.
@@ -247,8 +261,21 @@ impl TransactionApplier {
                 let used = self
                     .used_tables
                     .contains(&format!("{}.{}", r.namespace, r.name));
-                let schema = TableSchema::from_relation(&r, &self.types, used);
+                let mut schema = TableSchema::from_relation(&r, &self.types, used);
                 tracing::debug!(table = %schema.qualified, relation = r.id, "relation described");
+                if schema.used && !schema.columns.iter().any(|c| c.is_key) {
+                    // REPLICA IDENTITY NOTHING (or DEFAULT without a primary key): rows have no
+                    // identity, so updates and deletes cannot be matched. Skip the table rather
+                    // than merging every row under one empty key.
+                    tracing::error!(
+                        table = %schema.qualified,
+                        error = %crate::source::SourceError::ReplicaIdentityNothing {
+                            table: schema.qualified.clone()
+                        },
+                        "table is not replicated: it has no replica identity"
+                    );
+                    schema.used = false;
+                }
                 self.relations.insert(r.id, Arc::new(schema));
                 Ok(None)
             }
@@ -389,6 +416,27 @@ impl TransactionApplier {
             stored.insert(table, rows);
         }
 
+        // Rows neither this transaction nor storage has: re-read them from the source.
+        let mut reread: HashMap<(u32, Vec<u8>), Row> = HashMap::new();
+        for p in &pending {
+            if let Pending::Upsert {
+                schema,
+                key,
+                unchanged,
+                ..
+            } = p
+                && !unchanged.is_empty()
+                && !tx.written.contains_key(&(schema.id, key.clone()))
+                && !stored
+                    .get(schema.qualified.as_str())
+                    .is_some_and(|m| m.contains_key(key))
+                && !reread.contains_key(&(schema.id, key.clone()))
+                && let Some(row) = self.reread(schema, key).await?
+            {
+                reread.insert((schema.id, key.clone()), row);
+            }
+        }
+
         let mut ops = Vec::with_capacity(pending.len());
         for p in pending {
             match p {
@@ -399,16 +447,17 @@ impl TransactionApplier {
                     unchanged,
                 } => {
                     if !unchanged.is_empty() {
-                        let earlier =
-                            tx.written
-                                .get(&(schema.id, key.clone()))
-                                .cloned()
-                                .or_else(|| {
-                                    stored
-                                        .get(schema.qualified.as_str())
-                                        .and_then(|m| m.get(&key))
-                                        .and_then(|bytes| Row::decode(bytes).ok())
-                                });
+                        let earlier = tx
+                            .written
+                            .get(&(schema.id, key.clone()))
+                            .cloned()
+                            .or_else(|| {
+                                stored
+                                    .get(schema.qualified.as_str())
+                                    .and_then(|m| m.get(&key))
+                                    .and_then(|bytes| Row::decode(bytes).ok())
+                            })
+                            .or_else(|| reread.get(&(schema.id, key.clone())).cloned());
                         fill_unchanged(&schema, &unchanged, earlier.as_ref(), &mut row);
                     }
                     let remember = row_image::approximate_size(&row) > TOAST_CANDIDATE_BYTES;
@@ -446,6 +495,71 @@ impl TransactionApplier {
             )),
         };
         batch.save(ops).await
+    }
+}
+
+impl TransactionApplier {
+    /// Reads the current row with `key` from the source table (text format, so it maps like
+    /// a snapshot row). `None` if there is no source connection or the row is gone.
+    async fn reread(
+        &mut self,
+        schema: &TableSchema,
+        key: &[u8],
+    ) -> Result<Option<Row>, ReplicationError> {
+        let Some(source) = &self.source else {
+            return Ok(None);
+        };
+        let Some(parts) = row_image::decode_key(key) else {
+            return Ok(None);
+        };
+        let key_columns: Vec<_> = schema.columns.iter().filter(|c| c.is_key).collect();
+        if key_columns.is_empty() || key_columns.len() != parts.len() {
+            return Ok(None);
+        }
+        let mut conditions = Vec::with_capacity(parts.len());
+        for (column, part) in key_columns.iter().zip(&parts) {
+            let name = quote_ident(&column.name);
+            conditions.push(match part {
+                None => format!("{name} IS NULL"),
+                Some(text) => format!(
+                    "{name}::text = {}",
+                    quote_literal(&String::from_utf8_lossy(text))
+                ),
+            });
+        }
+        let select = schema
+            .columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {} FROM {}.{} WHERE {} LIMIT 1",
+            if select.is_empty() { "NULL" } else { &select },
+            quote_ident(&schema.table.schema),
+            quote_ident(&schema.table.name),
+            conditions.join(" AND ")
+        );
+        if self
+            .reader
+            .as_ref()
+            .is_none_or(tokio_postgres::Client::is_closed)
+        {
+            self.reader = Some(crate::connection::connect(source).await?);
+        }
+        let Some(reader) = &self.reader else {
+            return Ok(None);
+        };
+        let messages = reader.simple_query(&sql).await?;
+        for message in &messages {
+            if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+                let values = (0..schema.columns.len()).map(|i| row.get(i));
+                let (_, row) = row_image::text_row(schema, values);
+                tracing::debug!(table = %schema.qualified, "row re-read for unchanged TOAST columns");
+                return Ok(Some(row));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -494,7 +608,7 @@ fn fill_unchanged(schema: &TableSchema, unchanged: &[usize], earlier: Option<&Ro
         tracing::warn!(
             table = %schema.qualified,
             columns = missing,
-            "unchanged TOAST columns not found in stored row; replicated as NULL"
+            "unchanged TOAST columns not found in stored row nor in the table; replicated as NULL"
         );
     }
     row_image::reorder(schema, row);

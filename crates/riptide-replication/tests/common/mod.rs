@@ -31,6 +31,8 @@ pub struct Committed {
 pub struct RecordingStorage {
     pub inner: Arc<dyn BucketStorage>,
     pub log: Arc<Mutex<Vec<Committed>>>,
+    /// When set, `current_rows` answers nothing (stored row state lost).
+    pub forget_rows: std::sync::atomic::AtomicBool,
 }
 
 impl RecordingStorage {
@@ -38,6 +40,7 @@ impl RecordingStorage {
         Arc::new(RecordingStorage {
             inner,
             log: Arc::default(),
+            forget_rows: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -124,6 +127,9 @@ impl BucketStorage for RecordingStorage {
         source_table: &str,
         keys: &[Vec<u8>],
     ) -> Result<HashMap<Vec<u8>, Vec<u8>>> {
+        if self.forget_rows.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(HashMap::new());
+        }
         self.inner.current_rows(id, source_table, keys).await
     }
     async fn checkpoint(&self, id: DeploymentId) -> Result<Option<StorageCheckpoint>> {
