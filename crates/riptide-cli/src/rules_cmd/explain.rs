@@ -76,9 +76,13 @@ pub async fn explain(o: &ExplainOptions) -> Result<bool> {
     let request = request(o)?;
     let target = o.row.as_deref().map(parse_row_arg).transpose()?;
     let mut client = db::connect(&o.database).await?;
-    let types = TypeMap::load(&client)
-        .await
-        .context("cannot read the database's types")?;
+    // The same value mapping the replicator uses for these rules (edition, compat options).
+    let types = TypeMap::load_with(
+        &client,
+        riptide_replication::values::ValueOptions::from_rules(&rules),
+    )
+    .await
+    .context("cannot read the database's types")?;
     let tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
