@@ -7,6 +7,9 @@
 //!   slot's consistent point, activates the deployment, then streams pgoutput from the slot
 //!   (`stream.rs`): one storage batch per source transaction, acknowledged to Postgres only
 //!   after storage committed it. A restart resumes at the stored LSN.
+//! - `tables.rs`: live table-set changes while streaming (a referenced table created,
+//!   published, renamed, dropped or unpublished) through catalog checks, a consistent copy
+//!   from a temporary slot's snapshot and per-relation gates.
 //! - `pgoutput.rs` decodes the wire messages, `values.rs` maps Postgres text values to SQLite
 //!   values, `row_image.rs` builds rows and replica-identity keys.
 
@@ -23,6 +26,7 @@ mod snapshot;
 mod source;
 mod status;
 mod stream;
+mod tables;
 pub mod values;
 
 pub use error::ReplicationError;

@@ -112,7 +112,7 @@ impl Replicator {
         // The stored state is the truth (the caller's copy may be stale).
         let deployment = self.storage.deployment(deployment.id).await?;
 
-        let (session, resume) = if deployment.snapshot_done {
+        let (session, resume, baseline) = if deployment.snapshot_done {
             let resume = deployment.resume_lsn.ok_or_else(|| {
                 ReplicationError::Protocol("snapshot done but no resume LSN stored".into())
             })?;
@@ -127,7 +127,14 @@ impl Replicator {
                 resume,
             )?
             .with_ack_lsn(pgwire_replication::Lsn(resume.0));
-            (start_streaming(cfg).await?, resume)
+            // Table changes made while stopped are not detected (see `tables.rs`).
+            let baseline = crate::tables::published(
+                &client,
+                &self.options.publication,
+                &rules.source_tables(),
+            )
+            .await?;
+            (start_streaming(cfg).await?, resume, baseline)
         } else {
             // An interrupted snapshot starts over: no partial data, a fresh slot.
             self.storage.reset_snapshot(deployment.id).await?;
@@ -149,7 +156,9 @@ impl Replicator {
                 status: &self.status,
                 chunk_rows: snapshot::FETCH_ROWS,
             };
-            let event = snapshot::copy_tables(&ctx, &mut client, &created).await?;
+            let (event, baseline) =
+                snapshot::copy_tables(&ctx, &mut client, &created, &self.options.publication)
+                    .await?;
             self.status.committed(created.consistent_point, 0);
             let _ = self.events.send(event);
             self.storage.mark_snapshot_done(deployment.id).await?;
@@ -157,7 +166,7 @@ impl Replicator {
             tracing::info!(lsn = %created.consistent_point, "snapshot done; deployment active");
             session.start().await?;
             session.wait_started().await?;
-            (session, created.consistent_point)
+            (session, created.consistent_point, baseline)
         };
         drop(client);
 
@@ -171,7 +180,8 @@ impl Replicator {
             self.status.clone(),
             self.events.clone(),
         )
-        .with_source(self.options.source.clone());
+        .with_source(self.options.source.clone())
+        .with_tracking(self.options.publication.clone(), baseline);
         stream(session, applier).await
     }
 }

@@ -12,6 +12,7 @@
 //! memory stays bounded by one chunk whatever the table size; the next chunk is fetched while
 //! storage saves the previous one.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use pgwire_replication::ReplicationClient;
@@ -43,10 +44,21 @@ pub async fn create_slot(
     session: &mut ReplicationClient,
     slot: &str,
 ) -> Result<CreatedSlot, ReplicationError> {
+    create_slot_with(session, slot, false).await
+}
+
+/// Like [`create_slot`]; a `temporary` slot is dropped when its session ends (used for the
+/// consistent snapshot of a table copied while streaming, see `tables.rs`).
+pub async fn create_slot_with(
+    session: &mut ReplicationClient,
+    slot: &str,
+    temporary: bool,
+) -> Result<CreatedSlot, ReplicationError> {
     let rows = session
         .simple_query(&format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
-            quote_ident(slot)
+            "CREATE_REPLICATION_SLOT {}{} LOGICAL pgoutput EXPORT_SNAPSHOT",
+            quote_ident(slot),
+            if temporary { " TEMPORARY" } else { "" }
         ))
         .await?;
     let row = rows.first().ok_or_else(|| {
@@ -80,12 +92,14 @@ pub struct SnapshotContext<'a> {
 }
 
 /// Copies every table the rules use as of the exported snapshot and commits the result at
-/// the consistent point. Returns the commit's event.
+/// the consistent point. Returns the commit's event and, as of the same snapshot, the
+/// referenced tables in `publication` with their OIDs (the baseline of `tables.rs`).
 pub async fn copy_tables(
     ctx: &SnapshotContext<'_>,
     client: &mut Client,
     created: &CreatedSlot,
-) -> Result<CheckpointEvent, ReplicationError> {
+    publication: &str,
+) -> Result<(CheckpointEvent, HashMap<String, u32>), ReplicationError> {
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -101,6 +115,7 @@ pub async fn copy_tables(
     let mut batch = PipelinedBatch::new(ctx.storage.begin_batch(ctx.deployment).await?);
     let mut tables = ctx.rules.source_tables();
     tables.sort();
+    let published = crate::tables::published(&tx, publication, &tables).await?;
     for table in &tables {
         let Some(schema) = TableSchema::load(&tx, table, ctx.types).await? else {
             tracing::warn!(table = %table.qualified(), "table used by the sync rules does not exist; skipped");
@@ -113,10 +128,12 @@ pub async fn copy_tables(
     }
     ctx.status.snapshot_table_started(None);
     tx.commit().await?;
-    batch.commit(created.consistent_point).await
+    Ok((batch.commit(created.consistent_point).await?, published))
 }
 
-async fn copy_table(
+/// Copies one table's rows (as of `tx`'s snapshot) into `batch` as upserts, a cursor chunk
+/// at a time. Returns the number of rows.
+pub async fn copy_table(
     ctx: &SnapshotContext<'_>,
     tx: &tokio_postgres::Transaction<'_>,
     schema: &TableSchema,

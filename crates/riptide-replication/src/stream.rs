@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use riptide_protocol::Lsn;
-use riptide_rules::{Row, SqliteValue, SyncRules};
+use riptide_rules::{Row, SqliteValue, SyncRules, TableRef};
 use riptide_storage::{BatchOperation, BucketStorage, CheckpointEvent, DeploymentId};
 use tokio::sync::broadcast;
 
@@ -25,7 +25,9 @@ use crate::evaluate;
 use crate::pgoutput::{self, LogicalMessage, OldTuple, TupleValue};
 use crate::row_image::{self, TupleError};
 use crate::schema::{TableSchema, TypeMap};
+use crate::snapshot::{self, SnapshotContext};
 use crate::status::ReplicationStatus;
+use crate::tables::{self, Gate};
 
 /// Prefix of the logical messages that advance checkpoints (write checkpoints).
 pub const CHECKPOINT_MESSAGE_PREFIX: &str = "powersync";
@@ -42,6 +44,9 @@ pub struct StreamOptions {
     /// How long irrelevant transactions may go unacknowledged before an empty commit
     /// records their position (bounds the WAL the slot retains).
     pub idle_commit_interval: Duration,
+    /// How often the catalog is compared with the tracked tables (new, dropped, renamed
+    /// and unpublished tables; see `tables.rs`).
+    pub catalog_check_interval: Duration,
 }
 
 impl Default for StreamOptions {
@@ -49,6 +54,7 @@ impl Default for StreamOptions {
         StreamOptions {
             chunk_rows: 10_000,
             idle_commit_interval: Duration::from_secs(1),
+            catalog_check_interval: Duration::from_secs(1),
         }
     }
 }
@@ -75,6 +81,8 @@ enum Pending {
 struct OpenTransaction {
     /// Skipped: already applied before a restart.
     skip: bool,
+    /// LSN of the commit record (for the table gates).
+    final_lsn: Lsn,
     batch: Option<PipelinedBatch>,
     pending: Vec<Pending>,
     /// Rows (that may have TOASTed values) written earlier in this transaction.
@@ -100,8 +108,23 @@ pub struct TransactionApplier {
     events: broadcast::Sender<CheckpointEvent>,
     /// The source, for re-reading rows whose unchanged TOAST values storage does not have.
     source: Option<tokio_postgres::Config>,
-    /// Lazily opened ordinary connection for those re-reads.
+    /// Lazily opened ordinary connection for those re-reads and the catalog checks.
     reader: Option<tokio_postgres::Client>,
+    /// Live table-set tracking (`tables.rs`); `None` without a source and publication.
+    tracking: Option<Tracking>,
+    /// Relation OIDs whose changes are (partly) ignored; almost always empty.
+    gates: HashMap<u32, Gate>,
+}
+
+/// The referenced tables the applier streams, and when to compare them with the catalog.
+struct Tracking {
+    publication: String,
+    /// Referenced published table → relation OID applied under that name.
+    tracked: HashMap<String, u32>,
+    /// The reverse of `tracked`.
+    tracked_oids: HashMap<u32, String>,
+    check_needed: bool,
+    last_check: Instant,
 }
 
 impl TransactionApplier {
@@ -137,6 +160,8 @@ impl TransactionApplier {
             events,
             source: None,
             reader: None,
+            tracking: None,
+            gates: HashMap::new(),
         }
     }
 
@@ -144,6 +169,20 @@ impl TransactionApplier {
     /// columns unchanged and neither the transaction nor storage has their values.
     pub fn with_source(mut self, source: tokio_postgres::Config) -> Self {
         self.source = Some(source);
+        self
+    }
+
+    /// Tracks the referenced tables of `publication` live (`tables.rs`), starting from
+    /// `baseline` (referenced published table → OID, as already in storage). Needs a source.
+    pub fn with_tracking(mut self, publication: String, baseline: HashMap<String, u32>) -> Self {
+        let tracked_oids = baseline.iter().map(|(k, v)| (*v, k.clone())).collect();
+        self.tracking = Some(Tracking {
+            publication,
+            tracked: baseline,
+            tracked_oids,
+            check_needed: false,
+            last_check: Instant::now(),
+        });
         self
     }
 
@@ -163,6 +202,7 @@ impl TransactionApplier {
         }
         self.tx = Some(OpenTransaction {
             skip,
+            final_lsn,
             batch: None,
             pending: Vec::new(),
             written: HashMap::new(),
@@ -173,6 +213,12 @@ impl TransactionApplier {
 
     /// A pgoutput Commit. Returns the LSN to acknowledge, if storage committed.
     pub async fn commit(&mut self, end_lsn: Lsn) -> Result<Option<Lsn>, ReplicationError> {
+        let ack = self.commit_transaction(end_lsn).await?;
+        let checked = self.check_tables().await?;
+        Ok(checked.or(ack))
+    }
+
+    async fn commit_transaction(&mut self, end_lsn: Lsn) -> Result<Option<Lsn>, ReplicationError> {
         let Some(mut tx) = self.tx.take() else {
             return Err(ReplicationError::Protocol(format!(
                 "commit at {end_lsn} without a transaction"
@@ -222,7 +268,9 @@ impl TransactionApplier {
         if self.tx.is_some() {
             return Ok(None);
         }
-        self.record_idle(false).await
+        let ack = self.record_idle(false).await?;
+        let checked = self.check_tables().await?;
+        Ok(checked.or(ack))
     }
 
     async fn record_idle(&mut self, force: bool) -> Result<Option<Lsn>, ReplicationError> {
@@ -275,6 +323,17 @@ impl TransactionApplier {
                         "table is not replicated: it has no replica identity"
                     );
                     schema.used = false;
+                }
+                if let Some(tracking) = &mut self.tracking {
+                    let tracked_name = tracking.tracked_oids.get(&r.id);
+                    if schema.used && tracked_name != Some(&schema.qualified) {
+                        // A referenced name on an OID not streamed under it: ignore its
+                        // changes until the catalog check decides (copy, or removal).
+                        self.gates.entry(r.id).or_insert(Gate::Blocked);
+                        tracking.check_needed = true;
+                    } else if tracked_name.is_some() && !schema.used {
+                        tracking.check_needed = true;
+                    }
                 }
                 self.relations.insert(r.id, Arc::new(schema));
                 Ok(None)
@@ -361,7 +420,16 @@ impl TransactionApplier {
         let schema = self.relations.get(&relation_id).ok_or_else(|| {
             ReplicationError::Protocol(format!("change to undescribed relation {relation_id}"))
         })?;
-        Ok((schema.used && !tx.skip).then(|| schema.clone()))
+        if !schema.used || tx.skip {
+            return Ok(None);
+        }
+        if !self.gates.is_empty()
+            && let Some(gate) = self.gates.get(&relation_id)
+            && !gate.passes(tx.final_lsn)
+        {
+            return Ok(None);
+        }
+        Ok(Some(schema.clone()))
     }
 
     async fn push(&mut self, change: Pending) -> Result<Option<Lsn>, ReplicationError> {
@@ -560,6 +628,183 @@ impl TransactionApplier {
             }
         }
         Ok(None)
+    }
+}
+
+impl TransactionApplier {
+    /// Between transactions, when due: compares the referenced published tables in the
+    /// catalog with the tracked ones and resyncs on a difference (`tables.rs`). Returns the
+    /// LSN to acknowledge if it committed.
+    async fn check_tables(&mut self) -> Result<Option<Lsn>, ReplicationError> {
+        let Some(tracking) = &self.tracking else {
+            return Ok(None);
+        };
+        if self.tx.is_some()
+            || (!tracking.check_needed
+                && tracking.last_check.elapsed() < self.options.catalog_check_interval)
+        {
+            return Ok(None);
+        }
+        let Some(source) = self.source.clone() else {
+            return Ok(None);
+        };
+        let publication = tracking.publication.clone();
+        // Everything up to here has been processed.
+        let position = self.unrecorded.unwrap_or(self.resume_lsn);
+        // The stream is past these: every later transaction passes them.
+        self.gates
+            .retain(|_, gate| !matches!(gate, Gate::Before(c) if *c <= position));
+        let tables = self.rules.source_tables();
+        if self
+            .reader
+            .as_ref()
+            .is_none_or(tokio_postgres::Client::is_closed)
+        {
+            self.reader = Some(crate::connection::connect(&source).await?);
+        }
+        let Some(reader) = &self.reader else {
+            return Ok(None);
+        };
+        let current = tables::published(reader, &publication, &tables).await?;
+        let Some(tracking) = &mut self.tracking else {
+            return Ok(None);
+        };
+        tracking.check_needed = false;
+        tracking.last_check = Instant::now();
+        let blocked = current
+            .values()
+            .any(|oid| self.gates.get(oid) == Some(&Gate::Blocked));
+        if current == tracking.tracked && !blocked {
+            return Ok(None);
+        }
+        self.resync(&source, &publication, &tables, position)
+            .await
+            .map(Some)
+    }
+
+    /// Removes the rows of tables that went away and copies the new ones as of a temporary
+    /// slot's consistent point, committing at `position` (`tables.rs` explains why sound).
+    async fn resync(
+        &mut self,
+        source: &tokio_postgres::Config,
+        publication: &str,
+        tables: &[TableRef],
+        position: Lsn,
+    ) -> Result<Lsn, ReplicationError> {
+        // Slot names are cluster-wide: unique per process, resync and moment.
+        static RESYNCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = RESYNCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let slot = format!("riptide_resync_{}_{n}_{nanos}", std::process::id());
+        let cfg = crate::connection::replication_config(source, publication, &slot, Lsn::ZERO)?;
+        let mut session = crate::connection::connect_gated(cfg).await?;
+        let created = snapshot::create_slot_with(&mut session, &slot, true).await?;
+        let mut client = crate::connection::connect(source).await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        tx.batch_execute(&format!(
+            "SET TRANSACTION SNAPSHOT {}",
+            quote_literal(&created.snapshot_name)
+        ))
+        .await?;
+        // The truth as of the consistent point.
+        let current = tables::published(&tx, publication, tables).await?;
+        let Some(tracking) = &self.tracking else {
+            return Ok(position);
+        };
+        let mut removed: Vec<(String, u32)> = tracking
+            .tracked
+            .iter()
+            .filter(|(name, oid)| current.get(name.as_str()) != Some(oid))
+            .map(|(name, oid)| (name.clone(), *oid))
+            .collect();
+        let mut added: Vec<(String, u32)> = current
+            .iter()
+            .filter(|(name, oid)| {
+                tracking.tracked.get(name.as_str()) != Some(oid)
+                    || self.gates.get(oid) == Some(&Gate::Blocked)
+            })
+            .map(|(name, oid)| (name.clone(), *oid))
+            .collect();
+        removed.sort();
+        added.sort();
+
+        let mut batch = PipelinedBatch::new(self.storage.begin_batch(self.deployment).await?);
+        let mut truncated: Vec<&str> = removed
+            .iter()
+            .chain(&added)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        truncated.sort_unstable();
+        truncated.dedup();
+        for name in &truncated {
+            tracing::info!(table = %name, lsn = %position, "table rows removed: the table left or changed");
+        }
+        batch
+            .save(
+                truncated
+                    .iter()
+                    .map(|name| BatchOperation::Truncate {
+                        source_table: (*name).to_owned(),
+                    })
+                    .collect(),
+            )
+            .await?;
+        let ctx = SnapshotContext {
+            storage: &self.storage,
+            deployment: self.deployment,
+            rules: &self.rules,
+            types: &self.types,
+            status: &self.status,
+            chunk_rows: self.options.chunk_rows,
+        };
+        for (name, oid) in &added {
+            let Some(table) = tables.iter().find(|t| t.qualified() == *name) else {
+                continue;
+            };
+            let Some(schema) = TableSchema::load(&tx, table, &self.types).await? else {
+                continue;
+            };
+            if schema.id != *oid {
+                return Err(ReplicationError::Catalog(format!(
+                    "table {name} changed OID within one snapshot"
+                )));
+            }
+            if !schema.columns.iter().any(|c| c.is_key) {
+                tracing::error!(
+                    table = %name,
+                    error = %crate::source::SourceError::ReplicaIdentityNothing { table: name.clone() },
+                    "table is not replicated: it has no replica identity"
+                );
+                continue;
+            }
+            let rows = snapshot::copy_table(&ctx, &tx, &schema, &mut batch).await?;
+            tracing::info!(table = %name, rows, lsn = %position, from = %created.consistent_point, "table copied while streaming");
+        }
+        tx.commit().await?;
+        // Ends the walsender session, which drops the temporary slot.
+        drop(session);
+        let event = batch.commit(position).await?;
+        self.committed(event, position, 0);
+
+        for (_, oid) in &removed {
+            self.gates.insert(*oid, Gate::Blocked);
+        }
+        for (_, oid) in &added {
+            self.gates
+                .insert(*oid, Gate::Before(created.consistent_point));
+        }
+        if let Some(tracking) = &mut self.tracking {
+            tracking.tracked_oids = current.iter().map(|(k, v)| (*v, k.clone())).collect();
+            tracking.tracked = current;
+        }
+        Ok(position)
     }
 }
 
