@@ -10,7 +10,15 @@
 //!   each with identity, gzip and zstd content encoding, and RSocket over WebSocket (BSON
 //!   payloads); best of `--repeat` runs (ops/s and bytes on the wire, compressed where it is);
 //! - `@powersync/node` first sync of the same rows into a fresh database over `http` and
-//!   `web-socket` (if `e2e/` has its packages installed).
+//!   `web-socket` (if `e2e/` has its packages installed);
+//! - live scenarios (run first, see `live.rs`): write → every subscribed stream latency (N
+//!   streams, R writes/s, T s; p50/p90/p99/max per delivery), fan-out (one write to a bucket
+//!   shared by many streams: time until all have it) and idle streams (the service's RSS per
+//!   stream, up to 10,000);
+//! - for each scenario, CPU time and RSS of the service and of this process (the load).
+//!
+//! `--scenario a,b` selects scenarios; `--short` runs them all at small sizes (the smoke test
+//! of `scripts/test`, which fails if a live scenario loses a delivery or a stream).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -21,6 +29,8 @@ use clap::Parser;
 use futures::StreamExt;
 use riptide_localpg::{Durability, LocalCluster};
 use riptide_testkit::TestKeys;
+
+mod live;
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
@@ -41,6 +51,26 @@ struct Args {
     /// Runs of each initial-sync scenario; the fastest is reported.
     #[arg(long, default_value_t = 3)]
     repeat: u32,
+    /// Scenarios to run (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    scenario: Vec<Scenario>,
+    /// Every selected scenario at small sizes (a smoke test: 2,000 rows, 10 streams × 20
+    /// writes/s × 5 s, 50 fan-out streams, 200 idle streams; no @powersync/node).
+    #[arg(long)]
+    short: bool,
+    /// Let the live scenarios' writer commit with the cluster's synchronous_commit = off (a
+    /// commit then reaches logical replication only at the WAL writer's next flush, ≤ 200 ms).
+    #[arg(long)]
+    async_commit_writer: bool,
+    /// Override the latency scenario's streams (default 100, short 10).
+    #[arg(long)]
+    latency_streams: Option<usize>,
+    /// Override the latency scenario's writes per second (default 100, short 20).
+    #[arg(long)]
+    latency_rate: Option<u32>,
+    /// Override the latency scenario's duration in seconds (default 60, short 5).
+    #[arg(long)]
+    latency_secs: Option<u32>,
 }
 
 struct Row {
@@ -77,7 +107,94 @@ async fn bench() -> Result<()> {
     result
 }
 
+/// What `--scenario` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    /// Everything below.
+    All,
+    /// Bulk insert → in a checkpoint (rows/s).
+    Replication,
+    /// Raw-reader first sync per transport and encoding (runs the bulk insert first).
+    InitialSync,
+    /// `@powersync/node` first sync (runs the bulk insert first).
+    Node,
+    /// Write → every subscribed stream latency.
+    Latency,
+    /// One write to a bucket shared by many streams: time until all have it.
+    Fanout,
+    /// Many idle streams: service RSS per stream.
+    Idle,
+}
+
+/// Sizes of the live scenarios.
+struct Sizes {
+    latency_streams: usize,
+    latency_rate: u32,
+    latency_secs: u32,
+    fanout_streams: usize,
+    fanout_writes: usize,
+    fanout_gap: Duration,
+    idle_streams: usize,
+    /// Fail on a lost delivery or stream (the smoke test) instead of reporting it.
+    strict: bool,
+}
+
+impl Sizes {
+    fn new(short: bool) -> Sizes {
+        if short {
+            Sizes {
+                latency_streams: 10,
+                latency_rate: 20,
+                latency_secs: 5,
+                fanout_streams: 50,
+                fanout_writes: 5,
+                fanout_gap: Duration::from_millis(200),
+                idle_streams: 200,
+                strict: true,
+            }
+        } else {
+            Sizes {
+                latency_streams: 100,
+                latency_rate: 100,
+                latency_secs: 60,
+                fanout_streams: 1_000,
+                fanout_writes: 20,
+                fanout_gap: Duration::from_millis(500),
+                idle_streams: 10_000,
+                strict: false,
+            }
+        }
+    }
+}
+
+/// One printed table (and its JSON).
+struct Table {
+    title: String,
+    columns: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+    metrics: Value,
+}
+
+/// CPU and memory of the service and of this process (the load generator) over one scenario.
+struct Resources {
+    scenario: String,
+    service: (live::Usage, live::Usage),
+    bench: (live::Usage, live::Usage),
+}
+
 async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
+    let want = |s: Scenario| args.scenario.contains(&Scenario::All) || args.scenario.contains(&s);
+    let mut sizes = Sizes::new(args.short);
+    sizes.latency_streams = args.latency_streams.unwrap_or(sizes.latency_streams).max(1);
+    sizes.latency_rate = args.latency_rate.unwrap_or(sizes.latency_rate).max(1);
+    sizes.latency_secs = args.latency_secs.unwrap_or(sizes.latency_secs).max(1);
+    let (rows_to_insert, repeat) = if args.short {
+        (args.rows.min(2_000), 1)
+    } else {
+        (args.rows, args.repeat.max(1))
+    };
+    let fd_limit = live::raise_fd_limit();
+
     let admin = connect(&riptide_localpg::url(pg_port, "postgres")).await?;
     admin.batch_execute("CREATE DATABASE bench_source").await?;
     admin.batch_execute("CREATE DATABASE bench_storage").await?;
@@ -86,18 +203,33 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
         .batch_execute(
             "CREATE TABLE items (id text PRIMARY KEY, n bigint NOT NULL, label text NOT NULL, \
              created_at timestamptz NOT NULL DEFAULT now());
+             CREATE TABLE events (id text PRIMARY KEY, topic text NOT NULL, seq integer NOT NULL, \
+             sent_us bigint NOT NULL);
              CREATE PUBLICATION powersync FOR ALL TABLES;",
         )
         .await?;
 
+    // The live scenarios' writer commits as a production database would: the bench cluster
+    // runs with synchronous_commit off, under which Postgres sends a commit to logical
+    // replication only once the WAL writer has flushed it (every wal_writer_delay, 200 ms),
+    // which would dominate the latency measured.
+    let writer = connect(&riptide_localpg::url(pg_port, "bench_source")).await?;
+    if !args.async_commit_writer {
+        writer.batch_execute("SET synchronous_commit = on").await?;
+    }
+
     let keys = TestKeys::generate();
     let http_port = free_port()?;
+    // `global` holds the bulk-insert rows; each live scenario has its own `by_topic` bucket,
+    // chosen by the token's `topic` parameter (the live scenarios run first, while `global`
+    // is still empty).
     let config = json!({
         "replication": {"connections": [{"type": "postgresql", "uri": riptide_localpg::url(pg_port, "bench_source"), "sslmode": "disable"}]},
         "storage": {"type": "postgresql", "uri": riptide_localpg::url(pg_port, "bench_storage")},
         "port": http_port,
-        "sync_config": {"content": "bucket_definitions:\n  global:\n    data:\n      - SELECT * FROM items\n"},
+        "sync_config": {"content": "bucket_definitions:\n  global:\n    data:\n      - SELECT * FROM items\n  by_topic:\n    parameters: SELECT token_parameters.topic AS topic\n    data:\n      - SELECT * FROM events WHERE topic = bucket.topic\n"},
         "client_auth": {"jwks": keys.jwks(), "audience": [keys.audience]},
+        "api": {"parameters": {"max_concurrent_connections": 20_000}},
         "system": {"logging": {"level": "warn"}},
     });
     let config_path = work.join("config.yaml");
@@ -116,6 +248,7 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
                 args.riptide.display()
             )
         })?;
+    let service_pid = service.id().context("service pid")?;
     let endpoint = format!("http://127.0.0.1:{http_port}");
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -132,59 +265,107 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let token = keys.token("bench", 3600, json!({}));
-    let mut rows = Vec::new();
+    let token_for =
+        |topic: &str| keys.token("bench", 3600, json!({"parameters": {"topic": topic}}));
+    let mut tables = Vec::new();
+    let mut resources = Vec::new();
+    let snapshot = || (live::usage(service_pid), live::usage(std::process::id()));
+    let mut measured = |name: &str, before: (live::Usage, live::Usage)| {
+        let after = snapshot();
+        resources.push(Resources {
+            scenario: name.into(),
+            service: (before.0, after.0),
+            bench: (before.1, after.1),
+        });
+    };
 
-    // Replication: an open stream sees the checkpoint containing the bulk insert.
-    let mut live = open_stream(&http, &endpoint, &token, Transport::NDJSON).await?;
-    read_until_complete(&mut live, None).await?;
-    let started = Instant::now();
-    source
-        .execute(
-            "INSERT INTO items (id, n, label) SELECT 'item-' || g, g, 'label ' || g \
-             FROM generate_series(1, $1::bigint) g",
-            &[&args.rows],
-        )
-        .await?;
-    let committed = started.elapsed();
-    read_until_complete(&mut live, Some(args.rows)).await?;
-    let total = started.elapsed();
-    drop(live);
-    let secs = total.as_secs_f64();
-    rows.push(Row {
-        scenario: "replication: bulk INSERT → in a checkpoint".into(),
-        amount: format!("{} rows", args.rows),
-        seconds: secs,
-        rate: format!("{:.0} rows/s", args.rows as f64 / secs),
-        note: format!("INSERT itself took {:.2} s", committed.as_secs_f64()),
-    });
+    if want(Scenario::Idle) {
+        let before = snapshot();
+        tables.push(
+            idle(
+                &http,
+                &endpoint,
+                &token_for("idle"),
+                &sizes,
+                service_pid,
+                fd_limit,
+            )
+            .await?,
+        );
+        measured("idle streams", before);
+    }
+    if want(Scenario::Fanout) {
+        let before = snapshot();
+        tables.push(fanout(&http, &endpoint, &token_for("fanout"), &writer, &sizes).await?);
+        measured("fan-out", before);
+    }
+    if want(Scenario::Latency) {
+        let before = snapshot();
+        tables.push(latency(&http, &endpoint, &token_for("latency"), &writer, &sizes).await?);
+        measured("write → stream latency", before);
+    }
+
+    let token = token_for("none");
+    let mut rows = Vec::new();
+    if want(Scenario::Replication) || want(Scenario::InitialSync) || want(Scenario::Node) {
+        // Replication: an open stream sees the checkpoint containing the bulk insert.
+        let before = snapshot();
+        let mut live = open_stream(&http, &endpoint, &token, Transport::NDJSON).await?;
+        read_until_complete(&mut live, None).await?;
+        let started = Instant::now();
+        source
+            .execute(
+                "INSERT INTO items (id, n, label) SELECT 'item-' || g, g, 'label ' || g \
+                 FROM generate_series(1, $1::bigint) g",
+                &[&rows_to_insert],
+            )
+            .await?;
+        let committed = started.elapsed();
+        read_until_complete(&mut live, Some(rows_to_insert)).await?;
+        let total = started.elapsed();
+        drop(live);
+        let secs = total.as_secs_f64();
+        rows.push(Row {
+            scenario: "replication: bulk INSERT → in a checkpoint".into(),
+            amount: format!("{rows_to_insert} rows"),
+            seconds: secs,
+            rate: format!("{:.0} rows/s", rows_to_insert as f64 / secs),
+            note: format!("INSERT itself took {:.2} s", committed.as_secs_f64()),
+        });
+        measured("replication", before);
+    }
 
     // Initial sync, raw reader, per transport and encoding.
-    for transport in Transport::ALL {
-        let mut best: Option<(f64, u64, u64)> = None;
-        for _ in 0..args.repeat.max(1) {
-            let started = Instant::now();
-            let mut stream = open_stream(&http, &endpoint, &token, transport).await?;
-            let (ops, _) = read_until_complete(&mut stream, Some(args.rows)).await?;
-            let secs = started.elapsed().as_secs_f64();
-            let wire = stream.wire_bytes();
-            drop(stream);
-            if best.is_none_or(|(s, _, _)| secs < s) {
-                best = Some((secs, ops, wire));
+    if want(Scenario::InitialSync) {
+        let before = snapshot();
+        for transport in Transport::ALL {
+            let mut best: Option<(f64, u64, u64)> = None;
+            for _ in 0..repeat {
+                let started = Instant::now();
+                let mut stream = open_stream(&http, &endpoint, &token, transport).await?;
+                let (ops, _) = read_until_complete(&mut stream, Some(rows_to_insert)).await?;
+                let secs = started.elapsed().as_secs_f64();
+                let wire = stream.wire_bytes();
+                drop(stream);
+                if best.is_none_or(|(s, _, _)| secs < s) {
+                    best = Some((secs, ops, wire));
+                }
             }
+            let (secs, ops, wire) = best.context("at least one run")?;
+            rows.push(Row {
+                scenario: format!("initial sync, raw reader, {}", transport.label()),
+                amount: format!("{ops} ops"),
+                seconds: secs,
+                rate: format!("{:.0} ops/s", ops as f64 / secs),
+                note: format!("{:.1} MB on the wire", wire as f64 / 1e6),
+            });
         }
-        let (secs, ops, wire) = best.context("at least one run")?;
-        rows.push(Row {
-            scenario: format!("initial sync, raw reader, {}", transport.label()),
-            amount: format!("{ops} ops"),
-            seconds: secs,
-            rate: format!("{:.0} ops/s", ops as f64 / secs),
-            note: format!("{:.1} MB on the wire", wire as f64 / 1e6),
-        });
+        measured("initial sync (all transports)", before);
     }
 
     // The official client, over both of its transports.
-    if !args.no_node {
+    if want(Scenario::Node) && !args.no_node && !args.short {
+        let before = snapshot();
         for method in ["http", "web-socket"] {
             match node_first_sync(&endpoint, &token, method).await {
                 Ok((n, secs)) => rows.push(Row {
@@ -197,26 +378,306 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
                 Err(e) => eprintln!("skipping @powersync/node scenario ({method}): {e:#}"),
             }
         }
+        measured("@powersync/node first sync", before);
     }
     let _ = service.kill().await;
 
-    println!("\n| scenario | amount | seconds | rate | note |\n|---|---|---|---|---|");
-    for r in &rows {
-        println!(
-            "| {} | {} | {:.2} | {} | {} |",
-            r.scenario, r.amount, r.seconds, r.rate, r.note
-        );
+    if !rows.is_empty() {
+        tables.push(Table {
+            title: "Throughput".into(),
+            columns: vec!["scenario", "amount", "seconds", "rate", "note"],
+            rows: rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.scenario.clone(),
+                        r.amount.clone(),
+                        format!("{:.2}", r.seconds),
+                        r.rate.clone(),
+                        r.note.clone(),
+                    ]
+                })
+                .collect(),
+            metrics: rows
+                .iter()
+                .map(|r| json!({"scenario": r.scenario, "amount": r.amount, "seconds": r.seconds, "rate": r.rate, "note": r.note}))
+                .collect(),
+        });
+    }
+    let mib = |b: u64| format!("{:.1}", b as f64 / (1024.0 * 1024.0));
+    tables.push(Table {
+        title: "CPU time and memory per scenario (service = `riptide serve`, load = this process)"
+            .into(),
+        columns: vec![
+            "scenario",
+            "service CPU s",
+            "service RSS MiB (end)",
+            "service peak RSS MiB",
+            "load CPU s",
+            "load RSS MiB (end)",
+        ],
+        rows: resources
+            .iter()
+            .map(|r| {
+                vec![
+                    r.scenario.clone(),
+                    format!("{:.2}", r.service.1.cpu_s - r.service.0.cpu_s),
+                    mib(r.service.1.rss),
+                    mib(r.service.1.peak_rss),
+                    format!("{:.2}", r.bench.1.cpu_s - r.bench.0.cpu_s),
+                    mib(r.bench.1.rss),
+                ]
+            })
+            .collect(),
+        metrics: resources
+            .iter()
+            .map(|r| {
+                json!({
+                    "scenario": r.scenario,
+                    "service_cpu_s": r.service.1.cpu_s - r.service.0.cpu_s,
+                    "service_rss_bytes": r.service.1.rss,
+                    "service_peak_rss_bytes": r.service.1.peak_rss,
+                    "load_cpu_s": r.bench.1.cpu_s - r.bench.0.cpu_s,
+                    "load_rss_bytes": r.bench.1.rss,
+                })
+            })
+            .collect(),
+    });
+
+    for t in &tables {
+        println!("\n### {}\n", t.title);
+        println!("| {} |", t.columns.join(" | "));
+        println!("|{}", "---|".repeat(t.columns.len()));
+        for r in &t.rows {
+            println!("| {} |", r.join(" | "));
+        }
     }
     if let Some(dir) = args.json.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let json: Vec<Value> = rows
+    let json: Vec<Value> = tables
         .iter()
-        .map(|r| json!({"scenario": r.scenario, "amount": r.amount, "seconds": r.seconds, "rate": r.rate, "note": r.note}))
+        .map(|t| json!({"table": t.title, "columns": t.columns, "rows": t.rows, "metrics": t.metrics}))
         .collect();
-    std::fs::write(&args.json, serde_json::to_string_pretty(&json)?)?;
+    std::fs::write(
+        &args.json,
+        serde_json::to_string_pretty(&json!({"short": args.short, "tables": json}))?,
+    )?;
     println!("\nresults written to {}", args.json.display());
     Ok(())
+}
+
+/// Write → every subscribed stream: N streams on one bucket, a writer at R rows/s for T s.
+async fn latency(
+    http: &reqwest::Client,
+    endpoint: &str,
+    token: &str,
+    source: &tokio_postgres::Client,
+    sizes: &Sizes,
+) -> Result<Table> {
+    let n = sizes.latency_streams;
+    let writes = (sizes.latency_rate * sizes.latency_secs) as usize;
+    let (streams, failed) = live::open_many(http, endpoint, token, n).await;
+    if let Some(e) = failed {
+        return Err(e.context(format!(
+            "opening latency stream {} of {n}",
+            streams.len() + 1
+        )));
+    }
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(u64::from(sizes.latency_secs) + 30);
+    let readers: Vec<_> = streams
+        .into_iter()
+        .map(|s| live::spawn_reader(s, writes, deadline))
+        .collect();
+    let wrote = live::write_events(
+        source,
+        "latency",
+        writes,
+        Duration::from_secs(1) / sizes.latency_rate,
+    )
+    .await?;
+    let mut h = live::histogram();
+    let mut delivered = 0usize;
+    for r in readers {
+        for (_, lat) in r.await? {
+            h.record(lat.max(1) as u64)?;
+            delivered += 1;
+        }
+    }
+    let expected = n * writes;
+    let rate = writes as f64 / wrote.as_secs_f64();
+    let row = vec![
+        format!(
+            "{n} streams × {rate:.0} writes/s × {} s",
+            sizes.latency_secs
+        ),
+        format!("{delivered} / {expected}"),
+        format!("{:.1}", live::ms(&h, 50.0)),
+        format!("{:.1}", live::ms(&h, 90.0)),
+        format!("{:.1}", live::ms(&h, 99.0)),
+        format!("{:.1}", live::ms(&h, 100.0)),
+    ];
+    if delivered < expected {
+        eprintln!("latency: only {delivered} of {expected} deliveries arrived");
+        if sizes.strict {
+            bail!("latency: only {delivered} of {expected} deliveries arrived");
+        }
+    }
+    Ok(Table {
+        title: "Write → every subscribed stream (latency per delivery, ms)".into(),
+        columns: vec!["load", "deliveries", "p50", "p90", "p99", "max"],
+        rows: vec![row],
+        metrics: json!({
+            "streams": n, "writes": writes, "writes_per_s": rate, "deliveries": delivered,
+            "expected": expected, "p50_ms": live::ms(&h, 50.0), "p90_ms": live::ms(&h, 90.0),
+            "p99_ms": live::ms(&h, 99.0), "max_ms": live::ms(&h, 100.0),
+        }),
+    })
+}
+
+/// One write to a bucket shared by many streams: the time until all of them have it.
+async fn fanout(
+    http: &reqwest::Client,
+    endpoint: &str,
+    token: &str,
+    source: &tokio_postgres::Client,
+    sizes: &Sizes,
+) -> Result<Table> {
+    let n = sizes.fanout_streams;
+    let writes = sizes.fanout_writes;
+    let opening = Instant::now();
+    let (streams, failed) = live::open_many(http, endpoint, token, n).await;
+    if let Some(e) = failed {
+        return Err(e.context(format!(
+            "opening fan-out stream {} of {n}",
+            streams.len() + 1
+        )));
+    }
+    let open_secs = opening.elapsed().as_secs_f64();
+    let deadline = tokio::time::Instant::now()
+        + sizes.fanout_gap * u32::try_from(writes)?
+        + Duration::from_secs(30);
+    let readers: Vec<_> = streams
+        .into_iter()
+        .map(|s| live::spawn_reader(s, writes, deadline))
+        .collect();
+    live::write_events(source, "fanout", writes, sizes.fanout_gap).await?;
+    // Per write: how many streams received it, and the last one's latency.
+    let mut last = vec![(0usize, 0i64); writes];
+    let mut each = live::histogram();
+    for r in readers {
+        for (seq, lat) in r.await? {
+            if let Some(slot) = last.get_mut(seq as usize) {
+                slot.0 += 1;
+                slot.1 = slot.1.max(lat);
+            }
+            each.record(lat.max(1) as u64)?;
+        }
+    }
+    let mut all = live::histogram();
+    let mut incomplete = 0;
+    for (got, lat) in &last {
+        if *got == n {
+            all.record((*lat).max(1) as u64)?;
+        } else {
+            incomplete += 1;
+        }
+    }
+    if incomplete > 0 && sizes.strict {
+        bail!("fan-out: {incomplete} of {writes} writes did not reach every stream");
+    }
+    let row = vec![
+        format!("{n} streams, {writes} writes"),
+        format!("{:.1}", live::ms(&all, 50.0)),
+        format!("{:.1}", live::ms(&all, 99.0)),
+        format!("{:.1}", live::ms(&all, 100.0)),
+        format!("{:.1}", live::ms(&each, 50.0)),
+        format!("{:.1}", live::ms(&each, 99.0)),
+        format!("{incomplete}"),
+        format!("{open_secs:.2}"),
+    ];
+    Ok(Table {
+        title: "Fan-out: one write to a bucket shared by every stream (ms)".into(),
+        columns: vec![
+            "load",
+            "all received p50",
+            "all received p99",
+            "all received max",
+            "per delivery p50",
+            "per delivery p99",
+            "writes some stream missed",
+            "s to open the streams",
+        ],
+        rows: vec![row],
+        metrics: json!({
+            "streams": n, "writes": writes,
+            "all_received_p50_ms": live::ms(&all, 50.0), "all_received_p99_ms": live::ms(&all, 99.0),
+            "all_received_max_ms": live::ms(&all, 100.0),
+            "per_delivery_p50_ms": live::ms(&each, 50.0), "per_delivery_p99_ms": live::ms(&each, 99.0),
+            "incomplete_writes": incomplete, "open_seconds": open_secs,
+        }),
+    })
+}
+
+/// As many idle streams as feasible, up to the target: the service's RSS per stream.
+async fn idle(
+    http: &reqwest::Client,
+    endpoint: &str,
+    token: &str,
+    sizes: &Sizes,
+    service_pid: u32,
+    fd_limit: u64,
+) -> Result<Table> {
+    let target = sizes.idle_streams;
+    let before = live::usage(service_pid);
+    let opening = Instant::now();
+    let (streams, failed) = live::open_many(http, endpoint, token, target).await;
+    let open_secs = opening.elapsed().as_secs_f64();
+    if let Some(e) = &failed {
+        eprintln!("idle: stopped at {} streams: {e:#}", streams.len());
+        if sizes.strict {
+            bail!(
+                "idle: stopped at {} of {target} streams: {e:#}",
+                streams.len()
+            );
+        }
+    }
+    // Let allocations settle, then measure while every stream is still open.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = live::usage(service_pid);
+    let opened = streams.len();
+    if opened == 0 {
+        bail!("idle: no stream opened");
+    }
+    let per_stream = after.rss.saturating_sub(before.rss) as f64 / opened as f64;
+    drop(streams);
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let row = vec![
+        format!("{opened} / {target}"),
+        format!("{:.1}", mib(before.rss)),
+        format!("{:.1}", mib(after.rss)),
+        format!("{per_stream:.0}"),
+        format!("{open_secs:.1}"),
+        failed.as_ref().map_or("—".into(), |e| format!("{e:#}")),
+    ];
+    Ok(Table {
+        title: format!("Idle streams (open-file limit {fd_limit})"),
+        columns: vec![
+            "streams open",
+            "service RSS MiB before",
+            "service RSS MiB with all open",
+            "bytes per stream",
+            "s to open",
+            "stopped by",
+        ],
+        rows: vec![row],
+        metrics: json!({
+            "target": target, "opened": opened, "rss_before_bytes": before.rss,
+            "rss_after_bytes": after.rss, "bytes_per_stream": per_stream, "open_seconds": open_secs,
+            "error": failed.map(|e| format!("{e:#}")),
+        }),
+    })
 }
 
 type Body = std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
