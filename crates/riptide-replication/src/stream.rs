@@ -677,9 +677,50 @@ impl TransactionApplier {
         if current == tracking.tracked && !blocked {
             return Ok(None);
         }
+        let appeared = current.iter().any(|(name, oid)| {
+            tracking.tracked.get(name.as_str()) != Some(oid)
+                || self.gates.get(oid) == Some(&Gate::Blocked)
+        });
+        if !appeared {
+            // Only removals: no copy, so no temporary slot (whose creation waits for the
+            // source's running transactions).
+            return self.remove_tables(current, position).await.map(Some);
+        }
         self.resync(&source, &publication, &tables, position)
             .await
             .map(Some)
+    }
+
+    /// Removes the rows of tracked tables missing from `current` at `position` and ignores
+    /// their OIDs' later changes.
+    async fn remove_tables(
+        &mut self,
+        current: HashMap<String, u32>,
+        position: Lsn,
+    ) -> Result<Lsn, ReplicationError> {
+        let Some(tracking) = &mut self.tracking else {
+            return Ok(position);
+        };
+        let mut removed: Vec<(String, u32)> = tracking
+            .tracked
+            .iter()
+            .filter(|(name, oid)| current.get(name.as_str()) != Some(oid))
+            .map(|(name, oid)| (name.clone(), *oid))
+            .collect();
+        removed.sort();
+        tracking.tracked_oids = current.iter().map(|(k, v)| (*v, k.clone())).collect();
+        tracking.tracked = current;
+        let mut ops = Vec::with_capacity(removed.len());
+        for (name, oid) in removed {
+            tracing::info!(table = %name, lsn = %position, "table rows removed: the table left");
+            self.gates.insert(oid, Gate::Blocked);
+            ops.push(BatchOperation::Truncate { source_table: name });
+        }
+        let mut batch = PipelinedBatch::new(self.storage.begin_batch(self.deployment).await?);
+        batch.save(ops).await?;
+        let event = batch.commit(position).await?;
+        self.committed(event, position, 0);
+        Ok(position)
     }
 
     /// Removes the rows of tables that went away and copies the new ones as of a temporary

@@ -31,6 +31,12 @@
 //!    ignored (the stream may still carry changes made before the DDL, which must not bring
 //!    rows back).
 //!
+//! When tables only went away, no copy is needed: the removal uses the catalog as read and
+//! creates no slot. Creating the temporary slot waits for the source's transactions running
+//! at that moment to end, so a copy (and the stream, meanwhile) waits behind a long
+//! transaction. The walsender session keeps answering keepalives in the background while
+//! the stream pauses for the copy.
+//!
 //! Gated OIDs are rare; the hot path only checks that the gate map is empty.
 //!
 //! Limits: the tracked set is not stored. A fresh deployment takes it from the initial
