@@ -471,3 +471,68 @@ async fn table_published_under_concurrent_writes_converges_exactly() {
     }
     running.stop().await;
 }
+
+/// A drop at the end of a burst of changes to the table: whether the catalog check sees the
+/// drop before or after the stream delivers the burst, no row comes back.
+#[tokio::test]
+async fn dropped_table_after_a_burst_stays_empty() {
+    let db = source_db().await;
+    let client = db.client().await;
+    client
+        .batch_execute("INSERT INTO todos SELECT 't' || i, 'v0', i FROM generate_series(1, 20) i")
+        .await
+        .unwrap();
+    // A catalog check after every transaction: it sees the drop while the stream still has
+    // the burst to deliver.
+    let running = start_checking_always(&db, RULES).await;
+    running.wait_commits(1).await;
+    let mut burst = String::new();
+    for i in 1..=200 {
+        burst.push_str(&format!(
+            "BEGIN; INSERT INTO todos (id, title) VALUES ('t{}', 'w{i}') \
+             ON CONFLICT (id) DO UPDATE SET title = excluded.title; COMMIT;\n",
+            i % 30
+        ));
+    }
+    burst.push_str("DROP TABLE todos;");
+    client.batch_execute(&burst).await.unwrap();
+    wait_rows(&running, &[]).await;
+    // Later stream activity (and catalog checks) do not bring rows back.
+    client
+        .batch_execute("INSERT INTO other VALUES (1, 'tick')")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (rows, _, _) = bucket_rows(&running).await;
+    assert_eq!(rows, Rows::new());
+    running.stop().await;
+}
+
+/// Like `common::start` with memory storage, comparing the catalog after every transaction.
+async fn start_checking_always(db: &TestDatabase, rules: &str) -> Running {
+    let storage = memory_storage();
+    let deployment = storage.create_deployment(rules, "riptide_").await.unwrap();
+    let (events, _) = tokio::sync::broadcast::channel(64);
+    let replicator = Arc::new(
+        riptide_replication::Replicator::new(options(db), storage.clone(), events)
+            .with_stream_options(riptide_replication::StreamOptions {
+                catalog_check_interval: Duration::ZERO,
+                ..Default::default()
+            }),
+    );
+    let parsed = Arc::new(riptide_rules::SyncRules::parse(rules).unwrap());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn({
+        let replicator = replicator.clone();
+        let deployment = deployment.clone();
+        let cancel = cancel.clone();
+        async move { replicator.run(deployment, parsed, cancel).await }
+    });
+    Running {
+        storage,
+        deployment,
+        replicator,
+        cancel,
+        task,
+    }
+}
