@@ -425,7 +425,7 @@ async fn table_published_under_concurrent_writes_converges_exactly() {
         )
         .await
         .unwrap();
-    let running = start(&db, memory_storage(), None, TWO_TABLES).await;
+    let running = start_checking_always(&db, TWO_TABLES).await;
     running.wait_commits(1).await;
     let mut burst = String::new();
     for i in 1..=300 {
