@@ -684,7 +684,15 @@ impl TransactionApplier {
         if !appeared {
             // Only removals: no copy, so no temporary slot (whose creation waits for the
             // source's running transactions).
-            return self.remove_tables(current, position).await.map(Some);
+            // Read after the catalog: every DDL the catalog showed is before it.
+            let wal: String = reader
+                .query_one("SELECT pg_current_wal_lsn()::text", &[])
+                .await?
+                .try_get(0)?;
+            let seen = wal
+                .parse::<Lsn>()
+                .map_err(|_| ReplicationError::Catalog(format!("pg_current_wal_lsn {wal:?}")))?;
+            return self.remove_tables(current, position, seen).await.map(Some);
         }
         self.resync(&source, &publication, &tables, position)
             .await
@@ -692,11 +700,12 @@ impl TransactionApplier {
     }
 
     /// Removes the rows of tracked tables missing from `current` at `position` and ignores
-    /// their OIDs' later changes.
+    /// their OIDs' changes of transactions before `seen` (after the DDL that removed them).
     async fn remove_tables(
         &mut self,
         current: HashMap<String, u32>,
         position: Lsn,
+        seen: Lsn,
     ) -> Result<Lsn, ReplicationError> {
         let Some(tracking) = &mut self.tracking else {
             return Ok(position);
@@ -713,7 +722,7 @@ impl TransactionApplier {
         let mut ops = Vec::with_capacity(removed.len());
         for (name, oid) in removed {
             tracing::info!(table = %name, lsn = %position, "table rows removed: the table left");
-            self.gates.insert(oid, Gate::Blocked);
+            self.gates.insert(oid, Gate::Before(seen));
             ops.push(BatchOperation::Truncate { source_table: name });
         }
         let mut batch = PipelinedBatch::new(self.storage.begin_batch(self.deployment).await?);
@@ -835,7 +844,8 @@ impl TransactionApplier {
         self.committed(event, position, 0);
 
         for (_, oid) in &removed {
-            self.gates.insert(*oid, Gate::Blocked);
+            self.gates
+                .insert(*oid, Gate::Before(created.consistent_point));
         }
         for (_, oid) in &added {
             self.gates

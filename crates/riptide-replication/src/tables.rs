@@ -27,13 +27,19 @@
 //!    past an unprocessed transaction).
 //! 4. Gates on relation OIDs: a copied table's changes in transactions whose commit LSN is
 //!    before C are skipped (the copy has them; this is how they are neither lost nor applied
-//!    twice, and rows never go back in time); a table that went away has all later changes
-//!    ignored (the stream may still carry changes made before the DDL, which must not bring
-//!    rows back).
+//!    twice, and rows never go back in time). A table that went away has its changes before
+//!    C skipped too: the stream may still carry changes made before the DDL (which is before
+//!    C), and they must not bring rows back. After C such an OID has no changes (dropped,
+//!    unpublished) or arrives under an unreferenced name (renamed away); if it comes back
+//!    under a referenced name, its Relation message or the next check copies it again.
+//!    These gates expire once the stream passes them. A `Blocked` gate (see [`Gate`]) on an
+//!    OID that no longer has a referenced name stays; while any gate exists, each change
+//!    costs one hash lookup.
 //!
-//! When tables only went away, no copy is needed: the removal uses the catalog as read and
-//! creates no slot. Creating the temporary slot waits for the source's transactions running
-//! at that moment to end, so a copy (and the stream, meanwhile) waits behind a long
+//! When tables only went away, no copy is needed: the removal uses the catalog as read,
+//! creates no slot, and gates the removed OIDs up to `pg_current_wal_lsn()` read after the
+//! catalog (after the DDL). Creating the temporary slot waits for the source's transactions
+//! running at that moment to end, so a copy (and the stream, meanwhile) waits behind a long
 //! transaction. The walsender session keeps answering keepalives in the background while
 //! the stream pauses for the copy.
 //!
@@ -56,7 +62,8 @@ use crate::error::ReplicationError;
 /// What happens to stream changes of one relation OID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
-    /// Every change is ignored (the table left the referenced set).
+    /// Every change is ignored: a Relation message named a referenced table with an OID not
+    /// streamed under that name; the next catalog check decides (copy or nothing).
     Blocked,
     /// Changes of transactions whose commit LSN is before this are ignored (a copy has them).
     Before(Lsn),
