@@ -10,7 +10,11 @@ use riptide_cli::{embedded, serve};
 
 /// Riptide: realtime, local-first apps on Postgres.
 #[derive(Debug, Parser)]
-#[command(name = "riptide", version, about)]
+#[command(
+    name = "riptide",
+    version,
+    about = "Riptide: realtime, local-first apps on Postgres"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
