@@ -22,7 +22,7 @@ pub enum SourceError {
 /// replicator commit a checkpoint past the LSN before the write checkpoint exists.
 #[async_trait]
 pub trait SourceDatabase: Send + Sync + 'static {
-    /// `SELECT pg_current_wal_lsn()`.
+    /// `SELECT pg_current_wal_insert_lsn()`: at or past the end of every committed transaction.
     async fn current_lsn(&self) -> Result<Lsn, SourceError>;
     /// `SELECT pg_logical_emit_message(false, 'powersync', 'ping')`.
     async fn emit_ping(&self) -> Result<(), SourceError>;
@@ -58,7 +58,11 @@ impl SourceDatabase for PgSourceDatabase {
     async fn current_lsn(&self) -> Result<Lsn, SourceError> {
         let client = self.pool.get().await?;
         let row = client
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            // The insert position, not `pg_current_wal_lsn()` (the write position): with
+            // `synchronous_commit = off` a commit returns before its WAL is written, so the
+            // write position can be behind transactions that have already committed, and a
+            // write checkpoint at it would be reported before their changes are synced.
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
             .await?;
         let text: String = row.try_get(0)?;
         Ok(text.parse()?)
@@ -73,5 +77,50 @@ impl SourceDatabase for PgSourceDatabase {
             )
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// With `synchronous_commit = off` the WAL write position lags behind commits that have
+    /// returned; the current LSN must still be past every committed transaction.
+    #[tokio::test]
+    async fn current_lsn_is_past_an_asynchronously_committed_transaction() {
+        let db = riptide_testkit::TestDatabase::create().await;
+        let client = db.client().await;
+        client
+            .batch_execute("SET synchronous_commit = off; CREATE TABLE t (id int)")
+            .await
+            .unwrap();
+        let manager = deadpool_postgres::Manager::new(db.config(), tokio_postgres::NoTls);
+        let source = PgSourceDatabase::new(
+            deadpool_postgres::Pool::builder(manager)
+                .max_size(1)
+                .build()
+                .unwrap(),
+        );
+        for i in 0..50 {
+            client.batch_execute("BEGIN").await.unwrap();
+            // The end of a record inside the transaction; its commit record comes after.
+            let row = client
+                .query_one(
+                    "INSERT INTO t VALUES ($1) RETURNING \
+                     pg_logical_emit_message(true, 'test', 'x')::text",
+                    &[&i],
+                )
+                .await
+                .unwrap();
+            let inside: Lsn = row.get::<_, String>(0).parse().unwrap();
+            client.batch_execute("COMMIT").await.unwrap();
+            let current = source.current_lsn().await.unwrap();
+            assert!(
+                current > inside,
+                "current LSN {current} is not past the committed transaction ({inside})"
+            );
+        }
     }
 }
