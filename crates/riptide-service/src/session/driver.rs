@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use riptide_protocol::{ErrorCode, OpId, StreamingSyncRequest};
 use riptide_rules::RequestParameters;
-use riptide_storage::{BucketStorage, CheckpointEvent, StorageError};
+use riptide_storage::{BucketStorage, CheckpointEvent, StorageCheckpoint, StorageError};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 /// Ops of one checkpoint after which a newer relevant checkpoint replaces it.
@@ -169,6 +169,9 @@ impl Session {
         // A write checkpoint of this user/client that may not be reported yet.
         let mut pending_write: Option<OpId> = None;
         let mut last_checkpoint_at: Option<Instant> = None;
+        // The newest checkpoint of the active deployment this session has accounted for: seen
+        // announced on the bus, or read from storage when it last resolved its buckets.
+        let mut seen: Option<StorageCheckpoint> = None;
 
         loop {
             let active = rules_rx.borrow_and_update().clone();
@@ -180,20 +183,50 @@ impl Session {
             });
             if !same_rules {
                 resolve_needed = true;
+                seen = None;
             }
 
+            // A commit is announced on the bus after it is durable, so storage may hold
+            // commits whose events this session has not seen yet. Take what is queued first
+            // (the checkpoint read next covers all of it); if that checkpoint is still ahead of
+            // everything seen, its newest commits may have changed this stream's parameter
+            // lookups: resolve the buckets again.
+            loop {
+                match events.try_recv() {
+                    Ok(event) => {
+                        if event.deployment == active.deployment {
+                            seen = seen.max(Some(event.checkpoint));
+                        }
+                        let (_, lookups_changed) = relevance(
+                            &event,
+                            active.deployment,
+                            resolved.as_ref(),
+                            pending_write.is_some(),
+                        );
+                        resolve_needed |= lookups_changed;
+                    }
+                    Err(TryRecvError::Lagged(_)) => resolve_needed = true,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Closed) => return Err(SessionError::BusClosed),
+                }
+            }
             if let Some(checkpoint) = storage.checkpoint(active.deployment).await? {
                 if let Some(at) = last_checkpoint_at {
                     let due = at + inner.options.checkpoint_interval;
                     tokio::time::sleep_until(due.into()).await;
                 }
                 last_checkpoint_at = Some(Instant::now());
+                if seen < Some(checkpoint) {
+                    resolve_needed = true;
+                }
                 if resolve_needed {
                     let (r, definitions) =
                         resolve(storage, &active, &params, only, &limits).await?;
                     session.set_streams(SessionState::streams_for(&definitions));
                     resolved = Some(r);
                     resolve_needed = false;
+                    // Lookups were read after the checkpoint: they reflect at least its commits.
+                    seen = seen.max(Some(checkpoint));
                 }
                 let Some(r) = resolved.as_ref() else {
                     continue;
@@ -237,6 +270,9 @@ impl Session {
                         loop {
                             match events.try_recv() {
                                 Ok(event) => {
+                                    if event.deployment == active.deployment {
+                                        seen = seen.max(Some(event.checkpoint));
+                                    }
                                     let (relevant, lookups_changed) = relevance(
                                         &event,
                                         active.deployment,
@@ -276,6 +312,9 @@ impl Session {
                 tokio::select! {
                     event = events.recv() => match event {
                         Ok(event) => {
+                            if event.deployment == active.deployment {
+                                seen = seen.max(Some(event.checkpoint));
+                            }
                             let (relevant, lookups_changed) = relevance(
                                 &event,
                                 active.deployment,
