@@ -194,14 +194,12 @@ impl Session {
             loop {
                 match events.try_recv() {
                     Ok(event) => {
-                        if event.deployment == active.deployment {
-                            seen = seen.max(Some(event.checkpoint));
-                        }
                         let (_, lookups_changed) = relevance(
                             &event,
                             active.deployment,
                             resolved.as_ref(),
                             pending_write.is_some(),
+                            &mut seen,
                         );
                         resolve_needed |= lookups_changed;
                     }
@@ -270,14 +268,12 @@ impl Session {
                         loop {
                             match events.try_recv() {
                                 Ok(event) => {
-                                    if event.deployment == active.deployment {
-                                        seen = seen.max(Some(event.checkpoint));
-                                    }
                                     let (relevant, lookups_changed) = relevance(
                                         &event,
                                         active.deployment,
                                         resolved.as_ref(),
                                         pending_write.is_some(),
+                                        &mut seen,
                                     );
                                     resolve_needed |= lookups_changed;
                                     newer_checkpoint |= relevant;
@@ -312,14 +308,12 @@ impl Session {
                 tokio::select! {
                     event = events.recv() => match event {
                         Ok(event) => {
-                            if event.deployment == active.deployment {
-                                seen = seen.max(Some(event.checkpoint));
-                            }
                             let (relevant, lookups_changed) = relevance(
                                 &event,
                                 active.deployment,
                                 resolved.as_ref(),
                                 pending_write.is_some(),
+                                &mut seen,
                             );
                             if lookups_changed {
                                 resolve_needed = true;
@@ -363,15 +357,18 @@ impl Session {
 }
 
 /// Whether a checkpoint event concerns this stream, and whether it changed one of its lookups.
+/// Also advances `seen`, the newest checkpoint of the deployment announced to this stream.
 fn relevance(
     event: &CheckpointEvent,
     deployment: i64,
     resolved: Option<&Resolved>,
     pending_write: bool,
+    seen: &mut Option<StorageCheckpoint>,
 ) -> (bool, bool) {
     if event.deployment != deployment {
         return (false, false);
     }
+    *seen = (*seen).max(Some(event.checkpoint));
     let Some(r) = resolved else {
         return (true, false);
     };
