@@ -684,14 +684,19 @@ impl TransactionApplier {
         if !appeared {
             // Only removals: no copy, so no temporary slot (whose creation waits for the
             // source's running transactions).
-            // Read after the catalog: every DDL the catalog showed is before it.
+            // Read after the catalog: every transaction the catalog showed committed (the
+            // DDL, and the changes before it) has its commit record before it. The insert
+            // position, not `pg_current_wal_lsn()` (the write position): with
+            // `synchronous_commit = off` a commit returns before its WAL is written, so the
+            // write position can be behind committed changes of the removed table, which
+            // would then pass the gate and bring their rows back after the removal.
             let wal: String = reader
-                .query_one("SELECT pg_current_wal_lsn()::text", &[])
+                .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
                 .await?
                 .try_get(0)?;
-            let seen = wal
-                .parse::<Lsn>()
-                .map_err(|_| ReplicationError::Catalog(format!("pg_current_wal_lsn {wal:?}")))?;
+            let seen = wal.parse::<Lsn>().map_err(|_| {
+                ReplicationError::Catalog(format!("pg_current_wal_insert_lsn {wal:?}"))
+            })?;
             return self.remove_tables(current, position, seen).await.map(Some);
         }
         self.resync(&source, &publication, &tables, position)

@@ -37,10 +37,11 @@
 //!    costs one hash lookup.
 //!
 //! When tables only went away, no copy is needed: the removal uses the catalog as read,
-//! creates no slot, and gates the removed OIDs up to `pg_current_wal_lsn()` read after the
-//! catalog (after the DDL). Creating the temporary slot waits for the source's transactions
-//! running at that moment to end, so a copy (and the stream, meanwhile) waits behind a long
-//! transaction. The walsender session keeps answering keepalives in the background while
+//! creates no slot, and gates the removed OIDs up to `pg_current_wal_insert_lsn()` read after
+//! the catalog (after the DDL; the insert position, because with `synchronous_commit = off`
+//! the write position `pg_current_wal_lsn()` can be behind committed transactions).
+//! Creating the temporary slot waits for the source's transactions running at that moment
+//! to end, so a copy (and the stream, meanwhile) waits behind a long transaction. The walsender session keeps answering keepalives in the background while
 //! the stream pauses for the copy.
 //!
 //! Gated OIDs are rare; the hot path only checks that the gate map is empty.

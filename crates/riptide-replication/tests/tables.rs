@@ -536,3 +536,53 @@ async fn start_checking_always(db: &TestDatabase, rules: &str) -> Running {
         task,
     }
 }
+
+/// The e2e "unpublish" case, repeated: a change to the table right before it leaves the
+/// publication, while the catalog check may see the removal before the stream delivers that
+/// change. With `synchronous_commit = off` (the test cluster's setting) the WAL write
+/// position lags behind committed transactions, so the removal's gate must end at a
+/// position past every transaction the catalog showed (the insert position), or the change
+/// brings its row back after the removal.
+#[tokio::test]
+async fn unpublished_table_with_a_change_just_before_stays_empty_repeatedly() {
+    let db = source_db().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "DROP PUBLICATION powersync;
+             CREATE PUBLICATION powersync FOR TABLE todos, other;
+             INSERT INTO todos (id, title) VALUES ('z', 'initial');",
+        )
+        .await
+        .unwrap();
+    let running = start_checking_always(&db, RULES).await;
+    running.wait_commits(1).await;
+    wait_rows(&running, &[("todos", "z", "initial")]).await;
+    let mut expected = vec![("z".to_owned(), "initial".to_owned())];
+    for i in 0..20 {
+        client
+            .batch_execute(&format!(
+                "INSERT INTO other VALUES ({i}, 'before');
+                 INSERT INTO todos (id, title) VALUES ('a{i}', 'published {i}');
+                 ALTER PUBLICATION powersync DROP TABLE todos;
+                 INSERT INTO todos (id, title) VALUES ('b{i}', 'unpublished {i}');
+                 INSERT INTO other VALUES ({}, 'after');",
+                1000 + i
+            ))
+            .await
+            .unwrap();
+        wait_rows(&running, &[]).await;
+        client
+            .batch_execute("ALTER PUBLICATION powersync ADD TABLE todos;")
+            .await
+            .unwrap();
+        expected.push((format!("a{i}"), format!("published {i}")));
+        expected.push((format!("b{i}"), format!("unpublished {i}")));
+        let rows: Vec<(&str, &str, &str)> = expected
+            .iter()
+            .map(|(id, v)| ("todos", id.as_str(), v.as_str()))
+            .collect();
+        wait_rows(&running, &rows).await;
+    }
+    running.stop().await;
+}
