@@ -65,21 +65,29 @@ function Root() {
     }
   }, [setSession]);
 
-  // On start: open the last user's local data at once (works offline), then ask the server.
+  // On start: open the last user's local data at once (works offline), then ask the server
+  // (once online) whether the session is still good.
   useEffect(() => {
     const remembered = rememberedUser();
     if (remembered) signIn(remembered);
-    api.me().then(
-      (user) => {
-        if (user) signIn(user);
-        else if (remembered) sessionEnded();
-        else setSession({ kind: 'signed-out' });
-      },
-      () => {
-        // Offline or the server is down: keep the remembered user, if any.
-        if (!remembered) setSession({ kind: 'signed-out', notice: 'Cannot reach the server. Check your connection.' });
-      },
-    );
+    const check = () =>
+      api.me().then(
+        (user) => {
+          if (user) signIn(user);
+          else if (remembered) sessionEnded();
+          else setSession({ kind: 'signed-out' });
+        },
+        () => {
+          // The server cannot be reached: keep the remembered user, if any.
+          if (!remembered) setSession({ kind: 'signed-out', notice: 'Cannot reach the server. Check your connection.' });
+        },
+      );
+    if (navigator.onLine || !remembered) {
+      void check();
+      return;
+    }
+    window.addEventListener('online', check, { once: true });
+    return () => window.removeEventListener('online', check);
   }, [signIn, sessionEnded, setSession]);
 
   switch (session.kind) {
