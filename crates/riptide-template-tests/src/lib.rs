@@ -1,0 +1,1 @@
+//! Integration tests of the app templates live in `tests/`.

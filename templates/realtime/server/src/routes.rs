@@ -1,0 +1,83 @@
+//! The HTTP API (CONTRACT.md): `/api/...` plus the built UI.
+
+use axum::Router;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::auth::{CurrentUser, accounts, csrf};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::upload::{self, MAX_BODY_BYTES};
+use crate::{static_files, token};
+
+/// The app's router: the API, and the UI from `web/dist` when it is built.
+pub fn router(state: AppState) -> Router {
+    let dist = state.config().app_root.join("web").join("dist");
+    let api = Router::new()
+        .route("/auth/signup", post(accounts::signup))
+        .route("/auth/login", post(accounts::login))
+        .route("/auth/logout", post(accounts::logout))
+        .route("/auth/me", get(accounts::me))
+        .route("/users/by-username/{username}", get(accounts::by_username))
+        .route("/powersync/token", get(powersync_token))
+        .route("/sync", post(sync))
+        .route("/health", get(health))
+        .fallback(|| async { ApiError::NotFound })
+        .layer(middleware::from_fn(csrf::check))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state);
+    let router = Router::new()
+        .nest("/api", api)
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    static_files::with_ui(router, &dist)
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "ok": true }))
+}
+
+/// `GET /api/powersync/token`.
+async fn powersync_token(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<Json<token::IssuedToken>, ApiError> {
+    let config = state.config();
+    let issued = token::issue(&config.signing_key, &config.audience, user.id)
+        .map_err(ApiError::internal)?;
+    Ok(Json(issued))
+}
+
+/// `POST /api/sync`.
+async fn sync(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    request: Request<Body>,
+) -> Result<Json<upload::Outcome>, ApiError> {
+    let too_large = ApiError::PayloadTooLarge {
+        limit: MAX_BODY_BYTES,
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
+        return Err(too_large);
+    }
+    let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
+        .await
+        .map_err(|_| too_large)?;
+    let outcome = upload::apply_batch(state.pool(), state.catalog(), user.id, &body)
+        .await
+        .inspect_err(|err| {
+            if !matches!(err, upload::UploadError::Database(_) | upload::UploadError::Pool(_)) {
+                tracing::info!(user_id = %user.id, error = %err, "upload refused");
+            }
+        })?;
+    Ok(Json(outcome))
+}
