@@ -1,0 +1,118 @@
+//! The local provider: one Riptide-managed PostgreSQL cluster per `RIPTIDE_HOME` (data under
+//! `RIPTIDE_HOME/clusters/local`, or `/var/lib/riptide/…` when run as root from a home the
+//! `postgres` user cannot reach), configured by `riptide-localpg` for logical replication. It
+//! keeps the port it was first given, so the URLs handed out stay valid; it is started on demand.
+
+use riptide_localpg::{Durability, LocalCluster};
+
+use crate::state::{ClusterRecord, Store};
+use crate::{PlatformError, Progress, home, process};
+
+/// The local cluster, running.
+#[derive(Debug, Clone)]
+pub struct RunningCluster {
+    pub cluster: LocalCluster,
+    pub port: u16,
+}
+
+impl RunningCluster {
+    /// `postgres://postgres@127.0.0.1:PORT/dbname`.
+    pub fn url(&self, dbname: &str) -> String {
+        riptide_localpg::url(self.port, dbname)
+    }
+}
+
+/// Initialises (first use) and starts (if stopped) the local cluster, recording it in `store`
+/// (not saved: the caller saves with the rest of its change). A failed first initialisation
+/// removes the data directory again.
+pub async fn ensure_cluster(
+    store: &mut Store,
+    progress: &dyn Progress,
+) -> Result<RunningCluster, PlatformError> {
+    let (data_dir, port) = match &store.state.cluster {
+        Some(c) => (c.data_dir.clone(), Some(c.port)),
+        None => (home::cluster_dir(store.home(), "clusters/local"), None),
+    };
+    let cluster = LocalCluster::new(&data_dir);
+    if !cluster.is_initialized() {
+        progress.start(&format!(
+            "initialising a local Postgres cluster in {}",
+            data_dir.display()
+        ));
+        let existed = data_dir.exists();
+        let c = cluster.clone();
+        let result = tokio::task::spawn_blocking(move || c.init(Durability::Durable))
+            .await
+            .map_err(|e| PlatformError::Process(format!("initdb task failed: {e}")))?;
+        progress.finish();
+        if let Err(e) = result {
+            if !existed {
+                let _ = std::fs::remove_dir_all(&data_dir);
+            }
+            return Err(e.into());
+        }
+    }
+    let port = start(&cluster, port, progress).await?;
+    store.state.cluster = Some(ClusterRecord {
+        data_dir: data_dir.clone(),
+        port,
+    });
+    Ok(RunningCluster { cluster, port })
+}
+
+/// Starts the cluster on `port` (a free one when `None`) unless it runs already.
+async fn start(
+    cluster: &LocalCluster,
+    port: Option<u16>,
+    progress: &dyn Progress,
+) -> Result<u16, PlatformError> {
+    let c = cluster.clone();
+    if let Some(p) = tokio::task::spawn_blocking(move || c.running_port())
+        .await
+        .ok()
+        .flatten()
+    {
+        return Ok(p);
+    }
+    let port = match port {
+        Some(p) => p,
+        None => process::free_port()?,
+    };
+    if process::port_in_use(port) {
+        return Err(PlatformError::PortInUse { port });
+    }
+    progress.start(&format!("starting the local Postgres on port {port}"));
+    let c = cluster.clone();
+    let result = tokio::task::spawn_blocking(move || c.start(Some(port)))
+        .await
+        .map_err(|e| PlatformError::Process(format!("pg_ctl task failed: {e}")))?;
+    progress.finish();
+    Ok(result?)
+}
+
+/// Restarts the cluster (after a configuration change).
+pub async fn restart(running: &RunningCluster) -> Result<(), PlatformError> {
+    let c = running.cluster.clone();
+    let port = running.port;
+    tokio::task::spawn_blocking(move || {
+        c.stop(true)?;
+        c.start(Some(port)).map(|_| ())
+    })
+    .await
+    .map_err(|e| PlatformError::Process(format!("pg_ctl task failed: {e}")))?
+    .map_err(Into::into)
+}
+
+/// Stops the local cluster if it runs; whether it was running.
+pub async fn stop(record: &ClusterRecord) -> Result<bool, PlatformError> {
+    let c = LocalCluster::new(&record.data_dir);
+    tokio::task::spawn_blocking(move || {
+        if c.running_port().is_none() {
+            return Ok(false);
+        }
+        c.stop(true).map(|()| true)
+    })
+    .await
+    .map_err(|e| PlatformError::Process(format!("pg_ctl task failed: {e}")))?
+    .map_err(Into::into)
+}

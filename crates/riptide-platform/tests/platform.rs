@@ -1,0 +1,349 @@
+//! The platform functions against a real Postgres (`riptide-testkit`'s server for the
+//! `--server-url` provider, a private cluster for the local one), each in a temporary
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! `RIPTIDE_HOME`: results, idempotency, bad input, and that a failure leaves nothing behind.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use riptide_platform::state::Provider;
+use riptide_platform::{
+    Platform, PlatformError, Quiet, app, connect, database, state, status, sync,
+};
+
+/// A temporary home the `postgres` user can reach (PostgreSQL runs as it under root).
+fn temp_home() -> (tempfile::TempDir, Platform) {
+    let dir = tempfile::Builder::new()
+        .prefix("riptide-platform-test")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let platform = Platform::new(dir.path().join("home"), "/nonexistent/riptide");
+    (dir, platform)
+}
+
+fn server_url() -> String {
+    riptide_testkit::server().url("postgres")
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{:08x}", rand::random::<u32>())
+}
+
+async fn exists_on_server(dbname: &str) -> bool {
+    let (client, conn) = tokio_postgres::connect(&server_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&dbname])
+        .await
+        .unwrap()
+        .is_some()
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn create_database_on_a_server_is_idempotent_and_refuses_clashes() {
+    let (_dir, p) = temp_home();
+    let name = unique("db");
+    let url = server_url();
+    let info = database::create_database(&p, &name, Some(&url), &Quiet)
+        .await
+        .unwrap();
+    assert!(info.id.starts_with("db_"));
+    assert_eq!(info.provider, Provider::Server);
+    assert!(!info.already);
+    assert!(info.direct_uri.ends_with(&format!("/{name}")));
+    assert_eq!(info.pooled_uri, info.direct_uri);
+    assert!(exists_on_server(&name).await);
+    let client = tokio_postgres::connect(&info.direct_uri, tokio_postgres::NoTls)
+        .await
+        .map(|(_, c)| drop(c));
+    assert!(client.is_ok(), "the returned URI connects");
+
+    let again = database::create_database(&p, &name, Some(&url), &Quiet)
+        .await
+        .unwrap();
+    assert!(again.already);
+    assert_eq!(again.id, info.id);
+
+    // The same name elsewhere (the local provider) is a clash.
+    let err = database::create_database(&p, &name, None, &Quiet)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PlatformError::Conflict(_)), "{err}");
+
+    // A database that exists on the server but was not made here is not adopted.
+    let (_dir2, p2) = temp_home();
+    let err = database::create_database(&p2, &name, Some(&url), &Quiet)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    assert!(state::read(p2.home()).unwrap().databases.is_empty());
+
+    // Unknown ids, invalid names.
+    let err = sync::sync_enable(&p, "db_nope", None, &Quiet)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PlatformError::NotFound { .. }), "{err}");
+    for bad in ["Bad", "has space", "-x", "x/y", ""] {
+        let err = database::create_database(&p, bad, Some(&url), &Quiet)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, PlatformError::InvalidName { .. }),
+            "{bad}: {err}"
+        );
+    }
+    assert_eq!(state::read(p.home()).unwrap().databases.len(), 1);
+
+    // A bad server URL creates nothing.
+    let err = database::create_database(&p, "other", Some("mysql://x/y"), &Quiet)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PlatformError::InvalidUrl(_)), "{err}");
+    let err = database::create_database(
+        &p,
+        "other",
+        Some("postgres://postgres@127.0.0.1:1/postgres"),
+        &Quiet,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, PlatformError::Connect { .. }), "{err}");
+    assert_eq!(state::read(p.home()).unwrap().databases.len(), 1);
+}
+
+#[tokio::test]
+async fn local_provider_runs_a_managed_cluster() {
+    let (_dir, p) = temp_home();
+    let info = database::create_database(&p, "shop", None, &Quiet)
+        .await
+        .unwrap();
+    assert_eq!(info.provider, Provider::Local);
+    assert_eq!(info.pooled_uri, info.direct_uri);
+    assert!(info.note.contains("same"));
+    let st = state::read(p.home()).unwrap();
+    let cluster = st.cluster.clone().unwrap();
+    assert!(info.direct_uri.contains(&format!(":{}/shop", cluster.port)));
+    let (c, conn) = tokio_postgres::connect(&info.direct_uri, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let level: String = c.query_one("SHOW wal_level", &[]).await.unwrap().get(0);
+    assert_eq!(level, "logical");
+    drop(c);
+
+    let again = database::create_database(&p, "shop", None, &Quiet)
+        .await
+        .unwrap();
+    assert!(again.already);
+
+    // stop --all stops the cluster; the next command starts it again on the same port.
+    let stopped = status::stop(&p, None, true).await.unwrap();
+    assert_eq!(stopped.stopped, vec!["cluster".to_owned()]);
+    let s = status::status(&p).await.unwrap();
+    assert!(!s.cluster.as_ref().unwrap().running);
+    let second = database::create_database(&p, "books", None, &Quiet)
+        .await
+        .unwrap();
+    assert!(
+        second
+            .direct_uri
+            .contains(&format!(":{}/books", cluster.port))
+    );
+    let s = status::status(&p).await.unwrap();
+    assert!(s.cluster.as_ref().unwrap().running);
+    assert_eq!(s.databases.len(), 2);
+
+    // A port in use: the cluster cannot start, and says why.
+    status::stop(&p, None, true).await.unwrap();
+    let blocker = std::net::TcpListener::bind(("127.0.0.1", cluster.port)).unwrap();
+    let err = database::create_database(&p, "shop", None, &Quiet)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PlatformError::PortInUse { .. }), "{err}");
+    drop(blocker);
+    status::stop(&p, None, true).await.unwrap();
+}
+
+#[tokio::test]
+async fn sync_enable_refuses_a_server_without_logical_replication() {
+    let (dir, p) = temp_home();
+    // A server with wal_level = replica.
+    let pg = riptide_localpg::LocalCluster::new(dir.path().join("replica-pg"));
+    pg.init(riptide_localpg::Durability::Ephemeral).unwrap();
+    let conf = pg.data_dir().join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("\nwal_level = replica\n");
+    std::fs::write(&conf, text).unwrap();
+    let port = pg.start(None).unwrap();
+    let url = riptide_localpg::url(port, "postgres");
+    let result = async {
+        let db = database::create_database(&p, "legacy", Some(&url), &Quiet)
+            .await
+            .unwrap();
+        let before = std::fs::read(p.home().join("state.json")).unwrap();
+        let err = sync::sync_enable(&p, &db.id, None, &Quiet)
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, PlatformError::WalLevel(_)), "{msg}");
+        assert!(
+            msg.contains("wal_level = replica")
+                && msg.contains("ALTER SYSTEM SET wal_level = logical"),
+            "{msg}"
+        );
+        // Nothing was made: state, files, publication, storage database.
+        assert_eq!(std::fs::read(p.home().join("state.json")).unwrap(), before);
+        assert!(entries(&p.home().join("sync")).is_empty());
+        let (c, conn) = tokio_postgres::connect(&db.direct_uri, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        assert!(
+            c.query_opt("SELECT 1 FROM pg_publication", &[])
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            c.query_opt(
+                "SELECT 1 FROM pg_database WHERE datname = 'legacy_sync_storage'",
+                &[]
+            )
+            .await
+            .unwrap()
+            .is_none()
+        );
+        // connect needs sync.
+        let app = app::create_app(&p, "legacy-app", "realtime", Some(dir.path()))
+            .await
+            .unwrap();
+        let err = connect::connect(&p, &app.id, "legacy").await.unwrap_err();
+        assert!(err.to_string().contains("sync is not enabled"), "{err}");
+        assert!(!app.path.join(".env").exists());
+    }
+    .await;
+    pg.stop(false).unwrap();
+    result
+}
+
+#[tokio::test]
+async fn sync_enable_refuses_a_port_in_use() {
+    let (_dir, p) = temp_home();
+    let name = unique("busy");
+    let db = database::create_database(&p, &name, Some(&server_url()), &Quiet)
+        .await
+        .unwrap();
+    let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = blocker.local_addr().unwrap().port();
+    let err = sync::sync_enable(&p, &db.name, Some(port), &Quiet)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PlatformError::PortInUse { port: p2 } if p2 == port),
+        "{err}"
+    );
+    assert!(state::read(p.home()).unwrap().sync.is_empty());
+    assert!(!exists_on_server(&format!("{name}_sync_storage")).await);
+}
+
+#[tokio::test]
+async fn create_app_scaffolds_the_embedded_template_atomically() {
+    let (dir, p) = temp_home();
+    let parent = dir.path().join("apps");
+    let info = app::create_app(&p, "todo-demo", "realtime", Some(&parent))
+        .await
+        .unwrap();
+    assert!(info.id.starts_with("app_"));
+    let root = parent.join("todo-demo");
+    assert_eq!(info.path, std::fs::canonicalize(&root).unwrap());
+    let cargo = std::fs::read_to_string(root.join("server/Cargo.toml")).unwrap();
+    assert!(cargo.contains("name = \"todo-demo-server\""), "{cargo}");
+    assert!(cargo.contains("\n[workspace]\n"));
+    assert!(root.join("server/Cargo.lock").is_file());
+    assert!(!root.join("CONTRACT.md").exists());
+    assert!(!root.join("web/node_modules").exists());
+    if let Ok(pkg) = std::fs::read_to_string(root.join("web/package.json")) {
+        assert!(pkg.contains("todo-demo-web"));
+        assert!(!pkg.contains("realtime-app"));
+    }
+
+    let again = app::create_app(&p, "todo-demo", "realtime", Some(&parent))
+        .await
+        .unwrap();
+    assert!(again.already);
+    assert_eq!(again.id, info.id);
+
+    // Clashes and bad input: clear errors, nothing created.
+    let other = dir.path().join("elsewhere");
+    let err = app::create_app(&p, "todo-demo", "realtime", Some(&other))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PlatformError::Conflict(_)), "{err}");
+    std::fs::create_dir_all(parent.join("taken")).unwrap();
+    let err = app::create_app(&p, "taken", "realtime", Some(&parent))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    let err = app::create_app(&p, "Bad_Name", "realtime", Some(&parent))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PlatformError::InvalidName { .. }), "{err}");
+    let err = app::create_app(&p, "x", "nope", Some(&parent))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown template"), "{err}");
+    assert_eq!(
+        entries(&parent),
+        vec!["taken".to_owned(), "todo-demo".to_owned()]
+    );
+    assert_eq!(state::read(p.home()).unwrap().apps.len(), 1);
+
+    // An unwritable parent: no temp folder is left, nothing recorded.
+    let ro = dir.path().join("ro");
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    if !riptide_localpg::is_root() {
+        let err = app::create_app(&p, "nowhere", "realtime", Some(&ro))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PlatformError::Io { .. }), "{err}");
+        assert!(entries(&ro).is_empty());
+        assert_eq!(state::read(p.home()).unwrap().apps.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn state_lock_excludes_a_second_command() {
+    let (_dir, p) = temp_home();
+    let held = state::Store::open(p.home(), std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    let err = state::Store::open(p.home(), std::time::Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PlatformError::Locked { .. }), "{err}");
+    drop(held);
+    state::Store::open(p.home(), std::time::Duration::from_millis(300))
+        .await
+        .unwrap();
+    let mode = std::fs::metadata(p.home().join("state.lock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
