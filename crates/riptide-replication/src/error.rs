@@ -33,6 +33,12 @@ pub enum ReplicationError {
         "replication slot {slot} is missing or invalidated; redeploy the sync rules to replicate from scratch"
     )]
     SlotMissing { slot: String },
+    /// The tracked tables stored by the replicator (`tables.rs`) cannot be decoded.
+    #[error("stored tracked tables cannot be decoded")]
+    TrackedDecode(#[source] riptide_rules::RowDecodeError),
+    /// A stored tracked table has no valid relation OID.
+    #[error("stored tracked table {0} has no valid relation OID")]
+    TrackedOid(String),
     /// A catalog answer had an unexpected shape.
     #[error("unexpected catalog answer: {0}")]
     Catalog(String),

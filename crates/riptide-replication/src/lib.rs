@@ -39,3 +39,6 @@ pub use schema::{Column, TableSchema, TypeMap};
 pub use source::SourceError;
 pub use status::{ReplicationStatus, StatusSnapshot};
 pub use stream::{CHECKPOINT_MESSAGE_PREFIX, StreamOptions};
+// The pseudo source table holding the replicator's tracked tables in storage (not a table of
+// the source), for tools and tests that look at stored rows.
+pub use tables::TRACKED_SOURCE;

@@ -127,13 +127,28 @@ impl Replicator {
                 resume,
             )?
             .with_ack_lsn(pgwire_replication::Lsn(resume.0));
-            // Table changes made while stopped are not detected (see `tables.rs`).
-            let baseline = crate::tables::published(
-                &client,
-                &self.options.publication,
-                &rules.source_tables(),
-            )
-            .await?;
+            // The tables tracked when storage was last committed: the first catalog check
+            // then sees table changes made while stopped (`tables.rs`).
+            let baseline =
+                match crate::tables::stored_tracked(&*self.storage, deployment.id).await? {
+                    Some(stored) => stored,
+                    None => {
+                        // Stored before the tracked set was: start from the catalog, and store it.
+                        let current = crate::tables::published(
+                            &client,
+                            &self.options.publication,
+                            &rules.source_tables(),
+                        )
+                        .await?;
+                        let mut batch = self.storage.begin_batch(deployment.id).await?;
+                        batch
+                            .save(vec![crate::tables::tracked_op(&current)])
+                            .await?;
+                        let event = batch.commit(resume).await?;
+                        let _ = self.events.send(event);
+                        current
+                    }
+                };
             (start_streaming(cfg).await?, resume, baseline)
         } else {
             // An interrupted snapshot starts over: no partial data, a fresh slot.

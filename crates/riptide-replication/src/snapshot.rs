@@ -91,8 +91,8 @@ pub struct SnapshotContext<'a> {
     pub chunk_rows: usize,
 }
 
-/// Copies every table the rules use as of the exported snapshot and commits the result at
-/// the consistent point. Returns the commit's event and, as of the same snapshot, the
+/// Copies every published table the rules use as of the exported snapshot and commits the
+/// result, with the tracked set (`tables.rs`), at the consistent point. Returns the commit's event and, as of the same snapshot, the
 /// referenced tables in `publication` with their OIDs (the baseline of `tables.rs`).
 pub async fn copy_tables(
     ctx: &SnapshotContext<'_>,
@@ -117,6 +117,11 @@ pub async fn copy_tables(
     tables.sort();
     let published = crate::tables::published(&tx, publication, &tables).await?;
     for table in &tables {
+        if !published.contains_key(&table.qualified()) {
+            // The stream would never update its rows; copied once it is published.
+            tracing::warn!(table = %table.qualified(), publication, "table used by the sync rules is not in the publication; skipped");
+            continue;
+        }
         let Some(schema) = TableSchema::load(&tx, table, ctx.types).await? else {
             tracing::warn!(table = %table.qualified(), "table used by the sync rules does not exist; skipped");
             continue;
@@ -128,6 +133,9 @@ pub async fn copy_tables(
     }
     ctx.status.snapshot_table_started(None);
     tx.commit().await?;
+    batch
+        .save(vec![crate::tables::tracked_op(&published)])
+        .await?;
     Ok((batch.commit(created.consistent_point).await?, published))
 }
 

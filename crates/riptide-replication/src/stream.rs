@@ -180,7 +180,8 @@ impl TransactionApplier {
             publication,
             tracked: baseline,
             tracked_oids,
-            check_needed: false,
+            // The stored baseline may predate table changes made while stopped.
+            check_needed: true,
             last_check: Instant::now(),
         });
         self
@@ -722,9 +723,10 @@ impl TransactionApplier {
             .map(|(name, oid)| (name.clone(), *oid))
             .collect();
         removed.sort();
+        let mut ops = Vec::with_capacity(removed.len() + 1);
+        ops.push(tables::tracked_op(&current));
         tracking.tracked_oids = current.iter().map(|(k, v)| (*v, k.clone())).collect();
         tracking.tracked = current;
-        let mut ops = Vec::with_capacity(removed.len());
         for (name, oid) in removed {
             tracing::info!(table = %name, lsn = %position, "table rows removed: the table left");
             self.gates.insert(oid, Gate::Before(seen));
@@ -845,6 +847,7 @@ impl TransactionApplier {
         tx.commit().await?;
         // Ends the walsender session, which drops the temporary slot.
         drop(session);
+        batch.save(vec![tables::tracked_op(&current)]).await?;
         let event = batch.commit(position).await?;
         self.committed(event, position, 0);
 

@@ -46,19 +46,80 @@
 //!
 //! Gated OIDs are rare; the hot path only checks that the gate map is empty.
 //!
-//! Limits: the tracked set is not stored. A fresh deployment takes it from the initial
-//! snapshot; a restarted replicator takes the catalog at start-up as its baseline, so table
-//! changes made while it was stopped are not detected (a resync with a temporary slot
-//! interrupted by a restart may replay some of the copied table's older changes, which
-//! converge to the same rows).
+//! The tracked set is stored with every storage commit that changes it (the initial
+//! snapshot, each resync and removal), in the same batch, as the current row state of a
+//! pseudo source table ([`TRACKED_SOURCE`], a name no `schema.table` can have: it has no
+//! dot). A restarted replicator starts from the stored set, so a table added to or removed
+//! from the publication, dropped, created or renamed while it was stopped differs from it at
+//! the first catalog check and is copied or removed as if it had happened live (column
+//! changes need nothing: the stream replays them from the stored position). Deployments
+//! written before the set was stored start from the catalog at start-up and store it.
+//! A resync with a temporary slot interrupted by a restart may replay some of the copied
+//! table's older changes, which converge to the same rows.
+//!
+//! Limit: a table removed from the publication and added back between two catalog checks
+//! keeps its OID, so the check sees no difference and changes made while it was out are
+//! missed (pgoutput does not report publication membership).
 
 use std::collections::HashMap;
 
 use riptide_protocol::Lsn;
-use riptide_rules::TableRef;
+use riptide_rules::{Row, SqliteValue, TableRef};
+use riptide_storage::{BatchOperation, BucketStorage, DeploymentId, RowChange, RowOperation};
 use tokio_postgres::GenericClient;
 
 use crate::error::ReplicationError;
+
+/// Pseudo source table whose one current row stores the tracked set: not `schema.table`
+/// (no dot), so no real table's rows share it.
+pub const TRACKED_SOURCE: &str = "riptide:tracked_tables";
+
+/// Key of that row.
+const TRACKED_KEY: &[u8] = b"tracked";
+
+/// The storage operation recording `tracked` (referenced published table → OID); saved in
+/// the batch of every commit that changes it.
+pub fn tracked_op(tracked: &HashMap<String, u32>) -> BatchOperation {
+    let mut names: Vec<(&String, &u32)> = tracked.iter().collect();
+    names.sort();
+    let mut row = Row::new();
+    for (name, oid) in names {
+        row.insert(name.clone(), SqliteValue::Integer(i64::from(*oid)));
+    }
+    BatchOperation::Row(RowOperation {
+        source_table: TRACKED_SOURCE.to_owned(),
+        key: TRACKED_KEY.to_vec(),
+        change: RowChange::Upsert {
+            row: row.encode(),
+            buckets: Vec::new(),
+            parameters: Vec::new(),
+        },
+    })
+}
+
+/// The tracked set stored by [`tracked_op`], if the deployment has one.
+pub async fn stored_tracked(
+    storage: &dyn BucketStorage,
+    deployment: DeploymentId,
+) -> Result<Option<HashMap<String, u32>>, ReplicationError> {
+    let rows = storage
+        .current_rows(deployment, TRACKED_SOURCE, &[TRACKED_KEY.to_vec()])
+        .await?;
+    let Some(bytes) = rows.get(TRACKED_KEY) else {
+        return Ok(None);
+    };
+    let row = Row::decode(bytes).map_err(ReplicationError::TrackedDecode)?;
+    let mut tracked = HashMap::with_capacity(row.0.len());
+    for (name, value) in row.0 {
+        let oid = match value {
+            SqliteValue::Integer(i) => u32::try_from(i).ok(),
+            _ => None,
+        }
+        .ok_or_else(|| ReplicationError::TrackedOid(name.clone()))?;
+        tracked.insert(name, oid);
+    }
+    Ok(Some(tracked))
+}
 
 /// What happens to stream changes of one relation OID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

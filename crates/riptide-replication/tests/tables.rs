@@ -586,3 +586,71 @@ async fn unpublished_table_with_a_change_just_before_stays_empty_repeatedly() {
     }
     running.stop().await;
 }
+
+/// Table changes made while the replicator is stopped are found at restart: the stored
+/// tracked set differs from the catalog, so a table added to the publication (with rows
+/// written before, never streamed) is copied, and a table removed from it leaves.
+#[tokio::test]
+async fn table_changes_while_stopped_are_found_at_restart() {
+    let db = source_db().await;
+    table_changes_while_stopped(&db, memory_storage()).await;
+}
+
+#[tokio::test]
+async fn table_changes_while_stopped_are_found_at_restart_postgres_storage() {
+    let db = source_db().await;
+    let storage_db = TestDatabase::create().await;
+    table_changes_while_stopped(&db, pg_storage(&storage_db).await).await;
+}
+
+async fn table_changes_while_stopped(db: &TestDatabase, storage: Arc<RecordingStorage>) {
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "DROP PUBLICATION powersync;
+             CREATE PUBLICATION powersync FOR TABLE todos, other;
+             INSERT INTO todos VALUES ('a', 'first', 1, NULL);
+             CREATE TABLE notes (id text PRIMARY KEY, v text);
+             INSERT INTO notes VALUES ('n1', 'one');",
+        )
+        .await
+        .unwrap();
+    let running = start(db, storage, None, TWO_TABLES).await;
+    running.wait_commits(1).await;
+    wait_rows(&running, &[("todos", "a", "first")]).await;
+    // Not published: streamed nowhere.
+    client
+        .batch_execute("INSERT INTO notes VALUES ('n2', 'two')")
+        .await
+        .unwrap();
+    let (storage, deployment) = running.stop().await;
+
+    client
+        .batch_execute(
+            "INSERT INTO todos VALUES ('b', 'second', 2, NULL);
+             ALTER PUBLICATION powersync DROP TABLE todos;
+             ALTER PUBLICATION powersync ADD TABLE notes;
+             UPDATE notes SET v = 'one!' WHERE id = 'n1';",
+        )
+        .await
+        .unwrap();
+    let running = start(db, storage, Some(deployment), TWO_TABLES).await;
+    wait_rows(&running, &[("notes", "n1", "one!"), ("notes", "n2", "two")]).await;
+    // A second restart with nothing changed keeps it that way.
+    let (storage, deployment) = running.stop().await;
+    client
+        .batch_execute("INSERT INTO notes VALUES ('n3', 'three')")
+        .await
+        .unwrap();
+    let running = start(db, storage, Some(deployment), TWO_TABLES).await;
+    wait_rows(
+        &running,
+        &[
+            ("notes", "n1", "one!"),
+            ("notes", "n2", "two"),
+            ("notes", "n3", "three"),
+        ],
+    )
+    .await;
+    running.stop().await;
+}

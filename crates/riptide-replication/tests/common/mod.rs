@@ -68,7 +68,15 @@ struct RecordingBatch {
 #[async_trait]
 impl StorageBatch for RecordingBatch {
     async fn save(&mut self, ops: Vec<BatchOperation>) -> Result<()> {
-        self.ops.extend(ops.iter().cloned());
+        // The replicator's own state (tracked tables) is not a source change.
+        self.ops.extend(
+            ops.iter()
+                .filter(|op| {
+                    !matches!(op, BatchOperation::Row(r)
+                        if r.source_table == riptide_replication::TRACKED_SOURCE)
+                })
+                .cloned(),
+        );
         self.saves += 1;
         self.inner.save(ops).await
     }
