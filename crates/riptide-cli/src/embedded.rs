@@ -75,13 +75,7 @@ pub const DEMO_RULES: &str = r#"bucket_definitions:
 
 /// Riptide's home directory: `RIPTIDE_HOME`, else `~/.riptide`.
 pub fn riptide_home() -> PathBuf {
-    if let Some(home) = std::env::var_os("RIPTIDE_HOME") {
-        return PathBuf::from(home);
-    }
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join(".riptide")
+    riptide_platform::home::riptide_home()
 }
 
 /// The embedded environment: its cluster and the demo signing key.

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use riptide_cli::config::ServeConfig;
+use riptide_cli::platform_cmd::{self, PlatformCommand};
 use riptide_cli::{embedded, serve};
 
 /// Riptide: realtime, local-first apps on Postgres.
@@ -16,6 +17,9 @@ use riptide_cli::{embedded, serve};
     about = "Riptide: realtime, local-first apps on Postgres"
 )]
 struct Cli {
+    /// Print results as JSON on stdout (platform subcommands).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,6 +48,60 @@ enum Command {
     Rules {
         #[command(subcommand)]
         command: riptide_cli::rules_cmd::RulesCommand,
+    },
+    /// Create a database: on Riptide's local Postgres cluster, or with --server-url on a server.
+    CreateDatabase {
+        /// A lowercase slug (a-z, 0-9, - and _).
+        name: String,
+        /// An existing server (postgres://user:password@host:port/postgres) to create it on.
+        #[arg(long)]
+        server_url: Option<String>,
+    },
+    /// Enable sync on a database, or write deploy files for its sync service.
+    Sync {
+        #[command(subcommand)]
+        command: platform_cmd::SyncCommand,
+    },
+    /// Create an app from a template built into riptide.
+    CreateApp {
+        /// A lowercase slug: the folder and package names.
+        name: String,
+        #[arg(long, default_value = "realtime")]
+        template: String,
+        /// The parent folder (default: the current directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Connect an app to a database with sync: writes the app's .env (mode 0600).
+    Connect {
+        /// App id, name or folder.
+        app: String,
+        /// Database id or name.
+        database: String,
+    },
+    /// Show databases, sync services and apps, and what runs.
+    Status,
+    /// Stop a sync service (by its id or its database's), or with --all every service and the
+    /// local cluster.
+    Stop {
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Generate web/src/lib/schema.ts from the database and the app's sync rules.
+    Schema {
+        /// App id, name or folder (default: the app around the current directory).
+        app: Option<String>,
+    },
+    /// Apply the app's migrations/ to its database.
+    Migrate {
+        /// App id, name or folder (default: the app around the current directory).
+        app: Option<String>,
+    },
+    /// Deploy the app's sync-rules.yaml to its sync service.
+    DeployRules {
+        /// App id, name or folder (default: the app around the current directory).
+        app: Option<String>,
     },
 }
 
@@ -79,7 +137,33 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    let json = cli.json;
+    let platform = |c| platform_cmd::run(c, json);
     match cli.command {
+        Command::CreateDatabase { name, server_url } => {
+            platform(PlatformCommand::CreateDatabase { name, server_url }).await
+        }
+        Command::Sync { command } => platform(PlatformCommand::Sync(command)).await,
+        Command::CreateApp {
+            name,
+            template,
+            dir,
+        } => {
+            platform(PlatformCommand::CreateApp {
+                name,
+                template,
+                dir,
+            })
+            .await
+        }
+        Command::Connect { app, database } => {
+            platform(PlatformCommand::Connect { app, database }).await
+        }
+        Command::Status => platform(PlatformCommand::Status).await,
+        Command::Stop { id, all } => platform(PlatformCommand::Stop { id, all }).await,
+        Command::Schema { app } => platform(PlatformCommand::Schema { app }).await,
+        Command::Migrate { app } => platform(PlatformCommand::Migrate { app }).await,
+        Command::DeployRules { app } => platform(PlatformCommand::DeployRules { app }).await,
         Command::Serve { config, port } => run_serve(config, port).await,
         Command::Token { user, ttl } => {
             let home = embedded::riptide_home();

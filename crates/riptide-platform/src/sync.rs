@@ -1,10 +1,12 @@
 //! `sync_enable`: turns a database into a sync source and runs a managed sync service for it;
 //! `deploy_files`: what it takes to run the same service elsewhere (Docker, Fly.io).
 //!
-//! The publication: `sync_enable` creates `powersync` `FOR ALL TABLES` when it does not exist
-//! (tables an app's migrations create later are then published without further steps; the sync
-//! rules decide what reaches clients). An existing `powersync` publication is left as it is, so
-//! an app that wants a narrower one creates it before enabling sync.
+//! The publication `powersync`: an existing one is left as it is. Otherwise, when the database
+//! already has tables, `sync_enable` creates it `FOR ALL TABLES` (the sync rules decide what
+//! reaches clients). A database with no tables yet (a fresh `create_database`) gets none: the
+//! app's first migration creates it with the tables it means to sync (the realtime template's
+//! `0001_init.sql` runs `CREATE PUBLICATION powersync FOR TABLE lists, todos, list_members`),
+//! and the service starts replicating once sync rules are deployed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,6 +39,8 @@ pub struct SyncInfo {
     pub pid: Option<u32>,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
+    /// What happened to the publication `powersync`.
+    pub publication: String,
     /// Sync was enabled before this call.
     pub already: bool,
     /// The service was not running and has been started by this call.
@@ -44,7 +48,7 @@ pub struct SyncInfo {
 }
 
 impl SyncInfo {
-    fn of(r: &SyncRecord, already: bool, started: bool) -> SyncInfo {
+    fn of(r: &SyncRecord, publication: String, already: bool, started: bool) -> SyncInfo {
         SyncInfo {
             id: r.id.clone(),
             database_id: r.database_id.clone(),
@@ -53,6 +57,7 @@ impl SyncInfo {
             pid: process::running_pid(&r.pid_path()),
             config_path: r.config_path(),
             log_path: r.log_path(),
+            publication,
             already,
             started,
         }
@@ -86,7 +91,13 @@ pub async fn sync_enable(
             )));
         }
         let started = ensure_service(platform, &existing, progress).await?;
-        return Ok(SyncInfo::of(&existing, true, started));
+        let source = pg::connect(&db.direct_uri).await?;
+        let publication = if publication_exists(&source).await? {
+            "exists".to_owned()
+        } else {
+            "missing: the app's migrations create it".to_owned()
+        };
+        return Ok(SyncInfo::of(&existing, publication, true, started));
     }
     let port = match port {
         Some(p) => {
@@ -108,7 +119,7 @@ pub async fn sync_enable(
     )
     .await;
     match result {
-        Ok(record) => Ok(SyncInfo::of(&record, false, true)),
+        Ok((record, publication)) => Ok(SyncInfo::of(&record, publication, false, true)),
         Err(e) => {
             undo.run(&source).await;
             Err(e)
@@ -156,16 +167,24 @@ async fn enable(
     port: u16,
     undo: &mut Undo,
     progress: &dyn Progress,
-) -> Result<SyncRecord, PlatformError> {
-    let exists = source
+) -> Result<(SyncRecord, String), PlatformError> {
+    let has_tables = source
         .query_opt(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&PUBLICATION],
+            "SELECT 1 FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') LIMIT 1",
+            &[],
         )
         .await
-        .map_err(PlatformError::pg("cannot read pg_publication"))?
+        .map_err(PlatformError::pg("cannot list tables"))?
         .is_some();
-    if !exists {
+    let publication = if publication_exists(source).await? {
+        "exists".to_owned()
+    } else if !has_tables {
+        "not created: the database has no tables yet; the app's first migration creates it"
+            .to_owned()
+    } else {
+        "created FOR ALL TABLES".to_owned()
+    };
+    if publication.starts_with("created") {
         source
             .batch_execute(&format!("CREATE PUBLICATION {PUBLICATION} FOR ALL TABLES"))
             .await
@@ -225,7 +244,18 @@ async fn enable(
     ensure_service(platform, &record, progress).await?;
     store.state.sync.push(record.clone());
     store.save()?;
-    Ok(record)
+    Ok((record, publication))
+}
+
+async fn publication_exists(source: &tokio_postgres::Client) -> Result<bool, PlatformError> {
+    Ok(source
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&PUBLICATION],
+        )
+        .await
+        .map_err(PlatformError::pg("cannot read pg_publication"))?
+        .is_some())
 }
 
 /// Checks `wal_level`: the local cluster is switched to `logical` and restarted; a server is
