@@ -38,6 +38,9 @@ pub mod names {
     pub const SYNC_BYTES_SENT: &str = "riptide_sync_bytes_sent_total";
     /// Counter: `checkpoint` and `checkpoint_diff` lines sent.
     pub const SYNC_CHECKPOINTS_SENT: &str = "riptide_sync_checkpoints_sent_total";
+    /// Counter, label `source` (`memory` / `storage`): checkpoints a stream prepared, from the
+    /// ops the checkpoint bus carried or by reading storage.
+    pub const SYNC_CHECKPOINTS_PREPARED: &str = "riptide_sync_checkpoints_prepared_total";
     /// Counter: write checkpoints created (both endpoints).
     pub const WRITE_CHECKPOINTS_CREATED: &str = "riptide_write_checkpoints_created_total";
     /// Counter: source transactions committed to bucket storage.
@@ -111,6 +114,8 @@ pub struct ServiceMetrics {
     ops_sent: Counter,
     bytes_sent: Counter,
     checkpoints_sent: Counter,
+    prepared_from_memory: Counter,
+    prepared_from_storage: Counter,
     write_checkpoints: Counter,
     replication_transactions: Counter,
     replication_rows: Counter,
@@ -152,6 +157,10 @@ impl ServiceMetrics {
                 "Bytes of encoded sync lines sent, before compression"
             );
             metrics::describe_counter!(SYNC_CHECKPOINTS_SENT, "Checkpoint lines sent");
+            metrics::describe_counter!(
+                SYNC_CHECKPOINTS_PREPARED,
+                "Checkpoints streams prepared, from the bus's ops (memory) or storage"
+            );
             metrics::describe_counter!(WRITE_CHECKPOINTS_CREATED, "Write checkpoints created");
             metrics::describe_counter!(
                 REPLICATION_TRANSACTIONS,
@@ -193,6 +202,8 @@ impl ServiceMetrics {
                 ops_sent: metrics::counter!(SYNC_OPS_SENT),
                 bytes_sent: metrics::counter!(SYNC_BYTES_SENT),
                 checkpoints_sent: metrics::counter!(SYNC_CHECKPOINTS_SENT),
+                prepared_from_memory: metrics::counter!(SYNC_CHECKPOINTS_PREPARED, "source" => "memory"),
+                prepared_from_storage: metrics::counter!(SYNC_CHECKPOINTS_PREPARED, "source" => "storage"),
                 write_checkpoints: metrics::counter!(WRITE_CHECKPOINTS_CREATED),
                 replication_transactions: metrics::counter!(REPLICATION_TRANSACTIONS),
                 replication_rows: metrics::counter!(REPLICATION_ROWS),
@@ -272,6 +283,16 @@ impl ServiceMetrics {
         if ops > 0 {
             self.ops_sent.increment(ops);
         }
+    }
+
+    /// A stream prepared a checkpoint from the ops the bus carried (no storage read).
+    pub(crate) fn checkpoint_from_memory(&self) {
+        self.prepared_from_memory.increment(1);
+    }
+
+    /// A stream prepared a checkpoint by reading storage.
+    pub(crate) fn checkpoint_from_storage(&self) {
+        self.prepared_from_storage.increment(1);
     }
 
     pub(crate) fn write_checkpoint_created(&self) {

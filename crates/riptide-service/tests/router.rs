@@ -887,3 +887,130 @@ async fn serve_shuts_down_with_open_streams() {
         .unwrap()
         .unwrap();
 }
+
+/// Checkpoints streams prepared so far, `(from the bus's ops, from storage)`.
+fn prepared(h: &Harness) -> (u64, u64) {
+    let text = h.state.metrics().render(0);
+    let count = |source: &str| {
+        let prefix = format!("riptide_sync_checkpoints_prepared_total{{source=\"{source}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+    };
+    (count("memory"), count("storage"))
+}
+
+#[tokio::test]
+async fn small_commits_are_served_from_the_bus_and_untouched_streams_stay_silent() {
+    let mut h = Harness::new().await;
+    let mut s1 = h.stream("u1", json!({"client_id": "c1"})).await;
+    s1.until_complete().await;
+    let mut s2 = h.stream("u2", json!({"client_id": "c2"})).await;
+    s2.until_complete().await;
+    assert_eq!(prepared(&h), (0, 2));
+
+    // A small commit to u1's bucket: u1 gets it from memory, u2 wakes for nothing at all.
+    h.commit(vec![row("todos", "t1", &[("user[\"u1\"]", "a")], vec![])])
+        .await;
+    let lines = s1.until_complete().await;
+    let diff = &lines[0]["checkpoint_diff"];
+    assert_eq!(diff["last_op_id"], "2");
+    let states = h
+        .storage
+        .bucket_states(
+            h.deployment,
+            riptide_protocol::OpId(2),
+            &["user[\"u1\"]".into()],
+        )
+        .await
+        .unwrap();
+    let exact = states["user[\"u1\"]"];
+    assert_eq!(
+        diff["updated_buckets"][0]["checksum"],
+        json!(exact.checksum.as_signed())
+    );
+    assert_eq!(diff["updated_buckets"][0]["count"], json!(exact.count));
+    assert_eq!(lines[1]["data"]["data"][0]["op_id"], "2");
+    assert_eq!(lines[1]["data"]["after"], "1");
+    assert!(s2.next_within(Duration::from_millis(200)).await.is_err());
+    assert_eq!(prepared(&h), (1, 2));
+
+    // A write checkpoint of u2 becomes visible with a commit that does not touch u2's
+    // buckets: still reported, still without reading bucket data.
+    h.source.lsn.store(250, Ordering::SeqCst);
+    let resp = h
+        .request(
+            Request::get("/write-checkpoint2.json?client_id=c2")
+                .header("authorization", format!("Token {}", h.token("u2")))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        body_json(resp).await,
+        json!({"data": {"write_checkpoint": "1"}})
+    );
+    // Not yet replicated (storage at 0/200): nothing.
+    assert!(s2.next_within(Duration::from_millis(200)).await.is_err());
+    h.commit(vec![row("todos", "t2", &[("user[\"u3\"]", "a")], vec![])])
+        .await;
+    assert_eq!(
+        s2.until_complete().await,
+        vec![
+            json!({"checkpoint_diff": {"last_op_id": "3", "write_checkpoint": "1", "updated_buckets": [], "removed_buckets": []}}),
+            json!({"checkpoint_complete": {"last_op_id": "3"}}),
+        ]
+    );
+    assert!(s1.next_within(Duration::from_millis(200)).await.is_err());
+    let (memory, storage) = prepared(&h);
+    assert_eq!(storage, 2, "no stream read storage");
+    assert!(memory >= 2);
+
+    // A commit the bus did not announce (as from a lost event): the next event does not
+    // follow on, so u1 reads storage and gets both ops.
+    let mut batch = h.storage.begin_batch(h.deployment).await.unwrap();
+    batch
+        .save(vec![row("todos", "t3", &[("user[\"u1\"]", "b")], vec![])])
+        .await
+        .unwrap();
+    batch.commit(Lsn(400)).await.unwrap();
+    h.commit(vec![row("todos", "t4", &[("user[\"u1\"]", "c")], vec![])])
+        .await;
+    let lines = s1.until_complete().await;
+    assert_eq!(lines[0]["checkpoint_diff"]["last_op_id"], "5");
+    let ids: Vec<&str> = lines[1]["data"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["op_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["4", "5"]);
+    assert_eq!(prepared(&h).1, 3);
+
+    // A commit too large to ride on the bus: read from storage, every op delivered.
+    let many: Vec<BatchOperation> = (0..=riptide_storage::EVENT_OPS_MAX)
+        .map(|i| row("lists", &format!("big{i}"), &[("global[]", "x")], vec![]))
+        .collect();
+    let event = h.commit(many).await;
+    assert!(event.ops.is_none());
+    for s in [&mut s1, &mut s2] {
+        let lines = s.until_complete().await;
+        let ops: usize = lines
+            .iter()
+            .filter_map(|l| l["data"]["data"].as_array())
+            .map(Vec::len)
+            .sum();
+        assert_eq!(ops, riptide_storage::EVENT_OPS_MAX + 1);
+    }
+    assert_eq!(prepared(&h).1, 5);
+
+    // And the next small commit is served from memory again.
+    let before = prepared(&h);
+    h.commit(vec![row("lists", "g9", &[("global[]", "y")], vec![])])
+        .await;
+    s1.until_complete().await;
+    s2.until_complete().await;
+    let after = prepared(&h);
+    assert_eq!(after.1, before.1);
+    assert_eq!(after.0, before.0 + 2);
+}

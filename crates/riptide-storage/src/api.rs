@@ -151,15 +151,62 @@ pub enum BatchOperation {
     },
 }
 
+/// Most ops a commit carries in [`CheckpointEvent::ops`]; a larger commit carries none and
+/// stream sessions read its ops from storage.
+pub const EVENT_OPS_MAX: usize = 256;
+
 /// What a commit changed, announced on the checkpoint bus to wake stream sessions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckpointEvent {
     pub deployment: DeploymentId,
     pub checkpoint: StorageCheckpoint,
+    /// The deployment's checkpoint op id before this commit: the commit wrote exactly the ops
+    /// with `previous < op_id <= checkpoint.op_id`. A stream that has followed every event up
+    /// to `previous` knows, with this one, every op up to `checkpoint`.
+    pub previous: OpId,
     /// Buckets that received ops in this commit.
     pub changed_buckets: Vec<String>,
     /// Parameter-lookup keys whose results changed in this commit.
     pub changed_lookups: Vec<Vec<u8>>,
+    /// Every op of the commit, when it wrote at most [`EVENT_OPS_MAX`] (`None`: more, or not
+    /// known, e.g. an event from another node). Shared by every session of the process, which
+    /// then serve the new ops and checksums from memory instead of reading storage.
+    pub ops: Option<std::sync::Arc<CommitOps>>,
+}
+
+/// The ops of one small commit, per bucket.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CommitOps {
+    /// Bucket → its ops of the commit in op-id order. Every bucket of
+    /// [`CheckpointEvent::changed_buckets`] is here.
+    pub buckets: HashMap<String, Vec<OplogEntry>>,
+}
+
+impl CommitOps {
+    /// Collects `(bucket, op)` pairs in op-id order; `None` when there are more than
+    /// [`EVENT_OPS_MAX`].
+    pub fn collect<I>(ops: I) -> Option<CommitOps>
+    where
+        I: IntoIterator<Item = (String, OplogEntry)>,
+    {
+        let mut out = CommitOps::default();
+        for (n, (bucket, op)) in ops.into_iter().enumerate() {
+            if n >= EVENT_OPS_MAX {
+                return None;
+            }
+            out.buckets.entry(bucket).or_default().push(op);
+        }
+        Some(out)
+    }
+
+    /// Number of ops.
+    pub fn len(&self) -> usize {
+        self.buckets.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.values().all(Vec::is_empty)
+    }
 }
 
 /// Checksum and op count of a bucket at a checkpoint.

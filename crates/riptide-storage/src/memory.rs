@@ -14,8 +14,8 @@ use riptide_protocol::{Checksum, Lsn, OpId, OplogEntry};
 use crate::diff::{RowState, diff_row, subkey};
 use crate::write_checkpoint;
 use crate::{
-    BatchOperation, BucketChunk, BucketState, BucketStorage, CheckpointEvent, Deployment,
-    DeploymentId, DeploymentState, Result, RowChange, StorageBatch, StorageCheckpoint,
+    BatchOperation, BucketChunk, BucketState, BucketStorage, CheckpointEvent, CommitOps,
+    Deployment, DeploymentId, DeploymentState, Result, RowChange, StorageBatch, StorageCheckpoint,
     StorageError,
 };
 
@@ -253,6 +253,7 @@ impl BucketStorage for MemoryStorage {
             id,
             _writer: guard,
             last_op,
+            previous: last_op,
             overlay: HashMap::new(),
             ops: Vec::new(),
             changed_lookups: BTreeSet::new(),
@@ -444,6 +445,8 @@ struct MemoryBatch {
     _writer: tokio::sync::OwnedMutexGuard<()>,
     /// Last op id allocated (starts at the committed high-water mark).
     last_op: OpId,
+    /// The committed high-water mark when the batch began.
+    previous: OpId,
     /// New state of every row touched by this batch (`None`: deleted).
     overlay: HashMap<RowKey, Option<RowState>>,
     ops: Vec<(String, OplogEntry)>,
@@ -548,6 +551,11 @@ impl StorageBatch for MemoryBatch {
                 data.rows.insert(key, state);
             }
         }
+        let ops = if this.ops.len() <= crate::EVENT_OPS_MAX {
+            CommitOps::collect(this.ops.iter().cloned()).map(Arc::new)
+        } else {
+            None
+        };
         let mut changed_buckets = BTreeSet::new();
         for (bucket, entry) in this.ops {
             let log = data.buckets.entry(bucket.clone()).or_default();
@@ -566,8 +574,10 @@ impl StorageBatch for MemoryBatch {
         Ok(CheckpointEvent {
             deployment: this.id,
             checkpoint,
+            previous: this.previous,
             changed_buckets: changed_buckets.into_iter().collect(),
             changed_lookups: this.changed_lookups.into_iter().collect(),
+            ops,
         })
     }
 }

@@ -15,6 +15,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 /// Ops of one checkpoint after which a newer relevant checkpoint replaces it.
 const SWITCH_AFTER_OPS: u64 = 1000;
 
+use super::follow::Follow;
 use super::framing::{Disconnected, LineSender, SendError};
 use super::state::{CheckpointInput, SessionBucket, SessionState};
 use crate::auth::VerifiedToken;
@@ -173,6 +174,9 @@ impl Session {
         // announced on the bus, or read from storage when it last resolved its buckets.
         let mut seen: Option<StorageCheckpoint> = None;
 
+        // What the bus told this stream since its last checkpoint (see `follow`).
+        let mut follow = Follow::default();
+
         loop {
             let active = rules_rx.borrow_and_update().clone();
             let Some(active) = active else {
@@ -184,6 +188,11 @@ impl Session {
             if !same_rules {
                 resolve_needed = true;
                 seen = None;
+                follow.reset();
+            }
+            if let Some(at) = last_checkpoint_at {
+                let due = at + inner.options.checkpoint_interval;
+                tokio::time::sleep_until(due.into()).await;
             }
 
             // A commit is announced on the bus after it is durable, so storage may hold
@@ -194,26 +203,58 @@ impl Session {
             loop {
                 match events.try_recv() {
                     Ok(event) => {
-                        let (_, lookups_changed) = relevance(
+                        let r = relevance(
                             &event,
                             active.deployment,
                             resolved.as_ref(),
                             pending_write.is_some(),
                             &mut seen,
+                            &mut follow,
                         );
-                        resolve_needed |= lookups_changed;
+                        resolve_needed |= r.lookups_changed;
                     }
-                    Err(TryRecvError::Lagged(_)) => resolve_needed = true,
+                    Err(TryRecvError::Lagged(_)) => {
+                        resolve_needed = true;
+                        follow.reset();
+                    }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Closed) => return Err(SessionError::BusClosed),
                 }
             }
-            if let Some(checkpoint) = storage.checkpoint(active.deployment).await? {
-                if let Some(at) = last_checkpoint_at {
-                    let due = at + inner.options.checkpoint_interval;
-                    tokio::time::sleep_until(due.into()).await;
+
+            // The newest checkpoint, served from the ops the bus carried when they cover
+            // everything since the last one (no storage read), else read from storage.
+            let mut begun = None;
+            if !resolve_needed
+                && session.is_idle()
+                && let Some(r) = resolved.as_ref()
+                && let Some(checkpoint) = follow.known()
+            {
+                // Only a write checkpoint announced to this process can have become visible
+                // (the notice keeps `pending_write` set until it is reported).
+                let write_checkpoint = if pending_write.is_some() {
+                    storage
+                        .write_checkpoint(&user.user_id, &client_id, checkpoint.lsn)
+                        .await?
+                } else {
+                    session.reported_write_checkpoint()
+                };
+                let new_ops = follow.ops_of(&r.names);
+                if let Some(lines) = session.checkpoint_from_ops(
+                    checkpoint.op_id,
+                    r.buckets.clone(),
+                    write_checkpoint,
+                    &new_ops,
+                ) {
+                    inner.metrics.checkpoint_from_memory();
+                    follow.rebase(checkpoint);
+                    begun = Some(lines);
                 }
-                last_checkpoint_at = Some(Instant::now());
+            }
+            let from_memory = begun.is_some();
+            if begun.is_none()
+                && let Some(checkpoint) = storage.checkpoint(active.deployment).await?
+            {
                 if seen < Some(checkpoint) {
                     resolve_needed = true;
                 }
@@ -236,14 +277,26 @@ impl Session {
                 let write_checkpoint = storage
                     .write_checkpoint(&user.user_id, &client_id, checkpoint.lsn)
                     .await?;
-                let lines = session.begin_checkpoint(CheckpointInput {
+                inner.metrics.checkpoint_from_storage();
+                // The states and bucket set are exact at this checkpoint: follow from it.
+                follow.rebase(checkpoint);
+                begun = Some(session.begin_checkpoint(CheckpointInput {
                     checkpoint: checkpoint.op_id,
                     buckets: r.buckets.clone(),
                     states,
                     write_checkpoint,
-                });
+                }));
+            }
+            if let Some(lines) = begun {
+                last_checkpoint_at = Some(Instant::now());
+                let before = session.ops_sent_total();
                 for line in &lines {
                     tx.send(line).await?;
+                }
+                if from_memory {
+                    let sent = session.ops_sent_total() - before;
+                    ops_sent.fetch_add(sent, Ordering::Relaxed);
+                    inner.metrics.ops_sent(sent);
                 }
                 let mut newer_checkpoint = false;
                 while let Some(fetch) = session.next_fetch() {
@@ -268,19 +321,21 @@ impl Session {
                         loop {
                             match events.try_recv() {
                                 Ok(event) => {
-                                    let (relevant, lookups_changed) = relevance(
+                                    let r = relevance(
                                         &event,
                                         active.deployment,
                                         resolved.as_ref(),
                                         pending_write.is_some(),
                                         &mut seen,
+                                        &mut follow,
                                     );
-                                    resolve_needed |= lookups_changed;
-                                    newer_checkpoint |= relevant;
+                                    resolve_needed |= r.lookups_changed;
+                                    newer_checkpoint |= r.relevant;
                                 }
                                 Err(TryRecvError::Lagged(_)) => {
                                     resolve_needed = true;
                                     newer_checkpoint = true;
+                                    follow.reset();
                                 }
                                 Err(TryRecvError::Empty) => break,
                                 Err(TryRecvError::Closed) => return Err(SessionError::BusClosed),
@@ -308,22 +363,24 @@ impl Session {
                 tokio::select! {
                     event = events.recv() => match event {
                         Ok(event) => {
-                            let (relevant, lookups_changed) = relevance(
+                            let r = relevance(
                                 &event,
                                 active.deployment,
                                 resolved.as_ref(),
                                 pending_write.is_some(),
                                 &mut seen,
+                                &mut follow,
                             );
-                            if lookups_changed {
+                            if r.lookups_changed {
                                 resolve_needed = true;
                             }
-                            if relevant {
+                            if r.relevant {
                                 break;
                             }
                         }
                         Err(RecvError::Lagged(_)) => {
                             resolve_needed = true;
+                            follow.reset();
                             break;
                         }
                         Err(RecvError::Closed) => return Err(SessionError::BusClosed),
@@ -356,28 +413,50 @@ impl Session {
     }
 }
 
+/// What a checkpoint event means to one stream.
+struct Relevance {
+    /// It should send a checkpoint for it.
+    relevant: bool,
+    /// It changed one of the stream's parameter lookups: resolve its buckets again.
+    lookups_changed: bool,
+}
+
 /// Whether a checkpoint event concerns this stream, and whether it changed one of its lookups.
-/// Also advances `seen`, the newest checkpoint of the deployment announced to this stream.
+/// Also advances `seen`, the newest checkpoint of the deployment announced to this stream, and
+/// `follow`, the ops of its buckets known from the bus.
 fn relevance(
     event: &CheckpointEvent,
     deployment: i64,
     resolved: Option<&Resolved>,
     pending_write: bool,
     seen: &mut Option<StorageCheckpoint>,
-) -> (bool, bool) {
+    follow: &mut Follow,
+) -> Relevance {
     if event.deployment != deployment {
-        return (false, false);
+        return Relevance {
+            relevant: false,
+            lookups_changed: false,
+        };
     }
     *seen = (*seen).max(Some(event.checkpoint));
     let Some(r) = resolved else {
-        return (true, false);
+        follow.reset();
+        return Relevance {
+            relevant: true,
+            lookups_changed: false,
+        };
     };
     let lookups_changed = event.changed_lookups.iter().any(|l| r.lookups.contains(l));
     let buckets_changed = event.changed_buckets.iter().any(|b| r.names.contains(b));
-    (
-        lookups_changed || buckets_changed || pending_write,
+    if lookups_changed {
+        follow.reset();
+    } else {
+        follow.on_event(event, buckets_changed);
+    }
+    Relevance {
+        relevant: lookups_changed || buckets_changed || pending_write,
         lookups_changed,
-    )
+    }
 }
 
 /// How long a stream lived, for logs.

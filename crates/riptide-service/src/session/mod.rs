@@ -1,7 +1,9 @@
 //! Sync stream sessions: the sans-IO [`state`] machine, the tokio [`driver`] that feeds it from
-//! storage and the checkpoint bus, the [`keepalive`] token lines, and line [`framing`].
+//! storage and the checkpoint bus (and from the ops the bus carries, tracked by [`follow`]), the
+//! [`keepalive`] token lines, and line [`framing`].
 
 pub mod driver;
+pub mod follow;
 pub mod framing;
 pub mod keepalive;
 pub mod state;

@@ -286,6 +286,79 @@ impl SessionState {
         out
     }
 
+    /// Starts and finishes a checkpoint from ops already in memory (published on the
+    /// checkpoint bus), without reading storage. `new_ops` must hold, per bucket in op-id
+    /// order, every op with `base < op_id <= checkpoint`, where `base` is the checkpoint the
+    /// last begun checkpoint's checksums are exact at (the caller tracks that). Checksums are
+    /// the ones sent plus the new ops'; `data` lines are the new ops. Returns the lines to send
+    /// (empty when nothing this client sees changed), or `None` when it cannot be done this way:
+    /// a checkpoint is still in progress, none was sent yet, a bucket is new to the client, or
+    /// there are more ops than one page — read storage then.
+    pub fn checkpoint_from_ops(
+        &mut self,
+        checkpoint: OpId,
+        buckets: Vec<SessionBucket>,
+        write_checkpoint: Option<OpId>,
+        new_ops: &HashMap<String, Vec<OplogEntry>>,
+    ) -> Option<Vec<SyncLine>> {
+        if self.pending.is_some() {
+            return None;
+        }
+        let sent = self.sent.as_ref()?;
+        let total: usize = new_ops.values().map(Vec::len).sum();
+        if total >= DATA_PAGE_OPS {
+            return None;
+        }
+        let mut states = HashMap::with_capacity(buckets.len());
+        for b in &buckets {
+            let before = sent.buckets.get(&b.name)?;
+            let mut state = BucketState {
+                checksum: before.checksum,
+                count: before.count,
+            };
+            for op in new_ops.get(&b.name).into_iter().flatten() {
+                if op.op_id <= checkpoint {
+                    state.checksum += op.checksum;
+                    state.count += 1;
+                }
+            }
+            states.insert(b.name.clone(), state);
+        }
+        let mut out = self.begin_checkpoint(CheckpointInput {
+            checkpoint,
+            buckets,
+            states,
+            write_checkpoint,
+        });
+        // Each group is served whole by one page (fewer ops than a page), so this ends after
+        // one round per priority group (at most four); anything left is read from storage.
+        let mut rounds = 0;
+        while rounds < 8
+            && let Some(fetch) = self.next_fetch()
+        {
+            rounds += 1;
+            let chunks = fetch
+                .buckets
+                .iter()
+                .filter_map(|(name, after)| {
+                    let ops: Vec<OplogEntry> = new_ops
+                        .get(name)?
+                        .iter()
+                        .filter(|op| op.op_id > *after && op.op_id <= checkpoint)
+                        .cloned()
+                        .collect();
+                    (!ops.is_empty()).then(|| BucketChunk {
+                        bucket: name.clone(),
+                        ops,
+                        has_more: false,
+                    })
+                })
+                .collect();
+            out.extend(self.on_data(&fetch, chunks));
+        }
+        Some(out)
+    }
+
     /// The next page of data to read, if the checkpoint in progress needs more.
     pub fn next_fetch(&self) -> Option<Fetch> {
         let pending = self.pending.as_ref()?;

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use deadpool_postgres::{Object, Pool};
 use postgres_types::Type;
-use riptide_protocol::{Checksum, Lsn, OpId, OpType};
+use riptide_protocol::{Checksum, Lsn, OpId, OpType, OplogEntry};
 use tokio::task::JoinHandle;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
@@ -39,8 +39,8 @@ use crate::diff::{
     subkey,
 };
 use crate::{
-    BatchOperation, CheckpointEvent, DeploymentId, DeploymentState, Result, RowChange,
-    StorageBatch, StorageCheckpoint, StorageError,
+    BatchOperation, CheckpointEvent, CommitOps, DeploymentId, DeploymentState, EVENT_OPS_MAX,
+    Result, RowChange, StorageBatch, StorageCheckpoint, StorageError,
 };
 
 /// Rows queued before a chunk is processed and flushed (default; see
@@ -123,6 +123,11 @@ pub(super) struct PgBatch {
     chunk: Chunk,
     changed_buckets: BTreeSet<String>,
     changed_lookups: BTreeSet<Vec<u8>>,
+    /// The committed op-id high-water mark when the batch began.
+    previous: i64,
+    /// Every op written so far while there are at most `EVENT_OPS_MAX` (published with the
+    /// commit's event); `None` once there are more.
+    recent: Option<Vec<(String, OplogEntry)>>,
     /// A write failed: the transaction is aborted and must not be committed.
     failed: bool,
 }
@@ -186,6 +191,8 @@ impl PgBatch {
             chunk: Chunk::default(),
             changed_buckets: BTreeSet::new(),
             changed_lookups: BTreeSet::new(),
+            previous: 0,
+            recent: Some(Vec::new()),
             failed: false,
         };
         let client = batch.conn.client()?;
@@ -205,6 +212,7 @@ impl PgBatch {
             return Err(StorageError::InvalidState { id, state });
         }
         batch.last_op = row.try_get(1)?;
+        batch.previous = batch.last_op;
         Ok(batch)
     }
 
@@ -369,6 +377,24 @@ impl PgBatch {
             delta.2 = self.last_op;
             if !self.changed_buckets.contains(&op.bucket) {
                 self.changed_buckets.insert(op.bucket.clone());
+            }
+            if let Some(recent) = &mut self.recent {
+                if recent.len() < EVENT_OPS_MAX {
+                    recent.push((
+                        op.bucket.clone(),
+                        OplogEntry {
+                            op_id: OpId(self.last_op),
+                            op: op.op,
+                            object_type: Some(op.table.clone()),
+                            object_id: Some(op.id.clone()),
+                            checksum: op.checksum,
+                            subkey: Some(sk.clone()),
+                            data: op.data.clone(),
+                        },
+                    ));
+                } else {
+                    self.recent = None;
+                }
             }
             self.chunk.ops.push(PendingOp {
                 bucket: op.bucket,
@@ -702,12 +728,18 @@ impl StorageBatch for PgBatch {
                 op_id: OpId(self.last_op),
                 lsn,
             },
+            previous: OpId(self.previous),
             changed_buckets: std::mem::take(&mut self.changed_buckets)
                 .into_iter()
                 .collect(),
             changed_lookups: std::mem::take(&mut self.changed_lookups)
                 .into_iter()
                 .collect(),
+            ops: self
+                .recent
+                .take()
+                .and_then(CommitOps::collect)
+                .map(Arc::new),
         })
     }
 }

@@ -420,3 +420,142 @@ fn abandoned_checkpoint_resumes_in_the_next() {
     assert!(got[1].starts_with("data a 1000..1500 [1001,"));
     assert_eq!(got[2], r#"{"checkpoint_complete":{"last_op_id":"1600"}}"#);
 }
+
+/// The ops of `ops` with `from < op_id <= to`, per bucket: what the checkpoint bus carried.
+fn new_ops(ops: &Ops, from: i64, to: i64) -> HashMap<String, Vec<OplogEntry>> {
+    ops.0
+        .iter()
+        .filter_map(|(b, ops)| {
+            let ops: Vec<OplogEntry> = ops
+                .iter()
+                .filter(|o| o.op_id.0 > from && o.op_id.0 <= to)
+                .cloned()
+                .collect();
+            (!ops.is_empty()).then(|| (b.clone(), ops))
+        })
+        .collect()
+}
+
+#[test]
+fn checkpoint_from_ops_sends_what_storage_reads_would() {
+    let mut ops = Ops::default();
+    ops.put("a", 1, "1", "x");
+    ops.put("b", 2, "2", "x");
+    let buckets = [bucket("a", 3), bucket("b", 1), bucket("c", 3)];
+    // Two sessions: one reads storage, one serves the later checkpoints from memory.
+    let mut from_storage = SessionState::new(streams(), &[]);
+    let mut from_memory = SessionState::new(streams(), &[]);
+    run(&mut from_storage, &ops, 2, &buckets, None);
+    run(&mut from_memory, &ops, 2, &buckets, None);
+    ops.put("a", 3, "3", "y");
+    ops.put("other", 4, "4", "y");
+    ops.put("b", 5, "2", "z");
+    ops.put("a", 6, "1", "z");
+    let expected = run(&mut from_storage, &ops, 6, &buckets, Some(7));
+    let lines = from_memory
+        .checkpoint_from_ops(
+            OpId(6),
+            buckets.to_vec(),
+            Some(OpId(7)),
+            &new_ops(&ops, 2, 6),
+        )
+        .expect("served from memory");
+    assert_eq!(ndjson(&lines), expected);
+    assert!(expected.contains(r#""bucket":"a","checksum""#));
+    assert_eq!(
+        summary(&expected)
+            .into_iter()
+            .filter(|l| l.starts_with("data"))
+            .collect::<Vec<_>>(),
+        vec!["data b 2..5 [5]", "data a 2..6 [3,6]"]
+    );
+    assert!(from_memory.is_idle());
+    // And again from the new base.
+    ops.put("c", 7, "7", "w");
+    let expected = run(&mut from_storage, &ops, 7, &buckets, Some(7));
+    let lines = from_memory
+        .checkpoint_from_ops(
+            OpId(7),
+            buckets.to_vec(),
+            Some(OpId(7)),
+            &new_ops(&ops, 6, 7),
+        )
+        .unwrap();
+    assert_eq!(ndjson(&lines), expected);
+}
+
+#[test]
+fn checkpoint_from_ops_untouched_buckets_send_nothing_but_a_write_checkpoint_is_reported() {
+    let mut ops = Ops::default();
+    ops.put("a", 1, "1", "x");
+    let buckets = [bucket("a", 3)];
+    let mut s = SessionState::new(streams(), &[]);
+    run(&mut s, &ops, 1, &buckets, None);
+    // Commits to a bucket this stream does not have.
+    ops.put("other", 2, "2", "x");
+    let lines = s
+        .checkpoint_from_ops(OpId(2), buckets.to_vec(), None, &new_ops(&ops, 1, 2))
+        .unwrap();
+    assert!(lines.is_empty());
+    // Only a write checkpoint became visible: an empty diff and a complete.
+    let lines = s
+        .checkpoint_from_ops(OpId(2), buckets.to_vec(), Some(OpId(9)), &HashMap::new())
+        .unwrap();
+    assert_eq!(
+        ndjson(&lines),
+        concat!(
+            r#"{"checkpoint_diff":{"last_op_id":"2","write_checkpoint":"9","updated_buckets":[],"removed_buckets":[]}}"#,
+            "\n",
+            r#"{"checkpoint_complete":{"last_op_id":"2"}}"#,
+            "\n"
+        )
+    );
+    assert_eq!(s.reported_write_checkpoint(), Some(OpId(9)));
+}
+
+#[test]
+fn checkpoint_from_ops_declines_when_memory_cannot_cover() {
+    let mut ops = Ops::default();
+    for i in 1..=3 {
+        ops.put("a", i, &i.to_string(), "x");
+    }
+    let buckets = [bucket("a", 3)];
+    let mut s = SessionState::new(streams(), &[]);
+    // Nothing sent yet: the first checkpoint always comes from storage.
+    assert!(
+        s.checkpoint_from_ops(OpId(1), buckets.to_vec(), None, &new_ops(&ops, 0, 1))
+            .is_none()
+    );
+    // A checkpoint in progress (its data not all sent).
+    s.begin_checkpoint(CheckpointInput {
+        checkpoint: OpId(2),
+        buckets: buckets.to_vec(),
+        states: ops.states(2),
+        write_checkpoint: None,
+    });
+    assert!(
+        s.checkpoint_from_ops(OpId(3), buckets.to_vec(), None, &new_ops(&ops, 2, 3))
+            .is_none()
+    );
+    while let Some(fetch) = s.next_fetch() {
+        let page = ops.page(&fetch);
+        s.on_data(&fetch, page);
+    }
+    // A bucket the client was never told about.
+    let more = [bucket("a", 3), bucket("new", 3)];
+    assert!(
+        s.checkpoint_from_ops(OpId(3), more.to_vec(), None, &new_ops(&ops, 2, 3))
+            .is_none()
+    );
+    // More ops than a page.
+    for i in 4..(4 + DATA_PAGE_OPS as i64) {
+        ops.put("a", i, &i.to_string(), "x");
+    }
+    let last = 3 + DATA_PAGE_OPS as i64;
+    assert!(
+        s.checkpoint_from_ops(OpId(last), buckets.to_vec(), None, &new_ops(&ops, 2, last))
+            .is_none()
+    );
+    // Still consistent: storage serves it.
+    assert!(run(&mut s, &ops, last, &buckets, None).contains("checkpoint_complete"));
+}
