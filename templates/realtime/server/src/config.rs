@@ -126,10 +126,16 @@ impl Config {
                 }
             }
         };
-        let optional = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let optional = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
 
-        let database_url = get("DIRECT_DATABASE_URL", &mut problems).and_then(|url| {
-            match url.parse::<tokio_postgres::Config>() {
+        let database_url =
+            get("DIRECT_DATABASE_URL", &mut problems).and_then(|url| match url
+                .parse::<tokio_postgres::Config>()
+            {
                 Ok(_) => Some(url),
                 Err(_) => {
                     problems.push(VarProblem {
@@ -139,8 +145,7 @@ impl Config {
                     });
                     None
                 }
-            }
-        });
+            });
         let signing_key = get("POWERSYNC_SIGNING_KEY", &mut problems).and_then(|text| {
             match SigningKey::from_env_value(&text) {
                 Ok(key) => Some(key),
@@ -153,8 +158,8 @@ impl Config {
                 }
             }
         });
-        let powersync_url = get("POWERSYNC_URL", &mut problems).and_then(|text| {
-            match reqwest::Url::parse(&text) {
+        let powersync_url =
+            get("POWERSYNC_URL", &mut problems).and_then(|text| match reqwest::Url::parse(&text) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Some(url),
                 _ => {
                     problems.push(VarProblem {
@@ -163,10 +168,10 @@ impl Config {
                     });
                     None
                 }
-            }
-        });
+            });
         let api_token = get("POWERSYNC_API_TOKEN", &mut problems);
-        let audience = optional("POWERSYNC_TOKEN_AUDIENCE").unwrap_or_else(|| DEFAULT_AUDIENCE.into());
+        let audience =
+            optional("POWERSYNC_TOKEN_AUDIENCE").unwrap_or_else(|| DEFAULT_AUDIENCE.into());
         let port = match optional("PORT") {
             None => Some(DEFAULT_PORT),
             Some(text) => match text.parse::<u16>() {
@@ -184,21 +189,23 @@ impl Config {
         let app_root = app_root(optional("APP_ROOT"))?;
 
         match (database_url, signing_key, powersync_url, api_token, port) {
-            (Some(database_url), Some(signing_key), Some(powersync_url), Some(api_token), Some(port))
-                if problems.is_empty() =>
-            {
-                Ok(Config {
-                    database_url,
-                    signing_key,
-                    powersync_url,
-                    api_token,
-                    audience,
-                    host,
-                    port,
-                    app_root,
-                    rules_deploy_timeout: Duration::from_secs(60),
-                })
-            }
+            (
+                Some(database_url),
+                Some(signing_key),
+                Some(powersync_url),
+                Some(api_token),
+                Some(port),
+            ) if problems.is_empty() => Ok(Config {
+                database_url,
+                signing_key,
+                powersync_url,
+                api_token,
+                audience,
+                host,
+                port,
+                app_root,
+                rules_deploy_timeout: Duration::from_secs(60),
+            }),
             _ => Err(ConfigError::Invalid(problems)),
         }
     }

@@ -110,7 +110,7 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Migration>, MigrationError> {
             checksum,
         });
     }
-    migrations.sort_by(|a, b| a.version.cmp(&b.version));
+    migrations.sort_by_key(|m| m.version);
     for pair in migrations.windows(2) {
         if let [a, b] = pair
             && a.version == b.version
@@ -229,10 +229,12 @@ async fn run_locked(
             source,
         };
         let tx = client.transaction().await.map_err(apply_err)?;
-        tx.batch_execute(&m.sql).await.map_err(|source| MigrationError::Apply {
-            file: m.file_name.clone(),
-            source,
-        })?;
+        tx.batch_execute(&m.sql)
+            .await
+            .map_err(|source| MigrationError::Apply {
+                file: m.file_name.clone(),
+                source,
+            })?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
             &[&m.version, &m.name, &m.checksum],

@@ -1,7 +1,7 @@
 //! The HTTP API (CONTRACT.md): `/api/...` plus the built UI.
 
-use axum::Router;
 use axum::Json;
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -47,8 +47,8 @@ async fn powersync_token(
     CurrentUser(user): CurrentUser,
 ) -> Result<Json<token::IssuedToken>, ApiError> {
     let config = state.config();
-    let issued = token::issue(&config.signing_key, &config.audience, user.id)
-        .map_err(ApiError::internal)?;
+    let issued =
+        token::issue(&config.signing_key, &config.audience, user.id).map_err(ApiError::internal)?;
     Ok(Json(issued))
 }
 
@@ -75,7 +75,10 @@ async fn sync(
     let outcome = upload::apply_batch(state.pool(), state.catalog(), user.id, &body)
         .await
         .inspect_err(|err| {
-            if !matches!(err, upload::UploadError::Database(_) | upload::UploadError::Pool(_)) {
+            if !matches!(
+                err,
+                upload::UploadError::Database(_) | upload::UploadError::Pool(_)
+            ) {
                 tracing::info!(user_id = %user.id, error = %err, "upload refused");
             }
         })?;

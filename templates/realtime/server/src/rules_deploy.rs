@@ -80,7 +80,9 @@ pub enum DeployError {
     Refused { status: u16 },
     #[error("the sync service rejected sync-rules.yaml: {description}")]
     Invalid { description: String },
-    #[error("unexpected answer from the sync service admin API ({status} on {path}): {description}")]
+    #[error(
+        "unexpected answer from the sync service admin API ({status} on {path}): {description}"
+    )]
     Unexpected {
         status: u16,
         path: &'static str,

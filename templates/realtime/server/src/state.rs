@@ -27,10 +27,8 @@ struct Inner {
 impl AppState {
     /// Opens the database pool and reads the schema catalog (after migrations ran).
     pub async fn connect(config: Config) -> Result<AppState, StartError> {
-        let pg: tokio_postgres::Config = config
-            .database_url
-            .parse()
-            .map_err(StartError::Connect)?;
+        let pg: tokio_postgres::Config =
+            config.database_url.parse().map_err(StartError::Connect)?;
         let manager = Manager::from_config(
             pg,
             tokio_postgres::NoTls,

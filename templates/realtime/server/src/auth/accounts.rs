@@ -162,7 +162,10 @@ pub async fn login(
 }
 
 /// `POST /api/auth/logout`.
-pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     if let Some(token) = cookies::session_token(&headers) {
         let client = state.pool().get().await.map_err(ApiError::internal)?;
         sessions::delete(&client, &token)
@@ -196,5 +199,7 @@ pub async fn by_username(
         .await
         .map_err(ApiError::internal)?
         .ok_or(ApiError::UserNotFound)?;
-    Ok(Json(json!({ "user": User { id: row.get(0), username: row.get(1) } })))
+    Ok(Json(
+        json!({ "user": User { id: row.get(0), username: row.get(1) } }),
+    ))
 }

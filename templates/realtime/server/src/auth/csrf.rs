@@ -19,10 +19,9 @@ pub async fn check(request: Request, next: Next) -> Response {
     if matches!(
         *request.method(),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    ) {
-        if let Err(err) = verify(request.headers()) {
-            return err.into_response();
-        }
+    ) && let Err(err) = verify(request.headers())
+    {
+        return err.into_response();
     }
     next.run(request).await
 }

@@ -1,8 +1,8 @@
 //! Password hashing with argon2id (the crate's defaults, PHC string format).
 //! Hashing is CPU-heavy: callers run it on the blocking pool.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 /// The password could not be hashed.
 #[derive(Debug, thiserror::Error)]

@@ -50,7 +50,10 @@ pub async fn find(
 }
 
 /// Ends a session (and removes expired ones).
-pub async fn delete(client: &tokio_postgres::Client, token: &str) -> Result<(), tokio_postgres::Error> {
+pub async fn delete(
+    client: &tokio_postgres::Client,
+    token: &str,
+) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
             "DELETE FROM sessions WHERE token_sha256 = $1 OR expires_at < now()",

@@ -92,7 +92,10 @@ async fn lists(tx: &Transaction<'_>, user: Uuid, write: &mut Write<'_>) -> Resul
     if let Some(owner) = existing_owner
         && owner != user
     {
-        return Err(forbidden(write, format!("list {id} belongs to another user")));
+        return Err(forbidden(
+            write,
+            format!("list {id} belongs to another user"),
+        ));
     }
     match write.op {
         Op::Put => {
@@ -134,17 +137,14 @@ async fn todos(tx: &Transaction<'_>, user: Uuid, write: &mut Write<'_>) -> Resul
         return Ok(());
     }
     if let Some(new_list) = write.value("list_id") {
-        match as_uuid(new_list) {
-            Some(list_id) => {
-                if !can_write_list(tx, write, user, list_id).await? {
-                    return Err(forbidden(
-                        write,
-                        format!("list {list_id} does not exist or is not yours nor shared with you"),
-                    ));
-                }
-            }
-            // NULL: the NOT NULL constraint answers.
-            None => {}
+        // NULL (no uuid) is left to the NOT NULL constraint.
+        if let Some(list_id) = as_uuid(new_list)
+            && !can_write_list(tx, write, user, list_id).await?
+        {
+            return Err(forbidden(
+                write,
+                format!("list {list_id} does not exist or is not yours nor shared with you"),
+            ));
         }
     } else if write.op == Op::Put && existing.is_none() {
         return Err(forbidden(write, "a new todo must name its list_id"));

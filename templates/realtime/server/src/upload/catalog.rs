@@ -116,7 +116,9 @@ impl Catalog {
             let schema: String = row.get(0);
             let table: String = row.get(1);
             // The first schema seen for a name wins (public sorts first).
-            let owner = schema_of.entry(table.clone()).or_insert_with(|| schema.clone());
+            let owner = schema_of
+                .entry(table.clone())
+                .or_insert_with(|| schema.clone());
             if *owner != schema {
                 continue;
             }

@@ -7,9 +7,9 @@
 
 use serde_json::Value;
 
+use super::UploadError;
 use super::catalog::{Catalog, Column, Table, ValueKind};
 use super::entry::{CrudEntry, Op};
-use super::UploadError;
 
 /// A column and its new value (`None` = SQL NULL), as text.
 #[derive(Debug, Clone)]
@@ -141,12 +141,20 @@ fn convert(value: &Value, column: &Column) -> Result<Option<String>, String> {
     if value.is_null() {
         return Ok(None);
     }
-    let expected = |what: &str| format!("expects {what} ({}), got {}", column.sql_type, kind_of(value));
+    let expected = |what: &str| {
+        format!(
+            "expects {what} ({}), got {}",
+            column.sql_type,
+            kind_of(value)
+        )
+    };
     let text = match column.kind {
         ValueKind::Uuid => match value {
             Value::String(s) => uuid::Uuid::parse_str(s)
                 .map(|u| u.to_string())
-                .map_err(|_| format!("expects a uuid ({}), got a malformed uuid", column.sql_type))?,
+                .map_err(|_| {
+                    format!("expects a uuid ({}), got a malformed uuid", column.sql_type)
+                })?,
             _ => return Err(expected("a uuid string")),
         },
         ValueKind::Bool => match value {
@@ -174,8 +182,12 @@ fn convert(value: &Value, column: &Column) -> Result<Option<String>, String> {
         ValueKind::Json => match value {
             // SQLite keeps JSON as text.
             Value::String(s) => {
-                serde_json::from_str::<Value>(s)
-                    .map_err(|_| format!("expects JSON ({}), got text that is not JSON", column.sql_type))?;
+                serde_json::from_str::<Value>(s).map_err(|_| {
+                    format!(
+                        "expects JSON ({}), got text that is not JSON",
+                        column.sql_type
+                    )
+                })?;
                 s.clone()
             }
             other => other.to_string(),

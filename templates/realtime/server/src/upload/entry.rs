@@ -71,11 +71,21 @@ fn parse_entry(index: usize, item: &Value) -> Result<CrudEntry, UploadError> {
         Some("PUT") => Op::Put,
         Some("PATCH") => Op::Patch,
         Some("DELETE") => Op::Delete,
-        _ => return Err(invalid(index, "`op` must be \"PUT\", \"PATCH\" or \"DELETE\"")),
+        _ => {
+            return Err(invalid(
+                index,
+                "`op` must be \"PUT\", \"PATCH\" or \"DELETE\"",
+            ));
+        }
     };
     let table = match obj.get("type") {
         Some(Value::String(t)) if !t.is_empty() => t.clone(),
-        _ => return Err(invalid(index, "`type` (the table name) must be a non-empty string")),
+        _ => {
+            return Err(invalid(
+                index,
+                "`type` (the table name) must be a non-empty string",
+            ));
+        }
     };
     let id = match obj.get("id") {
         Some(Value::String(id)) if !id.is_empty() => id.clone(),

@@ -231,7 +231,9 @@ pub fn batch_key(entries: &[CrudEntry]) -> Vec<u8> {
             e.id,
             e.op_id,
             e.tx_id,
-            data.iter().map(|(k, v)| serde_json::json!([k, canonical(v)])).collect::<Vec<_>>(),
+            data.iter()
+                .map(|(k, v)| serde_json::json!([k, canonical(v)]))
+                .collect::<Vec<_>>(),
         ]);
         hash.update(canonical.to_string().as_bytes());
         hash.update(b"\n");

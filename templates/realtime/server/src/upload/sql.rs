@@ -101,7 +101,10 @@ pub fn upsert(write: &Write<'_>) -> Option<Statement> {
         values.push(format!("${}::text::{}", i + 2, v.column.sql_type));
         params.push(v.value.clone());
         sets.push(format!("{0} = EXCLUDED.{0}", v.column.quoted));
-        incoming.insert(v.column.name.clone(), format!("EXCLUDED.{}", v.column.quoted));
+        incoming.insert(
+            v.column.name.clone(),
+            format!("EXCLUDED.{}", v.column.quoted),
+        );
     }
     let conflict = if sets.is_empty() {
         "DO NOTHING".to_owned()
