@@ -25,4 +25,5 @@ storage_suite!(make();
     random_workload_matches_client_model,
     concurrent_writers,
     op_ids_continue_across_deployments,
+    events_carry_small_commits,
 );

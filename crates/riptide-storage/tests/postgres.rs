@@ -53,6 +53,7 @@ storage_suite!(make();
     random_workload_matches_client_model,
     concurrent_writers,
     op_ids_continue_across_deployments,
+    events_carry_small_commits,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1146,3 +1146,65 @@ pub async fn op_ids_continue_across_deployments(s: &dyn BucketStorage) {
         "a reset restarts after the other deployments"
     );
 }
+
+/// A commit's event says which ops it wrote: `previous` is the checkpoint before it, and a
+/// small commit carries exactly the ops storage then serves (what streams send from memory).
+pub async fn events_carry_small_commits(s: &dyn BucketStorage) {
+    let id = new_deployment(s).await;
+    let first = commit(
+        s,
+        id,
+        vec![
+            upsert(
+                "t",
+                "1",
+                &[("a", "1", r#"{"v":1}"#), ("b", "1", r#"{"v":1}"#)],
+            ),
+            upsert("t", "2", &[("a", "2", r#"{"v":2}"#)]),
+        ],
+        10,
+    )
+    .await;
+    assert_eq!(first.previous, OpId::ZERO);
+    assert_eq!(first.checkpoint.op_id, OpId(3));
+    // A change, a move between buckets and a delete: PUTs and REMOVEs.
+    let second = commit(
+        s,
+        id,
+        vec![
+            upsert("t", "1", &[("a", "1", r#"{"v":3}"#)]),
+            delete("t", "2"),
+        ],
+        20,
+    )
+    .await;
+    assert_eq!(second.previous, OpId(3));
+    for event in [&first, &second] {
+        let ops = event.ops.as_ref().expect("a small commit carries its ops");
+        let mut buckets: Vec<&String> = ops.buckets.keys().collect();
+        buckets.sort();
+        let mut changed: Vec<&String> = event.changed_buckets.iter().collect();
+        changed.sort();
+        assert_eq!(buckets, changed);
+        for (bucket, carried) in &ops.buckets {
+            let stored: Vec<OplogEntry> = read_all(s, id, event.checkpoint.op_id, bucket)
+                .await
+                .into_iter()
+                .filter(|o| o.op_id > event.previous)
+                .collect();
+            assert_eq!(carried, &stored, "bucket {bucket}");
+        }
+    }
+    // An empty commit: same op id, nothing carried.
+    let empty = commit(s, id, vec![], 30).await;
+    assert_eq!(empty.previous, OpId(second.checkpoint.op_id.0));
+    assert_eq!(empty.checkpoint.op_id, second.checkpoint.op_id);
+    assert!(empty.ops.as_ref().is_some_and(|o| o.is_empty()));
+    // A large commit carries none.
+    let many: Vec<BatchOperation> = (0..=riptide_storage::EVENT_OPS_MAX)
+        .map(|i| upsert("t", &format!("k{i}"), &[("c", &format!("k{i}"), "{}")]))
+        .collect();
+    let large = commit(s, id, many, 40).await;
+    assert_eq!(large.previous, second.checkpoint.op_id);
+    assert!(large.ops.is_none());
+}
