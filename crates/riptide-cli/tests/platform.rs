@@ -1,0 +1,283 @@
+//! The platform subcommands end to end through the `riptide` binary, in a temporary
+//! `RIPTIDE_HOME`, on the test run's Postgres server (`--server-url`): create-database → sync
+//! enable → create-app → connect → migrate → deploy-rules → schema, each run twice; status and
+//! stop; bad input leaving nothing behind.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Output;
+
+use serde_json::Value;
+
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    fn new() -> Home {
+        let dir = tempfile::Builder::new()
+            .prefix("riptide-cli-platform")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        Home { dir }
+    }
+
+    fn home(&self) -> std::path::PathBuf {
+        self.dir.path().join("home")
+    }
+
+    fn run_in(&self, cwd: &Path, args: &[&str]) -> Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_riptide"))
+            .args(args)
+            .env("RIPTIDE_HOME", self.home())
+            .current_dir(cwd)
+            .output()
+            .unwrap()
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_in(self.dir.path(), args)
+    }
+
+    /// Runs with `--json`, expects success, returns the JSON.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.run(&all);
+        assert!(
+            out.status.success(),
+            "riptide {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Runs, expects failure, returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "riptide {args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn state(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.home().join("state.json")).unwrap()).unwrap()
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = self.run(&["stop", "--all"]);
+    }
+}
+
+fn server_url() -> String {
+    riptide_testkit::server().url("postgres")
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{:08x}", rand_u32())
+}
+
+fn rand_u32() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    nanos ^ std::process::id().rotate_left(16)
+}
+
+#[tokio::test]
+async fn create_database_sync_app_connect_migrate_rules_schema() {
+    let h = Home::new();
+    let url = server_url();
+    let name = unique("app");
+
+    let db = h.json(&["create-database", &name, "--server-url", &url]);
+    let db_id = db["id"].as_str().unwrap().to_owned();
+    assert!(db_id.starts_with("db_"));
+    assert_eq!(db["already"], false);
+    assert!(h.json(&["create-database", &name, "--server-url", &url])["already"] == true);
+
+    let sync = h.json(&["sync", "enable", &name]);
+    assert_eq!(sync["already"], false);
+    let service = sync["url"].as_str().unwrap().to_owned();
+    let live = reqwest::get(format!("{service}/probes/liveness"))
+        .await
+        .unwrap();
+    assert!(live.status().is_success());
+    let config = Path::new(sync["configPath"].as_str().unwrap());
+    assert_eq!(
+        std::fs::metadata(config).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = h.json(&["sync", "enable", &db_id]);
+    assert_eq!(again["already"], true);
+    assert_eq!(again["started"], false);
+
+    let app = h.json(&["create-app", &name, "--dir", "apps"]);
+    let app_dir = Path::new(app["path"].as_str().unwrap()).to_owned();
+    assert!(app_dir.join("server/Cargo.toml").is_file());
+    assert_eq!(
+        h.json(&["create-app", &name, "--dir", "apps"])["already"],
+        true
+    );
+
+    let conn = h.json(&["connect", &name, &name]);
+    assert_eq!(conn["already"], false);
+    let env = std::fs::read_to_string(app_dir.join(".env")).unwrap();
+    for var in [
+        "VITE_POWERSYNC_URL=",
+        "VITE_POWERSYNC_TOKEN_ENDPOINT=/api/powersync/token",
+        "VITE_DATABASE_URL=",
+        "DIRECT_DATABASE_URL=",
+        "POWERSYNC_SIGNING_KEY=",
+        "POWERSYNC_API_TOKEN=",
+        "POWERSYNC_URL=",
+    ] {
+        assert!(env.lines().any(|l| l.starts_with(var)), "{var} in {env}");
+    }
+    assert_eq!(
+        std::fs::metadata(app_dir.join(".env"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    // A line the user adds survives a second connect.
+    std::fs::write(app_dir.join(".env"), format!("PORT=3999\n{env}")).unwrap();
+    assert_eq!(h.json(&["connect", &name, &db_id])["already"], true);
+    assert!(
+        std::fs::read_to_string(app_dir.join(".env"))
+            .unwrap()
+            .starts_with("PORT=3999\n")
+    );
+
+    // The app's own folder is enough to name it.
+    let out = h.run_in(&app_dir.join("web"), &["migrate", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let migrated: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!migrated["applied"].as_array().unwrap().is_empty());
+    assert!(
+        h.json(&["migrate", &name])["applied"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    let rules = h.json(&["deploy-rules", &name]);
+    assert_eq!(rules["already"], false);
+    assert_eq!(h.json(&["deploy-rules", &name])["already"], true);
+
+    let schema = h.json(&["schema", &name]);
+    let ts = std::fs::read_to_string(app_dir.join("web/src/lib/schema.ts")).unwrap();
+    assert!(ts.contains("new Schema({"), "{ts}");
+    assert!(!schema["tables"].as_array().unwrap().is_empty());
+    assert_eq!(h.json(&["schema", &name])["already"], true);
+
+    let deploy = h.json(&["sync", "deploy-files", &name, "--out", "deploy"]);
+    let deploy_dir = h.dir.path().join("deploy");
+    for f in ["Dockerfile", "fly.toml", "powersync.yaml", "riptide"] {
+        assert!(deploy_dir.join(f).is_file(), "{f}");
+    }
+    let deploy_config = std::fs::read_to_string(deploy_dir.join("powersync.yaml")).unwrap();
+    assert!(!deploy_config.contains(&*env_value(&env, "POWERSYNC_API_TOKEN")));
+    assert_eq!(deploy["already"], false);
+
+    // status (no secrets), stop, restart on the same port.
+    let out = h.run(&["status", "--json"]);
+    let status_text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!status_text.contains(&*env_value(&env, "POWERSYNC_API_TOKEN")));
+    let status: Value = serde_json::from_str(&status_text).unwrap();
+    assert_eq!(status["sync"][0]["running"], true);
+    let sync_id = sync["id"].as_str().unwrap();
+    let stopped = h.json(&["stop", sync_id]);
+    assert_eq!(stopped["stopped"][0], sync_id);
+    assert!(
+        reqwest::get(format!("{service}/probes/liveness"))
+            .await
+            .is_err()
+    );
+    assert_eq!(h.json(&["stop", &name])["notRunning"][0], sync_id);
+    let restarted = h.json(&["sync", "enable", &name]);
+    assert_eq!(restarted["started"], true);
+    assert_eq!(restarted["url"], service.as_str());
+    assert!(
+        reqwest::get(format!("{service}/probes/liveness"))
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+}
+
+fn env_value(env: &str, key: &str) -> String {
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn sync_enable_publishes_all_tables_of_an_existing_database() {
+    let h = Home::new();
+    let name = unique("existing");
+    h.json(&["create-database", &name, "--server-url", &server_url()]);
+    let db_url = riptide_testkit::server().url(&name);
+    let (client, conn) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute("CREATE TABLE items (id uuid PRIMARY KEY, name text)")
+        .await
+        .unwrap();
+    let sync = h.json(&["sync", "enable", &name]);
+    assert_eq!(sync["publication"], "created FOR ALL TABLES");
+    let all: bool = client
+        .query_one(
+            "SELECT puballtables FROM pg_publication WHERE pubname = 'powersync'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(all);
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_changes_nothing() {
+    let h = Home::new();
+    assert!(
+        h.fails(&["sync", "enable", "db_unknown"])
+            .contains("no database \"db_unknown\"")
+    );
+    assert!(
+        h.fails(&["connect", "nope", "nada"])
+            .contains("no app \"nope\"")
+    );
+    assert!(
+        h.fails(&["create-database", "Not Valid"])
+            .contains("invalid name")
+    );
+    assert!(h.fails(&["create-app", "UPPER"]).contains("invalid name"));
+    assert!(h.fails(&["stop"]).contains("--all"));
+    assert!(h.fails(&["schema"]).contains("not inside an app folder"));
+    std::fs::create_dir_all(h.dir.path().join("taken")).unwrap();
+    assert!(h.fails(&["create-app", "taken"]).contains("already exists"));
+    let state = std::fs::read(h.home().join("state.json")).ok();
+    assert!(state.is_none() || h.state()["apps"].as_array().unwrap().is_empty());
+    let mut names: Vec<String> = std::fs::read_dir(h.dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["home".to_owned(), "taken".to_owned()]);
+}
