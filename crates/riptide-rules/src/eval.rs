@@ -253,14 +253,13 @@ impl Expr {
 mod tests {
     use proptest::prelude::*;
     use serde_json::json;
-    use sqlparser::dialect::GenericDialect;
     use sqlparser::parser::Parser;
 
     use super::*;
     use crate::sql::lower::LowerScope;
 
     fn lower(sql: &str) -> Expr {
-        let parsed = Parser::new(&GenericDialect {})
+        let parsed = Parser::new(&crate::sql::dialect::RulesDialect::default())
             .try_with_sql(sql)
             .and_then(|mut p| p.parse_expr());
         let parsed = match parsed {
@@ -378,6 +377,24 @@ mod tests {
             ("user_parameters.missing", Null),
             ("request.parameters()", t("{}")),
             ("t.n + n", I(14)),
+            ("n IS 7", I(1)),
+            ("n IS NOT 7", I(0)),
+            ("nul IS 7", I(0)),
+            ("nul IS NOT 7", I(1)),
+            ("nul IS nul", I(1)),
+            ("n IS '7'", I(0)),
+            ("CAST(n AS text) IS '7'", I(1)),
+            ("s IS 'Hi' AND n IS NOT nul", I(1)),
+            ("n + 1 IS 8", I(1)),
+            ("10 IN doc -> 'a' -> 'b'", I(1)),
+            ("30 IN doc -> 'a' -> 'b'", I(0)),
+            ("30 NOT IN doc ->> '$.a.b'", I(1)),
+            ("10 IN json_extract(doc, '$.a.b') AND n IN (7)", I(1)),
+            ("'10' IN doc -> 'a' -> 'b'", I(0)),
+            ("nul IN doc -> 'a' -> 'b'", Null),
+            ("1 IN doc -> 'missing'", Null),
+            ("4 IN token_parameters.team", I(0)),
+            ("'x' IN request.parameters() -> 'ids'", Null),
             ("n IS TRUE", I(1)),
             ("nul IS FALSE", I(0)),
             ("nul IS NOT TRUE", I(1)),

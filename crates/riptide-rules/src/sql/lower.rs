@@ -302,6 +302,9 @@ impl LowerScope {
                 match op {
                     BinaryOperator::And => Ok(Expr::And(boxed(l), boxed(r))),
                     BinaryOperator::Or => Ok(Expr::Or(boxed(l), boxed(r))),
+                    // SQLite: `IS` is `=` where NULLs compare equal (never NULL).
+                    BinaryOperator::Is => Ok(Expr::Is(boxed(l), boxed(r), false)),
+                    BinaryOperator::IsNot => Ok(Expr::Is(boxed(l), boxed(r), true)),
                     other => match binary_op(other) {
                         Some(op) => Ok(Expr::Binary(op, boxed(l), boxed(r))),
                         None => unsupported(&format!("operator `{other}`")),
@@ -377,6 +380,10 @@ impl LowerScope {
                             _ => self.compound(&parts, span)?,
                         };
                         Ok(Expr::InJson(boxed(x), boxed(array), *negated))
+                    }
+                    // `x IN <expression>` (see `dialect.rs`): a JSON array.
+                    InTarget::Unnest(array) => {
+                        Ok(Expr::InJson(boxed(x), boxed(self.lower(array)?), *negated))
                     }
                     InTarget::Subquery(_) => unsupported("a subquery"),
                     _ => unsupported("this form of IN"),

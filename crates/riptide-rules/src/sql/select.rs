@@ -2,10 +2,10 @@
 //! [WHERE …]`: the shape both data and parameter queries share.
 
 use sqlparser::ast::{self, GroupByExpr, SelectItem, SetExpr, Spanned, Statement, TableFactor};
-use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::Span;
 
+use super::dialect::RulesDialect;
 use super::lower::{SqlError, args_of, object_name_parts};
 use crate::TableRef;
 
@@ -46,7 +46,7 @@ fn parser_error_position(message: &str) -> Option<(usize, usize)> {
 
 /// Parses the query text (one statement, a query).
 pub(crate) fn parse_query(sql: &str) -> Result<ParsedSelect, SqlError> {
-    let statements = Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| {
+    let statements = Parser::parse_sql(&RulesDialect::default(), sql).map_err(|e| {
         let message = match &e {
             ParserError::TokenizerError(m) | ParserError::ParserError(m) => m.clone(),
             ParserError::RecursionLimitExceeded => "query is nested too deeply".to_string(),
