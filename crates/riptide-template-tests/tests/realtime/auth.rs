@@ -224,3 +224,15 @@ async fn state_changing_requests_need_json_and_a_same_site_origin() {
     let (s, _) = alice.get("/api/auth/me").await;
     assert_eq!(s, 200, "the refused logout did nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_unknown_api_routes() {
+    let app = TestApp::start().await;
+    let (s, body) = app.user().get("/api/health").await;
+    assert_eq!((s, body), (200, json!({"ok": true})));
+    let (s, body) = app.user().get("/api/nope").await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+}

@@ -8,5 +8,6 @@ mod auth;
 mod config;
 mod migrations;
 mod rules;
+mod static_files;
 mod token;
 mod upload;

@@ -238,10 +238,8 @@ async fn full_start_up_then_the_apps_token_syncs_the_apps_rows() {
     let source = TestDatabase::create().await;
     let root = app_root();
     let keys = Keys::generate();
-    // The service needs the publication to exist: migrate first (the app would do it too).
-    realtime_app_server::migrations::run_from_url(&source.url(), &root.path().join("migrations"))
-        .await
-        .unwrap();
+    // As `riptide dev` does it: the service starts on the empty database, then the app's
+    // start-up migrates (creating the publication) and deploys the rules.
     let svc = start_service(&source, &keys).await;
     let mut vars = env(&source.url(), &keys, &svc.endpoint, root.path());
     vars.insert("POWERSYNC_API_TOKEN".into(), ADMIN.into());
