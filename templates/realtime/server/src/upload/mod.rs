@@ -306,7 +306,8 @@ pub async fn apply_batch(
             .await
             .map_err(|e| UploadError::database(write.index, e))?;
     }
-    tx.commit().await.map_err(|e| UploadError::database(0, e))?;
+    // No constraint is deferred in this schema, so a failed commit is the database's failure.
+    tx.commit().await.map_err(UploadError::Database)?;
     tracing::info!(user_id = %user, entries = writes.len(), "upload applied");
     Ok(Outcome {
         applied: writes.len(),
