@@ -75,11 +75,10 @@ async fn sync(
     let outcome = upload::apply_batch(state.pool(), state.catalog(), user.id, &body)
         .await
         .inspect_err(|err| {
-            if !matches!(
-                err,
-                upload::UploadError::Database(_) | upload::UploadError::Pool(_)
-            ) {
-                tracing::info!(user_id = %user.id, error = %err, "upload refused");
+            // The code only: messages can quote uploaded values, which are never logged.
+            let (status, code) = err.status_and_code();
+            if status.is_client_error() {
+                tracing::info!(user_id = %user.id, code, "upload refused");
             }
         })?;
     Ok(Json(outcome))
