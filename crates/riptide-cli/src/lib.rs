@@ -6,6 +6,7 @@ pub mod config;
 pub mod deployments;
 pub mod embedded;
 pub mod logging;
+pub mod mcp;
 pub mod platform_cmd;
 pub mod rules_cmd;
 pub mod serve;

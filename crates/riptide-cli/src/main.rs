@@ -93,6 +93,8 @@ enum Command {
         /// App id, name or folder (default: the app around the current directory).
         app: Option<String>,
     },
+    /// Serve the platform tools over MCP on stdio (for AI agents; see docs/mcp.md).
+    Mcp,
     /// Apply the app's migrations/ to its database.
     Migrate {
         /// App id, name or folder (default: the app around the current directory).
@@ -160,6 +162,13 @@ async fn run(cli: Cli) -> Result<()> {
             platform(PlatformCommand::Connect { app, database }).await
         }
         Command::Status => platform(PlatformCommand::Status).await,
+        Command::Mcp => {
+            riptide_cli::logging::init(&riptide_cli::config::Logging {
+                level: "info".into(),
+                json: false,
+            });
+            riptide_cli::mcp::serve().await
+        }
         Command::Stop { id, all } => platform(PlatformCommand::Stop { id, all }).await,
         Command::Schema { app } => platform(PlatformCommand::Schema { app }).await,
         Command::Migrate { app } => platform(PlatformCommand::Migrate { app }).await,
