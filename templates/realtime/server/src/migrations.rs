@@ -250,3 +250,31 @@ async fn run_locked(
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_name;
+
+    #[test]
+    fn file_names() {
+        assert_eq!(parse_name("0001_init.sql"), Some((1, "init".into())));
+        assert_eq!(
+            parse_name("0042_add-tags_v2.sql"),
+            Some((42, "add-tags_v2".into()))
+        );
+        assert_eq!(
+            parse_name("20261125_big.sql"),
+            Some((20_261_125, "big".into()))
+        );
+        for bad in [
+            "001_x.sql",
+            "0001.sql",
+            "0001_.sql",
+            "x001_a.sql",
+            "0001_a b.sql",
+            "0001_a.SQL",
+        ] {
+            assert_eq!(parse_name(bad), None, "{bad}");
+        }
+    }
+}

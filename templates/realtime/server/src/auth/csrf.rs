@@ -54,3 +54,56 @@ fn verify(headers: &HeaderMap) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::verify;
+    use crate::error::ApiError;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn origin_and_content_type() {
+        let json = ("content-type", "application/json; charset=utf-8");
+        assert!(verify(&headers(&[json, ("host", "app.test")])).is_ok());
+        assert!(
+            verify(&headers(&[
+                json,
+                ("host", "app.test"),
+                ("origin", "https://app.test")
+            ]))
+            .is_ok()
+        );
+        assert!(matches!(
+            verify(&headers(&[
+                json,
+                ("host", "app.test"),
+                ("origin", "https://evil.test")
+            ])),
+            Err(ApiError::CrossOrigin)
+        ));
+        assert!(matches!(
+            verify(&headers(&[json, ("host", "app.test"), ("origin", "null")])),
+            Err(ApiError::CrossOrigin)
+        ));
+        assert!(matches!(
+            verify(&headers(&[
+                ("content-type", "text/plain"),
+                ("host", "app.test")
+            ])),
+            Err(ApiError::UnsupportedMediaType)
+        ));
+        assert!(matches!(
+            verify(&headers(&[("host", "app.test")])),
+            Err(ApiError::UnsupportedMediaType)
+        ));
+    }
+}

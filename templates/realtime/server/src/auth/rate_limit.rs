@@ -88,3 +88,23 @@ impl LoginLimiter {
             .remove(key);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_after_the_limit_and_reset_clears() {
+        let limiter = LoginLimiter::default();
+        let alice = [Key::User("alice".into())];
+        for _ in 0..MAX_FAILURES_PER_USER {
+            assert!(limiter.check(&alice).is_ok());
+            limiter.record_failure(&alice);
+        }
+        let wait = limiter.check(&alice).err();
+        assert!(wait.is_some_and(|w| w <= WINDOW));
+        assert!(limiter.check(&[Key::User("bob".into())]).is_ok());
+        limiter.reset(&alice[0]);
+        assert!(limiter.check(&alice).is_ok());
+    }
+}
