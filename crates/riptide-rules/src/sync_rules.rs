@@ -227,6 +227,42 @@ fn request_lookup_values(lookups: &[Lookup], scope: &Scope<'_>) -> Vec<Vec<Strin
     combos
 }
 
+/// The row-side value sets a table-based query's lookups index a row under: one set, or one
+/// per element combination for `<request value> IN <row JSON array>` terms (distinct, at most
+/// [`MAX_LOOKUP_COMBINATIONS`]). Empty when a value is NULL or unusable.
+fn row_lookup_values(lookups: &[Lookup], scope: &Scope<'_>) -> Vec<Vec<String>> {
+    let mut combos: Vec<Vec<String>> = vec![Vec::with_capacity(lookups.len())];
+    for l in lookups {
+        let v = l.row.eval(scope);
+        let mut candidates: Vec<String> = Vec::new();
+        if l.row_array {
+            for element in array_elements(&v).unwrap_or_default() {
+                if let Some(e) = normalize_parameter(&element) {
+                    let encoded = encode_parameter(&e);
+                    if !candidates.contains(&encoded) {
+                        candidates.push(encoded);
+                    }
+                }
+            }
+        } else {
+            candidates.extend(normalize_parameter(&v).map(|v| encode_parameter(&v)));
+        }
+        let mut next = Vec::new();
+        for combo in &combos {
+            for c in &candidates {
+                if next.len() >= MAX_LOOKUP_COMBINATIONS {
+                    break;
+                }
+                let mut n = combo.clone();
+                n.push(c.clone());
+                next.push(n);
+            }
+        }
+        combos = next;
+    }
+    combos
+}
+
 impl SyncRules {
     /// Parses sync rules YAML, reporting every problem with its line and column.
     pub fn parse(yaml: &str) -> Result<SyncRules, RulesErrors> {
@@ -456,21 +492,20 @@ impl SyncRules {
             if !passes(row_filter, &scope) {
                 continue;
             }
-            let values: Option<Vec<String>> = lookups
-                .iter()
-                .map(|l| normalize_parameter(&l.row.eval(&scope)).map(|v| encode_parameter(&v)))
-                .collect();
-            let (Some(values), Some(result)) = (values, column_values(pq, &scope)) else {
+            let Some(result) = column_values(pq, &scope) else {
                 continue;
             };
-            out.push(EvaluatedParameters {
-                lookup: ParameterLookup {
-                    definition: def.name.clone(),
-                    query_index: qi,
-                    values,
-                },
-                result: encode_result(&result),
-            });
+            let result = encode_result(&result);
+            for values in row_lookup_values(lookups, &scope) {
+                out.push(EvaluatedParameters {
+                    lookup: ParameterLookup {
+                        definition: def.name.clone(),
+                        query_index: qi,
+                        values,
+                    },
+                    result: result.clone(),
+                });
+            }
         }
         out
     }

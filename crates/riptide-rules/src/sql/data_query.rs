@@ -22,10 +22,10 @@ pub(crate) struct DataQuery {
     columns: Vec<Projected>,
     /// The output `id`: the last column named `id`, or the row's `id` under `*`.
     id: Expr,
-    /// Row-side expression of each bucket parameter, in the definition's parameter order.
-    bucket_values: Vec<Expr>,
-    /// Further `expr = bucket.p` terms for a parameter already bound (index, expr).
-    bucket_checks: Vec<(usize, Expr)>,
+    /// Row side of each bucket parameter, in the definition's parameter order.
+    bucket_values: Vec<BucketValue>,
+    /// Further `expr = bucket.p` (or `bucket.p IN expr`) terms for a parameter already bound.
+    bucket_checks: Vec<(usize, BucketValue)>,
     filter: Option<Expr>,
     /// The source columns the query reads, located in the query string.
     pub column_refs: ColumnUses,
@@ -40,6 +40,34 @@ pub(crate) enum Miss {
     Parameter(usize),
     /// A second `… = bucket.<p>` term disagrees with the first (parameter index).
     Check(usize),
+}
+
+/// The row side of one bucket parameter.
+#[derive(Debug, Clone)]
+struct BucketValue {
+    expr: Expr,
+    /// `bucket.p IN <row JSON array>`: each element of the array is a value of `p` (the row
+    /// goes into one bucket per element); otherwise `<row expr> = bucket.p`.
+    each: bool,
+}
+
+impl BucketValue {
+    /// The usable parameter values this gives the row (deduplicated, in order).
+    fn values(&self, scope: &Scope<'_>) -> Vec<SqliteValue> {
+        let value = self.expr.eval(scope);
+        if !self.each {
+            return normalize_parameter(&value).into_iter().collect();
+        }
+        let mut out: Vec<SqliteValue> = Vec::new();
+        for element in crate::json_path::array_elements(&value).unwrap_or_default() {
+            if let Some(v) = normalize_parameter(&element)
+                && !out.contains(&v)
+            {
+                out.push(v);
+            }
+        }
+        out
+    }
 }
 
 fn bucket_side(e: &Expr) -> Option<&str> {
@@ -116,7 +144,7 @@ impl DataQuery {
             bucket: true,
             ..row_scope
         };
-        let mut bound: Vec<Option<Expr>> = vec![None; bucket_parameters.len()];
+        let mut bound: Vec<Option<BucketValue>> = vec![None; bucket_parameters.len()];
         let mut bucket_checks = Vec::new();
         let mut filters = Vec::new();
         if let Some(selection) = parts.selection {
@@ -135,17 +163,32 @@ impl DataQuery {
                             right,
                         },
                     ) => match (bucket_side(a), bucket_side(b)) {
-                        (Some(name), None) if !b.deps().bucket => Some((name, b, left.span())),
-                        (None, Some(name)) if !a.deps().bucket => Some((name, a, right.span())),
+                        (Some(name), None) if !b.deps().bucket => {
+                            Some((name, b, left.span(), false))
+                        }
+                        (None, Some(name)) if !a.deps().bucket => {
+                            Some((name, a, right.span(), false))
+                        }
                         _ => None,
                     },
+                    // `bucket.p IN <row JSON array>`: one bucket per element.
+                    (Expr::InJson(a, b, false), ast::Expr::In { expr, .. }) => {
+                        match bucket_side(a) {
+                            Some(name) if !b.deps().bucket => Some((name, b, expr.span(), true)),
+                            _ => None,
+                        }
+                    }
                     _ => None,
                 };
-                let Some((name, row_side, bucket_span)) = equality else {
+                let Some((name, row_side, bucket_span, each)) = equality else {
                     return Err(SqlError::at(
                         term.span(),
-                        "bucket parameters can only be used as `<row expression> = bucket.<name>`, joined with AND",
+                        "bucket parameters can only be used as `<row expression> = bucket.<name>` or `bucket.<name> IN <row JSON array>`, joined with AND",
                     ));
+                };
+                let row_side = BucketValue {
+                    expr: (**row_side).clone(),
+                    each,
                 };
                 let Some(index) = bucket_parameters.iter().position(|p| p == name) else {
                     let known = if bucket_parameters.is_empty() {
@@ -159,8 +202,8 @@ impl DataQuery {
                     ));
                 };
                 match &bound[index] {
-                    None => bound[index] = Some((**row_side).clone()),
-                    Some(_) => bucket_checks.push((index, (**row_side).clone())),
+                    None => bound[index] = Some(row_side),
+                    Some(_) => bucket_checks.push((index, row_side)),
                 }
             }
         }
@@ -210,7 +253,7 @@ impl DataQuery {
             row: Some(row),
             request: None,
         };
-        let Ok(values) = self.bucket_parameters(&scope) else {
+        let Ok(sets) = self.bucket_parameters(&scope) else {
             return;
         };
         let id = match &*self.id.eval(&scope) {
@@ -227,36 +270,60 @@ impl DataQuery {
             });
             return;
         };
-        rows.push(EvaluatedRow {
-            bucket: bucket_name(definition, &values),
-            table: self.output_table.clone(),
-            id,
-            data: self.output_json(&scope, row),
-        });
+        let data = self.output_json(&scope, row);
+        for values in sets {
+            rows.push(EvaluatedRow {
+                bucket: bucket_name(definition, &values),
+                table: self.output_table.clone(),
+                id: id.clone(),
+                data: data.clone(),
+            });
+        }
     }
 
-    /// The bucket parameter values the query gives a row, or why it puts the row in no bucket.
-    pub(crate) fn bucket_parameters(&self, scope: &Scope<'_>) -> Result<Vec<SqliteValue>, Miss> {
+    /// The bucket parameter values the query gives a row (one set per bucket: several when a
+    /// parameter is bound by `bucket.p IN <row JSON array>`), or why it puts the row in no
+    /// bucket.
+    pub(crate) fn bucket_parameters(
+        &self,
+        scope: &Scope<'_>,
+    ) -> Result<Vec<Vec<SqliteValue>>, Miss> {
         if let Some(filter) = &self.filter
             && !filter.passes(scope)
         {
             return Err(Miss::Filter);
         }
-        let mut values = Vec::with_capacity(self.bucket_values.len());
-        for (index, e) in self.bucket_values.iter().enumerate() {
-            match normalize_parameter(&e.eval(scope)) {
-                Some(v) => values.push(v),
-                None => return Err(Miss::Parameter(index)),
+        let mut sets: Vec<Vec<SqliteValue>> = vec![Vec::with_capacity(self.bucket_values.len())];
+        for (index, bv) in self.bucket_values.iter().enumerate() {
+            let values = bv.values(scope);
+            if values.is_empty() {
+                return Err(Miss::Parameter(index));
             }
+            sets = if let [single] = values.as_slice() {
+                for set in &mut sets {
+                    set.push(single.clone());
+                }
+                sets
+            } else {
+                sets.iter()
+                    .flat_map(|set| {
+                        values.iter().map(move |v| {
+                            let mut set = set.clone();
+                            set.push(v.clone());
+                            set
+                        })
+                    })
+                    .collect()
+            };
         }
-        for (index, e) in &self.bucket_checks {
-            let v = e.eval(scope);
-            let same = normalize_parameter(&v).is_some_and(|v| values.get(*index) == Some(&v));
-            if !same {
+        for (index, bv) in &self.bucket_checks {
+            let allowed = bv.values(scope);
+            sets.retain(|set| set.get(*index).is_some_and(|v| allowed.contains(v)));
+            if sets.is_empty() {
                 return Err(Miss::Check(*index));
             }
         }
-        Ok(values)
+        Ok(sets)
     }
 
     fn output_json(&self, scope: &Scope<'_>, row: &Row) -> String {

@@ -12,12 +12,15 @@ use crate::TableRef;
 use crate::ir::{BinOp, Expr};
 
 /// One `row expression = request expression` term of a table-based query (or
-/// `row expression IN <request JSON array>` when `in_array`).
+/// `row expression IN <request JSON array>` when `in_array`, or
+/// `request expression IN <row JSON array>` when `row_array`: the row is indexed under each
+/// element of its array).
 #[derive(Debug, Clone)]
 pub(crate) struct Lookup {
     pub row: Expr,
     pub request: Expr,
     pub in_array: bool,
+    pub row_array: bool,
     /// The SQL text of the row and request sides, for explanations.
     pub row_sql: String,
     pub request_sql: String,
@@ -235,7 +238,7 @@ fn lookup_term(lowered: Expr, term: &ast::Expr) -> Result<Lookup, SqlError> {
     let mixed = || {
         SqlError::at(
             term.span(),
-            "a condition using both row and request values must be `<row expression> = <request value>` (or `<row expression> IN <request JSON array>`)",
+            "a condition using both row and request values must be `<row expression> = <request value>`, `<row expression> IN <request JSON array>` or `<request value> IN <row JSON array>`",
         )
     };
     let is_eq = matches!(
@@ -258,6 +261,7 @@ fn lookup_term(lowered: Expr, term: &ast::Expr) -> Result<Lookup, SqlError> {
                     row: *a,
                     request: *b,
                     in_array: false,
+                    row_array: false,
                     row_sql: left_sql,
                     request_sql: right_sql,
                 })
@@ -266,6 +270,7 @@ fn lookup_term(lowered: Expr, term: &ast::Expr) -> Result<Lookup, SqlError> {
                     row: *b,
                     request: *a,
                     in_array: false,
+                    row_array: false,
                     row_sql: right_sql,
                     request_sql: left_sql,
                 })
@@ -277,8 +282,17 @@ fn lookup_term(lowered: Expr, term: &ast::Expr) -> Result<Lookup, SqlError> {
             row: *x,
             request: *array,
             in_array: true,
+            row_array: false,
             row_sql: left_sql,
             request_sql: right_sql,
+        }),
+        Expr::InJson(x, array, false) if !x.deps().row && !array.deps().request => Ok(Lookup {
+            row: *array,
+            request: *x,
+            in_array: false,
+            row_array: true,
+            row_sql: right_sql,
+            request_sql: left_sql,
         }),
         _ => Err(mixed()),
     }

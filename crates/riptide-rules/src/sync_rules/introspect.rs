@@ -63,7 +63,8 @@ pub struct DataQueryOutcome {
     pub definition: String,
     pub query_index: usize,
     /// The bucket the row goes to (name and parameter values in bucket order), or why the
-    /// query puts it in no bucket.
+    /// query puts it in no bucket. A query with `bucket.p IN <row JSON array>` has one
+    /// outcome per bucket.
     pub result: Result<(String, Vec<SqliteValue>), String>,
 }
 
@@ -181,7 +182,7 @@ impl SyncRules {
         };
         queries
             .iter()
-            .map(|&(di, qi)| {
+            .flat_map(|&(di, qi)| {
                 let def = &self.definitions[di];
                 let param = |i: usize| {
                     def.bucket_parameters
@@ -189,8 +190,19 @@ impl SyncRules {
                         .map_or("?", String::as_str)
                         .to_owned()
                 };
+                let outcome = |result| DataQueryOutcome {
+                    definition: def.name.clone(),
+                    query_index: qi,
+                    result,
+                };
                 let result = match def.data_queries[qi].bucket_parameters(&scope) {
-                    Ok(values) => Ok((bucket_name(&def.name, &values), values)),
+                    // One outcome per bucket (`bucket.p IN <row array>` gives several).
+                    Ok(sets) => {
+                        return sets
+                            .into_iter()
+                            .map(|values| outcome(Ok((bucket_name(&def.name, &values), values))))
+                            .collect::<Vec<_>>();
+                    }
                     Err(Miss::Filter) => Err("its WHERE conditions are false for this row".into()),
                     Err(Miss::Parameter(i)) => Err(format!(
                         "bucket parameter `{}` is NULL (or not a usable value) for this row",
@@ -201,11 +213,7 @@ impl SyncRules {
                         param(i)
                     )),
                 };
-                DataQueryOutcome {
-                    definition: def.name.clone(),
-                    query_index: qi,
-                    result,
-                }
+                vec![outcome(result)]
             })
             .collect()
     }
@@ -276,6 +284,13 @@ impl SyncRules {
                         let v = l.request.eval(&request_scope);
                         if l.in_array {
                             conditions.push(format!("{} IN {}", l.row_sql, sql_literal(&v)));
+                        } else if l.row_array {
+                            match normalize_parameter(&v) {
+                                Some(v) => {
+                                    conditions.push(format!("{} IN {}", sql_literal(&v), l.row_sql))
+                                }
+                                None => null_request = Some(l.request_sql.clone()),
+                            }
                         } else {
                             match normalize_parameter(&v) {
                                 Some(v) => {

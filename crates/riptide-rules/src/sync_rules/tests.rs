@@ -332,6 +332,87 @@ fn supported_data_queries() {
             expected: vec![(r#"b["u"]"#, "t", "x", r#"{"id":"x","a":"u","b":"u"}"#)],
             errors: 0,
         },
+        RowCase {
+            name: "bucket.p IN <row JSON array>: one bucket per distinct usable element",
+            yaml: "bucket_definitions:\n  b:\n    parameters: SELECT value AS tag FROM json_each(request.jwt() -> 'tags')\n    data:\n      - SELECT id FROM posts WHERE bucket.tag IN tags\n",
+            table: "posts",
+            row: vec![
+                ("id", text("p1")),
+                ("tags", text(r#"["a","b","a",null,2.0]"#)),
+            ],
+            expected: vec![
+                (r#"b["a"]"#, "posts", "p1", r#"{"id":"p1"}"#),
+                (r#"b["b"]"#, "posts", "p1", r#"{"id":"p1"}"#),
+                ("b[2]", "posts", "p1", r#"{"id":"p1"}"#),
+            ],
+            errors: 0,
+        },
+        RowCase {
+            name: "bucket.p IN <row JSON array> with an equality parameter",
+            yaml: "bucket_definitions:\n  b:\n    parameters: SELECT request.user_id() AS u, request.jwt() ->> 'tag' AS tag\n    data:\n      - SELECT id FROM posts WHERE owner = bucket.u AND bucket.tag IN posts.tags -> 'list'\n",
+            table: "posts",
+            row: vec![
+                ("id", text("p1")),
+                ("owner", text("x")),
+                ("tags", text(r#"{"list":[1,"b"]}"#)),
+            ],
+            expected: vec![
+                (r#"b["x",1]"#, "posts", "p1", r#"{"id":"p1"}"#),
+                (r#"b["x","b"]"#, "posts", "p1", r#"{"id":"p1"}"#),
+            ],
+            errors: 0,
+        },
+        RowCase {
+            name: "bucket.p IN an empty array, NULL or non-array: no bucket",
+            yaml: "bucket_definitions:\n  b:\n    parameters: SELECT request.user_id() AS tag\n    data:\n      - SELECT id FROM posts WHERE bucket.tag IN tags\n      - SELECT id FROM posts WHERE bucket.tag IN other\n      - SELECT id FROM posts WHERE bucket.tag IN missing\n",
+            table: "posts",
+            row: vec![
+                ("id", text("p1")),
+                ("tags", text("[]")),
+                ("other", text("7")),
+            ],
+            expected: vec![],
+            errors: 0,
+        },
+        RowCase {
+            name: "a second term on the same parameter narrows the elements",
+            yaml: "bucket_definitions:\n  b:\n    parameters: SELECT request.user_id() AS tag\n    data:\n      - SELECT id FROM posts WHERE bucket.tag IN tags AND bucket.tag IN allowed\n",
+            table: "posts",
+            row: vec![
+                ("id", text("p1")),
+                ("tags", text(r#"["a","b","c"]"#)),
+                ("allowed", text(r#"["c","a"]"#)),
+            ],
+            expected: vec![
+                (r#"b["a"]"#, "posts", "p1", r#"{"id":"p1"}"#),
+                (r#"b["c"]"#, "posts", "p1", r#"{"id":"p1"}"#),
+            ],
+            errors: 0,
+        },
+        RowCase {
+            name: "IS / IS NOT with non-NULL operands in filters",
+            yaml: "bucket_definitions:\n  g:\n    data:\n      - SELECT id FROM t WHERE archived IS NOT 1 AND kind IS 'a'\n",
+            table: "t",
+            row: vec![
+                ("id", text("x")),
+                ("archived", SqliteValue::Null),
+                ("kind", text("a")),
+            ],
+            expected: vec![("g[]", "t", "x", r#"{"id":"x"}"#)],
+            errors: 0,
+        },
+        RowCase {
+            name: "IN <JSON array expression> in a data filter",
+            yaml: "bucket_definitions:\n  g:\n    data:\n      - SELECT id FROM t WHERE 'red' IN json_extract(meta, '$.colors') AND kind NOT IN meta -> 'hidden'\n",
+            table: "t",
+            row: vec![
+                ("id", text("x")),
+                ("kind", text("a")),
+                ("meta", text(r#"{"colors":["red"],"hidden":["b"]}"#)),
+            ],
+            expected: vec![("g[]", "t", "x", r#"{"id":"x"}"#)],
+            errors: 0,
+        },
     ];
     for case in cases {
         let rules = parse(case.yaml);
@@ -464,6 +545,33 @@ fn supported_static_parameter_queries() {
             params: json!({"project": "p"}),
             expected: vec![r#"b["p"]"#],
         },
+        RequestCase {
+            name: "WHERE value IN <request JSON array>",
+            yaml: with(
+                "    parameters: SELECT request.user_id() AS x WHERE 'admin' IN request.jwt() -> 'roles'\n",
+            ),
+            jwt: json!({"sub": "u", "roles": ["user", "admin"]}),
+            params: json!({}),
+            expected: vec![r#"b["u"]"#],
+        },
+        RequestCase {
+            name: "WHERE value IN <request JSON array> (absent)",
+            yaml: with(
+                "    parameters: SELECT request.user_id() AS x WHERE 'admin' IN request.jwt() -> 'roles'\n",
+            ),
+            jwt: json!({"sub": "u", "roles": ["user"]}),
+            params: json!({}),
+            expected: vec![],
+        },
+        RequestCase {
+            name: "WHERE with IS NOT on request values",
+            yaml: with(
+                "    parameters: SELECT request.user_id() AS x WHERE request.jwt() ->> 'role' IS NOT 'guest'\n",
+            ),
+            jwt: json!({"sub": "u"}),
+            params: json!({}),
+            expected: vec![r#"b["u"]"#],
+        },
     ];
     for case in cases {
         let rules = parse(case.yaml);
@@ -564,6 +672,9 @@ fn unsupported_constructs_are_located() {
         (one("SELECT name FROM t WHERE x = bucket.u"), (5, 16), "`id`"),
         (one("SELECT * FROM t WHERE x = = bucket.u"), (5, 35), "syntax error"),
         (one("SELECT * FROM t GROUP BY x"), (5, 34), "GROUP BY"),
+        (one("SELECT * FROM t WHERE x IN bucket.u"), (5, 31), "bucket parameters can only"),
+        (one("SELECT * FROM t WHERE bucket.u IN (x, y)"), (5, 31), "bucket parameters can only"),
+        (one("SELECT * FROM t WHERE x = bucket.u AND a IS NOT DISTINCT FROM bucket.u"), (5, 48), "bucket parameters can only"),
         (
             "bucket_definitions:\n  b:\n    parameters: SELECT request.foo() AS u\n    data: []\n".into(),
             (3, 24),
@@ -758,4 +869,66 @@ fn bucket_prefix_keeps_duplicate_rows_out() {
     );
     assert_eq!(ev.rows.len(), 1);
     assert_eq!(ev.rows[0].bucket, "7#all[]");
+}
+
+/// `IN` with a JSON array on either side of a table-based parameter query: a row column in
+/// a request array (one lookup per element), and a request value in a row array (the row is
+/// indexed under each element).
+#[test]
+fn parameter_queries_with_json_array_in() {
+    let rules = parse(
+        r#"
+bucket_definitions:
+  member_of:
+    parameters: SELECT id AS g FROM groups WHERE request.user_id() IN groups.members
+    data:
+      - SELECT * FROM docs WHERE group_id = bucket.g
+  picked:
+    parameters: SELECT id AS p FROM projects WHERE id IN request.jwt() -> 'ids'
+    data:
+      - SELECT * FROM tasks WHERE project_id = bucket.p
+  picked_by_client:
+    accept_potentially_dangerous_queries: true
+    parameters: SELECT id AS p FROM projects WHERE id IN request.parameters() -> 'ids'
+    data:
+      - SELECT * FROM tasks WHERE project_id = bucket.p
+"#,
+    );
+    let g1 = row(&[("id", text("g1")), ("members", text(r#"["u1","u2","u1"]"#))]);
+    let g2 = row(&[("id", text("g2")), ("members", text(r#"["u3"]"#))]);
+    let g3 = row(&[("id", text("g3")), ("members", SqliteValue::Null)]);
+    let mut entries = rules.evaluate_parameter_row(&table("groups"), &g1);
+    assert_eq!(
+        entries.len(),
+        2,
+        "one entry per distinct member: {entries:?}"
+    );
+    entries.extend(rules.evaluate_parameter_row(&table("groups"), &g2));
+    assert!(
+        rules
+            .evaluate_parameter_row(&table("groups"), &g3)
+            .is_empty()
+    );
+    for p in ["p1", "p2", "p3"] {
+        entries.extend(rules.evaluate_parameter_row(&table("projects"), &row(&[("id", text(p))])));
+    }
+    let req = request(
+        json!({"sub": "u2", "ids": ["p2"]}),
+        json!({"ids": ["p3", "p9"]}),
+    );
+    let buckets = rules.resolve_buckets(&req, &store(&entries));
+    assert_eq!(
+        bucket_names(&buckets),
+        vec![
+            r#"member_of["g1"]"#,
+            r#"picked["p2"]"#,
+            r#"picked_by_client["p3"]"#
+        ]
+    );
+    let outsider = request(json!({"sub": "u9"}), json!({}));
+    assert!(
+        rules
+            .resolve_buckets(&outsider, &store(&entries))
+            .is_empty()
+    );
 }
