@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use app_server::{AppState, Config};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use realtime_app_server::{AppState, Config};
 use riptide_testkit::TestDatabase;
 use serde_json::{Value, json};
 
@@ -93,7 +93,7 @@ impl TestApp {
         let root = app_root();
         let keys = Keys::generate();
         let config = config_from(&env(&db.url(), &keys, "http://127.0.0.1:9", root.path()));
-        realtime_app_server::migrations::run_from_url(
+        app_server::migrations::run_from_url(
             &config.database_url,
             &config.app_root.join("migrations"),
         )
@@ -149,7 +149,7 @@ pub async fn serve(state: AppState) -> String {
     tokio::spawn(async move {
         axum::serve(
             listener,
-            realtime_app_server::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+            app_server::router(state).into_make_service_with_connect_info::<SocketAddr>(),
         )
         .await
         .unwrap();

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use realtime_app_server::{Config, ConfigError};
+use app_server::{Config, ConfigError};
 
 use crate::app::Keys;
 

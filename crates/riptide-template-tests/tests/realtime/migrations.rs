@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use realtime_app_server::migrations::{self, MigrationError};
+use app_server::migrations::{self, MigrationError};
 use riptide_testkit::TestDatabase;
 
 use crate::app::app_root;
@@ -60,7 +60,7 @@ async fn the_template_migration_applies_once_and_an_edit_stops_start_up() {
         "http://127.0.0.1:9",
         root.path(),
     ));
-    let err = realtime_app_server::prepare(config)
+    let err = app_server::prepare(config)
         .await
         .err()
         .expect("start-up refused");

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use realtime_app_server::rules_deploy::{self, DeployError, Deployed, Target};
+use app_server::rules_deploy::{self, DeployError, Deployed, Target};
 use riptide_cli::config::{AuthConfig, Limits, Logging, ServeConfig};
 use riptide_cli::serve;
 use riptide_testkit::{SyncClient, TestDatabase, wait_for};
@@ -69,7 +69,7 @@ async fn current(endpoint: &str) -> Value {
 async fn rules_are_deployed_when_they_differ_and_only_then() {
     let source = TestDatabase::create().await;
     let root = app_root();
-    realtime_app_server::migrations::run_from_url(&source.url(), &root.path().join("migrations"))
+    app_server::migrations::run_from_url(&source.url(), &root.path().join("migrations"))
         .await
         .unwrap();
     let keys = Keys::generate();
@@ -178,7 +178,7 @@ async fn a_service_that_never_comes_up_is_a_bounded_clear_error() {
 async fn a_service_that_comes_up_late_is_waited_for() {
     let source = TestDatabase::create().await;
     let root = app_root();
-    realtime_app_server::migrations::run_from_url(&source.url(), &root.path().join("migrations"))
+    app_server::migrations::run_from_url(&source.url(), &root.path().join("migrations"))
         .await
         .unwrap();
     let keys = Keys::generate();
@@ -243,7 +243,7 @@ async fn full_start_up_then_the_apps_token_syncs_the_apps_rows() {
     let svc = start_service(&source, &keys).await;
     let mut vars = env(&source.url(), &keys, &svc.endpoint, root.path());
     vars.insert("POWERSYNC_API_TOKEN".into(), ADMIN.into());
-    let state = realtime_app_server::prepare(config_from(&vars))
+    let state = app_server::prepare(config_from(&vars))
         .await
         .expect("start-up");
     let base = serve_app(state).await;

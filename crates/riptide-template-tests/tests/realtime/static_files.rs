@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use realtime_app_server::AppState;
+use app_server::AppState;
 use riptide_testkit::TestDatabase;
 
 use crate::app::{Keys, app_root, config_from, env};
@@ -26,19 +26,16 @@ async fn the_built_ui_is_served_with_an_spa_fallback() {
         "http://127.0.0.1:9",
         root.path(),
     ));
-    realtime_app_server::migrations::run_from_url(
-        &config.database_url,
-        &root.path().join("migrations"),
-    )
-    .await
-    .unwrap();
+    app_server::migrations::run_from_url(&config.database_url, &root.path().join("migrations"))
+        .await
+        .unwrap();
     let state = AppState::connect(config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
         axum::serve(
             listener,
-            realtime_app_server::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+            app_server::router(state).into_make_service_with_connect_info::<SocketAddr>(),
         )
         .await
         .unwrap();

@@ -13,7 +13,7 @@
 //!   ([`rules_deploy`]);
 //! - the built UI from `web/dist` ([`static_files`]).
 //!
-//! [`run`] does all of it from a [`Config`] read from the environment ([`Config::from_env`]);
+//! [`run`] does all of it (the library is `app_server` whatever the app is called) from a [`Config`] read from the environment ([`Config::from_env`]);
 //! [`prepare`] and [`router`] let tests drive the same app in-process.
 
 pub mod auth;

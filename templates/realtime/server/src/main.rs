@@ -9,7 +9,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,tower_http=info".into()),
         )
         .init();
-    let config = match realtime_app_server::Config::from_env() {
+    let config = match app_server::Config::from_env() {
         Ok(config) => config,
         Err(err) => {
             eprintln!("error: {err}");
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(realtime_app_server::run(config)) {
+    match runtime.block_on(app_server::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", chain(&err));
