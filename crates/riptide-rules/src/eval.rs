@@ -370,6 +370,16 @@ mod tests {
             ("instr(s, 'i')", I(2)),
             ("unixepoch('1970-01-01 00:01:00')", I(60)),
             ("datetime(0, 'unixepoch')", t("1970-01-01 00:00:00")),
+            (
+                "datetime(86400 * n, 'unixepoch', '+1 day', 'start of month')",
+                t("1970-01-01 00:00:00"),
+            ),
+            ("unixepoch('1970-01-01', '+' || n || ' days')", I(604_800)),
+            (
+                "datetime(1.5, 'unixepoch', 'subsec')",
+                t("1970-01-01 00:00:01.500"),
+            ),
+            ("unixepoch(1.25, 'unixepoch', 'subsec')", R(1.25)),
             ("request.user_id()", t("u1")),
             ("request.jwt() ->> 'org'", t("o1")),
             ("token_parameters.team", I(4)),
