@@ -185,17 +185,24 @@ async fn run_locked(
     client: &mut Client,
     migrations: &[Migration],
 ) -> Result<Vec<String>, MigrationError> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                version bigint PRIMARY KEY,
-                name text NOT NULL,
-                checksum text NOT NULL,
-                applied_at timestamptz NOT NULL DEFAULT now()
-            )",
-        )
+    let exists: bool = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
         .await
-        .map_err(MigrationError::Bookkeeping)?;
+        .map_err(MigrationError::Bookkeeping)?
+        .get(0);
+    if !exists {
+        client
+            .batch_execute(
+                "CREATE TABLE schema_migrations (
+                    version bigint PRIMARY KEY,
+                    name text NOT NULL,
+                    checksum text NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now()
+                )",
+            )
+            .await
+            .map_err(MigrationError::Bookkeeping)?;
+    }
     let rows = client
         .query("SELECT version, checksum FROM schema_migrations", &[])
         .await
