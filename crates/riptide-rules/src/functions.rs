@@ -6,8 +6,8 @@ use base64::Engine as _;
 
 use crate::SqliteValue;
 use crate::cast::{to_text, truthy};
-use crate::json_path;
 use crate::time_functions;
+use crate::{geometry, json_path};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Function {
@@ -28,6 +28,10 @@ pub(crate) enum Function {
     UuidBlob,
     Unixepoch,
     Datetime,
+    StAsGeojson,
+    StAsText,
+    StX,
+    StY,
 }
 
 impl Function {
@@ -51,6 +55,10 @@ impl Function {
             "uuid_blob" => Function::UuidBlob,
             "unixepoch" => Function::Unixepoch,
             "datetime" => Function::Datetime,
+            "st_asgeojson" => Function::StAsGeojson,
+            "st_astext" => Function::StAsText,
+            "st_x" => Function::StX,
+            "st_y" => Function::StY,
             _ => return None,
         })
     }
@@ -65,7 +73,11 @@ impl Function {
             | Function::Base64
             | Function::Typeof
             | Function::JsonValid
-            | Function::UuidBlob => 1..=1,
+            | Function::UuidBlob
+            | Function::StAsGeojson
+            | Function::StAsText
+            | Function::StX
+            | Function::StY => 1..=1,
             Function::Substring => 2..=3,
             Function::Ifnull | Function::Instr => 2..=2,
             Function::Iif => 3..=3,
@@ -144,6 +156,10 @@ impl Function {
             },
             Function::Unixepoch => time_functions::unixepoch(args),
             Function::Datetime => time_functions::datetime(args),
+            Function::StAsGeojson => geometry::st_asgeojson(arg(0)),
+            Function::StAsText => geometry::st_astext(arg(0)),
+            Function::StX => geometry::st_coordinate(arg(0), 0),
+            Function::StY => geometry::st_coordinate(arg(0), 1),
         }
     }
 }

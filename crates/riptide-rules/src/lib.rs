@@ -22,6 +22,7 @@
 //!   errors for everything outside the supported subset;
 //! - `sql::data_query`, `sql::parameter_query`: the two query kinds and their evaluation;
 //! - `eval`, `compare`, `cast`, `functions`, `json_path`, `time_functions`: SQLite semantics;
+//!   `geometry`: the `st_*` functions over PostGIS (E)WKB;
 //! - `bucket_name`: parameter value normalisation and bucket names.
 
 mod bucket_name;
@@ -29,6 +30,7 @@ mod cast;
 mod compare;
 mod eval;
 mod functions;
+mod geometry;
 mod ir;
 mod json_path;
 mod request;
