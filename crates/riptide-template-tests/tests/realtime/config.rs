@@ -117,3 +117,21 @@ fn a_complete_environment_loads_with_defaults() {
     .unwrap();
     assert_eq!((config.port, config.audience.as_str()), (8081, "my-app"));
 }
+
+#[test]
+fn a_database_url_that_requires_tls_is_refused_up_front() {
+    let keys = Keys::generate();
+    let signing = keys.env_value();
+    let err = load(&[
+        (
+            "DIRECT_DATABASE_URL",
+            "postgres://u:p@db.example:5432/app?sslmode=require",
+        ),
+        ("POWERSYNC_SIGNING_KEY", &signing),
+        ("POWERSYNC_URL", "http://127.0.0.1:8080"),
+        ("POWERSYNC_API_TOKEN", "t"),
+    ])
+    .unwrap_err();
+    assert_eq!(err.variables(), ["DIRECT_DATABASE_URL"]);
+    assert!(err.to_string().contains("sslmode=require"), "{err}");
+}

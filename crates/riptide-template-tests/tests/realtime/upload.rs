@@ -718,3 +718,34 @@ async fn bad_input_is_refused_precisely_and_applies_nothing() {
         "users untouched"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_batch_sent_twice_at_once_is_applied_once() {
+    let app = TestApp::start().await;
+    let mut alice = app.signed_up("alice").await;
+    let (list, _) = list_with_todo(&mut alice, "l").await;
+    let batch = json!([
+        entry(
+            "PUT",
+            "todos",
+            &new_id(),
+            json!({"list_id": list, "description": "once", "completed": 0}),
+            30
+        ),
+        entry("PATCH", "lists", &list, json!({"name": "renamed"}), 31),
+    ]);
+    let (mut a, mut b) = (alice.clone(), alice.clone());
+    let (ba, bb) = (batch.clone(), batch);
+    let (ra, rb) = tokio::join!(a.upload(ba), b.upload(bb));
+    assert_eq!((ra.0, rb.0), (200, 200), "{ra:?} {rb:?}");
+    let applied = [
+        ra.1["applied"].as_i64().unwrap(),
+        rb.1["applied"].as_i64().unwrap(),
+    ];
+    assert!(applied.contains(&2) && applied.contains(&0), "{applied:?}");
+    assert_eq!(
+        app.count("SELECT count(*) FROM todos WHERE description = 'once'")
+            .await,
+        1
+    );
+}

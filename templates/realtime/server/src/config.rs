@@ -136,6 +136,16 @@ impl Config {
             get("DIRECT_DATABASE_URL", &mut problems).and_then(|url| match url
                 .parse::<tokio_postgres::Config>()
             {
+                Ok(pg) if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
+                    problems.push(VarProblem {
+                        name: "DIRECT_DATABASE_URL",
+                        problem: "asks for sslmode=require, but this process connects without TLS \
+                                  (use a database reachable without TLS, or add a TLS connector \
+                                  in state.rs and migrations.rs)"
+                            .into(),
+                    });
+                    None
+                }
                 Ok(_) => Some(url),
                 Err(_) => {
                     problems.push(VarProblem {
