@@ -93,6 +93,17 @@ enum Command {
         /// App id, name or folder (default: the app around the current directory).
         app: Option<String>,
     },
+    /// Run the app around the current directory: database, sync service, the app's process and
+    /// the Vite dev server, with one labelled log; re-applies migrations and rules on change.
+    Dev {
+        #[command(flatten)]
+        options: platform_cmd::DevOptions,
+    },
+    /// The quickest start: database, sync, app `demo` (in RIPTIDE_HOME/apps/demo), connect, dev.
+    Demo {
+        #[command(flatten)]
+        options: platform_cmd::DevOptions,
+    },
     /// Serve the platform tools over MCP on stdio (for AI agents; see docs/mcp.md).
     Mcp,
     /// Apply the app's migrations/ to its database.
@@ -162,6 +173,8 @@ async fn run(cli: Cli) -> Result<()> {
             platform(PlatformCommand::Connect { app, database }).await
         }
         Command::Status => platform(PlatformCommand::Status).await,
+        Command::Dev { options } => platform_cmd::dev(options).await,
+        Command::Demo { options } => platform_cmd::demo(options).await,
         Command::Mcp => {
             riptide_cli::logging::init(&riptide_cli::config::Logging {
                 level: "info".into(),

@@ -85,6 +85,13 @@ pub async fn stop(pid_file: &Path, timeout: Duration) -> Result<bool, PlatformEr
         let _ = std::fs::remove_file(pid_file);
         return Ok(false);
     };
+    terminate(pid, timeout).await?;
+    let _ = std::fs::remove_file(pid_file);
+    Ok(true)
+}
+
+/// Stops process `pid` and its process group: SIGTERM, then SIGKILL after `timeout`.
+pub async fn terminate(pid: u32, timeout: Duration) -> Result<(), PlatformError> {
     signal(pid, "TERM");
     let deadline = Instant::now() + timeout;
     while is_alive(pid) && Instant::now() < deadline {
@@ -103,8 +110,7 @@ pub async fn stop(pid_file: &Path, timeout: Duration) -> Result<bool, PlatformEr
             )));
         }
     }
-    let _ = std::fs::remove_file(pid_file);
-    Ok(true)
+    Ok(())
 }
 
 /// Sends `SIG<name>` to the process group led by `pid` (falls back to the process).

@@ -2,6 +2,7 @@
 //! `connect`, `status`, `stop`, `schema`, `migrate`, `deploy-rules`. Each is a thin wrapper
 //! over `riptide_platform` printing a short human summary, or the result as JSON with `--json`.
 
+mod dev;
 mod output;
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use clap::Subcommand;
 use riptide_platform::Platform;
 use serde::Serialize;
 
+pub use dev::{DevOptions, demo, dev};
 pub use output::Spinner;
 
 /// `riptide sync …`.
