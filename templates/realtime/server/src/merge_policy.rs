@@ -23,7 +23,9 @@
 //! "Newest `updated_at` wins" instead of "last arrival wins", given an `updated_at timestamptz`
 //! column the client sets on every write:
 //!
-//! ```ignore
+//! ```no_run
+//! # use app_server::upload::{convert::Write, sql};
+//! # use tokio_postgres::Transaction;
 //! async fn patch(tx: &Transaction<'_>, write: &Write<'_>) -> Result<(), tokio_postgres::Error> {
 //!     let Some(mut stmt) = sql::update(write) else { return Ok(()) };
 //!     if let Some(incoming) = stmt.incoming("updated_at").map(str::to_owned) {
