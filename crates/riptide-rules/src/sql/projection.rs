@@ -1,8 +1,8 @@
 //! The `SELECT` list: output column names and their expressions.
 
-use sqlparser::ast::{self, SelectItem, Spanned};
+use sqlparser::ast::{self, SelectItem, SelectItemQualifiedWildcardKind, Spanned};
 
-use super::lower::{LowerScope, SqlError};
+use super::lower::{LowerScope, SqlError, object_name_parts};
 use crate::ir::Expr;
 
 /// One item of the select list.
@@ -24,7 +24,36 @@ pub(crate) fn lower_projection(
     for item in items {
         let span = item.span();
         match item {
-            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
+            SelectItem::Wildcard(options) | SelectItem::QualifiedWildcard(_, options) => {
+                if options.opt_ilike.is_some()
+                    || options.opt_exclude.is_some()
+                    || options.opt_except.is_some()
+                    || options.opt_replace.is_some()
+                    || options.opt_rename.is_some()
+                    || options.opt_alias.is_some()
+                {
+                    return Err(SqlError::at(
+                        span,
+                        "`*` with ILIKE/EXCLUDE/EXCEPT/REPLACE/RENAME/AS is not supported",
+                    ));
+                }
+                if let SelectItem::QualifiedWildcard(kind, _) = item {
+                    let known = match kind {
+                        SelectItemQualifiedWildcardKind::ObjectName(name) => {
+                            match (object_name_parts(name).as_deref(), &scope.row_qualifiers) {
+                                (Some([q]), Some(names)) => names.iter().any(|n| n == q),
+                                _ => false,
+                            }
+                        }
+                        SelectItemQualifiedWildcardKind::Expr(_) => false,
+                    };
+                    if !known {
+                        return Err(SqlError::at(
+                            span,
+                            format!("`{item}`: not the query's table"),
+                        ));
+                    }
+                }
                 if !allow_star {
                     return Err(SqlError::at(
                         span,

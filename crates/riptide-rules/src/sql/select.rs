@@ -178,8 +178,31 @@ fn from_clause(relation: &TableFactor) -> Result<FromClause<'_>, SqlError> {
     let span = relation.span();
     match relation {
         TableFactor::Table {
-            name, alias, args, ..
+            name,
+            alias,
+            args,
+            with_hints,
+            version,
+            with_ordinality,
+            partitions,
+            json_path,
+            sample,
+            index_directives,
+            inheritance: _,
         } => {
+            if !with_hints.is_empty()
+                || version.is_some()
+                || *with_ordinality
+                || !partitions.is_empty()
+                || json_path.is_some()
+                || sample.is_some()
+                || !index_directives.is_empty()
+            {
+                return Err(SqlError::at(
+                    span,
+                    "table hints, versions, partitions, samples and WITH ORDINALITY are not supported",
+                ));
+            }
             let Some(parts) = object_name_parts(name) else {
                 return Err(SqlError::at(span, "unsupported table name"));
             };
