@@ -281,3 +281,123 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
     names.sort();
     assert_eq!(names, vec!["home".to_owned(), "taken".to_owned()]);
 }
+
+/// Lines of a child's stdout, read on a thread.
+struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    fn of(out: std::process::ChildStdout) -> Lines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `needle`.
+    fn wait_for(&mut self, needle: &str, timeout: std::time::Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {needle:?} within {timeout:?}; output:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+#[test]
+fn dev_applies_migrations_and_rules_on_change_and_stops_cleanly() {
+    let h = Home::new();
+    let name = unique("dev");
+    h.json(&["create-database", &name, "--server-url", &server_url()]);
+    let sync = h.json(&["sync", "enable", &name]);
+    let app = h.json(&["create-app", &name]);
+    h.json(&["connect", &name, &name]);
+    let app_dir = Path::new(app["path"].as_str().unwrap()).to_owned();
+
+    // A stand-in for the app's process: answers GET /api/health on $PORT.
+    let fake = h.dir.path().join("fake-server.sh");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\ncd \"$(mktemp -d)\" && mkdir api && echo '{\"ok\":true}' > api/health && \
+         exec python3 -m http.server \"$PORT\" --bind 127.0.0.1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_riptide"))
+        .args(["dev", "--no-web", "--port", &port.to_string()])
+        .arg("--server-bin")
+        .arg(&fake)
+        .env("RIPTIDE_HOME", h.home())
+        .current_dir(app_dir.join("server"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = Lines::of(child.stdout.take().unwrap());
+    let long = std::time::Duration::from_secs(60);
+    lines.wait_for("[dev] migrations applied: 0001_init.sql", long);
+    lines.wait_for("[dev] sync rules deployed", long);
+    lines.wait_for(&format!("[dev] ready: open http://127.0.0.1:{port}"), long);
+
+    // A new migration: applied, schema.ts regenerated with the new column.
+    std::fs::write(
+        app_dir.join("migrations/0002_priority.sql"),
+        "ALTER TABLE todos ADD COLUMN priority integer;\n",
+    )
+    .unwrap();
+    lines.wait_for("[dev] migrations applied: 0002_priority.sql", long);
+    lines.wait_for("schema.ts", long);
+    let ts = std::fs::read_to_string(app_dir.join("web/src/lib/schema.ts")).unwrap();
+    assert!(ts.contains("priority: column.integer"), "{ts}");
+
+    // Changed sync rules: deployed again.
+    let rules_path = app_dir.join("sync-rules.yaml");
+    let rules = std::fs::read_to_string(&rules_path).unwrap();
+    std::fs::write(&rules_path, format!("# changed\n{rules}")).unwrap();
+    lines.wait_for("[dev] sync rules deployed (deployment 2)", long);
+
+    // SIGTERM: dev stops its processes and exits; the sync service it found running stays.
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    lines.wait_for("[dev] stopping", long);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the app's process is stopped"
+    );
+    let st = h.json(&["status"]);
+    assert_eq!(st["sync"][0]["running"], true);
+    assert_eq!(st["sync"][0]["id"], sync["id"]);
+}
