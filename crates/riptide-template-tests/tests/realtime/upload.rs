@@ -749,3 +749,37 @@ async fn the_same_batch_sent_twice_at_once_is_applied_once() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_while_running_is_writable_without_a_restart() {
+    // `riptide dev` applies new migrations while the process runs.
+    let app = TestApp::start().await;
+    let mut alice = app.signed_up("alice").await;
+    let (_, todo) = list_with_todo(&mut alice, "l").await;
+    app.db
+        .client()
+        .await
+        .batch_execute("ALTER TABLE todos ADD COLUMN priority integer")
+        .await
+        .unwrap();
+    let batch = json!([entry("PATCH", "todos", &todo, json!({"priority": 3}), 40)]);
+    // The catalog is re-read at most once a second: poll until it has been.
+    let (s, body) = riptide_testkit::wait_for(
+        "the new column to be accepted",
+        std::time::Duration::from_secs(10),
+        || {
+            let (mut alice, batch) = (alice.clone(), batch.clone());
+            async move {
+                let (s, body) = alice.upload(batch).await;
+                (s != 400 || code(&body) != "unknown_column").then_some((s, body))
+            }
+        },
+    )
+    .await;
+    assert_eq!((s, body["applied"].as_i64()), (200, Some(1)), "{body}");
+    let priority: i32 = app
+        .query_one(&format!("SELECT priority FROM todos WHERE id = '{todo}'"))
+        .await
+        .get(0);
+    assert_eq!(priority, 3);
+}

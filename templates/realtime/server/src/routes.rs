@@ -72,14 +72,26 @@ async fn sync(
     let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
         .await
         .map_err(|_| too_large)?;
-    let outcome = upload::apply_batch(state.pool(), state.catalog(), user.id, &body)
-        .await
-        .inspect_err(|err| {
-            // The code only: messages can quote uploaded values, which are never logged.
-            let (status, code) = err.status_and_code();
-            if status.is_client_error() {
-                tracing::info!(user_id = %user.id, code, "upload refused");
+    let mut result = upload::apply_batch(state.pool(), &state.catalog(), user.id, &body).await;
+    if matches!(
+        result,
+        Err(upload::UploadError::UnknownTable { .. } | upload::UploadError::UnknownColumn { .. })
+    ) {
+        // A migration may have added it since the catalog was read: look again, once.
+        match state.reload_catalog().await {
+            Ok(Some(fresh)) => {
+                result = upload::apply_batch(state.pool(), &fresh, user.id, &body).await;
             }
-        })?;
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "cannot reload the schema catalog"),
+        }
+    }
+    let outcome = result.inspect_err(|err| {
+        // The code only: messages can quote uploaded values, which are never logged.
+        let (status, code) = err.status_and_code();
+        if status.is_client_error() {
+            tracing::info!(user_id = %user.id, code, "upload refused");
+        }
+    })?;
     Ok(Json(outcome))
 }

@@ -1,6 +1,7 @@
 //! The state shared by all requests.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
@@ -9,6 +10,9 @@ use crate::auth::password;
 use crate::auth::rate_limit::LoginLimiter;
 use crate::config::Config;
 use crate::upload::catalog::{Catalog, CatalogError};
+
+/// How old the catalog must be before a request may trigger a reload.
+const CATALOG_MIN_AGE: Duration = Duration::from_secs(1);
 
 /// Cheap to clone: everything is behind one `Arc`.
 #[derive(Clone)]
@@ -19,7 +23,10 @@ pub struct AppState {
 struct Inner {
     config: Config,
     pool: Pool,
-    catalog: Catalog,
+    /// Replaced when a migration applied while the process runs (e.g. by `riptide dev`) adds
+    /// tables or columns: see [`AppState::reload_catalog`].
+    catalog: RwLock<Arc<Catalog>>,
+    catalog_loaded: Mutex<Instant>,
     limiter: LoginLimiter,
     dummy_hash: String,
 }
@@ -54,7 +61,8 @@ impl AppState {
             inner: Arc::new(Inner {
                 config,
                 pool,
-                catalog,
+                catalog: RwLock::new(Arc::new(catalog)),
+                catalog_loaded: Mutex::new(Instant::now()),
                 limiter: LoginLimiter::default(),
                 dummy_hash,
             }),
@@ -69,8 +77,38 @@ impl AppState {
         &self.inner.pool
     }
 
-    pub fn catalog(&self) -> &Catalog {
-        &self.inner.catalog
+    /// The schema catalog as last read.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.inner
+            .catalog
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reads the catalog again (at most once a second, so unknown names in requests cannot
+    /// make every request query the catalog); `None` when it was read too recently.
+    pub async fn reload_catalog(&self) -> Result<Option<Arc<Catalog>>, CatalogError> {
+        {
+            let mut loaded = self
+                .inner
+                .catalog_loaded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if loaded.elapsed() < CATALOG_MIN_AGE {
+                return Ok(None);
+            }
+            *loaded = Instant::now();
+        }
+        let client = self.pool().get().await.map_err(CatalogError::Pool)?;
+        let fresh = Arc::new(Catalog::load(&client).await?);
+        *self
+            .inner
+            .catalog
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        tracing::info!(tables = fresh.tables.len(), "schema catalog reloaded");
+        Ok(Some(fresh))
     }
 
     pub fn limiter(&self) -> &LoginLimiter {
