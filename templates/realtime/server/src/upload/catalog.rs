@@ -1,5 +1,7 @@
 //! The schema catalog: the tables clients may write (those in the `powersync` publication),
-//! their columns and column types, read from `pg_catalog` at start-up.
+//! their columns and column types, read from `pg_catalog` at start-up — and again when a batch
+//! names a table or column the catalog lacks, since migrations can be applied while the process
+//! runs (`riptide dev` does).
 //!
 //! Table and column names in SQL come only from here, quoted; never from the request.
 
