@@ -14,6 +14,8 @@ import { GiveUp, waitFor, withDeadline } from './wait.js';
 
 export const TEMPLATE_DIR = path.join(REPO_ROOT, 'templates', 'realtime');
 export const TEMPLATE_WEB_DIR = path.join(TEMPLATE_DIR, 'web');
+/** Where migrations/ and sync-rules.yaml are copied from (override only to try a variant). */
+const APP_FILES_DIR = process.env.REALTIME_APP_FILES_DIR ?? TEMPLATE_DIR;
 export const APP_SERVER_BIN =
   process.env.REALTIME_APP_SERVER_BIN ?? path.join(REPO_ROOT, 'target', 'debug', 'realtime-app-server');
 
@@ -124,14 +126,14 @@ export function listFiles(dir) {
 /** An app folder as `riptide create-app` makes it: migrations, sync rules and the built UI. */
 export function prepareAppDir(dir, distDir) {
   fs.mkdirSync(dir, { recursive: true });
-  fs.cpSync(path.join(TEMPLATE_DIR, 'migrations'), path.join(dir, 'migrations'), { recursive: true });
-  fs.copyFileSync(path.join(TEMPLATE_DIR, 'sync-rules.yaml'), path.join(dir, 'sync-rules.yaml'));
+  fs.cpSync(path.join(APP_FILES_DIR, 'migrations'), path.join(dir, 'migrations'), { recursive: true });
+  fs.copyFileSync(path.join(APP_FILES_DIR, 'sync-rules.yaml'), path.join(dir, 'sync-rules.yaml'));
   fs.cpSync(distDir, path.join(dir, 'web', 'dist'), { recursive: true });
   return dir;
 }
 
 /** `riptide serve` for the template: no rules in the config (the app deploys them), admin token. */
-export async function startTemplateService({ dir, port, dbs, secrets }) {
+export function startTemplateService({ dir, port, dbs, secrets }) {
   const configYaml = serviceConfig({
     sourceUrl: dbs.sourceUrl,
     storageUrl: dbs.storageUrl,
@@ -145,8 +147,20 @@ export async function startTemplateService({ dir, port, dbs, secrets }) {
   fs.writeFileSync(configPath, configYaml);
   const service = new Service({ configPath, port, logPath: path.join(dir, 'service.log') });
   service.spawn();
-  await service.waitReady(60_000);
   return service;
+}
+
+/** Waits until the service answers (it is not *ready* before rules are deployed). */
+export async function waitLive(service, timeoutMs = 60_000) {
+  await waitFor(
+    async () => {
+      if (service.exit) throw new GiveUp(`riptide serve exited: ${JSON.stringify(service.exit)}`);
+      const res = await fetch(`${service.endpoint}/probes/liveness`, { signal: AbortSignal.timeout(2000) });
+      await res.arrayBuffer();
+      return res.status === 200;
+    },
+    { timeoutMs, intervalMs: 100, what: `GET ${service.endpoint}/probes/liveness = 200` },
+  );
 }
 
 /** The template's process (realtime-app-server), run from the app folder. */
@@ -237,41 +251,47 @@ export { freePort };
 
 /**
  * Reads the NDJSON sync stream as `token` until the first `checkpoint_complete`; returns every
- * `data` line's ops (with their bucket) and the checkpoint's buckets.
+ * `data` line's ops (with their bucket) and the checkpoint's buckets. `parameters`: client parameters
+ * to send (the template's rules use none; a client cannot widen what it gets with them).
  */
-export async function readSyncStream(serviceUrl, token, { timeoutMs = 15_000 } = {}) {
+export async function readSyncStream(serviceUrl, token, { timeoutMs = 15_000, parameters } = {}) {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), timeoutMs);
   try {
     const res = await fetch(`${serviceUrl}/sync/stream`, {
       method: 'POST',
       headers: { Authorization: `Token ${token}`, 'Content-Type': 'application/json', Accept: 'application/x-ndjson' },
-      body: JSON.stringify({ buckets: [], include_checksum: true, raw_data: true, client_id: 'e2e-hand-made' }),
+      body: JSON.stringify({ buckets: [], include_checksum: true, raw_data: true, client_id: 'e2e-hand-made', parameters }),
       signal: controller.signal,
     });
     if (res.status !== 200) return { status: res.status, body: await res.text(), ops: [], buckets: [] };
     const decoder = new TextDecoder();
+    const reader = res.body.getReader();
     let buffer = '';
     const ops = [];
     let buckets = [];
-    for await (const chunk of res.body) {
-      buffer += decoder.decode(chunk, { stream: true });
-      let nl;
-      while ((nl = buffer.indexOf('\n')) >= 0) {
-        const line = buffer.slice(0, nl).trim();
-        buffer = buffer.slice(nl + 1);
-        if (!line) continue;
-        const msg = JSON.parse(line);
-        if (msg.checkpoint) buckets = msg.checkpoint.buckets.map((b) => b.bucket);
-        if (msg.data) for (const op of msg.data.data) ops.push({ bucket: msg.data.bucket, ...op });
-        if (msg.checkpoint_complete) {
-          controller.abort();
-          return { status: 200, ops, buckets };
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let nl;
+        while ((nl = buffer.indexOf('\n')) >= 0) {
+          const line = buffer.slice(0, nl).trim();
+          buffer = buffer.slice(nl + 1);
+          if (!line) continue;
+          const msg = JSON.parse(line);
+          if (msg.checkpoint) buckets = msg.checkpoint.buckets.map((b) => b.bucket);
+          if (msg.data) for (const op of msg.data.data) ops.push({ bucket: msg.data.bucket, ...op });
+          if (msg.checkpoint_complete) return { status: 200, ops, buckets };
         }
       }
+    } finally {
+      await reader.cancel().catch(() => {});
     }
     throw new Error('the sync stream ended before checkpoint_complete');
   } finally {
     clearTimeout(timer);
+    controller.abort();
   }
 }

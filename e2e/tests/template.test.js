@@ -24,6 +24,7 @@ import {
   prepareAppDir,
   readSyncStream,
   startTemplateService,
+  waitLive,
 } from '../lib/template.js';
 import { waitFor } from '../lib/wait.js';
 
@@ -74,7 +75,7 @@ before(async () => {
 });
 
 after(() => {
-  if (dir && fs.existsSync(dir)) {
+  if (distDir && fs.existsSync(distDir)) {
     // Keep screenshots and the logs of failures; the build is reproducible.
     fs.rmSync(distDir, { recursive: true, force: true });
   }
@@ -163,7 +164,8 @@ async function addTodo(page, description) {
 }
 
 async function completeTodo(page, description) {
-  await todoItem(page, description).getByTestId('todo-toggle').check({ timeout: 1000 });
+  // A click, not check(): the box shows the local database, which the click's write updates a moment later.
+  await todoItem(page, description).getByTestId('todo-toggle').click({ timeout: 1000 });
   await waitForCompleted(page, description, '1', 1000);
 }
 
@@ -214,7 +216,8 @@ test('realtime template: two users in Chromium against riptide serve and realtim
   try {
     // The stack: empty databases, the service (no rules yet), the app's process in its folder.
     const dbs = (parts.dbs = await createEmptyDatabases(names));
-    parts.service = await startTemplateService({ dir, port: servicePort, dbs, secrets });
+    parts.service = startTemplateService({ dir, port: servicePort, dbs, secrets });
+    await waitLive(parts.service);
     const appPort = await freePort();
     const appDir = prepareAppDir(path.join(dir, 'app'), distDir);
     parts.app = new AppProcess({
@@ -236,6 +239,7 @@ test('realtime template: two users in Chromium against riptide serve and realtim
       },
       { timeoutMs: 30_000, what: 'the app to deploy sync-rules.yaml' },
     );
+    await parts.service.waitReady(60_000);
 
     parts.browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
     const a = await openUser(parts.browser, 'alice', parts.app.url);
@@ -356,13 +360,16 @@ test('realtime template: two users in Chromium against riptide serve and realtim
     a.setPhase('isolation');
     b.setPhase('isolation');
     assert.equal(await listItem(b.page, 'Private').count(), 0, "B's UI shows A's private list");
+    // B's own sync token, as B's browser gets it.
     const bToken = await b.page.evaluate(async () => (await (await fetch('/api/powersync/token')).json()).token);
-    const stream = await readSyncStream(parts.service.endpoint, bToken);
-    assert.equal(stream.status, 200, `B's sync stream: ${stream.body}`);
-    const ids = new Set(stream.ops.map((op) => op.object_id));
-    assert.ok(ids.has(groceriesId), "B's stream holds the shared list (the reader works)");
-    assert.ok(!ids.has(privateListId) && !ids.has(secretTodoId), "B's stream holds A's private rows");
-    assert.ok(!JSON.stringify(stream.ops).includes('secret plans'), "B's stream holds A's private todo text");
+    for (const parameters of [undefined, { list_id: privateListId, user_id: 'anyone' }]) {
+      const stream = await readSyncStream(parts.service.endpoint, bToken, { parameters });
+      assert.equal(stream.status, 200, `B's sync stream: ${stream.body}`);
+      const ids = new Set(stream.ops.map((op) => op.object_id));
+      assert.ok(ids.has(groceriesId), "B's stream holds the shared list (the reader works)");
+      assert.ok(!ids.has(privateListId) && !ids.has(secretTodoId), "B's stream holds A's private rows");
+      assert.ok(!JSON.stringify(stream.ops).includes('secret plans'), "B's stream holds A's private todo text");
+    }
 
     // ... nor write it: every hand-made upload touching it is refused, and Postgres is unchanged.
     const snapshot = async () =>
@@ -396,13 +403,18 @@ test('realtime template: two users in Chromium against riptide serve and realtim
         },
       ],
     };
+    // Made by hand from here (not the browser), with B's session cookie.
+    const bCookie = (await b.context.cookies(parts.app.url)).map((c) => `${c.name}=${c.value}`).join('; ');
+    assert.match(bCookie, /session=/);
     let opId = 10_000;
     for (const [what, entries] of Object.entries(attempts)) {
       const batch = entries.map((e) => ({ ...e, op_id: ++opId, tx_id: opId }));
-      const res = await b.page.evaluate(async (body) => {
-        const r = await fetch('/api/sync', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body });
-        return { status: r.status, body: await r.text() };
-      }, JSON.stringify({ batch }));
+      const r = await fetch(`${parts.app.url}/api/sync`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Cookie: bCookie, Origin: parts.app.url },
+        body: JSON.stringify({ batch }),
+      });
+      const res = { status: r.status, body: await r.text() };
       assert.equal(res.status, 403, `B may not ${what}: ${res.status} ${res.body}`);
     }
     assert.equal(await snapshot(), before, 'Postgres changed after refused uploads');

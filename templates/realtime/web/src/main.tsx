@@ -72,17 +72,17 @@ function Root() {
     if (remembered) signIn(remembered);
     const check = () =>
       api.me().then(
-        (user) => {
-          if (user) signIn(user);
-          else if (remembered) sessionEnded();
-          else setSession({ kind: 'signed-out' });
-        },
+        (user) => (user ? signIn(user) : sessionEnded()),
         () => {
-          // The server cannot be reached: keep the remembered user, if any.
-          if (!remembered) setSession({ kind: 'signed-out', notice: 'Cannot reach the server. Check your connection.' });
+          // The server cannot be reached: carry on with the remembered user and local data.
         },
       );
-    if (navigator.onLine || !remembered) {
+    if (!remembered) {
+      // Nobody signed in on this browser (or they signed out): straight to the sign-in screen.
+      setSession({ kind: 'signed-out' });
+      return;
+    }
+    if (navigator.onLine) {
       void check();
       return;
     }

@@ -30,14 +30,15 @@ export function SyncStatusBar() {
     <div className="sync-status" data-testid="sync-status" data-state={state} role="status" aria-live="polite">
       <span className={`dot dot-${state}`} aria-hidden="true" />
       <span className="sync-label">{label}</span>
-      {status.uploading && (
-        <span className="sync-detail" data-testid="sync-uploading">
-          Uploading…
-        </span>
-      )}
-      {pending > 0 && !status.uploading && (
+      {pending > 0 && (state !== 'online' || !status.uploading) && (
+        // Offline (or between retries): the changes are safe in the local database and go out later.
         <span className="sync-detail" data-testid="sync-pending">
           {pending} {pending === 1 ? 'change' : 'changes'} saved on this device
+        </span>
+      )}
+      {state === 'online' && status.uploading && (
+        <span className="sync-detail" data-testid="sync-uploading">
+          Uploading…
         </span>
       )}
       <span className="sync-detail" data-testid="sync-last-synced">

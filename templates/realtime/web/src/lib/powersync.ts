@@ -148,7 +148,8 @@ export function openDatabase(user: User, onSessionEnded: () => void): OpenDataba
   });
   const connector = new BackendConnector(onSessionEnded);
   // Connecting returns at once; syncing and uploading go on in the background, with retries.
-  db.connect(connector, { retryDelayMs: 2000 }).catch((e: unknown) => {
+  // Uploads start at most 100 ms apart (default: 1 s) so collaborators see changes quickly.
+  db.connect(connector, { retryDelayMs: 2000, crudUploadThrottleMs: 100 }).catch((e: unknown) => {
     console.warn('could not start syncing', e);
   });
   return { db, connector };
