@@ -236,3 +236,39 @@ async fn health_and_unknown_api_routes() {
         (404, Some("not_found"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_spraying_from_one_address_is_rate_limited() {
+    let app = TestApp::start().await;
+    app.signed_up("alice").await;
+    // 50 failures over 25 usernames (2 each: under the per-username limit).
+    for i in 0..50 {
+        let (s, _) = app
+            .user()
+            .post(
+                "/api/auth/login",
+                json!({"username": format!("user{}", i / 2), "password": "password1"}),
+            )
+            .await;
+        assert_eq!(s, 401, "attempt {i}");
+    }
+    let (s, body) = app
+        .user()
+        .post(
+            "/api/auth/login",
+            json!({"username": "alice", "password": "correct horse"}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    // Behind a proxy the address says nothing about the client: only usernames count.
+    let mut c = app.user();
+    let req = c
+        .request(reqwest::Method::POST, "/api/auth/login")
+        .header("x-forwarded-for", "203.0.113.7")
+        .json(&json!({"username": "alice", "password": "correct horse"}));
+    let (s, body, _) = c.send(req).await;
+    assert_eq!(s, 200, "{body}");
+}

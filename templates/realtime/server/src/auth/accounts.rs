@@ -121,7 +121,12 @@ pub async fn login(
     let creds = parse_credentials(&body)?;
     let user_key = Key::User(creds.username.to_lowercase());
     let mut keys = vec![user_key.clone()];
-    if let Some(axum::Extension(ConnectInfo(addr))) = peer {
+    // Behind a proxy every client has the proxy's address: an address limit there would let one
+    // attacker lock everybody out, so it applies to direct connections only.
+    let proxied = headers.contains_key("x-forwarded-for") || headers.contains_key("forwarded");
+    if let Some(axum::Extension(ConnectInfo(addr))) = peer
+        && !proxied
+    {
         keys.push(Key::Ip(addr.ip()));
     }
     if let Err(wait) = state.limiter().check(&keys) {

@@ -1,7 +1,9 @@
 //! The sign-in rate limit: after [`MAX_FAILURES_PER_USER`] failed sign-ins for one username (or
 //! [`MAX_FAILURES_PER_IP`] from one address) within [`WINDOW`], further attempts get 429 until
 //! the window has passed — even with the right password. A successful sign-in clears the
-//! username's count. Kept in memory: a restart forgets it, which is fine for one process.
+//! username's count. The address limit applies to direct connections only (behind a proxy all
+//! clients share its address). Kept in memory: a restart forgets it, which is fine for one
+//! process.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
