@@ -86,7 +86,7 @@ export function ListView({ me, listId }: { me: User; listId: string }) {
       )}
 
       <div className="members">
-        <h3>Shared with</h3>
+        <h3>{isOwner ? 'Shared with' : 'Members'}</h3>
         {members.length === 0 ? (
           <p className="empty" data-testid="members-empty">
             Only you.
@@ -95,7 +95,10 @@ export function ListView({ me, listId }: { me: User; listId: string }) {
           <ul className="member-items">
             {members.map((m) => (
               <li key={m.id} data-testid="member-item" data-user-id={m.user_id ?? ''}>
-                <span>@{m.username ?? 'someone'}</span>
+                <span>
+                  @{m.username ?? 'someone'}
+                  {m.user_id === me.id && <span className="muted"> (you)</span>}
+                </span>
                 {isOwner && (
                   <button
                     className="ghost small"
