@@ -12,7 +12,6 @@
 //! memory stays bounded by one chunk whatever the table size; the next chunk is fetched while
 //! storage saves the previous one.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use pgwire_replication::ReplicationClient;
@@ -92,14 +91,15 @@ pub struct SnapshotContext<'a> {
 }
 
 /// Copies every published table the rules use as of the exported snapshot and commits the
-/// result, with the tracked set (`tables.rs`), at the consistent point. Returns the commit's event and, as of the same snapshot, the
-/// referenced tables in `publication` with their OIDs (the baseline of `tables.rs`).
+/// result, with the tracked set (`tables.rs`), at the consistent point. Returns the commit's
+/// event and, as of the same snapshot, the referenced tables in `publication` with their
+/// OIDs (the baseline of `tables.rs`).
 pub async fn copy_tables(
     ctx: &SnapshotContext<'_>,
     client: &mut Client,
     created: &CreatedSlot,
     publication: &str,
-) -> Result<(CheckpointEvent, HashMap<String, u32>), ReplicationError> {
+) -> Result<(CheckpointEvent, crate::tables::Tracked), ReplicationError> {
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)

@@ -27,7 +27,7 @@ use crate::row_image::{self, TupleError};
 use crate::schema::{TableSchema, TypeMap};
 use crate::snapshot::{self, SnapshotContext};
 use crate::status::ReplicationStatus;
-use crate::tables::{self, Gate};
+use crate::tables::{self, Gate, Tracked};
 
 /// Prefix of the logical messages that advance checkpoints (write checkpoints).
 pub const CHECKPOINT_MESSAGE_PREFIX: &str = "powersync";
@@ -119,8 +119,9 @@ pub struct TransactionApplier {
 /// The referenced tables the applier streams, and when to compare them with the catalog.
 struct Tracking {
     publication: String,
-    /// Referenced published table → relation OID applied under that name.
-    tracked: HashMap<String, u32>,
+    /// Referenced published table → relation OID applied under that name (and its
+    /// publication membership).
+    tracked: Tracked,
     /// The reverse of `tracked`.
     tracked_oids: HashMap<u32, String>,
     check_needed: bool,
@@ -174,8 +175,8 @@ impl TransactionApplier {
 
     /// Tracks the referenced tables of `publication` live (`tables.rs`), starting from
     /// `baseline` (referenced published table → OID, as already in storage). Needs a source.
-    pub fn with_tracking(mut self, publication: String, baseline: HashMap<String, u32>) -> Self {
-        let tracked_oids = baseline.iter().map(|(k, v)| (*v, k.clone())).collect();
+    pub fn with_tracking(mut self, publication: String, baseline: Tracked) -> Self {
+        let tracked_oids = tables::oid_names(&baseline);
         self.tracking = Some(Tracking {
             publication,
             tracked: baseline,
@@ -674,13 +675,13 @@ impl TransactionApplier {
         tracking.last_check = Instant::now();
         let blocked = current
             .values()
-            .any(|oid| self.gates.get(oid) == Some(&Gate::Blocked));
+            .any(|p| self.gates.get(&p.oid) == Some(&Gate::Blocked));
         if current == tracking.tracked && !blocked {
             return Ok(None);
         }
-        let appeared = current.iter().any(|(name, oid)| {
-            tracking.tracked.get(name.as_str()) != Some(oid)
-                || self.gates.get(oid) == Some(&Gate::Blocked)
+        let appeared = current.iter().any(|(name, p)| {
+            tracking.tracked.get(name.as_str()) != Some(p)
+                || self.gates.get(&p.oid) == Some(&Gate::Blocked)
         });
         if !appeared {
             // Only removals: no copy, so no temporary slot (whose creation waits for the
@@ -709,7 +710,7 @@ impl TransactionApplier {
     /// their OIDs' changes of transactions before `seen` (after the DDL that removed them).
     async fn remove_tables(
         &mut self,
-        current: HashMap<String, u32>,
+        current: Tracked,
         position: Lsn,
         seen: Lsn,
     ) -> Result<Lsn, ReplicationError> {
@@ -719,13 +720,13 @@ impl TransactionApplier {
         let mut removed: Vec<(String, u32)> = tracking
             .tracked
             .iter()
-            .filter(|(name, oid)| current.get(name.as_str()) != Some(oid))
-            .map(|(name, oid)| (name.clone(), *oid))
+            .filter(|(name, p)| current.get(name.as_str()) != Some(p))
+            .map(|(name, p)| (name.clone(), p.oid))
             .collect();
         removed.sort();
         let mut ops = Vec::with_capacity(removed.len() + 1);
         ops.push(tables::tracked_op(&current));
-        tracking.tracked_oids = current.iter().map(|(k, v)| (*v, k.clone())).collect();
+        tracking.tracked_oids = tables::oid_names(&current);
         tracking.tracked = current;
         for (name, oid) in removed {
             tracing::info!(table = %name, lsn = %position, "table rows removed: the table left");
@@ -775,19 +776,21 @@ impl TransactionApplier {
         let Some(tracking) = &self.tracking else {
             return Ok(position);
         };
+        // A table whose membership changed (left the publication and came back between two
+        // checks) is in both: its rows are replaced by a copy.
         let mut removed: Vec<(String, u32)> = tracking
             .tracked
             .iter()
-            .filter(|(name, oid)| current.get(name.as_str()) != Some(oid))
-            .map(|(name, oid)| (name.clone(), *oid))
+            .filter(|(name, p)| current.get(name.as_str()) != Some(p))
+            .map(|(name, p)| (name.clone(), p.oid))
             .collect();
         let mut added: Vec<(String, u32)> = current
             .iter()
-            .filter(|(name, oid)| {
-                tracking.tracked.get(name.as_str()) != Some(oid)
-                    || self.gates.get(oid) == Some(&Gate::Blocked)
+            .filter(|(name, p)| {
+                tracking.tracked.get(name.as_str()) != Some(p)
+                    || self.gates.get(&p.oid) == Some(&Gate::Blocked)
             })
-            .map(|(name, oid)| (name.clone(), *oid))
+            .map(|(name, p)| (name.clone(), p.oid))
             .collect();
         removed.sort();
         added.sort();
@@ -860,7 +863,7 @@ impl TransactionApplier {
                 .insert(*oid, Gate::Before(created.consistent_point));
         }
         if let Some(tracking) = &mut self.tracking {
-            tracking.tracked_oids = current.iter().map(|(k, v)| (*v, k.clone())).collect();
+            tracking.tracked_oids = tables::oid_names(&current);
             tracking.tracked = current;
         }
         Ok(position)

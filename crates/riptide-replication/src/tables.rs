@@ -57,9 +57,11 @@
 //! A resync with a temporary slot interrupted by a restart may replay some of the copied
 //! table's older changes, which converge to the same rows.
 //!
-//! Limit: a table removed from the publication and added back between two catalog checks
-//! keeps its OID, so the check sees no difference and changes made while it was out are
-//! missed (pgoutput does not report publication membership).
+//! A table removed from the publication and added back between two catalog checks keeps its
+//! relation OID, but gets a new `pg_publication_rel` row: the tracked set holds that row's
+//! OID too ([`Published`]), so the check sees the change and copies the table again (changes
+//! made while it was out were never streamed). Membership through `FOR TABLES IN SCHEMA`
+//! is not told apart this way (it counts as the publication's own row).
 
 use std::collections::HashMap;
 
@@ -77,14 +79,15 @@ pub const TRACKED_SOURCE: &str = "riptide:tracked_tables";
 /// Key of that row.
 const TRACKED_KEY: &[u8] = b"tracked";
 
-/// The storage operation recording `tracked` (referenced published table → OID); saved in
-/// the batch of every commit that changes it.
-pub fn tracked_op(tracked: &HashMap<String, u32>) -> BatchOperation {
-    let mut names: Vec<(&String, &u32)> = tracked.iter().collect();
-    names.sort();
+/// The storage operation recording `tracked`; saved in the batch of every commit that
+/// changes it. Each table is one integer: membership OID × 2³² + relation OID.
+pub fn tracked_op(tracked: &Tracked) -> BatchOperation {
+    let mut names: Vec<(&String, &Published)> = tracked.iter().collect();
+    names.sort_by(|a, b| a.0.cmp(b.0));
     let mut row = Row::new();
-    for (name, oid) in names {
-        row.insert(name.clone(), SqliteValue::Integer(i64::from(*oid)));
+    for (name, p) in names {
+        let packed = (i64::from(p.membership) << 32) | i64::from(p.oid);
+        row.insert(name.clone(), SqliteValue::Integer(packed));
     }
     BatchOperation::Row(RowOperation {
         source_table: TRACKED_SOURCE.to_owned(),
@@ -101,7 +104,7 @@ pub fn tracked_op(tracked: &HashMap<String, u32>) -> BatchOperation {
 pub async fn stored_tracked(
     storage: &dyn BucketStorage,
     deployment: DeploymentId,
-) -> Result<Option<HashMap<String, u32>>, ReplicationError> {
+) -> Result<Option<Tracked>, ReplicationError> {
     let rows = storage
         .current_rows(deployment, TRACKED_SOURCE, &[TRACKED_KEY.to_vec()])
         .await?;
@@ -111,14 +114,38 @@ pub async fn stored_tracked(
     let row = Row::decode(bytes).map_err(ReplicationError::TrackedDecode)?;
     let mut tracked = HashMap::with_capacity(row.0.len());
     for (name, value) in row.0 {
-        let oid = match value {
-            SqliteValue::Integer(i) => u32::try_from(i).ok(),
+        let packed = match value {
+            SqliteValue::Integer(i) => u64::try_from(i).ok(),
             _ => None,
         }
         .ok_or_else(|| ReplicationError::TrackedOid(name.clone()))?;
-        tracked.insert(name, oid);
+        let (Ok(membership), Ok(oid)) = (
+            u32::try_from(packed >> 32),
+            u32::try_from(packed & 0xffff_ffff),
+        ) else {
+            return Err(ReplicationError::TrackedOid(name));
+        };
+        tracked.insert(name, Published { oid, membership });
     }
     Ok(Some(tracked))
+}
+
+/// How a referenced table is published: its relation OID, and the OID of the catalog row
+/// that puts it in the publication (its `pg_publication_rel` row, or the publication's own
+/// row for `FOR ALL TABLES` and schema membership). A table removed from the publication and
+/// added back gets a new membership row, so a check that missed both steps still sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub oid: u32,
+    pub membership: u32,
+}
+
+/// Referenced published tables by qualified name.
+pub type Tracked = HashMap<String, Published>;
+
+/// Relation OID → qualified name of `tracked`.
+pub fn oid_names(tracked: &Tracked) -> HashMap<u32, String> {
+    tracked.iter().map(|(k, p)| (p.oid, k.clone())).collect()
 }
 
 /// What happens to stream changes of one relation OID.
@@ -141,20 +168,24 @@ impl Gate {
     }
 }
 
-/// Referenced tables that exist and are in `publication`: qualified name → relation OID.
+/// Referenced tables that exist and are in `publication`: qualified name → relation OID and
+/// membership.
 pub async fn published(
     client: &impl GenericClient,
     publication: &str,
     tables: &[TableRef],
-) -> Result<HashMap<String, u32>, ReplicationError> {
+) -> Result<Tracked, ReplicationError> {
     let schemas: Vec<&str> = tables.iter().map(|t| t.schema.as_str()).collect();
     let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
     let rows = client
         .query(
-            "SELECT n.nspname::text, c.relname::text, c.oid::int8 \
+            "SELECT n.nspname::text, c.relname::text, c.oid::int8, \
+                    COALESCE(pr.oid, p.oid)::int8 \
              FROM unnest($2::text[], $3::text[]) AS t(s, r) \
              JOIN pg_namespace n ON n.nspname = t.s \
              JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.r AND c.relkind IN ('r', 'p') \
+             JOIN pg_publication p ON p.pubname = $1 \
+             LEFT JOIN pg_publication_rel pr ON pr.prpubid = p.oid AND pr.prrelid = c.oid \
              WHERE EXISTS (SELECT 1 FROM pg_publication_tables pt \
                            WHERE pt.pubname = $1 AND pt.schemaname = n.nspname AND pt.tablename = c.relname)",
             &[&publication, &schemas, &names],
@@ -164,9 +195,15 @@ pub async fn published(
     for row in rows {
         let schema: String = row.try_get(0)?;
         let name: String = row.try_get(1)?;
-        let oid = u32::try_from(row.try_get::<_, i64>(2)?)
-            .map_err(|_| ReplicationError::Catalog("relation oid out of range".into()))?;
-        out.insert(TableRef::new(schema, name).qualified(), oid);
+        let oid = |i: usize| -> Result<u32, ReplicationError> {
+            u32::try_from(row.try_get::<_, i64>(i)?)
+                .map_err(|_| ReplicationError::Catalog("oid out of range".into()))
+        };
+        let published = Published {
+            oid: oid(2)?,
+            membership: oid(3)?,
+        };
+        out.insert(TableRef::new(schema, name).qualified(), published);
     }
     Ok(out)
 }

@@ -654,3 +654,39 @@ async fn table_changes_while_stopped(db: &TestDatabase, storage: Arc<RecordingSt
     .await;
     running.stop().await;
 }
+
+/// A table removed from the publication and added back between two catalog checks: its
+/// relation OID is the same, but its membership row is new, so the check copies it again and
+/// the changes made while it was out arrive.
+#[tokio::test]
+async fn table_unpublished_and_republished_between_checks_is_copied_again() {
+    let db = source_db().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "DROP PUBLICATION powersync;
+             CREATE PUBLICATION powersync FOR TABLE todos, other;
+             INSERT INTO todos VALUES ('a', 'first', 1, NULL);",
+        )
+        .await
+        .unwrap();
+    let running = start(&db, memory_storage(), None, RULES).await;
+    running.wait_commits(1).await;
+    wait_rows(&running, &[("todos", "a", "first")]).await;
+    client
+        .batch_execute(
+            "ALTER PUBLICATION powersync DROP TABLE todos;
+             INSERT INTO todos VALUES ('b', 'second', 2, NULL);
+             UPDATE todos SET title = 'first!' WHERE id = 'a';
+             ALTER PUBLICATION powersync ADD TABLE todos;
+             INSERT INTO other VALUES (1, 'tick');",
+        )
+        .await
+        .unwrap();
+    wait_rows(
+        &running,
+        &[("todos", "a", "first!"), ("todos", "b", "second")],
+    )
+    .await;
+    running.stop().await;
+}
