@@ -492,7 +492,7 @@ fn dockerfile() -> String {
          ENV POWERSYNC_CONFIG_PATH=/etc/riptide/powersync.yaml\n\
          EXPOSE 8080\n\
          USER nobody\n\
-         HEALTHCHECK CMD [\"/bin/sh\", \"-c\", \"exec 3<>/dev/tcp/127.0.0.1/8080\"]\n\
+         HEALTHCHECK CMD [\"/bin/bash\", \"-c\", \"exec 3<>/dev/tcp/127.0.0.1/8080\"]\n\
          CMD [\"riptide\", \"serve\", \"--config\", \"/etc/riptide/powersync.yaml\"]\n",
         base_image()
     )

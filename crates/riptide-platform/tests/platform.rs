@@ -347,3 +347,50 @@ async fn state_lock_excludes_a_second_command() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[tokio::test]
+async fn a_failed_sync_enable_takes_everything_back() {
+    let (dir, _) = temp_home();
+    // `riptide serve` that dies at once.
+    let p = Platform::new(dir.path().join("home"), "/bin/false");
+    let name = unique("undo");
+    let db = database::create_database(&p, &name, Some(&server_url()), &Quiet)
+        .await
+        .unwrap();
+    let (c, conn) = tokio_postgres::connect(&db.direct_uri, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c.batch_execute("CREATE TABLE t (id uuid PRIMARY KEY)")
+        .await
+        .unwrap();
+    let before = std::fs::read(p.home().join("state.json")).unwrap();
+
+    let err = sync::sync_enable(&p, &name, None, &Quiet)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PlatformError::ServiceStart { .. }), "{err}");
+    assert!(err.to_string().contains("the process exited"), "{err}");
+    assert_eq!(std::fs::read(p.home().join("state.json")).unwrap(), before);
+    assert!(entries(&p.home().join("sync")).is_empty());
+    assert!(!exists_on_server(&format!("{name}_sync_storage")).await);
+    assert!(
+        c.query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = 'powersync'",
+            &[]
+        )
+        .await
+        .unwrap()
+        .is_none(),
+        "the publication it created is dropped again"
+    );
+
+    // A binary that cannot be started at all: the same.
+    let p2 = Platform::new(p.home(), "/nonexistent/riptide");
+    let err = sync::sync_enable(&p2, &name, None, &Quiet)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PlatformError::Io { .. }), "{err}");
+    assert_eq!(std::fs::read(p.home().join("state.json")).unwrap(), before);
+    assert!(!exists_on_server(&format!("{name}_sync_storage")).await);
+}
