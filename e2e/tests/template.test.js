@@ -287,9 +287,17 @@ test('realtime template: two users in Chromium against riptide serve and realtim
     await a.page.getByTestId('share-username').fill('bob');
     const shareStarted = performance.now();
     await a.page.getByTestId('share-submit').click();
+    const shareInPostgres = waitFor(async () => (await source.query('SELECT 1 FROM list_members')).rowCount === 1, {
+      timeoutMs: 15_000,
+      intervalMs: 10,
+      what: 'the membership to reach Postgres',
+    });
     await listItem(b.page, 'Groceries').waitFor({ timeout: 15_000 });
     const shareMs = performance.now() - shareStarted;
-    t.diagnostic(`B sees the list A shared: ${Math.round(shareMs)} ms after A clicked Share`);
+    t.diagnostic(
+      `B sees the list A shared: ${Math.round(shareMs)} ms after A clicked Share ` +
+        `(in Postgres after ${Math.round((await shareInPostgres).elapsedMs)} ms)`,
+    );
     assert.ok(shareMs < PROPAGATION_LIMIT_MS, `B saw the shared list after ${Math.round(shareMs)} ms`);
     await listItem(b.page, 'Groceries').click();
     for (const d of ['milk', 'bread', 'eggs']) await todoItem(b.page, d).waitFor({ timeout: 5000 });
@@ -324,13 +332,21 @@ test('realtime template: two users in Chromium against riptide serve and realtim
     a.setPhase('reconnect');
     const onlineAt = performance.now();
     await a.context.setOffline(false);
+    const offlineInPostgres = waitFor(async () => (await todoRow('pears')).rowCount === 1, {
+      timeoutMs: 15_000,
+      intervalMs: 10,
+      what: "A's offline changes to reach Postgres",
+    });
     await Promise.all([
       waitForCompleted(b.page, 'apples', '1', 15_000),
       todoItem(b.page, 'pears').waitFor({ timeout: 15_000 }),
       waitForCompleted(b.page, 'milk', '1', 15_000),
     ]);
     const reconnectMs = performance.now() - onlineAt;
-    t.diagnostic(`B sees A's offline changes: ${Math.round(reconnectMs)} ms after A came back online`);
+    t.diagnostic(
+      `B sees A's offline changes: ${Math.round(reconnectMs)} ms after A came back online ` +
+        `(in Postgres after ${Math.round((await offlineInPostgres).elapsedMs)} ms)`,
+    );
     assert.ok(reconnectMs < PROPAGATION_LIMIT_MS, `B saw A's offline changes after ${Math.round(reconnectMs)} ms`);
 
     // Both edit the same todo offline; once online both converge to the last written value.

@@ -1,21 +1,28 @@
 // `npm run dev`: the UI with hot reload; `/api` goes to the app's process (PORT, default 3001).
 // `npm run build`: the production UI in dist/, served by the process.
+//
+// Settings come from the app's .env (one folder up, written by `riptide connect`). Only the
+// VITE_ variables the UI's code reads end up in the bundle: VITE_POWERSYNC_URL and
+// VITE_POWERSYNC_TOKEN_ENDPOINT. Never read VITE_DATABASE_URL (or any secret) in browser code.
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import react from '@vitejs/plugin-react';
-import { defineConfig, type Plugin } from 'vite';
+import { defineConfig, loadEnv, type Plugin } from 'vite';
 
-export default defineConfig({
+const appRoot = path.resolve(import.meta.dirname, '..');
+
+export default defineConfig(({ mode }) => ({
+  envDir: appRoot,
   plugins: [react(), serviceWorker()],
   server: {
-    proxy: { '/api': `http://127.0.0.1:${process.env.PORT ?? '3001'}` },
+    proxy: { '/api': `http://127.0.0.1:${process.env.PORT ?? loadEnv(mode, appRoot, '').PORT ?? '3001'}` },
   },
   // The SQLite engine (wasm) and the PowerSync web workers must not be pre-bundled.
   optimizeDeps: { exclude: ['@journeyapps/wa-sqlite', '@powersync/web'] },
   worker: { format: 'es' },
   build: { target: 'es2022', chunkSizeWarningLimit: 4096 },
-});
+}));
 
 /**
  * Writes dist/sw.js after the build: a service worker that keeps every file of this build in the
