@@ -26,7 +26,7 @@ import {
   startTemplateService,
   waitLive,
 } from '../lib/template.js';
-import { waitFor } from '../lib/wait.js';
+import { waitFor, withDeadline } from '../lib/wait.js';
 
 const CHROMIUM_ARGS = [
   '--headless',
@@ -372,7 +372,10 @@ test('realtime template: two users in Chromium against riptide serve and realtim
     // A reload while offline still shows everything.
     a.setPhase('offline-reload');
     await a.context.setOffline(true);
+    // The app's service worker holds the built files (registered on the first visit).
+    await withDeadline(a.page.evaluate(() => navigator.serviceWorker.ready.then((r) => r.active != null)), 10_000, 'the service worker');
     await a.page.reload();
+    assert.ok(await a.page.evaluate(() => navigator.serviceWorker.controller != null), 'the offline reload came from the service worker');
     await a.page.getByTestId('current-user').getByText('@alice').waitFor({ timeout: 15_000 });
     await listItem(a.page, 'Private').waitFor({ timeout: 10_000 });
     await listItem(a.page, 'Groceries').click();
