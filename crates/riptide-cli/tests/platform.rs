@@ -401,3 +401,55 @@ fn dev_applies_migrations_and_rules_on_change_and_stops_cleanly() {
     assert_eq!(st["sync"][0]["running"], true);
     assert_eq!(st["sync"][0]["id"], sync["id"]);
 }
+
+#[test]
+fn missing_postgres_binaries_name_the_package_and_create_nothing() {
+    let h = Home::new();
+    if Path::new("/usr/bin/initdb").exists() || Path::new("/bin/initdb").exists() {
+        return; // cannot hide them on this machine
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riptide"))
+        .args(["create-database", "nopg"])
+        .env("RIPTIDE_HOME", h.home())
+        .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("apt-get install -y postgresql"), "{err}");
+    let state = std::fs::read(h.home().join("state.json")).ok();
+    assert!(state.is_none() || h.state()["databases"].as_array().unwrap().is_empty());
+    assert!(!h.home().join("clusters/local").exists());
+}
+
+#[test]
+fn a_scaffolded_app_resolves_offline_as_its_own_workspace() {
+    let h = Home::new();
+    let app = h.json(&["create-app", "standalone"]);
+    let manifest = Path::new(app["path"].as_str().unwrap()).join("server/Cargo.toml");
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--offline",
+            "--format-version",
+            "1",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(meta["workspace_members"].as_array().unwrap().len(), 1);
+    assert!(
+        meta["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "standalone-server")
+    );
+}
