@@ -43,7 +43,8 @@ pub struct ServiceOptions {
     /// How long `/sync/stream` waits for an active deployment before answering 500
     /// `PSYNC_S2302`. Default 5 s.
     pub no_rules_wait: Duration,
-    /// Minimum time between two checkpoints sent on one stream. Default 10 ms.
+    /// Checkpoints on one stream are paced to one per interval on average, with up to
+    /// three back to back after a pause (`session::pace`). Default 10 ms.
     pub checkpoint_interval: Duration,
     /// `api.tokens`: when set, the dashboard's data requires one of them; when empty, the
     /// dashboard answers loopback clients only.

@@ -17,6 +17,7 @@ const SWITCH_AFTER_OPS: u64 = 1000;
 
 use super::follow::Follow;
 use super::framing::{Disconnected, LineSender, SendError};
+use super::pace::Pace;
 use super::state::{CheckpointInput, SessionBucket, SessionState};
 use crate::auth::VerifiedToken;
 use crate::limits::Limits;
@@ -169,7 +170,7 @@ impl Session {
         let mut resolve_needed = true;
         // A write checkpoint of this user/client that may not be reported yet.
         let mut pending_write: Option<OpId> = None;
-        let mut last_checkpoint_at: Option<Instant> = None;
+        let mut pace = Pace::new(inner.options.checkpoint_interval);
         // The newest checkpoint of the active deployment this session has accounted for: seen
         // announced on the bus, or read from storage when it last resolved its buckets.
         let mut seen: Option<StorageCheckpoint> = None;
@@ -190,8 +191,7 @@ impl Session {
                 seen = None;
                 follow.reset();
             }
-            if let Some(at) = last_checkpoint_at {
-                let due = at + inner.options.checkpoint_interval;
+            if let Some(due) = pace.due() {
                 tokio::time::sleep_until(due.into()).await;
             }
 
@@ -288,7 +288,9 @@ impl Session {
                 }));
             }
             if let Some(lines) = begun {
-                last_checkpoint_at = Some(Instant::now());
+                if !lines.is_empty() {
+                    pace.sent(Instant::now());
+                }
                 let before = session.ops_sent_total();
                 for line in &lines {
                     tx.send(line).await?;

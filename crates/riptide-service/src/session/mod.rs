@@ -1,9 +1,10 @@
 //! Sync stream sessions: the sans-IO [`state`] machine, the tokio [`driver`] that feeds it from
 //! storage and the checkpoint bus (and from the ops the bus carries, tracked by [`follow`]), the
-//! [`keepalive`] token lines, and line [`framing`].
+//! [`keepalive`] token lines, the [`pace`] of checkpoints, and line [`framing`].
 
 pub mod driver;
 pub mod follow;
 pub mod framing;
 pub mod keepalive;
+pub mod pace;
 pub mod state;
