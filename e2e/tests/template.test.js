@@ -107,14 +107,16 @@ test('the built UI holds no database URL, signing key or API token', () => {
 });
 
 /**
- * The one console error the scenario causes on purpose: Chromium logs the 403 answer to the
- * upload the server refuses in the 'rejection' phase. Anything else fails the test.
+ * The console errors the scenario causes on purpose: Chromium logs the 503 the test answers to
+ * one upload ('server-error') and the 403 to the upload the server refuses ('rejection'), both
+ * on /api/sync. Anything else fails the test.
  */
+const EXPECTED_ERRORS = {
+  'server-error': 'Failed to load resource: the server responded with a status of 503 (Service Unavailable)',
+  rejection: 'Failed to load resource: the server responded with a status of 403 (Forbidden)',
+};
 const expectedError = (m) =>
-  m.phase === 'rejection' &&
-  m.type === 'error' &&
-  m.text === 'Failed to load resource: the server responded with a status of 403 (Forbidden)' &&
-  /\/api\/sync$/.test(m.url ?? '');
+  m.type === 'error' && m.text === EXPECTED_ERRORS[m.phase] && /\/api\/sync$/.test(m.url ?? '');
 
 /** One user's browser context and page, recording console errors by phase. */
 async function openUser(browser, name, appUrl) {
@@ -302,6 +304,20 @@ test('realtime template: two users in Chromium against riptide serve and realtim
     await listItem(b.page, 'Groceries').click();
     for (const d of ['milk', 'bread', 'eggs']) await todoItem(b.page, d).waitFor({ timeout: 5000 });
     await a.page.getByTestId('member-item').filter({ hasText: '@bob' }).waitFor({ timeout: 5000 });
+
+    // A temporary server error (503) is retried, not reported as a refusal.
+    a.setPhase('server-error');
+    let failed = 0;
+    await a.page.route('**/api/sync', (route) =>
+      failed++ === 0
+        ? route.fulfill({ status: 503, contentType: 'application/json', body: '{"error":{"code":"unavailable","message":"try again"}}' })
+        : route.continue(),
+    );
+    await addTodo(a.page, 'butter');
+    await waitFor(async () => (await todoRow('butter')).rowCount === 1, { timeoutMs: 15_000, what: 'the retried upload' });
+    assert.equal(failed >= 2, true, 'the upload was retried after the 503');
+    assert.equal(await a.page.getByTestId('rejection-banner').count(), 0, 'a 503 was shown as a refusal');
+    await a.page.unroute('**/api/sync');
 
     // A private list, never shared.
     a.setPhase('private');
