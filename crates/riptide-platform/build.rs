@@ -58,7 +58,13 @@ fn collect(base: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if EXCLUDED.contains(&name.as_str()) || name.ends_with(".swp") || name.ends_with('~') {
+        let local_env = name.starts_with(".env") && name != ".env.example";
+        if EXCLUDED.contains(&name.as_str())
+            || local_env
+            || name.ends_with(".swp")
+            || name.ends_with(".log")
+            || name.ends_with('~')
+        {
             continue;
         }
         let path = entry.path();
