@@ -75,9 +75,10 @@ before(async () => {
 });
 
 after(() => {
-  if (distDir && fs.existsSync(distDir)) {
-    // Keep screenshots and the logs of failures; the build is reproducible.
-    fs.rmSync(distDir, { recursive: true, force: true });
+  // Keep the screenshots and logs; the builds (and their copy in the app folder) are reproducible.
+  if (dir) {
+    fs.rmSync(path.join(dir, 'dist'), { recursive: true, force: true });
+    fs.rmSync(path.join(dir, 'app', 'web'), { recursive: true, force: true });
   }
 });
 
@@ -150,11 +151,12 @@ const listItem = (page, name) => page.getByTestId('list-item').filter({ hasText:
 const todoItem = (page, description) =>
   page.getByTestId('todo-item').filter({ has: page.getByTestId('todo-description').getByText(description, { exact: true }) });
 
-async function signUp(user) {
+async function signUp(user, beforeSubmit) {
   const { page, name } = user;
   await page.getByTestId('auth-mode-toggle').click();
   await page.getByTestId('auth-username').fill(name);
   await page.getByTestId('auth-password').fill(PASSWORD);
+  await beforeSubmit?.();
   await page.getByTestId('auth-submit').click();
   await page.getByTestId('current-user').getByText(`@${name}`).waitFor({ timeout: 15_000 });
   // After the first sync an empty account says so (no spinner).
@@ -264,7 +266,7 @@ test('realtime template: two users in Chromium against riptide serve and realtim
     // Both sign up; each sees the "No lists yet" empty state after the first sync.
     a.setPhase('signup');
     b.setPhase('signup');
-    await signUp(a);
+    await signUp(a, () => screenshot(a, '0-sign-up'));
     await signUp(b);
 
     // A creates a list and todos: they show at once, while the uploads are held (no server round trip).
