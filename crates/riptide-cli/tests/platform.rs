@@ -453,3 +453,41 @@ fn a_scaffolded_app_resolves_offline_as_its_own_workspace() {
             .any(|p| p["name"] == "standalone-server")
     );
 }
+
+#[tokio::test]
+async fn sync_enable_switches_the_local_cluster_to_logical_replication() {
+    let h = Home::new();
+    let db = h.json(&["create-database", "local-wal"]);
+    let url = db["directUri"].as_str().unwrap().to_owned();
+    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c.batch_execute("ALTER SYSTEM SET wal_level = replica")
+        .await
+        .unwrap();
+    drop(c);
+    h.json(&["stop", "--all"]);
+    // The next command starts the cluster again, now with wal_level = replica.
+    assert_eq!(h.json(&["create-database", "local-wal"])["already"], true);
+    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let level: String = c.query_one("SHOW wal_level", &[]).await.unwrap().get(0);
+    assert_eq!(level, "replica");
+    drop(c);
+
+    let sync = h.json(&["sync", "enable", "local-wal"]);
+    assert_eq!(sync["already"], false);
+    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let level: String = c.query_one("SHOW wal_level", &[]).await.unwrap().get(0);
+    assert_eq!(level, "logical");
+    let live = reqwest::get(format!("{}/probes/liveness", sync["url"].as_str().unwrap()))
+        .await
+        .unwrap();
+    assert!(live.status().is_success());
+}
