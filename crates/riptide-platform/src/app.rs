@@ -85,10 +85,19 @@ pub async fn create_app(
     let target = parent.join(name);
 
     let mut store = Store::open(platform.home(), LOCK_WAIT).await?;
+    let mut reuse_id = None;
     if let Some(existing) = store.state.apps.iter().find(|a| a.name == name) {
         if existing.path == target && target.is_dir() {
             return Ok(AppInfo::of(existing, true));
         }
+        if !existing.path.exists() {
+            // Its folder was deleted: make it again under the same id.
+            reuse_id = Some(existing.id.clone());
+        }
+    }
+    if let Some(existing) = store.state.apps.iter().find(|a| a.name == name)
+        && reuse_id.is_none()
+    {
         return Err(PlatformError::Conflict(format!(
             "an app named {name:?} already exists ({}, in {}); choose another name",
             existing.id,
@@ -109,12 +118,16 @@ pub async fn create_app(
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
+    let previous = reuse_id.as_ref().and_then(|id| {
+        let i = store.state.apps.iter().position(|a| &a.id == id)?;
+        Some(store.state.apps.remove(i))
+    });
     let record = AppRecord {
-        id: new_id("app"),
+        id: reuse_id.unwrap_or_else(|| new_id("app")),
         name: name.to_owned(),
         template: template.to_owned(),
         path: target.clone(),
-        database_id: None,
+        database_id: previous.and_then(|p| p.database_id),
         created_at: crate::now(),
     };
     store.state.apps.push(record.clone());

@@ -190,12 +190,3 @@ fn parse_name(file: &str) -> Option<(i64, String)> {
     }
     Some((digits.parse().ok()?, name.to_owned()))
 }
-
-/// The newest modification time under the app's `migrations/` (for `riptide dev`'s watcher).
-pub fn migrations_mtime(app_dir: &Path) -> Option<std::time::SystemTime> {
-    std::fs::read_dir(app_dir.join("migrations"))
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.metadata().ok()?.modified().ok())
-        .max()
-}

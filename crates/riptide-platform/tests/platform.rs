@@ -313,6 +313,16 @@ async fn create_app_scaffolds_the_embedded_template_atomically() {
     );
     assert_eq!(state::read(p.home()).unwrap().apps.len(), 1);
 
+    // A deleted app folder is made again under the same id.
+    std::fs::remove_dir_all(&root).unwrap();
+    let remade = app::create_app(&p, "todo-demo", "realtime", Some(&parent))
+        .await
+        .unwrap();
+    assert_eq!(remade.id, info.id);
+    assert!(!remade.already);
+    assert!(root.join("server/Cargo.toml").is_file());
+    assert_eq!(state::read(p.home()).unwrap().apps.len(), 1);
+
     // An unwritable parent: no temp folder is left, nothing recorded.
     let ro = dir.path().join("ro");
     std::fs::create_dir_all(&ro).unwrap();
