@@ -295,3 +295,36 @@ export async function readSyncStream(serviceUrl, token, { timeoutMs = 15_000, pa
     controller.abort();
   }
 }
+
+/**
+ * Opens the NDJSON sync stream as `token` and resolves (with the time it arrived) once a `data`
+ * op satisfies `predicate`. `close()` ends the stream. For timing the service apart from the SDK.
+ */
+export function watchSyncStream(serviceUrl, token, predicate) {
+  const controller = new AbortController();
+  const seen = (async () => {
+    const res = await fetch(`${serviceUrl}/sync/stream`, {
+      method: 'POST',
+      headers: { Authorization: `Token ${token}`, 'Content-Type': 'application/json', Accept: 'application/x-ndjson' },
+      body: JSON.stringify({ buckets: [], include_checksum: true, raw_data: true, client_id: 'e2e-watch' }),
+      signal: controller.signal,
+    });
+    if (res.status !== 200) throw new Error(`sync stream: HTTP ${res.status}`);
+    const decoder = new TextDecoder();
+    let buffer = '';
+    for await (const chunk of res.body) {
+      buffer += decoder.decode(chunk, { stream: true });
+      let nl;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        const line = buffer.slice(0, nl).trim();
+        buffer = buffer.slice(nl + 1);
+        if (!line) continue;
+        const msg = JSON.parse(line);
+        if (msg.data && msg.data.data.some(predicate)) return performance.now();
+      }
+    }
+    throw new Error('the sync stream ended');
+  })();
+  seen.catch(() => {});
+  return { seen, close: () => controller.abort() };
+}
