@@ -3,7 +3,8 @@
 // database_sync_enable, create_app, connect_app_to_database) and run_migrations,
 // deploy_sync_rules, generate_schema, status. Checks the app folder, its .env, and that the sync
 // service answers a sync stream for a token signed with the app's key. Bad input is a tool error.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,12 +14,17 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { importJWK, SignJWT } from 'jose';
 import pg from 'pg';
-import { RIPTIDE_BIN } from '../lib/env.js';
+import { REPO_ROOT, RIPTIDE_BIN } from '../lib/env.js';
+import { freePort } from '../lib/service.js';
 import { waitFor } from '../lib/wait.js';
 
 let dir;
 let home;
 let client;
+/** What the first test made, for the last one. */
+let made;
+const APP_SERVER_BIN =
+  process.env.REALTIME_APP_SERVER_BIN ?? path.join(REPO_ROOT, 'target', 'debug', 'realtime-app-server');
 
 before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'riptide-mcp-e2e-'));
@@ -171,6 +177,91 @@ test('the seed: four MCP tools make a connected app with a running sync service'
     { timeoutMs: 60_000, intervalMs: 500, what: 'the list on a sync stream' },
   );
   assert.ok(seen.includes('from mcp'));
+  made = { app, sync };
+});
+
+/** Reads a sync stream until a checkpoint completes; resolves with the text. */
+async function syncStreamText(url, token) {
+  const ctrl = new AbortController();
+  const timer = setTimeout(() => ctrl.abort(), 5000);
+  try {
+    const res = await fetch(`${url}/sync/stream`, {
+      method: 'POST',
+      headers: { Authorization: `Token ${token}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ raw_data: true }),
+      signal: ctrl.signal,
+    });
+    if (res.status !== 200) return null;
+    let text = '';
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    while (!text.includes('checkpoint_complete')) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value);
+    }
+    ctrl.abort();
+    return text;
+  } catch {
+    return null;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+test('the app the tools made works: riptide dev, sign-up, token, upload, sync', { skip: !fs.existsSync(APP_SERVER_BIN) && 'no target/debug/realtime-app-server (cargo build -p realtime-app-server)' }, async () => {
+  assert.ok(made, 'the first test made an app');
+  const port = await freePort();
+  const dev = spawn(RIPTIDE_BIN, ['dev', '--no-web', '--port', String(port), '--server-bin', APP_SERVER_BIN], {
+    cwd: made.app.path,
+    env: { ...process.env, RIPTIDE_HOME: home },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines = [];
+  dev.stdout.on('data', (c) => lines.push(...c.toString().split('\n')));
+  dev.stderr.on('data', (c) => lines.push(...c.toString().split('\n')));
+  const exited = new Promise((resolve) => dev.on('exit', (code) => resolve(code)));
+  try {
+    await waitFor(() => lines.some((l) => l.includes('[dev] ready: open')), {
+      timeoutMs: 120_000,
+      intervalMs: 200,
+      what: 'riptide dev to be ready',
+      describe: () => lines.slice(-30).join('\n'),
+    });
+    const api = `http://127.0.0.1:${port}/api`;
+    const json = { 'Content-Type': 'application/json' };
+    const signup = await fetch(`${api}/auth/signup`, {
+      method: 'POST',
+      headers: json,
+      body: JSON.stringify({ username: 'mcp_app_user', password: 'correct horse battery' }),
+    });
+    assert.equal(signup.status, 201, await signup.clone().text());
+    const { user } = await signup.json();
+    const cookie = signup.headers.get('set-cookie').split(';')[0];
+    const tokenRes = await fetch(`${api}/powersync/token`, { headers: { cookie } });
+    assert.equal(tokenRes.status, 200);
+    const { token } = await tokenRes.json();
+    const list = crypto.randomUUID();
+    const upload = await fetch(`${api}/sync`, {
+      method: 'POST',
+      headers: { ...json, cookie },
+      body: JSON.stringify({
+        batch: [{ op: 'PUT', type: 'lists', id: list, data: { name: 'made by tools', owner_id: user.id }, op_id: 1, tx_id: 1 }],
+      }),
+    });
+    assert.equal(upload.status, 200, await upload.clone().text());
+    const { value: text } = await waitFor(
+      async () => {
+        const t = await syncStreamText(made.sync.url, token);
+        return t && t.includes(list) ? t : null;
+      },
+      { timeoutMs: 30_000, intervalMs: 500, what: 'the uploaded list on the sync stream' },
+    );
+    assert.ok(text.includes('made by tools'));
+  } finally {
+    dev.kill('SIGINT');
+    assert.equal(await exited, 0, lines.slice(-20).join('\n'));
+  }
 });
 
 test('bad input is a tool error with a clear message, and changes nothing', async () => {
