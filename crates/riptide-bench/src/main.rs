@@ -490,6 +490,7 @@ async fn latency(
         .into_iter()
         .map(|s| live::spawn_reader(s, writes, deadline))
         .collect();
+    let prepared_before = prepared_checkpoints(http, endpoint).await;
     let wrote = live::write_events(
         source,
         "latency",
@@ -507,6 +508,9 @@ async fn latency(
     }
     let expected = n * writes;
     let rate = writes as f64 / wrote.as_secs_f64();
+    let prepared_after = prepared_checkpoints(http, endpoint).await;
+    let from_memory = prepared_after.0 - prepared_before.0;
+    let from_storage = prepared_after.1 - prepared_before.1;
     let row = vec![
         format!(
             "{n} streams × {rate:.0} writes/s × {} s",
@@ -515,8 +519,10 @@ async fn latency(
         format!("{delivered} / {expected}"),
         format!("{:.1}", live::ms(&h, 50.0)),
         format!("{:.1}", live::ms(&h, 90.0)),
+        format!("{:.1}", live::ms(&h, 95.0)),
         format!("{:.1}", live::ms(&h, 99.0)),
         format!("{:.1}", live::ms(&h, 100.0)),
+        format!("{from_memory:.0} / {from_storage:.0}"),
     ];
     if delivered < expected {
         eprintln!("latency: only {delivered} of {expected} deliveries arrived");
@@ -526,12 +532,22 @@ async fn latency(
     }
     Ok(Table {
         title: "Write → every subscribed stream (latency per delivery, ms)".into(),
-        columns: vec!["load", "deliveries", "p50", "p90", "p99", "max"],
+        columns: vec![
+            "load",
+            "deliveries",
+            "p50",
+            "p90",
+            "p95",
+            "p99",
+            "max",
+            "checkpoints prepared from the bus / storage",
+        ],
         rows: vec![row],
         metrics: json!({
             "streams": n, "writes": writes, "writes_per_s": rate, "deliveries": delivered,
-            "expected": expected, "p50_ms": live::ms(&h, 50.0), "p90_ms": live::ms(&h, 90.0),
+            "expected": expected, "p50_ms": live::ms(&h, 50.0), "p90_ms": live::ms(&h, 90.0), "p95_ms": live::ms(&h, 95.0),
             "p99_ms": live::ms(&h, 99.0), "max_ms": live::ms(&h, 100.0),
+            "checkpoints_from_memory": from_memory, "checkpoints_from_storage": from_storage,
         }),
     })
 }
@@ -651,13 +667,30 @@ async fn idle(
         bail!("idle: no stream opened");
     }
     let per_stream = after.rss.saturating_sub(before.rss) as f64 / opened as f64;
+    let open_before_close = open_streams(http, endpoint).await?;
+    eprintln!("idle: the service counts {open_before_close} open streams; closing them");
     drop(streams);
+    // How much of it the service gives back once every stream has closed.
+    let closing = Instant::now();
+    let deadline = closing + Duration::from_secs(60);
+    let mut still_open = open_streams(http, endpoint).await?;
+    while still_open > 0.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        still_open = open_streams(http, endpoint).await?;
+    }
+    let close_secs = closing.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let closed = live::usage(service_pid);
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let row = vec![
         format!("{opened} / {target}"),
         format!("{:.1}", mib(before.rss)),
         format!("{:.1}", mib(after.rss)),
         format!("{per_stream:.0}"),
+        format!(
+            "{:.1} ({still_open:.0} open after {close_secs:.1} s)",
+            mib(closed.rss)
+        ),
         format!("{open_secs:.1}"),
         failed.as_ref().map_or("—".into(), |e| format!("{e:#}")),
     ];
@@ -668,15 +701,59 @@ async fn idle(
             "service RSS MiB before",
             "service RSS MiB with all open",
             "bytes per stream",
+            "service RSS MiB after all closed",
             "s to open",
             "stopped by",
         ],
         rows: vec![row],
         metrics: json!({
             "target": target, "opened": opened, "rss_before_bytes": before.rss,
-            "rss_after_bytes": after.rss, "bytes_per_stream": per_stream, "open_seconds": open_secs,
+            "rss_after_bytes": after.rss, "bytes_per_stream": per_stream,
+            "rss_after_close_bytes": closed.rss, "open_after_close": still_open,
+            "close_seconds": close_secs, "open_seconds": open_secs,
             "error": failed.map(|e| format!("{e:#}")),
         }),
+    })
+}
+
+/// Checkpoints the service's streams prepared so far: (from the bus's ops, from storage). Zero
+/// for a service without the counter.
+async fn prepared_checkpoints(http: &reqwest::Client, endpoint: &str) -> (f64, f64) {
+    let Ok(text) = service_metrics(http, endpoint).await else {
+        return (0.0, 0.0);
+    };
+    let series = |source: &str| {
+        metric(
+            &text,
+            &format!("riptide_sync_checkpoints_prepared_total{{source=\"{source}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    (series("memory"), series("storage"))
+}
+
+/// The service's `riptide_sync_streams_open` gauge.
+async fn open_streams(http: &reqwest::Client, endpoint: &str) -> Result<f64> {
+    let text = service_metrics(http, endpoint).await?;
+    Ok(metric(&text, "riptide_sync_streams_open").unwrap_or(0.0))
+}
+
+/// The service's `/metrics` text.
+async fn service_metrics(http: &reqwest::Client, endpoint: &str) -> Result<String> {
+    Ok(http
+        .get(format!("{endpoint}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?)
+}
+
+/// One series of a Prometheus text exposition, by its name with labels (`name{a="b"}`).
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
     })
 }
 
