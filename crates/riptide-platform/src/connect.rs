@@ -1,6 +1,6 @@
 //! `connect`: wires an app to a database and its sync service by writing the app's `.env`
 //! (the variables of the template's contract) with mode 0600, keeping lines the user added. The
-//! `VITE_` variables also go to `web/.env`, where Vite reads them.
+//! template's Vite config reads the same file (`envDir` is the app root).
 
 use std::path::{Path, PathBuf};
 
@@ -59,18 +59,8 @@ pub async fn connect(
         ("POWERSYNC_URL", sync.url()),
     ];
     let root_env = app.path.join(".env");
-    let web_env = app.path.join("web/.env");
-    let mut changed = update_env_file(&root_env, &vars)?;
-    let mut files = vec![root_env];
-    if app.path.join("web").is_dir() {
-        let web_vars: Vec<(&str, String)> = vars
-            .iter()
-            .filter(|(k, _)| k.starts_with("VITE_POWERSYNC"))
-            .cloned()
-            .collect();
-        changed |= update_env_file(&web_env, &web_vars)?;
-        files.push(web_env);
-    }
+    let changed = update_env_file(&root_env, &vars)?;
+    let files = vec![root_env];
     let record_changed = app.database_id.as_deref() != Some(db.id.as_str());
     if record_changed {
         if let Some(a) = store.state.apps.iter_mut().find(|a| a.id == app.id) {
