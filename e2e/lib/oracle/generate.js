@@ -1,0 +1,438 @@
+// The oracle test's generator: from one seed, a source schema, sync rules within the supported
+// classic subset, the same rules as plain SQL over Postgres (the oracle), initial rows and a
+// sequence of change transactions. Everything here is a pure function of the seed.
+import { Rng } from './prng.js';
+
+/** Source column types and how each one is generated, filtered and compared. */
+// `client`: the @powersync/node column type. `norm`: how values are compared (see compare.js).
+// `canon(col, edition)`: Postgres SQL giving the value as text in the form the client must hold it.
+export const TYPES = {
+  text: { pg: 'text', client: 'text', norm: 'text', canon: (c) => c },
+  integer: { pg: 'integer', client: 'integer', norm: 'text', canon: (c) => `${c}::text` },
+  bigint: { pg: 'bigint', client: 'integer', norm: 'text', canon: (c) => `${c}::text` },
+  boolean: {
+    pg: 'boolean',
+    client: 'integer',
+    norm: 'text',
+    canon: (c) => `CASE WHEN ${c} THEN '1' WHEN NOT ${c} THEN '0' END`,
+  },
+  numeric: { pg: 'numeric', client: 'text', norm: 'text', canon: (c) => `${c}::text` },
+  real: { pg: 'real', client: 'real', norm: 'real', canon: (c) => `${c}::text` },
+  double: { pg: 'double precision', client: 'real', norm: 'real', canon: (c) => `${c}::text` },
+  uuid: { pg: 'uuid', client: 'text', norm: 'text', canon: (c) => `${c}::text` },
+  jsonb: { pg: 'jsonb', client: 'text', norm: 'text', canon: (c) => `${c}::text` },
+  timestamptz: {
+    pg: 'timestamptz',
+    client: 'text',
+    norm: 'text',
+    // Protocol §8: UTC; legacy keeps Postgres' sub-second digits (none if zero), edition 2 is
+    // ISO-8601 with 6 digits.
+    canon: (c, edition) =>
+      edition >= 2
+        ? `to_char(${c} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`
+        : `to_char(${c} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') ||
+           CASE WHEN extract(microseconds FROM ${c})::bigint % 1000000 = 0 THEN ''
+                ELSE '.' || rtrim(to_char(${c} AT TIME ZONE 'UTC', 'US'), '0') END || 'Z'`,
+  },
+  date: { pg: 'date', client: 'text', norm: 'text', canon: (c) => `to_char(${c}, 'YYYY-MM-DD')` },
+  text_array: { pg: 'text[]', client: 'text', norm: 'json', canon: (c) => `array_to_json(${c})::text` },
+};
+
+const PAYLOAD_TYPES = Object.keys(TYPES);
+
+/** Text values, including ones that need quoting in SQL and YAML. */
+const WORDS = ['alpha', 'beta', 'gamma', "it's", 'ünï', '😀 x', '', 'b"q', 'a: b #c', 'back\\slash'];
+const DATA_ONLY_WORDS = ['line\nbreak'];
+const TEAMS = ['red', 'blue', 'green'];
+
+export const sqlString = (s) => `'${s.replace(/'/g, "''")}'`;
+/** A single-quoted YAML scalar (no escapes; `'` doubled). */
+const yamlString = (s) => `'${s.replace(/'/g, "''")}'`;
+
+export class Model {
+  constructor(seed) {
+    this.seed = seed;
+    const rng = new Rng(seed);
+    this.rng = rng;
+    this.edition = rng.bool(0.5) ? 2 : 1;
+    this.groupType = rng.bool(0.5) ? 'text' : 'integer';
+    this.groups = this.groupType === 'text' ? ['g0', 'g1', 'g2', 'g3'] : [1, 2, 3, 4];
+    const nUsers = rng.int(3, 4);
+    this.users = Array.from({ length: nUsers }, (_, i) => ({ id: `u${i}`, team: rng.pick(TEAMS) }));
+    this.membershipActive = rng.bool(0.5);
+
+    // Source tables: id (text or uuid), the key columns the rules use, random payload columns.
+    const nTables = rng.int(2, 4);
+    this.tables = [];
+    for (let i = 0; i < nTables; i++) {
+      const payload = rng.subset(PAYLOAD_TYPES, rng.int(2, 5)).map((type, j) => ({ name: `c${j}_${type}`, type }));
+      this.tables.push({
+        name: `t${i}`,
+        idType: rng.bool(0.3) ? 'uuid' : 'text',
+        cols: [
+          { name: 'owner', type: 'text', key: 'owner' },
+          { name: 'grp', type: this.groupType, key: 'grp' },
+          { name: 'team', type: 'text', key: 'team' },
+          ...payload,
+        ],
+      });
+    }
+    this.memberships = {
+      name: 'memberships',
+      idType: 'text',
+      cols: [
+        { name: 'user_id', type: 'text', key: 'user' },
+        { name: 'grp', type: this.groupType, key: 'grp' },
+        { name: 'active', type: 'boolean', key: 'active' },
+      ],
+    };
+
+    // Output tables: one or two projections of each source table, with column subsets and aliases.
+    this.outputs = [];
+    for (const table of this.tables) {
+      const n = rng.bool(0.4) ? 2 : 1;
+      for (let k = 0; k < n; k++) {
+        const renamed = k > 0 || rng.bool(0.4);
+        this.outputs.push(this.projection(table, renamed ? `${table.name}_v${k}` : table.name));
+      }
+    }
+    const memberOutput = rng.bool(0.7) ? this.projection(this.memberships, rng.bool(0.5) ? 'memberships' : 'my_groups') : null;
+    if (memberOutput) this.outputs.push(memberOutput);
+
+    // Bucket definitions.
+    const kinds = ['user', 'group'];
+    if (rng.bool(0.75)) kinds.push('global');
+    if (rng.bool(0.75)) kinds.push('team');
+    if (rng.bool(0.3)) kinds.push(rng.pick(['user', 'global', 'group']));
+    this.defs = kinds.map((kind, i) => ({ name: `${kind}_${i}`, kind, queries: [] }));
+    for (const output of this.outputs) {
+      if (output === memberOutput) continue;
+      for (const def of rng.subset(this.defs, rng.int(1, 2))) {
+        def.queries.push({ output, filter: rng.bool(0.65) ? this.filter(output.table) : null });
+      }
+    }
+    if (memberOutput) {
+      const def = this.defs.find((d) => d.kind === 'user');
+      def.queries.push({ output: memberOutput, filter: rng.bool(0.3) ? this.filter(this.memberships) : null });
+    }
+    for (const def of this.defs) {
+      if (!def.queries.length) {
+        const output = rng.pick(this.outputs.filter((o) => o !== memberOutput));
+        def.queries.push({ output, filter: this.filter(output.table) });
+      }
+    }
+
+    this.ids = new Map([...this.tables, this.memberships].map((t) => [t.name, { live: [], deleted: [] }]));
+    this.nextId = 0;
+  }
+
+  projection(table, name) {
+    const rng = this.rng;
+    if (rng.bool(0.35)) {
+      return { name, table, star: true, cols: table.cols.map((c) => ({ src: c.name, out: c.name, type: c.type })) };
+    }
+    const chosen = rng.subset(table.cols, rng.int(1, table.cols.length));
+    return {
+      name,
+      table,
+      star: false,
+      cols: chosen.map((c) => ({ src: c.name, out: rng.bool(0.3) ? `${c.name}_as` : c.name, type: c.type })),
+    };
+  }
+
+  // --- rules ----------------------------------------------------------------------------------
+
+  /** One filter atom on a column of `table`, as SQL that means the same in sync rules and Postgres. */
+  atom(table) {
+    const rng = this.rng;
+    const col = rng.pick(table.cols);
+    const c = col.name;
+    if (rng.bool(0.15)) return `${c} ${rng.bool(0.5) ? 'IS NULL' : 'IS NOT NULL'}`;
+    const cmp = () => rng.pick(['=', '!=', '<>', '<', '>', '<=', '>=']);
+    switch (col.type) {
+      case 'integer':
+      case 'bigint':
+        if (rng.bool(0.3)) return `${c} IN (${[0, 1, 2].map(() => rng.int(-5, 20)).join(', ')})`;
+        return `${c} ${cmp()} ${rng.int(-5, 20)}`;
+      case 'real':
+      case 'double':
+        return `${c} ${cmp()} ${rng.int(-40, 40) / 4}`;
+      case 'boolean':
+        return `${c} ${rng.pick(['=', '!='])} ${rng.pick(['true', 'false'])}`;
+      case 'text': {
+        const values =
+          col.key === 'owner' || col.key === 'user'
+            ? [...this.users.map((u) => u.id), 'nobody']
+            : col.key === 'team'
+              ? TEAMS
+              : col.key === 'grp'
+                ? this.groups
+                : WORDS;
+        if (rng.bool(0.3)) return `${c} IN (${rng.subset(values, 2).map(sqlString).join(', ')})`;
+        return `${c} ${rng.pick(['=', '!=', '<>'])} ${sqlString(rng.pick(values))}`;
+      }
+      default:
+        return `${c} ${rng.bool(0.5) ? 'IS NULL' : 'IS NOT NULL'}`;
+    }
+  }
+
+  filter(table) {
+    const rng = this.rng;
+    let f = this.atom(table);
+    if (rng.bool(0.5)) f = `${f} ${rng.pick(['AND', 'OR'])} ${this.atom(table)}`;
+    if (rng.bool(0.3)) f = `(${f}) ${rng.pick(['AND', 'OR'])} ${this.atom(table)}`;
+    if (rng.bool(0.15)) f = `NOT (${f})`;
+    return f;
+  }
+
+  /** The equality a data query of a definition of `kind` uses on `table`. */
+  static paramCond(kind, table) {
+    switch (kind) {
+      case 'user':
+        return table.name === 'memberships' ? 'user_id = bucket.uid' : 'owner = bucket.uid';
+      case 'group':
+        return 'grp = bucket.g';
+      case 'team':
+        return 'team = bucket.team';
+      default:
+        return null;
+    }
+  }
+
+  parameterQuery(kind) {
+    switch (kind) {
+      case 'user':
+        return 'SELECT request.user_id() AS uid';
+      case 'group':
+        return `SELECT grp AS g FROM memberships WHERE user_id = request.user_id()${this.membershipActive ? ' AND active = true' : ''}`;
+      case 'team':
+        return 'SELECT token_parameters.team AS team';
+      default:
+        return null;
+    }
+  }
+
+  static selectList(output) {
+    if (output.star) return '*';
+    return ['id', ...output.cols.map((c) => (c.out === c.src ? c.src : `${c.src} AS ${c.out}`))].join(', ');
+  }
+
+  dataQuery(kind, { output, filter }) {
+    const from = output.name === output.table.name ? output.table.name : `${output.table.name} AS ${output.name}`;
+    const conds = [Model.paramCond(kind, output.table), filter && `(${filter})`].filter(Boolean);
+    return `SELECT ${Model.selectList(output)} FROM ${from}${conds.length ? ` WHERE ${conds.join(' AND ')}` : ''}`;
+  }
+
+  rulesYaml() {
+    const lines = [];
+    if (this.edition >= 2) lines.push('config:', `  edition: ${this.edition}`);
+    lines.push('bucket_definitions:');
+    for (const def of this.defs) {
+      lines.push(`  ${def.name}:`);
+      const pq = this.parameterQuery(def.kind);
+      if (pq) lines.push(`    parameters: ${yamlString(pq)}`);
+      lines.push('    data:');
+      for (const q of def.queries) lines.push(`      - ${yamlString(this.dataQuery(def.kind, q))}`);
+    }
+    return `${lines.join('\n')}\n`;
+  }
+
+  // --- oracle -----------------------------------------------------------------------------------
+
+  /**
+   * Per output table: plain SQL over the source giving the rows a user must hold, every value as
+   * text in the form the client holds it. `$1` = user id, `$2` = the token's team claim.
+   */
+  oracleQueries() {
+    const result = [];
+    for (const output of this.outputs) {
+      const parts = [];
+      for (const def of this.defs) {
+        for (const q of def.queries) {
+          if (q.output !== output) continue;
+          const conds = [];
+          switch (def.kind) {
+            case 'user':
+              conds.push(output.table.name === 'memberships' ? 'user_id = $1::text' : 'owner = $1::text');
+              break;
+            case 'group':
+              conds.push(
+                `grp IN (SELECT m.grp FROM memberships m WHERE m.user_id = $1::text${this.membershipActive ? ' AND m.active = true' : ''})`,
+              );
+              break;
+            case 'team':
+              conds.push('team = $2::text');
+              break;
+            default:
+          }
+          if (q.filter) conds.push(`(${q.filter})`);
+          const select = ['id::text AS id', ...output.cols.map((c) => `${TYPES[c.type].canon(c.src, this.edition)} AS ${c.out}`)];
+          parts.push(`SELECT ${select.join(', ')} FROM ${output.table.name}${conds.length ? ` WHERE ${conds.join(' AND ')}` : ''}`);
+        }
+      }
+      // Placeholders must all appear for Postgres to type them; `$2` may be unused otherwise.
+      const sql = parts.length
+        ? `SELECT * FROM (${parts.join('\nUNION\n')}) q WHERE $1::text IS NOT NULL AND $2::text IS NOT NULL`
+        : null;
+      result.push({ output, sql });
+    }
+    return result;
+  }
+
+  // --- schema, rows, changes ----------------------------------------------------------------------
+
+  schemaSql() {
+    return [...this.tables, this.memberships]
+      .map(
+        (t) =>
+          `CREATE TABLE ${t.name} (id ${t.idType} PRIMARY KEY, ${t.cols
+            .map((c) => `${c.name} ${TYPES[c.type].pg}${t.name === 'memberships' ? ' NOT NULL' : ''}`)
+            .join(', ')});`,
+      )
+      .join('\n');
+  }
+
+  newId(table) {
+    const ids = this.ids.get(table.name);
+    if (ids.deleted.length && this.rng.bool(0.2)) {
+      return ids.deleted.splice(this.rng.int(0, ids.deleted.length - 1), 1)[0];
+    }
+    this.nextId += 1;
+    if (table.idType === 'uuid') {
+      const h = this.rng.hex(32);
+      const u = `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-8${h.slice(17, 20)}-${h.slice(20)}`;
+      return this.rng.bool(0.3) ? u.toUpperCase() : u;
+    }
+    return `r${this.nextId}`;
+  }
+
+  /** A SQL literal for a value of column `col`. */
+  value(col) {
+    const rng = this.rng;
+    switch (col.key) {
+      case 'owner':
+        return rng.bool(0.1) ? 'NULL' : sqlString(rng.pick([...this.users.map((u) => u.id), 'nobody']));
+      case 'user':
+        return sqlString(rng.pick([...this.users.map((u) => u.id), 'nobody']));
+      case 'team':
+        return rng.bool(0.1) ? 'NULL' : sqlString(rng.pick(TEAMS));
+      case 'grp': {
+        if (col.type === this.groupType && rng.bool(0.1) && this.memberships.cols[1] !== col) return 'NULL';
+        const g = rng.pick(this.groups);
+        return typeof g === 'number' ? String(g) : sqlString(g);
+      }
+      case 'active':
+        return rng.bool(0.7) ? 'true' : 'false';
+      default:
+    }
+    if (rng.bool(0.15)) return 'NULL';
+    switch (col.type) {
+      case 'text':
+        return sqlString(rng.pick([...WORDS, ...DATA_ONLY_WORDS]));
+      case 'integer':
+        return String(rng.int(-5, 20));
+      case 'bigint':
+        return rng.bool(0.3)
+          ? rng.pick(['9007199254740993', '-9223372036854775808', '9223372036854775807', '-9007199254740993'])
+          : String(rng.int(-5, 20));
+      case 'boolean':
+        return rng.bool(0.5) ? 'true' : 'false';
+      case 'numeric':
+        return rng.bool(0.3)
+          ? `${rng.pick(['18014398509481982123.000001', '-0.000', '1.50', 'NaN'])}`.replace(/^(.*)$/, "'$1'::numeric")
+          : `${rng.int(-99, 99)}.${String(rng.int(0, 99)).padStart(2, '0')}`;
+      case 'real':
+      case 'double':
+        return String(rng.int(-40, 40) / 4);
+      case 'uuid': {
+        const h = rng.hex(32);
+        const u = `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+        return sqlString(rng.bool(0.3) ? u.toUpperCase() : u);
+      }
+      case 'jsonb': {
+        const obj = {};
+        for (const k of rng.subset(['a', 'b', 'nested', 'n'], rng.int(0, 3))) {
+          obj[k] = rng.pick([rng.int(-3, 3), rng.pick(WORDS), true, null, [1, 'x'], { y: rng.int(0, 9) }, 2.5]);
+        }
+        return `${sqlString(JSON.stringify(rng.bool(0.1) ? [obj] : obj))}::jsonb`;
+      }
+      case 'timestamptz': {
+        const pad = (n, w = 2) => String(n).padStart(w, '0');
+        const frac = rng.pick(['', `.${pad(rng.int(0, 999), 3)}`, `.${pad(rng.int(0, 999999), 6)}`, '.120000']);
+        const tz = rng.pick(['+00', '+02', '-05:30', '+13:45', 'Z']);
+        return `'${rng.int(1990, 2040)}-${pad(rng.int(1, 12))}-${pad(rng.int(1, 28))} ${pad(rng.int(0, 23))}:${pad(rng.int(0, 59))}:${pad(rng.int(0, 59))}${frac}${tz}'::timestamptz`;
+      }
+      case 'date': {
+        const pad = (n) => String(n).padStart(2, '0');
+        return `'${rng.int(1990, 2040)}-${pad(rng.int(1, 12))}-${pad(rng.int(1, 28))}'::date`;
+      }
+      case 'text_array': {
+        const n = rng.int(0, 3);
+        if (n === 0) return `'{}'::text[]`;
+        return `ARRAY[${Array.from({ length: n }, () => (rng.bool(0.15) ? 'NULL' : sqlString(rng.pick(WORDS)))).join(', ')}]::text[]`;
+      }
+      default:
+        throw new Error(`no generator for ${col.type}`);
+    }
+  }
+
+  insert(table) {
+    const id = this.newId(table);
+    this.ids.get(table.name).live.push(id);
+    const cols = table.cols.filter((c) => c.key || this.rng.bool(0.9));
+    return `INSERT INTO ${table.name} (id${cols.map((c) => `, ${c.name}`).join('')}) VALUES (${sqlString(id)}${cols
+      .map((c) => `, ${this.value(c)}`)
+      .join('')})`;
+  }
+
+  pickLive(table) {
+    const live = this.ids.get(table.name).live;
+    return live.length ? live[this.rng.int(0, live.length - 1)] : null;
+  }
+
+  forget(table, id) {
+    const ids = this.ids.get(table.name);
+    ids.live = ids.live.filter((x) => x !== id);
+    ids.deleted.push(id);
+  }
+
+  /** Initial rows: statements run before the service starts. */
+  initialRows() {
+    const stmts = [];
+    for (const t of this.tables) for (let i = this.rng.int(6, 14); i > 0; i--) stmts.push(this.insert(t));
+    for (let i = this.rng.int(3, 7); i > 0; i--) stmts.push(this.insert(this.memberships));
+    return stmts;
+  }
+
+  /** One random change statement. */
+  change() {
+    const rng = this.rng;
+    for (;;) {
+      const table = rng.bool(0.3) ? this.memberships : rng.pick(this.tables);
+      const r = rng.next();
+      if (r < 0.3) return this.insert(table);
+      const id = this.pickLive(table);
+      if (id == null) continue;
+      if (r < 0.45) {
+        this.forget(table, id);
+        return `DELETE FROM ${table.name} WHERE id = ${sqlString(id)}`;
+      }
+      if (r < 0.5 && table !== this.memberships) {
+        // A primary-key change: a REMOVE of the old id and a PUT of the new one.
+        this.forget(table, id);
+        const fresh = this.newId(table);
+        this.ids.get(table.name).live.push(fresh);
+        return `UPDATE ${table.name} SET id = ${sqlString(fresh)} WHERE id = ${sqlString(id)}`;
+      }
+      const cols = rng.subset(table.cols, rng.int(1, Math.min(3, table.cols.length)));
+      return `UPDATE ${table.name} SET ${cols.map((c) => `${c.name} = ${this.value(c)}`).join(', ')} WHERE id = ${sqlString(id)}`;
+    }
+  }
+
+  /** `nBatches` batches of transactions, each a list of statements. */
+  changeBatches(nBatches = 3) {
+    return Array.from({ length: nBatches }, () =>
+      Array.from({ length: this.rng.int(3, 6) }, () => Array.from({ length: this.rng.int(1, 5) }, () => this.change())),
+    );
+  }
+}
