@@ -11,7 +11,7 @@
 // parameter), 1–2 output projections per table (column subsets, aliases, renamed output tables),
 // random data-query filters (comparisons, AND/OR/NOT, IS [NOT] NULL, IN lists); 3–4 clients with
 // different users and `parameters` claims connect while the initial rows exist; then three batches
-// of change transactions (inserts, updates of key and payload columns, deletes, id reuse, primary-key
+// of change transactions, the first written during the initial sync, one user connecting late (inserts, updates of key and payload columns, deletes, id reuse, primary-key
 // changes, membership grants and revocations), each followed by a convergence check.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -53,25 +53,41 @@ async function run(ctx, t, seed) {
   });
 
   const service = await ctx.startService({ rules });
+  const batches = model.changeBatches(4);
 
-  // One client per user, each with its own token (`parameters` claim → token_parameters).
+  const applyBatch = async (b) => {
+    for (const [i, tx] of batches[b].entries()) {
+      log(`-- batch ${b} transaction ${i}\nBEGIN;`);
+      await inTransaction(source, async (c) => {
+        for (const s of tx) {
+          log(`${s};`);
+          await c.query(s);
+        }
+      });
+      log('COMMIT;');
+    }
+  };
+
+  // One client per user, each with its own token: `parameters.team` (token_parameters) and a
+  // `groups` array claim (json_each).
   const clients = [];
-  for (const user of model.users) {
+  const connect = async (user) => {
     const name = `oracle-${seed}-${user.id}`;
     const logger = new BufferLogger(name);
     const db = await openOracleClient({ model, dir: ctx.dir, name, logger });
     ctx.clients.push({ name, db, logger });
     const connector = new PgConnector({
       endpoint: service.endpoint,
-      getToken: () => ctx.token(user.id, { parameters: { team: user.team } }),
+      getToken: () => ctx.token(user.id, { parameters: { team: user.team }, groups: user.groups }),
       sourcePool: source,
     });
     await db.connect(connector, { retryDelayMs: 250 });
-    clients.push({ user, db });
-  }
-  await Promise.all(
-    clients.map((c) => withDeadline(c.db.waitForFirstSync(), 60_000, `waitForFirstSync of ${c.user.id} (${context()})`)),
-  );
+    const client = { user, db };
+    clients.push(client);
+    return client;
+  };
+  const firstSync = (c) =>
+    withDeadline(c.db.waitForFirstSync(), 60_000, `waitForFirstSync of ${c.user.id} (${context()})`);
 
   const converge = async (label) => {
     const t0 = Date.now();
@@ -83,7 +99,11 @@ async function run(ctx, t, seed) {
       if (diffs.every((d) => d.length === 0)) break;
       if (Date.now() > deadline) {
         const report = clients
-          .map((c, i) => (diffs[i].length ? `user ${c.user.id} (team ${c.user.team}):\n  ${diffs[i].slice(0, 40).join('\n  ')}` : ''))
+          .map((c, i) =>
+            diffs[i].length
+              ? `user ${c.user.id} (team ${c.user.team}, groups ${JSON.stringify(c.user.groups)}):\n  ${diffs[i].slice(0, 40).join('\n  ')}`
+              : '',
+          )
           .filter(Boolean)
           .join('\n');
         assert.fail(`clients did not converge to the oracle ${label} within ${CONVERGE_TIMEOUT_MS} ms\n${report}\n\n${context()}`);
@@ -94,20 +114,22 @@ async function run(ctx, t, seed) {
     t.diagnostic(`seed ${seed} ${label}: converged in ${Date.now() - t0} ms (rows per user ${counts.join(' ')})`);
   };
 
-  await converge('after the initial sync');
-  const batches = model.changeBatches(3);
-  for (const [b, batch] of batches.entries()) {
-    for (const [i, tx] of batch.entries()) {
-      log(`-- batch ${b} transaction ${i}\nBEGIN;`);
-      await inTransaction(source, async (c) => {
-        for (const s of tx) {
-          log(`${s};`);
-          await c.query(s);
-        }
-      });
-      log('COMMIT;');
-    }
-    await converge(`after change batch ${b + 1}/${batches.length}`);
+  // All users but the last connect while the initial rows exist; batch 0 is written while their
+  // initial sync runs; the last user connects only after batch 1 (initial sync of changed buckets).
+  const early = model.users.slice(0, -1);
+  const late = model.users[model.users.length - 1];
+  const connected = [];
+  for (const user of early) connected.push(await connect(user));
+  await applyBatch(0);
+  await Promise.all(connected.map(firstSync));
+  await converge('after the initial sync (batch 0 written during it)');
+  await applyBatch(1);
+  await converge('after change batch 1');
+  await firstSync(await connect(late));
+  await converge(`after ${late.id} connected`);
+  for (let b = 2; b < batches.length; b++) {
+    await applyBatch(b);
+    await converge(`after change batch ${b}`);
   }
   t.diagnostic(`seed ${seed}: ok in ${Date.now() - started} ms (edition ${model.edition}, ${model.tables.length} tables, ${model.defs.length} definitions, ${model.outputs.length} output tables)`);
 }

@@ -58,7 +58,12 @@ export class Model {
     this.groupType = rng.bool(0.5) ? 'text' : 'integer';
     this.groups = this.groupType === 'text' ? ['g0', 'g1', 'g2', 'g3'] : [1, 2, 3, 4];
     const nUsers = rng.int(3, 4);
-    this.users = Array.from({ length: nUsers }, (_, i) => ({ id: `u${i}`, team: rng.pick(TEAMS) }));
+    // Token claims: `parameters.team` (token_parameters.team) and a `groups` array (json_each).
+    this.users = Array.from({ length: nUsers }, (_, i) => ({
+      id: `u${i}`,
+      team: rng.pick(TEAMS),
+      groups: rng.subset(this.groups, rng.int(0, 2)),
+    }));
     this.membershipActive = rng.bool(0.5);
 
     // Source tables: id (text or uuid), the key columns the rules use, random payload columns.
@@ -102,8 +107,10 @@ export class Model {
     // Bucket definitions.
     const kinds = ['user', 'group'];
     if (rng.bool(0.75)) kinds.push('global');
-    if (rng.bool(0.75)) kinds.push('team');
+    if (rng.bool(0.6)) kinds.push('team');
+    for (const extra of ['claim_groups', 'user_team', 'jwt_team', 'user_if_team']) if (rng.bool(0.3)) kinds.push(extra);
     if (rng.bool(0.3)) kinds.push(rng.pick(['user', 'global', 'group']));
+    this.teamCondition = rng.pick(TEAMS);
     this.defs = kinds.map((kind, i) => ({ name: `${kind}_${i}`, kind, queries: [] }));
     for (const output of this.outputs) {
       if (output === memberOutput) continue;
@@ -191,9 +198,15 @@ export class Model {
       case 'user':
         return table.name === 'memberships' ? 'user_id = bucket.uid' : 'owner = bucket.uid';
       case 'group':
+      case 'claim_groups':
         return 'grp = bucket.g';
       case 'team':
+      case 'jwt_team':
         return 'team = bucket.team';
+      case 'user_team':
+        return table.name === 'memberships' ? null : 'owner = bucket.uid AND team = bucket.team';
+      case 'user_if_team':
+        return table.name === 'memberships' ? 'user_id = bucket.uid' : 'owner = bucket.uid';
       default:
         return null;
     }
@@ -207,6 +220,14 @@ export class Model {
         return `SELECT grp AS g FROM memberships WHERE user_id = request.user_id()${this.membershipActive ? ' AND active = true' : ''}`;
       case 'team':
         return 'SELECT token_parameters.team AS team';
+      case 'claim_groups':
+        return "SELECT value AS g FROM json_each(request.jwt() ->> 'groups')";
+      case 'user_team':
+        return 'SELECT request.user_id() AS uid, token_parameters.team AS team';
+      case 'jwt_team':
+        return "SELECT request.jwt() -> 'parameters' ->> 'team' AS team";
+      case 'user_if_team':
+        return `SELECT request.user_id() AS uid WHERE token_parameters.team = ${sqlString(this.teamCondition)}`;
       default:
         return null;
     }
@@ -261,7 +282,18 @@ export class Model {
               );
               break;
             case 'team':
+            case 'jwt_team':
               conds.push('team = $2::text');
+              break;
+            case 'claim_groups':
+              conds.push('grp::text IN (SELECT jsonb_array_elements_text($3::jsonb))');
+              break;
+            case 'user_team':
+              conds.push('owner = $1::text AND team = $2::text');
+              break;
+            case 'user_if_team':
+              conds.push(output.table.name === 'memberships' ? 'user_id = $1::text' : 'owner = $1::text');
+              conds.push(`$2::text = ${sqlString(this.teamCondition)}`);
               break;
             default:
           }
@@ -272,7 +304,7 @@ export class Model {
       }
       // Placeholders must all appear for Postgres to type them; `$2` may be unused otherwise.
       const sql = parts.length
-        ? `SELECT * FROM (${parts.join('\nUNION\n')}) q WHERE $1::text IS NOT NULL AND $2::text IS NOT NULL`
+        ? `SELECT * FROM (${parts.join('\nUNION\n')}) q WHERE $1::text IS NOT NULL AND $2::text IS NOT NULL AND $3::jsonb IS NOT NULL`
         : null;
       result.push({ output, sql });
     }
@@ -399,8 +431,8 @@ export class Model {
   /** Initial rows: statements run before the service starts. */
   initialRows() {
     const stmts = [];
-    for (const t of this.tables) for (let i = this.rng.int(6, 14); i > 0; i--) stmts.push(this.insert(t));
-    for (let i = this.rng.int(3, 7); i > 0; i--) stmts.push(this.insert(this.memberships));
+    for (const t of this.tables) for (let i = this.rng.int(8, 20); i > 0; i--) stmts.push(this.insert(t));
+    for (let i = this.rng.int(4, 8); i > 0; i--) stmts.push(this.insert(this.memberships));
     return stmts;
   }
 
@@ -430,9 +462,9 @@ export class Model {
   }
 
   /** `nBatches` batches of transactions, each a list of statements. */
-  changeBatches(nBatches = 3) {
+  changeBatches(nBatches) {
     return Array.from({ length: nBatches }, () =>
-      Array.from({ length: this.rng.int(3, 6) }, () => Array.from({ length: this.rng.int(1, 5) }, () => this.change())),
+      Array.from({ length: this.rng.int(3, 8) }, () => Array.from({ length: this.rng.int(1, 6) }, () => this.change())),
     );
   }
 }
