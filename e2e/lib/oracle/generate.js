@@ -149,23 +149,72 @@ export class Model {
 
   // --- rules ----------------------------------------------------------------------------------
 
-  /** One filter atom on a column of `table`, as SQL that means the same in sync rules and Postgres. */
+  /**
+   * One filter atom on a column of `table`: `{ r, p }`, the same condition in sync rules (SQLite
+   * semantics over the synced values) and in Postgres (over the source columns).
+   */
   atom(table) {
     const rng = this.rng;
     const col = rng.pick(table.cols);
     const c = col.name;
-    if (rng.bool(0.15)) return `${c} ${rng.bool(0.5) ? 'IS NULL' : 'IS NOT NULL'}`;
+    const same = (sql) => ({ r: sql, p: sql });
+    if (rng.bool(0.12)) return same(`${c} ${rng.bool(0.5) ? 'IS NULL' : 'IS NOT NULL'}`);
     const cmp = () => rng.pick(['=', '!=', '<>', '<', '>', '<=', '>=']);
+    const fancy = rng.bool(0.4);
     switch (col.type) {
-      case 'integer':
-      case 'bigint':
-        if (rng.bool(0.3)) return `${c} IN (${[0, 1, 2].map(() => rng.int(-5, 20)).join(', ')})`;
-        return `${c} ${cmp()} ${rng.int(-5, 20)}`;
+      case 'integer': {
+        const k = rng.int(-5, 20);
+        if (fancy) {
+          switch (rng.int(0, 6)) {
+            case 0:
+              return same(`${c} + ${rng.int(-3, 3)} ${cmp()} ${k}`);
+            case 1:
+              return same(`${c} * 2 ${cmp()} ${k}`);
+            case 2:
+              // Integer division truncates toward zero in both.
+              return same(`${c} / 3 ${cmp()} ${rng.int(-2, 6)}`);
+            case 3:
+            {
+              const op = cmp();
+              return { r: `ifnull(${c}, 0) ${op} ${k}`, p: `coalesce(${c}, 0) ${op} ${k}` };
+            }
+            case 4:
+              return { r: `CAST(${c} AS text) = '${k}'`, p: `${c}::text = '${k}'` };
+            case 5: {
+              const not = rng.bool(0.5);
+              return { r: `${c} IS ${not ? 'NOT ' : ''}${k}`, p: `${c} IS ${not ? '' : 'NOT '}DISTINCT FROM ${k}` };
+            }
+            default: {
+              const op = cmp();
+              return { r: `iif(${c} ${op} ${k}, 1, 0) = 1`, p: `(CASE WHEN ${c} ${op} ${k} THEN 1 ELSE 0 END) = 1` };
+            }
+          }
+        }
+        if (rng.bool(0.3)) return same(`${c} IN (${[0, 1, 2].map(() => rng.int(-5, 20)).join(', ')})`);
+        return same(`${c} ${cmp()} ${k}`);
+      }
+      case 'bigint': {
+        // Exact beyond 2^53: 9007199254740993 must not compare equal to 9007199254740992.
+        const k = rng.bool(0.4) ? rng.pick(['9007199254740992', '9007199254740993', '-9007199254740992']) : String(rng.int(-5, 20));
+        if (fancy) {
+          if (rng.bool(0.5)) return { r: `CAST(${c} AS text) = '${k}'`, p: `${c}::text = '${k}'` };
+          const not = rng.bool(0.5);
+          return { r: `${c} IS ${not ? 'NOT ' : ''}${k}`, p: `${c} IS ${not ? '' : 'NOT '}DISTINCT FROM ${k}` };
+        }
+        if (rng.bool(0.3)) return same(`${c} IN (${k}, ${rng.int(-5, 20)})`);
+        return same(`${c} ${cmp()} ${k}`);
+      }
       case 'real':
       case 'double':
-        return `${c} ${cmp()} ${rng.int(-40, 40) / 4}`;
+        if (fancy) return same(`${c} * 2 + 0.5 ${cmp()} ${rng.int(-40, 40) / 4}`);
+        return same(`${c} ${cmp()} ${rng.int(-40, 40) / 4}`);
       case 'boolean':
-        return `${c} ${rng.pick(['=', '!='])} ${rng.pick(['true', 'false'])}`;
+        if (fancy) {
+          const v = rng.pick(['true', 'false']);
+          const not = rng.bool(0.5);
+          return { r: `${c} IS ${not ? 'NOT ' : ''}${v}`, p: `${c} IS ${not ? 'NOT ' : ''}${v.toUpperCase()}` };
+        }
+        return same(`${c} ${rng.pick(['=', '!='])} ${rng.pick(['true', 'false'])}`);
       case 'text': {
         const values =
           col.key === 'owner' || col.key === 'user'
@@ -175,20 +224,87 @@ export class Model {
               : col.key === 'grp'
                 ? this.groups
                 : WORDS;
-        if (rng.bool(0.3)) return `${c} IN (${rng.subset(values, 2).map(sqlString).join(', ')})`;
-        return `${c} ${rng.pick(['=', '!=', '<>'])} ${sqlString(rng.pick(values))}`;
+        const v = rng.pick(values);
+        if (fancy) {
+          switch (rng.int(0, 5)) {
+            case 0:
+              return same(`${c} || 'x' = ${sqlString(`${v}x`)}`);
+            case 1:
+              return same(`length(${c}) ${cmp()} ${rng.int(0, 6)}`);
+            case 2:
+              return same(`upper(${c}) = ${sqlString(String(v).toUpperCase())}`);
+            case 3:
+            {
+              const [op, n] = [cmp(), rng.int(0, 3)];
+              return { r: `instr(${c}, 'a') ${op} ${n}`, p: `strpos(${c}, 'a') ${op} ${n}` };
+            }
+            case 4:
+              return { r: `substring(${c}, 1, 2) = ${sqlString(String(v).slice(0, 2))}`, p: `substr(${c}, 1, 2) = ${sqlString(String(v).slice(0, 2))}` };
+            default: {
+              // Binary (code point) order in SQLite; the "C" collation in Postgres.
+              const op = rng.pick(['<', '>', '<=', '>=']);
+              return { r: `${c} ${op} ${sqlString(String(v))}`, p: `${c} COLLATE "C" ${op} ${sqlString(String(v))}` };
+            }
+          }
+        }
+        if (rng.bool(0.3)) return same(`${c} IN (${rng.subset(values, 2).map(sqlString).join(', ')})`);
+        return same(`${c} ${rng.pick(['=', '!=', '<>'])} ${sqlString(v)}`);
+      }
+      case 'numeric': {
+        // Synced as text: compared as text, and any text sorts after any number (SQLite).
+        if (rng.bool(0.5)) {
+          const v = rng.pick(['1.50', '0.000', 'NaN', '12.34']);
+          return { r: `${c} = '${v}'`, p: `${c}::text = '${v}'` };
+        }
+        const op = rng.pick(['>', '<']);
+        return { r: `${c} ${op} ${rng.int(-5, 5)}`, p: `(CASE WHEN ${c} IS NULL THEN NULL ELSE ${op === '>' ? 'TRUE' : 'FALSE'} END)` };
+      }
+      case 'date':
+      case 'timestamptz': {
+        // Synced as text: compared as text with the literal.
+        const lit = sqlString(`${rng.int(1995, 2035)}-${String(rng.int(1, 12)).padStart(2, '0')}-01`);
+        const op = cmp();
+        return { r: `${c} ${op} ${lit}`, p: `(${TYPES[col.type].canon(c, this.edition)}) COLLATE "C" ${op} ${lit}` };
+      }
+      case 'jsonb': {
+        if (rng.bool(0.5)) {
+          const v = rng.pick(WORDS.filter((w) => /^[a-z]+$/.test(w)));
+          const key = rng.pick(['a', 'b']);
+          return rng.bool(0.5)
+            ? { r: `${c} ->> '${key}' = '${v}'`, p: `${c} ->> '${key}' = '${v}'` }
+            : { r: `json_extract(${c}, '$.${key}') = '${v}'`, p: `${c} ->> '${key}' = '${v}'` };
+        }
+        // A JSON number extracted with ->> is a number; a JSON boolean is 1/0; anything else is
+        // text (never equal to a number); JSON null and a missing key are NULL.
+        const key = rng.pick(['a', 'b', 'n']);
+        const k = rng.int(-3, 3);
+        const e = `${c} -> '${key}'`;
+        return {
+          r: `${c} ->> '${key}' = ${k}`,
+          p: `(CASE WHEN ${e} IS NULL OR jsonb_typeof(${e}) = 'null' THEN NULL
+                    WHEN jsonb_typeof(${e}) = 'number' THEN (${c} ->> '${key}')::numeric = ${k}
+                    WHEN jsonb_typeof(${e}) = 'boolean' THEN (CASE WHEN (${c} ->> '${key}')::boolean THEN 1 ELSE 0 END) = ${k}
+                    ELSE FALSE END)`,
+        };
+      }
+      case 'text_array': {
+        const k = rng.int(0, 3);
+        const op = cmp();
+        return { r: `json_array_length(${c}) ${op} ${k}`, p: `cardinality(${c}) ${op} ${k}` };
       }
       default:
-        return `${c} ${rng.bool(0.5) ? 'IS NULL' : 'IS NOT NULL'}`;
+        return same(`${c} ${rng.bool(0.5) ? 'IS NULL' : 'IS NOT NULL'}`);
     }
   }
 
   filter(table) {
     const rng = this.rng;
+    const join = (a, op, b) => ({ r: `${a.r} ${op} ${b.r}`, p: `${a.p} ${op} ${b.p}` });
+    const paren = (a) => ({ r: `(${a.r})`, p: `(${a.p})` });
     let f = this.atom(table);
-    if (rng.bool(0.5)) f = `${f} ${rng.pick(['AND', 'OR'])} ${this.atom(table)}`;
-    if (rng.bool(0.3)) f = `(${f}) ${rng.pick(['AND', 'OR'])} ${this.atom(table)}`;
-    if (rng.bool(0.15)) f = `NOT (${f})`;
+    if (rng.bool(0.5)) f = join(f, rng.pick(['AND', 'OR']), this.atom(table));
+    if (rng.bool(0.3)) f = join(paren(f), rng.pick(['AND', 'OR']), this.atom(table));
+    if (rng.bool(0.15)) f = { r: `NOT (${f.r})`, p: `NOT (${f.p})` };
     return f;
   }
 
@@ -240,7 +356,7 @@ export class Model {
 
   dataQuery(kind, { output, filter }) {
     const from = output.name === output.table.name ? output.table.name : `${output.table.name} AS ${output.name}`;
-    const conds = [Model.paramCond(kind, output.table), filter && `(${filter})`].filter(Boolean);
+    const conds = [Model.paramCond(kind, output.table), filter && `(${filter.r})`].filter(Boolean);
     return `SELECT ${Model.selectList(output)} FROM ${from}${conds.length ? ` WHERE ${conds.join(' AND ')}` : ''}`;
   }
 
@@ -297,7 +413,7 @@ export class Model {
               break;
             default:
           }
-          if (q.filter) conds.push(`(${q.filter})`);
+          if (q.filter) conds.push(`(${q.filter.p})`);
           const select = ['id::text AS id', ...output.cols.map((c) => `${TYPES[c.type].canon(c.src, this.edition)} AS ${c.out}`)];
           parts.push(`SELECT ${select.join(', ')} FROM ${output.table.name}${conds.length ? ` WHERE ${conds.join(' AND ')}` : ''}`);
         }
