@@ -90,12 +90,9 @@ test('create-database → sync enable → create-app → connect → dev → two
   const app = riptide('create-app', 'shop', '--template', 'realtime', '--dir', dir);
   riptide('connect', app.id, db.id);
   assert.equal(fs.statSync(path.join(app.path, '.env')).mode & 0o777, 0o600);
-  if (process.env.PLATFORM_CLI_PATCH_PROXY) {
-    const vc = path.join(app.path, 'web', 'vite.config.ts');
-    fs.writeFileSync(vc, fs.readFileSync(vc, 'utf8').replace(/proxy: \{ '\/api': (`[^`]*`) \}/, "proxy: { '/api': { target: $1, xfwd: true } }"));
-  }
   const args = ['--port', String(await freePort()), '--web-port', String(await freePort())];
-  if (fs.existsSync(APP_SERVER_BIN)) args.push('--server-bin', APP_SERVER_BIN);
+  assert.ok(fs.existsSync(APP_SERVER_BIN), `${APP_SERVER_BIN} is built (cargo build --workspace)`);
+  args.push('--server-bin', APP_SERVER_BIN);
   const url = await startDev(app.path, args);
   assert.ok(dev.lines.some((l) => l.includes('[dev] migrations applied: 0001_init.sql')));
   assert.ok(dev.lines.some((l) => l.startsWith('[server]')));

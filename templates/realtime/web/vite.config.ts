@@ -16,7 +16,14 @@ export default defineConfig(({ mode }) => ({
   envDir: appRoot,
   plugins: [react(), serviceWorker()],
   server: {
-    proxy: { '/api': `http://127.0.0.1:${process.env.PORT ?? loadEnv(mode, appRoot, '').PORT ?? '3001'}` },
+    // Object form, not the string shorthand: the shorthand rewrites Host to the target, and the
+    // process's CSRF check (Origin must match the host the browser used) would refuse every write.
+    proxy: {
+      '/api': {
+        target: `http://127.0.0.1:${process.env.PORT ?? loadEnv(mode, appRoot, '').PORT ?? '3001'}`,
+        xfwd: true,
+      },
+    },
   },
   // The SQLite engine (wasm) and the PowerSync web workers must not be pre-bundled.
   optimizeDeps: { exclude: ['@journeyapps/wa-sqlite', '@powersync/web'] },
