@@ -558,6 +558,31 @@ export class Model {
     for (;;) {
       const table = rng.bool(0.3) ? this.memberships : rng.pick(this.tables);
       const r = rng.next();
+      if (r < 0.02) {
+        // TRUNCATE: every row leaves its buckets.
+        const ids = this.ids.get(table.name);
+        ids.deleted.push(...ids.live);
+        ids.live = [];
+        return `TRUNCATE ${table.name}`;
+      }
+      if (r < 0.05) {
+        // A bulk insert of 20-60 rows in one statement.
+        const n = rng.int(20, 60);
+        const cols = table.cols.filter((c) => c.key || rng.bool(0.5));
+        const rows = Array.from({ length: n }, () => {
+          const id = this.newId(table);
+          this.ids.get(table.name).live.push(id);
+          return `(${sqlString(id)}${cols.map((c) => `, ${this.value(c)}`).join('')})`;
+        });
+        return `INSERT INTO ${table.name} (id${cols.map((c) => `, ${c.name}`).join('')}) VALUES ${rows.join(', ')}`;
+      }
+      if (r < 0.1) {
+        // A bulk update selected by a key column (moves many rows between buckets at once).
+        const key = rng.pick(table.cols.filter((c) => c.key));
+        const set = rng.subset(table.cols, rng.int(1, 2));
+        const v = this.value(key);
+        return `UPDATE ${table.name} SET ${set.map((c) => `${c.name} = ${this.value(c)}`).join(', ')} WHERE ${key.name} ${v === 'NULL' ? 'IS NULL' : `= ${v}`}`;
+      }
       if (r < 0.3) return this.insert(table);
       const id = this.pickLive(table);
       if (id == null) continue;
