@@ -162,6 +162,13 @@ pub(crate) fn start_session(start: StreamStart) -> StartedSession {
     } = start;
     let (tx, rx) = LineSender::channel(format);
     let tx = tx.with_metrics(state.metrics().clone());
+    // The HTTP body is a byte stream: lines sent together may share a chunk. RSocket sends one
+    // payload per line.
+    let tx = if transport == "http" {
+        tx.batched()
+    } else {
+        tx
+    };
     let open_stream = state.metrics().stream_opened();
     let client_id = request.client_id.clone().unwrap_or_default();
     let span = tracing::info_span!("sync_stream", user_id = %user.user_id, client_id = %client_id, transport);

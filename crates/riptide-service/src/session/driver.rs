@@ -292,9 +292,7 @@ impl Session {
                     pace.sent(Instant::now());
                 }
                 let before = session.ops_sent_total();
-                for line in &lines {
-                    tx.send(line).await?;
-                }
+                tx.send_all(&lines).await?;
                 if from_memory {
                     let sent = session.ops_sent_total() - before;
                     ops_sent.fetch_add(sent, Ordering::Relaxed);
@@ -311,9 +309,7 @@ impl Session {
                         )
                         .await?;
                     let before = session.ops_sent_total();
-                    for line in session.on_data(&fetch, chunks) {
-                        tx.send(&line).await?;
-                    }
+                    tx.send_all(&session.on_data(&fetch, chunks)).await?;
                     let sent = session.ops_sent_total() - before;
                     ops_sent.fetch_add(sent, Ordering::Relaxed);
                     inner.metrics.ops_sent(sent);

@@ -14,6 +14,8 @@ pub const BSON_CONTENT_TYPE: &str = "application/vnd.powersync.bson-stream";
 
 /// Lines buffered between a session and a slow reader; beyond this the session waits.
 pub const LINE_BUFFER: usize = 8;
+/// Lines sent together ([`LineSender::send_all`]) share one body chunk up to about this size.
+pub const BATCH_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LineFormat {
@@ -96,6 +98,8 @@ pub struct LineSender {
     tx: mpsc::Sender<Bytes>,
     format: LineFormat,
     metrics: Option<Arc<ServiceMetrics>>,
+    /// Lines sent together may share one message (a byte stream, not RSocket payloads).
+    batch: bool,
 }
 
 impl LineSender {
@@ -105,6 +109,7 @@ impl LineSender {
             tx,
             format,
             metrics: None,
+            batch: false,
         };
         (sender, rx)
     }
@@ -113,6 +118,60 @@ impl LineSender {
     pub fn with_metrics(mut self, metrics: Arc<ServiceMetrics>) -> LineSender {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Lets [`send_all`](Self::send_all) put several lines in one message: for byte streams
+    /// (the HTTP body), where a message is just a chunk, not for RSocket payloads.
+    pub fn batched(mut self) -> LineSender {
+        self.batch = true;
+        self
+    }
+
+    /// Sends lines in order. When batched, lines share messages of up to about
+    /// [`BATCH_BYTES`]: a checkpoint's `checkpoint_diff`, `data` and `checkpoint_complete` go
+    /// out as one write, one wake-up of the connection and one read for the client.
+    pub async fn send_all(&self, lines: &[SyncLine]) -> Result<(), SendError> {
+        if !self.batch || lines.len() < 2 {
+            for line in lines {
+                self.send(line).await?;
+            }
+            return Ok(());
+        }
+        let mut buf: Vec<u8> = Vec::new();
+        let mut counted: Vec<(&SyncLine, usize)> = Vec::new();
+        for line in lines {
+            let before = buf.len();
+            match self.format {
+                LineFormat::Ndjson => line.write_ndjson(&mut buf),
+                LineFormat::Bson => buf.extend_from_slice(&line.to_bson()?),
+            }
+            counted.push((line, buf.len() - before));
+            if buf.len() >= BATCH_BYTES {
+                self.flush(&mut buf, &mut counted).await?;
+            }
+        }
+        self.flush(&mut buf, &mut counted).await
+    }
+
+    async fn flush(
+        &self,
+        buf: &mut Vec<u8>,
+        counted: &mut Vec<(&SyncLine, usize)>,
+    ) -> Result<(), SendError> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.tx
+            .send(Bytes::from(std::mem::take(buf)))
+            .await
+            .map_err(|_| Disconnected)?;
+        if let Some(m) = &self.metrics {
+            for (line, len) in counted.iter() {
+                m.line_sent(line, *len);
+            }
+        }
+        counted.clear();
+        Ok(())
     }
 
     pub async fn send(&self, line: &SyncLine) -> Result<(), SendError> {
@@ -133,7 +192,44 @@ impl LineSender {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use riptide_protocol::{CheckpointComplete, OpId};
+
     use super::*;
+
+    fn complete(id: i64) -> SyncLine {
+        SyncLine::CheckpointComplete(CheckpointComplete {
+            last_op_id: OpId(id),
+        })
+    }
+
+    #[tokio::test]
+    async fn batched_lines_share_a_message_unbatched_do_not() {
+        let lines = [complete(1), complete(2), complete(3)];
+        let (tx, mut rx) = LineSender::channel(LineFormat::Ndjson);
+        tx.batched().send_all(&lines).await.unwrap();
+        let one = rx.recv().await.unwrap();
+        assert_eq!(
+            one,
+            concat!(
+                r#"{"checkpoint_complete":{"last_op_id":"1"}}"#,
+                "\n",
+                r#"{"checkpoint_complete":{"last_op_id":"2"}}"#,
+                "\n",
+                r#"{"checkpoint_complete":{"last_op_id":"3"}}"#,
+                "\n"
+            )
+        );
+        assert!(rx.try_recv().is_err());
+
+        // RSocket: one payload per line.
+        let (tx, mut rx) = LineSender::channel(LineFormat::Bson);
+        tx.send_all(&lines).await.unwrap();
+        for line in &lines {
+            assert_eq!(rx.recv().await.unwrap(), line.to_bson().unwrap());
+        }
+    }
 
     #[test]
     fn negotiation() {
