@@ -21,7 +21,7 @@ import { BufferLogger, PgConnector } from '../lib/client.js';
 import { inTransaction } from '../lib/postgres.js';
 import { withDeadline } from '../lib/wait.js';
 import { Model } from '../lib/oracle/generate.js';
-import { diff, localRows, openOracleClient, oracleRows } from '../lib/oracle/compare.js';
+import { diff, localRows, openOracleClient, oracleRows, stateKey } from '../lib/oracle/compare.js';
 
 const DEFAULT_SEEDS = [1, 2, 3];
 const CONVERGE_TIMEOUT_MS = 30_000;
@@ -55,6 +55,18 @@ async function run(ctx, t, seed) {
   const service = await ctx.startService({ rules });
   const batches = model.changeBatches(4);
 
+  // The oracle state of every user after each transaction (index 0: the initial rows). Every
+  // state a client is seen holding must be one of these, in order: no leak, no torn transaction,
+  // no going back, not even between convergence points.
+  const history = new Map(model.users.map((u) => [u.id, []]));
+  const recordOracle = async (label) => {
+    for (const user of model.users) {
+      const state = await oracleRows(source, model, user);
+      history.get(user.id).push({ key: stateKey(state), state, label });
+    }
+  };
+  await recordOracle('initial rows');
+
   const applyBatch = async (b) => {
     for (const [i, tx] of batches[b].entries()) {
       log(`-- batch ${b} transaction ${i}\nBEGIN;`);
@@ -65,6 +77,7 @@ async function run(ctx, t, seed) {
         }
       });
       log('COMMIT;');
+      await recordOracle(`batch ${b} transaction ${i}`);
     }
   };
 
@@ -82,12 +95,23 @@ async function run(ctx, t, seed) {
       sourcePool: source,
     });
     await db.connect(connector, { retryDelayMs: 250 });
-    const client = { user, db };
+    const client = { user, db, samples: [], sampling: null };
     clients.push(client);
     return client;
   };
-  const firstSync = (c) =>
-    withDeadline(c.db.waitForFirstSync(), 60_000, `waitForFirstSync of ${c.user.id} (${context()})`);
+  // After its first sync, each client's local state is sampled continuously until the end.
+  let stopped = false;
+  const sample = async (c) => {
+    while (!stopped) {
+      const state = await localRows(c.db, model);
+      c.samples.push({ at: Date.now(), key: stateKey(state), state });
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  const firstSync = async (c) => {
+    await withDeadline(c.db.waitForFirstSync(), 60_000, `waitForFirstSync of ${c.user.id} (${context()})`);
+    c.sampling = sample(c);
+  };
 
   const converge = async (label) => {
     const t0 = Date.now();
@@ -131,6 +155,39 @@ async function run(ctx, t, seed) {
     await applyBatch(b);
     await converge(`after change batch ${b}`);
   }
+  stopped = true;
+  await Promise.all(clients.map((c) => c.sampling));
+
+  // Every sampled state is an oracle state, and the states follow the transaction order.
+  const problems = [];
+  for (const c of clients) {
+    const states = history.get(c.user.id);
+    let at = 0;
+    let distinct = 0;
+    let lastKey;
+    for (const s of c.samples) {
+      if (s.key === lastKey) continue;
+      lastKey = s.key;
+      distinct += 1;
+      let j = at;
+      while (j < states.length && states[j].key !== s.key) j++;
+      if (j === states.length) {
+        const earlier = states.findIndex((h) => h.key === s.key);
+        const near = diff(states[at].state, s.state);
+        const next = at + 1 < states.length ? diff(states[at + 1].state, s.state) : [];
+        problems.push(
+          earlier >= 0
+            ? `user ${c.user.id}: went back to the state after "${states[earlier].label}" after having held the one after "${states[at].label}"`
+            : `user ${c.user.id}: held a state that is no oracle state (at ${new Date(s.at).toISOString()}); vs the state after "${states[at].label}":\n  ${near.slice(0, 20).join('\n  ')}` +
+                (next.length ? `\n  vs the state after "${states[at + 1].label}":\n  ${next.slice(0, 20).join('\n  ')}` : ''),
+        );
+        break;
+      }
+      at = j;
+    }
+    t.diagnostic(`seed ${seed} ${c.user.id}: ${c.samples.length} samples, ${distinct} distinct states, all oracle states in order`);
+  }
+  assert.deepEqual(problems, [], `${problems.join('\n')}\n\n${context()}`);
   t.diagnostic(`seed ${seed}: ok in ${Date.now() - started} ms (edition ${model.edition}, ${model.tables.length} tables, ${model.defs.length} definitions, ${model.outputs.length} output tables)`);
 }
 

@@ -61,8 +61,15 @@ export async function oracleRows(pool, model, user) {
   return result;
 }
 
-/** What the client holds, in the same form. Integers are read as text (exact beyond 2^53). */
+/**
+ * What the client holds, in the same form. Integers are read as text (exact beyond 2^53). All
+ * tables are read in one read transaction, so the result is one state the client really had.
+ */
 export async function localRows(db, model) {
+  return db.readTransaction((tx) => readTables(tx, model));
+}
+
+async function readTables(db, model) {
   const result = new Map();
   for (const output of model.outputs) {
     const select = [
@@ -93,4 +100,15 @@ export function diff(expected, actual) {
     for (const [id, row] of act) if (!exp.has(id)) lines.push(`${table} ${id}: EXTRA (leak) ${JSON.stringify(row)}`);
   }
   return lines;
+}
+
+/** A canonical string of a state (tables by name, rows by id). */
+export function stateKey(state) {
+  const tables = [...state.keys()].sort();
+  return JSON.stringify(
+    tables.map((t) => [
+      t,
+      [...state.get(t).entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+    ]),
+  );
 }
