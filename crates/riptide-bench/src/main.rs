@@ -71,6 +71,15 @@ struct Args {
     /// Override the latency scenario's duration in seconds (default 60, short 5).
     #[arg(long)]
     latency_secs: Option<u32>,
+    /// `@powersync/node` clients of the node-latency scenario.
+    #[arg(long, default_value_t = 20)]
+    node_clients: usize,
+    /// Writes per second of the node-latency scenario.
+    #[arg(long, default_value_t = 10)]
+    node_rate: u32,
+    /// Duration in seconds of the node-latency scenario.
+    #[arg(long, default_value_t = 20)]
+    node_secs: u32,
 }
 
 struct Row {
@@ -120,6 +129,8 @@ enum Scenario {
     Node,
     /// Write → every subscribed stream latency.
     Latency,
+    /// Write → row in the local SQLite of `@powersync/node` clients (needs e2e/ packages).
+    NodeLatency,
     /// One write to a bucket shared by many streams: time until all have it.
     Fanout,
     /// Many idle streams: service RSS per stream.
@@ -303,6 +314,17 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
         let before = snapshot();
         tables.push(latency(&http, &endpoint, &token_for("latency"), &writer, &sizes).await?);
         measured("write → stream latency", before);
+    }
+
+    if want(Scenario::NodeLatency) && !args.no_node && !args.short {
+        let before = snapshot();
+        match node_latency(&endpoint, &token_for("nodelat"), &writer, args).await {
+            Ok(table) => {
+                tables.push(table);
+                measured("write → @powersync/node SQLite", before);
+            }
+            Err(e) => eprintln!("skipping @powersync/node latency scenario: {e:#}"),
+        }
     }
 
     let token = token_for("none");
@@ -1072,6 +1094,101 @@ async fn read_until_complete(s: &mut Stream, min_count: Option<i64>) -> Result<(
             return Ok((ops, s.wire_bytes()));
         }
     }
+}
+
+/// Write → row visible in the local SQLite of `@powersync/node` clients (one node process,
+/// `e2e/bench/live-latency.mjs`), per delivery.
+async fn node_latency(
+    endpoint: &str,
+    token: &str,
+    writer: &tokio_postgres::Client,
+    args: &Args,
+) -> Result<Table> {
+    use tokio::io::AsyncBufReadExt;
+    let script = PathBuf::from("e2e/bench/live-latency.mjs");
+    if !script.is_file() || !PathBuf::from("e2e/node_modules/@powersync/node").is_dir() {
+        bail!("e2e packages not installed (cd e2e && npm ci)");
+    }
+    let clients = args.node_clients.max(1);
+    let rate = args.node_rate.max(1);
+    let writes = (rate * args.node_secs.max(1)) as usize;
+    let mut child = tokio::process::Command::new("node")
+        .arg(&script)
+        .env("ENDPOINT", endpoint)
+        .env("TOKEN", token)
+        .env("CLIENTS", clients.to_string())
+        .env("COUNT", writes.to_string())
+        .env("TIMEOUT_S", (args.node_secs + 60).to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let node_pid = child.id().context("node pid")?;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().context("node stdout")?).lines();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+            .await
+            .context("node clients not synced after 120 s")??;
+        match line.as_deref() {
+            Some("ready") => break,
+            Some(_) => {}
+            None => bail!("node exited before its clients synced"),
+        }
+    }
+    let before = live::usage(node_pid);
+    let wrote =
+        live::write_events(writer, "nodelat", writes, Duration::from_secs(1) / rate).await?;
+    let mut result = None;
+    while let Some(line) = lines.next_line().await? {
+        if line.starts_with('{') {
+            result = Some(line);
+            break;
+        }
+    }
+    let after = live::usage(node_pid);
+    child.wait().await?;
+    let v: Value = serde_json::from_str(&result.context("node printed no result")?)?;
+    let mut h = live::histogram();
+    let mut delivered = 0usize;
+    for lat in v["latencies_us"].as_array().context("latencies_us")? {
+        h.record(lat.as_i64().unwrap_or(0).max(1) as u64)?;
+        delivered += 1;
+    }
+    let expected = clients * writes;
+    let rate = writes as f64 / wrote.as_secs_f64();
+    let node_cpu = after.cpu_s - before.cpu_s;
+    Ok(Table {
+        title: "Write → row in @powersync/node's local SQLite (latency per delivery, ms)".into(),
+        columns: vec![
+            "load",
+            "deliveries",
+            "p50",
+            "p90",
+            "p95",
+            "p99",
+            "max",
+            "node CPU s",
+        ],
+        rows: vec![vec![
+            format!(
+                "{clients} clients × {rate:.0} writes/s × {} s",
+                args.node_secs
+            ),
+            format!("{delivered} / {expected}"),
+            format!("{:.1}", live::ms(&h, 50.0)),
+            format!("{:.1}", live::ms(&h, 90.0)),
+            format!("{:.1}", live::ms(&h, 95.0)),
+            format!("{:.1}", live::ms(&h, 99.0)),
+            format!("{:.1}", live::ms(&h, 100.0)),
+            format!("{node_cpu:.2}"),
+        ]],
+        metrics: json!({
+            "clients": clients, "writes": writes, "writes_per_s": rate, "deliveries": delivered,
+            "expected": expected, "p50_ms": live::ms(&h, 50.0), "p90_ms": live::ms(&h, 90.0),
+            "p95_ms": live::ms(&h, 95.0), "p99_ms": live::ms(&h, 99.0),
+            "max_ms": live::ms(&h, 100.0), "node_cpu_s": node_cpu,
+        }),
+    })
 }
 
 async fn node_first_sync(endpoint: &str, token: &str, method: &str) -> Result<(u64, f64)> {
