@@ -1,13 +1,12 @@
 // Oracle side and client side of the comparison, on normalised values, and a readable diff.
 import { PowerSyncDatabase, Schema, Table, column } from '@powersync/node';
-import { TYPES } from './generate.js';
 
 /** The @powersync/node schema for the model's output tables. */
 export function clientSchema(model) {
   const tables = {};
   for (const output of model.outputs) {
     const columns = {};
-    for (const c of output.cols) columns[c.out] = column[TYPES[c.type].client];
+    for (const c of output.cols) columns[c.out] = column[c.client];
     tables[output.name] = new Table(columns);
   }
   return new Schema(tables);
@@ -44,7 +43,7 @@ function toMap(output, rows) {
   const map = new Map();
   for (const r of rows) {
     const row = {};
-    for (const c of output.cols) row[c.out] = norm(TYPES[c.type].norm, r[c.out]);
+    for (const c of output.cols) row[c.out] = norm(c.norm, r[c.out]);
     if (map.has(r.id)) row.__duplicate = true;
     map.set(r.id, row);
   }
@@ -74,7 +73,7 @@ async function readTables(db, model) {
   for (const output of model.outputs) {
     const select = [
       'id',
-      ...output.cols.map((c) => (TYPES[c.type].client === 'integer' ? `CAST(${c.out} AS TEXT) AS ${c.out}` : c.out)),
+      ...output.cols.map((c) => (c.client === 'integer' ? `CAST(${c.out} AS TEXT) AS ${c.out}` : c.out)),
     ];
     const rows = await db.getAll(`SELECT ${select.join(', ')} FROM ${output.name}`);
     result.set(output.name, toMap(output, rows));

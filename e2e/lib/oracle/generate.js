@@ -40,6 +40,62 @@ export const TYPES = {
 
 const PAYLOAD_TYPES = Object.keys(TYPES);
 
+/** An output column passing source column `c` through (possibly renamed). */
+function plainColumn(c, out) {
+  const t = TYPES[c.type];
+  return { out, rule: c.name, client: t.client, norm: t.norm, canon: (edition) => t.canon(c.name, edition) };
+}
+
+/**
+ * An output column computed from source column `c` by a function of the supported subset, with
+ * the Postgres expression giving the value the client must hold, as text. Null if none fits.
+ */
+function computedColumn(rng, c, out) {
+  const n = c.name;
+  const make = (rule, client, canon, norm = client === 'real' ? 'real' : 'text') => ({ out, rule, client, norm, canon });
+  const options = {
+    integer: [
+      () => make(`${n} + 1`, 'integer', () => `(${n} + 1)::text`),
+      () => make(`${n} * 3`, 'integer', () => `(${n} * 3)::text`),
+      () => make(`${n} / 2`, 'integer', () => `(${n} / 2)::text`),
+      () => make(`CAST(${n} AS real)`, 'real', () => `${n}::float8::text`),
+      () => make(`typeof(${n})`, 'text', () => `CASE WHEN ${n} IS NULL THEN 'null' ELSE 'integer' END`),
+      () => make(`ifnull(${n}, -1)`, 'integer', () => `coalesce(${n}, -1)::text`),
+    ],
+    bigint: [
+      () => make(`CAST(${n} AS text)`, 'text', () => `${n}::text`),
+      () => make(`typeof(${n})`, 'text', () => `CASE WHEN ${n} IS NULL THEN 'null' ELSE 'integer' END`),
+    ],
+    real: [
+      () => make(`${n} * 2`, 'real', () => `(${n} * 2)::text`),
+      () => make(`typeof(${n})`, 'text', () => `CASE WHEN ${n} IS NULL THEN 'null' ELSE 'real' END`),
+    ],
+    double: [
+      () => make(`${n} + 0.5`, 'real', () => `(${n} + 0.5)::text`),
+      () => make(`typeof(${n})`, 'text', () => `CASE WHEN ${n} IS NULL THEN 'null' ELSE 'real' END`),
+    ],
+    boolean: [
+      () => make(`iif(${n}, 'yes', 'no')`, 'text', () => `CASE WHEN ${n} THEN 'yes' ELSE 'no' END`),
+      () => make(`typeof(${n})`, 'text', () => `CASE WHEN ${n} IS NULL THEN 'null' ELSE 'integer' END`),
+    ],
+    text: [
+      () => make(`${n} || '!'`, 'text', () => `${n} || '!'`),
+      () => make(`length(${n})`, 'integer', () => `length(${n})::text`),
+      () => make(`substring(${n}, 2, 3)`, 'text', () => `substr(${n}, 2, 3)`),
+      () => make(`ifnull(${n}, 'none')`, 'text', () => `coalesce(${n}, 'none')`),
+      () => make(`instr(${n}, 'a')`, 'integer', () => `strpos(${n}, 'a')::text`),
+    ],
+    numeric: [() => make(`typeof(${n})`, 'text', () => `CASE WHEN ${n} IS NULL THEN 'null' ELSE 'text' END`)],
+    timestamptz: [
+      () => make(`unixepoch(${n})`, 'integer', () => `floor(extract(epoch FROM ${n}))::bigint::text`),
+      () => make(`datetime(${n})`, 'text', () => `to_char(${n} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')`),
+    ],
+    date: [() => make(`datetime(${n})`, 'text', () => `to_char(${n}, 'YYYY-MM-DD') || ' 00:00:00'`)],
+    text_array: [() => make(`json_array_length(${n})`, 'integer', () => `cardinality(${n})::text`)],
+  }[c.type];
+  return options ? rng.pick(options)() : null;
+}
+
 /** Text values, including ones that need quoting in SQL and YAML. */
 const WORDS = ['alpha', 'beta', 'gamma', "it's", 'ünï', '😀 x', '', 'b"q', 'a: b #c', 'back\\slash'];
 const DATA_ONLY_WORDS = ['line\nbreak'];
@@ -136,15 +192,17 @@ export class Model {
   projection(table, name) {
     const rng = this.rng;
     if (rng.bool(0.35)) {
-      return { name, table, star: true, cols: table.cols.map((c) => ({ src: c.name, out: c.name, type: c.type })) };
+      return { name, table, star: true, cols: table.cols.map((c) => plainColumn(c, c.name)) };
     }
     const chosen = rng.subset(table.cols, rng.int(1, table.cols.length));
-    return {
-      name,
-      table,
-      star: false,
-      cols: chosen.map((c) => ({ src: c.name, out: rng.bool(0.3) ? `${c.name}_as` : c.name, type: c.type })),
-    };
+    const cols = chosen.map((c) => plainColumn(c, rng.bool(0.3) ? `${c.name}_as` : c.name));
+    if (rng.bool(0.5)) {
+      for (const [i, c] of rng.subset(table.cols, rng.int(1, 2)).entries()) {
+        const e = computedColumn(rng, c, `e${i}_${c.name}`);
+        if (e) cols.push(e);
+      }
+    }
+    return { name, table, star: false, cols };
   }
 
   // --- rules ----------------------------------------------------------------------------------
@@ -351,7 +409,7 @@ export class Model {
 
   static selectList(output) {
     if (output.star) return '*';
-    return ['id', ...output.cols.map((c) => (c.out === c.src ? c.src : `${c.src} AS ${c.out}`))].join(', ');
+    return ['id', ...output.cols.map((c) => (c.out === c.rule ? c.rule : `${c.rule} AS ${c.out}`))].join(', ');
   }
 
   dataQuery(kind, { output, filter }) {
@@ -414,7 +472,7 @@ export class Model {
             default:
           }
           if (q.filter) conds.push(`(${q.filter.p})`);
-          const select = ['id::text AS id', ...output.cols.map((c) => `${TYPES[c.type].canon(c.src, this.edition)} AS ${c.out}`)];
+          const select = ['id::text AS id', ...output.cols.map((c) => `${c.canon(this.edition)} AS ${c.out}`)];
           parts.push(`SELECT ${select.join(', ')} FROM ${output.table.name}${conds.length ? ` WHERE ${conds.join(' AND ')}` : ''}`);
         }
       }
