@@ -1,6 +1,19 @@
 //! The IO half of a sync stream: resolves the connection's buckets, reads checkpoints, bucket
 //! states, write checkpoints and bucket data from storage, feeds the [`SessionState`], sends its
 //! lines, and waits on the checkpoint bus for the next checkpoint relevant to this stream.
+//!
+//! Two ways to prepare a checkpoint:
+//! - from memory, when the bus events since the last checkpoint follow on without a gap and
+//!   carried their ops ([`Follow`]): no storage read at all (the write checkpoint is read only
+//!   while a notice for this user/client is pending). This is the steady state of a live
+//!   stream: small commits, one API node.
+//! - from storage otherwise: the first checkpoint, after a lagging receiver or a lost event,
+//!   for a commit of more than `EVENT_OPS_MAX` ops, when lookups or rules changed, or for a
+//!   checkpoint still in progress. Checksums come from the running totals in storage.
+//!
+//! A commit that touches none of the stream's buckets or lookups wakes it only to note the new
+//! checkpoint: no query, no line (as the official service, which sends nothing when nothing
+//! this client sees changed).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
