@@ -448,21 +448,25 @@ impl SyncRules {
         for &(di, qi) in queries {
             let def = &self.definitions[di];
             let before = ev.rows.len();
+            // One query can add several rows (`bucket.p IN <row JSON array>`: one per element).
             def.data_queries[qi].evaluate(&def.name, row, &mut ev.rows, &mut ev.errors);
-            if !self.bucket_prefix.is_empty()
-                && ev.rows.len() > before
-                && let Some(new) = ev.rows.last_mut()
-            {
-                new.bucket.insert_str(0, &self.bucket_prefix);
+            if !self.bucket_prefix.is_empty() {
+                for new in &mut ev.rows[before..] {
+                    new.bucket.insert_str(0, &self.bucket_prefix);
+                }
             }
             // The same row can reach the same bucket through two queries: keep it once.
-            if ev.rows.len() > before
-                && let Some(new) = ev.rows.last()
-                && ev.rows[..before]
+            let mut i = before;
+            while i < ev.rows.len() {
+                let new = &ev.rows[i];
+                if ev.rows[..before]
                     .iter()
                     .any(|r| r.bucket == new.bucket && r.table == new.table && r.id == new.id)
-            {
-                ev.rows.pop();
+                {
+                    ev.rows.remove(i);
+                } else {
+                    i += 1;
+                }
             }
         }
         ev

@@ -933,6 +933,34 @@ fn bucket_prefix_keeps_duplicate_rows_out() {
     assert_eq!(ev.rows[0].bucket, "7#all[]");
 }
 
+#[test]
+fn bucket_prefix_applies_to_every_bucket_of_an_in_array_query() {
+    // Found by the e2e oracle (seed 3): `bucket.g IN tags` puts a row into one bucket per
+    // element; only the last one got the deployment prefix, so the row never reached the
+    // (prefixed) buckets of the other elements.
+    let rules = parse(
+        "bucket_definitions:\n  by_group:\n    parameters: SELECT request.user_id() AS g\n    data:\n      - SELECT id FROM t WHERE bucket.g IN tags\n      - SELECT id FROM t WHERE bucket.g IN more\n",
+    )
+    .with_bucket_prefix("1#");
+    let ev = rules.evaluate_row(
+        &table("t"),
+        &row(&[
+            ("id", text("a")),
+            ("tags", text(r#"["g1","g2"]"#)),
+            ("more", text(r#"["g2","g1","g3"]"#)),
+        ]),
+    );
+    let buckets: Vec<&str> = ev.rows.iter().map(|r| r.bucket.as_str()).collect();
+    assert_eq!(
+        buckets,
+        [
+            r#"1#by_group["g1"]"#,
+            r#"1#by_group["g2"]"#,
+            r#"1#by_group["g3"]"#
+        ]
+    );
+}
+
 /// `IN` with a JSON array on either side of a table-based parameter query: a row column in
 /// a request array (one lookup per element), and a request value in a row array (the row is
 /// indexed under each element).
