@@ -94,7 +94,7 @@ async function run(ctx, t, seed) {
       getToken: () => ctx.token(user.id, { parameters: { team: user.team }, groups: user.groups }),
       sourcePool: source,
     });
-    await db.connect(connector, { retryDelayMs: 250 });
+    await db.connect(connector, { retryDelayMs: 250, params: { team: user.clientTeam } });
     const client = { user, db, samples: [], sampling: null };
     clients.push(client);
     return client;
@@ -102,12 +102,21 @@ async function run(ctx, t, seed) {
   // After its first sync, each client's local state is sampled continuously until the end.
   let stopped = false;
   const sample = async (c) => {
-    while (!stopped) {
-      const state = await localRows(c.db, model);
-      c.samples.push({ at: Date.now(), key: stateKey(state), state });
-      await new Promise((r) => setTimeout(r, 20));
+    try {
+      while (!stopped) {
+        const state = await localRows(c.db, model);
+        c.samples.push({ at: Date.now(), key: stateKey(state), state });
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    } catch (e) {
+      if (!stopped) c.samplingError = e;
     }
   };
+  const stopSampling = async () => {
+    stopped = true;
+    await Promise.all(clients.map((c) => c.sampling));
+  };
+
   const firstSync = async (c) => {
     await withDeadline(c.db.waitForFirstSync(), 60_000, `waitForFirstSync of ${c.user.id} (${context()})`);
     c.sampling = sample(c);
@@ -138,25 +147,31 @@ async function run(ctx, t, seed) {
     t.diagnostic(`seed ${seed} ${label}: converged in ${Date.now() - t0} ms (rows per user ${counts.join(' ')})`);
   };
 
-  // All users but the last connect while the initial rows exist; batch 0 is written while their
-  // initial sync runs; the last user connects only after batch 1 (initial sync of changed buckets).
-  const early = model.users.slice(0, -1);
-  const late = model.users[model.users.length - 1];
-  const connected = [];
-  for (const user of early) connected.push(await connect(user));
-  await applyBatch(0);
-  await Promise.all(connected.map(firstSync));
-  await converge('after the initial sync (batch 0 written during it)');
-  await applyBatch(1);
-  await converge('after change batch 1');
-  await firstSync(await connect(late));
-  await converge(`after ${late.id} connected`);
-  for (let b = 2; b < batches.length; b++) {
-    await applyBatch(b);
-    await converge(`after change batch ${b}`);
+  const changesAndChecks = async () => {
+    // All users but the last connect while the initial rows exist; batch 0 is written while their
+    // initial sync runs; the last user connects only after batch 1 (initial sync of changed buckets).
+    const early = model.users.slice(0, -1);
+    const late = model.users[model.users.length - 1];
+    const connected = [];
+    for (const user of early) connected.push(await connect(user));
+    await applyBatch(0);
+    await Promise.all(connected.map(firstSync));
+    await converge('after the initial sync (batch 0 written during it)');
+    await applyBatch(1);
+    await converge('after change batch 1');
+    await firstSync(await connect(late));
+    await converge(`after ${late.id} connected`);
+    for (let b = 2; b < batches.length; b++) {
+      await applyBatch(b);
+      await converge(`after change batch ${b}`);
+    }
+  };
+  try {
+    await changesAndChecks();
+  } finally {
+    await stopSampling();
   }
-  stopped = true;
-  await Promise.all(clients.map((c) => c.sampling));
+  for (const c of clients) if (c.samplingError) throw c.samplingError;
 
   // Every sampled state is an oracle state, and the states follow the transaction order.
   const problems = [];

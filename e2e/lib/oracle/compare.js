@@ -54,7 +54,7 @@ function toMap(output, rows) {
 export async function oracleRows(pool, model, user) {
   const result = new Map();
   for (const { output, sql } of model.oracleQueries()) {
-    const rows = sql ? (await pool.query(sql, [user.id, user.team, JSON.stringify(user.groups)])).rows : [];
+    const rows = sql ? (await pool.query(sql, [user.id, user.team, JSON.stringify(user.groups), user.clientTeam])).rows : [];
     result.set(output.name, toMap(output, rows));
   }
   return result;

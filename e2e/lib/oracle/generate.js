@@ -119,6 +119,8 @@ export class Model {
       id: `u${i}`,
       team: rng.pick(TEAMS),
       groups: rng.subset(this.groups, rng.int(0, 2)),
+      // Client parameters (`request.parameters()`, untrusted): sent by db.connect({ params }).
+      clientTeam: rng.pick(TEAMS),
     }));
     this.membershipActive = rng.bool(0.5);
 
@@ -134,6 +136,7 @@ export class Model {
           { name: 'owner', type: 'text', key: 'owner' },
           { name: 'grp', type: this.groupType, key: 'grp' },
           { name: 'team', type: 'text', key: 'team' },
+          ...(this.groupType === 'text' ? [{ name: 'tags', type: 'text_array', key: 'tags' }] : []),
           ...payload,
         ],
       });
@@ -164,7 +167,10 @@ export class Model {
     const kinds = ['user', 'group'];
     if (rng.bool(0.75)) kinds.push('global');
     if (rng.bool(0.6)) kinds.push('team');
-    for (const extra of ['claim_groups', 'user_team', 'jwt_team', 'user_if_team']) if (rng.bool(0.3)) kinds.push(extra);
+    for (const extra of ['claim_groups', 'user_team', 'jwt_team', 'user_if_team', 'group_pair', 'client_param']) {
+      if (rng.bool(0.3)) kinds.push(extra);
+    }
+    if (this.groupType === 'text' && rng.bool(0.5)) kinds.push('group_tags');
     if (rng.bool(0.3)) kinds.push(rng.pick(['user', 'global', 'group']));
     this.teamCondition = rng.pick(TEAMS);
     this.defs = kinds.map((kind, i) => ({ name: `${kind}_${i}`, kind, queries: [] }));
@@ -381,6 +387,12 @@ export class Model {
         return table.name === 'memberships' ? null : 'owner = bucket.uid AND team = bucket.team';
       case 'user_if_team':
         return table.name === 'memberships' ? 'user_id = bucket.uid' : 'owner = bucket.uid';
+      case 'group_pair':
+        return 'grp = bucket.g AND owner = bucket.u';
+      case 'group_tags':
+        return 'bucket.g IN tags';
+      case 'client_param':
+        return 'team = bucket.team';
       default:
         return null;
     }
@@ -402,6 +414,12 @@ export class Model {
         return "SELECT request.jwt() -> 'parameters' ->> 'team' AS team";
       case 'user_if_team':
         return `SELECT request.user_id() AS uid WHERE token_parameters.team = ${sqlString(this.teamCondition)}`;
+      case 'group_pair':
+        return 'SELECT grp AS g, user_id AS u FROM memberships WHERE user_id = request.user_id()';
+      case 'group_tags':
+        return `SELECT grp AS g FROM memberships WHERE user_id = request.user_id()${this.membershipActive ? ' AND active = true' : ''}`;
+      case 'client_param':
+        return "SELECT request.parameters() ->> 'team' AS team";
       default:
         return null;
     }
@@ -424,6 +442,7 @@ export class Model {
     lines.push('bucket_definitions:');
     for (const def of this.defs) {
       lines.push(`  ${def.name}:`);
+      if (def.kind === 'client_param') lines.push('    accept_potentially_dangerous_queries: true');
       const pq = this.parameterQuery(def.kind);
       if (pq) lines.push(`    parameters: ${yamlString(pq)}`);
       lines.push('    data:');
@@ -469,6 +488,17 @@ export class Model {
               conds.push(output.table.name === 'memberships' ? 'user_id = $1::text' : 'owner = $1::text');
               conds.push(`$2::text = ${sqlString(this.teamCondition)}`);
               break;
+            case 'group_pair':
+              conds.push('owner = $1::text AND grp IN (SELECT m.grp FROM memberships m WHERE m.user_id = $1::text)');
+              break;
+            case 'group_tags':
+              conds.push(
+                `EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = $1::text${this.membershipActive ? ' AND m.active = true' : ''} AND m.grp = ANY(tags))`,
+              );
+              break;
+            case 'client_param':
+              conds.push('team = $4::text');
+              break;
             default:
           }
           if (q.filter) conds.push(`(${q.filter.p})`);
@@ -478,7 +508,7 @@ export class Model {
       }
       // Placeholders must all appear for Postgres to type them; `$2` may be unused otherwise.
       const sql = parts.length
-        ? `SELECT * FROM (${parts.join('\nUNION\n')}) q WHERE $1::text IS NOT NULL AND $2::text IS NOT NULL AND $3::jsonb IS NOT NULL`
+        ? `SELECT * FROM (${parts.join('\nUNION\n')}) q WHERE $1::text IS NOT NULL AND $2::text IS NOT NULL AND $3::jsonb IS NOT NULL AND $4::text IS NOT NULL`
         : null;
       result.push({ output, sql });
     }
@@ -529,6 +559,12 @@ export class Model {
       }
       case 'active':
         return rng.bool(0.7) ? 'true' : 'false';
+      case 'tags': {
+        if (rng.bool(0.1)) return 'NULL';
+        const tags = rng.subset(this.groups, rng.int(0, 2)).map(sqlString);
+        if (rng.bool(0.1)) tags.push('NULL');
+        return tags.length ? `ARRAY[${tags.join(', ')}]::text[]` : `'{}'::text[]`;
+      }
       default:
     }
     if (rng.bool(0.15)) return 'NULL';
