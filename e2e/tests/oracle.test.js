@@ -4,15 +4,26 @@
 //
 // Seeded and reproducible: the seeds below run in CI; `ORACLE_SEED=N` (or `ORACLE_SEED=1,2,3`)
 // runs only those. A failure names its seed, the command to rerun it, the generated rules and the
-// per-table, per-user diff; the scratch dir keeps `oracle.sql` (every statement applied).
+// per-table, per-user diff; the scratch dir (kept on failure) has `oracle.sql`, every statement
+// applied, and the clients' SQLite files.
 //
-// Per seed: 2–4 source tables (text or uuid ids; random payload columns of the §8 types), a
-// membership table, 3–6 bucket definitions (global, per-user, membership parameter query, token
-// parameter), 1–2 output projections per table (column subsets, aliases, renamed output tables),
-// random data-query filters (comparisons, AND/OR/NOT, IS [NOT] NULL, IN lists); 3–4 clients with
-// different users and `parameters` claims connect while the initial rows exist; then three batches
-// of change transactions, the first written during the initial sync, one user connecting late (inserts, updates of key and payload columns, deletes, id reuse, primary-key
-// changes, membership grants and revocations), each followed by a convergence check.
+// Per seed (e2e/lib/oracle/generate.js): edition 1 or 2; 2–4 source tables (text or uuid ids, key
+// columns owner/grp/team[/tags], 2–5 payload columns of text, integer, bigint, boolean, numeric,
+// real, double, uuid, jsonb, timestamptz, date, text[]), a membership table; bucket definitions
+// drawn from: global, per user (request.user_id()), membership parameter query (optionally
+// `AND active = true`, or two columns), token_parameters claim, request.jwt() path, json_each of a
+// JWT array claim, a static parameter query with a WHERE on the token, request.parameters()
+// (client params), `bucket.g IN <row array>`; 1–2 output projections per table (`*`, column
+// subsets, aliases, computed columns, renamed output tables); data-query filters (comparisons,
+// AND/OR/NOT, IS [NOT] NULL, IS [NOT] value, IN lists, arithmetic, functions, JSON extraction,
+// text-vs-number ordering). 3–4 clients with different users and claims: all but one connect
+// while the initial rows exist and a first batch of transactions is written during their initial
+// sync; the last connects later. Four batches of change transactions (inserts, multi-row inserts,
+// updates of key and payload columns, bulk updates, deletes, id reuse, primary-key changes,
+// TRUNCATE, membership grants and revocations), each followed by a convergence check: every
+// client's tables equal the oracle exactly (no extra row = no leak, no missing row, exact values).
+// In addition every client state sampled during the run (every 20 ms, read in one transaction)
+// must equal the oracle state after some prefix of the transactions, in commit order.
 import fs from 'node:fs';
 import path from 'node:path';
 import assert from 'node:assert/strict';
@@ -156,6 +167,7 @@ async function run(ctx, t, seed) {
     for (const user of early) connected.push(await connect(user));
     await applyBatch(0);
     await Promise.all(connected.map(firstSync));
+    t.diagnostic(`seed ${seed}: service ready and first sync of ${connected.length} clients after ${Date.now() - started} ms`);
     await converge('after the initial sync (batch 0 written during it)');
     await applyBatch(1);
     await converge('after change batch 1');
