@@ -1,5 +1,7 @@
 //! Log output: `tracing` to stderr, text or JSON, level from the config or `RUST_LOG`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Logging;
@@ -14,7 +16,9 @@ pub fn init(logging: &Logging) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only on a terminal: log files and `riptide dev`'s merged log get plain text.
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = if logging.json {
         builder.json().try_init()
     } else {

@@ -1,5 +1,6 @@
 //! `realtime-app-server`: run it from the app root (or set `APP_ROOT`).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -8,6 +9,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,tower_http=info".into()),
         )
+        // Colours only on a terminal: `riptide dev` and log files get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = match app_server::Config::from_env() {
         Ok(config) => config,
