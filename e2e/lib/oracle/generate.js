@@ -642,7 +642,7 @@ export class Model {
   /** Initial rows: statements run before the service starts. */
   initialRows() {
     const stmts = [];
-    for (const t of this.tables) for (let i = this.rng.int(8, 20); i > 0; i--) stmts.push(this.insert(t));
+    for (const t of this.tables) for (let i = this.rng.int(10, 30); i > 0; i--) stmts.push(this.insert(t));
     for (let i = this.rng.int(4, 8); i > 0; i--) stmts.push(this.insert(this.memberships));
     return stmts;
   }
