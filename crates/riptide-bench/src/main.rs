@@ -74,6 +74,9 @@ struct Args {
     /// `@powersync/node` clients of the node-latency scenario.
     #[arg(long, default_value_t = 20)]
     node_clients: usize,
+    /// Node processes the node-latency scenario's clients are spread over.
+    #[arg(long, default_value_t = 2)]
+    node_procs: usize,
     /// Writes per second of the node-latency scenario.
     #[arg(long, default_value_t = 10)]
     node_rate: u32,
@@ -1112,51 +1115,72 @@ async fn node_latency(
     let clients = args.node_clients.max(1);
     let rate = args.node_rate.max(1);
     let writes = (rate * args.node_secs.max(1)) as usize;
-    let mut child = tokio::process::Command::new("node")
-        .arg(&script)
-        .env("ENDPOINT", endpoint)
-        .env("TOKEN", token)
-        .env("CLIENTS", clients.to_string())
-        .env("COUNT", writes.to_string())
-        .env("TIMEOUT_S", (args.node_secs + 60).to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
-    let node_pid = child.id().context("node pid")?;
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().context("node stdout")?).lines();
-    loop {
-        let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
-            .await
-            .context("node clients not synced after 120 s")??;
-        match line.as_deref() {
-            Some("ready") => break,
-            Some(_) => {}
-            None => bail!("node exited before its clients synced"),
+    // Clients spread over processes (one JavaScript thread each).
+    let procs = args.node_procs.clamp(1, clients);
+    let mut children = Vec::with_capacity(procs);
+    for p in 0..procs {
+        let n = clients / procs + usize::from(p < clients % procs);
+        let mut child = tokio::process::Command::new("node")
+            .arg(&script)
+            .env("ENDPOINT", endpoint)
+            .env("TOKEN", token)
+            .env("CLIENTS", n.to_string())
+            .env("COUNT", writes.to_string())
+            .env("TIMEOUT_S", (args.node_secs + 60).to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().context("node pid")?;
+        let lines = tokio::io::BufReader::new(child.stdout.take().context("node stdout")?).lines();
+        children.push((child, pid, lines));
+    }
+    for (_, _, lines) in &mut children {
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+                .await
+                .context("node clients not synced after 120 s")??;
+            match line.as_deref() {
+                Some("ready") => break,
+                Some(_) => {}
+                None => bail!("node exited before its clients synced"),
+            }
         }
     }
-    let before = live::usage(node_pid);
+    let cpu = |children: &Vec<_>| -> f64 {
+        children
+            .iter()
+            .map(|(_, pid, _): &(_, u32, _)| live::usage(*pid).cpu_s)
+            .sum()
+    };
+    let before = cpu(&children);
     let wrote =
         live::write_events(writer, "nodelat", writes, Duration::from_secs(1) / rate).await?;
-    let mut result = None;
-    while let Some(line) = lines.next_line().await? {
-        if line.starts_with('{') {
-            result = Some(line);
-            break;
+    let mut results = Vec::with_capacity(procs);
+    for (_, _, lines) in &mut children {
+        while let Some(line) = lines.next_line().await? {
+            if line.starts_with('{') {
+                results.push(line);
+                break;
+            }
         }
     }
-    let after = live::usage(node_pid);
-    child.wait().await?;
-    let v: Value = serde_json::from_str(&result.context("node printed no result")?)?;
+    let after = cpu(&children);
+    for (child, _, _) in &mut children {
+        child.wait().await?;
+    }
     let mut h = live::histogram();
     let mut delivered = 0usize;
-    for lat in v["latencies_us"].as_array().context("latencies_us")? {
-        h.record(lat.as_i64().unwrap_or(0).max(1) as u64)?;
-        delivered += 1;
+    for result in &results {
+        let v: Value = serde_json::from_str(result)?;
+        for lat in v["latencies_us"].as_array().context("latencies_us")? {
+            h.record(lat.as_i64().unwrap_or(0).max(1) as u64)?;
+            delivered += 1;
+        }
     }
     let expected = clients * writes;
     let rate = writes as f64 / wrote.as_secs_f64();
-    let node_cpu = after.cpu_s - before.cpu_s;
+    let node_cpu = after - before;
     Ok(Table {
         title: "Write → row in @powersync/node's local SQLite (latency per delivery, ms)".into(),
         columns: vec![
@@ -1171,7 +1195,7 @@ async fn node_latency(
         ],
         rows: vec![vec![
             format!(
-                "{clients} clients × {rate:.0} writes/s × {} s",
+                "{clients} clients ({procs} processes) × {rate:.0} writes/s × {} s",
                 args.node_secs
             ),
             format!("{delivered} / {expected}"),
@@ -1183,7 +1207,7 @@ async fn node_latency(
             format!("{node_cpu:.2}"),
         ]],
         metrics: json!({
-            "clients": clients, "writes": writes, "writes_per_s": rate, "deliveries": delivered,
+            "clients": clients, "processes": procs, "writes": writes, "writes_per_s": rate, "deliveries": delivered,
             "expected": expected, "p50_ms": live::ms(&h, 50.0), "p90_ms": live::ms(&h, 90.0),
             "p95_ms": live::ms(&h, 95.0), "p99_ms": live::ms(&h, 99.0),
             "max_ms": live::ms(&h, 100.0), "node_cpu_s": node_cpu,
