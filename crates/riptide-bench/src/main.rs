@@ -71,6 +71,10 @@ struct Args {
     /// Override the latency scenario's duration in seconds (default 60, short 5).
     #[arg(long)]
     latency_secs: Option<u32>,
+    /// Commits (100/s, to a bucket no idle stream has) made while the idle streams are open,
+    /// to measure what a commit costs that wakes no stream.
+    #[arg(long, default_value_t = 0)]
+    idle_writes: usize,
     /// `@powersync/node` clients of the node-latency scenario.
     #[arg(long, default_value_t = 20)]
     node_clients: usize,
@@ -303,6 +307,7 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
                 &sizes,
                 service_pid,
                 fd_limit,
+                (&writer, args.idle_writes),
             )
             .await?,
         );
@@ -669,6 +674,7 @@ async fn idle(
     sizes: &Sizes,
     service_pid: u32,
     fd_limit: u64,
+    (writer, idle_writes): (&tokio_postgres::Client, usize),
 ) -> Result<Table> {
     let target = sizes.idle_streams;
     let before = live::usage(service_pid);
@@ -692,6 +698,15 @@ async fn idle(
         bail!("idle: no stream opened");
     }
     let per_stream = after.rss.saturating_sub(before.rss) as f64 / opened as f64;
+    // Commits none of the idle streams sees: what they still cost the service.
+    let mut idle_commit_cpu_ms = None;
+    if idle_writes > 0 {
+        let cpu_before = live::usage(service_pid).cpu_s;
+        live::write_events(writer, "elsewhere", idle_writes, Duration::from_millis(10)).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let cpu = live::usage(service_pid).cpu_s - cpu_before;
+        idle_commit_cpu_ms = Some(cpu * 1000.0 / idle_writes as f64);
+    }
     let open_before_close = open_streams(http, endpoint).await?;
     eprintln!("idle: the service counts {open_before_close} open streams; closing them");
     drop(streams);
@@ -716,6 +731,7 @@ async fn idle(
             "{:.1} ({still_open:.0} open after {close_secs:.1} s)",
             mib(closed.rss)
         ),
+        idle_commit_cpu_ms.map_or("—".into(), |ms| format!("{ms:.2}")),
         format!("{open_secs:.1}"),
         failed.as_ref().map_or("—".into(), |e| format!("{e:#}")),
     ];
@@ -727,6 +743,7 @@ async fn idle(
             "service RSS MiB with all open",
             "bytes per stream",
             "service RSS MiB after all closed",
+            "service CPU ms per commit no stream sees",
             "s to open",
             "stopped by",
         ],
@@ -736,6 +753,7 @@ async fn idle(
             "rss_after_bytes": after.rss, "bytes_per_stream": per_stream,
             "rss_after_close_bytes": closed.rss, "open_after_close": still_open,
             "close_seconds": close_secs, "open_seconds": open_secs,
+            "cpu_ms_per_unseen_commit": idle_commit_cpu_ms,
             "error": failed.map(|e| format!("{e:#}")),
         }),
     })
