@@ -14,6 +14,7 @@ use crate::dashboard::ApiTokens;
 use crate::limits::Limits;
 use crate::metrics::ServiceMetrics;
 use crate::rules_admin::RulesAdmin;
+use crate::session::wake::WakeIndex;
 use crate::source::SourceDatabase;
 use crate::write_checkpoints::WriteCheckpointNotifier;
 
@@ -82,6 +83,8 @@ pub(crate) struct Inner {
     pub connections: Arc<Semaphore>,
     pub write_checkpoints: WriteCheckpointNotifier,
     pub metrics: Arc<ServiceMetrics>,
+    /// Which sessions a checkpoint event wakes.
+    pub wake: Arc<WakeIndex>,
 }
 
 impl AppState {
@@ -106,6 +109,7 @@ impl AppState {
                 options,
                 write_checkpoints: WriteCheckpointNotifier::default(),
                 metrics: Arc::new(ServiceMetrics::new()),
+                wake: Arc::new(WakeIndex::default()),
             }),
             shutdown: CancellationToken::new(),
             rules_admin: None,

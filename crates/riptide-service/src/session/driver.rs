@@ -32,6 +32,7 @@ use super::follow::Follow;
 use super::framing::{Disconnected, LineSender, SendError};
 use super::pace::Pace;
 use super::state::{CheckpointInput, SessionBucket, SessionState};
+use super::wake::Interest;
 use crate::auth::VerifiedToken;
 use crate::limits::Limits;
 use crate::state::{ActiveRules, AppState};
@@ -169,6 +170,10 @@ impl Session {
         let limits = inner.options.limits;
         // Subscribe before the first read so no checkpoint between the two is missed.
         let mut events = inner.events.subscribe();
+        // Waits for the events that concern this stream (see `wake`).
+        let registration = inner.wake.register(&inner.events);
+        let mut interest_of: Option<(u64, bool)> = None;
+        let mut resolutions: u64 = 0;
         let mut notices = inner.write_checkpoints.subscribe();
         let mut rules_rx = inner.rules.clone();
 
@@ -276,6 +281,7 @@ impl Session {
                         resolve(storage, &active, &params, only, &limits).await?;
                     session.set_streams(SessionState::streams_for(&definitions));
                     resolved = Some(r);
+                    resolutions += 1;
                     resolve_needed = false;
                     // Lookups were read after the checkpoint: they reflect at least its commits.
                     seen = seen.max(Some(checkpoint));
@@ -369,32 +375,50 @@ impl Session {
                 }
             }
 
-            // Wait for something relevant to this stream.
+            // Wait for something relevant to this stream: woken by the index for the events
+            // that touch its buckets or lookups (every event while it has none resolved yet or
+            // a write checkpoint pending), it reads what its receiver queued.
+            let everything = pending_write.is_some() || resolved.is_none();
+            if interest_of != Some((resolutions, everything)) {
+                registration.set_interest(match resolved.as_ref() {
+                    Some(r) if !everything => Interest::Some {
+                        buckets: r.names.iter().cloned().collect(),
+                        lookups: r.lookups.iter().cloned().collect(),
+                    },
+                    _ => Interest::Everything,
+                });
+                interest_of = Some((resolutions, everything));
+            }
             loop {
                 tokio::select! {
-                    event = events.recv() => match event {
-                        Ok(event) => {
-                            let r = relevance(
-                                &event,
-                                active.deployment,
-                                resolved.as_ref(),
-                                pending_write.is_some(),
-                                &mut seen,
-                                &mut follow,
-                            );
-                            if r.lookups_changed {
-                                resolve_needed = true;
-                            }
-                            if r.relevant {
-                                break;
+                    () = registration.notified() => {
+                        let mut wake = false;
+                        loop {
+                            match events.try_recv() {
+                                Ok(event) => {
+                                    let r = relevance(
+                                        &event,
+                                        active.deployment,
+                                        resolved.as_ref(),
+                                        pending_write.is_some(),
+                                        &mut seen,
+                                        &mut follow,
+                                    );
+                                    resolve_needed |= r.lookups_changed;
+                                    wake |= r.relevant;
+                                }
+                                Err(TryRecvError::Lagged(_)) => {
+                                    resolve_needed = true;
+                                    follow.reset();
+                                    wake = true;
+                                }
+                                Err(TryRecvError::Empty) => break,
+                                Err(TryRecvError::Closed) => return Err(SessionError::BusClosed),
                             }
                         }
-                        Err(RecvError::Lagged(_)) => {
-                            resolve_needed = true;
-                            follow.reset();
+                        if wake {
                             break;
                         }
-                        Err(RecvError::Closed) => return Err(SessionError::BusClosed),
                     },
                     changed = rules_rx.changed() => {
                         if changed.is_err() {

@@ -8,3 +8,4 @@ pub mod framing;
 pub mod keepalive;
 pub mod pace;
 pub mod state;
+pub mod wake;
