@@ -114,11 +114,14 @@ pub async fn serve(
     let app = router(state);
     // The peer address lets the dashboard tell loopback clients apart.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // Not TCP_NODELAY yet, although sync lines are small writes that Nagle's algorithm holds
-    // for the peer's delayed ACK (~40 ms) while earlier data is unacknowledged: with it, the
-    // official client over WebSocket no longer fetches a new token after the stream ends with
-    // `token_expires_in: 0` (e2e websocket test), apparently because the COMPLETE frame now
-    // arrives before the client has processed that line. Set it once that end is fixed.
+    // Sync lines are small writes that must go out at once: with Nagle's algorithm a line
+    // written while the previous one is unacknowledged waits for the peer's delayed ACK
+    // (~40 ms on Linux).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await

@@ -253,6 +253,28 @@ async fn token_expiry_completes_the_stream() {
     assert_eq!(key(&lines[0]), "checkpoint");
 }
 
+/// A token past `exp` but within the clock-skew leeway: a stream would end at once, and the
+/// SDK could keep reconnecting with it, so SETUP is refused with `PSYNC_S2103` (the SDK then
+/// fetches a new token).
+#[tokio::test]
+async fn token_past_exp_within_leeway_rejects_the_setup() {
+    let h = Harness::with(1, |_| {}).await;
+    let (addr, _server) = h.serve().await;
+    let token = h.keys.token("u1", -10, json!({}));
+    let mut c = Client::stream(addr, &token, 10).await;
+    match c.next().await {
+        Frame::Error {
+            stream_id: 0,
+            code,
+            message,
+        } => {
+            assert_eq!(code, error_code::REJECTED_SETUP);
+            assert!(message.starts_with("[PSYNC_S2103] "), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn cancel_and_close_stop_the_session() {
     let mut h = Harness::with(1, |_| {}).await;

@@ -112,6 +112,17 @@ async fn accept_setup(state: &AppState, setup: &Setup) -> Result<Accepted, Strin
         state.keystore().verify(token).await
     }
     .await;
+    // A token past `exp` (accepted within the clock-skew leeway) would get a stream that ends
+    // at once with `token_expires_in: 0`. The SDK may see that stream's COMPLETE before it has
+    // processed the line, and then reconnect with the same token again and again; refused here
+    // with `PSYNC_S2103`, it fetches a new token instead.
+    let verified = verified.and_then(|user| {
+        if user.expires_in(std::time::SystemTime::now()) <= 0 {
+            Err(AuthError::Expired)
+        } else {
+            Ok(user)
+        }
+    });
     let user = match verified {
         Ok(user) => user,
         Err(e) => {

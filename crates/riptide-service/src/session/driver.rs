@@ -87,23 +87,42 @@ struct Resolved {
     lookups: HashSet<Vec<u8>>,
 }
 
-/// Resolves the buckets of a request: `parameter_lookups` → `parameter_results` →
-/// `resolve_buckets`, enforcing the limits. `only` restricts to the listed buckets.
+/// Reads of the parameter lookups retried because a commit landed while they were read; after
+/// that many the newest read is used (the bus event of the commit resolves the stream again).
+const CONSISTENT_LOOKUP_ATTEMPTS: usize = 8;
+
+/// Resolves the buckets of a request at `checkpoint`: `parameter_lookups` →
+/// `parameter_results` → `resolve_buckets`, enforcing the limits. `only` restricts to the
+/// listed buckets.
+///
+/// Lookups are not versioned, so they are read between two reads of the checkpoint: a commit
+/// writes its lookups and advances the checkpoint in one storage transaction, so when both
+/// reads agree the lookups are exactly those of that checkpoint. Otherwise a commit landed in
+/// between, and the read repeats at the newer checkpoint. Returns the checkpoint the bucket
+/// set belongs to (without this, a client could get the bucket set of a newer commit with the
+/// data of an older checkpoint, e.g. a group's buckets already revoked while its membership
+/// rows still show the membership).
 async fn resolve(
     storage: &dyn BucketStorage,
     active: &ActiveRules,
     params: &RequestParameters,
     only: Option<&[String]>,
     limits: &Limits,
-) -> Result<(Resolved, Vec<(String, u8)>), SessionError> {
+    mut checkpoint: StorageCheckpoint,
+) -> Result<(Resolved, Vec<(String, u8)>, StorageCheckpoint), SessionError> {
     let lookups = active.rules.parameter_lookups(params);
-    let results = if lookups.is_empty() {
-        HashMap::new()
-    } else {
-        storage
-            .parameter_results(active.deployment, &lookups)
-            .await?
-    };
+    let mut results = HashMap::new();
+    if !lookups.is_empty() {
+        for _ in 0..CONSISTENT_LOOKUP_ATTEMPTS {
+            results = storage
+                .parameter_results(active.deployment, &lookups)
+                .await?;
+            match storage.checkpoint(active.deployment).await? {
+                Some(after) if after != checkpoint => checkpoint = after,
+                _ => break,
+            }
+        }
+    }
     let count: usize = results.values().map(Vec::len).sum();
     if count > limits.max_parameter_query_results {
         return Err(LimitExceeded::ParameterResults {
@@ -144,7 +163,7 @@ async fn resolve(
         buckets,
         lookups: lookups.into_iter().collect(),
     };
-    Ok((resolved, definitions))
+    Ok((resolved, definitions, checkpoint))
 }
 
 /// One sync stream's IO loop. Runs until an error, the rules disappear, or it is dropped.
@@ -271,19 +290,20 @@ impl Session {
             }
             let from_memory = begun.is_some();
             if begun.is_none()
-                && let Some(checkpoint) = storage.checkpoint(active.deployment).await?
+                && let Some(mut checkpoint) = storage.checkpoint(active.deployment).await?
             {
                 if seen < Some(checkpoint) {
                     resolve_needed = true;
                 }
                 if resolve_needed {
-                    let (r, definitions) =
-                        resolve(storage, &active, &params, only, &limits).await?;
+                    let (r, definitions, at) =
+                        resolve(storage, &active, &params, only, &limits, checkpoint).await?;
                     session.set_streams(SessionState::streams_for(&definitions));
                     resolved = Some(r);
                     resolutions += 1;
                     resolve_needed = false;
-                    // Lookups were read after the checkpoint: they reflect at least its commits.
+                    // The bucket set belongs to `at` (see `resolve`): send that checkpoint.
+                    checkpoint = at;
                     seen = seen.max(Some(checkpoint));
                 }
                 let Some(r) = resolved.as_ref() else {
