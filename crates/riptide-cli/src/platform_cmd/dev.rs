@@ -5,8 +5,11 @@
 //! server (`npm run dev` in `web/`, after `npm install` when `node_modules` is missing) — and
 //! prints one merged log with `[db] [sync] [server] [web] [dev]` labels. It applies migrations,
 //! regenerates `web/src/lib/schema.ts` and deploys `sync-rules.yaml` at start and whenever
-//! `migrations/` or `sync-rules.yaml` change (polled once a second). Ctrl-C (or SIGTERM) stops
-//! the processes it started, and the sync service and cluster if it started them.
+//! `migrations/` or `sync-rules.yaml` change (polled once a second). Built with `cargo run`,
+//! the app's process is rebuilt and restarted when `server/src` or `server/Cargo.toml` change,
+//! and when it exits (a build error, a panic) dev waits for the next change instead of
+//! stopping. Ctrl-C (or SIGTERM) stops the processes it started, and the sync service and
+//! cluster if it started them.
 //!
 //! `demo` makes database `demo`, enables sync, creates app `demo` in `RIPTIDE_HOME/apps/demo`
 //! (so it works from any directory and leaves the current one alone), connects them and runs
@@ -214,32 +217,21 @@ async fn run_children(
     watched: &mut Watched,
 ) -> Result<()> {
     let port = pick_port(options.port, 3001)?;
-    let mut server = match &options.server_bin {
-        Some(bin) => {
-            let mut c = Command::new(bin);
-            c.current_dir(root);
-            c
-        }
-        None => {
-            let mut c = Command::new("cargo");
-            c.args(["run", "--manifest-path", "server/Cargo.toml"])
-                .current_dir(root);
-            c
-        }
-    };
-    server.env("PORT", port.to_string()).env("APP_ROOT", root);
+    // Built by `cargo run` from the app's sources, the process is rebuilt and restarted when
+    // `server/` changes, and waits for the next change when it exits (a build error, a panic).
+    let rebuilds = options.server_bin.is_none();
     log.line(
         "server",
         &format!(
             "starting the app's process on port {port}{}",
-            if options.server_bin.is_none() {
+            if rebuilds {
                 " (cargo run: the first build takes a few minutes)"
             } else {
                 ""
             }
         ),
     );
-    children.push(("server", spawn_labelled(server, "server", log)?));
+    children.push(("server", spawn_server(root, options, port, log)?));
 
     let mut web_url = None;
     if !options.no_web && root.join("web/package.json").is_file() {
@@ -290,10 +282,24 @@ async fn run_children(
             _ = term.recv() => return Ok(()),
             _ = tick.tick() => {}
         }
-        for (label, child) in children.iter_mut() {
+        let mut exited = None;
+        for (i, (label, child)) in children.iter_mut().enumerate() {
             if let Ok(Some(status)) = child.try_wait() {
-                bail!("the {label} process exited ({status}); see its log above");
+                if *label == "server" && rebuilds {
+                    exited = Some(i);
+                    log.line(
+                        "server",
+                        &format!(
+                            "the app's process exited ({status}); save a change in server/ to rebuild and restart it"
+                        ),
+                    );
+                } else {
+                    bail!("the {label} process exited ({status}); see its log above");
+                }
             }
+        }
+        if let Some(i) = exited {
+            children.remove(i);
         }
         if !announced
             && matches!(http.get(&health).send().await, Ok(r) if r.status().is_success())
@@ -308,11 +314,47 @@ async fn run_children(
         let now = Watched::read(root);
         let migrations = now.migrations != watched.migrations;
         let rules = now.rules != watched.rules;
+        let server = now.server != watched.server;
+        *watched = now;
         if migrations || rules {
-            *watched = now;
             refresh(platform, app_id, migrations, rules, log).await;
         }
+        if server && rebuilds {
+            log.line(
+                "server",
+                "server/ changed: rebuilding and restarting the app's process",
+            );
+            if let Some(i) = children.iter().position(|(label, _)| *label == "server") {
+                let (_, mut old) = children.remove(i);
+                if let Some(pid) = old.id()
+                    && let Err(e) =
+                        riptide_platform::process::terminate(pid, Duration::from_secs(10)).await
+                {
+                    log.line("server", &format!("could not stop: {e}"));
+                }
+                let _ = old.wait().await;
+            }
+            children.push(("server", spawn_server(root, options, port, log)?));
+            announced = false;
+        }
     }
+}
+
+/// Starts the app's process: `--server-bin`, or `cargo run` on the app's `server/`.
+fn spawn_server(root: &Path, options: &DevOptions, port: u16, log: Log) -> Result<Child> {
+    let mut server = match &options.server_bin {
+        Some(bin) => Command::new(bin),
+        None => {
+            let mut c = Command::new("cargo");
+            c.args(["run", "--manifest-path", "server/Cargo.toml"]);
+            c
+        }
+    };
+    server
+        .current_dir(root)
+        .env("PORT", port.to_string())
+        .env("APP_ROOT", root);
+    spawn_labelled(server, "server", log)
 }
 
 /// Migrations (then schema.ts) and/or sync rules; problems are logged, dev keeps running.
@@ -363,11 +405,16 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Modification stamps of `migrations/` and `sync-rules.yaml`.
+/// A file's name (or path below its folder), modification time and length.
+type Stamp = (String, Option<SystemTime>, u64);
+
+/// Modification stamps of `migrations/`, `sync-rules.yaml` and the app's process sources
+/// (`server/Cargo.toml`, `server/src/**`).
 #[derive(Debug, PartialEq, Eq)]
 struct Watched {
-    migrations: Vec<(String, Option<SystemTime>, u64)>,
+    migrations: Vec<Stamp>,
     rules: Option<(Option<SystemTime>, u64)>,
+    server: Vec<Stamp>,
 }
 
 impl Watched {
@@ -390,7 +437,33 @@ impl Watched {
         let rules = std::fs::metadata(root.join("sync-rules.yaml"))
             .ok()
             .map(|m| (m.modified().ok(), m.len()));
-        Watched { migrations, rules }
+        let mut server = Vec::new();
+        stamps(&root.join("server/src"), "src", &mut server);
+        if let Ok(m) = std::fs::metadata(root.join("server/Cargo.toml")) {
+            server.push(("Cargo.toml".to_owned(), m.modified().ok(), m.len()));
+        }
+        server.sort();
+        Watched {
+            migrations,
+            rules,
+            server,
+        }
+    }
+}
+
+/// Stamps of the files below `dir` (recursively), named `prefix/…`.
+fn stamps(dir: &Path, prefix: &str, out: &mut Vec<Stamp>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = format!("{prefix}/{}", e.file_name().to_string_lossy());
+        let Ok(m) = e.metadata() else { continue };
+        if m.is_dir() {
+            stamps(&e.path(), &name, out);
+        } else {
+            out.push((name, m.modified().ok(), m.len()));
+        }
     }
 }
 
@@ -484,5 +557,37 @@ async fn tail_file(path: PathBuf, label: &'static str, log: Log) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watched_sees_each_kind_of_change_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("migrations")).unwrap();
+        std::fs::create_dir_all(root.join("server/src/routes")).unwrap();
+        std::fs::write(root.join("migrations/0001_init.sql"), "select 1;").unwrap();
+        std::fs::write(root.join("sync-rules.yaml"), "bucket_definitions: {}").unwrap();
+        std::fs::write(root.join("server/Cargo.toml"), "[package]").unwrap();
+        std::fs::write(root.join("server/src/main.rs"), "fn main() {}").unwrap();
+        let before = Watched::read(root);
+        assert_eq!(before.server.len(), 2);
+
+        // A new file deep in server/src changes only the server stamps.
+        std::fs::write(root.join("server/src/routes/todos.rs"), "// todo").unwrap();
+        let after = Watched::read(root);
+        assert_ne!(after.server, before.server);
+        assert_eq!(after.migrations, before.migrations);
+        assert_eq!(after.rules, before.rules);
+
+        // A new migration changes only the migration stamps.
+        std::fs::write(root.join("migrations/0002_more.sql"), "select 2;").unwrap();
+        let later = Watched::read(root);
+        assert_ne!(later.migrations, after.migrations);
+        assert_eq!(later.server, after.server);
     }
 }
