@@ -54,8 +54,9 @@ pub async fn open_many(
     (opened, None)
 }
 
-/// One delivery: the event's sequence number and its latency in µs.
-pub type Delivery = (u32, i64);
+/// One delivery: the event's sequence number, its latency in µs and when it arrived (µs since
+/// the epoch).
+pub type Delivery = (u32, i64, i64);
 
 /// Reads a stream until it has received `total` events or `deadline` passes; returns the
 /// deliveries.
@@ -86,7 +87,11 @@ pub fn spawn_reader(
                 let (Some(seq), Some(sent)) = (int(&row["seq"]), int(&row["sent_us"])) else {
                     continue;
                 };
-                got.push((u32::try_from(seq).unwrap_or(u32::MAX), received - sent));
+                got.push((
+                    u32::try_from(seq).unwrap_or(u32::MAX),
+                    received - sent,
+                    received,
+                ));
             }
         }
         got
@@ -171,6 +176,45 @@ pub fn usage(pid: u32) -> Usage {
         u.peak_rss = kb("VmHWM:");
     }
     u
+}
+
+/// CPU time, seconds, of a Postgres cluster: the postmaster's own, that of its children that
+/// have exited (cutime + cstime) and that of its running children (backends, WAL sender,
+/// background workers). Zero when `postmaster.pid` in `data_dir` cannot be read.
+pub fn cluster_cpu_s(data_dir: &std::path::Path) -> f64 {
+    let Some(postmaster) = std::fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()
+        .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+    else {
+        return 0.0;
+    };
+    // Fields after the command name: ppid is field 4, utime..cstime fields 14..17.
+    let stat = |pid: &str| -> Option<(u32, [u64; 4])> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (_, rest) = text.rsplit_once(')')?;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        Some((u32::try_from(n(1)).ok()?, [n(11), n(12), n(13), n(14)]))
+    };
+    let mut ticks = stat(&postmaster.to_string()).map_or(0, |(_, t)| t.iter().sum());
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            if let Some((ppid, t)) = stat(pid)
+                && ppid == postmaster
+            {
+                ticks += t[0] + t[1];
+            }
+        }
+    }
+    // USER_HZ is 100 for user space.
+    ticks as f64 / 100.0
 }
 
 /// Raises this process's open-file soft limit to its hard limit (children inherit it);

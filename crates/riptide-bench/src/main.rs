@@ -15,7 +15,14 @@
 //!   streams, R writes/s, T s; p50/p90/p99/max per delivery), fan-out (one write to a bucket
 //!   shared by many streams: time until all have it) and idle streams (the service's RSS per
 //!   stream, up to 10,000);
-//! - for each scenario, CPU time and RSS of the service and of this process (the load).
+//! - transactions: N single-row transactions committed one after another until an open stream
+//!   has the checkpoint containing the last (transactions/s end to end, and the source's own
+//!   commit rate);
+//! - snapshot: a service of its own starting on a database whose table already holds N rows,
+//!   until its first checkpoint (rows/s, the service's RSS sampled every 50 ms);
+//! - for each scenario, CPU time and RSS of the service and of this process (the load);
+//! - `latency.svg` next to the JSON: the live latency scenarios' percentile curves and
+//!   deliveries per second.
 //!
 //! `--scenario a,b` selects scenarios; `--short` runs them all at small sizes (the smoke test
 //! of `scripts/test`, which fails if a live scenario loses a delivery or a stream).
@@ -30,6 +37,7 @@ use futures::StreamExt;
 use riptide_localpg::{Durability, LocalCluster};
 use riptide_testkit::TestKeys;
 
+mod chart;
 mod live;
 use serde_json::{Value, json};
 
@@ -87,6 +95,17 @@ struct Args {
     /// Duration in seconds of the node-latency scenario.
     #[arg(long, default_value_t = 20)]
     node_secs: u32,
+    /// Single-row transactions of the transactions scenario (short: at most 500).
+    #[arg(long, default_value_t = 10_000)]
+    transactions: usize,
+    /// Connections the transactions scenario commits on in parallel (each commits its share
+    /// one after another, every INSERT its own transaction).
+    #[arg(long, default_value_t = 1)]
+    txn_connections: usize,
+    /// Rows the snapshot scenario's table holds before its service starts (short: at most
+    /// 20,000).
+    #[arg(long, default_value_t = 1_000_000)]
+    snapshot_rows: i64,
 }
 
 struct Row {
@@ -142,6 +161,10 @@ enum Scenario {
     Fanout,
     /// Many idle streams: service RSS per stream.
     Idle,
+    /// Single-row transactions one after another → in a checkpoint (transactions/s).
+    Transactions,
+    /// A service's initial snapshot of a big table (rows/s, service RSS).
+    Snapshot,
 }
 
 /// Sizes of the live scenarios.
@@ -198,6 +221,9 @@ struct Resources {
     scenario: String,
     service: (live::Usage, live::Usage),
     bench: (live::Usage, live::Usage),
+    /// CPU seconds of the whole Postgres cluster (source and storage databases), before and
+    /// after.
+    postgres: (f64, f64),
 }
 
 async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
@@ -210,6 +236,11 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
         (args.rows.min(2_000), 1)
     } else {
         (args.rows, args.repeat.max(1))
+    };
+    let (transactions_count, snapshot_rows) = if args.short {
+        (args.transactions.min(500), args.snapshot_rows.min(20_000))
+    } else {
+        (args.transactions, args.snapshot_rows)
     };
     let fd_limit = live::raise_fd_limit();
 
@@ -287,13 +318,21 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
         |topic: &str| keys.token("bench", 3600, json!({"parameters": {"topic": topic}}));
     let mut tables = Vec::new();
     let mut resources = Vec::new();
-    let snapshot = || (live::usage(service_pid), live::usage(std::process::id()));
-    let mut measured = |name: &str, before: (live::Usage, live::Usage)| {
+    let pg_dir = work.join("pg");
+    let snapshot = || {
+        (
+            live::usage(service_pid),
+            live::usage(std::process::id()),
+            live::cluster_cpu_s(&pg_dir),
+        )
+    };
+    let mut measured = |name: &str, before: (live::Usage, live::Usage, f64)| {
         let after = snapshot();
         resources.push(Resources {
             scenario: name.into(),
             service: (before.0, after.0),
             bench: (before.1, after.1),
+            postgres: (before.2, after.2),
         });
     };
 
@@ -318,21 +357,59 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
         tables.push(fanout(&http, &endpoint, &token_for("fanout"), &writer, &sizes).await?);
         measured("fan-out", before);
     }
+    // The chart's lines: latency percentile curves and deliveries per second.
+    let mut curves = Vec::new();
+    let mut per_second = Vec::new();
     if want(Scenario::Latency) {
         let before = snapshot();
-        tables.push(latency(&http, &endpoint, &token_for("latency"), &writer, &sizes).await?);
+        let (table, run) =
+            latency(&http, &endpoint, &token_for("latency"), &writer, &sizes).await?;
+        tables.push(table);
+        curves.push(chart::Series {
+            label: format!("{} (raw streams)", run.label),
+            points: chart::percentile_curve(&run.histogram),
+        });
+        per_second.push(chart::Series {
+            label: run.label,
+            points: run
+                .per_second
+                .iter()
+                .enumerate()
+                .map(|(s, n)| (s as f64, *n as f64))
+                .collect(),
+        });
         measured("write → stream latency", before);
     }
 
     if want(Scenario::NodeLatency) && !args.no_node && !args.short {
         let before = snapshot();
         match node_latency(&endpoint, &token_for("nodelat"), &writer, args).await {
-            Ok(table) => {
+            Ok((table, histogram)) => {
                 tables.push(table);
+                curves.push(chart::Series {
+                    label: "@powersync/node SQLite".into(),
+                    points: chart::percentile_curve(&histogram),
+                });
                 measured("write → @powersync/node SQLite", before);
             }
             Err(e) => eprintln!("skipping @powersync/node latency scenario: {e:#}"),
         }
+    }
+
+    if want(Scenario::Transactions) {
+        let before = snapshot();
+        tables.push(
+            transactions(
+                &http,
+                &endpoint,
+                &token_for("transactions"),
+                pg_port,
+                args,
+                transactions_count,
+            )
+            .await?,
+        );
+        measured("single-row transactions", before);
     }
 
     let token = token_for("none");
@@ -412,6 +489,13 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
     }
     let _ = service.kill().await;
 
+    // With a service of its own: the snapshot runs when a deployment first starts.
+    if want(Scenario::Snapshot) {
+        let (table, used) = initial_snapshot(args, pg_port, work, &keys, snapshot_rows).await?;
+        tables.push(table);
+        resources.push(used);
+    }
+
     if !rows.is_empty() {
         tables.push(Table {
             title: "Throughput".into(),
@@ -436,7 +520,8 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
     }
     let mib = |b: u64| format!("{:.1}", b as f64 / (1024.0 * 1024.0));
     tables.push(Table {
-        title: "CPU time and memory per scenario (service = `riptide serve`, load = this process)"
+        title: "CPU time and memory per scenario (service = `riptide serve`, load = this process, \
+                Postgres = source and storage databases)"
             .into(),
         columns: vec![
             "scenario",
@@ -445,6 +530,7 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
             "service peak RSS MiB",
             "load CPU s",
             "load RSS MiB (end)",
+            "Postgres CPU s",
         ],
         rows: resources
             .iter()
@@ -456,6 +542,7 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
                     mib(r.service.1.peak_rss),
                     format!("{:.2}", r.bench.1.cpu_s - r.bench.0.cpu_s),
                     mib(r.bench.1.rss),
+                    format!("{:.2}", r.postgres.1 - r.postgres.0),
                 ]
             })
             .collect(),
@@ -469,6 +556,7 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
                     "service_peak_rss_bytes": r.service.1.peak_rss,
                     "load_cpu_s": r.bench.1.cpu_s - r.bench.0.cpu_s,
                     "load_rss_bytes": r.bench.1.rss,
+                    "postgres_cpu_s": r.postgres.1 - r.postgres.0,
                 })
             })
             .collect(),
@@ -494,7 +582,268 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
         serde_json::to_string_pretty(&json!({"short": args.short, "tables": json}))?,
     )?;
     println!("\nresults written to {}", args.json.display());
+    if !curves.is_empty() {
+        let path = args
+            .json
+            .parent()
+            .map_or_else(|| PathBuf::from("latency.svg"), |d| d.join("latency.svg"));
+        let svg = chart::latency_svg("Write → every subscribed stream", &curves, &per_second);
+        std::fs::write(&path, svg)?;
+        println!("latency chart written to {}", path.display());
+    }
     Ok(())
+}
+
+/// What a live latency scenario measured, for the chart.
+struct LiveRun {
+    label: String,
+    histogram: hdrhistogram::Histogram<u64>,
+    /// Deliveries per second of the run, from the writer's start.
+    per_second: Vec<u64>,
+}
+
+/// `count` single-row transactions, committed one after another (on `--txn-connections`
+/// connections in parallel, every `INSERT` in autocommit), until an open stream has received
+/// the checkpoint that contains the last one.
+async fn transactions(
+    http: &reqwest::Client,
+    endpoint: &str,
+    token: &str,
+    pg_port: u16,
+    args: &Args,
+    count: usize,
+) -> Result<Table> {
+    let connections = args.txn_connections.clamp(1, count.max(1));
+    let mut writers = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let client = connect(&riptide_localpg::url(pg_port, "bench_source")).await?;
+        if !args.async_commit_writer {
+            client.batch_execute("SET synchronous_commit = on").await?;
+        }
+        let insert = client
+            .prepare(
+                "INSERT INTO events (id, topic, seq, sent_us) VALUES ($1, 'transactions', $2, $3)",
+            )
+            .await?;
+        writers.push((client, insert));
+    }
+    let mut stream = open_stream(http, endpoint, token, Transport::NDJSON).await?;
+    read_until_complete(&mut stream, None).await?;
+    // Read while the writers commit, as a client would (a stream not read would stall).
+    let expected = i64::try_from(count)?;
+    let reader = tokio::spawn(async move {
+        read_until_complete(&mut stream, Some(expected)).await?;
+        anyhow::Ok(Instant::now())
+    });
+    let started = Instant::now();
+    let commits = writers
+        .iter()
+        .enumerate()
+        .map(|(c, (client, insert))| async move {
+            for seq in (c..count).step_by(connections) {
+                let id = format!("txn-{seq}");
+                let seq = i32::try_from(seq)?;
+                client
+                    .execute(insert, &[&id, &seq, &live::now_us()])
+                    .await?;
+            }
+            anyhow::Ok(())
+        });
+    futures::future::try_join_all(commits).await?;
+    let committed = started.elapsed().as_secs_f64();
+    let seen = tokio::time::timeout(Duration::from_secs(300), reader)
+        .await
+        .context("the last transaction not in a checkpoint after 300 s")???;
+    let total = seen.duration_since(started).as_secs_f64();
+    let lag_ms = (total - committed) * 1000.0;
+    let commit_rate = count as f64 / committed;
+    let end_to_end = count as f64 / total;
+    Ok(Table {
+        title: "Single-row transactions → in a checkpoint".into(),
+        columns: vec![
+            "transactions",
+            "connections",
+            "commit s",
+            "source commits/s",
+            "in a checkpoint s",
+            "end to end transactions/s",
+            "last commit → checkpoint ms",
+        ],
+        rows: vec![vec![
+            count.to_string(),
+            connections.to_string(),
+            format!("{committed:.2}"),
+            format!("{commit_rate:.0}"),
+            format!("{total:.2}"),
+            format!("{end_to_end:.0}"),
+            format!("{lag_ms:.0}"),
+        ]],
+        metrics: json!({
+            "transactions": count, "connections": connections, "commit_seconds": committed,
+            "source_commits_per_s": commit_rate, "checkpoint_seconds": total,
+            "transactions_per_s": end_to_end, "last_commit_to_checkpoint_ms": lag_ms,
+        }),
+    })
+}
+
+/// A service of its own starts on a database whose table already holds `rows` rows and copies
+/// it in its initial snapshot: the time until the deployment's first checkpoint, and the
+/// service's RSS sampled every 50 ms meanwhile.
+async fn initial_snapshot(
+    args: &Args,
+    pg_port: u16,
+    work: &std::path::Path,
+    keys: &TestKeys,
+    rows: i64,
+) -> Result<(Table, Resources)> {
+    let admin = connect(&riptide_localpg::url(pg_port, "postgres")).await?;
+    admin
+        .batch_execute("CREATE DATABASE bench_snapshot_source")
+        .await?;
+    admin
+        .batch_execute("CREATE DATABASE bench_snapshot_storage")
+        .await?;
+    let source = connect(&riptide_localpg::url(pg_port, "bench_snapshot_source")).await?;
+    source
+        .batch_execute(
+            "CREATE TABLE big (id text PRIMARY KEY, n bigint NOT NULL, label text NOT NULL, \
+             created_at timestamptz NOT NULL DEFAULT now());
+             CREATE PUBLICATION powersync FOR ALL TABLES;",
+        )
+        .await?;
+    let filling = Instant::now();
+    source
+        .execute(
+            "INSERT INTO big (id, n, label) SELECT 'row-' || g, g, 'label ' || g \
+             FROM generate_series(1, $1::bigint) g",
+            &[&rows],
+        )
+        .await?;
+    source.batch_execute("VACUUM ANALYZE big").await?;
+    let fill_secs = filling.elapsed().as_secs_f64();
+
+    let http_port = free_port()?;
+    let config = json!({
+        "replication": {"connections": [{"type": "postgresql", "uri": riptide_localpg::url(pg_port, "bench_snapshot_source"), "sslmode": "disable"}]},
+        "storage": {"type": "postgresql", "uri": riptide_localpg::url(pg_port, "bench_snapshot_storage")},
+        "port": http_port,
+        "sync_config": {"content": "bucket_definitions:\n  global:\n    data:\n      - SELECT * FROM big\n"},
+        "client_auth": {"jwks": keys.jwks(), "audience": [keys.audience]},
+        "system": {"logging": {"level": "warn"}},
+    });
+    let config_path = work.join("snapshot-config.yaml");
+    std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)?;
+    let bench_before = live::usage(std::process::id());
+    let pg_dir = work.join("pg");
+    let postgres_before = live::cluster_cpu_s(&pg_dir);
+    let started = Instant::now();
+    let mut service = tokio::process::Command::new(&args.riptide)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {}", args.riptide.display()))?;
+    let pid = service.id().context("service pid")?;
+    let endpoint = format!("http://127.0.0.1:{http_port}");
+    let http = reqwest::Client::new();
+    // RSS every 50 ms; the dashboard's deployment says when the first checkpoint exists.
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline = started + Duration::from_secs(600);
+    let (mut max_rss, mut samples) = (0u64, 0usize);
+    let mut copy_started = None;
+    let checkpoint_secs = loop {
+        tick.tick().await;
+        max_rss = max_rss.max(live::usage(pid).rss);
+        samples += 1;
+        if let Some(status) = service.try_wait()? {
+            bail!("snapshot: the service exited ({status})");
+        }
+        if Instant::now() > deadline {
+            bail!("snapshot: no checkpoint after 600 s");
+        }
+        let Ok(data) = dashboard_data(&http, &endpoint).await else {
+            continue;
+        };
+        if copy_started.is_none()
+            && data
+                .pointer("/replication/snapshot/running")
+                .and_then(Value::as_bool)
+                == Some(true)
+        {
+            copy_started = Some(started.elapsed().as_secs_f64());
+        }
+        if data
+            .pointer("/deployment/checkpoint")
+            .is_some_and(|c| !c.is_null())
+        {
+            break started.elapsed().as_secs_f64();
+        }
+    };
+    let service_used = live::usage(pid);
+    let bench_after = live::usage(std::process::id());
+    let postgres_after = live::cluster_cpu_s(&pg_dir);
+    max_rss = max_rss.max(service_used.rss);
+    // The checkpoint holds every row: a stream's first checkpoint line counts them.
+    let token = keys.token("bench", 3600, json!({}));
+    let mut stream = open_stream(&http, &endpoint, &token, Transport::NDJSON).await?;
+    let in_checkpoint = loop {
+        let line = stream.next_line().await?;
+        if let Some(buckets) = line
+            .pointer("/checkpoint/buckets")
+            .and_then(Value::as_array)
+        {
+            break buckets
+                .iter()
+                .filter_map(|b| b["count"].as_i64())
+                .sum::<i64>();
+        }
+    };
+    drop(stream);
+    let _ = service.kill().await;
+    if in_checkpoint != rows {
+        bail!("snapshot: the first checkpoint holds {in_checkpoint} ops, not {rows}");
+    }
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let rate = rows as f64 / checkpoint_secs;
+    let table = Table {
+        title: "Initial snapshot of a table that exists before the service starts".into(),
+        columns: vec![
+            "rows",
+            "s to the first checkpoint (from process start)",
+            "rows/s",
+            "copy started at s",
+            "service max RSS MiB (50 ms samples)",
+            "service peak RSS MiB (VmHWM)",
+            "service CPU s",
+            "s to fill the source table",
+        ],
+        rows: vec![vec![
+            rows.to_string(),
+            format!("{checkpoint_secs:.2}"),
+            format!("{rate:.0}"),
+            copy_started.map_or("—".into(), |s| format!("{s:.2}")),
+            format!("{:.1}", mib(max_rss)),
+            format!("{:.1}", mib(service_used.peak_rss)),
+            format!("{:.2}", service_used.cpu_s),
+            format!("{fill_secs:.2}"),
+        ]],
+        metrics: json!({
+            "rows": rows, "checkpoint_seconds": checkpoint_secs, "rows_per_s": rate,
+            "copy_started_seconds": copy_started, "max_rss_bytes": max_rss,
+            "rss_samples": samples, "peak_rss_bytes": service_used.peak_rss,
+            "service_cpu_s": service_used.cpu_s, "fill_seconds": fill_secs,
+        }),
+    };
+    let used = Resources {
+        scenario: "initial snapshot (own service)".into(),
+        service: (live::Usage::default(), service_used),
+        bench: (bench_before, bench_after),
+        postgres: (postgres_before, postgres_after),
+    };
+    Ok((table, used))
 }
 
 /// Write → every subscribed stream: N streams on one bucket, a writer at R rows/s for T s.
@@ -504,7 +853,7 @@ async fn latency(
     token: &str,
     source: &tokio_postgres::Client,
     sizes: &Sizes,
-) -> Result<Table> {
+) -> Result<(Table, LiveRun)> {
     let n = sizes.latency_streams;
     let writes = (sizes.latency_rate * sizes.latency_secs) as usize;
     let (streams, failed) = live::open_many(http, endpoint, token, n).await;
@@ -521,6 +870,7 @@ async fn latency(
         .map(|s| live::spawn_reader(s, writes, deadline))
         .collect();
     let prepared_before = prepared_checkpoints(http, endpoint).await;
+    let writing = live::now_us();
     let wrote = live::write_events(
         source,
         "latency",
@@ -530,11 +880,21 @@ async fn latency(
     .await?;
     let mut h = live::histogram();
     let mut delivered = 0usize;
+    let mut per_second = vec![0u64; sizes.latency_secs as usize + 1];
     for r in readers {
-        for (_, lat) in r.await? {
+        for (_, lat, received) in r.await? {
             h.record(lat.max(1) as u64)?;
             delivered += 1;
+            let second = usize::try_from((received - writing) / 1_000_000).unwrap_or(0);
+            if second >= per_second.len() {
+                per_second.resize(second + 1, 0);
+            }
+            per_second[second] += 1;
         }
+    }
+    // The last second holds only late deliveries, if any.
+    while per_second.last() == Some(&0) {
+        per_second.pop();
     }
     let expected = n * writes;
     let rate = writes as f64 / wrote.as_secs_f64();
@@ -560,7 +920,12 @@ async fn latency(
             bail!("latency: only {delivered} of {expected} deliveries arrived");
         }
     }
-    Ok(Table {
+    let run = LiveRun {
+        label: format!("{n} streams × {rate:.0} writes/s"),
+        histogram: h.clone(),
+        per_second,
+    };
+    let table = Table {
         title: "Write → every subscribed stream (latency per delivery, ms)".into(),
         columns: vec![
             "load",
@@ -579,7 +944,8 @@ async fn latency(
             "p99_ms": live::ms(&h, 99.0), "max_ms": live::ms(&h, 100.0),
             "checkpoints_from_memory": from_memory, "checkpoints_from_storage": from_storage,
         }),
-    })
+    };
+    Ok((table, run))
 }
 
 /// One write to a bucket shared by many streams: the time until all of them have it.
@@ -613,7 +979,7 @@ async fn fanout(
     let mut last = vec![(0usize, 0i64); writes];
     let mut each = live::histogram();
     for r in readers {
-        for (seq, lat) in r.await? {
+        for (seq, lat, _) in r.await? {
             if let Some(slot) = last.get_mut(seq as usize) {
                 slot.0 += 1;
                 slot.1 = slot.1.max(lat);
@@ -779,6 +1145,17 @@ async fn prepared_checkpoints(http: &reqwest::Client, endpoint: &str) -> (f64, f
 async fn open_streams(http: &reqwest::Client, endpoint: &str) -> Result<f64> {
     let text = service_metrics(http, endpoint).await?;
     Ok(metric(&text, "riptide_sync_streams_open").unwrap_or(0.0))
+}
+
+/// The service's `/dashboard/data.json` (served to loopback clients when no API token is set).
+async fn dashboard_data(http: &reqwest::Client, endpoint: &str) -> Result<Value> {
+    Ok(http
+        .get(format!("{endpoint}/dashboard/data.json"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
 }
 
 /// The service's `/metrics` text.
@@ -1124,7 +1501,7 @@ async fn node_latency(
     token: &str,
     writer: &tokio_postgres::Client,
     args: &Args,
-) -> Result<Table> {
+) -> Result<(Table, hdrhistogram::Histogram<u64>)> {
     use tokio::io::AsyncBufReadExt;
     let script = PathBuf::from("e2e/bench/live-latency.mjs");
     if !script.is_file() || !PathBuf::from("e2e/node_modules/@powersync/node").is_dir() {
@@ -1199,7 +1576,7 @@ async fn node_latency(
     let expected = clients * writes;
     let rate = writes as f64 / wrote.as_secs_f64();
     let node_cpu = after - before;
-    Ok(Table {
+    let table = Table {
         title: "Write → row in @powersync/node's local SQLite (latency per delivery, ms)".into(),
         columns: vec![
             "load",
@@ -1230,7 +1607,8 @@ async fn node_latency(
             "p95_ms": live::ms(&h, 95.0), "p99_ms": live::ms(&h, 99.0),
             "max_ms": live::ms(&h, 100.0), "node_cpu_s": node_cpu,
         }),
-    })
+    };
+    Ok((table, h))
 }
 
 async fn node_first_sync(endpoint: &str, token: &str, method: &str) -> Result<(u64, f64)> {
