@@ -63,7 +63,8 @@ struct Args {
     #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
     scenario: Vec<Scenario>,
     /// Every selected scenario at small sizes (a smoke test: 2,000 rows, 10 streams × 20
-    /// writes/s × 5 s, 50 fan-out streams, 200 idle streams; no @powersync/node).
+    /// writes/s × 5 s, 50 fan-out streams, 200 idle streams, 500 transactions, a 20,000-row
+    /// snapshot; no @powersync/node).
     #[arg(long)]
     short: bool,
     /// Let the live scenarios' writer commit with the cluster's synchronous_commit = off (a
