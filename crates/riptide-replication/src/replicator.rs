@@ -1,5 +1,6 @@
 //! The replicator: source checks, the snapshot of a new deployment, then streaming.
 
+use futures::FutureExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -201,39 +202,63 @@ impl Replicator {
     }
 }
 
-/// The socket loop: events in, acknowledgements out.
+/// The socket loop: events in, acknowledgements out. After a source commit held for group
+/// commit (see `stream.rs`), the next event is taken only if it is already waiting; when none
+/// is, the group is committed at once.
 async fn stream(
     mut session: ReplicationClient,
     mut applier: TransactionApplier,
 ) -> Result<(), ReplicationError> {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut waiting: Option<ReplicationEvent> = None;
     loop {
-        let ack = tokio::select! {
-            event = session.recv() => {
-                let Some(event) = event? else {
-                    return Err(ReplicationError::Protocol("replication stream ended".into()));
-                };
-                match event {
-                    ReplicationEvent::Begin { final_lsn, .. } => {
-                        applier.begin(Lsn(final_lsn.0))?;
-                        None
-                    }
-                    ReplicationEvent::XLogData { data, .. } => applier.data(&data).await?,
-                    ReplicationEvent::Commit { end_lsn, .. } => {
-                        applier.commit(Lsn(end_lsn.0)).await?
-                    }
-                    ReplicationEvent::Message { transactional, lsn, prefix, .. } => {
-                        applier.message(transactional, Lsn(lsn.0), &prefix).await?
-                    }
-                    ReplicationEvent::KeepAlive { .. } => applier.on_idle().await?,
-                    ReplicationEvent::StoppedAt { .. } => {
-                        return Err(ReplicationError::Protocol("replication stream stopped".into()));
-                    }
-                }
-            }
-            _ = tick.tick() => applier.on_idle().await?,
+        let event = match waiting.take() {
+            Some(event) => Some(event),
+            None => tokio::select! {
+                event = session.recv() => Some(event?.ok_or_else(|| {
+                    ReplicationError::Protocol("replication stream ended".into())
+                })?),
+                _ = tick.tick() => None,
+            },
         };
+        let mut ack = match event {
+            None => applier.on_idle().await?,
+            Some(ReplicationEvent::Begin { final_lsn, .. }) => {
+                applier.begin(Lsn(final_lsn.0))?;
+                None
+            }
+            Some(ReplicationEvent::XLogData { data, .. }) => applier.data(&data).await?,
+            Some(ReplicationEvent::Commit { end_lsn, .. }) => {
+                applier.commit(Lsn(end_lsn.0)).await?
+            }
+            Some(ReplicationEvent::Message {
+                transactional,
+                lsn,
+                prefix,
+                ..
+            }) => applier.message(transactional, Lsn(lsn.0), &prefix).await?,
+            // The walsender sends keepalives between transactions while acknowledgements lag
+            // (often more than one a transaction): they must not end a group.
+            Some(ReplicationEvent::KeepAlive { .. }) if applier.holding() => None,
+            Some(ReplicationEvent::KeepAlive { .. }) => applier.on_idle().await?,
+            Some(ReplicationEvent::StoppedAt { .. }) => {
+                return Err(ReplicationError::Protocol(
+                    "replication stream stopped".into(),
+                ));
+            }
+        };
+        if applier.holding() {
+            // `recv` is a channel receive: polling it once loses nothing.
+            match session.recv().now_or_never() {
+                Some(event) => {
+                    waiting = Some(event?.ok_or_else(|| {
+                        ReplicationError::Protocol("replication stream ended".into())
+                    })?);
+                }
+                None => ack = applier.release().await?.or(ack),
+            }
+        }
         if let Some(lsn) = ack {
             session.update_applied_lsn(pgwire_replication::Lsn(lsn.0));
         }

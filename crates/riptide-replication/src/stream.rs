@@ -1,4 +1,5 @@
-//! Streaming: replication events → one storage batch per source transaction.
+//! Streaming: replication events → storage batches, one per source transaction or per group
+//! of consecutive ones.
 //!
 //! [`TransactionApplier`] is driven by the events of a replication session (see
 //! `replicator.rs` for the socket loop). It keeps relation metadata per relation id, opens a
@@ -7,6 +8,14 @@
 //! per table per chunk), evaluates the rules once per row, saves each chunk and commits at the
 //! transaction's end LSN. It returns the LSN that may be acknowledged to Postgres, which is
 //! only ever one storage has just committed.
+//!
+//! Group commit: at a source commit the storage batch may stay open ([`TransactionApplier::
+//! holding`]) so that the next source transaction continues it, when the socket loop already
+//! has the next transaction's events in hand. The loop calls [`TransactionApplier::release`]
+//! as soon as no event is waiting, so a lone commit is stored at once, while a burst of small
+//! transactions costs one storage commit instead of one each (a storage commit is about ten
+//! round trips). The group's checkpoint is at its last commit: every source transaction is
+//! still applied whole, and a checkpoint never splits one.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -47,6 +56,10 @@ pub struct StreamOptions {
     /// How often the catalog is compared with the tracked tables (new, dropped, renamed
     /// and unpublished tables; see `tables.rs`).
     pub catalog_check_interval: Duration,
+    /// Most source transactions one storage commit may hold (group commit; 1 turns it off).
+    pub group_max_transactions: u64,
+    /// How long a group may keep its first transaction waiting for the storage commit.
+    pub group_max_age: Duration,
 }
 
 impl Default for StreamOptions {
@@ -55,6 +68,8 @@ impl Default for StreamOptions {
             chunk_rows: 10_000,
             idle_commit_interval: Duration::from_secs(1),
             catalog_check_interval: Duration::from_secs(1),
+            group_max_transactions: 1_000,
+            group_max_age: Duration::from_millis(20),
         }
     }
 }
@@ -77,15 +92,22 @@ enum Pending {
     },
 }
 
-/// The source transaction in progress.
+/// The source transaction in progress, or the group of committed source transactions whose
+/// storage commit is held for the next one.
 struct OpenTransaction {
+    /// Between transactions of a group: the end LSN of its last (committed) transaction.
+    held: Option<Lsn>,
+    /// Source transactions committed into this storage batch so far.
+    transactions: u64,
+    /// When the group's first transaction committed at the source.
+    group_started: Option<Instant>,
     /// Skipped: already applied before a restart.
     skip: bool,
     /// LSN of the commit record (for the table gates).
     final_lsn: Lsn,
     batch: Option<PipelinedBatch>,
     pending: Vec<Pending>,
-    /// Rows (that may have TOASTed values) written earlier in this transaction.
+    /// Rows (that may have TOASTed values) written earlier in this transaction (or group).
     written: HashMap<(u32, Vec<u8>), Row>,
     rows: u64,
 }
@@ -190,6 +212,15 @@ impl TransactionApplier {
 
     /// A pgoutput Begin.
     pub fn begin(&mut self, final_lsn: Lsn) -> Result<(), ReplicationError> {
+        if let Some(tx) = &mut self.tx
+            && tx.held.is_some()
+        {
+            // The next transaction of a group: it continues the held storage batch.
+            self.status.received(final_lsn);
+            tx.held = None;
+            tx.final_lsn = final_lsn;
+            return Ok(());
+        }
         if self.tx.is_some() {
             return Err(ReplicationError::Protocol(format!(
                 "begin at {final_lsn} inside an open transaction"
@@ -203,6 +234,9 @@ impl TransactionApplier {
             tracing::debug!(lsn = %final_lsn, "skipping transaction already applied");
         }
         self.tx = Some(OpenTransaction {
+            held: None,
+            transactions: 0,
+            group_started: None,
             skip,
             final_lsn,
             batch: None,
@@ -213,29 +247,75 @@ impl TransactionApplier {
         Ok(())
     }
 
-    /// A pgoutput Commit. Returns the LSN to acknowledge, if storage committed.
+    /// A pgoutput Commit. Returns the LSN to acknowledge, if storage committed. A transaction
+    /// with changes for storage may instead be held for group commit (see the module docs):
+    /// then nothing is acknowledged until [`Self::release`].
     pub async fn commit(&mut self, end_lsn: Lsn) -> Result<Option<Lsn>, ReplicationError> {
-        let ack = self.commit_transaction(end_lsn).await?;
-        let checked = self.check_tables().await?;
-        Ok(checked.or(ack))
-    }
-
-    async fn commit_transaction(&mut self, end_lsn: Lsn) -> Result<Option<Lsn>, ReplicationError> {
         let Some(mut tx) = self.tx.take() else {
             return Err(ReplicationError::Protocol(format!(
                 "commit at {end_lsn} without a transaction"
             )));
         };
+        if tx.held.is_some() {
+            self.tx = Some(tx);
+            return Err(ReplicationError::Protocol(format!(
+                "commit at {end_lsn} without a begin"
+            )));
+        }
         self.status.received(end_lsn);
         if tx.skip || end_lsn <= self.resume_lsn {
             return Ok(None);
         }
+        tx.transactions += 1;
+        let started = *tx.group_started.get_or_insert_with(Instant::now);
+        let has_changes = tx.batch.is_some() || !tx.pending.is_empty();
+        if has_changes
+            && tx.transactions < self.options.group_max_transactions
+            && started.elapsed() < self.options.group_max_age
+        {
+            tx.held = Some(end_lsn);
+            self.tx = Some(tx);
+            return Ok(None);
+        }
+        let ack = self.commit_transaction(tx, end_lsn).await?;
+        let checked = self.check_tables().await?;
+        Ok(checked.or(ack))
+    }
+
+    /// Whether a group's storage commit is held (see [`Self::release`]).
+    pub fn holding(&self) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.held.is_some())
+    }
+
+    /// Commits the held group, if any. Returns the LSN to acknowledge.
+    pub async fn release(&mut self) -> Result<Option<Lsn>, ReplicationError> {
+        let Some(end_lsn) = self.tx.as_ref().and_then(|tx| tx.held) else {
+            return Ok(None);
+        };
+        let Some(tx) = self.tx.take() else {
+            return Ok(None);
+        };
+        let ack = self.commit_transaction(tx, end_lsn).await?;
+        let checked = self.check_tables().await?;
+        Ok(checked.or(ack))
+    }
+
+    async fn commit_transaction(
+        &mut self,
+        mut tx: OpenTransaction,
+        end_lsn: Lsn,
+    ) -> Result<Option<Lsn>, ReplicationError> {
         self.flush(&mut tx).await?;
         match tx.batch.take() {
             Some(batch) => {
                 let event = batch.commit(end_lsn).await?;
-                self.committed(event, end_lsn, 1);
-                tracing::debug!(lsn = %end_lsn, rows = tx.rows, "transaction committed");
+                self.committed(event, end_lsn, tx.transactions);
+                tracing::debug!(
+                    lsn = %end_lsn,
+                    rows = tx.rows,
+                    transactions = tx.transactions,
+                    "transactions committed"
+                );
                 Ok(Some(end_lsn))
             }
             None => {
@@ -257,9 +337,10 @@ impl TransactionApplier {
         if transactional || prefix != CHECKPOINT_MESSAGE_PREFIX || lsn <= self.resume_lsn {
             return Ok(None);
         }
-        if self.tx.is_some() {
-            // pgoutput delivers non-transactional messages between transactions only.
-            return Ok(None);
+        // pgoutput delivers non-transactional messages between transactions only.
+        let released = self.release().await?;
+        if self.tx.is_some() || lsn <= self.resume_lsn {
+            return Ok(released);
         }
         self.commit_empty(lsn).await.map(Some)
     }
@@ -267,6 +348,9 @@ impl TransactionApplier {
     /// Called when idle (keepalives, timer): records the position of skipped transactions
     /// once `idle_commit_interval` has passed since the last commit.
     pub async fn on_idle(&mut self) -> Result<Option<Lsn>, ReplicationError> {
+        if self.holding() {
+            return self.release().await;
+        }
         if self.tx.is_some() {
             return Ok(None);
         }
@@ -414,7 +498,7 @@ impl TransactionApplier {
 
     /// The relation's schema if the rules use it and the transaction is not skipped.
     fn relevant(&self, relation_id: u32) -> Result<Option<Arc<TableSchema>>, ReplicationError> {
-        let Some(tx) = &self.tx else {
+        let Some(tx) = self.tx.as_ref().filter(|tx| tx.held.is_none()) else {
             return Err(ReplicationError::Protocol(
                 "row change outside a transaction".into(),
             ));

@@ -47,6 +47,24 @@ async fn wait_data_commits(
     skip: usize,
     n: usize,
 ) -> Vec<Committed> {
+    wait_data(storage, skip, |c| c.len() >= n).await
+}
+
+/// The data commits after the first `skip` commits, once they hold at least `n` ops
+/// (consecutive transactions may share a storage commit: group commit).
+async fn wait_data_ops(storage: &Arc<RecordingStorage>, skip: usize, n: usize) -> Vec<Committed> {
+    wait_data(storage, skip, |c| {
+        c.iter().map(|c| c.ops.len()).sum::<usize>() >= n
+    })
+    .await
+}
+
+/// The commits with ops after the first `skip` commits, once `enough` says so.
+async fn wait_data(
+    storage: &Arc<RecordingStorage>,
+    skip: usize,
+    enough: impl Fn(&[Committed]) -> bool + Copy,
+) -> Vec<Committed> {
     let storage = storage.clone();
     wait_for("data commits", Duration::from_secs(30), || {
         let storage = storage.clone();
@@ -57,7 +75,7 @@ async fn wait_data_commits(
                 .skip(skip)
                 .filter(|c| !c.ops.is_empty())
                 .collect();
-            (c.len() >= n).then_some(c)
+            enough(&c).then_some(c)
         }
     })
     .await
@@ -113,21 +131,23 @@ async fn snapshot_then_live_changes(storage: Arc<RecordingStorage>) {
     ] {
         client.batch_execute(sql).await.unwrap();
     }
-    let data = wait_data_commits(&storage, 1, 4).await;
-    assert_eq!(data.len(), 4, "{data:?}");
-    assert!(data.iter().all(|c| c.ops.len() == 1));
-    assert_eq!(row_op(&data[0].ops[0]).key, key("c"));
+    // Consecutive transactions may share a storage commit (group commit): read the ops of
+    // the commits in order.
+    let data = wait_data_ops(&storage, 1, 4).await;
+    let ops: Vec<&BatchOperation> = data.iter().flat_map(|c| &c.ops).collect();
+    assert_eq!(ops.len(), 4, "{data:?}");
+    assert_eq!(row_op(ops[0]).key, key("c"));
     assert_eq!(
-        upserted_row(&data[0].ops[0]).get("title"),
+        upserted_row(ops[0]).get("title"),
         Some(&SqliteValue::Text("third".into()))
     );
-    assert_eq!(row_op(&data[1].ops[0]).key, key("a"));
-    let a = upserted_row(&data[1].ops[0]);
+    assert_eq!(row_op(ops[1]).key, key("a"));
+    let a = upserted_row(ops[1]);
     assert_eq!(a.get("title"), Some(&SqliteValue::Text("changed".into())));
     assert_eq!(a.get("body"), Some(&SqliteValue::Text("x".into())));
-    assert!(is_delete(&data[2].ops[0], "b"));
+    assert!(is_delete(ops[2], "b"));
     assert_eq!(
-        data[3].ops[0],
+        *ops[3],
         BatchOperation::Truncate {
             source_table: "public.todos".into()
         }
@@ -139,7 +159,7 @@ async fn snapshot_then_live_changes(storage: Arc<RecordingStorage>) {
         .await
         .unwrap()
         .unwrap();
-    assert!(checkpoint.lsn >= data[3].lsn);
+    assert!(checkpoint.lsn >= data.last().unwrap().lsn);
     assert!(running.replicator.status().transactions() >= 4);
     running.stop().await;
 }
@@ -155,6 +175,53 @@ async fn snapshot_then_live_changes_postgres_storage() {
     let pg = PgStorage::connect(&db.url()).await.unwrap();
     pg.migrate().await.unwrap();
     snapshot_then_live_changes(RecordingStorage::new(Arc::new(pg))).await;
+}
+
+/// A burst of small source transactions: consecutive ones share storage commits (group
+/// commit), but every storage commit holds whole transactions, in order.
+#[tokio::test]
+async fn burst_of_transactions_is_group_committed_whole() {
+    let db = source_db().await;
+    let client = db.client().await;
+    let storage_db = TestDatabase::create().await;
+    let pg = PgStorage::connect(&storage_db.url()).await.unwrap();
+    pg.migrate().await.unwrap();
+    let storage = RecordingStorage::new(Arc::new(pg));
+    let running = start(&db, storage.clone(), None, RULES).await;
+    running.wait_commits(1).await;
+
+    // 300 transactions of two rows each, sent in one round trip (explicit BEGIN/COMMIT: one
+    // source transaction each).
+    const TRANSACTIONS: usize = 300;
+    let sql: String = (0..TRANSACTIONS)
+        .map(|t| {
+            format!(
+                "BEGIN; INSERT INTO todos VALUES ('t{t}-a', 'x', {t}, NULL); \
+                 INSERT INTO todos VALUES ('t{t}-b', 'y', {t}, NULL); COMMIT;"
+            )
+        })
+        .collect();
+    client.batch_execute(&sql).await.unwrap();
+
+    let data = wait_data_ops(&storage, 1, 2 * TRANSACTIONS).await;
+    let ops: Vec<&BatchOperation> = data.iter().flat_map(|c| &c.ops).collect();
+    assert_eq!(ops.len(), 2 * TRANSACTIONS);
+    // In commit order, and no storage commit splits a source transaction.
+    for (t, pair) in ops.chunks(2).enumerate() {
+        assert_eq!(row_op(pair[0]).key, key(&format!("t{t}-a")));
+        assert_eq!(row_op(pair[1]).key, key(&format!("t{t}-b")));
+    }
+    assert!(
+        data.iter().all(|c| c.ops.len() % 2 == 0),
+        "a transaction was split"
+    );
+    assert!(
+        data.len() < TRANSACTIONS / 2,
+        "{} storage commits for {TRANSACTIONS} source transactions: not grouped",
+        data.len()
+    );
+    assert!(running.replicator.status().transactions() >= TRANSACTIONS as u64);
+    running.stop().await;
 }
 
 const BIG: &str = "(SELECT string_agg(md5(i::text), '') FROM generate_series(1, 3000) i)";
@@ -192,13 +259,14 @@ async fn unchanged_toast_columns_are_filled() {
         ))
         .await
         .unwrap();
-    let data = wait_data_commits(&storage, 1, 2).await;
-    let a = upserted_row(&data[0].ops[0]);
+    let data = wait_data_ops(&storage, 1, 3).await;
+    let ops: Vec<&BatchOperation> = data.iter().flat_map(|c| &c.ops).collect();
+    let a = upserted_row(ops[0]);
     assert_eq!(a.get("n"), Some(&SqliteValue::Integer(2)));
     assert_eq!(a.get("body"), Some(&SqliteValue::Text(big.clone())));
     assert_eq!(a.0.keys().collect::<Vec<_>>(), ["id", "title", "n", "body"]);
-    assert_eq!(data[1].ops.len(), 2);
-    let b = upserted_row(&data[1].ops[1]);
+    assert_eq!(ops.len(), 3);
+    let b = upserted_row(ops[2]);
     assert_eq!(b.get("n"), Some(&SqliteValue::Integer(5)));
     assert_eq!(b.get("body"), Some(&SqliteValue::Text(big)));
     running.stop().await;

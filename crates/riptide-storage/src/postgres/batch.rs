@@ -1,4 +1,5 @@
-//! The replicator's write path: one storage transaction per source transaction.
+//! The replicator's write path: one storage transaction per source transaction (or per group
+//! of consecutive source transactions the replicator commits together).
 //!
 //! `save` only queues operations; every [`CHUNK_ROWS`] rows (or [`CHUNK_BYTES`]) the queue is
 //! processed as a chunk:
