@@ -388,7 +388,7 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
             Ok((table, histogram)) => {
                 tables.push(table);
                 curves.push(chart::Series {
-                    label: "@powersync/node SQLite".into(),
+                    label: format!("{} @powersync/node clients, SQLite", args.node_clients),
                     points: chart::percentile_curve(&histogram),
                 });
                 measured("write → @powersync/node SQLite", before);
