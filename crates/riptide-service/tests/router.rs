@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -12,15 +13,16 @@ use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
 use futures::StreamExt;
-use riptide_protocol::Lsn;
+use riptide_protocol::{Lsn, OpId};
 use riptide_rules::{BucketDescription, RequestParameters, SqliteValue};
 use riptide_service::{
     ActiveRules, AppState, AuthConfig, BucketRules, KeyStore, Limits, ServiceOptions,
     SourceDatabase, SourceError, router,
 };
 use riptide_storage::{
-    BatchOperation, BucketRow, BucketStorage, CheckpointEvent, DeploymentId, MemoryStorage,
-    ParameterRow, RowChange, RowOperation,
+    BatchOperation, BucketChunk, BucketRow, BucketState, BucketStorage, CheckpointEvent,
+    Deployment, DeploymentId, MemoryStorage, ParameterRow, RowChange, RowOperation, StorageBatch,
+    StorageCheckpoint,
 };
 use riptide_testkit::TestKeys;
 use serde_json::{Value, json};
@@ -133,6 +135,15 @@ impl Harness {
     }
 
     async fn with(configure: impl FnOnce(&mut ServiceOptions)) -> Harness {
+        Self::with_storage(configure, |storage, _| Arc::new(storage)).await
+    }
+
+    /// Like [`Harness::with`], the service reading storage through `layer` (given the memory
+    /// storage and the bus).
+    async fn with_storage(
+        configure: impl FnOnce(&mut ServiceOptions),
+        layer: impl FnOnce(MemoryStorage, broadcast::Sender<CheckpointEvent>) -> Arc<dyn BucketStorage>,
+    ) -> Harness {
         let keys = TestKeys::generate();
         let storage = MemoryStorage::new();
         let dep = storage
@@ -166,7 +177,7 @@ impl Harness {
         let source = Arc::new(FakeSource::default());
         let state = AppState::new(
             options,
-            Arc::new(storage.clone()),
+            layer(storage.clone(), events.clone()),
             rules_rx,
             events.clone(),
             source.clone(),
@@ -524,6 +535,178 @@ async fn write_checkpoint_reported_once_replicated() {
     let mut other = h.stream("u1", json!({"client_id": "c2"})).await;
     let cp = other.next().await.unwrap();
     assert!(cp["checkpoint"].get("write_checkpoint").is_none(), "{cp}");
+}
+
+/// Memory storage that, on the first write-checkpoint read after [`CommitDuringRead::arm`],
+/// first commits an empty source transaction at the armed LSN, announces it on the bus and lets
+/// the other tasks run: replication landing while a stream handles a write-checkpoint notice,
+/// its event dispatched before the stream waits again.
+struct CommitDuringRead {
+    inner: MemoryStorage,
+    events: broadcast::Sender<CheckpointEvent>,
+    armed: Mutex<Option<(DeploymentId, Lsn)>>,
+}
+
+impl CommitDuringRead {
+    fn arm(&self, deployment: DeploymentId, lsn: Lsn) {
+        *self.armed.lock().unwrap() = Some((deployment, lsn));
+    }
+}
+
+type StorageResult<T> = riptide_storage::Result<T>;
+
+#[async_trait]
+impl BucketStorage for CommitDuringRead {
+    async fn migrate(&self) -> StorageResult<()> {
+        self.inner.migrate().await
+    }
+    async fn active_deployment(&self) -> StorageResult<Option<Deployment>> {
+        self.inner.active_deployment().await
+    }
+    async fn processing_deployment(&self) -> StorageResult<Option<Deployment>> {
+        self.inner.processing_deployment().await
+    }
+    async fn deployment(&self, id: DeploymentId) -> StorageResult<Deployment> {
+        self.inner.deployment(id).await
+    }
+    async fn create_deployment(&self, content: &str, prefix: &str) -> StorageResult<Deployment> {
+        self.inner.create_deployment(content, prefix).await
+    }
+    async fn activate(&self, id: DeploymentId) -> StorageResult<()> {
+        self.inner.activate(id).await
+    }
+    async fn terminate(&self, id: DeploymentId) -> StorageResult<()> {
+        self.inner.terminate(id).await
+    }
+    async fn reset_snapshot(&self, id: DeploymentId) -> StorageResult<()> {
+        self.inner.reset_snapshot(id).await
+    }
+    async fn mark_snapshot_done(&self, id: DeploymentId) -> StorageResult<()> {
+        self.inner.mark_snapshot_done(id).await
+    }
+    async fn begin_batch(&self, id: DeploymentId) -> StorageResult<Box<dyn StorageBatch>> {
+        self.inner.begin_batch(id).await
+    }
+    async fn current_rows(
+        &self,
+        id: DeploymentId,
+        source_table: &str,
+        keys: &[Vec<u8>],
+    ) -> StorageResult<HashMap<Vec<u8>, Vec<u8>>> {
+        self.inner.current_rows(id, source_table, keys).await
+    }
+    async fn checkpoint(&self, id: DeploymentId) -> StorageResult<Option<StorageCheckpoint>> {
+        self.inner.checkpoint(id).await
+    }
+    async fn parameter_results(
+        &self,
+        id: DeploymentId,
+        lookups: &[Vec<u8>],
+    ) -> StorageResult<HashMap<Vec<u8>, Vec<Vec<u8>>>> {
+        self.inner.parameter_results(id, lookups).await
+    }
+    async fn bucket_states(
+        &self,
+        id: DeploymentId,
+        checkpoint: OpId,
+        buckets: &[String],
+    ) -> StorageResult<HashMap<String, BucketState>> {
+        self.inner.bucket_states(id, checkpoint, buckets).await
+    }
+    async fn bucket_data(
+        &self,
+        id: DeploymentId,
+        checkpoint: OpId,
+        buckets: &[(String, OpId)],
+        limit: usize,
+    ) -> StorageResult<Vec<BucketChunk>> {
+        self.inner.bucket_data(id, checkpoint, buckets, limit).await
+    }
+    async fn create_write_checkpoint(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        lsn: Lsn,
+    ) -> StorageResult<OpId> {
+        self.inner
+            .create_write_checkpoint(user_id, client_id, lsn)
+            .await
+    }
+    async fn request_checkpoint(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        requested: OpId,
+        lsn: Lsn,
+    ) -> StorageResult<OpId> {
+        self.inner
+            .request_checkpoint(user_id, client_id, requested, lsn)
+            .await
+    }
+    async fn write_checkpoint(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        lsn: Lsn,
+    ) -> StorageResult<Option<OpId>> {
+        let armed = self.armed.lock().unwrap().take();
+        if let Some((deployment, commit_lsn)) = armed {
+            let batch = self.inner.begin_batch(deployment).await.unwrap();
+            let _ = self.events.send(batch.commit(commit_lsn).await.unwrap());
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+        }
+        self.inner.write_checkpoint(user_id, client_id, lsn).await
+    }
+}
+
+#[tokio::test]
+async fn write_checkpoint_committed_while_its_notice_is_handled_is_reported() {
+    let layer: Arc<Mutex<Option<Arc<CommitDuringRead>>>> = Arc::default();
+    let made = layer.clone();
+    let h = Harness::with_storage(
+        |_| {},
+        move |inner, events| {
+            let storage = Arc::new(CommitDuringRead {
+                inner,
+                events,
+                armed: Mutex::new(None),
+            });
+            *made.lock().unwrap() = Some(storage.clone());
+            storage
+        },
+    )
+    .await;
+    let storage = layer.lock().unwrap().clone().unwrap();
+    let mut s = h.stream("u1", json!({"client_id": "c1"})).await;
+    s.until_complete().await;
+
+    // Requested at 0/150; the commit that passes it (0/200, nothing for this stream) lands
+    // while the stream reads its write checkpoint for the notice, so that read still misses it
+    // and the event is dispatched before the stream asks to be woken by every commit.
+    h.source.lsn.store(150, Ordering::SeqCst);
+    storage.arm(h.deployment, Lsn(200));
+    let resp = h
+        .request(
+            Request::get("/write-checkpoint2.json?client_id=c1")
+                .header("authorization", format!("Token {}", h.token("u1")))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        body_json(resp).await,
+        json!({"data": {"write_checkpoint": "1"}})
+    );
+    let diff = s
+        .next_within(Duration::from_secs(2))
+        .await
+        .expect("the write checkpoint is reported without another commit")
+        .unwrap();
+    assert_eq!(diff["checkpoint_diff"]["write_checkpoint"], "1", "{diff}");
+    assert_eq!(s.next_key().await, "checkpoint_complete");
+    assert!(storage.armed.lock().unwrap().is_none(), "the hook ran");
 }
 
 #[tokio::test]

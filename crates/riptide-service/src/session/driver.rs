@@ -23,6 +23,7 @@ use std::time::Instant;
 use riptide_protocol::{ErrorCode, OpId, StreamingSyncRequest};
 use riptide_rules::RequestParameters;
 use riptide_storage::{BucketStorage, CheckpointEvent, StorageCheckpoint, StorageError};
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 /// Ops of one checkpoint after which a newer relevant checkpoint replaces it.
@@ -237,27 +238,17 @@ impl Session {
             // (the checkpoint read next covers all of it); if that checkpoint is still ahead of
             // everything seen, its newest commits may have changed this stream's parameter
             // lookups: resolve the buckets again.
-            loop {
-                match events.try_recv() {
-                    Ok(event) => {
-                        let r = relevance(
-                            &event,
-                            active.deployment,
-                            resolved.as_ref(),
-                            pending_write.is_some(),
-                            &mut seen,
-                            &mut follow,
-                        );
-                        resolve_needed |= r.lookups_changed;
-                    }
-                    Err(TryRecvError::Lagged(_)) => {
-                        resolve_needed = true;
-                        follow.reset();
-                    }
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Closed) => return Err(SessionError::BusClosed),
-                }
-            }
+            drain(
+                &mut events,
+                active.deployment,
+                resolved.as_ref(),
+                pending_write.is_some(),
+                &mut Judged {
+                    seen: &mut seen,
+                    follow: &mut follow,
+                    resolve_needed: &mut resolve_needed,
+                },
+            )?;
 
             // The newest checkpoint, served from the ops the bus carried when they cover
             // everything since the last one (no storage read), else read from storage.
@@ -355,29 +346,17 @@ impl Session {
                     // Protocol §1.4 point 6: once a large checkpoint is well under way, a newer
                     // relevant checkpoint replaces it (data sent so far stays valid).
                     if session.ops_sent_for_pending() >= SWITCH_AFTER_OPS && !session.is_idle() {
-                        loop {
-                            match events.try_recv() {
-                                Ok(event) => {
-                                    let r = relevance(
-                                        &event,
-                                        active.deployment,
-                                        resolved.as_ref(),
-                                        pending_write.is_some(),
-                                        &mut seen,
-                                        &mut follow,
-                                    );
-                                    resolve_needed |= r.lookups_changed;
-                                    newer_checkpoint |= r.relevant;
-                                }
-                                Err(TryRecvError::Lagged(_)) => {
-                                    resolve_needed = true;
-                                    newer_checkpoint = true;
-                                    follow.reset();
-                                }
-                                Err(TryRecvError::Empty) => break,
-                                Err(TryRecvError::Closed) => return Err(SessionError::BusClosed),
-                            }
-                        }
+                        newer_checkpoint = drain(
+                            &mut events,
+                            active.deployment,
+                            resolved.as_ref(),
+                            pending_write.is_some(),
+                            &mut Judged {
+                                seen: &mut seen,
+                                follow: &mut follow,
+                                resolve_needed: &mut resolve_needed,
+                            },
+                        )?;
                         if newer_checkpoint {
                             break;
                         }
@@ -408,34 +387,39 @@ impl Session {
                     _ => Interest::Everything,
                 });
                 interest_of = Some((resolutions, everything));
+                // Events published before the new interest took effect were dispatched by the
+                // old one, which may not have woken this stream for them (a write checkpoint's
+                // commit landing while its notice was being handled, a commit to a bucket just
+                // added): judge what is queued now instead of waiting for the next event.
+                let relevant = drain(
+                    &mut events,
+                    active.deployment,
+                    resolved.as_ref(),
+                    pending_write.is_some(),
+                    &mut Judged {
+                        seen: &mut seen,
+                        follow: &mut follow,
+                        resolve_needed: &mut resolve_needed,
+                    },
+                )?;
+                if relevant {
+                    continue;
+                }
             }
             loop {
                 tokio::select! {
                     () = registration.notified() => {
-                        let mut wake = false;
-                        loop {
-                            match events.try_recv() {
-                                Ok(event) => {
-                                    let r = relevance(
-                                        &event,
-                                        active.deployment,
-                                        resolved.as_ref(),
-                                        pending_write.is_some(),
-                                        &mut seen,
-                                        &mut follow,
-                                    );
-                                    resolve_needed |= r.lookups_changed;
-                                    wake |= r.relevant;
-                                }
-                                Err(TryRecvError::Lagged(_)) => {
-                                    resolve_needed = true;
-                                    follow.reset();
-                                    wake = true;
-                                }
-                                Err(TryRecvError::Empty) => break,
-                                Err(TryRecvError::Closed) => return Err(SessionError::BusClosed),
-                            }
-                        }
+                        let wake = drain(
+                            &mut events,
+                            active.deployment,
+                            resolved.as_ref(),
+                            pending_write.is_some(),
+                            &mut Judged {
+                                seen: &mut seen,
+                                follow: &mut follow,
+                                resolve_needed: &mut resolve_needed,
+                            },
+                        )?;
                         if wake {
                             break;
                         }
@@ -464,6 +448,49 @@ impl Session {
                     },
                 }
             }
+        }
+    }
+}
+
+/// What judging bus events updates in a session (see [`relevance`]).
+struct Judged<'a> {
+    seen: &'a mut Option<StorageCheckpoint>,
+    follow: &'a mut Follow,
+    resolve_needed: &'a mut bool,
+}
+
+/// Takes every event queued on the stream's bus receiver and judges each with [`relevance`].
+/// Returns whether one of them calls for a new checkpoint; a lagged receiver does (it no
+/// longer knows what changed, so it resolves again and reads storage).
+fn drain(
+    events: &mut broadcast::Receiver<CheckpointEvent>,
+    deployment: i64,
+    resolved: Option<&Resolved>,
+    pending_write: bool,
+    judged: &mut Judged<'_>,
+) -> Result<bool, SessionError> {
+    let mut relevant = false;
+    loop {
+        match events.try_recv() {
+            Ok(event) => {
+                let r = relevance(
+                    &event,
+                    deployment,
+                    resolved,
+                    pending_write,
+                    judged.seen,
+                    judged.follow,
+                );
+                *judged.resolve_needed |= r.lookups_changed;
+                relevant |= r.relevant;
+            }
+            Err(TryRecvError::Lagged(_)) => {
+                *judged.resolve_needed = true;
+                judged.follow.reset();
+                relevant = true;
+            }
+            Err(TryRecvError::Empty) => return Ok(relevant),
+            Err(TryRecvError::Closed) => return Err(SessionError::BusClosed),
         }
     }
 }
