@@ -3,13 +3,14 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
+mod support;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, Response, StatusCode};
@@ -17,16 +18,10 @@ use futures::StreamExt;
 use riptide_protocol::Lsn;
 use riptide_rules::{BucketDescription, RequestParameters};
 use riptide_service::metrics::names;
-use riptide_service::{
-    ActiveRules, ApiTokens, AppState, AuthConfig, BucketRules, KeyStore, ReplicationProgress,
-    ReplicationSnapshot, ServiceOptions, SourceDatabase, SourceError, router,
-};
-use riptide_storage::{
-    BatchOperation, BucketRow, BucketStorage, MemoryStorage, RowChange, RowOperation,
-};
-use riptide_testkit::TestKeys;
+use riptide_service::{ApiTokens, BucketRules, ReplicationProgress, ReplicationSnapshot, router};
+use riptide_storage::{BatchOperation, BucketRow, RowChange, RowOperation};
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, watch};
+use support::{Harness as Service, Spec};
 use tower::ServiceExt;
 
 /// Everyone gets `global[]`.
@@ -53,21 +48,6 @@ impl BucketRules for GlobalRules {
 }
 
 #[derive(Default)]
-struct FakeSource {
-    lsn: AtomicU64,
-}
-
-#[async_trait]
-impl SourceDatabase for FakeSource {
-    async fn current_lsn(&self) -> Result<Lsn, SourceError> {
-        Ok(Lsn(self.lsn.load(Ordering::SeqCst)))
-    }
-    async fn emit_ping(&self) -> Result<(), SourceError> {
-        Ok(())
-    }
-}
-
-#[derive(Default)]
 struct FakeProgress(Mutex<ReplicationSnapshot>);
 
 impl ReplicationProgress for FakeProgress {
@@ -76,15 +56,18 @@ impl ReplicationProgress for FakeProgress {
     }
 }
 
+/// The service of [`support::Harness`] with [`GlobalRules`], two rows in the snapshot at 0/300,
+/// and fake replication progress.
 struct Harness {
-    keys: TestKeys,
-    storage: MemoryStorage,
-    deployment: i64,
-    source: Arc<FakeSource>,
+    service: Service,
     progress: Arc<FakeProgress>,
-    state: AppState,
-    _events: broadcast::Sender<riptide_storage::CheckpointEvent>,
-    _rules: watch::Sender<Option<ActiveRules>>,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.service
+    }
 }
 
 fn row(id: &str) -> BatchOperation {
@@ -106,50 +89,18 @@ fn row(id: &str) -> BatchOperation {
 
 impl Harness {
     async fn new(tokens: &[&str]) -> Harness {
-        let keys = TestKeys::generate();
-        let storage = MemoryStorage::new();
-        let dep = storage
-            .create_deployment("rules", "riptide_")
-            .await
-            .unwrap();
-        let mut batch = storage.begin_batch(dep.id).await.unwrap();
-        batch.save(vec![row("a"), row("b")]).await.unwrap();
-        batch.commit(Lsn(300)).await.unwrap();
-        storage.mark_snapshot_done(dep.id).await.unwrap();
-        storage.activate(dep.id).await.unwrap();
-        let keystore = KeyStore::new(AuthConfig {
-            jwks: Some(keys.jwks()),
-            audience: vec![keys.audience.clone()],
-            ..AuthConfig::default()
-        })
-        .unwrap();
-        let mut options = ServiceOptions::new(keystore);
-        options.api_tokens = ApiTokens::new(tokens.iter().map(|t| (*t).to_owned()));
-        let (events, _) = broadcast::channel(64);
-        let (rules_tx, rules_rx) = watch::channel(Some(ActiveRules {
-            deployment: dep.id,
-            rules: Arc::new(GlobalRules),
-        }));
-        let source = Arc::new(FakeSource::default());
-        let state = AppState::new(
-            options,
-            Arc::new(storage.clone()),
-            rules_rx,
-            events.clone(),
-            source.clone(),
-        );
+        let mut spec = Spec::new(Arc::new(GlobalRules), vec![row("a"), row("b")]);
+        spec.snapshot_lsn = Lsn(300);
+        spec.source_lsn = 0;
+        let service = Service::start(
+            spec,
+            |options| options.api_tokens = ApiTokens::new(tokens.iter().map(|t| (*t).to_owned())),
+            |storage, _| Arc::new(storage),
+        )
+        .await;
         let progress = Arc::new(FakeProgress::default());
-        state.metrics().set_replication(progress.clone());
-        Harness {
-            keys,
-            storage,
-            deployment: dep.id,
-            source,
-            progress,
-            state,
-            _events: events,
-            _rules: rules_tx,
-        }
+        service.state.metrics().set_replication(progress.clone());
+        Harness { service, progress }
     }
 
     /// A replication commit as the replicator reports it.

@@ -4,22 +4,19 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use riptide_protocol::Lsn;
 use riptide_rules::{Row, SqliteValue, SyncRules, TableRef};
-use riptide_service::{
-    ActiveRules, AppState, AuthConfig, KeyStore, ServiceOptions, SourceDatabase, SourceError,
-};
 use riptide_storage::{
-    BatchOperation, BucketRow, BucketStorage, CheckpointEvent, MemoryStorage, ParameterRow,
-    RowChange, RowOperation,
+    BatchOperation, BucketRow, BucketStorage, ParameterRow, RowChange, RowOperation,
 };
-use riptide_testkit::{SyncClient, TestKeys};
+use riptide_testkit::SyncClient;
 use serde_json::json;
-use tokio::sync::{broadcast, watch};
+use support::{Harness, Spec};
 
 const RULES: &str = r#"
 bucket_definitions:
@@ -36,18 +33,6 @@ bucket_definitions:
     data:
       - SELECT * FROM todos WHERE list_id = bucket.list_id
 "#;
-
-struct NoSource;
-
-#[async_trait]
-impl SourceDatabase for NoSource {
-    async fn current_lsn(&self) -> Result<Lsn, SourceError> {
-        Ok(Lsn(1))
-    }
-    async fn emit_ping(&self) -> Result<(), SourceError> {
-        Ok(())
-    }
-}
 
 fn text_row(cols: &[(&str, &str)]) -> Row {
     let mut row = Row::new();
@@ -96,48 +81,25 @@ fn evaluate(rules: &SyncRules, table: &str, row: &Row) -> BatchOperation {
 #[tokio::test]
 async fn streams_the_buckets_real_rules_grant() {
     let rules = Arc::new(SyncRules::parse(RULES).unwrap());
-    let storage = MemoryStorage::new();
-    let dep = storage.create_deployment(RULES, "riptide_").await.unwrap();
-    let mut batch = storage.begin_batch(dep.id).await.unwrap();
     let mut mine = text_row(&[("id", "l1"), ("owner_id", "u1"), ("name", "Mine")]);
     mine.insert("shared", SqliteValue::Integer(0));
     let mut shared = text_row(&[("id", "l2"), ("owner_id", "u2"), ("name", "Shared")]);
     shared.insert("shared", SqliteValue::Integer(1));
-    batch
-        .save(vec![
-            evaluate(&rules, "lists", &mine),
-            evaluate(&rules, "lists", &shared),
-            evaluate(
-                &rules,
-                "todos",
-                &text_row(&[("id", "t1"), ("list_id", "l2")]),
-            ),
-        ])
-        .await
-        .unwrap();
-    batch.commit(Lsn(100)).await.unwrap();
-    storage.mark_snapshot_done(dep.id).await.unwrap();
-    storage.activate(dep.id).await.unwrap();
-
-    let keys = TestKeys::generate();
-    let keystore = KeyStore::new(AuthConfig {
-        jwks: Some(keys.jwks()),
-        audience: vec![keys.audience.clone()],
-        ..AuthConfig::default()
-    })
-    .unwrap();
-    let (events, _) = broadcast::channel::<CheckpointEvent>(16);
-    let (_rules_tx, rules_rx) = watch::channel(Some(ActiveRules {
-        deployment: dep.id,
-        rules: rules.clone(),
-    }));
-    let state = AppState::new(
-        ServiceOptions::new(keystore),
-        Arc::new(storage.clone()),
-        rules_rx,
-        events.clone(),
-        Arc::new(NoSource),
-    );
+    let snapshot = vec![
+        evaluate(&rules, "lists", &mine),
+        evaluate(&rules, "lists", &shared),
+        evaluate(
+            &rules,
+            "todos",
+            &text_row(&[("id", "t1"), ("list_id", "l2")]),
+        ),
+    ];
+    let mut spec = Spec::new(rules.clone(), snapshot);
+    spec.rules_text = RULES.into();
+    spec.snapshot_lsn = Lsn(100);
+    let h = Harness::start(spec, |_| {}, |storage, _| Arc::new(storage)).await;
+    let (storage, keys, events, state) = (&h.storage, &h.keys, &h.events, h.state.clone());
+    let dep_id = h.deployment;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let cancel = tokio_util::sync::CancellationToken::new();
@@ -174,7 +136,7 @@ async fn streams_the_buckets_real_rules_grant() {
     assert!(synced.contains(&"l1") && synced.contains(&"l2"));
 
     // Membership in list l2 grants its todos.
-    let mut batch = storage.begin_batch(dep.id).await.unwrap();
+    let mut batch = storage.begin_batch(dep_id).await.unwrap();
     batch
         .save(vec![evaluate(
             &rules,

@@ -3,10 +3,12 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,18 +17,15 @@ use axum::http::{Request, Response, StatusCode};
 use futures::StreamExt;
 use riptide_protocol::{Lsn, OpId};
 use riptide_rules::{BucketDescription, RequestParameters, SqliteValue};
-use riptide_service::{
-    ActiveRules, AppState, AuthConfig, BucketRules, KeyStore, Limits, ServiceOptions,
-    SourceDatabase, SourceError, router,
-};
+use riptide_service::{ActiveRules, BucketRules, Limits, ServiceOptions, router};
 use riptide_storage::{
     BatchOperation, BucketChunk, BucketRow, BucketState, BucketStorage, CheckpointEvent,
     Deployment, DeploymentId, MemoryStorage, ParameterRow, RowChange, RowOperation, StorageBatch,
     StorageCheckpoint,
 };
-use riptide_testkit::TestKeys;
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, watch};
+use support::{Harness, Spec};
+use tokio::sync::broadcast;
 use tower::ServiceExt;
 
 /// Buckets: `global[]` for everyone (priority 3), `user["<sub>"]` (priority 1) and one
@@ -101,111 +100,24 @@ impl BucketRules for TestRules {
     }
 }
 
-#[derive(Default)]
-struct FakeSource {
-    lsn: AtomicU64,
-    pings: AtomicUsize,
-}
-
-#[async_trait]
-impl SourceDatabase for FakeSource {
-    async fn current_lsn(&self) -> Result<Lsn, SourceError> {
-        Ok(Lsn(self.lsn.load(Ordering::SeqCst)))
-    }
-    async fn emit_ping(&self) -> Result<(), SourceError> {
-        self.pings.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-}
-
-struct Harness {
-    keys: TestKeys,
-    storage: MemoryStorage,
-    deployment: DeploymentId,
-    events: broadcast::Sender<CheckpointEvent>,
-    rules_tx: watch::Sender<Option<ActiveRules>>,
-    source: Arc<FakeSource>,
-    state: AppState,
-    next_lsn: u64,
+/// The service of these tests: [`TestRules`], one global row in the snapshot, the source at
+/// 0/0.
+fn spec() -> Spec {
+    let mut spec = Spec::new(
+        Arc::new(TestRules::default()),
+        vec![row("lists", "g1", &[("global[]", "g1")], vec![])],
+    );
+    spec.source_lsn = 0;
+    spec
 }
 
 impl Harness {
     async fn new() -> Harness {
-        Self::with(|_| {}).await
+        Self::with_options(|_| {}).await
     }
 
-    async fn with(configure: impl FnOnce(&mut ServiceOptions)) -> Harness {
-        Self::with_storage(configure, |storage, _| Arc::new(storage)).await
-    }
-
-    /// Like [`Harness::with`], the service reading storage through `layer` (given the memory
-    /// storage and the bus).
-    async fn with_storage(
-        configure: impl FnOnce(&mut ServiceOptions),
-        layer: impl FnOnce(MemoryStorage, broadcast::Sender<CheckpointEvent>) -> Arc<dyn BucketStorage>,
-    ) -> Harness {
-        let keys = TestKeys::generate();
-        let storage = MemoryStorage::new();
-        let dep = storage
-            .create_deployment("rules", "riptide_")
-            .await
-            .unwrap();
-        // Initial snapshot: one global row.
-        let mut h_batch = storage.begin_batch(dep.id).await.unwrap();
-        h_batch
-            .save(vec![row("lists", "g1", &[("global[]", "g1")], vec![])])
-            .await
-            .unwrap();
-        h_batch.commit(Lsn(10)).await.unwrap();
-        storage.mark_snapshot_done(dep.id).await.unwrap();
-        storage.activate(dep.id).await.unwrap();
-
-        let keystore = KeyStore::new(AuthConfig {
-            jwks: Some(keys.jwks()),
-            audience: vec![keys.audience.clone()],
-            ..AuthConfig::default()
-        })
-        .unwrap();
-        let mut options = ServiceOptions::new(keystore);
-        options.no_rules_wait = Duration::from_millis(100);
-        configure(&mut options);
-        let (events, _) = broadcast::channel(64);
-        let (rules_tx, rules_rx) = watch::channel(Some(ActiveRules {
-            deployment: dep.id,
-            rules: Arc::new(TestRules::default()),
-        }));
-        let source = Arc::new(FakeSource::default());
-        let state = AppState::new(
-            options,
-            layer(storage.clone(), events.clone()),
-            rules_rx,
-            events.clone(),
-            source.clone(),
-        );
-        Harness {
-            keys,
-            storage,
-            deployment: dep.id,
-            events,
-            rules_tx,
-            source,
-            state,
-            next_lsn: 100,
-        }
-    }
-
-    fn token(&self, user: &str) -> String {
-        self.keys.token(user, 300, json!({}))
-    }
-
-    /// Commits one source transaction and announces it on the bus.
-    async fn commit(&mut self, ops: Vec<BatchOperation>) -> CheckpointEvent {
-        self.next_lsn += 100;
-        let mut batch = self.storage.begin_batch(self.deployment).await.unwrap();
-        batch.save(ops).await.unwrap();
-        let event = batch.commit(Lsn(self.next_lsn)).await.unwrap();
-        let _ = self.events.send(event.clone());
-        event
+    async fn with_options(configure: impl FnOnce(&mut ServiceOptions)) -> Harness {
+        Harness::start(spec(), configure, |storage, _| Arc::new(storage)).await
     }
 
     async fn request(&self, req: Request<Body>) -> Response<Body> {
@@ -665,7 +577,8 @@ impl BucketStorage for CommitDuringRead {
 async fn write_checkpoint_committed_while_its_notice_is_handled_is_reported() {
     let layer: Arc<Mutex<Option<Arc<CommitDuringRead>>>> = Arc::default();
     let made = layer.clone();
-    let h = Harness::with_storage(
+    let h = Harness::start(
+        spec(),
         |_| {},
         move |inner, events| {
             let storage = Arc::new(CommitDuringRead {
@@ -768,7 +681,7 @@ async fn token_expiry_ends_the_stream() {
 
 #[tokio::test]
 async fn keepalive_lines() {
-    let h = Harness::with(|o| o.keepalive_interval = Duration::from_millis(200)).await;
+    let h = Harness::with_options(|o| o.keepalive_interval = Duration::from_millis(200)).await;
     let mut s = h.stream("u1", json!({})).await;
     s.until_complete().await;
     let line = s.next().await.unwrap();
@@ -791,7 +704,7 @@ async fn client_disconnect_frees_the_slot() {
 
 #[tokio::test]
 async fn errors_before_the_stream() {
-    let h = Harness::with(|o| {
+    let h = Harness::with_options(|o| {
         o.limits = Limits {
             max_concurrent_connections: 1,
             ..Limits::default()
@@ -857,11 +770,11 @@ async fn errors_before_the_stream() {
 
 #[tokio::test]
 async fn bucket_and_parameter_limits_end_the_stream() {
-    let h = Harness::with(|o| o.limits.max_buckets_per_connection = 1).await;
+    let h = Harness::with_options(|o| o.limits.max_buckets_per_connection = 1).await;
     let mut s = h.stream("u1", json!({})).await;
     assert_eq!(s.next().await, None);
 
-    let mut h = Harness::with(|o| o.limits.max_parameter_query_results = 1).await;
+    let mut h = Harness::with_options(|o| o.limits.max_parameter_query_results = 1).await;
     h.commit(vec![
         row(
             "members",

@@ -1,10 +1,12 @@
-//! A small in-process service for the transport tests (compression, WebSocket): memory storage,
-//! one global bucket plus one bucket per user, a fake source database.
+//! A small in-process service for the integration tests: memory storage, a fake source
+//! database, and rules of the test's choice ([`TwoBuckets`] by default: one global bucket plus
+//! one bucket per user). [`Harness::start`] is the one place that assembles it.
 
 #![allow(clippy::unwrap_used, dead_code)] // test helpers outside #[test] fns
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -58,15 +60,45 @@ impl BucketRules for TwoBuckets {
     }
 }
 
-struct FakeSource;
+/// A fake source database: `current_lsn` answers `lsn`; `emit_ping` counts in `pings`.
+#[derive(Default)]
+pub struct FakeSource {
+    pub lsn: AtomicU64,
+    pub pings: AtomicUsize,
+}
 
 #[async_trait]
 impl SourceDatabase for FakeSource {
     async fn current_lsn(&self) -> Result<Lsn, SourceError> {
-        Ok(Lsn(1))
+        Ok(Lsn(self.lsn.load(Ordering::SeqCst)))
     }
     async fn emit_ping(&self) -> Result<(), SourceError> {
+        self.pings.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+}
+
+/// What [`Harness::start`] builds a service from.
+pub struct Spec {
+    pub rules: Arc<dyn BucketRules>,
+    /// The deployment's stored rules text.
+    pub rules_text: String,
+    /// The deployment's initial snapshot, committed at `snapshot_lsn`.
+    pub snapshot: Vec<BatchOperation>,
+    pub snapshot_lsn: Lsn,
+    /// The fake source's WAL position at start.
+    pub source_lsn: u64,
+}
+
+impl Spec {
+    pub fn new(rules: Arc<dyn BucketRules>, snapshot: Vec<BatchOperation>) -> Spec {
+        Spec {
+            rules,
+            rules_text: "rules".into(),
+            snapshot,
+            snapshot_lsn: Lsn(10),
+            source_lsn: 1,
+        }
     }
 }
 
@@ -76,25 +108,41 @@ pub struct Harness {
     pub deployment: DeploymentId,
     pub events: broadcast::Sender<CheckpointEvent>,
     pub rules_tx: watch::Sender<Option<ActiveRules>>,
+    pub source: Arc<FakeSource>,
     pub state: AppState,
     next_lsn: u64,
 }
 
 impl Harness {
-    /// A service whose snapshot holds `rows` rows in `global[]`.
+    /// [`TwoBuckets`], a snapshot of `rows` rows in `global[]`.
     pub async fn with(rows: usize, configure: impl FnOnce(&mut ServiceOptions)) -> Harness {
+        let snapshot = (0..rows)
+            .map(|i| row("lists", &format!("g{i}"), "global[]"))
+            .collect();
+        Self::start(
+            Spec::new(Arc::new(TwoBuckets), snapshot),
+            configure,
+            |s, _| Arc::new(s),
+        )
+        .await
+    }
+
+    /// A service from `spec`, its options adjusted by `configure`, reading storage through
+    /// `layer` (given the memory storage and the bus).
+    pub async fn start(
+        spec: Spec,
+        configure: impl FnOnce(&mut ServiceOptions),
+        layer: impl FnOnce(MemoryStorage, broadcast::Sender<CheckpointEvent>) -> Arc<dyn BucketStorage>,
+    ) -> Harness {
         let keys = TestKeys::generate();
         let storage = MemoryStorage::new();
         let dep = storage
-            .create_deployment("rules", "riptide_")
+            .create_deployment(&spec.rules_text, "riptide_")
             .await
             .unwrap();
         let mut batch = storage.begin_batch(dep.id).await.unwrap();
-        let ops: Vec<BatchOperation> = (0..rows)
-            .map(|i| row("lists", &format!("g{i}"), "global[]"))
-            .collect();
-        batch.save(ops).await.unwrap();
-        batch.commit(Lsn(10)).await.unwrap();
+        batch.save(spec.snapshot).await.unwrap();
+        batch.commit(spec.snapshot_lsn).await.unwrap();
         storage.mark_snapshot_done(dep.id).await.unwrap();
         storage.activate(dep.id).await.unwrap();
 
@@ -110,14 +158,18 @@ impl Harness {
         let (events, _) = broadcast::channel(64);
         let (rules_tx, rules_rx) = watch::channel(Some(ActiveRules {
             deployment: dep.id,
-            rules: Arc::new(TwoBuckets),
+            rules: spec.rules,
         }));
+        let source = Arc::new(FakeSource {
+            lsn: AtomicU64::new(spec.source_lsn),
+            pings: AtomicUsize::new(0),
+        });
         let state = AppState::new(
             options,
-            Arc::new(storage.clone()),
+            layer(storage.clone(), events.clone()),
             rules_rx,
             events.clone(),
-            Arc::new(FakeSource),
+            source.clone(),
         );
         Harness {
             keys,
@@ -125,6 +177,7 @@ impl Harness {
             deployment: dep.id,
             events,
             rules_tx,
+            source,
             state,
             next_lsn: 100,
         }
