@@ -14,15 +14,17 @@
 //! oracle exactly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use riptide_cli::config::{AuthConfig, Limits, Logging, ServeConfig};
+use riptide_cli::config::Logging;
 use riptide_cli::serve;
-use riptide_testkit::{SyncClient, SyncStream, TestDatabase, TestKeys, wait_for};
+use riptide_testkit::{SyncClient, SyncStream, TestDatabase, TestKeys};
 use serde_json::{Map, Value, json};
 
 const T: Duration = Duration::from_secs(20);
@@ -720,40 +722,14 @@ async fn run(seed: u64) {
     db.batch_execute(&sql).await.unwrap();
 
     let keys = TestKeys::generate();
-    let running = serve::start(ServeConfig {
-        source_uri: source.url(),
-        storage_uri: Some(storage.url()),
-        port: 0,
-        sync_rules: Some(g.shape.rules()),
-        sync_rules_origin: "oracle".into(),
-        sync_rules_offset: (0, 0),
-        auth: AuthConfig {
-            jwks: vec![keys.jwk()],
-            jwks_uris: vec![],
-            audiences: vec![keys.audience.clone()],
-        },
-        api_tokens: vec![],
-        limits: Limits::default(),
-        logging: Logging {
-            level: "warn".into(),
-            json: false,
-        },
-        slot_name_prefix: "riptide_".into(),
-        ignored: vec![],
-    })
-    .await
-    .expect("service starts");
+    let mut config = common::serve_config(&source, &storage, &keys);
+    config.sync_rules = Some(g.shape.rules());
+    config.sync_rules_origin = "oracle".into();
+    config.logging.level = "warn".into();
+    let running = serve::start(config).await.expect("service starts");
     let endpoint = format!("http://127.0.0.1:{}", running.port);
     let http = reqwest::Client::new();
-    wait_for("readiness", T, || {
-        let http = http.clone();
-        let url = format!("{endpoint}/probes/readiness");
-        async move {
-            let resp = http.get(url).send().await.ok()?;
-            resp.status().is_success().then_some(())
-        }
-    })
-    .await;
+    common::wait_ready(&http, &endpoint, T).await;
 
     let mut clients = Vec::new();
     for user in g.shape.users.clone() {

@@ -3,9 +3,11 @@
 //! lines, never sees an error, and the old slot and storage are removed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
-use riptide_cli::config::{AuthConfig, Limits, Logging, ServeConfig};
+use riptide_cli::config::{Logging, ServeConfig};
 use riptide_cli::embedded::DEMO_SCHEMA;
 use riptide_cli::serve;
 use riptide_testkit::{SyncClient, TestDatabase, TestKeys, wait_for};
@@ -29,29 +31,12 @@ const LISTS_AND_TODOS: &str = "bucket_definitions:
       - SELECT * FROM todos WHERE created_by = bucket.user_id
 ";
 
+/// No sync_config: rules come from the admin API.
 fn config(source: &TestDatabase, storage: &TestDatabase, keys: &TestKeys) -> ServeConfig {
-    ServeConfig {
-        source_uri: source.url(),
-        storage_uri: Some(storage.url()),
-        port: 0,
-        // No sync_config: rules come from the admin API.
-        sync_rules: None,
-        sync_rules_origin: "the admin API".into(),
-        sync_rules_offset: (0, 0),
-        auth: AuthConfig {
-            jwks: vec![keys.jwk()],
-            jwks_uris: vec![],
-            audiences: vec![keys.audience.clone()],
-        },
-        api_tokens: vec![ADMIN.into()],
-        limits: Limits::default(),
-        logging: Logging {
-            level: "info".into(),
-            json: false,
-        },
-        slot_name_prefix: "riptide_".into(),
-        ignored: vec![],
-    }
+    let mut config = common::serve_config(source, storage, keys);
+    config.sync_rules_origin = "the admin API".into();
+    config.api_tokens = vec![ADMIN.into()];
+    config
 }
 
 async fn admin(
@@ -70,18 +55,6 @@ async fn admin(
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-fn put_ids(lines: &[Value], table: &str) -> Vec<String> {
-    let mut ids: Vec<String> = lines
-        .iter()
-        .filter_map(|l| l.pointer("/data/data").and_then(Value::as_array))
-        .flatten()
-        .filter(|op| op["op"] == "PUT" && op["object_type"] == table)
-        .map(|op| op["object_id"].as_str().unwrap().to_owned())
-        .collect();
-    ids.sort();
-    ids
 }
 
 async fn slots(db: &tokio_postgres::Client) -> Vec<String> {
@@ -189,10 +162,10 @@ async fn redeploy_with_a_connected_client_switches_buckets_without_errors() {
         .collect();
     assert_eq!(first_names, vec![format!("{first_id}#mine[\"alice\"]")]);
     assert_eq!(
-        put_ids(&lines, "lists"),
+        common::put_ids(&lines, "lists"),
         vec!["00000000-0000-0000-0000-00000000000a"]
     );
-    assert!(put_ids(&lines, "todos").is_empty());
+    assert!(common::put_ids(&lines, "todos").is_empty());
 
     // Redeploy while she is connected.
     let (s, body) = admin(
@@ -248,11 +221,11 @@ async fn redeploy_with_a_connected_client_switches_buckets_without_errors() {
         "{diff}"
     );
     assert_eq!(
-        put_ids(&lines, "lists"),
+        common::put_ids(&lines, "lists"),
         vec!["00000000-0000-0000-0000-00000000000a"]
     );
     assert_eq!(
-        put_ids(&lines, "todos"),
+        common::put_ids(&lines, "todos"),
         vec!["00000000-0000-0000-0000-0000000000a1"]
     );
 
@@ -301,7 +274,7 @@ async fn redeploy_with_a_connected_client_switches_buckets_without_errors() {
     .unwrap();
     let lines = a.until("checkpoint_complete", T).await;
     assert_eq!(
-        put_ids(&lines, "todos"),
+        common::put_ids(&lines, "todos"),
         vec!["00000000-0000-0000-0000-0000000000a2"]
     );
 
@@ -336,32 +309,12 @@ async fn changed_rules_file_at_start_up_replaces_the_deployment_in_the_backgroun
     .unwrap();
     let keys = TestKeys::generate();
     let http = reqwest::Client::new();
-    let ready = |endpoint: String| {
-        let http = http.clone();
-        async move {
-            wait_for("readiness", T, || {
-                let http = http.clone();
-                let url = format!("{endpoint}/probes/readiness");
-                async move {
-                    http.get(url)
-                        .send()
-                        .await
-                        .ok()?
-                        .status()
-                        .is_success()
-                        .then_some(())
-                }
-            })
-            .await
-        }
-    };
-
     // First start: rules from the config; the admin API refuses deploys (422).
     let mut cfg = config(&source, &storage, &keys);
     cfg.sync_rules = Some(LISTS_ONLY.into());
     let running = serve::start(cfg.clone()).await.unwrap();
     let endpoint = format!("http://127.0.0.1:{}", running.port);
-    ready(endpoint.clone()).await;
+    common::wait_ready(&http, &endpoint, T).await;
     let (s, body) = admin(
         &http,
         &endpoint,
@@ -391,7 +344,7 @@ async fn changed_rules_file_at_start_up_replaces_the_deployment_in_the_backgroun
     // Restart with the same rules: nothing changes.
     let running = serve::start(cfg.clone()).await.unwrap();
     let endpoint = format!("http://127.0.0.1:{}", running.port);
-    ready(endpoint.clone()).await;
+    common::wait_ready(&http, &endpoint, T).await;
     let (_, body) = admin(
         &http,
         &endpoint,
@@ -409,7 +362,7 @@ async fn changed_rules_file_at_start_up_replaces_the_deployment_in_the_backgroun
     cfg.sync_rules = Some(LISTS_AND_TODOS.into());
     let running = serve::start(cfg).await.unwrap();
     let endpoint = format!("http://127.0.0.1:{}", running.port);
-    ready(endpoint.clone()).await;
+    common::wait_ready(&http, &endpoint, T).await;
     let new_id = wait_for("new deployment current", T, || {
         let http = http.clone();
         let endpoint = endpoint.clone();
@@ -448,7 +401,7 @@ async fn changed_rules_file_at_start_up_replaces_the_deployment_in_the_backgroun
         .collect();
     assert_eq!(names, vec![format!("{new_id}#by_owner[\"alice\"]")]);
     assert_eq!(
-        put_ids(&lines, "todos"),
+        common::put_ids(&lines, "todos"),
         vec!["00000000-0000-0000-0000-0000000000a1"]
     );
     let storage_db = storage.client().await;

@@ -2,12 +2,14 @@
 //! snapshot, live changes, membership-driven buckets, write checkpoints, bad tokens.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
-use riptide_cli::config::{AuthConfig, Limits, Logging, ServeConfig};
+use riptide_cli::config::Logging;
 use riptide_cli::embedded::{DEMO_RULES, DEMO_SCHEMA};
 use riptide_cli::serve;
-use riptide_testkit::{SyncClient, TestDatabase, TestKeys, wait_for};
+use riptide_testkit::{SyncClient, TestDatabase, TestKeys};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(20);
@@ -41,39 +43,12 @@ async fn start_service() -> Service {
     .await
     .unwrap();
     let keys = TestKeys::generate();
-    let config = ServeConfig {
-        source_uri: source.url(),
-        storage_uri: Some(storage.url()),
-        port: 0,
-        sync_rules: Some(DEMO_RULES.to_owned()),
-        sync_rules_origin: "test".into(),
-        sync_rules_offset: (0, 0),
-        auth: AuthConfig {
-            jwks: vec![keys.jwk()],
-            jwks_uris: vec![],
-            audiences: vec![keys.audience.clone()],
-        },
-        api_tokens: vec![],
-        limits: Limits::default(),
-        logging: Logging {
-            level: "info".into(),
-            json: false,
-        },
-        slot_name_prefix: "riptide_".into(),
-        ignored: vec![],
-    };
+    let mut config = common::serve_config(&source, &storage, &keys);
+    config.sync_rules = Some(DEMO_RULES.to_owned());
     let running = serve::start(config).await.expect("service starts");
     let endpoint = format!("http://127.0.0.1:{}", running.port);
     let http = reqwest::Client::new();
-    wait_for("readiness", T, || {
-        let http = http.clone();
-        let url = format!("{endpoint}/probes/readiness");
-        async move {
-            let resp = http.get(url).send().await.ok()?;
-            resp.status().is_success().then_some(())
-        }
-    })
-    .await;
+    common::wait_ready(&http, &endpoint, T).await;
     Service {
         _source: source,
         _storage: storage,
@@ -82,21 +57,6 @@ async fn start_service() -> Service {
         endpoint,
         running,
     }
-}
-
-/// Object ids of all PUT ops in data lines, by table.
-fn put_ids(lines: &[Value], table: &str) -> Vec<String> {
-    let mut ids = Vec::new();
-    for l in lines {
-        if let Some(ops) = l.pointer("/data/data").and_then(Value::as_array) {
-            for op in ops {
-                if op["op"] == "PUT" && op["object_type"] == table {
-                    ids.push(op["object_id"].as_str().unwrap().to_owned());
-                }
-            }
-        }
-    }
-    ids
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,10 +75,10 @@ async fn first_sync_live_changes_sharing_and_write_checkpoints() {
         "first line is a checkpoint: {lines:?}"
     );
     assert_eq!(
-        put_ids(&lines, "lists"),
+        common::put_ids(&lines, "lists"),
         vec!["00000000-0000-0000-0000-00000000000a"]
     );
-    assert_eq!(put_ids(&lines, "todos").len(), 1);
+    assert_eq!(common::put_ids(&lines, "todos").len(), 1);
     let todo_data = lines
         .iter()
         .find_map(|l| {
@@ -144,7 +104,7 @@ async fn first_sync_live_changes_sharing_and_write_checkpoints() {
         lines.iter().any(|l| l.get("checkpoint_diff").is_some()),
         "{lines:?}"
     );
-    assert_eq!(put_ids(&lines, "todos").len(), 1, "{lines:?}");
+    assert_eq!(common::put_ids(&lines, "todos").len(), 1, "{lines:?}");
 
     // Sharing bob's list with alice adds its bucket live; unsharing removes it.
     svc.db
@@ -156,7 +116,7 @@ async fn first_sync_live_changes_sharing_and_write_checkpoints() {
         .unwrap();
     let lines = a.until("checkpoint_complete", T).await;
     assert_eq!(
-        put_ids(&lines, "lists"),
+        common::put_ids(&lines, "lists"),
         vec!["00000000-0000-0000-0000-00000000000b"],
         "{lines:?}"
     );
@@ -176,7 +136,7 @@ async fn first_sync_live_changes_sharing_and_write_checkpoints() {
     let mut b = bob.stream(json!({"client_id": "b1"})).await;
     let lines = b.until("checkpoint_complete", T).await;
     assert_eq!(
-        put_ids(&lines, "lists"),
+        common::put_ids(&lines, "lists"),
         vec!["00000000-0000-0000-0000-00000000000b"]
     );
 

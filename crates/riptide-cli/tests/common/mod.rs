@@ -1,0 +1,61 @@
+//! Helpers shared by the integration tests that run `riptide serve` in process.
+
+#![allow(clippy::unwrap_used, dead_code)] // test helpers outside #[test] fns; not every test uses each
+
+use std::time::Duration;
+
+use riptide_cli::config::{AuthConfig, Limits, Logging, ServeConfig};
+use riptide_testkit::{TestDatabase, TestKeys, wait_for};
+use serde_json::Value;
+
+/// A service on `source` with bucket storage in `storage`, tokens signed by `keys`, a free
+/// port, no sync rules and no admin tokens (set the fields a test needs).
+pub fn serve_config(source: &TestDatabase, storage: &TestDatabase, keys: &TestKeys) -> ServeConfig {
+    ServeConfig {
+        source_uri: source.url(),
+        storage_uri: Some(storage.url()),
+        port: 0,
+        sync_rules: None,
+        sync_rules_origin: "test".into(),
+        sync_rules_offset: (0, 0),
+        auth: AuthConfig {
+            jwks: vec![keys.jwk()],
+            jwks_uris: vec![],
+            audiences: vec![keys.audience.clone()],
+        },
+        api_tokens: vec![],
+        limits: Limits::default(),
+        logging: Logging {
+            level: "info".into(),
+            json: false,
+        },
+        slot_name_prefix: "riptide_".into(),
+        ignored: vec![],
+    }
+}
+
+/// Waits until the service at `endpoint` answers its readiness probe (an active deployment).
+pub async fn wait_ready(http: &reqwest::Client, endpoint: &str, timeout: Duration) {
+    wait_for("readiness", timeout, || {
+        let http = http.clone();
+        let url = format!("{endpoint}/probes/readiness");
+        async move {
+            let resp = http.get(url).send().await.ok()?;
+            resp.status().is_success().then_some(())
+        }
+    })
+    .await;
+}
+
+/// Object ids of the PUT ops of `table` in data lines, sorted.
+pub fn put_ids(lines: &[Value], table: &str) -> Vec<String> {
+    let mut ids: Vec<String> = lines
+        .iter()
+        .filter_map(|l| l.pointer("/data/data").and_then(Value::as_array))
+        .flatten()
+        .filter(|op| op["op"] == "PUT" && op["object_type"] == table)
+        .map(|op| op["object_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
