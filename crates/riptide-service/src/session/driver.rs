@@ -189,7 +189,7 @@ impl Session {
         let storage = inner.storage.as_ref();
         let limits = inner.options.limits;
         // Subscribe before the first read so no checkpoint between the two is missed.
-        let mut events = inner.events.subscribe();
+        let mut bus = BusView::new(inner.events.subscribe());
         // Waits for the events that concern this stream (see `wake`).
         let registration = inner.wake.register(&inner.events);
         let mut interest_of: Option<(u64, bool)> = None;
@@ -205,16 +205,9 @@ impl Session {
         let only = request.only.as_deref();
         let mut session = SessionState::new(Vec::new(), &request.buckets);
         let mut resolved: Option<Resolved> = None;
-        let mut resolve_needed = true;
         // A write checkpoint of this user/client that may not be reported yet.
         let mut pending_write: Option<OpId> = None;
         let mut pace = Pace::new(inner.options.checkpoint_interval);
-        // The newest checkpoint of the active deployment this session has accounted for: seen
-        // announced on the bus, or read from storage when it last resolved its buckets.
-        let mut seen: Option<StorageCheckpoint> = None;
-
-        // What the bus told this stream since its last checkpoint (see `follow`).
-        let mut follow = Follow::default();
 
         loop {
             let active = rules_rx.borrow_and_update().clone();
@@ -225,9 +218,9 @@ impl Session {
                 r.deployment == active.deployment && Arc::ptr_eq(&r.rules, &active.rules)
             });
             if !same_rules {
-                resolve_needed = true;
-                seen = None;
-                follow.reset();
+                bus.resolve_needed = true;
+                bus.seen = None;
+                bus.follow.reset();
             }
             if let Some(due) = pace.due() {
                 tokio::time::sleep_until(due.into()).await;
@@ -238,25 +231,19 @@ impl Session {
             // (the checkpoint read next covers all of it); if that checkpoint is still ahead of
             // everything seen, its newest commits may have changed this stream's parameter
             // lookups: resolve the buckets again.
-            drain(
-                &mut events,
+            bus.drain(
                 active.deployment,
                 resolved.as_ref(),
                 pending_write.is_some(),
-                &mut Judged {
-                    seen: &mut seen,
-                    follow: &mut follow,
-                    resolve_needed: &mut resolve_needed,
-                },
             )?;
 
             // The newest checkpoint, served from the ops the bus carried when they cover
             // everything since the last one (no storage read), else read from storage.
             let mut begun = None;
-            if !resolve_needed
+            if !bus.resolve_needed
                 && session.is_idle()
                 && let Some(r) = resolved.as_ref()
-                && let Some(checkpoint) = follow.known()
+                && let Some(checkpoint) = bus.follow.known()
             {
                 // Only a write checkpoint announced to this process can have become visible
                 // (the notice keeps `pending_write` set until it is reported).
@@ -267,7 +254,7 @@ impl Session {
                 } else {
                     session.reported_write_checkpoint()
                 };
-                let new_ops = follow.ops_of(&r.names);
+                let new_ops = bus.follow.ops_of(&r.names);
                 if let Some(lines) = session.checkpoint_from_ops(
                     checkpoint.op_id,
                     r.buckets.clone(),
@@ -275,7 +262,7 @@ impl Session {
                     &new_ops,
                 ) {
                     inner.metrics.checkpoint_from_memory();
-                    follow.rebase(checkpoint);
+                    bus.follow.rebase(checkpoint);
                     begun = Some(lines);
                 }
             }
@@ -283,19 +270,19 @@ impl Session {
             if begun.is_none()
                 && let Some(mut checkpoint) = storage.checkpoint(active.deployment).await?
             {
-                if seen < Some(checkpoint) {
-                    resolve_needed = true;
+                if bus.seen < Some(checkpoint) {
+                    bus.resolve_needed = true;
                 }
-                if resolve_needed {
+                if bus.resolve_needed {
                     let (r, definitions, at) =
                         resolve(storage, &active, &params, only, &limits, checkpoint).await?;
                     session.set_streams(SessionState::streams_for(&definitions));
                     resolved = Some(r);
                     resolutions += 1;
-                    resolve_needed = false;
+                    bus.resolve_needed = false;
                     // The bucket set belongs to `at` (see `resolve`): send that checkpoint.
                     checkpoint = at;
-                    seen = seen.max(Some(checkpoint));
+                    bus.seen = bus.seen.max(Some(checkpoint));
                 }
                 let Some(r) = resolved.as_ref() else {
                     continue;
@@ -309,7 +296,7 @@ impl Session {
                     .await?;
                 inner.metrics.checkpoint_from_storage();
                 // The states and bucket set are exact at this checkpoint: follow from it.
-                follow.rebase(checkpoint);
+                bus.follow.rebase(checkpoint);
                 begun = Some(session.begin_checkpoint(CheckpointInput {
                     checkpoint: checkpoint.op_id,
                     buckets: r.buckets.clone(),
@@ -346,16 +333,10 @@ impl Session {
                     // Protocol §1.4 point 6: once a large checkpoint is well under way, a newer
                     // relevant checkpoint replaces it (data sent so far stays valid).
                     if session.ops_sent_for_pending() >= SWITCH_AFTER_OPS && !session.is_idle() {
-                        newer_checkpoint = drain(
-                            &mut events,
+                        newer_checkpoint = bus.drain(
                             active.deployment,
                             resolved.as_ref(),
                             pending_write.is_some(),
-                            &mut Judged {
-                                seen: &mut seen,
-                                follow: &mut follow,
-                                resolve_needed: &mut resolve_needed,
-                            },
                         )?;
                         if newer_checkpoint {
                             break;
@@ -391,16 +372,10 @@ impl Session {
                 // old one, which may not have woken this stream for them (a write checkpoint's
                 // commit landing while its notice was being handled, a commit to a bucket just
                 // added): judge what is queued now instead of waiting for the next event.
-                let relevant = drain(
-                    &mut events,
+                let relevant = bus.drain(
                     active.deployment,
                     resolved.as_ref(),
                     pending_write.is_some(),
-                    &mut Judged {
-                        seen: &mut seen,
-                        follow: &mut follow,
-                        resolve_needed: &mut resolve_needed,
-                    },
                 )?;
                 if relevant {
                     continue;
@@ -409,17 +384,7 @@ impl Session {
             loop {
                 tokio::select! {
                     () = registration.notified() => {
-                        let wake = drain(
-                            &mut events,
-                            active.deployment,
-                            resolved.as_ref(),
-                            pending_write.is_some(),
-                            &mut Judged {
-                                seen: &mut seen,
-                                follow: &mut follow,
-                                resolve_needed: &mut resolve_needed,
-                            },
-                        )?;
+                        let wake = bus.drain(active.deployment, resolved.as_ref(), pending_write.is_some())?;
                         if wake {
                             break;
                         }
@@ -452,92 +417,80 @@ impl Session {
     }
 }
 
-/// What judging bus events updates in a session (see [`relevance`]).
-struct Judged<'a> {
-    seen: &'a mut Option<StorageCheckpoint>,
-    follow: &'a mut Follow,
-    resolve_needed: &'a mut bool,
+/// What a stream knows from the checkpoint bus: its receiver, and what the events it took
+/// told it.
+struct BusView {
+    events: broadcast::Receiver<CheckpointEvent>,
+    /// The newest checkpoint of the active deployment this session has accounted for: seen
+    /// announced on the bus, or read from storage when it last resolved its buckets.
+    seen: Option<StorageCheckpoint>,
+    /// The ops of its buckets the bus carried since its last checkpoint (see `follow`).
+    follow: Follow,
+    /// An event changed one of its parameter lookups (or it lost track): resolve its buckets
+    /// again.
+    resolve_needed: bool,
 }
 
-/// Takes every event queued on the stream's bus receiver and judges each with [`relevance`].
-/// Returns whether one of them calls for a new checkpoint; a lagged receiver does (it no
-/// longer knows what changed, so it resolves again and reads storage).
-fn drain(
-    events: &mut broadcast::Receiver<CheckpointEvent>,
-    deployment: i64,
-    resolved: Option<&Resolved>,
-    pending_write: bool,
-    judged: &mut Judged<'_>,
-) -> Result<bool, SessionError> {
-    let mut relevant = false;
-    loop {
-        match events.try_recv() {
-            Ok(event) => {
-                let r = relevance(
-                    &event,
-                    deployment,
-                    resolved,
-                    pending_write,
-                    judged.seen,
-                    judged.follow,
-                );
-                *judged.resolve_needed |= r.lookups_changed;
-                relevant |= r.relevant;
-            }
-            Err(TryRecvError::Lagged(_)) => {
-                *judged.resolve_needed = true;
-                judged.follow.reset();
-                relevant = true;
-            }
-            Err(TryRecvError::Empty) => return Ok(relevant),
-            Err(TryRecvError::Closed) => return Err(SessionError::BusClosed),
+impl BusView {
+    fn new(events: broadcast::Receiver<CheckpointEvent>) -> BusView {
+        BusView {
+            events,
+            seen: None,
+            follow: Follow::default(),
+            resolve_needed: true,
         }
     }
-}
 
-/// What a checkpoint event means to one stream.
-struct Relevance {
-    /// It should send a checkpoint for it.
-    relevant: bool,
-    /// It changed one of the stream's parameter lookups: resolve its buckets again.
-    lookups_changed: bool,
-}
+    /// Takes every queued event and judges each with [`Self::judge`]. Returns whether one of
+    /// them calls for a new checkpoint; a lagged receiver does (it no longer knows what
+    /// changed, so it resolves again and reads storage).
+    fn drain(
+        &mut self,
+        deployment: i64,
+        resolved: Option<&Resolved>,
+        pending_write: bool,
+    ) -> Result<bool, SessionError> {
+        let mut relevant = false;
+        loop {
+            match self.events.try_recv() {
+                Ok(event) => relevant |= self.judge(&event, deployment, resolved, pending_write),
+                Err(TryRecvError::Lagged(_)) => {
+                    self.resolve_needed = true;
+                    self.follow.reset();
+                    relevant = true;
+                }
+                Err(TryRecvError::Empty) => return Ok(relevant),
+                Err(TryRecvError::Closed) => return Err(SessionError::BusClosed),
+            }
+        }
+    }
 
-/// Whether a checkpoint event concerns this stream, and whether it changed one of its lookups.
-/// Also advances `seen`, the newest checkpoint of the deployment announced to this stream, and
-/// `follow`, the ops of its buckets known from the bus.
-fn relevance(
-    event: &CheckpointEvent,
-    deployment: i64,
-    resolved: Option<&Resolved>,
-    pending_write: bool,
-    seen: &mut Option<StorageCheckpoint>,
-    follow: &mut Follow,
-) -> Relevance {
-    if event.deployment != deployment {
-        return Relevance {
-            relevant: false,
-            lookups_changed: false,
+    /// Whether a checkpoint event concerns this stream. Also advances `seen` and `follow`, and
+    /// sets `resolve_needed` when the event changed one of the stream's lookups.
+    fn judge(
+        &mut self,
+        event: &CheckpointEvent,
+        deployment: i64,
+        resolved: Option<&Resolved>,
+        pending_write: bool,
+    ) -> bool {
+        if event.deployment != deployment {
+            return false;
+        }
+        self.seen = self.seen.max(Some(event.checkpoint));
+        let Some(r) = resolved else {
+            self.follow.reset();
+            return true;
         };
-    }
-    *seen = (*seen).max(Some(event.checkpoint));
-    let Some(r) = resolved else {
-        follow.reset();
-        return Relevance {
-            relevant: true,
-            lookups_changed: false,
-        };
-    };
-    let lookups_changed = event.changed_lookups.iter().any(|l| r.lookups.contains(l));
-    let buckets_changed = event.changed_buckets.iter().any(|b| r.names.contains(b));
-    if lookups_changed {
-        follow.reset();
-    } else {
-        follow.on_event(event, buckets_changed);
-    }
-    Relevance {
-        relevant: lookups_changed || buckets_changed || pending_write,
-        lookups_changed,
+        let lookups_changed = event.changed_lookups.iter().any(|l| r.lookups.contains(l));
+        let buckets_changed = event.changed_buckets.iter().any(|b| r.names.contains(b));
+        if lookups_changed {
+            self.resolve_needed = true;
+            self.follow.reset();
+        } else {
+            self.follow.on_event(event, buckets_changed);
+        }
+        lookups_changed || buckets_changed || pending_write
     }
 }
 

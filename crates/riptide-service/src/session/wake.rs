@@ -5,9 +5,9 @@
 //! which [`super::follow`] relies on); it just does not wait on it. It waits on its
 //! [`Registration`], which one dispatcher task notifies for the events that touch the
 //! session's interest (or every event, while the session has none yet or a write checkpoint
-//! pending). Woken, the session drains its receiver and decides with `relevance()` as before.
-//! Right after changing its interest it drains once without waiting to be woken: the events
-//! dispatched under the old interest may concern the new one.
+//! pending). Woken, the session drains its receiver and judges each event (`BusView` in
+//! `driver.rs`). Right after changing its interest it drains once without waiting to be woken:
+//! the events dispatched under the old interest may concern the new one.
 //! A session not woken for more events than the bus holds sees `Lagged` at its next wake and
 //! reads storage, as any lagging receiver.
 
