@@ -124,6 +124,20 @@ impl Harness {
         router(self.state.clone()).oneshot(req).await.unwrap()
     }
 
+    /// `GET /write-checkpoint2.json` as `user` for `client`: the response body.
+    async fn write_checkpoint(&self, user: &str, client: &str) -> Value {
+        let resp = self
+            .request(
+                Request::get(format!("/write-checkpoint2.json?client_id={client}"))
+                    .header("authorization", format!("Token {}", self.token(user)))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        body_json(resp).await
+    }
+
     async fn stream(&self, user: &str, body: Value) -> Lines {
         let resp = self
             .request(
@@ -427,16 +441,8 @@ async fn write_checkpoint_reported_once_replicated() {
 
     // Already covered when requested: reported right away.
     h.source.lsn.store(180, Ordering::SeqCst);
-    let resp = h
-        .request(
-            Request::get("/write-checkpoint2.json?client_id=c1")
-                .header("authorization", format!("Token {}", h.token("u1")))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
     assert_eq!(
-        body_json(resp).await,
+        h.write_checkpoint("u1", "c1").await,
         json!({"data": {"write_checkpoint": "2"}})
     );
     let diff = s.next().await.unwrap();
@@ -600,16 +606,8 @@ async fn write_checkpoint_committed_while_its_notice_is_handled_is_reported() {
     // and the event is dispatched before the stream asks to be woken by every commit.
     h.source.lsn.store(150, Ordering::SeqCst);
     storage.arm(h.deployment, Lsn(200));
-    let resp = h
-        .request(
-            Request::get("/write-checkpoint2.json?client_id=c1")
-                .header("authorization", format!("Token {}", h.token("u1")))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
     assert_eq!(
-        body_json(resp).await,
+        h.write_checkpoint("u1", "c1").await,
         json!({"data": {"write_checkpoint": "1"}})
     );
     let diff = s
@@ -1034,16 +1032,8 @@ async fn small_commits_are_served_from_the_bus_and_untouched_streams_stay_silent
     // A write checkpoint of u2 becomes visible with a commit that does not touch u2's
     // buckets: still reported, still without reading bucket data.
     h.source.lsn.store(250, Ordering::SeqCst);
-    let resp = h
-        .request(
-            Request::get("/write-checkpoint2.json?client_id=c2")
-                .header("authorization", format!("Token {}", h.token("u2")))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
     assert_eq!(
-        body_json(resp).await,
+        h.write_checkpoint("u2", "c2").await,
         json!({"data": {"write_checkpoint": "1"}})
     );
     // Not yet replicated (storage at 0/200): nothing.
