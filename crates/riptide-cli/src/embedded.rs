@@ -11,7 +11,7 @@ use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::{EncodePrivateKey, KeypairBytes};
 use riptide_localpg::{Durability, LocalCluster};
 
-use crate::config::{AuthConfig, Limits, Logging, ServeConfig};
+use crate::config::{AuthConfig, ServeConfig};
 
 /// The demo database in the embedded cluster.
 pub const DEMO_DATABASE: &str = "riptide_demo";
@@ -114,25 +114,17 @@ impl Embedded {
     /// A service config for the demo database.
     pub fn serve_config(&self, port: u16) -> ServeConfig {
         ServeConfig {
-            source_uri: riptide_localpg::url(self.port, DEMO_DATABASE),
-            storage_uri: None,
             port,
             sync_rules: Some(DEMO_RULES.to_owned()),
             sync_rules_origin: "the built-in demo rules".into(),
-            sync_rules_offset: (0, 0),
-            auth: AuthConfig {
-                jwks: vec![self.key.jwk()],
-                jwks_uris: Vec::new(),
-                audiences: vec![DEMO_AUDIENCE.into()],
-            },
-            api_tokens: Vec::new(),
-            limits: Limits::default(),
-            logging: Logging {
-                level: "info".into(),
-                json: false,
-            },
-            slot_name_prefix: "riptide_".into(),
-            ignored: Vec::new(),
+            ..ServeConfig::new(
+                riptide_localpg::url(self.port, DEMO_DATABASE),
+                AuthConfig {
+                    jwks: vec![self.key.jwk()],
+                    jwks_uris: Vec::new(),
+                    audiences: vec![DEMO_AUDIENCE.into()],
+                },
+            )
         }
     }
 }

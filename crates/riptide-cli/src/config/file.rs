@@ -596,6 +596,20 @@ client_auth:
     }
 
     #[test]
+    fn new_has_the_defaults_of_a_file_that_sets_only_source_rules_and_auth() {
+        let file = parse(MINIMAL).unwrap();
+        let new = ServeConfig::new(file.source_uri.clone(), file.auth.clone());
+        assert_eq!(new.port, file.port);
+        assert_eq!(new.storage_uri, file.storage_uri);
+        assert_eq!(new.api_tokens, file.api_tokens);
+        assert_eq!(new.limits, file.limits);
+        assert_eq!(new.logging, file.logging);
+        assert_eq!(new.slot_name_prefix, file.slot_name_prefix);
+        assert_eq!(new.ignored, file.ignored);
+        assert!(new.sync_rules.is_none());
+    }
+
+    #[test]
     fn unknown_key_names_key_and_line() {
         let text = MINIMAL.replace("sync_config:", "colour: blue\nsync_config:");
         let err = parse(&text).unwrap_err().to_string();

@@ -80,6 +80,30 @@ pub enum ConfigError {
 }
 
 impl ServeConfig {
+    /// A config for `source_uri` with the defaults of a config file that sets nothing else:
+    /// storage on the source server, port 8080, no rules (the admin API deploys them), no
+    /// admin tokens, default limits, `info` text logs, slots named `riptide_…`. Change the
+    /// fields you need with struct update syntax.
+    pub fn new(source_uri: String, auth: AuthConfig) -> ServeConfig {
+        ServeConfig {
+            source_uri,
+            storage_uri: None,
+            port: 8080,
+            sync_rules: None,
+            sync_rules_origin: "the admin API".into(),
+            sync_rules_offset: (0, 0),
+            auth,
+            api_tokens: Vec::new(),
+            limits: Limits::default(),
+            logging: Logging {
+                level: "info".into(),
+                json: false,
+            },
+            slot_name_prefix: "riptide_".into(),
+            ignored: Vec::new(),
+        }
+    }
+
     /// Loads and validates a config file. `sync_config.path` is resolved relative to it.
     pub fn load(path: &Path) -> Result<ServeConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

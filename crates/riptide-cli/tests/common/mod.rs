@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use riptide_cli::config::{AuthConfig, Limits, Logging, ServeConfig};
+use riptide_cli::config::{AuthConfig, ServeConfig};
 use riptide_testkit::{TestDatabase, TestKeys, wait_for};
 use serde_json::Value;
 
@@ -12,25 +12,17 @@ use serde_json::Value;
 /// port, no sync rules and no admin tokens (set the fields a test needs).
 pub fn serve_config(source: &TestDatabase, storage: &TestDatabase, keys: &TestKeys) -> ServeConfig {
     ServeConfig {
-        source_uri: source.url(),
         storage_uri: Some(storage.url()),
         port: 0,
-        sync_rules: None,
         sync_rules_origin: "test".into(),
-        sync_rules_offset: (0, 0),
-        auth: AuthConfig {
-            jwks: vec![keys.jwk()],
-            jwks_uris: vec![],
-            audiences: vec![keys.audience.clone()],
-        },
-        api_tokens: vec![],
-        limits: Limits::default(),
-        logging: Logging {
-            level: "info".into(),
-            json: false,
-        },
-        slot_name_prefix: "riptide_".into(),
-        ignored: vec![],
+        ..ServeConfig::new(
+            source.url(),
+            AuthConfig {
+                jwks: vec![keys.jwk()],
+                jwks_uris: vec![],
+                audiences: vec![keys.audience.clone()],
+            },
+        )
     }
 }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use app_server::rules_deploy::{self, DeployError, Deployed, Target};
-use riptide_cli::config::{AuthConfig, Limits, Logging, ServeConfig};
+use riptide_cli::config::{AuthConfig, ServeConfig};
 use riptide_cli::serve;
 use riptide_testkit::{SyncClient, TestDatabase, wait_for};
 use serde_json::{Value, json};
@@ -25,25 +25,17 @@ struct Service {
 async fn start_service(source: &TestDatabase, keys: &Keys) -> Service {
     let storage = source.sibling("storage").await;
     let config = ServeConfig {
-        source_uri: source.url(),
         storage_uri: Some(storage.url()),
         port: 0,
-        sync_rules: None,
-        sync_rules_origin: "the admin API".into(),
-        sync_rules_offset: (0, 0),
-        auth: AuthConfig {
-            jwks: vec![keys.public_jwk.clone()],
-            jwks_uris: vec![],
-            audiences: vec!["riptide".into()],
-        },
         api_tokens: vec![ADMIN.into()],
-        limits: Limits::default(),
-        logging: Logging {
-            level: "info".into(),
-            json: false,
-        },
-        slot_name_prefix: "riptide_".into(),
-        ignored: vec![],
+        ..ServeConfig::new(
+            source.url(),
+            AuthConfig {
+                jwks: vec![keys.public_jwk.clone()],
+                jwks_uris: vec![],
+                audiences: vec!["riptide".into()],
+            },
+        )
     };
     let running = serve::start(config).await.expect("service starts");
     Service {
