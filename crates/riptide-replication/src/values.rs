@@ -1,4 +1,4 @@
-//! Postgres text-format values → [`SqliteValue`], by type (protocol reference §8).
+//! Postgres text-format values → [`SqliteValue`], by type (docs/protocol.md §8.2).
 //!
 //! Both the snapshot and the replication connection force `TimeZone=UTC`, `DateStyle=ISO` and
 //! `bytea_output=hex`, so the text each type prints is predictable. A value whose text does not

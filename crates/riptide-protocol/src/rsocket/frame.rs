@@ -1,5 +1,5 @@
 //! RSocket 1.0 frames as carried over WebSocket: one frame per binary message, without the
-//! 3-byte length prefix of the TCP transport (protocol doc §2.5).
+//! 3-byte length prefix of the TCP transport (docs/protocol.md §2.5).
 //!
 //! Header: stream id (u32 BE, top bit reserved), then a u16 of `type << 10 | flags`. Every
 //! length inside a frame is checked against the bytes actually present before anything is

@@ -330,8 +330,8 @@ impl Session {
                     let sent = session.ops_sent_total() - before;
                     ops_sent.fetch_add(sent, Ordering::Relaxed);
                     inner.metrics.ops_sent(sent);
-                    // Protocol §1.4 point 6: once a large checkpoint is well under way, a newer
-                    // relevant checkpoint replaces it (data sent so far stays valid).
+                    // docs/protocol.md §1.4 point 6: once a large checkpoint is well under way,
+                    // a newer relevant checkpoint replaces it (data sent so far stays valid).
                     if session.ops_sent_for_pending() >= SWITCH_AFTER_OPS && !session.is_idle() {
                         newer_checkpoint = bus.drain(
                             active.deployment,
