@@ -11,7 +11,7 @@
 //! - `tables.rs`: live table-set changes while streaming (a referenced table created,
 //!   published, renamed, dropped or unpublished) through catalog checks, a consistent copy
 //!   from a temporary slot's snapshot and per-relation gates.
-//! - `pgoutput.rs` decodes the wire messages, `values.rs` maps Postgres text values to SQLite
+//! - `pgoutput/` decodes the wire messages, `values.rs` maps Postgres text values to SQLite
 //!   values, `row_image.rs` builds rows and replica-identity keys.
 
 mod batch;
