@@ -11,10 +11,12 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::KeyStore;
 use crate::bucket_rules::BucketRules;
 use crate::dashboard::ApiTokens;
+use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::metrics::ServiceMetrics;
 use crate::rules_admin::RulesAdmin;
 use crate::session::wake::WakeIndex;
+use crate::slots::{StreamSlot, UserSlots, take_stream_slot};
 use crate::source::SourceDatabase;
 use crate::write_checkpoints::WriteCheckpointNotifier;
 
@@ -81,6 +83,7 @@ pub(crate) struct Inner {
     pub source: Arc<dyn SourceDatabase>,
     pub options: ServiceOptions,
     pub connections: Arc<Semaphore>,
+    pub(crate) user_slots: Arc<UserSlots>,
     pub write_checkpoints: WriteCheckpointNotifier,
     pub metrics: Arc<ServiceMetrics>,
     /// Which sessions a checkpoint event wakes.
@@ -95,6 +98,8 @@ impl AppState {
         events: broadcast::Sender<CheckpointEvent>,
         source: Arc<dyn SourceDatabase>,
     ) -> AppState {
+        let metrics = Arc::new(ServiceMetrics::new());
+        options.keystore.attach_metrics(metrics.clone());
         let permits = options
             .limits
             .max_concurrent_connections
@@ -106,9 +111,10 @@ impl AppState {
                 events,
                 source,
                 connections: Arc::new(Semaphore::new(permits)),
+                user_slots: Arc::new(UserSlots::new(options.limits.max_connections_per_user)),
                 options,
                 write_checkpoints: WriteCheckpointNotifier::default(),
-                metrics: Arc::new(ServiceMetrics::new()),
+                metrics,
                 wake: Arc::new(WakeIndex::default()),
             }),
             shutdown: CancellationToken::new(),
@@ -122,6 +128,17 @@ impl AppState {
 
     pub fn limits(&self) -> &Limits {
         &self.inner.options.limits
+    }
+
+    /// A sync stream's slots for `user` (`PSYNC_S2304` when the process or the user is at
+    /// its cap).
+    pub(crate) fn take_stream_slot(&self, user: &str) -> Result<StreamSlot, ApiError> {
+        take_stream_slot(
+            &self.inner.connections,
+            &self.inner.user_slots,
+            &self.inner.metrics,
+            user,
+        )
     }
 
     /// The active rules now, if any.

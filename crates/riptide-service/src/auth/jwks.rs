@@ -1,7 +1,5 @@
 //! JWK parsing into verification keys, and fetching remote JWKS documents.
 
-use std::time::Duration;
-
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
@@ -11,6 +9,9 @@ pub struct KeySpec {
     pub kid: Option<String>,
     pub algorithms: Vec<Algorithm>,
     pub key: DecodingKey,
+    /// Audiences accepted for tokens this key verifies, besides the configured ones
+    /// (Supabase keys: `authenticated`).
+    pub audiences: Vec<String>,
 }
 
 impl std::fmt::Debug for KeySpec {
@@ -19,6 +20,7 @@ impl std::fmt::Debug for KeySpec {
         f.debug_struct("KeySpec")
             .field("kid", &self.kid)
             .field("algorithms", &self.algorithms)
+            .field("audiences", &self.audiences)
             .finish_non_exhaustive()
     }
 }
@@ -35,8 +37,18 @@ pub enum JwksError {
         #[source]
         source: reqwest::Error,
     },
-    #[error("JWKS from {uri} answered HTTP {status}")]
+    #[error("JWKS from {uri} answered HTTP {status} (redirects are not followed)")]
     FetchStatus { uri: String, status: u16 },
+    #[error("JWKS URI {uri} is not a valid URL")]
+    BadUri { uri: String },
+    #[error(
+        "JWKS URI {uri} points at a refused address (block_local_jwks / jwks_reject_ip_ranges)"
+    )]
+    RefusedAddress { uri: String },
+    #[error("JWKS from {uri} is larger than {limit} bytes")]
+    TooLarge { uri: String, limit: usize },
+    #[error("JWKS from {uri} is not JSON")]
+    NotJson { uri: String },
 }
 
 impl KeySpec {
@@ -98,7 +110,16 @@ impl KeySpec {
             kid: jwk.common.key_id.clone(),
             algorithms,
             key,
+            audiences: Vec::new(),
         })
+    }
+}
+
+impl KeySpec {
+    /// This key also accepts tokens for `audiences`.
+    pub fn with_audiences(mut self, audiences: Vec<String>) -> KeySpec {
+        self.audiences = audiences;
+        self
     }
 }
 
@@ -123,25 +144,9 @@ pub fn parse_key_set(doc: &serde_json::Value, strict: bool) -> Result<Vec<KeySpe
 
 /// Fetches and parses a remote JWKS document.
 pub(crate) async fn fetch_key_set(
-    client: &reqwest::Client,
+    client: &super::fetch::JwksClient,
     uri: &str,
 ) -> Result<Vec<KeySpec>, JwksError> {
-    let fetch_err = |source| JwksError::Fetch {
-        uri: uri.to_owned(),
-        source,
-    };
-    let response = client
-        .get(uri)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(fetch_err)?;
-    if !response.status().is_success() {
-        return Err(JwksError::FetchStatus {
-            uri: uri.to_owned(),
-            status: response.status().as_u16(),
-        });
-    }
-    let doc: serde_json::Value = response.json().await.map_err(fetch_err)?;
+    let doc = client.get(uri).await?;
     parse_key_set(&doc, false)
 }
