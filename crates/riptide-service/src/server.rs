@@ -26,21 +26,33 @@ use tokio_util::task::TaskTracker;
 use tower::Service;
 
 use crate::limits::Limits;
-use crate::metrics::{ConnectionRefusal, ServiceMetrics};
+use crate::metrics::{ConnectionRefusal, OpenConnection, ServiceMetrics};
 
 /// The TCP connection's slot, in every request's extensions. Taken (once) by a WebSocket
 /// upgrade so the socket keeps it after hyper hands the connection over.
-#[derive(Debug, Clone, Default)]
-pub struct ConnectionSlot(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+#[derive(Clone, Default)]
+pub struct ConnectionSlot(Arc<Mutex<Option<HeldSlot>>>);
+
+impl std::fmt::Debug for ConnectionSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionSlot").finish_non_exhaustive()
+    }
+}
+
+/// A connection's place under `max_open_connections` and in the open-connections gauge.
+pub(crate) struct HeldSlot {
+    _permit: OwnedSemaphorePermit,
+    _open: OpenConnection,
+}
 
 impl ConnectionSlot {
-    fn new(permit: OwnedSemaphorePermit) -> ConnectionSlot {
-        ConnectionSlot(Arc::new(Mutex::new(Some(permit))))
+    fn new(slot: HeldSlot) -> ConnectionSlot {
+        ConnectionSlot(Arc::new(Mutex::new(Some(slot))))
     }
 
     /// The slot, if still here (`None` for a second upgrade attempt, or in-process tests that
     /// call the router directly).
-    pub fn take(&self) -> Option<OwnedSemaphorePermit> {
+    pub(crate) fn take(&self) -> Option<HeldSlot> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -86,14 +98,13 @@ pub(crate) async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
-        let slot = ConnectionSlot::new(permit);
+        let slot = ConnectionSlot::new(HeldSlot {
+            _permit: permit,
+            _open: metrics.connection_opened(),
+        });
         let app = app.clone();
         let cancel = cancel.clone();
-        let metrics = metrics.clone();
-        connections.spawn(async move {
-            let _open = metrics.connection_opened();
-            serve_connection(tcp, peer, app, slot, limits, cancel).await;
-        });
+        connections.spawn(serve_connection(tcp, peer, app, slot, limits, cancel));
     }
     connections.close();
     connections.wait().await;
@@ -108,6 +119,7 @@ async fn serve_connection(
     limits: Limits,
     cancel: CancellationToken,
 ) {
+    // The slot drops with the last request's clone unless a WebSocket upgrade took it.
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         // The peer address lets the dashboard tell loopback clients apart.
         req.extensions_mut().insert(ConnectInfo(peer));

@@ -442,7 +442,9 @@ impl KeyStore {
         if iat > now.saturating_add(LEEWAY_SECS) {
             return Err(AuthError::InvalidClaim("iat"));
         }
-        if exp < iat {
+        // A token that expires before it was issued. (One already past `exp` is judged by
+        // its expiry instead: within the leeway it is served like any token about to expire.)
+        if exp < iat && exp >= now {
             return Err(AuthError::InvalidClaim("exp"));
         }
         let allowed =

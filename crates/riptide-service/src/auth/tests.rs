@@ -271,3 +271,105 @@ async fn remote_jwks_fetched_on_unknown_kid_and_rate_limited() {
     );
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn future_iat_backwards_lifetime_and_empty_sub_are_s2101() {
+    let keys = TestKeys::generate();
+    let store = store(&keys);
+    let t = now();
+    let bad = [
+        (
+            json!({"sub": "u", "aud": AUD, "iat": t + 3600, "exp": t + 3700}),
+            "iat",
+        ),
+        (
+            json!({"sub": "u", "aud": AUD, "iat": t + 30, "exp": t + 20}),
+            "exp",
+        ),
+        (
+            json!({"sub": "", "aud": AUD, "iat": t, "exp": t + 60}),
+            "sub",
+        ),
+    ];
+    for (claims, claim) in bad {
+        assert_eq!(
+            store.verify(&rs256(&claims)).await,
+            Err(AuthError::InvalidClaim(claim)),
+            "{claims}"
+        );
+    }
+    // `iat` within the leeway ahead is clock skew, not an attack.
+    let skewed = json!({"sub": "u", "aud": AUD, "iat": t + 30, "exp": t + 300});
+    assert!(store.verify(&rs256(&skewed)).await.is_ok());
+}
+
+#[tokio::test]
+async fn supabase_secret_accepts_authenticated_audience() {
+    let secret = "super-secret-jwt-token-with-at-least-32-characters";
+    let store = KeyStore::new(AuthConfig {
+        supabase: SupabaseAuth {
+            jwks_uri: None,
+            jwt_secret: Some(secret.to_owned()),
+        },
+        ..AuthConfig::default()
+    })
+    .unwrap();
+    let claims = json!({"sub": "u", "aud": "authenticated", "iat": now(), "exp": now() + 300});
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(store.verify(&token).await.unwrap().user_id, "u");
+    // Another audience is still refused.
+    let other = json!({"sub": "u", "aud": "other", "iat": now(), "exp": now() + 300});
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &other,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(store.verify(&token).await, Err(AuthError::BadAudience));
+}
+
+#[test]
+fn supabase_jwks_uri_from_the_connection() {
+    assert_eq!(
+        supabase_jwks_uri("db.abcdefghij.supabase.co", "postgres").as_deref(),
+        Some("https://abcdefghij.supabase.co/auth/v1/.well-known/jwks.json")
+    );
+    assert_eq!(
+        supabase_jwks_uri(
+            "aws-0-eu-central-1.pooler.supabase.com",
+            "postgres.abcdefghij"
+        )
+        .as_deref(),
+        Some("https://abcdefghij.supabase.co/auth/v1/.well-known/jwks.json")
+    );
+    assert_eq!(supabase_jwks_uri("localhost", "postgres"), None);
+    assert_eq!(
+        supabase_jwks_uri("db.evil.com/x.supabase.co", "postgres"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn jwks_hosts_on_refused_addresses_are_not_fetched() {
+    let store = KeyStore::new(AuthConfig {
+        jwks_uri: vec!["http://127.0.0.1:9/jwks".to_owned()],
+        block_local_jwks: true,
+        audience: vec![AUD.to_owned()],
+        ..AuthConfig::default()
+    })
+    .unwrap();
+    let err = store.refresh().await.unwrap_err();
+    assert!(matches!(err, JwksError::RefusedAddress { .. }), "{err}");
+    let err = KeyStore::new(AuthConfig {
+        jwks_uri: vec!["http://example.invalid/jwks".to_owned()],
+        jwks_reject_ip_ranges: vec!["nonsense".to_owned()],
+        ..AuthConfig::default()
+    })
+    .unwrap_err();
+    assert!(matches!(err, KeyStoreError::IpRanges(_)));
+}

@@ -32,7 +32,7 @@ use riptide_protocol::rsocket::{
     SetupMetadata, error_code,
 };
 use riptide_protocol::{ErrorBody, ErrorCode};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::sync_stream::check_client_id;
@@ -40,7 +40,7 @@ use super::sync_stream::{StartedSession, StreamEnd, StreamStart, start_session, 
 use crate::auth::{AuthError, VerifiedToken, token_from_header};
 use crate::error::ApiError;
 use crate::metrics::{Rejected, TimedOut};
-use crate::server::ConnectionSlot;
+use crate::server::{ConnectionSlot, HeldSlot};
 use crate::session::framing::LineFormat;
 use crate::slots::StreamSlot;
 use crate::state::AppState;
@@ -172,7 +172,9 @@ async fn accept_setup(state: &AppState, setup: &Setup) -> Result<Accepted, Strin
         MIN_KEEPALIVE,
         state.limits().max_keepalive_lifetime.max(MIN_KEEPALIVE),
     );
-    let every = Duration::from_millis(u64::from(setup.keepalive_ms)).clamp(MIN_KEEPALIVE, lifetime);
+    // At least twice per lifetime, so a live peer's answer always arrives in time.
+    let every = Duration::from_millis(u64::from(setup.keepalive_ms))
+        .clamp(MIN_KEEPALIVE, (lifetime / 2).max(MIN_KEEPALIVE));
     let mut keepalive = tokio::time::interval_at(Instant::now() + every, every);
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     Ok(Accepted {
@@ -280,7 +282,7 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-async fn connection(mut socket: WebSocket, state: AppState, slot: Option<OwnedSemaphorePermit>) {
+async fn connection(mut socket: WebSocket, state: AppState, slot: Option<HeldSlot>) {
     // Held until the socket closes: the TCP connection counts against `max_open_connections`.
     let _slot = slot;
     let setup_deadline = Instant::now() + state.limits().setup_timeout;
