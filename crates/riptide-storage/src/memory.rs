@@ -471,7 +471,7 @@ impl BucketStorage for MemoryStorage {
             .map(|((_, c), wc)| (wc.updated, c.clone()))
             .collect();
         // Newest first; the first `keep` young enough stay.
-        mine.sort_by(|a, b| b.0.cmp(&a.0));
+        mine.sort_by_key(|m| std::cmp::Reverse(m.0));
         let mut deleted = 0u64;
         for (i, (updated, client)) in mine.into_iter().enumerate() {
             if i >= keep || updated.elapsed() > max_age {
