@@ -279,7 +279,7 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
         "port": http_port,
         "sync_config": {"content": "bucket_definitions:\n  global:\n    data:\n      - SELECT * FROM items\n  by_topic:\n    parameters: SELECT token_parameters.topic AS topic\n    data:\n      - SELECT * FROM events WHERE topic = bucket.topic\n"},
         "client_auth": {"jwks": keys.jwks(), "audience": [keys.audience]},
-        "api": {"parameters": {"max_concurrent_connections": 20_000}},
+        "api": {"parameters": {"max_concurrent_connections": 20_000, "max_connections_per_user": 20_000}},
         "system": {"logging": {"level": "warn"}},
     });
     let config_path = work.join("config.yaml");

@@ -90,6 +90,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         max_buckets_per_connection: config.limits.max_buckets_per_connection,
         max_parameter_query_results: config.limits.max_parameter_query_results,
         max_concurrent_connections: config.limits.max_concurrent_connections,
+        max_connections_per_user: config.limits.max_connections_per_user,
         ..Limits::default()
     };
     let source_pool = source_pool(&source)?;

@@ -126,6 +126,7 @@ struct Api {
 #[serde(deny_unknown_fields)]
 struct ApiParameters {
     max_concurrent_connections: Option<Env<usize>>,
+    max_connections_per_user: Option<Env<usize>>,
     max_buckets_per_connection: Option<Env<usize>>,
     max_parameter_query_results: Option<Env<usize>>,
     max_data_fetch_concurrency: Option<Ignored>,
@@ -377,6 +378,9 @@ pub(super) fn resolve(text: &str, origin: &str, base: &Path) -> Result<ServeConf
             if let Some(v) = p.max_concurrent_connections {
                 limits.max_concurrent_connections = v.0;
             }
+            if let Some(v) = p.max_connections_per_user {
+                limits.max_connections_per_user = v.0;
+            }
             if let Some(v) = p.max_buckets_per_connection {
                 limits.max_buckets_per_connection = v.0;
             }
@@ -398,6 +402,7 @@ pub(super) fn resolve(text: &str, origin: &str, base: &Path) -> Result<ServeConf
             "max_parameter_query_results",
             limits.max_parameter_query_results,
         ),
+        ("max_connections_per_user", limits.max_connections_per_user),
     ] {
         if v == 0 {
             return Err(r.invalid(format!("api.parameters.{name} must be at least 1")));

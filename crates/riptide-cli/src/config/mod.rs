@@ -46,6 +46,8 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_concurrent_connections: usize,
+    /// `api.parameters.max_connections_per_user` (Riptide's own key).
+    pub max_connections_per_user: usize,
     pub max_buckets_per_connection: usize,
     pub max_parameter_query_results: usize,
 }
@@ -54,6 +56,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_concurrent_connections: 10_000,
+            max_connections_per_user: riptide_service::Limits::default().max_connections_per_user,
             max_buckets_per_connection: 1000,
             max_parameter_query_results: 1000,
         }

@@ -3,12 +3,22 @@
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
+/// The key material of a [`KeySpec`].
+#[derive(Clone)]
+pub enum VerifyKey {
+    /// Verified by `jsonwebtoken` (its `algorithms`).
+    Jwt(DecodingKey),
+    /// A P-521 key: ES512, verified by [`super::es512`].
+    Es512(p521::ecdsa::VerifyingKey),
+}
+
 /// One verification key: its optional `kid`, the algorithms it may verify, and the key.
 #[derive(Clone)]
 pub struct KeySpec {
     pub kid: Option<String>,
+    /// What `jsonwebtoken` may verify with it (empty for ES512 keys).
     pub algorithms: Vec<Algorithm>,
-    pub key: DecodingKey,
+    pub key: VerifyKey,
     /// Audiences accepted for tokens this key verifies, besides the configured ones
     /// (Supabase keys: `authenticated`).
     pub audiences: Vec<String>,
@@ -53,8 +63,19 @@ pub enum JwksError {
 
 impl KeySpec {
     /// Parses one JWK: OKP/Ed25519 (`EdDSA`), RSA (RS256/384/512; any of them when `alg` is
-    /// absent), EC P-256/P-384 (ES256/ES384), oct (HS256/384/512, `alg` required).
+    /// absent), EC P-256/P-384/P-521 (ES256/ES384/ES512), oct (HS256/384/512, `alg` required).
     pub fn from_jwk_value(value: &serde_json::Value) -> Result<KeySpec, String> {
+        if let Some(key) = super::es512::key_from_jwk(value)? {
+            return Ok(KeySpec {
+                kid: value
+                    .get("kid")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned),
+                algorithms: Vec::new(),
+                key: VerifyKey::Es512(key),
+                audiences: Vec::new(),
+            });
+        }
         let jwk: Jwk = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
         let declared = match jwk.common.key_algorithm {
             None => None,
@@ -109,7 +130,7 @@ impl KeySpec {
         Ok(KeySpec {
             kid: jwk.common.key_id.clone(),
             algorithms,
-            key,
+            key: VerifyKey::Jwt(key),
             audiences: Vec::new(),
         })
     }

@@ -17,9 +17,9 @@ use jsonwebtoken::Validation;
 use jsonwebtoken::errors::ErrorKind;
 use serde_json::{Map, Value};
 
-use super::AuthError;
 use super::fetch::{IpPolicy, JwksClient};
-use super::jwks::{JwksError, KeySpec, fetch_key_set, parse_key_set};
+use super::jwks::{JwksError, KeySpec, VerifyKey, fetch_key_set, parse_key_set};
+use super::{AuthError, es512};
 use crate::metrics::ServiceMetrics;
 
 /// Clock tolerance for `exp`, `nbf`, `iat`.
@@ -105,6 +105,13 @@ pub enum KeyStoreError {
     HttpClient(#[source] reqwest::Error),
     #[error("{0}")]
     IpRanges(String),
+}
+
+/// What a token's header asks for.
+enum Alg {
+    Jwt(Box<jsonwebtoken::Header>),
+    /// ES512, with the header's `kid`.
+    Es512(Option<String>),
 }
 
 /// A remote JWKS document and the extra audiences its keys accept.
@@ -265,32 +272,64 @@ impl KeyStore {
         token: &str,
         now: SystemTime,
     ) -> Result<VerifiedToken, AuthError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| AuthError::Malformed(describe_jwt_error(&e)))?;
+        let header = match jsonwebtoken::decode_header(token) {
+            Ok(h) => Alg::Jwt(Box::new(h)),
+            // `jsonwebtoken` knows no ES512.
+            Err(e) => match es512::es512_header(token) {
+                Some(kid) => Alg::Es512(kid),
+                None => return Err(AuthError::Malformed(describe_jwt_error(&e))),
+            },
+        };
         let remote = !self.inner.remote_uris.is_empty();
         if remote {
             self.refresh_if_stale().await;
         }
-        let mut result = self.verify_with_keys(token, &header, now);
+        let verify = |header: &Alg| match header {
+            Alg::Jwt(h) => self.verify_with_keys(token, h, now),
+            Alg::Es512(kid) => self.verify_es512(token, kid.as_deref(), now),
+        };
+        let mut result = verify(&header);
         if matches!(result, Err(AuthError::NoKey)) && remote && self.refresh_if_due().await {
-            result = self.verify_with_keys(token, &header, now);
+            result = verify(&header);
         }
         result
     }
 
     /// Fetches the remote JWKS when the keys are older than the refresh interval (or were
     /// never fetched), at most once per [`REFRESH_INTERVAL`] (or the refresh interval, when
-    /// shorter) while fetches fail.
+    /// shorter) while fetches fail. With keys already fetched, the fetch runs in the background
+    /// and this token is judged with the keys in hand, so a slow issuer never stalls
+    /// verification; before the first fetch, the token waits for it.
     async fn refresh_if_stale(&self) {
+        let due = match self.inner.fetched.try_lock() {
+            // A fetch is under way: use the keys in hand.
+            Err(_) => return,
+            Ok(fetched) => self.stale(&fetched).then_some(fetched.success.is_some()),
+        };
+        match due {
+            None => {}
+            Some(true) => {
+                let store = self.clone();
+                tokio::spawn(async move { store.refresh_stale_now().await });
+            }
+            Some(false) => self.refresh_stale_now().await,
+        }
+    }
+
+    /// Whether the keys are due for a fetch (see [`Self::refresh_if_stale`]).
+    fn stale(&self, fetched: &Fetched) -> bool {
         let interval = self.inner.refresh_interval;
-        let mut fetched = self.inner.fetched.lock().await;
         let fresh = fetched.success.is_some_and(|t| t.elapsed() < interval);
         let retry_gap = REFRESH_INTERVAL.min(interval);
         let tried = fetched.attempt.is_some_and(|t| t.elapsed() < retry_gap);
-        if fresh || tried {
-            return;
+        !(fresh || tried)
+    }
+
+    async fn refresh_stale_now(&self) {
+        let mut fetched = self.inner.fetched.lock().await;
+        if self.stale(&fetched) {
+            self.fetch_locked(&mut fetched).await;
         }
-        self.fetch_locked(&mut fetched).await;
     }
 
     /// Fetches the remote JWKS unless it was fetched within [`REFRESH_INTERVAL`] (or the
@@ -357,6 +396,52 @@ impl KeyStore {
         Ok(keys)
     }
 
+    /// An ES512 token: the key with its `kid` (which must be a P-521 key), else every P-521
+    /// key without a kid.
+    fn verify_es512(
+        &self,
+        token: &str,
+        kid: Option<&str>,
+        now: SystemTime,
+    ) -> Result<VerifiedToken, AuthError> {
+        let remote = self
+            .inner
+            .remote_keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let all = || self.inner.static_keys.iter().chain(remote.iter());
+        let p521 = |k: &KeySpec| match &k.key {
+            VerifyKey::Es512(v) => Some(v.clone()),
+            VerifyKey::Jwt(_) => None,
+        };
+        let mut candidates: Vec<(&KeySpec, p521::ecdsa::VerifyingKey)> = Vec::new();
+        if let Some(kid) = kid
+            && let Some(key) = all().find(|k| k.kid.as_deref() == Some(kid))
+        {
+            let v = p521(key).ok_or_else(|| AuthError::UnexpectedAlgorithm("ES512".into()))?;
+            candidates.push((key, v));
+        }
+        if candidates.is_empty() {
+            candidates.extend(
+                all()
+                    .filter(|k| k.kid.is_none())
+                    .filter_map(|k| p521(k).map(|v| (k, v))),
+            );
+        }
+        if candidates.is_empty() {
+            return Err(AuthError::NoKey);
+        }
+        for (key, v) in candidates {
+            match es512::verify(token, &v) {
+                Ok(claims) => return self.check_claims(claims, &key.audiences, now),
+                Err(AuthError::BadSignature) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(AuthError::BadSignature)
+    }
+
     fn verify_with_keys(
         &self,
         token: &str,
@@ -396,7 +481,10 @@ impl KeyStore {
 
         let mut claims = None;
         for key in candidates {
-            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation) {
+            let VerifyKey::Jwt(decoding) = &key.key else {
+                continue;
+            };
+            match jsonwebtoken::decode::<Map<String, Value>>(token, decoding, &validation) {
                 Ok(data) => {
                     claims = Some((data.claims, key));
                     break;

@@ -1,6 +1,7 @@
 //! Client authentication: JWTs verified against inline JWKS keys and remote JWKS documents
 //! (docs/protocol.md §6). Tokens are never logged.
 
+mod es512;
 mod fetch;
 mod header;
 mod jwks;
@@ -8,7 +9,7 @@ mod keystore;
 
 pub use fetch::{FETCH_TIMEOUT, MAX_JWKS_BYTES};
 pub use header::{AuthenticatedUser, token_from_header};
-pub use jwks::{JwksError, KeySpec};
+pub use jwks::{JwksError, KeySpec, VerifyKey};
 pub use keystore::{
     AuthConfig, DEFAULT_JWKS_REFRESH_INTERVAL, KeyStore, KeyStoreError, SUPABASE_AUDIENCE,
     SupabaseAuth, VerifiedToken, supabase_jwks_uri,

@@ -373,3 +373,90 @@ async fn jwks_hosts_on_refused_addresses_are_not_fetched() {
     .unwrap_err();
     assert!(matches!(err, KeyStoreError::IpRanges(_)));
 }
+
+/// A fixed P-521 key pair (scalar 0x01…01) and ES512 tokens signed with it.
+fn p521_key() -> p521::ecdsa::SigningKey {
+    p521::ecdsa::SigningKey::from_slice(&[1u8; 66]).unwrap()
+}
+
+fn p521_jwk(kid: Option<&str>) -> Value {
+    let point = p521::ecdsa::VerifyingKey::from(&p521_key()).to_encoded_point(false);
+    let mut jwk = json!({
+        "kty": "EC",
+        "crv": "P-521",
+        "alg": "ES512",
+        "x": URL_SAFE_NO_PAD.encode(point.x().unwrap()),
+        "y": URL_SAFE_NO_PAD.encode(point.y().unwrap()),
+    });
+    if let Some(kid) = kid {
+        jwk["kid"] = json!(kid);
+    }
+    jwk
+}
+
+fn es512(claims: &Value, kid: Option<&str>) -> String {
+    use p521::ecdsa::signature::Signer;
+    let mut header = json!({"alg": "ES512", "typ": "JWT"});
+    if let Some(kid) = kid {
+        header["kid"] = json!(kid);
+    }
+    let signed = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature: p521::ecdsa::Signature = p521_key().sign(signed.as_bytes());
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+}
+
+#[tokio::test]
+async fn es512_keys_verify_es512_tokens() {
+    let keys = TestKeys::generate();
+    let store = KeyStore::new(AuthConfig {
+        jwks: Some(json!({"keys": [keys.jwk(), p521_jwk(Some("p521"))]})),
+        audience: vec![AUD.to_owned()],
+        ..AuthConfig::default()
+    })
+    .unwrap();
+    let t = store
+        .verify(&es512(&claims("u"), Some("p521")))
+        .await
+        .unwrap();
+    assert_eq!(t.user_id, "u");
+    // Claims rules apply as for every algorithm.
+    let expired = json!({"sub": "u", "aud": AUD, "iat": now() - 700, "exp": now() - 600});
+    assert_eq!(
+        store.verify(&es512(&expired, Some("p521"))).await,
+        Err(AuthError::Expired)
+    );
+    // A tampered payload fails the signature.
+    let token = es512(&claims("u"), Some("p521"));
+    let mut parts: Vec<&str> = token.split('.').collect();
+    let other = URL_SAFE_NO_PAD.encode(claims("admin").to_string());
+    parts[1] = &other;
+    assert_eq!(
+        store.verify(&parts.join(".")).await,
+        Err(AuthError::BadSignature)
+    );
+    // ES512 with the kid of an Ed25519 key.
+    assert!(matches!(
+        store.verify(&es512(&claims("u"), Some(&keys.kid))).await,
+        Err(AuthError::UnexpectedAlgorithm(_))
+    ));
+    // No kid: keys without a kid are tried; there is none here.
+    assert_eq!(
+        store.verify(&es512(&claims("u"), None)).await,
+        Err(AuthError::NoKey)
+    );
+    let kidless = KeyStore::new(AuthConfig {
+        jwks: Some(json!({"keys": [p521_jwk(None)]})),
+        audience: vec![AUD.to_owned()],
+        ..AuthConfig::default()
+    })
+    .unwrap();
+    assert!(kidless.verify(&es512(&claims("u"), None)).await.is_ok());
+    // A P-521 JWK with another alg is a configuration error.
+    let mut wrong = p521_jwk(None);
+    wrong["alg"] = json!("ES256");
+    assert!(KeySpec::from_jwk_value(&wrong).is_err());
+}
