@@ -263,7 +263,7 @@ async fn deep_bson_and_json_are_refused_before_decoding() {
             riptide_service::metrics::names::REQUESTS_REJECTED
         )
         .await,
-        2.0
+        3.0
     );
     still_served(&mut h, &mut live, "after-deep").await;
 }

@@ -365,6 +365,17 @@ async fn jwks_hosts_on_refused_addresses_are_not_fetched() {
     .unwrap();
     let err = store.refresh().await.unwrap_err();
     assert!(matches!(err, JwksError::RefusedAddress { .. }), "{err}");
+    // A host name is resolved and its addresses checked before connecting.
+    let by_name = KeyStore::new(AuthConfig {
+        jwks_uri: vec!["http://localhost:9/jwks".to_owned()],
+        jwks_reject_ip_ranges: vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()],
+        audience: vec![AUD.to_owned()],
+        ..AuthConfig::default()
+    })
+    .unwrap();
+    let err = by_name.refresh().await.unwrap_err();
+    let chain = crate::error::error_chain(&err);
+    assert!(chain.contains("refused addresses"), "{chain}");
     let err = KeyStore::new(AuthConfig {
         jwks_uri: vec!["http://example.invalid/jwks".to_owned()],
         jwks_reject_ip_ranges: vec!["nonsense".to_owned()],

@@ -38,8 +38,13 @@ pub async fn sync_stream(
     let request: StreamingSyncRequest = if body.iter().all(u8::is_ascii_whitespace) {
         StreamingSyncRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::Validation(format!("invalid sync request: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| {
+            // serde_json's recursion limit (docs/security.md): counted like RSocket payloads.
+            if e.to_string().starts_with("recursion limit exceeded") {
+                state.metrics().rejected(Rejected::TooDeep);
+            }
+            ApiError::Validation(format!("invalid sync request: {e}"))
+        })?
     };
     check_client_id(&state, request.client_id.as_deref())?;
     wait_for_rules(&state).await?;
