@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use app_server::rules_deploy::{self, DeployError, Deployed, Target};
-use riptide_cli::config::{AuthConfig, ServeConfig};
-use riptide_cli::serve;
+use riptide_server::config::{AuthConfig, ServeConfig};
+use riptide_server::serve;
 use riptide_testkit::{SyncClient, TestDatabase, wait_for};
 use serde_json::{Value, json};
 

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use riptide_cli::config::Logging;
-use riptide_cli::serve;
+use riptide_server::config::Logging;
+use riptide_server::serve;
 use riptide_testkit::{SyncClient, SyncStream, TestDatabase, TestKeys};
 use serde_json::{Map, Value, json};
 
@@ -35,7 +35,7 @@ const CHANGES: usize = 60;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_converge_to_the_sql_oracle() {
-    riptide_cli::logging::init(&Logging {
+    riptide_server::logging::init(&Logging {
         level: "warn".into(),
         json: false,
     });

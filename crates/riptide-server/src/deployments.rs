@@ -362,7 +362,7 @@ impl Deployments {
                     .collect());
             }
         };
-        let problems = crate::rules_cmd::schema_problems(
+        let problems = crate::schema_check::schema_problems(
             &rules,
             &self.options.source_uri,
             &self.options.replicator.publication,

@@ -7,9 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use riptide_cli::config::{Logging, ServeConfig};
-use riptide_cli::embedded::DEMO_SCHEMA;
-use riptide_cli::serve;
+use riptide_server::config::{Logging, ServeConfig};
+use riptide_server::embedded::DEMO_SCHEMA;
+use riptide_server::serve;
 use riptide_testkit::{SyncClient, TestDatabase, TestKeys, wait_for};
 use serde_json::{Value, json};
 
@@ -68,7 +68,7 @@ async fn slots(db: &tokio_postgres::Client) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redeploy_with_a_connected_client_switches_buckets_without_errors() {
-    riptide_cli::logging::init(&Logging {
+    riptide_server::logging::init(&Logging {
         level: "info".into(),
         json: false,
     });

@@ -6,9 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use riptide_cli::config::Logging;
-use riptide_cli::embedded::{DEMO_RULES, DEMO_SCHEMA};
-use riptide_cli::serve;
+use riptide_server::config::Logging;
+use riptide_server::embedded::{DEMO_RULES, DEMO_SCHEMA};
+use riptide_server::serve;
 use riptide_testkit::{SyncClient, TestDatabase, TestKeys};
 use serde_json::{Value, json};
 
@@ -24,7 +24,7 @@ struct Service {
 }
 
 async fn start_service() -> Service {
-    riptide_cli::logging::init(&Logging {
+    riptide_server::logging::init(&Logging {
         level: "debug".into(),
         json: false,
     });

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use riptide_cli::config::{AuthConfig, ServeConfig};
+use riptide_server::config::{AuthConfig, ServeConfig};
 use riptide_testkit::{TestDatabase, TestKeys, wait_for};
 use serde_json::Value;
 

@@ -73,11 +73,6 @@ pub const DEMO_RULES: &str = r#"bucket_definitions:
       - SELECT * FROM todos WHERE list_id = bucket.list_id
 "#;
 
-/// Riptide's home directory: `RIPTIDE_HOME`, else `~/.riptide`.
-pub fn riptide_home() -> PathBuf {
-    riptide_platform::home::riptide_home()
-}
-
 /// The embedded environment: its cluster and the demo signing key.
 pub struct Embedded {
     pub home: PathBuf,
