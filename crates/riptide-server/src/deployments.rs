@@ -40,9 +40,9 @@ struct Slots {
 
 /// What the deployments need from `riptide serve`.
 pub struct DeploymentOptions {
+    /// The source database (also where rules are validated against its schema), the
+    /// publication and the slot prefix.
     pub replicator: ReplicatorOptions,
-    /// The source database URI (for rule validation against its schema).
-    pub source_uri: String,
     /// `sync_config` of the config file; `None`: rules come from the admin API.
     pub config_rules: Option<String>,
 }
@@ -364,7 +364,7 @@ impl Deployments {
         };
         let problems = crate::schema_check::schema_problems(
             &rules,
-            &self.options.source_uri,
+            &self.options.replicator.source,
             &self.options.replicator.publication,
         )
         .await

@@ -113,15 +113,26 @@ impl Embedded {
             sync_rules: Some(DEMO_RULES.to_owned()),
             sync_rules_origin: "the built-in demo rules".into(),
             ..ServeConfig::new(
-                riptide_localpg::url(self.port, DEMO_DATABASE),
+                demo_database(self.port),
                 AuthConfig {
-                    jwks: vec![self.key.jwk()],
-                    jwks_uris: Vec::new(),
-                    audiences: vec![DEMO_AUDIENCE.into()],
+                    jwks: Some(serde_json::json!({ "keys": [self.key.jwk()] })),
+                    audience: vec![DEMO_AUDIENCE.into()],
+                    ..AuthConfig::default()
                 },
             )
         }
     }
+}
+
+/// The demo database of the cluster on `port`: what [`riptide_localpg::url`] names.
+fn demo_database(port: u16) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .dbname(DEMO_DATABASE);
+    config
 }
 
 /// Where the cluster lives. PostgreSQL runs as the `postgres` user when we are root, so its

@@ -17,13 +17,15 @@ pub struct Problem {
 }
 
 /// Tables, columns, publication and replica identity of `rules` against the database at
-/// `url` (also used by the admin API's validation).
+/// `source` (connected with the replicator's session settings).
 pub async fn schema_problems(
     rules: &SyncRules,
-    url: &str,
+    source: &tokio_postgres::Config,
     publication: &str,
 ) -> Result<Vec<Problem>> {
-    let client = connect(url).await?;
+    let client = riptide_replication::connect(source)
+        .await
+        .context("cannot connect to the database")?;
     let publication_exists = publication_exists(&client, publication).await?;
     let mut facts: BTreeMap<TableRef, Option<TableFacts>> = BTreeMap::new();
     for table in rules.source_tables() {
@@ -113,16 +115,6 @@ pub async fn schema_problems(
         }
     }
     Ok(problems)
-}
-
-/// Connects with the replicator's session settings (so values print as it sees them).
-pub async fn connect(url: &str) -> Result<Client> {
-    let config: tokio_postgres::Config = url
-        .parse()
-        .context("invalid --database URL (expected postgres://user:password@host:port/db)")?;
-    riptide_replication::connect(&config)
-        .await
-        .context("cannot connect to the database")
 }
 
 /// What `rules check` needs to know about one table.

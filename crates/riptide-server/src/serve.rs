@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use riptide_replication::{Replicator, ReplicatorOptions};
 use riptide_rules::SyncRules;
-use riptide_service::{AppState, AuthConfig, KeyStore, Limits, ServiceOptions};
+use riptide_service::{AppState, KeyStore, ServiceOptions};
 use riptide_storage::{BucketStorage, CheckpointEvent, PgStorage};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -33,19 +33,21 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         None => None,
     };
 
-    let source: tokio_postgres::Config = config
-        .source_uri
-        .parse()
-        .context("invalid source connection string")?;
-    let storage_uri = match &config.storage_uri {
-        Some(uri) => uri.clone(),
+    let source = config.source.config.clone();
+    let storage_config = match &config.storage {
+        Some(storage) => storage.config.clone(),
         None => ensure_default_storage_database(&source).await?,
     };
-    let storage = Arc::new(
-        PgStorage::connect(&storage_uri)
+    let storage =
+        PgStorage::from_config(storage_config).context("cannot connect to the storage database")?;
+    drop(
+        storage
+            .pool()
+            .get()
             .await
             .context("cannot connect to the storage database")?,
     );
+    let storage = Arc::new(storage);
     storage
         .migrate()
         .await
@@ -69,7 +71,6 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         storage.clone(),
         DeploymentOptions {
             replicator: replicator_options,
-            source_uri: config.source_uri.clone(),
             config_rules: config.sync_rules.clone(),
         },
         events.clone(),
@@ -77,20 +78,10 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     )
     .await?;
 
-    let keystore = KeyStore::new(AuthConfig {
-        jwks: Some(serde_json::json!({ "keys": config.auth.jwks })),
-        jwks_uri: config.auth.jwks_uris.clone(),
-        audience: config.auth.audiences.clone(),
-        ..AuthConfig::default()
-    })
-    .context("invalid client_auth keys")?;
+    let keystore = KeyStore::new(config.auth.clone()).context("invalid client_auth keys")?;
     let mut options = ServiceOptions::new(keystore);
     options.api_tokens = riptide_service::ApiTokens::new(config.api_tokens.iter().cloned());
-    options.limits = Limits {
-        max_buckets_per_connection: config.limits.max_buckets_per_connection,
-        max_parameter_query_results: config.limits.max_parameter_query_results,
-        max_concurrent_connections: config.limits.max_concurrent_connections,
-    };
+    options.limits = config.limits;
     let source_pool = source_pool(&source)?;
     let state = AppState::new(
         options,
@@ -169,8 +160,10 @@ impl riptide_service::ReplicationProgress for StatusProgress {
 }
 
 /// Creates the `riptide_storage` database on the source server if it does not exist, and
-/// returns its URI.
-async fn ensure_default_storage_database(source: &tokio_postgres::Config) -> Result<String> {
+/// returns how to connect to it: the source's server and credentials, that database.
+async fn ensure_default_storage_database(
+    source: &tokio_postgres::Config,
+) -> Result<tokio_postgres::Config> {
     let (client, conn) = source
         .connect(tokio_postgres::NoTls)
         .await
@@ -204,38 +197,9 @@ async fn ensure_default_storage_database(source: &tokio_postgres::Config) -> Res
             );
         }
     }
-    Ok(config_to_uri(source, DEFAULT_STORAGE_DATABASE))
-}
-
-/// The URI of another database on the same server, with the same credentials.
-fn config_to_uri(config: &tokio_postgres::Config, dbname: &str) -> String {
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let user = config.get_user().unwrap_or("postgres");
-    let password = config
-        .get_password()
-        .map(|p| format!(":{}", percent(&String::from_utf8_lossy(p))))
-        .unwrap_or_default();
-    format!(
-        "postgres://{}{password}@{host}:{port}/{dbname}",
-        percent(user)
-    )
-}
-
-fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    let mut storage = source.clone();
+    storage.dbname(DEFAULT_STORAGE_DATABASE);
+    Ok(storage)
 }
 
 fn source_pool(source: &tokio_postgres::Config) -> Result<deadpool_postgres::Pool> {

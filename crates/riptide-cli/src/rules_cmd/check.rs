@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 use riptide_server::schema_check::schema_problems;
 
-use super::{load, plural};
+use super::{db, load, plural};
 
 /// Checks the file; prints problems (or an `ok:` summary). `Ok(false)` when there were problems.
 pub async fn check(file: &Path, database: Option<&str>, publication: &str) -> Result<bool> {
@@ -13,7 +13,7 @@ pub async fn check(file: &Path, database: Option<&str>, publication: &str) -> Re
         return Ok(false);
     };
     let mut problems = match database {
-        Some(url) => schema_problems(&rules, url, publication).await?,
+        Some(url) => schema_problems(&rules, &db::parse_url(url)?, publication).await?,
         None => Vec::new(),
     };
     problems.sort();

@@ -1,5 +1,5 @@
-//! Reading the source database for `riptide rules`: catalog facts about the tables the rules
-//! read, and rows paged through a cursor and mapped exactly as the replicator maps them.
+//! Reading the source database for `riptide rules explain`: table schemas, and rows paged
+//! through a cursor and mapped exactly as the replicator maps them.
 
 use anyhow::{Context, Result};
 use riptide_replication::{TableSchema, TypeMap};
@@ -9,12 +9,15 @@ use tokio_postgres::{Client, GenericClient, SimpleQueryMessage, Transaction};
 /// Rows per cursor fetch: memory stays bounded whatever the table size.
 pub const FETCH_ROWS: usize = 1000;
 
+/// The `--database` URL as a connection config.
+pub fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
+    url.parse()
+        .context("invalid --database URL (expected postgres://user:password@host:port/db)")
+}
+
 /// Connects with the replicator's session settings (so values print as it sees them).
 pub async fn connect(url: &str) -> Result<Client> {
-    let config: tokio_postgres::Config = url
-        .parse()
-        .context("invalid --database URL (expected postgres://user:password@host:port/db)")?;
-    riptide_replication::connect(&config)
+    riptide_replication::connect(&parse_url(url)?)
         .await
         .context("cannot connect to the database")
 }

@@ -12,15 +12,15 @@ use serde_json::Value;
 /// port, no sync rules and no admin tokens (set the fields a test needs).
 pub fn serve_config(source: &TestDatabase, storage: &TestDatabase, keys: &TestKeys) -> ServeConfig {
     ServeConfig {
-        storage_uri: Some(storage.url()),
+        storage: Some(storage.config().into()),
         port: 0,
         sync_rules_origin: "test".into(),
         ..ServeConfig::new(
-            source.url(),
+            source.config(),
             AuthConfig {
-                jwks: vec![keys.jwk()],
-                jwks_uris: vec![],
-                audiences: vec![keys.audience.clone()],
+                jwks: Some(serde_json::json!({ "keys": [keys.jwk()] })),
+                audience: vec![keys.audience.clone()],
+                ..AuthConfig::default()
             },
         )
     }
