@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::{Context, Result};
+use riptide_replication::ReplicationError;
 use riptide_rules::{SyncRules, TableRef};
 use tokio_postgres::Client;
 
@@ -16,24 +16,67 @@ pub struct Problem {
     pub message: String,
 }
 
+/// Why the schema could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaCheckError {
+    #[error("cannot connect to the database")]
+    Connect(#[source] ReplicationError),
+    #[error("cannot read pg_publication")]
+    Publication(#[source] tokio_postgres::Error),
+    #[error("cannot read the catalog for {table}")]
+    Catalog {
+        table: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("cannot read the columns of {table}")]
+    Columns {
+        table: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+/// What the check needs to know about one table.
+#[derive(Debug, Clone)]
+struct TableFacts {
+    /// Column name and whether it is generated (logical replication does not send those).
+    columns: Vec<(String, bool)>,
+    /// `pg_class.relreplident`: d, n, f or i.
+    replica_identity: String,
+    has_primary_key: bool,
+    published: bool,
+}
+
 /// Tables, columns, publication and replica identity of `rules` against the database at
 /// `source` (connected with the replicator's session settings).
 pub async fn schema_problems(
     rules: &SyncRules,
     source: &tokio_postgres::Config,
     publication: &str,
-) -> Result<Vec<Problem>> {
+) -> Result<Vec<Problem>, SchemaCheckError> {
     let client = riptide_replication::connect(source)
         .await
-        .context("cannot connect to the database")?;
+        .map_err(SchemaCheckError::Connect)?;
     let publication_exists = publication_exists(&client, publication).await?;
     let mut facts: BTreeMap<TableRef, Option<TableFacts>> = BTreeMap::new();
     for table in rules.source_tables() {
         let f = table_facts(&client, &table, publication).await?;
         facts.insert(table, f);
     }
+    let mut problems = table_problems(rules, &facts, publication_exists, publication);
+    problems.extend(column_problems(rules, &facts));
+    Ok(problems)
+}
+
+/// Table-level problems, at every query reading the table.
+fn table_problems(
+    rules: &SyncRules,
+    facts: &BTreeMap<TableRef, Option<TableFacts>>,
+    publication_exists: bool,
+    publication: &str,
+) -> Vec<Problem> {
     let mut problems = Vec::new();
-    // Table-level problems, at every query reading the table.
     for q in rules.queries() {
         let Some(table) = &q.table else { continue };
         let name = table.qualified();
@@ -70,7 +113,15 @@ pub async fn schema_problems(
             _ => {}
         }
     }
-    // Column-level problems, at the column.
+    problems
+}
+
+/// Column-level problems, at the column.
+fn column_problems(
+    rules: &SyncRules,
+    facts: &BTreeMap<TableRef, Option<TableFacts>>,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
     for c in rules.referenced_columns() {
         let Some(Some(f)) = facts.get(&c.table) else {
             continue;
@@ -114,38 +165,31 @@ pub async fn schema_problems(
             Some(_) => {}
         }
     }
-    Ok(problems)
-}
-
-/// What `rules check` needs to know about one table.
-#[derive(Debug, Clone)]
-pub struct TableFacts {
-    /// Column name and whether it is generated (logical replication does not send those).
-    pub columns: Vec<(String, bool)>,
-    /// `pg_class.relreplident`: d, n, f or i.
-    pub replica_identity: String,
-    pub has_primary_key: bool,
-    pub published: bool,
+    problems
 }
 
 /// Whether the publication exists.
-pub async fn publication_exists(client: &Client, publication: &str) -> Result<bool> {
+async fn publication_exists(client: &Client, publication: &str) -> Result<bool, SchemaCheckError> {
     let row = client
         .query_opt(
             "SELECT 1 FROM pg_publication WHERE pubname = $1",
             &[&publication],
         )
         .await
-        .context("cannot read pg_publication")?;
+        .map_err(SchemaCheckError::Publication)?;
     Ok(row.is_some())
 }
 
 /// Catalog facts of `table`, `None` if it does not exist (as a table).
-pub async fn table_facts(
+async fn table_facts(
     client: &Client,
     table: &TableRef,
     publication: &str,
-) -> Result<Option<TableFacts>> {
+) -> Result<Option<TableFacts>, SchemaCheckError> {
+    let catalog = |source| SchemaCheckError::Catalog {
+        table: table.qualified(),
+        source,
+    };
     let Some(row) = client
         .query_opt(
             "SELECT c.oid::int8, c.relreplident::text, \
@@ -157,11 +201,15 @@ pub async fn table_facts(
             &[&table.schema, &table.name, &publication],
         )
         .await
-        .with_context(|| format!("cannot read the catalog for {}", table.qualified()))?
+        .map_err(catalog)?
     else {
         return Ok(None);
     };
-    let oid: i64 = row.try_get(0)?;
+    let oid: i64 = row.try_get(0).map_err(catalog)?;
+    let columns_error = |source| SchemaCheckError::Columns {
+        table: table.qualified(),
+        source,
+    };
     let columns = client
         .query(
             "SELECT attname::text, attgenerated <> '' FROM pg_attribute \
@@ -169,14 +217,15 @@ pub async fn table_facts(
             &[&oid],
         )
         .await
-        .with_context(|| format!("cannot read the columns of {}", table.qualified()))?
+        .map_err(columns_error)?
         .iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect::<Result<Vec<(String, bool)>, tokio_postgres::Error>>()?;
+        .collect::<Result<Vec<(String, bool)>, tokio_postgres::Error>>()
+        .map_err(columns_error)?;
     Ok(Some(TableFacts {
         columns,
-        replica_identity: row.try_get(1)?,
-        has_primary_key: row.try_get(2)?,
-        published: row.try_get(3)?,
+        replica_identity: row.try_get(1).map_err(catalog)?,
+        has_primary_key: row.try_get(2).map_err(catalog)?,
+        published: row.try_get(3).map_err(catalog)?,
     }))
 }
