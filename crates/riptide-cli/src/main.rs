@@ -246,7 +246,7 @@ async fn run_serve(config: Option<PathBuf>, port: Option<u16>) -> Result<()> {
     {
         tracing::warn!(error = %e, "could not stop the embedded Postgres");
     }
-    result
+    Ok(result?)
 }
 
 async fn shutdown_signal() {
