@@ -1,9 +1,6 @@
 //! Zero-downtime rule deployments through the admin API, against a real Postgres: a connected
 //! client moves from the old deployment's buckets to the new one's through ordinary checkpoint
 //! lines, never sees an error, and the old slot and storage are removed.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::Duration;
 
@@ -12,6 +9,8 @@ use riptide_server::embedded::DEMO_SCHEMA;
 use riptide_server::serve;
 use riptide_testkit::{SyncClient, TestDatabase, TestKeys, wait_for};
 use serde_json::{Value, json};
+
+use crate::common;
 
 const T: Duration = Duration::from_secs(30);
 const ADMIN: &str = "test-admin-token";

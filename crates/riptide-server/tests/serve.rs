@@ -1,8 +1,5 @@
 //! `riptide serve` end to end against a real Postgres, with the protocol-level test client:
 //! snapshot, live changes, membership-driven buckets, write checkpoints, bad tokens.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::Duration;
 
@@ -11,6 +8,8 @@ use riptide_server::embedded::{DEMO_RULES, DEMO_SCHEMA};
 use riptide_server::serve;
 use riptide_testkit::{SyncClient, TestDatabase, TestKeys};
 use serde_json::{Value, json};
+
+use crate::common;
 
 const T: Duration = Duration::from_secs(20);
 

@@ -1,7 +1,5 @@
 //! Helpers shared by the integration tests that run `riptide serve` in process.
 
-#![allow(clippy::unwrap_used, dead_code)] // test helpers outside #[test] fns; not every test uses each
-
 use std::time::Duration;
 
 use riptide_server::config::{AuthConfig, ServeConfig};
