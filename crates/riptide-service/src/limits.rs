@@ -22,7 +22,8 @@ pub struct Limits {
     /// accept, before their SETUP). Connections beyond are closed at accept.
     pub max_open_connections: usize,
     /// Time a client has to send a request's headers (slowloris); the connection is closed
-    /// after it.
+    /// after it. hyper also runs it while a keep-alive connection waits for its next request,
+    /// so it is the idle limit of keep-alive connections too.
     pub header_read_timeout: Duration,
     /// Time a WebSocket connection has from its upgrade to a SETUP that authenticates.
     pub setup_timeout: Duration,

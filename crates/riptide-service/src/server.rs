@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use tower::Service;
 
 use crate::limits::Limits;
-use crate::metrics::{ConnectionRefusal, OpenConnection, ServiceMetrics};
+use crate::metrics::{ConnectionRefusal, OpenConnection, ServiceMetrics, TimedOut};
 
 /// The TCP connection's slot, in every request's extensions. Taken (once) by a WebSocket
 /// upgrade so the socket keeps it after hyper hands the connection over.
@@ -104,7 +104,19 @@ pub(crate) async fn serve(
         });
         let app = app.clone();
         let cancel = cancel.clone();
-        connections.spawn(serve_connection(tcp, peer, app, slot, limits, cancel));
+        let metrics = metrics.clone();
+        connections.spawn(async move {
+            if let Err(e) = serve_connection(tcp, peer, app, slot, limits, cancel).await {
+                // hyper's own timer: the header-read timeout (or an idle keep-alive one).
+                let timed_out = e
+                    .downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_timeout);
+                if timed_out {
+                    metrics.timed_out(TimedOut::Header);
+                }
+                tracing::trace!(%peer, error = %e, "connection ended with an error");
+            }
+        });
     }
     connections.close();
     connections.wait().await;
@@ -118,7 +130,7 @@ async fn serve_connection(
     slot: ConnectionSlot,
     limits: Limits,
     cancel: CancellationToken,
-) {
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // The slot drops with the last request's clone unless a WebSocket upgrade took it.
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         // The peer address lets the dashboard tell loopback clients apart.
@@ -136,16 +148,10 @@ async fn serve_connection(
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
     tokio::pin!(conn);
     tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(e) = result {
-                tracing::trace!(%peer, error = %e, "connection ended with an error");
-            }
-        }
+        result = conn.as_mut() => result,
         () = cancel.cancelled() => {
             conn.as_mut().graceful_shutdown();
-            if let Err(e) = conn.await {
-                tracing::trace!(%peer, error = %e, "connection ended with an error");
-            }
+            conn.await
         }
     }
 }

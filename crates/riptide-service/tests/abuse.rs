@@ -298,6 +298,11 @@ async fn slowloris_is_closed_within_the_header_timeout() {
         closed >= Duration::from_millis(250),
         "closed after {closed:?}"
     );
+    let timed_out = riptide_service::metrics::names::CONNECTIONS_TIMED_OUT;
+    riptide_testkit::wait_for("the header timeout counted", WAIT, || async {
+        (metric(server.addr, timed_out).await >= 1.0).then_some(())
+    })
+    .await;
     still_served(&mut h, &mut live, "after-slowloris").await;
 }
 
@@ -336,7 +341,8 @@ async fn thousands_of_websockets_without_setup_are_closed_at_the_deadline() {
     })
     .await;
     let timed_out = riptide_service::metrics::names::CONNECTIONS_TIMED_OUT;
-    assert_eq!(metric(server.addr, timed_out).await, 2000.0);
+    // (Labels summed: setup timeouts, plus any idle keep-alive connection of the test's own.)
+    assert!(metric(server.addr, timed_out).await >= 2000.0);
     still_served(&mut h, &mut live, "after-flood").await;
 }
 
