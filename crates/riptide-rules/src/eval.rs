@@ -37,6 +37,11 @@ fn request_value(r: &RequestParameters, v: &RequestValue) -> SqliteValue {
         RequestValue::TokenParameter(k) if &**k == "user_id" => r.user_id.clone(),
         RequestValue::TokenParameter(k) => json_map_value(&r.token_parameters, k),
         RequestValue::UserParameter(k) => json_map_value(&r.user_parameters, k),
+        RequestValue::SubscriptionParameters => {
+            r.subscription.as_ref().map_or(SqliteValue::Null, |m| {
+                SqliteValue::Text(Value::Object(m.clone()).to_string())
+            })
+        }
     }
 }
 
@@ -233,12 +238,35 @@ impl Expr {
                     BinOp::Concat => concat(&x, &y),
                     BinOp::Arrow => json_path::arrow(&x, &y),
                     BinOp::LongArrow => json_path::long_arrow(&x, &y),
+                    BinOp::ArrowFixed => crate::json_fixed::arrow(&x, &y),
+                    BinOp::LongArrowFixed => crate::json_fixed::long_arrow(&x, &y),
                 })
             }
             Expr::Call(f, args) => {
                 let values: Vec<SqliteValue> =
                     args.iter().map(|a| a.eval(scope).into_owned()).collect();
                 Cow::Owned(f.call(&values))
+            }
+            Expr::Case {
+                operand,
+                whens,
+                otherwise,
+            } => {
+                let subject = operand.as_ref().map(|o| o.eval(scope));
+                for (when, then) in whens {
+                    let w = when.eval(scope);
+                    let hit = match &subject {
+                        Some(s) => !s.is_null() && !w.is_null() && equal(s, &w),
+                        None => truthy(&w) == Some(true),
+                    };
+                    if hit {
+                        return then.eval(scope);
+                    }
+                }
+                match otherwise {
+                    Some(e) => e.eval(scope),
+                    None => Cow::Borrowed(&NULL),
+                }
             }
         }
     }

@@ -28,22 +28,34 @@
 mod bucket_name;
 mod cast;
 mod compare;
+mod compat;
 mod eval;
 mod functions;
 mod geometry;
 mod ir;
+pub mod job;
+mod json_fixed;
 mod json_path;
 mod request;
 mod sql;
+mod streams;
 mod sync_rules;
+mod table_pattern;
 mod time_functions;
 mod value;
 mod yaml;
 
+pub use compat::{Compatibility, CompatibilityOption, TimePrecision};
 pub use request::RequestParameters;
+pub use streams::request::{
+    BucketReason, RequestLimits, Resolution, ResolvedBucket, StreamRequest, StreamStatus,
+    Subscription, SubscriptionError,
+};
+pub use streams::resolve::LookupResults;
 pub use sync_rules::introspect::{ColumnRef, DataQueryOutcome, QueryInfo, QueryKind, sql_literal};
 pub use sync_rules::{
     BucketDescription, EvaluatedParameters, EvaluatedRow, EvaluationError, ParameterLookup,
     RowEvaluation, RulesError, RulesErrors, SyncRules, TableRef,
 };
+pub use table_pattern::TablePattern;
 pub use value::{Row, RowDecodeError, SqliteValue};

@@ -7,6 +7,7 @@
 
 mod check;
 mod db;
+mod eval;
 mod explain;
 
 use std::path::{Path, PathBuf};
@@ -53,6 +54,10 @@ pub enum RulesCommand {
         #[arg(long)]
         row: Option<String>,
     },
+    /// Evaluate a sync config over rows and connections given as a JSON job on stdin; prints
+    /// JSON (used by the differential test against PowerSync's compiler).
+    #[command(hide = true)]
+    Eval,
 }
 
 /// Runs a `riptide rules` subcommand; `Ok(false)` when it found problems (exit code 1).
@@ -63,6 +68,7 @@ pub async fn run(command: RulesCommand) -> Result<bool> {
             database,
             publication,
         } => check(&file, database.as_deref(), &publication).await,
+        RulesCommand::Eval => eval::run(),
         RulesCommand::Explain {
             file,
             database,
