@@ -9,7 +9,7 @@
 //! JSON integers are integers, other numbers reals, `{"real": 3}` a real 3.0, booleans 1/0.
 //!
 //! Answer: `{"ok": bool, "errors": [{line, column, message}], "warnings": […],
-//! "connections": [{"rows": {"<table>/<id>": {"data": "{…}", "via": ["default:<stream>",
+//! "connections": [{"rows": {"<table>/<id>": {"data": ["{…}"], "via": ["default:<stream>",
 //! "sub:<i>"]}}, "buckets": [{name, priority, via}], "streams": [{name, is_default, errors}]}]}`.
 
 use std::collections::BTreeMap;
@@ -187,15 +187,17 @@ fn connection(
             })
             .collect()
     };
-    let mut rows: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    // A row in several buckets may differ between them (different queries): every version.
+    let mut rows: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
     let mut buckets = Vec::new();
     for b in &resolution.buckets {
         let reasons = via(&b.reasons);
         buckets.push(json!({"name": b.name, "priority": b.priority, "via": reasons}));
         for (table, id, data) in bucket_rows.get(&b.name).map_or(&[][..], Vec::as_slice) {
-            let entry = rows
-                .entry(format!("{table}/{id}"))
-                .or_insert_with(|| (data.clone(), Vec::new()));
+            let entry = rows.entry(format!("{table}/{id}")).or_default();
+            if !entry.0.contains(data) {
+                entry.0.push(data.clone());
+            }
             for r in &reasons {
                 if !entry.1.contains(r) {
                     entry.1.push(r.clone());

@@ -66,8 +66,45 @@ fn target(sets: &[SetInfo], s: SetId) -> SetId {
     }
 }
 
-/// Classifies what an expression reads, attaching constant `json_each` sets to the table
-/// they are combined with.
+/// The result sets an expression reads, in the order they appear (with repeats).
+fn ordered_sets(e: &Expr, out: &mut Vec<SetId>) {
+    if let Expr::Column(name) = e {
+        if let Some((set, _)) = split_column(name) {
+            out.push(set);
+        }
+        return;
+    }
+    for c in e.children() {
+        ordered_sets(c, out);
+    }
+}
+
+/// Whether two result sets can be read by one expression: the same set, or a `json_each` and
+/// the table it reads (a constant `json_each` attaches to the first table it meets).
+fn compatible(sets: &[SetInfo], a: SetId, b: SetId) -> bool {
+    if a == b {
+        return true;
+    }
+    let attaches = |f: SetId, t: SetId| match &sets[f].kind {
+        SetKind::Function { attach, .. } => match attach.get() {
+            Attach::Table(x) => x == t,
+            Attach::Floating if sets[t].is_table() => {
+                attach.set(Attach::Table(t));
+                true
+            }
+            _ => false,
+        },
+        SetKind::Table { .. } => false,
+    };
+    if !sets[a].is_table() {
+        attaches(a, b)
+    } else {
+        attaches(b, a)
+    }
+}
+
+/// Classifies what an expression reads (as PowerSync does, pairwise in reading order),
+/// attaching constant `json_each` sets to the table they are combined with.
 fn dep_of(sets: &[SetInfo], e: &Expr) -> Result<Dep, &'static str> {
     let mut d = super::query::Deps::default();
     collect_deps(e, &mut d);
@@ -79,47 +116,20 @@ fn dep_of(sets: &[SetInfo], e: &Expr) -> Result<Dep, &'static str> {
             "this expression reads both a table's rows and request values; they can only be compared with `=`",
         );
     }
-    let mut found: Option<SetId> = None;
-    let mut floating = Vec::new();
-    for &s in &d.sets {
-        let t = match &sets[s].kind {
-            SetKind::Function { attach, .. } if attach.get() == Attach::Floating => {
-                floating.push(s);
-                continue;
-            }
-            _ => target(sets, s),
-        };
-        match found {
-            Some(f) if f != t => {
-                return Err(
-                    "this expression reads rows of two tables; they can only be compared with `=`",
-                );
-            }
-            _ => found = Some(t),
+    let mut order = Vec::new();
+    ordered_sets(e, &mut order);
+    let mut current: Option<SetId> = None;
+    for s in order {
+        if let Some(c) = current
+            && !compatible(sets, c, s)
+        {
+            return Err(
+                "this expression reads rows of two tables; they can only be compared with `=`",
+            );
         }
+        current = Some(s);
     }
-    match found {
-        Some(t) if sets[t].is_table() => {
-            for f in floating {
-                if let SetKind::Function { attach, .. } = &sets[f].kind {
-                    attach.set(Attach::Table(t));
-                }
-            }
-            Ok(Dep::Set(
-                d.sets
-                    .iter()
-                    .copied()
-                    .find(|s| *s == t)
-                    .unwrap_or(d.sets[0]),
-            ))
-        }
-        Some(_) if !floating.is_empty() => Err("json_each can only be combined with a table's row"),
-        Some(t) => Ok(Dep::Set(t)),
-        None => match floating.as_slice() {
-            [f] => Ok(Dep::Set(*f)),
-            _ => Err("this expression reads two json_each results; combine them with `=`"),
-        },
-    }
+    current.map(Dep::Set).ok_or("internal: no result set")
 }
 
 fn side(sets: &[SetInfo], expr: Expr, at: &At) -> Result<Side, Located> {

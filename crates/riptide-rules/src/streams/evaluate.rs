@@ -196,11 +196,14 @@ impl StreamSet {
                         id: id.clone(),
                         data: data.clone(),
                     };
-                    if !rows
-                        .iter()
-                        .any(|r| r.bucket == new.bucket && r.table == new.table && r.id == new.id)
+                    // Two queries of one bucket giving the same row: the later one's version
+                    // wins, as PowerSync's later op would on the client.
+                    match rows
+                        .iter_mut()
+                        .find(|r| r.bucket == new.bucket && r.table == new.table && r.id == new.id)
                     {
-                        rows.push(new);
+                        Some(existing) => *existing = new,
+                        None => rows.push(new),
                     }
                 }
             }

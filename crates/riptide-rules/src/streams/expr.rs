@@ -47,8 +47,8 @@ fn stream_function(name: &str) -> Option<(Function, usize, usize)> {
         "iif" => (Function::Iif, 3, 3),
         "instr" => (Function::Instr, 2, 2),
         "length" => (Function::Length, 1, 1),
-        "lower" => (Function::Lower, 1, 1),
-        "upper" => (Function::Upper, 1, 1),
+        "lower" => (Function::LowerUnicode, 1, 1),
+        "upper" => (Function::UpperUnicode, 1, 1),
         "substring" => (Function::Substring, 2, 3),
         "typeof" => (Function::Typeof, 1, 1),
         "json_array_length" => (Function::JsonArrayLength, 1, 2),
@@ -206,7 +206,12 @@ impl Builder<'_> {
             } => {
                 let x = self.value(expr, scope)?;
                 let items = match target {
-                    ast::InTarget::List(list) => list,
+                    ast::InTarget::List(_) => {
+                        return self.err(
+                            span,
+                            "`x IN (a, b)` is not supported (nor in PowerSync): write `x IN ARRAY[a, b]`",
+                        );
+                    }
                     ast::InTarget::Unnest(inner) => match &**inner {
                         E::Array(a) => &a.elem,
                         E::Function(f) if is_row(f) => match &f.args {
@@ -253,9 +258,28 @@ impl Builder<'_> {
             E::Like { .. } | E::ILike { .. } | E::SimilarTo { .. } | E::RLike { .. } => {
                 self.err(span, "LIKE expressions are not supported (nor in PowerSync)")
             }
+            E::Substring {
+                expr,
+                substring_from,
+                substring_for,
+                special: true,
+                shorthand: false,
+            } => {
+                let mut args = vec![self.value(expr, scope)?];
+                for a in [substring_from, substring_for].into_iter().flatten() {
+                    args.push(self.value(a, scope)?);
+                }
+                if args.len() < 2 {
+                    return self.err(span, "substring needs a start");
+                }
+                Ok(Expr::Call(Function::Substring, args))
+            }
+            E::Substring {
+                shorthand: true, ..
+            } => self.err(span, "unknown function `substr` (use substring)"),
             E::Substring { .. } => self.err(
                 span,
-                "`SUBSTRING(x FROM … FOR …)` fails in PowerSync's evaluator: write substring(x, start, length)",
+                "`SUBSTRING(x FROM … FOR …)` is not supported: write substring(x, start, length)",
             ),
             E::IsDistinctFrom(..) | E::IsNotDistinctFrom(..) => {
                 self.err(span, "IS [NOT] DISTINCT FROM is not supported")
