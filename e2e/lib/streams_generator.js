@@ -39,8 +39,8 @@ function rows(r) {
     name: r.pick(['Groceries', 'Work', 'x', null]),
   }));
   const members = [];
-  for (let i = 0; i < 8; i++) {
-    members.push({ id: `m${i}`, list_id: maybe(r.pick(LISTS), 0.1), user_id: maybe(r.pick(USERS), 0.1), role: r.pick(['viewer', 'editor', null]) });
+  for (let i = 0; i < 10; i++) {
+    members.push({ id: `m${i}`, list_id: maybe(r.pick(LISTS), 0.1), user_id: maybe(r.pick(USERS), 0.1), role: r.pick(['viewer', 'editor', null, '2', '3']) });
   }
   const todos = [];
   for (let i = 0; i < 16; i++) {
@@ -75,6 +75,16 @@ function rowCondition(r, p, table) {
     `${p}.owner_id NOT IN ('u1', 'u2')`,
     `length(${p}.title) > 1`,
     `CASE WHEN ${p}.priority > 2 THEN 1 ELSE 0 END = 1`,
+    `CASE ${p}.title WHEN 'x' THEN 0 ELSE 1 END`,
+    `${p}.done IS TRUE`,
+    `${p}.done IS NOT FALSE`,
+    `${p}.meta -> 'a' = '{"b":1}'`,
+    `${p}.meta ->> 'flag'`,
+    `${p}.priority + 1 > 3`,
+    `${p}.priority / 2 = 1`,
+    `${p}.title || '!' = 'x!'`,
+    `typeof(${p}.priority) = 'text'`,
+    `${p}.priority::integer = 3`,
   ];
   const listConds = [
     `${p}.archived = 0`,
@@ -110,6 +120,9 @@ function grant(r, p, table, ctes) {
   ];
   if (table === 'todos') {
     options.push(
+      () => `${p}.owner_id IN (SELECT user_id FROM list_members WHERE list_id = ${p}.list_id AND role = subscription.parameter('role'))`,
+      () => `${p}.priority IN (SELECT CAST(role AS integer) FROM list_members WHERE user_id = auth.user_id())`,
+      () => `${p}.list_id IN (SELECT list_id FROM list_members WHERE user_id = auth.user_id()) AND ${p}.list_id = subscription.parameter('list')`,
       () => `subscription.parameter('tag') IN ${p}.labels`,
       () => `${p}.labels && subscription.parameter('tags')`,
       () => `${p}.priority = subscription.parameter('priority')`,
@@ -150,9 +163,17 @@ function query(r, table, ctes) {
   const from = aliased ? `${table} AS p` : table;
   const cols = columns(r, p, table);
   const where = condition(r, p, table, ctes, 2);
-  if (table === 'todos' && r.chance(0.2)) {
-    // A JOIN instead of a subquery.
-    return `SELECT ${p}.* FROM ${from} JOIN lists l ON ${p}.list_id = l.id WHERE l.owner_id = auth.user_id() AND ${rowCondition(r, p, table)}`;
+  if (table === 'todos' && r.chance(0.3)) {
+    // Joins instead of subqueries: two columns from one member row, a json_each of the row,
+    // a subquery in FROM, three tables in a triangle.
+    return r.pick([
+      () => `SELECT ${p}.* FROM ${from} JOIN lists l ON ${p}.list_id = l.id WHERE l.owner_id = auth.user_id() AND ${rowCondition(r, p, table)}`,
+      () => `SELECT ${p}.* FROM ${from}, list_members m WHERE ${p}.list_id = m.list_id AND ${p}.owner_id = m.user_id AND m.role = subscription.parameter('role')`,
+      () => `SELECT ${p}.* FROM ${from}, json_each(${p}.labels) AS j WHERE j.value = subscription.parameter('tag')`,
+      () => `SELECT ${p}.* FROM ${from}, (SELECT list_id AS l FROM list_members WHERE user_id = auth.user_id()) AS mine WHERE ${p}.list_id = mine.l`,
+      () => `SELECT ${p}.* FROM ${from}, lists l, list_members m WHERE ${p}.list_id = l.id AND m.list_id = l.id AND m.user_id = ${p}.owner_id AND l.org_id = auth.parameter('org')`,
+      () => `SELECT ${p}.* FROM ${from} WHERE ${p}.list_id IN (SELECT m.list_id FROM list_members m JOIN users u ON m.user_id = u.id WHERE u.org_id = auth.parameter('org') AND u.is_admin = 1)`,
+    ])();
   }
   return `SELECT ${cols} FROM ${from} WHERE ${where}`;
 }
@@ -164,6 +185,7 @@ function subscriptionParameters(r) {
   if (r.chance(0.4)) params.tag = r.pick(TAGS);
   if (r.chance(0.3)) params.tags = r.pick([['red'], ['green', 'blue'], []]);
   if (r.chance(0.3)) params.priority = r.pick([1, 2, 3, '2']);
+  if (r.chance(0.4)) params.role = r.pick(['viewer', 'editor', 1]);
   return params;
 }
 
