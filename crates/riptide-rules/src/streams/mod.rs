@@ -24,6 +24,8 @@ pub(crate) mod query;
 pub(crate) mod request;
 pub(crate) mod resolve;
 pub(crate) mod source;
+#[cfg(test)]
+mod tests;
 
 use std::rc::Rc;
 

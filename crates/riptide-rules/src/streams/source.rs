@@ -230,6 +230,15 @@ pub(crate) fn check_edition(
     global_with: Option<&[PathSeg]>,
     errors: &mut Vec<RulesError>,
 ) {
+    for s in &rules.streams {
+        if rules.definitions.iter().any(|d| d.name == s.name) {
+            errors.push(loc.error(
+                &s.key_path,
+                true,
+                format!("a bucket definition is already named `{}`", s.name),
+            ));
+        }
+    }
     let edition = rules.compatibility.edition();
     if edition >= 3 {
         if saw_definitions {
