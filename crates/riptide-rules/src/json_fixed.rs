@@ -80,6 +80,52 @@ pub(crate) fn long_arrow(json: &SqliteValue, path: &SqliteValue) -> SqliteValue 
     find(&doc, path).map_or(SqliteValue::Null, to_sql)
 }
 
+/// Switches `->`/`->>` in `e` to their `fixed_json_extract` forms (classic rules under the
+/// option).
+pub(crate) fn fix_operators(e: &mut crate::ir::Expr) {
+    use crate::ir::{BinOp, Expr};
+    match e {
+        Expr::Binary(op, a, b) => {
+            *op = match *op {
+                BinOp::Arrow => BinOp::ArrowFixed,
+                BinOp::LongArrow => BinOp::LongArrowFixed,
+                other => other,
+            };
+            fix_operators(a);
+            fix_operators(b);
+        }
+        Expr::Literal(_) | Expr::Column(_) | Expr::Request(_) | Expr::Bucket(_) => {}
+        Expr::Not(x) | Expr::Negate(x) | Expr::IsNull(x, _) | Expr::Cast(x, _) => {
+            fix_operators(x);
+        }
+        Expr::And(a, b) | Expr::Or(a, b) | Expr::Is(a, b, _) | Expr::InJson(a, b, _) => {
+            fix_operators(a);
+            fix_operators(b);
+        }
+        Expr::InList(x, items, _) => {
+            fix_operators(x);
+            items.iter_mut().for_each(fix_operators);
+        }
+        Expr::Call(_, args) => args.iter_mut().for_each(fix_operators),
+        Expr::Case {
+            operand,
+            whens,
+            otherwise,
+        } => {
+            if let Some(o) = operand {
+                fix_operators(o);
+            }
+            for (w, t) in whens {
+                fix_operators(w);
+                fix_operators(t);
+            }
+            if let Some(o) = otherwise {
+                fix_operators(o);
+            }
+        }
+    }
+}
+
 /// Why `json_each` cannot expand a value (PowerSync fails the evaluation).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JsonEachError {
@@ -156,6 +202,33 @@ mod tests {
                 .unwrap_or_default(),
             _ => String::new(),
         }
+    }
+
+    #[test]
+    fn classic_rules_follow_fixed_json_extract() {
+        let rules = |config: &str| {
+            let yaml = format!(
+                "{config}bucket_definitions:\n  b:\n    data:\n      - SELECT id, doc ->> 'a.b' AS v FROM t\n"
+            );
+            match crate::SyncRules::parse(&yaml) {
+                Ok(r) => r,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let mut row = crate::Row::new();
+        row.insert("id", t("1"));
+        row.insert("doc", t(r#"{"a.b":"key","a":{"b":"path"}}"#));
+        let table = crate::TableRef::new("public", "t");
+        let data = |r: crate::SyncRules| r.evaluate_row(&table, &row).rows[0].data.clone();
+        assert_eq!(data(rules("")), r#"{"id":"1","v":"path"}"#);
+        assert_eq!(
+            data(rules("config:\n  edition: 2\n")),
+            r#"{"id":"1","v":"key"}"#
+        );
+        assert_eq!(
+            data(rules("config:\n  fixed_json_extract: true\n")),
+            r#"{"id":"1","v":"key"}"#
+        );
     }
 
     #[test]

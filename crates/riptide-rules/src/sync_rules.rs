@@ -361,11 +361,24 @@ impl SyncRules {
             errors.sort_by_key(|e| (e.line, e.column));
             return Err(RulesErrors(errors));
         }
+        if source
+            .compatibility
+            .is_enabled(CompatibilityOption::FixedJsonExtract)
+        {
+            for def in &mut definitions {
+                let parameters = def.parameter_queries.iter_mut().flat_map(|q| q.exprs_mut());
+                let data = def.data_queries.iter_mut().flat_map(|q| q.exprs_mut());
+                parameters
+                    .chain(data)
+                    .for_each(crate::json_fixed::fix_operators);
+            }
+        }
         let mut data_by_table: HashMap<TableRef, Vec<(usize, usize)>> = HashMap::new();
         let mut parameters_by_table: HashMap<TableRef, Vec<(usize, usize)>> = HashMap::new();
         let mut source_tables: Vec<TableRef> = Vec::new();
         let mut note = |t: &TableRef| {
-            if !source_tables.contains(t) {
+            // Wildcards (`"todos_%"`) are patterns, not tables: see `table_patterns`.
+            if !source_tables.contains(t) && wildcard::pattern_of(t).is_none() {
                 source_tables.push(t.clone());
             }
         };
@@ -470,11 +483,17 @@ impl SyncRules {
     pub fn evaluate_row(&self, table: &TableRef, row: &Row) -> RowEvaluation {
         let mut ev = RowEvaluation::default();
         let queries = self.data_by_table.get(table).map_or(&[][..], Vec::as_slice);
-        for &(di, qi) in queries {
+        let exact = queries.iter().map(|q| (*q, None));
+        for ((di, qi), pattern) in exact.chain(self.wildcard_queries(&self.data_by_table, table)) {
             let def = &self.definitions[di];
             let before = ev.rows.len();
             // One query can add several rows (`bucket.p IN <row JSON array>`: one per element).
-            def.data_queries[qi].evaluate(&def.name, row, &mut ev.rows, &mut ev.errors);
+            match &pattern {
+                None => def.data_queries[qi].evaluate(&def.name, row, &mut ev.rows, &mut ev.errors),
+                Some(p) => {
+                    wildcard::evaluate(&def.data_queries[qi], &def.name, p, table, row, &mut ev)
+                }
+            }
             if !self.bucket_prefix.is_empty() {
                 for new in &mut ev.rows[before..] {
                     new.bucket.insert_str(0, &self.bucket_prefix);
@@ -516,7 +535,8 @@ impl SyncRules {
             row: Some(row),
             request: None,
         };
-        for &(di, qi) in queries {
+        let wildcards = self.wildcard_queries(&self.parameters_by_table, table);
+        for (di, qi) in queries.iter().copied().chain(wildcards.map(|(q, _)| q)) {
             let def = &self.definitions[di];
             let pq = &def.parameter_queries[qi];
             let ParameterSource::Table {
@@ -679,3 +699,4 @@ impl SyncRules {
 pub(crate) mod introspect;
 #[cfg(test)]
 mod tests;
+mod wildcard;

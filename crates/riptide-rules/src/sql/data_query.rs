@@ -241,6 +241,28 @@ impl DataQuery {
         })
     }
 
+    /// Every expression of the query, to rewrite (e.g. for `fixed_json_extract`).
+    pub(crate) fn exprs_mut(&mut self) -> Vec<&mut Expr> {
+        let mut out: Vec<&mut Expr> = Vec::new();
+        for c in &mut self.columns {
+            if let Projected::Named(_, e) = c {
+                out.push(e);
+            }
+        }
+        out.push(&mut self.id);
+        out.extend(self.bucket_values.iter_mut().map(|b| &mut b.expr));
+        out.extend(self.bucket_checks.iter_mut().map(|(_, b)| &mut b.expr));
+        out.extend(self.filter.as_mut());
+        out
+    }
+
+    /// Whether the select list names `column` (not through `*`).
+    pub(crate) fn outputs_column(&self, column: &str) -> bool {
+        self.columns
+            .iter()
+            .any(|c| matches!(c, Projected::Named(name, _) if &**name == column))
+    }
+
     /// Evaluates the query on a row, appending the bucket row it produces (if any).
     pub(crate) fn evaluate(
         &self,
