@@ -36,6 +36,7 @@ mod ir;
 pub mod job;
 mod json_fixed;
 mod json_path;
+mod migrate;
 mod request;
 mod sql;
 mod streams;
@@ -46,7 +47,9 @@ mod value;
 mod yaml;
 
 pub use compat::{Compatibility, CompatibilityOption, TimePrecision};
+pub use migrate::{MigrateError, migrate_to_streams};
 pub use request::RequestParameters;
+pub use streams::introspect::{StreamInfo, StreamRowOutcome};
 pub use streams::request::{
     BucketReason, RequestLimits, Resolution, ResolvedBucket, StreamRequest, StreamStatus,
     Subscription, SubscriptionError,

@@ -128,11 +128,11 @@ const MAX_LOOKUP_COMBINATIONS: usize = 1000;
 #[derive(Debug, Clone)]
 pub(crate) struct Definition {
     pub(crate) name: String,
-    priority: u8,
+    pub(crate) priority: u8,
     /// Bucket parameter names in bucket-name order (the first parameter query's columns).
     bucket_parameters: Vec<String>,
-    parameter_queries: Vec<ParameterQuery>,
-    data_queries: Vec<DataQuery>,
+    pub(crate) parameter_queries: Vec<ParameterQuery>,
+    pub(crate) data_queries: Vec<DataQuery>,
     /// Where each query is in the file (same order as the queries).
     parameter_sources: Vec<QuerySource>,
     data_sources: Vec<QuerySource>,
@@ -154,7 +154,7 @@ pub struct SyncRules {
     parameters_by_table: HashMap<TableRef, Vec<(usize, usize)>>,
     source_tables: Vec<TableRef>,
     /// The YAML text, to locate queries and columns on demand ([`SyncRules::queries`]).
-    source: String,
+    pub(crate) source: String,
     /// Prepended to every bucket name (see [`SyncRules::with_bucket_prefix`]).
     pub(crate) bucket_prefix: String,
 }

@@ -21,9 +21,9 @@ use super::query::{
     At, Attach, Builder, Located, OutColumn, Selected, SetId, SetInfo, SetKind, collect_deps,
     split_column,
 };
+use crate::SqliteValue;
 use crate::ir::{BinOp, Expr, RequestValue};
 use crate::sql::lower::SqlError;
-use crate::{SqliteValue, TablePattern};
 
 /// Most buckets (variants) one stream may define (PowerSync's limit).
 pub(crate) const MAX_BUCKETS_PER_STREAM: usize = 100;
@@ -522,7 +522,7 @@ impl Compiler {
         selected: Selected,
         query_at: &At,
         buckets: &mut StreamBuckets,
-    ) -> Result<(), Located> {
+    ) -> Result<SetId, Located> {
         let sets = &builder.sets;
         let (primary, columns) = outputs(sets, selected.columns, query_at)?;
         let branches = to_dnf(Cond::And(selected.conds), false).map_err(|()| {
@@ -556,7 +556,7 @@ impl Compiler {
         for branch in multi {
             self.branch(stream, sets, primary, &columns, branch, buckets, query_at)?;
         }
-        Ok(())
+        Ok(primary)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -892,13 +892,4 @@ fn outputs(
         });
     }
     Ok((primary, out))
-}
-
-/// The table pattern a stream data source reads (for messages).
-pub(crate) fn describe(pattern: &TablePattern) -> String {
-    if pattern.schema == "public" {
-        pattern.pattern.clone()
-    } else {
-        pattern.to_string()
-    }
 }

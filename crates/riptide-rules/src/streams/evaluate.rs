@@ -72,7 +72,7 @@ fn combinations<'r>(p: &Processor, row: &'r Row) -> Result<Vec<Cow<'r, Row>>, Js
 }
 
 /// The partition values of one combination (`None` when one is NULL or unusable).
-fn partition_values(p: &Processor, scope: &Scope<'_>) -> Option<Vec<SqliteValue>> {
+pub(crate) fn partition_values_of(p: &Processor, scope: &Scope<'_>) -> Option<Vec<SqliteValue>> {
     p.partitions
         .iter()
         .map(|e| normalize_parameter(&e.eval(scope)))
@@ -172,7 +172,7 @@ impl StreamSet {
                     row: Some(c),
                     request: None,
                 };
-                if let Some(values) = partition_values(&source.processor, &scope)
+                if let Some(values) = partition_values_of(&source.processor, &scope)
                     && !value_sets.contains(&values)
                 {
                     value_sets.push(values);
@@ -242,7 +242,7 @@ pub(crate) fn lookup_entries(source: &LookupSource, row: &Row) -> Vec<EvaluatedP
             row: Some(c),
             request: None,
         };
-        let Some(key) = partition_values(&source.processor, &scope) else {
+        let Some(key) = partition_values_of(&source.processor, &scope) else {
             continue;
         };
         let Some(outputs) = source

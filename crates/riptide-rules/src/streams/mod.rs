@@ -19,6 +19,7 @@ pub(crate) mod compile;
 pub(crate) mod cond;
 pub(crate) mod evaluate;
 pub(crate) mod expr;
+pub(crate) mod introspect;
 pub(crate) mod plan;
 pub(crate) mod query;
 pub(crate) mod request;
@@ -207,6 +208,53 @@ fn untrusted(q: &Querier) -> bool {
     t == Trust::Untrusted
 }
 
+/// What a compiled query reads, located.
+fn query_tables(
+    b: &Builder<'_>,
+    primary: query::SetId,
+    q: &QuerySource,
+    ctes: &[&[CteSource]],
+) -> plan::QueryTables {
+    let pattern = |s: query::SetId| match &b.sets[s].kind {
+        query::SetKind::Table { pattern, .. } => Some(pattern.clone()),
+        query::SetKind::Function { .. } => None,
+    };
+    let mut joined = Vec::new();
+    for s in 0..b.sets.len() {
+        if s != primary
+            && let Some(p) = pattern(s)
+            && !joined.contains(&p)
+        {
+            joined.push(p);
+        }
+    }
+    let columns = b
+        .column_uses
+        .iter()
+        .filter_map(|(s, name, at)| {
+            let source = match &at.origin {
+                None => q.clone(),
+                Some(cte) => ctes
+                    .iter()
+                    .flat_map(|c| c.iter())
+                    .find(|c| c.name == **cte)
+                    .map_or_else(|| q.clone(), |c| c.query.clone()),
+            };
+            Some((
+                pattern(*s)?,
+                name.clone(),
+                source,
+                crate::sql::lower::position(at.span),
+            ))
+        })
+        .collect();
+    plan::QueryTables {
+        synced: pattern(primary).unwrap_or_else(|| crate::TablePattern::new("public", "")),
+        joined,
+        columns,
+    }
+}
+
 /// Compiles every stream of the file, reporting problems located in it.
 pub(crate) fn compile(
     source: &RulesSource,
@@ -232,6 +280,7 @@ pub(crate) fn compile(
         read_ctes(loc, &s.ctes, fixed_json, &mut ctes, errors, warnings);
         let sources: [&[CteSource]; 2] = [&s.ctes, &source.ctes];
         let mut buckets = StreamBuckets::default();
+        let mut tables = Vec::new();
         let mut failed = false;
         for q in &s.queries {
             let mut b = Builder::new(&ctes, fixed_json);
@@ -242,6 +291,9 @@ pub(crate) fn compile(
             let result = b
                 .parse_and_select(&q.sql, Purpose::Stream)
                 .and_then(|selected| compiler.query(&s.name, &b, selected, &at, &mut buckets));
+            if let Ok(primary) = &result {
+                tables.push(query_tables(&b, *primary, q, &sources));
+            }
             for w in &b.warnings {
                 warnings.push(locate(loc, q, &sources, w, Some(&s.name)));
             }
@@ -283,6 +335,7 @@ pub(crate) fn compile(
             priority: s.priority,
             queriers,
             queries: s.queries.clone(),
+            tables,
         });
         local_ctes.push((&s.ctes, ctes));
     }

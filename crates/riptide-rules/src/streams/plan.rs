@@ -117,6 +117,18 @@ pub(crate) struct Bucket {
     pub sources: Vec<usize>,
 }
 
+/// What one query of a stream reads, for tools.
+#[derive(Debug, Clone)]
+pub(crate) struct QueryTables {
+    /// The table it syncs rows of.
+    pub synced: TablePattern,
+    /// Tables it joins (subqueries, JOINs, CTEs).
+    pub joined: Vec<TablePattern>,
+    /// Columns read: table, column, and the text and position (1-based line/column in that
+    /// text) of the reference; the text is the query's or a CTE's.
+    pub columns: Vec<(TablePattern, String, QuerySource, Option<(usize, usize)>)>,
+}
+
 /// One compiled stream.
 #[derive(Debug, Clone)]
 pub(crate) struct Stream {
@@ -126,6 +138,8 @@ pub(crate) struct Stream {
     pub queriers: Vec<Querier>,
     /// Where its queries are in the file.
     pub queries: Vec<QuerySource>,
+    /// What each query reads (same order as `queries`; empty when compilation failed).
+    pub tables: Vec<QueryTables>,
 }
 
 /// Every stream of a file, compiled.

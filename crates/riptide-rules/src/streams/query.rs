@@ -198,6 +198,8 @@ pub(crate) struct Builder<'c> {
     pub warnings: Vec<Located>,
     /// Names used in `subscription.parameter('<name>')`.
     pub subscription_parameters: BTreeSet<String>,
+    /// Every column of a result set read, where (for `riptide rules check`).
+    pub column_uses: Vec<(SetId, String, At)>,
 }
 
 /// An identifier's name: folded to lower case unless quoted.
@@ -228,6 +230,7 @@ impl<'c> Builder<'c> {
             origin: None,
             warnings: Vec::new(),
             subscription_parameters: BTreeSet::new(),
+            column_uses: Vec::new(),
         }
     }
 
@@ -683,7 +686,12 @@ impl<'c> Builder<'c> {
             }
         };
         match entry {
-            Entry::Set(s) => Ok(column(*s, &column_name)),
+            Entry::Set(s) => {
+                let s = *s;
+                self.column_uses
+                    .push((s, column_name.clone(), self.at(name.span)));
+                Ok(column(s, &column_name))
+            }
             Entry::Subquery(columns) => match columns.iter().find(|(n, _)| *n == column_name) {
                 Some((_, e)) => Ok(e.clone()),
                 None => self.err(span, format!("the subquery has no column `{column_name}`")),
@@ -753,7 +761,11 @@ impl<'c> Builder<'c> {
                         },
                     };
                     match entry {
-                        Entry::Set(s) => out.push(OutColumn::Star(s)),
+                        Entry::Set(s) => {
+                            // `*` supplies the id: the table needs an `id` column.
+                            self.column_uses.push((s, "id".into(), self.at(span)));
+                            out.push(OutColumn::Star(s));
+                        }
                         Entry::Subquery(columns) => {
                             for (name, e) in columns.iter() {
                                 out.push(OutColumn::Named(name.clone(), e.clone(), self.at(span)));
