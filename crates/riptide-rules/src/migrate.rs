@@ -35,6 +35,90 @@ pub enum MigrateError {
     Unsupported { definition: String, reason: String },
 }
 
+/// Postgres's reserved words: they cannot name a column unquoted.
+const RESERVED: &[&str] = &[
+    "all",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "both",
+    "case",
+    "cast",
+    "check",
+    "collate",
+    "column",
+    "constraint",
+    "create",
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "default",
+    "deferrable",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "except",
+    "false",
+    "fetch",
+    "for",
+    "foreign",
+    "from",
+    "grant",
+    "group",
+    "having",
+    "in",
+    "initially",
+    "intersect",
+    "into",
+    "is",
+    "join",
+    "lateral",
+    "leading",
+    "like",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "not",
+    "null",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "placing",
+    "primary",
+    "references",
+    "returning",
+    "select",
+    "session_user",
+    "some",
+    "symmetric",
+    "table",
+    "then",
+    "to",
+    "trailing",
+    "true",
+    "union",
+    "unique",
+    "user",
+    "using",
+    "variadic",
+    "when",
+    "where",
+    "window",
+    "with",
+];
+
 /// Quotes an identifier unless streams read it as written.
 fn ident(name: &str) -> String {
     let simple = name
@@ -44,8 +128,7 @@ fn ident(name: &str) -> String {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    let keyword = sqlparser::keywords::ALL_KEYWORDS.contains(&name.to_ascii_uppercase().as_str());
-    if simple && !keyword {
+    if simple && !RESERVED.contains(&name) {
         name.to_owned()
     } else {
         format!("\"{}\"", name.replace('"', "\"\""))
@@ -199,12 +282,15 @@ fn operator(op: BinOp) -> &'static str {
     }
 }
 
-/// One stream query from a data query and (optionally) a parameter query.
+/// One stream query from a data query and (optionally) a parameter query; a table-based
+/// parameter query with one column becomes `IN (SELECT …)` when `subquery_form`, a join
+/// otherwise.
 fn stream_query(
     rules: &SyncRules,
     di: usize,
     data_index: usize,
     parameter: Option<&ParameterQuery>,
+    subquery_form: bool,
 ) -> Result<String, String> {
     let def = &rules.definitions[di];
     let dq = &def.data_queries[data_index];
@@ -276,6 +362,54 @@ fn stream_query(
                 request_filter,
                 ..
             },
+        )) if pq.columns.len() == 1
+            && subquery_form
+            && parts.bucket_values.len() == 1
+            && parts.bucket_checks.is_empty() =>
+        {
+            // One parameter: `<row> IN (SELECT <column> FROM <table> WHERE …)`.
+            let inner = Printer { row: "" };
+            let name = if table.schema == "public" {
+                ident(&table.name)
+            } else {
+                format!("{}.{}", ident(&table.schema), ident(&table.name))
+            };
+            let mut inner_conditions = Vec::new();
+            for l in lookups {
+                let (r, q) = (inner.expr(&l.row)?, inner.expr(&l.request)?);
+                inner_conditions.push(if l.in_array {
+                    format!("{r} IN {q}")
+                } else if l.row_array {
+                    format!("{q} IN {r}")
+                } else {
+                    format!("{r} = {q}")
+                });
+            }
+            for f in row_filter.iter().chain(request_filter.iter()) {
+                inner_conditions.push(inner.expr(f)?);
+            }
+            let mut subquery = format!("SELECT {} FROM {name}", inner.expr(&pq.columns[0].1)?);
+            if !inner_conditions.is_empty() {
+                subquery.push_str(" WHERE ");
+                subquery.push_str(&inner_conditions.join(" AND "));
+            }
+            let (e, each) = parts.bucket_values[0];
+            if each {
+                // `bucket.p IN <row array>`: a join keeps both sides' values together.
+                return stream_query(rules, di, data_index, parameter, false);
+            }
+            conditions.push(format!("{} IN ({subquery})", row.expr(e)?));
+            return Ok(finish(&columns, &from, &conditions));
+        }
+        Some((
+            pq,
+            ParameterSource::Table {
+                table,
+                lookups,
+                row_filter,
+                request_filter,
+                ..
+            },
         )) => {
             let p = if qualifier == "p" { "p2" } else { "p" };
             let name = if table.schema == "public" {
@@ -327,12 +461,16 @@ fn stream_query(
     {
         return Err("`_table_suffix` is not available in streams".into());
     }
+    Ok(finish(&columns, &from, &conditions))
+}
+
+fn finish(columns: &[String], from: &str, conditions: &[String]) -> String {
     let mut sql = format!("SELECT {} FROM {from}", columns.join(", "));
     if !conditions.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&conditions.join(" AND "));
     }
-    Ok(sql)
+    sql
 }
 
 fn yaml_string(s: &str) -> String {
@@ -375,16 +513,22 @@ pub fn migrate_to_streams(yaml: &str) -> Result<String, MigrateError> {
         let mut queries = Vec::new();
         for qi in 0..def.data_queries.len() {
             if def.parameter_queries.is_empty() {
-                queries.push(stream_query(&rules, di, qi, None).map_err(unsupported)?);
+                queries.push(stream_query(&rules, di, qi, None, true).map_err(unsupported)?);
             }
             for pq in &def.parameter_queries {
-                queries.push(stream_query(&rules, di, qi, Some(pq)).map_err(unsupported)?);
+                queries.push(stream_query(&rules, di, qi, Some(pq), true).map_err(unsupported)?);
             }
         }
-        out.push_str(&format!(
-            "  {}:\n    auto_subscribe: true\n",
+        let plain = def
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let key = if plain {
+            def.name.clone()
+        } else {
             yaml_string(&def.name)
-        ));
+        };
+        out.push_str(&format!("  {key}:\n    auto_subscribe: true\n"));
         if def.priority != 3 {
             out.push_str(&format!("    priority: {}\n", def.priority));
         }

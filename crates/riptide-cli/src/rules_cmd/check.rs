@@ -35,8 +35,12 @@ pub async fn check(file: &Path, database: Option<&str>, publication: &str) -> Re
         println!("{} found", plural(problems.len(), "error"));
         return Ok(false);
     }
+    let streams = match rules.streams().len() {
+        0 => String::new(),
+        n => format!("{}, ", plural(n, "stream")),
+    };
     println!(
-        "ok: {}, {}, {}{}",
+        "ok: {streams}{}, {}, {}{}",
         plural(rules.definitions().len(), "bucket definition"),
         match rules.queries().len() {
             1 => "1 query".to_string(),
@@ -74,12 +78,20 @@ pub(crate) async fn schema_problems(
         let at = |message: String| Problem {
             line: q.line,
             column: q.column,
-            message: format!(
-                "{message} ({} {} of bucket definition `{}`)",
-                q.kind,
-                q.index + 1,
-                q.definition
-            ),
+            message: if q.stream {
+                format!(
+                    "{message} (query {} of stream `{}`)",
+                    q.index + 1,
+                    q.definition
+                )
+            } else {
+                format!(
+                    "{message} ({} {} of bucket definition `{}`)",
+                    q.kind,
+                    q.index + 1,
+                    q.definition
+                )
+            },
         };
         let Some(Some(f)) = facts.get(table) else {
             problems.push(at(format!("table {name} does not exist")));
@@ -109,12 +121,16 @@ pub(crate) async fn schema_problems(
         let Some(Some(f)) = facts.get(&c.table) else {
             continue;
         };
-        let context = format!(
-            "({} {} of bucket definition `{}`)",
-            c.kind,
-            c.query_index + 1,
-            c.definition
-        );
+        let context = if c.stream {
+            format!("(query {} of stream `{}`)", c.query_index + 1, c.definition)
+        } else {
+            format!(
+                "({} {} of bucket definition `{}`)",
+                c.kind,
+                c.query_index + 1,
+                c.definition
+            )
+        };
         match f.columns.iter().find(|(name, _)| *name == c.column) {
             None => {
                 let known: BTreeSet<&str> = f.columns.iter().map(|(n, _)| n.as_str()).collect();

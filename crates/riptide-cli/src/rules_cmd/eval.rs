@@ -1,6 +1,8 @@
-//! `riptide rules eval`: a JSON job on stdin through `riptide_rules::job`, its answer on stdout.
+//! `riptide rules eval`: a JSON job on stdin through `riptide_rules::job`, its answer on stdout;
+//! `riptide rules migrate FILE`: `riptide_rules::migrate_to_streams`.
 
 use std::io::Read;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
@@ -13,4 +15,20 @@ pub fn run() -> Result<bool> {
     let answer = riptide_rules::job::run(&input)?;
     println!("{answer}");
     Ok(true)
+}
+
+/// Prints the file's bucket definitions as streams; `Ok(false)` when it cannot be migrated.
+pub fn migrate(file: &Path) -> Result<bool> {
+    let yaml =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    match riptide_rules::migrate_to_streams(&yaml) {
+        Ok(out) => {
+            print!("{out}");
+            Ok(true)
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            Ok(false)
+        }
+    }
 }

@@ -58,6 +58,11 @@ pub enum RulesCommand {
     /// JSON (used by the differential test against PowerSync's compiler).
     #[command(hide = true)]
     Eval,
+    /// Rewrite a file's bucket_definitions as equivalent Sync Streams (edition 3); prints YAML.
+    Migrate {
+        /// The sync rules YAML file.
+        file: PathBuf,
+    },
 }
 
 /// Runs a `riptide rules` subcommand; `Ok(false)` when it found problems (exit code 1).
@@ -69,6 +74,7 @@ pub async fn run(command: RulesCommand) -> Result<bool> {
             publication,
         } => check(&file, database.as_deref(), &publication).await,
         RulesCommand::Eval => eval::run(),
+        RulesCommand::Migrate { file } => eval::migrate(&file),
         RulesCommand::Explain {
             file,
             database,
@@ -96,7 +102,18 @@ pub(crate) fn load(file: &Path) -> Result<Option<SyncRules>> {
     let yaml =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     match SyncRules::parse(&yaml) {
-        Ok(rules) => Ok(Some(rules)),
+        Ok(rules) => {
+            for w in rules.warnings() {
+                println!(
+                    "{}:{}:{}: warning: {}",
+                    file.display(),
+                    w.line,
+                    w.column,
+                    w.message
+                );
+            }
+            Ok(Some(rules))
+        }
         Err(RulesErrors(errors)) => {
             for e in &errors {
                 println!("{}:{}:{}: {}", file.display(), e.line, e.column, e.message);

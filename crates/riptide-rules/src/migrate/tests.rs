@@ -206,7 +206,7 @@ fn migration_output_reads_like_streams() {
         "{out}"
     );
     assert!(
-        out.contains("  \"mine\":\n    auto_subscribe: true\n    priority: 1\n    queries:\n      - \"SELECT lists.* FROM lists WHERE lists.owner_id = auth.user_id()\"\n"),
+        out.contains("  mine:\n    auto_subscribe: true\n    priority: 1\n    queries:\n      - \"SELECT lists.* FROM lists WHERE lists.owner_id = auth.user_id()\"\n"),
         "{out}"
     );
     assert!(matches!(
