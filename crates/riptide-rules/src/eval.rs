@@ -121,6 +121,31 @@ fn equal(a: &SqliteValue, b: &SqliteValue) -> bool {
     ) == Some(Ordering::Equal)
 }
 
+/// `CASE [operand] WHEN … THEN … [ELSE …] END`: the first `WHEN` equal to the operand (or
+/// true, without one) gives its `THEN`.
+fn eval_case<'a>(
+    operand: Option<&'a Expr>,
+    whens: &'a [(Expr, Expr)],
+    otherwise: Option<&'a Expr>,
+    scope: &Scope<'a>,
+) -> Cow<'a, SqliteValue> {
+    let subject = operand.map(|o| o.eval(scope));
+    for (when, then) in whens {
+        let w = when.eval(scope);
+        let hit = match &subject {
+            Some(s) => !s.is_null() && !w.is_null() && equal(s, &w),
+            None => truthy(&w) == Some(true),
+        };
+        if hit {
+            return then.eval(scope);
+        }
+    }
+    match otherwise {
+        Some(e) => e.eval(scope),
+        None => Cow::Borrowed(&NULL),
+    }
+}
+
 impl Expr {
     /// Evaluates the expression. Columns missing from the row read as NULL.
     pub(crate) fn eval<'a>(&'a self, scope: &Scope<'a>) -> Cow<'a, SqliteValue> {
@@ -251,23 +276,7 @@ impl Expr {
                 operand,
                 whens,
                 otherwise,
-            } => {
-                let subject = operand.as_ref().map(|o| o.eval(scope));
-                for (when, then) in whens {
-                    let w = when.eval(scope);
-                    let hit = match &subject {
-                        Some(s) => !s.is_null() && !w.is_null() && equal(s, &w),
-                        None => truthy(&w) == Some(true),
-                    };
-                    if hit {
-                        return then.eval(scope);
-                    }
-                }
-                match otherwise {
-                    Some(e) => e.eval(scope),
-                    None => Cow::Borrowed(&NULL),
-                }
-            }
+            } => eval_case(operand.as_deref(), whens, otherwise.as_deref(), scope),
         }
     }
 

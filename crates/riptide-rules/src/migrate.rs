@@ -302,11 +302,7 @@ fn stream_query(
         &dq.table.name
     });
     let row = Printer { row: &qualifier };
-    let table = if dq.table.schema == "public" {
-        ident(&dq.table.name)
-    } else {
-        format!("{}.{}", ident(&dq.table.schema), ident(&dq.table.name))
-    };
+    let table = table_name(&dq.table);
     let mut from = if aliased {
         format!("{table} AS {qualifier}")
     } else {
@@ -325,6 +321,10 @@ fn stream_query(
         .transpose()?
         .into_iter()
         .collect();
+    if subquery_form && let Some(condition) = subquery_condition(&row, &parts, parameter)? {
+        conditions.push(condition);
+        return Ok(finish(&columns, &from, &conditions));
+    }
     // The value each bucket parameter takes, as SQL.
     let values: Vec<String> = match parameter.map(|p| (p, &p.source)) {
         None => Vec::new(),
@@ -362,76 +362,16 @@ fn stream_query(
                 request_filter,
                 ..
             },
-        )) if pq.columns.len() == 1
-            && subquery_form
-            && parts.bucket_values.len() == 1
-            && parts.bucket_checks.is_empty() =>
-        {
-            // One parameter: `<row> IN (SELECT <column> FROM <table> WHERE …)`.
-            let inner = Printer { row: "" };
-            let name = if table.schema == "public" {
-                ident(&table.name)
-            } else {
-                format!("{}.{}", ident(&table.schema), ident(&table.name))
-            };
-            let mut inner_conditions = Vec::new();
-            for l in lookups {
-                let (r, q) = (inner.expr(&l.row)?, inner.expr(&l.request)?);
-                inner_conditions.push(if l.in_array {
-                    format!("{r} IN {q}")
-                } else if l.row_array {
-                    format!("{q} IN {r}")
-                } else {
-                    format!("{r} = {q}")
-                });
-            }
-            for f in row_filter.iter().chain(request_filter.iter()) {
-                inner_conditions.push(inner.expr(f)?);
-            }
-            let mut subquery = format!("SELECT {} FROM {name}", inner.expr(&pq.columns[0].1)?);
-            if !inner_conditions.is_empty() {
-                subquery.push_str(" WHERE ");
-                subquery.push_str(&inner_conditions.join(" AND "));
-            }
-            let (e, each) = parts.bucket_values[0];
-            if each {
-                // `bucket.p IN <row array>`: a join keeps both sides' values together.
-                return stream_query(rules, di, data_index, parameter, false);
-            }
-            conditions.push(format!("{} IN ({subquery})", row.expr(e)?));
-            return Ok(finish(&columns, &from, &conditions));
-        }
-        Some((
-            pq,
-            ParameterSource::Table {
-                table,
+        )) => {
+            let p = if qualifier == "p" { "p2" } else { "p" };
+            from.push_str(&format!(", {} AS {p}", table_name(table)));
+            let other = Printer { row: p };
+            conditions.extend(table_conditions(
+                &other,
                 lookups,
                 row_filter,
                 request_filter,
-                ..
-            },
-        )) => {
-            let p = if qualifier == "p" { "p2" } else { "p" };
-            let name = if table.schema == "public" {
-                ident(&table.name)
-            } else {
-                format!("{}.{}", ident(&table.schema), ident(&table.name))
-            };
-            from.push_str(&format!(", {name} AS {p}"));
-            let other = Printer { row: p };
-            for l in lookups {
-                let (r, q) = (other.expr(&l.row)?, other.expr(&l.request)?);
-                conditions.push(if l.in_array {
-                    format!("{r} IN {q}")
-                } else if l.row_array {
-                    format!("{q} IN {r}")
-                } else {
-                    format!("{r} = {q}")
-                });
-            }
-            for f in row_filter.iter().chain(request_filter.iter()) {
-                conditions.push(other.expr(f)?);
-            }
+            )?);
             pq.columns
                 .iter()
                 .map(|(_, e)| other.expr(e))
@@ -462,6 +402,75 @@ fn stream_query(
         return Err("`_table_suffix` is not available in streams".into());
     }
     Ok(finish(&columns, &from, &conditions))
+}
+
+/// `<row> IN (SELECT <column> FROM <table> WHERE …)` for a table parameter query with one
+/// column and a data query binding it once with `=` (`None` otherwise: use a join).
+fn subquery_condition(
+    row: &Printer<'_>,
+    parts: &crate::sql::data_query::DataQueryParts<'_>,
+    parameter: Option<&ParameterQuery>,
+) -> Result<Option<String>, String> {
+    let Some(pq) = parameter else {
+        return Ok(None);
+    };
+    let ParameterSource::Table {
+        table,
+        lookups,
+        row_filter,
+        request_filter,
+        ..
+    } = &pq.source
+    else {
+        return Ok(None);
+    };
+    let ([(e, false)], [], [(_, column)]) = (
+        parts.bucket_values.as_slice(),
+        parts.bucket_checks.as_slice(),
+        pq.columns.as_slice(),
+    ) else {
+        return Ok(None);
+    };
+    let inner = Printer { row: "" };
+    let inner_conditions = table_conditions(&inner, lookups, row_filter, request_filter)?;
+    let mut subquery = format!("SELECT {} FROM {}", inner.expr(column)?, table_name(table));
+    if !inner_conditions.is_empty() {
+        subquery.push_str(" WHERE ");
+        subquery.push_str(&inner_conditions.join(" AND "));
+    }
+    Ok(Some(format!("{} IN ({subquery})", row.expr(e)?)))
+}
+
+fn table_name(table: &crate::TableRef) -> String {
+    if table.schema == "public" {
+        ident(&table.name)
+    } else {
+        format!("{}.{}", ident(&table.schema), ident(&table.name))
+    }
+}
+
+/// A table parameter query's conditions: its lookups and filters, printed with `p`.
+fn table_conditions(
+    p: &Printer<'_>,
+    lookups: &[crate::sql::parameter_query::Lookup],
+    row_filter: &Option<Expr>,
+    request_filter: &Option<Expr>,
+) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for l in lookups {
+        let (r, q) = (p.expr(&l.row)?, p.expr(&l.request)?);
+        out.push(if l.in_array {
+            format!("{r} IN {q}")
+        } else if l.row_array {
+            format!("{q} IN {r}")
+        } else {
+            format!("{r} = {q}")
+        });
+    }
+    for f in row_filter.iter().chain(request_filter.iter()) {
+        out.push(p.expr(f)?);
+    }
+    Ok(out)
 }
 
 fn finish(columns: &[String], from: &str, conditions: &[String]) -> String {

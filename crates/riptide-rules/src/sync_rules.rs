@@ -268,6 +268,17 @@ fn row_lookup_values(lookups: &[Lookup], scope: &Scope<'_>) -> Vec<Vec<String>> 
     combos
 }
 
+/// `->`/`->>` of every query under `fixed_json_extract`.
+fn fix_json_extract(definitions: &mut [Definition]) {
+    for def in definitions {
+        let parameters = def.parameter_queries.iter_mut().flat_map(|q| q.exprs_mut());
+        let data = def.data_queries.iter_mut().flat_map(|q| q.exprs_mut());
+        parameters
+            .chain(data)
+            .for_each(crate::json_fixed::fix_operators);
+    }
+}
+
 impl SyncRules {
     /// Parses sync rules YAML, reporting every problem with its line and column.
     pub fn parse(yaml: &str) -> Result<SyncRules, RulesErrors> {
@@ -365,13 +376,7 @@ impl SyncRules {
             .compatibility
             .is_enabled(CompatibilityOption::FixedJsonExtract)
         {
-            for def in &mut definitions {
-                let parameters = def.parameter_queries.iter_mut().flat_map(|q| q.exprs_mut());
-                let data = def.data_queries.iter_mut().flat_map(|q| q.exprs_mut());
-                parameters
-                    .chain(data)
-                    .for_each(crate::json_fixed::fix_operators);
-            }
+            fix_json_extract(&mut definitions);
         }
         let mut data_by_table: HashMap<TableRef, Vec<(usize, usize)>> = HashMap::new();
         let mut parameters_by_table: HashMap<TableRef, Vec<(usize, usize)>> = HashMap::new();

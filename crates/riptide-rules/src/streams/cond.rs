@@ -6,7 +6,8 @@ use sqlparser::ast::{self, BinaryOperator, Spanned, UnaryOperator};
 use sqlparser::tokenizer::Span;
 
 use super::expr::{eq, ps_not};
-use super::query::{At, Builder, Located, Purpose, Scope, column, ident_name};
+use super::query::{Builder, Purpose, ident_name};
+use super::sets::{At, Located, Scope, column};
 use crate::ir::Expr;
 
 /// A condition before normalisation.

@@ -12,7 +12,8 @@ use sqlparser::ast::{
 };
 use sqlparser::tokenizer::Span;
 
-use super::query::{Builder, Located, Scope, ident_name};
+use super::query::{Builder, ident_name};
+use super::sets::{Located, Scope};
 use crate::SqliteValue;
 use crate::cast::CastType;
 use crate::functions::Function;
@@ -111,22 +112,7 @@ impl Builder<'_> {
             E::Nested(inner) => self.value(inner, scope),
             E::Function(f) => self.function(f, scope, span),
             E::BinaryOp { left, op, right } => self.binary(left, op, right, scope, span),
-            E::UnaryOp { op, expr } => match op {
-                UnaryOperator::Not => Ok(ps_not(self.value(expr, scope)?)),
-                UnaryOperator::Plus => self.value(expr, scope),
-                UnaryOperator::Minus => match &**expr {
-                    E::Value(v) => match literal(&v.value) {
-                        Some(SqliteValue::Integer(i)) => Ok(Expr::Literal(SqliteValue::Integer(-i))),
-                        Some(SqliteValue::Real(r)) => Ok(Expr::Literal(SqliteValue::Real(-r))),
-                        _ => self.err(span, "unary minus is only supported on numbers"),
-                    },
-                    _ => self.err(
-                        span,
-                        "unary minus is not supported (PowerSync refuses it): write `0 - x`",
-                    ),
-                },
-                other => self.err(span, format!("operator `{other}` is not supported")),
-            },
+            E::UnaryOp { op, expr } => self.unary(op, expr, scope, span),
             E::IsNull(x) => Ok(self.is(x, SqliteValue::Null, false, scope)?),
             E::IsNotNull(x) => Ok(self.is(x, SqliteValue::Null, true, scope)?),
             E::IsTrue(x) => Ok(self.is(x, SqliteValue::Integer(1), false, scope)?),
@@ -153,108 +139,19 @@ impl Builder<'_> {
                 conditions,
                 else_result,
                 ..
-            } => {
-                let operand = match operand {
-                    Some(o) => Some(boxed(self.value(o, scope)?)),
-                    None => None,
-                };
-                let mut whens = Vec::with_capacity(conditions.len());
-                for c in conditions {
-                    whens.push((self.value(&c.condition, scope)?, self.value(&c.result, scope)?));
-                }
-                let otherwise = match else_result {
-                    Some(e) => Some(boxed(self.value(e, scope)?)),
-                    None => None,
-                };
-                Ok(Expr::Case {
-                    operand,
-                    whens,
-                    otherwise,
-                })
-            }
+            } => self.case(operand.as_deref(), conditions, else_result.as_deref(), scope),
             E::Cast {
                 kind,
                 expr,
                 data_type,
                 format,
-            } => {
-                if !matches!(kind, CastKind::Cast | CastKind::DoubleColon) || format.is_some() {
-                    return self.err(span, "this form of CAST is not supported");
-                }
-                let ty = match data_type.to_string().to_ascii_lowercase().as_str() {
-                    "text" => CastType::Text,
-                    "integer" => CastType::Integer,
-                    "real" => CastType::Real,
-                    "numeric" => CastType::Numeric,
-                    "blob" => CastType::Blob,
-                    _ => {
-                        return self.err(
-                            span,
-                            format!(
-                                "invalid SQLite cast to `{data_type}` (use text, integer, real, numeric or blob)"
-                            ),
-                        );
-                    }
-                };
-                Ok(Expr::Cast(boxed(self.value(expr, scope)?), ty))
-            }
+            } => self.cast(kind, expr, data_type, format.is_some(), scope, span),
             E::In {
                 expr,
                 target,
                 negated,
                 ..
-            } => {
-                let x = self.value(expr, scope)?;
-                let items = match target {
-                    ast::InTarget::List(_) => {
-                        return self.err(
-                            span,
-                            "`x IN (a, b)` is not supported (nor in PowerSync): write `x IN ARRAY[a, b]`",
-                        );
-                    }
-                    ast::InTarget::Unnest(inner) => match &**inner {
-                        E::Array(a) => &a.elem,
-                        E::Function(f) if is_row(f) => match &f.args {
-                            FunctionArguments::List(l) => {
-                                let args = crate::sql::lower::args_of(&l.args, span)
-                                    .map_err(|error| Located {
-                                        origin: self.origin.clone(),
-                                        error,
-                                    })?;
-                                let items = args
-                                    .into_iter()
-                                    .map(|a| self.value(a, scope))
-                                    .collect::<Result<Vec<_>, _>>()?;
-                                let list = Expr::InList(boxed(x), items, false);
-                                return Ok(if *negated { ps_not(list) } else { list });
-                            }
-                            _ => return self.err(span, "unsupported ROW(…)"),
-                        },
-                        other if *negated => {
-                            let array = self.value(other, scope)?;
-                            return Ok(ps_not(Expr::InJson(boxed(x), boxed(array), false)));
-                        }
-                        _ => {
-                            return self.err(
-                                span,
-                                "`x IN <array>` is only supported as a WHERE condition",
-                            );
-                        }
-                    },
-                    _ => {
-                        return self.err(
-                            span,
-                            "`IN (SELECT …)` is only supported as a WHERE condition",
-                        );
-                    }
-                };
-                let items = items
-                    .iter()
-                    .map(|i| self.value(i, scope))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let list = Expr::InList(boxed(x), items, false);
-                Ok(if *negated { ps_not(list) } else { list })
-            }
+            } => self.in_values(expr, target, *negated, scope, span),
             E::Like { .. } | E::ILike { .. } | E::SimilarTo { .. } | E::RLike { .. } => {
                 self.err(span, "LIKE expressions are not supported (nor in PowerSync)")
             }
@@ -293,6 +190,144 @@ impl Builder<'_> {
             }
             _ => self.err(span, format!("the expression `{e}` is not supported")),
         }
+    }
+
+    fn unary(
+        &mut self,
+        op: &UnaryOperator,
+        expr: &ast::Expr,
+        scope: &Scope<'_>,
+        span: Span,
+    ) -> Result<Expr, Located> {
+        match op {
+            UnaryOperator::Not => Ok(ps_not(self.value(expr, scope)?)),
+            UnaryOperator::Plus => self.value(expr, scope),
+            UnaryOperator::Minus => match expr {
+                ast::Expr::Value(v) => match literal(&v.value) {
+                    Some(SqliteValue::Integer(i)) => Ok(Expr::Literal(SqliteValue::Integer(-i))),
+                    Some(SqliteValue::Real(r)) => Ok(Expr::Literal(SqliteValue::Real(-r))),
+                    _ => self.err(span, "unary minus is only supported on numbers"),
+                },
+                _ => self.err(
+                    span,
+                    "unary minus is not supported (PowerSync refuses it): write `0 - x`",
+                ),
+            },
+            other => self.err(span, format!("operator `{other}` is not supported")),
+        }
+    }
+
+    fn case(
+        &mut self,
+        operand: Option<&ast::Expr>,
+        conditions: &[ast::CaseWhen],
+        else_result: Option<&ast::Expr>,
+        scope: &Scope<'_>,
+    ) -> Result<Expr, Located> {
+        let operand = match operand {
+            Some(o) => Some(boxed(self.value(o, scope)?)),
+            None => None,
+        };
+        let mut whens = Vec::with_capacity(conditions.len());
+        for c in conditions {
+            whens.push((
+                self.value(&c.condition, scope)?,
+                self.value(&c.result, scope)?,
+            ));
+        }
+        let otherwise = match else_result {
+            Some(e) => Some(boxed(self.value(e, scope)?)),
+            None => None,
+        };
+        Ok(Expr::Case {
+            operand,
+            whens,
+            otherwise,
+        })
+    }
+
+    fn cast(
+        &mut self,
+        kind: &CastKind,
+        expr: &ast::Expr,
+        data_type: &ast::DataType,
+        with_format: bool,
+        scope: &Scope<'_>,
+        span: Span,
+    ) -> Result<Expr, Located> {
+        if !matches!(kind, CastKind::Cast | CastKind::DoubleColon) || with_format {
+            return self.err(span, "this form of CAST is not supported");
+        }
+        let ty = match data_type.to_string().to_ascii_lowercase().as_str() {
+            "text" => CastType::Text,
+            "integer" => CastType::Integer,
+            "real" => CastType::Real,
+            "numeric" => CastType::Numeric,
+            "blob" => CastType::Blob,
+            _ => {
+                return self.err(
+                    span,
+                    format!(
+                        "invalid SQLite cast to `{data_type}` (use text, integer, real, numeric or blob)"
+                    ),
+                );
+            }
+        };
+        Ok(Expr::Cast(boxed(self.value(expr, scope)?), ty))
+    }
+
+    /// `x [NOT] IN ARRAY[…]`/`ROW(…)`, and `x NOT IN <JSON array>` (the other forms of `IN`
+    /// are joins, handled as conditions).
+    fn in_values(
+        &mut self,
+        expr: &ast::Expr,
+        target: &ast::InTarget,
+        negated: bool,
+        scope: &Scope<'_>,
+        span: Span,
+    ) -> Result<Expr, Located> {
+        let x = self.value(expr, scope)?;
+        let items: Vec<&ast::Expr> = match target {
+            ast::InTarget::List(_) => {
+                return self.err(
+                    span,
+                    "`x IN (a, b)` is not supported (nor in PowerSync): write `x IN ARRAY[a, b]`",
+                );
+            }
+            ast::InTarget::Unnest(inner) => match &**inner {
+                ast::Expr::Array(a) => a.elem.iter().collect(),
+                ast::Expr::Function(f) if is_row(f) => match &f.args {
+                    FunctionArguments::List(l) => crate::sql::lower::args_of(&l.args, span)
+                        .map_err(|error| Located {
+                            origin: self.origin.clone(),
+                            error,
+                        })?,
+                    _ => return self.err(span, "unsupported ROW(…)"),
+                },
+                other if negated => {
+                    let array = self.value(other, scope)?;
+                    return Ok(ps_not(Expr::InJson(boxed(x), boxed(array), false)));
+                }
+                _ => {
+                    return self.err(
+                        span,
+                        "`x IN <array>` is only supported as a WHERE condition",
+                    );
+                }
+            },
+            _ => {
+                return self.err(
+                    span,
+                    "`IN (SELECT …)` is only supported as a WHERE condition",
+                );
+            }
+        };
+        let items = items
+            .into_iter()
+            .map(|i| self.value(i, scope))
+            .collect::<Result<Vec<_>, _>>()?;
+        let list = Expr::InList(boxed(x), items, false);
+        Ok(if negated { ps_not(list) } else { list })
     }
 
     fn is(

@@ -20,11 +20,16 @@ pub(crate) mod cond;
 pub(crate) mod evaluate;
 pub(crate) mod expr;
 pub(crate) mod introspect;
+pub(crate) mod path;
 pub(crate) mod plan;
 pub(crate) mod query;
 pub(crate) mod request;
 pub(crate) mod resolve;
+pub(crate) mod rewrite;
+pub(crate) mod select_list;
+pub(crate) mod sets;
 pub(crate) mod source;
+pub(crate) mod terms;
 #[cfg(test)]
 mod tests;
 
@@ -32,7 +37,8 @@ use std::rc::Rc;
 
 use compile::{Compiler, MAX_BUCKETS_PER_STREAM, StreamBuckets};
 use plan::{Lookup, Querier, Stream, StreamSet, Value};
-use query::{At, Builder, Cte, Ctes, Located, Purpose};
+use query::{Builder, Purpose};
+use sets::{At, Cte, Ctes, Located};
 use source::CteSource;
 
 use crate::RulesError;
@@ -211,13 +217,13 @@ fn untrusted(q: &Querier) -> bool {
 /// What a compiled query reads, located.
 fn query_tables(
     b: &Builder<'_>,
-    primary: query::SetId,
+    primary: sets::SetId,
     q: &QuerySource,
     ctes: &[&[CteSource]],
 ) -> plan::QueryTables {
-    let pattern = |s: query::SetId| match &b.sets[s].kind {
-        query::SetKind::Table { pattern, .. } => Some(pattern.clone()),
-        query::SetKind::Function { .. } => None,
+    let pattern = |s: sets::SetId| match &b.sets[s].kind {
+        sets::SetKind::Table { pattern, .. } => Some(pattern.clone()),
+        sets::SetKind::Function { .. } => None,
     };
     let mut joined = Vec::new();
     for s in 0..b.sets.len() {

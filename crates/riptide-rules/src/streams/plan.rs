@@ -117,6 +117,10 @@ pub(crate) struct Bucket {
     pub sources: Vec<usize>,
 }
 
+/// A column a query reads: table, column, and the text (the query's or a CTE's) and position
+/// (1-based line and column in that text) of the reference.
+pub(crate) type ColumnUse = (TablePattern, String, QuerySource, Option<(usize, usize)>);
+
 /// What one query of a stream reads, for tools.
 #[derive(Debug, Clone)]
 pub(crate) struct QueryTables {
@@ -126,7 +130,7 @@ pub(crate) struct QueryTables {
     pub joined: Vec<TablePattern>,
     /// Columns read: table, column, and the text and position (1-based line/column in that
     /// text) of the reference; the text is the query's or a CTE's.
-    pub columns: Vec<(TablePattern, String, QuerySource, Option<(usize, usize)>)>,
+    pub columns: Vec<ColumnUse>,
 }
 
 /// One compiled stream.

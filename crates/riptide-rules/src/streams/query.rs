@@ -11,157 +11,22 @@
 //! result set in scope.
 
 use std::cell::Cell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use sqlparser::ast::{
-    self, GroupByExpr, Ident, JoinConstraint, JoinOperator, SelectItem, SetExpr, Spanned,
-    TableFactor,
+    self, GroupByExpr, Ident, JoinConstraint, JoinOperator, SetExpr, Spanned, TableFactor,
 };
 use sqlparser::tokenizer::Span;
 
 use super::cond::Cond;
+use super::sets::{
+    At, Attach, Cte, Ctes, Entry, Located, Origin, Scope, SetId, SetInfo, SetKind, column,
+};
 use crate::TablePattern;
 use crate::ir::Expr;
 use crate::sql::lower::SqlError;
 use crate::sql::select::parse_query;
-
-/// Index of a result set among those of one query (including nested subqueries and CTEs).
-pub(crate) type SetId = usize;
-
-const SEP: char = '\u{1f}';
-
-/// A column of a result set, in the query-wide form.
-pub(crate) fn column(set: SetId, name: &str) -> Expr {
-    Expr::Column(format!("{set}{SEP}{name}").into())
-}
-
-/// The result set and column name of a query-wide column.
-pub(crate) fn split_column(name: &str) -> Option<(SetId, &str)> {
-    let (set, column) = name.split_once(SEP)?;
-    Some((set.parse().ok()?, column))
-}
-
-/// Which source text a position refers to: the stream query (`None`) or a named CTE.
-pub(crate) type Origin = Option<Rc<str>>;
-
-/// A position in one of the texts of a stream.
-#[derive(Debug, Clone)]
-pub(crate) struct At {
-    pub origin: Origin,
-    pub span: Span,
-}
-
-/// A problem in a stream query, in the text it was found in.
-#[derive(Debug, Clone)]
-pub(crate) struct Located {
-    pub origin: Origin,
-    pub error: SqlError,
-}
-
-/// What a `json_each` result set's inputs read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Attach {
-    /// Only constants so far: evaluated with the request, or with the first table an
-    /// expression combines it with.
-    Floating,
-    /// Request values (auth, subscription, connection).
-    Request,
-    /// The row of this table.
-    Table(SetId),
-}
-
-#[derive(Debug, Clone)]
-pub(crate) enum SetKind {
-    /// A source table (or table pattern).
-    Table {
-        pattern: TablePattern,
-        /// The name synced rows get: the alias, or the name as written.
-        output_name: String,
-        aliased: bool,
-    },
-    /// `json_each(<input>)`.
-    Function { input: Expr, attach: Cell<Attach> },
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct SetInfo {
-    pub kind: SetKind,
-    /// How messages name it.
-    pub description: String,
-}
-
-impl SetInfo {
-    pub(crate) fn is_table(&self) -> bool {
-        matches!(self.kind, SetKind::Table { .. })
-    }
-}
-
-/// A validated common table expression.
-#[derive(Debug)]
-pub(crate) struct Cte {
-    pub query: Box<ast::Query>,
-    /// The columns it returns (for `x IN cte`).
-    pub columns: Vec<String>,
-    pub used: Cell<bool>,
-}
-
-/// The CTEs a stream query can use: the global `with` block, then the stream's own (which
-/// shadow global ones of the same name).
-#[derive(Debug, Default)]
-pub(crate) struct Ctes {
-    pub map: HashMap<String, Rc<Cte>>,
-    /// CTEs that failed to parse: using them reports nothing new.
-    pub invalid: BTreeSet<String>,
-}
-
-#[derive(Debug, Clone)]
-enum Entry {
-    Set(SetId),
-    /// An inlined subquery or CTE: its columns by name.
-    Subquery(Rc<Vec<(String, Expr)>>),
-}
-
-/// Names in scope at one level of a query.
-pub(crate) struct Scope<'p> {
-    entries: Vec<(String, Entry)>,
-    parent: Option<&'p Scope<'p>>,
-}
-
-impl<'p> Scope<'p> {
-    pub(crate) fn root() -> Scope<'static> {
-        Scope {
-            entries: Vec::new(),
-            parent: None,
-        }
-    }
-
-    fn child(parent: &'p Scope<'p>) -> Scope<'p> {
-        Scope {
-            entries: Vec::new(),
-            parent: Some(parent),
-        }
-    }
-
-    fn default_entry(&self) -> Result<Option<&Entry>, ()> {
-        match self.entries.as_slice() {
-            [] => match self.parent {
-                Some(p) => p.default_entry(),
-                None => Ok(None),
-            },
-            [(_, e)] => Ok(Some(e)),
-            _ => Err(()),
-        }
-    }
-
-    fn find(&self, name: &str) -> Option<&Entry> {
-        self.entries
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, e)| e)
-            .or_else(|| self.parent.and_then(|p| p.find(name)))
-    }
-}
 
 /// One output column of a stream query.
 #[derive(Debug, Clone)]
@@ -211,7 +76,7 @@ pub(crate) fn ident_name(i: &Ident) -> String {
     }
 }
 
-fn parts(name: &ast::ObjectName) -> Option<Vec<&Ident>> {
+pub(super) fn parts(name: &ast::ObjectName) -> Option<Vec<&Ident>> {
     name.0
         .iter()
         .map(|p| match p {
@@ -350,7 +215,7 @@ impl<'c> Builder<'c> {
         let mut scope = Scope::child(parent);
         let mut conds = Vec::new();
         for twj in &select.from {
-            self.from_item(&twj.relation, &mut scope, &mut conds)?;
+            self.add_from_item(&twj.relation, &mut scope, &mut conds)?;
             for join in &twj.joins {
                 let constraint = match &join.join_operator {
                     JoinOperator::Join(c) | JoinOperator::Inner(c) => c,
@@ -361,7 +226,7 @@ impl<'c> Builder<'c> {
                         );
                     }
                 };
-                self.from_item(&join.relation, &mut scope, &mut conds)?;
+                self.add_from_item(&join.relation, &mut scope, &mut conds)?;
                 match constraint {
                     JoinConstraint::On(on) => conds.push(self.cond(on, &scope)?),
                     JoinConstraint::None => {}
@@ -413,7 +278,7 @@ impl<'c> Builder<'c> {
         }
     }
 
-    fn from_item(
+    fn add_from_item(
         &mut self,
         relation: &TableFactor,
         scope: &mut Scope<'_>,
@@ -615,7 +480,7 @@ impl<'c> Builder<'c> {
         cte: &Cte,
         conds: &mut Vec<Cond>,
     ) -> Result<Vec<(String, Expr)>, Located> {
-        let outer = std::mem::replace(&mut self.origin, Some(name.into()));
+        let outer = self.origin.replace(name.into());
         let root = Scope::root();
         let inner = self.select(&cte.query, &root, Purpose::Subquery);
         self.origin = outer;
@@ -698,124 +563,6 @@ impl<'c> Builder<'c> {
             },
         }
     }
-
-    fn columns(
-        &mut self,
-        items: &[SelectItem],
-        scope: &Scope<'_>,
-        purpose: Purpose,
-    ) -> Result<Vec<OutColumn>, Located> {
-        let mut out = Vec::new();
-        for item in items {
-            let span = item.span();
-            match item {
-                SelectItem::Wildcard(options) | SelectItem::QualifiedWildcard(_, options) => {
-                    if options.opt_ilike.is_some()
-                        || options.opt_exclude.is_some()
-                        || options.opt_except.is_some()
-                        || options.opt_replace.is_some()
-                        || options.opt_rename.is_some()
-                        || options.opt_alias.is_some()
-                    {
-                        return self.err(
-                            span,
-                            "`*` with ILIKE/EXCLUDE/EXCEPT/REPLACE/RENAME/AS is not supported",
-                        );
-                    }
-                    if purpose == Purpose::Subquery {
-                        return self.err(
-                            span,
-                            "`*` is not allowed in subqueries or common table expressions",
-                        );
-                    }
-                    let entry = match item {
-                        SelectItem::QualifiedWildcard(
-                            ast::SelectItemQualifiedWildcardKind::ObjectName(name),
-                            _,
-                        ) => match parts(name).as_deref() {
-                            Some([q]) => match scope.find(&ident_name(q)) {
-                                Some(e) => e.clone(),
-                                None => {
-                                    return self.err(
-                                        span,
-                                        format!(
-                                            "table `{}` is not in this query's FROM clause",
-                                            ident_name(q)
-                                        ),
-                                    );
-                                }
-                            },
-                            _ => return self.err(span, "unsupported `*` column"),
-                        },
-                        SelectItem::QualifiedWildcard(..) => {
-                            return self.err(span, "unsupported `*` column");
-                        }
-                        _ => match scope.default_entry() {
-                            Ok(Some(e)) => e.clone(),
-                            _ => {
-                                return self.err(
-                                    span,
-                                    "`*` needs a table name (`t.*`): several tables are in scope",
-                                );
-                            }
-                        },
-                    };
-                    match entry {
-                        Entry::Set(s) => {
-                            // `*` supplies the id: the table needs an `id` column.
-                            self.column_uses.push((s, "id".into(), self.at(span)));
-                            out.push(OutColumn::Star(s));
-                        }
-                        Entry::Subquery(columns) => {
-                            for (name, e) in columns.iter() {
-                                out.push(OutColumn::Named(name.clone(), e.clone(), self.at(span)));
-                            }
-                        }
-                    }
-                }
-                SelectItem::ExprWithAlias { expr, alias } => {
-                    let e = self.value(expr, scope)?;
-                    out.push(OutColumn::Named(ident_name(alias), e, self.at(span)));
-                }
-                SelectItem::UnnamedExpr(expr) => {
-                    let name = match expr {
-                        ast::Expr::Identifier(i) => ident_name(i),
-                        ast::Expr::CompoundIdentifier(p) => match p.last() {
-                            Some(last) => ident_name(last),
-                            None => return self.err(span, "empty identifier"),
-                        },
-                        _ => {
-                            self.warn(
-                                span,
-                                "the name of this column is unspecified: add `AS <name>`",
-                            );
-                            expr.to_string()
-                        }
-                    };
-                    let e = self.value(expr, scope)?;
-                    out.push(OutColumn::Named(name, e, self.at(span)));
-                }
-                _ => return self.err(span, "unsupported select item"),
-            }
-        }
-        if purpose == Purpose::Subquery {
-            let mut seen = BTreeSet::new();
-            for c in &out {
-                if let OutColumn::Named(name, _, at) = c
-                    && !seen.insert(name.clone())
-                {
-                    return Err(Located {
-                        origin: at.origin.clone(),
-                        error: SqlError::at(
-                            at.span,
-                            format!("there is a column named `{name}` already"),
-                        ),
-                    });
-                }
-            }
-        }
-        Ok(out)
-    }
 }
 
 fn named_columns(columns: Vec<OutColumn>) -> Vec<(String, Expr)> {
@@ -826,39 +573,4 @@ fn named_columns(columns: Vec<OutColumn>) -> Vec<(String, Expr)> {
             OutColumn::Star(_) => None,
         })
         .collect()
-}
-
-/// What an expression reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Deps {
-    /// Result sets, sorted, without duplicates.
-    pub sets: Vec<SetId>,
-    /// Request values.
-    pub request: bool,
-}
-
-pub(crate) fn collect_deps(e: &Expr, out: &mut Deps) {
-    match e {
-        Expr::Column(name) => {
-            if let Some((set, _)) = split_column(name)
-                && let Err(i) = out.sets.binary_search(&set)
-            {
-                out.sets.insert(i, set);
-            }
-        }
-        Expr::Request(_) => out.request = true,
-        other => {
-            for c in other.children() {
-                collect_deps(c, out);
-            }
-        }
-    }
-}
-
-impl Builder<'_> {
-    pub(crate) fn deps(&self, e: &Expr) -> Deps {
-        let mut d = Deps::default();
-        collect_deps(e, &mut d);
-        d
-    }
 }

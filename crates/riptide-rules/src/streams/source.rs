@@ -127,22 +127,36 @@ pub(crate) fn read_streams(
             ));
             continue;
         };
-        let mut s = StreamSource {
-            name: name.to_owned(),
-            key_path: key_path.clone(),
-            auto_subscribe: false,
-            priority: 3,
-            accept_dangerous: false,
-            queries: Vec::new(),
-            ctes: Vec::new(),
-            with_path: None,
-            queries_path: None,
-        };
-        let mut query_keys = 0;
-        for (k, v) in def {
-            let Some(field) = k.as_str() else { continue };
-            let fp = with(&key_path, key(field));
-            match field {
+        out.push(read_stream(loc, name, key_path, def, errors, warnings));
+    }
+    out
+}
+
+/// Reads one stream's mapping.
+fn read_stream(
+    loc: &Locator<'_>,
+    name: &str,
+    key_path: Vec<PathSeg>,
+    def: &yaml_serde::Mapping,
+    errors: &mut Vec<RulesError>,
+    warnings: &mut Vec<RulesError>,
+) -> StreamSource {
+    let mut s = StreamSource {
+        name: name.to_owned(),
+        key_path: key_path.clone(),
+        auto_subscribe: false,
+        priority: 3,
+        accept_dangerous: false,
+        queries: Vec::new(),
+        ctes: Vec::new(),
+        with_path: None,
+        queries_path: None,
+    };
+    let mut query_keys = 0;
+    for (k, v) in def {
+        let Some(field) = k.as_str() else { continue };
+        let fp = with(&key_path, key(field));
+        match field {
                 "query" => {
                     query_keys += 1;
                     match v {
@@ -208,17 +222,15 @@ pub(crate) fn read_streams(
                     ),
                 )),
             }
-        }
-        if query_keys != 1 {
-            errors.push(loc.error(
-                &key_path,
-                true,
-                format!("stream `{name}` needs exactly one of `query` or `queries`"),
-            ));
-        }
-        out.push(s);
     }
-    out
+    if query_keys != 1 {
+        errors.push(loc.error(
+            &key_path,
+            true,
+            format!("stream `{name}` needs exactly one of `query` or `queries`"),
+        ));
+    }
+    s
 }
 
 /// PowerSync's edition rules: edition 3 compiles streams and refuses `bucket_definitions`;
