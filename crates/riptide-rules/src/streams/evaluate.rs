@@ -153,7 +153,8 @@ impl StreamSet {
         rows: &mut Vec<EvaluatedRow>,
         errors: &mut Vec<EvaluationError>,
     ) {
-        for (index, source) in self.data_sources.iter().enumerate() {
+        for index in self.index.data_for(table) {
+            let source = &self.data_sources[index];
             if !source.processor.table.matches(table) {
                 continue;
             }
@@ -217,7 +218,8 @@ impl StreamSet {
         row: &Row,
         out: &mut Vec<EvaluatedParameters>,
     ) {
-        for source in &self.lookup_sources {
+        for index in self.index.lookups_for(table) {
+            let source = &self.lookup_sources[index];
             if !source.processor.table.matches(table) {
                 continue;
             }

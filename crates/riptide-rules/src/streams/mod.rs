@@ -349,5 +349,7 @@ pub(crate) fn compile(
     for (sources, ctes) in &local_ctes {
         unused(loc, sources, ctes, warnings);
     }
-    compiler.set
+    let mut set = compiler.set;
+    set.build_index();
+    set
 }

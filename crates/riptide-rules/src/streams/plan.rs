@@ -17,11 +17,11 @@
 //! `k`-th `json_each` with `Column("\u{1f}<k>\u{1f}<name>")`; request expressions read only the
 //! request (and, in a [`Lookup::Function`], the `json_each` row as `Column("key"|"value")`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
-use crate::TablePattern;
 use crate::ir::Expr;
 use crate::yaml::QuerySource;
+use crate::{TablePattern, TableRef};
 
 /// The name of column `name` of the `k`-th `json_each` of a processor.
 pub(crate) fn function_column(k: usize, name: &str) -> String {
@@ -153,9 +153,68 @@ pub(crate) struct StreamSet {
     pub lookup_sources: Vec<LookupSource>,
     pub buckets: Vec<Bucket>,
     pub streams: Vec<Stream>,
+    /// Which sources read which table (replication looks them up per row).
+    pub index: SourceIndex,
+}
+
+/// Sources by the exact table they read, and those reading wildcard patterns.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SourceIndex {
+    pub data: HashMap<TableRef, Vec<usize>>,
+    pub data_patterns: Vec<usize>,
+    pub lookups: HashMap<TableRef, Vec<usize>>,
+    pub lookup_patterns: Vec<usize>,
+}
+
+impl SourceIndex {
+    fn add(
+        exact: &mut HashMap<TableRef, Vec<usize>>,
+        patterns: &mut Vec<usize>,
+        table: &TablePattern,
+        i: usize,
+    ) {
+        match table.exact() {
+            Some(t) => exact.entry(t).or_default().push(i),
+            None => patterns.push(i),
+        }
+    }
+
+    /// Data sources that may read `table` (check the pattern of those from wildcards).
+    pub(crate) fn data_for<'s>(&'s self, table: &TableRef) -> impl Iterator<Item = usize> + 's {
+        let exact = self.data.get(table).map_or(&[][..], Vec::as_slice);
+        exact.iter().chain(&self.data_patterns).copied()
+    }
+
+    /// Lookup sources that may read `table`.
+    pub(crate) fn lookups_for<'s>(&'s self, table: &TableRef) -> impl Iterator<Item = usize> + 's {
+        let exact = self.lookups.get(table).map_or(&[][..], Vec::as_slice);
+        exact.iter().chain(&self.lookup_patterns).copied()
+    }
 }
 
 impl StreamSet {
+    /// Builds [`StreamSet::index`] once every source is known.
+    pub(crate) fn build_index(&mut self) {
+        let mut index = SourceIndex::default();
+        for (i, d) in self.data_sources.iter().enumerate() {
+            SourceIndex::add(
+                &mut index.data,
+                &mut index.data_patterns,
+                &d.processor.table,
+                i,
+            );
+        }
+        for (i, l) in self.lookup_sources.iter().enumerate() {
+            SourceIndex::add(
+                &mut index.lookups,
+                &mut index.lookup_patterns,
+                &l.processor.table,
+                i,
+            );
+        }
+        self.index = index;
+    }
+
     /// The exact tables (not wildcard patterns) the sources read, in first-use order.
     pub(crate) fn tables(&self) -> Vec<crate::TableRef> {
         let mut out: Vec<crate::TableRef> = Vec::new();

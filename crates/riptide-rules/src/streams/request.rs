@@ -20,7 +20,7 @@
 //! cannot be evaluated, a limit) is reported for it and gives it no buckets; the others are
 //! unaffected. Classic `bucket_definitions` behave as streams subscribed by default.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Map, Value};
 
@@ -112,6 +112,8 @@ pub struct Resolution {
     /// The checkpoint's `streams`, in file order (classic definitions, then streams, then
     /// unknown streams a subscription named).
     pub streams: Vec<StreamStatus>,
+    /// Position of each bucket in `buckets` while resolving.
+    bucket_index: HashMap<String, usize>,
 }
 
 /// Where one subscription's buckets come from.
@@ -201,6 +203,7 @@ impl SyncRules {
             self.classic(&classic_wanted, request, known, &mut out);
         }
         out.buckets.sort_by(|a, b| a.name.cmp(&b.name));
+        out.bucket_index.clear();
         out
     }
 
@@ -349,18 +352,25 @@ fn add_bucket(
     priority: u8,
     reason: BucketReason,
 ) {
-    match out.buckets.iter_mut().find(|b| b.name == name) {
+    match out
+        .bucket_index
+        .get(&name)
+        .and_then(|&i| out.buckets.get_mut(i))
+    {
         Some(b) => {
             b.priority = b.priority.min(priority);
             if !b.reasons.contains(&reason) {
                 b.reasons.push(reason);
             }
         }
-        None => out.buckets.push(ResolvedBucket {
-            name,
-            definition,
-            priority,
-            reasons: vec![reason],
-        }),
+        None => {
+            out.bucket_index.insert(name.clone(), out.buckets.len());
+            out.buckets.push(ResolvedBucket {
+                name,
+                definition,
+                priority,
+                reasons: vec![reason],
+            });
+        }
     }
 }
