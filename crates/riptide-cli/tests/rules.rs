@@ -105,6 +105,56 @@ fn check_without_database_reports_located_errors() {
     );
 }
 
+#[test]
+fn streams_check_and_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let classic = write(dir.path(), "classic.yaml", RULES);
+    let out = riptide(&["rules", "migrate", classic.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("config:\n  edition: 3\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("      - \"SELECT lists.* FROM lists WHERE lists.id IN (SELECT list_id FROM list_members WHERE user_id = auth.user_id())\"\n"),
+        "{}",
+        out.stdout
+    );
+    let streams = write(dir.path(), "streams.yaml", &out.stdout);
+    let f = streams.to_str().unwrap();
+    let out = riptide(&["rules", "check", f]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.stdout,
+        "ok: 2 streams, 0 bucket definitions, 5 queries, 3 tables\n"
+    );
+
+    let warned = write(
+        dir.path(),
+        "warned.yaml",
+        "config:\n  edition: 3\nstreams:\n  todos:\n    query: SELECT * FROM todos WHERE list_id = subscription.parameter('list')\n",
+    );
+    let f = warned.to_str().unwrap();
+    let out = riptide(&["rules", "check", f]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.starts_with(&format!(
+            "{f}:4:3: warning: stream `todos`: clients can send any value"
+        )),
+        "{}",
+        out.stdout
+    );
+    // Migrating streams again is refused.
+    let out = riptide(&["rules", "migrate", f]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("already defines `streams`"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[tokio::test]
 async fn check_against_the_database() {
     let db = database().await;
