@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use riptide_cli::config::ServeConfig;
 use riptide_cli::platform_cmd::{self, PlatformCommand};
-use riptide_cli::{embedded, serve};
+use riptide_server::config::ServeConfig;
+use riptide_server::{embedded, serve};
 
 /// Riptide: realtime, local-first apps on Postgres.
 #[derive(Debug, Parser)]
@@ -176,7 +176,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Dev { options } => platform_cmd::dev(options).await,
         Command::Demo { options } => platform_cmd::demo(options).await,
         Command::Mcp => {
-            riptide_cli::logging::init(&riptide_cli::config::Logging {
+            riptide_server::logging::init(&riptide_server::config::Logging {
                 level: "info".into(),
                 json: false,
             });
@@ -188,7 +188,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::DeployRules { app } => platform(PlatformCommand::DeployRules { app }).await,
         Command::Serve { config, port } => run_serve(config, port).await,
         Command::Token { user, ttl } => {
-            let home = embedded::riptide_home();
+            let home = riptide_platform::home::riptide_home();
             let key = embedded::DemoKey::load_or_create(&home.join("demo-signing-key"))?;
             println!("{}", key.token(&user, ttl)?);
             Ok(())
@@ -204,16 +204,16 @@ async fn run_serve(config: Option<PathBuf>, port: Option<u16>) -> Result<()> {
             if let Some(port) = port {
                 config.port = port;
             }
-            riptide_cli::logging::init(&config.logging);
+            riptide_server::logging::init(&config.logging);
             (config, None)
         }
         None => {
-            let logging = riptide_cli::config::Logging {
+            let logging = riptide_server::config::Logging {
                 level: "info".into(),
                 json: false,
             };
-            riptide_cli::logging::init(&logging);
-            let env = embedded::Embedded::start(&embedded::riptide_home()).await?;
+            riptide_server::logging::init(&logging);
+            let env = embedded::Embedded::start(&riptide_platform::home::riptide_home()).await?;
             let config = env.serve_config(port.unwrap_or(8080));
             (config, Some(env))
         }
@@ -246,7 +246,7 @@ async fn run_serve(config: Option<PathBuf>, port: Option<u16>) -> Result<()> {
     {
         tracing::warn!(error = %e, "could not stop the embedded Postgres");
     }
-    result
+    Ok(result?)
 }
 
 async fn shutdown_signal() {

@@ -1,6 +1,5 @@
 //! `riptide rules check` and `riptide rules explain` through the built binary, against a real
 //! Postgres: the user-facing output is what is tested.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

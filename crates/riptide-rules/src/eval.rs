@@ -146,6 +146,54 @@ fn eval_case<'a>(
     }
 }
 
+/// `e [NOT] IN (list)`: NULL when `e` is NULL, or when no item matched and one compared as
+/// NULL.
+fn in_list(e: &Expr, list: &[Expr], negated: bool, scope: &Scope<'_>) -> SqliteValue {
+    let x = e.eval(scope);
+    if x.is_null() {
+        return NULL;
+    }
+    let mut saw_null = false;
+    for item in list {
+        let y = item.eval(scope);
+        match compare(&x, e.affinity(), &y, item.affinity()) {
+            Some(Ordering::Equal) => return bool_value(Some(!negated)),
+            None => saw_null = true,
+            _ => {}
+        }
+    }
+    if saw_null {
+        NULL
+    } else {
+        bool_value(Some(negated))
+    }
+}
+
+/// `a <op> b`: comparisons with the operands' affinities, arithmetic, concatenation and the
+/// JSON arrows.
+fn binary(op: BinOp, a: &Expr, b: &Expr, scope: &Scope<'_>) -> SqliteValue {
+    let (x, y) = (a.eval(scope), b.eval(scope));
+    match op {
+        BinOp::Eq | BinOp::NotEq | BinOp::Lt | BinOp::LtEq | BinOp::Gt | BinOp::GtEq => {
+            let ord = compare(&x, a.affinity(), &y, b.affinity());
+            bool_value(ord.map(|o| match op {
+                BinOp::Eq => o == Ordering::Equal,
+                BinOp::NotEq => o != Ordering::Equal,
+                BinOp::Lt => o == Ordering::Less,
+                BinOp::LtEq => o != Ordering::Greater,
+                BinOp::Gt => o == Ordering::Greater,
+                _ => o != Ordering::Less,
+            }))
+        }
+        BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod => arithmetic(op, &x, &y),
+        BinOp::Concat => concat(&x, &y),
+        BinOp::Arrow => json_path::arrow(&x, &y),
+        BinOp::LongArrow => json_path::long_arrow(&x, &y),
+        BinOp::ArrowFixed => crate::json_fixed::arrow(&x, &y),
+        BinOp::LongArrowFixed => crate::json_fixed::long_arrow(&x, &y),
+    }
+}
+
 impl Expr {
     /// Evaluates the expression. Columns missing from the row read as NULL.
     pub(crate) fn eval<'a>(&'a self, scope: &Scope<'a>) -> Cow<'a, SqliteValue> {
@@ -207,26 +255,7 @@ impl Expr {
                 };
                 Cow::Owned(bool_value(Some(same != *negated)))
             }
-            Expr::InList(e, list, negated) => {
-                let x = e.eval(scope);
-                if x.is_null() {
-                    return Cow::Borrowed(&NULL);
-                }
-                let mut saw_null = false;
-                for item in list {
-                    let y = item.eval(scope);
-                    match compare(&x, e.affinity(), &y, item.affinity()) {
-                        Some(Ordering::Equal) => return Cow::Owned(bool_value(Some(!*negated))),
-                        None => saw_null = true,
-                        _ => {}
-                    }
-                }
-                Cow::Owned(if saw_null {
-                    NULL
-                } else {
-                    bool_value(Some(*negated))
-                })
-            }
+            Expr::InList(e, list, negated) => Cow::Owned(in_list(e, list, *negated, scope)),
             Expr::InJson(e, array, negated) => {
                 let x = e.eval(scope);
                 let arr = array.eval(scope);
@@ -238,35 +267,7 @@ impl Expr {
                 Cow::Owned(bool_value(Some(found != *negated)))
             }
             Expr::Cast(e, ty) => Cow::Owned(cast(&e.eval(scope), *ty)),
-            Expr::Binary(op, a, b) => {
-                let (x, y) = (a.eval(scope), b.eval(scope));
-                Cow::Owned(match op {
-                    BinOp::Eq
-                    | BinOp::NotEq
-                    | BinOp::Lt
-                    | BinOp::LtEq
-                    | BinOp::Gt
-                    | BinOp::GtEq => {
-                        let ord = compare(&x, a.affinity(), &y, b.affinity());
-                        bool_value(ord.map(|o| match op {
-                            BinOp::Eq => o == Ordering::Equal,
-                            BinOp::NotEq => o != Ordering::Equal,
-                            BinOp::Lt => o == Ordering::Less,
-                            BinOp::LtEq => o != Ordering::Greater,
-                            BinOp::Gt => o == Ordering::Greater,
-                            _ => o != Ordering::Less,
-                        }))
-                    }
-                    BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod => {
-                        arithmetic(*op, &x, &y)
-                    }
-                    BinOp::Concat => concat(&x, &y),
-                    BinOp::Arrow => json_path::arrow(&x, &y),
-                    BinOp::LongArrow => json_path::long_arrow(&x, &y),
-                    BinOp::ArrowFixed => crate::json_fixed::arrow(&x, &y),
-                    BinOp::LongArrowFixed => crate::json_fixed::long_arrow(&x, &y),
-                })
-            }
+            Expr::Binary(op, a, b) => Cow::Owned(binary(*op, a, b, scope)),
             Expr::Call(f, args) => {
                 let values: Vec<SqliteValue> =
                     args.iter().map(|a| a.eval(scope).into_owned()).collect();

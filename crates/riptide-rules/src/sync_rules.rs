@@ -12,7 +12,7 @@ use crate::sql::data_query::DataQuery;
 use crate::sql::lower::SqlError;
 use crate::sql::parameter_query::{Lookup, ParameterQuery, ParameterSource};
 use crate::streams::plan::StreamSet;
-use crate::yaml::{Locator, QuerySource, read_rules};
+use crate::yaml::{DefinitionSource, Locator, QuerySource, read_rules};
 use crate::{RequestParameters, Row, SqliteValue};
 
 /// A source table reference (`schema.name`; schema defaults to `public`).
@@ -136,6 +136,121 @@ pub(crate) struct Definition {
     /// Where each query is in the file (same order as the queries).
     parameter_sources: Vec<QuerySource>,
     data_sources: Vec<QuerySource>,
+}
+
+impl Definition {
+    /// Parses one definition's queries, pushing every problem to `errors`. `None` when its
+    /// bucket parameters are unknown (every parameter query failed), so its data queries
+    /// cannot be checked.
+    fn parse(
+        def: &DefinitionSource,
+        loc: &Locator<'_>,
+        errors: &mut Vec<RulesError>,
+    ) -> Option<Definition> {
+        let parameters = ParameterQueries::parse(def, loc, errors);
+        if parameters.failed && parameters.bucket_parameters.is_none() {
+            // The bucket parameters are unknown: checking data queries against them
+            // would only report follow-on errors.
+            return None;
+        }
+        let bucket_parameters = parameters.bucket_parameters.unwrap_or_default();
+        let mut data_queries = Vec::new();
+        let mut data_sources = Vec::new();
+        for q in &def.data {
+            match DataQuery::parse(&q.sql, &bucket_parameters) {
+                Ok(dq) => {
+                    data_queries.push(dq);
+                    data_sources.push(q.clone());
+                }
+                Err(e) => errors.push(located(loc, q, e, &def.name)),
+            }
+        }
+        Some(Definition {
+            name: def.name.clone(),
+            priority: def.priority,
+            bucket_parameters,
+            parameter_queries: parameters.queries,
+            data_queries,
+            parameter_sources: parameters.sources,
+            data_sources,
+        })
+    }
+}
+
+/// The parameter queries of a definition that parsed and agree on their columns.
+struct ParameterQueries {
+    queries: Vec<ParameterQuery>,
+    sources: Vec<QuerySource>,
+    /// A query did not parse.
+    failed: bool,
+    /// The columns of the first query that parsed, in its order (the others are reordered
+    /// to it); `None` if none did.
+    bucket_parameters: Option<Vec<String>>,
+}
+
+impl ParameterQueries {
+    fn parse(
+        def: &DefinitionSource,
+        loc: &Locator<'_>,
+        errors: &mut Vec<RulesError>,
+    ) -> ParameterQueries {
+        let mut out = ParameterQueries {
+            queries: Vec::new(),
+            sources: Vec::new(),
+            failed: false,
+            bucket_parameters: None,
+        };
+        for q in &def.parameters {
+            let mut pq = match ParameterQuery::parse(&q.sql) {
+                Ok(pq) => pq,
+                Err(e) => {
+                    out.failed = true;
+                    errors.push(located(loc, q, e, &def.name));
+                    continue;
+                }
+            };
+            if pq.uses_untrusted_values && !def.accept_dangerous {
+                errors.push(located(
+                    loc,
+                    q,
+                    SqlError::unlocated(
+                        "potentially dangerous query: bucket parameters come from client-controlled `request.parameters()`/`user_parameters`; set `accept_potentially_dangerous_queries: true` if that is intended",
+                    ),
+                    &def.name,
+                ));
+                continue;
+            }
+            let names = pq.column_names();
+            match &out.bucket_parameters {
+                None => out.bucket_parameters = Some(names),
+                Some(expected) => {
+                    let mut a = names.clone();
+                    let mut b = expected.clone();
+                    a.sort();
+                    b.sort();
+                    if a != b {
+                        errors.push(located(
+                            loc,
+                            q,
+                            SqlError::at(
+                                pq.projection_span,
+                                format!(
+                                    "every parameter query of a definition must return the same columns ({})",
+                                    expected.join(", ")
+                                ),
+                            ),
+                            &def.name,
+                        ));
+                        continue;
+                    }
+                    pq.reorder(expected);
+                }
+            }
+            out.queries.push(pq);
+            out.sources.push(q.clone());
+        }
+        out
+    }
 }
 
 /// Parsed and validated sync rules.
@@ -286,88 +401,12 @@ impl SyncRules {
         let loc = Locator::new(yaml);
         let mut warnings = std::mem::take(&mut source.warnings);
         let streams = crate::streams::compile(&source, &loc, &mut errors, &mut warnings);
-        let mut definitions = Vec::new();
-        for def in &source.definitions {
-            let mut parameter_queries = Vec::new();
-            let mut parameter_sources = Vec::new();
-            let mut parameters_failed = false;
-            let mut bucket_parameters: Option<Vec<String>> = None;
-            for q in &def.parameters {
-                match ParameterQuery::parse(&q.sql) {
-                    Ok(mut pq) => {
-                        if pq.uses_untrusted_values && !def.accept_dangerous {
-                            errors.push(located(
-                                &loc,
-                                q,
-                                SqlError::unlocated(
-                                    "potentially dangerous query: bucket parameters come from client-controlled `request.parameters()`/`user_parameters`; set `accept_potentially_dangerous_queries: true` if that is intended",
-                                ),
-                                &def.name,
-                            ));
-                            continue;
-                        }
-                        let names = pq.column_names();
-                        match &bucket_parameters {
-                            None => bucket_parameters = Some(names),
-                            Some(expected) => {
-                                let mut a = names.clone();
-                                let mut b = expected.clone();
-                                a.sort();
-                                b.sort();
-                                if a != b {
-                                    errors.push(located(
-                                        &loc,
-                                        q,
-                                        SqlError::at(
-                                            pq.projection_span,
-                                            format!(
-                                                "every parameter query of a definition must return the same columns ({})",
-                                                expected.join(", ")
-                                            ),
-                                        ),
-                                        &def.name,
-                                    ));
-                                    continue;
-                                }
-                                pq.reorder(expected);
-                            }
-                        }
-                        parameter_queries.push(pq);
-                        parameter_sources.push(q.clone());
-                    }
-                    Err(e) => {
-                        parameters_failed = true;
-                        errors.push(located(&loc, q, e, &def.name));
-                    }
-                }
-            }
-            if parameters_failed && bucket_parameters.is_none() {
-                // The bucket parameters are unknown: checking data queries against them
-                // would only report follow-on errors.
-                continue;
-            }
-            let bucket_parameters = bucket_parameters.unwrap_or_default();
-            let mut data_queries = Vec::new();
-            let mut data_sources = Vec::new();
-            for q in &def.data {
-                match DataQuery::parse(&q.sql, &bucket_parameters) {
-                    Ok(dq) => {
-                        data_queries.push(dq);
-                        data_sources.push(q.clone());
-                    }
-                    Err(e) => errors.push(located(&loc, q, e, &def.name)),
-                }
-            }
-            definitions.push(Definition {
-                name: def.name.clone(),
-                priority: def.priority,
-                bucket_parameters,
-                parameter_queries,
-                data_queries,
-                parameter_sources,
-                data_sources,
-            });
-        }
+        // 1. Each definition's queries, parsed and checked; every problem is collected.
+        let mut definitions: Vec<Definition> = source
+            .definitions
+            .iter()
+            .filter_map(|def| Definition::parse(def, &loc, &mut errors))
+            .collect();
         if !errors.is_empty() {
             errors.sort_by_key(|e| (e.line, e.column));
             return Err(RulesErrors(errors));
@@ -378,6 +417,7 @@ impl SyncRules {
         {
             fix_json_extract(&mut definitions);
         }
+        // 2. Which queries read which table.
         let mut data_by_table: HashMap<TableRef, Vec<(usize, usize)>> = HashMap::new();
         let mut parameters_by_table: HashMap<TableRef, Vec<(usize, usize)>> = HashMap::new();
         let mut source_tables: Vec<TableRef> = Vec::new();

@@ -12,7 +12,7 @@
 //! - `GET /metrics` (Prometheus text, no auth) and `GET /dashboard` (+ `/dashboard/data.json`):
 //!   see [`metrics`] and [`dashboard`].
 //!
-//! Auth is JWT per protocol doc §6 ([`auth::KeyStore`]); every route answers CORS preflights.
+//! Auth is JWT per docs/protocol.md §6 ([`auth::KeyStore`]); every route answers CORS preflights.
 //!
 //! When no sync rules are active, `/sync/stream` waits up to
 //! [`ServiceOptions::no_rules_wait`] (default 5 s: a starting service may be activating its

@@ -1,4 +1,4 @@
-//! Per-connection and per-process limits (protocol doc §10.1).
+//! Per-connection and per-process limits (docs/protocol.md §10.1).
 
 /// Limits on sync streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

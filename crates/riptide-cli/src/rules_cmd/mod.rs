@@ -17,7 +17,6 @@ use clap::Subcommand;
 use riptide_rules::{RulesErrors, SyncRules};
 
 pub use check::check;
-pub(crate) use check::schema_problems;
 pub use explain::{ExplainOptions, explain};
 
 /// `riptide rules` subcommands.

@@ -1,7 +1,7 @@
 //! Payload contents of the PowerSync RSocket transport: SETUP metadata
 //! `{"token":"Token <jwt>","user_agent":…}`, REQUEST_STREAM metadata `{"path":"/sync/stream"}`
 //! and the request data (a [`StreamingSyncRequest`]), each JSON or BSON as the SETUP's MIME
-//! types declare (protocol doc §2.2–2.3).
+//! types declare (docs/protocol.md §2.2–2.3).
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;

@@ -1,6 +1,6 @@
 //! The key store: inline keys, remote JWKS keys (cached, refreshed when no key fits, at most
-//! once per [`REFRESH_INTERVAL`]), allowed audiences, and the verification rules of protocol
-//! doc §6.1.
+//! once per [`REFRESH_INTERVAL`]), allowed audiences, and the verification rules of
+//! docs/protocol.md §6.1.
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -142,7 +142,7 @@ impl KeyStore {
         }
     }
 
-    /// Verifies a token per protocol doc §6.1.
+    /// Verifies a token per docs/protocol.md §6.1.
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, AuthError> {
         self.verify_at(token, SystemTime::now()).await
     }

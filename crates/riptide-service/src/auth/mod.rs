@@ -1,5 +1,5 @@
 //! Client authentication: JWTs verified against inline JWKS keys and remote JWKS documents
-//! (protocol doc §6). Tokens are never logged.
+//! (docs/protocol.md §6). Tokens are never logged.
 
 mod header;
 mod jwks;

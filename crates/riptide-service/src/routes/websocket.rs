@@ -1,4 +1,4 @@
-//! RSocket over WebSocket on every path (protocol doc §2): the official service accepts the
+//! RSocket over WebSocket on every path (docs/protocol.md §2): the official service accepts the
 //! upgrade anywhere; the JS SDK connects to `ws(s)://host/sync/stream` and routes with RSocket
 //! metadata.
 //!

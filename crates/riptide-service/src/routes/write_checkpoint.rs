@@ -1,4 +1,4 @@
-//! Write checkpoints (protocol doc §4): `GET /write-checkpoint2.json` and
+//! Write checkpoints (docs/protocol.md §4): `GET /write-checkpoint2.json` and
 //! `POST /sync/checkpoint-request`. Both read the source WAL position, store the write
 //! checkpoint with it, then emit a logical message on the source so replication passes that
 //! position even when the upload changed nothing replicated. Streams of the same user/client are

@@ -1,15 +1,15 @@
 //! The embedded default: `riptide serve` with no config runs on a private Postgres cluster under
 //! Riptide's home directory, with a demo schema, demo sync rules and a local signing key.
 
+use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::{EncodePrivateKey, KeypairBytes};
-use riptide_localpg::{Durability, LocalCluster};
+use riptide_localpg::{Durability, LocalCluster, LocalPgError};
 
 use crate::config::{AuthConfig, ServeConfig};
 
@@ -73,9 +73,50 @@ pub const DEMO_RULES: &str = r#"bucket_definitions:
       - SELECT * FROM todos WHERE list_id = bucket.list_id
 "#;
 
-/// Riptide's home directory: `RIPTIDE_HOME`, else `~/.riptide`.
-pub fn riptide_home() -> PathBuf {
-    riptide_platform::home::riptide_home()
+/// Why the embedded environment could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error("cannot create {}", path.display())]
+    CreateHome {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Cluster(#[from] LocalPgError),
+    #[error(transparent)]
+    Key(#[from] DemoKeyError),
+    #[error("cannot connect to the embedded Postgres ({url})")]
+    Connect {
+        url: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("cannot create the demo database")]
+    CreateDatabase(#[source] tokio_postgres::Error),
+    #[error("cannot create the demo schema")]
+    Schema(#[source] tokio_postgres::Error),
+    #[error("cannot seed the demo data")]
+    Seed(#[source] tokio_postgres::Error),
+}
+
+/// Why the demo signing key could not be read, written or used.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoKeyError {
+    #[error("{} is malformed; delete it to make a new key", path.display())]
+    Malformed { path: PathBuf },
+    #[error("cannot write {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the system clock is before 1970")]
+    Clock(#[source] std::time::SystemTimeError),
+    #[error("cannot encode the signing key")]
+    Encode(#[source] ed25519_dalek::pkcs8::Error),
+    #[error("cannot sign the token")]
+    Sign(#[source] jsonwebtoken::errors::Error),
 }
 
 /// The embedded environment: its cluster and the demo signing key.
@@ -88,9 +129,11 @@ pub struct Embedded {
 
 impl Embedded {
     /// Initialises (first run) and starts the embedded cluster, creating the demo database.
-    pub async fn start(home: &Path) -> Result<Embedded> {
-        std::fs::create_dir_all(home)
-            .with_context(|| format!("cannot create {}", home.display()))?;
+    pub async fn start(home: &Path) -> Result<Embedded, EmbeddedError> {
+        std::fs::create_dir_all(home).map_err(|source| EmbeddedError::CreateHome {
+            path: home.to_owned(),
+            source,
+        })?;
         let cluster = LocalCluster::new(cluster_dir(home));
         let first_run = !cluster.is_initialized();
         if first_run {
@@ -118,15 +161,26 @@ impl Embedded {
             sync_rules: Some(DEMO_RULES.to_owned()),
             sync_rules_origin: "the built-in demo rules".into(),
             ..ServeConfig::new(
-                riptide_localpg::url(self.port, DEMO_DATABASE),
+                demo_database(self.port),
                 AuthConfig {
-                    jwks: vec![self.key.jwk()],
-                    jwks_uris: Vec::new(),
-                    audiences: vec![DEMO_AUDIENCE.into()],
+                    jwks: Some(serde_json::json!({ "keys": [self.key.jwk()] })),
+                    audience: vec![DEMO_AUDIENCE.into()],
+                    ..AuthConfig::default()
                 },
             )
         }
     }
+}
+
+/// The demo database of the cluster on `port`: what [`riptide_localpg::url`] names.
+fn demo_database(port: u16) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .dbname(DEMO_DATABASE);
+    config
 }
 
 /// Where the cluster lives. PostgreSQL runs as the `postgres` user when we are root, so its
@@ -159,36 +213,41 @@ fn reachable_by_others(path: &Path) -> bool {
     })
 }
 
-async fn prepare_demo_database(port: u16) -> Result<()> {
+async fn prepare_demo_database(port: u16) -> Result<(), EmbeddedError> {
     let admin = connect(&riptide_localpg::url(port, "postgres")).await?;
     let exists = admin
         .query_opt(
             "SELECT 1 FROM pg_database WHERE datname = $1",
             &[&DEMO_DATABASE],
         )
-        .await?
+        .await
+        .map_err(EmbeddedError::CreateDatabase)?
         .is_some();
     if !exists {
         admin
             .batch_execute(&format!("CREATE DATABASE {DEMO_DATABASE}"))
-            .await?;
+            .await
+            .map_err(EmbeddedError::CreateDatabase)?;
     }
     let demo = connect(&riptide_localpg::url(port, DEMO_DATABASE)).await?;
     demo.batch_execute(DEMO_SCHEMA)
         .await
-        .context("cannot create the demo schema")?;
+        .map_err(EmbeddedError::Schema)?;
     if !exists {
         demo.batch_execute(DEMO_SEED)
             .await
-            .context("cannot seed the demo data")?;
+            .map_err(EmbeddedError::Seed)?;
     }
     Ok(())
 }
 
-async fn connect(url: &str) -> Result<tokio_postgres::Client> {
+async fn connect(url: &str) -> Result<tokio_postgres::Client, EmbeddedError> {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
-        .with_context(|| format!("cannot connect to the embedded Postgres ({url})"))?;
+        .map_err(|source| EmbeddedError::Connect {
+            url: url.to_owned(),
+            source,
+        })?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -203,47 +262,54 @@ pub struct DemoKey {
 
 impl DemoKey {
     /// Reads the key file (`kid` line, base64 PKCS#8 line) or creates it with mode 0600.
-    pub fn load_or_create(path: &Path) -> Result<DemoKey> {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            let mut lines = text.lines();
-            let (Some(kid), Some(secret)) = (lines.next(), lines.next()) else {
-                anyhow::bail!(
-                    "{} is malformed; delete it to make a new key",
-                    path.display()
-                );
-            };
-            let bytes: [u8; 32] = STANDARD
-                .decode(secret.trim())
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .with_context(|| {
-                    format!(
-                        "{} is malformed; delete it to make a new key",
-                        path.display()
-                    )
-                })?;
-            return Ok(DemoKey {
-                kid: kid.trim().to_owned(),
-                signing: SigningKey::from_bytes(&bytes),
-            });
+    pub fn load_or_create(path: &Path) -> Result<DemoKey, DemoKeyError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => DemoKey::read(path, &text),
+            Err(_) => DemoKey::create(path),
         }
+    }
+
+    fn read(path: &Path, text: &str) -> Result<DemoKey, DemoKeyError> {
+        let malformed = || DemoKeyError::Malformed {
+            path: path.to_owned(),
+        };
+        let mut lines = text.lines();
+        let (Some(kid), Some(secret)) = (lines.next(), lines.next()) else {
+            return Err(malformed());
+        };
+        let bytes: [u8; 32] = STANDARD
+            .decode(secret.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(malformed)?;
+        Ok(DemoKey {
+            kid: kid.trim().to_owned(),
+            signing: SigningKey::from_bytes(&bytes),
+        })
+    }
+
+    fn create(path: &Path) -> Result<DemoKey, DemoKeyError> {
         let key = DemoKey {
             kid: format!("riptide-demo-{:08x}", rand::random::<u32>()),
             signing: SigningKey::from_bytes(&rand::random::<[u8; 32]>()),
+        };
+        let write = |source| DemoKeyError::Write {
+            path: path.to_owned(),
+            source,
         };
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        use std::io::Write;
+            .map_err(write)?;
         writeln!(
             file,
             "{}\n{}",
             key.kid,
             STANDARD.encode(key.signing.to_bytes())
-        )?;
+        )
+        .map_err(write)?;
         Ok(key)
     }
 
@@ -258,9 +324,10 @@ impl DemoKey {
     }
 
     /// A token for `user_id`, valid for `ttl_secs`.
-    pub fn token(&self, user_id: &str, ttl_secs: u64) -> Result<String> {
+    pub fn token(&self, user_id: &str, ttl_secs: u64) -> Result<String, DemoKeyError> {
         let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(DemoKeyError::Clock)?
             .as_secs();
         let claims = serde_json::json!({
             "sub": user_id,
@@ -273,13 +340,14 @@ impl DemoKey {
             public_key: None,
         }
         .to_pkcs8_der()
-        .context("cannot encode the signing key")?;
+        .map_err(DemoKeyError::Encode)?;
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        Ok(jsonwebtoken::encode(
+        jsonwebtoken::encode(
             &header,
             &claims,
             &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
-        )?)
+        )
+        .map_err(DemoKeyError::Sign)
     }
 }

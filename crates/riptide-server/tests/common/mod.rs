@@ -1,10 +1,8 @@
 //! Helpers shared by the integration tests that run `riptide serve` in process.
 
-#![allow(clippy::unwrap_used, dead_code)] // test helpers outside #[test] fns; not every test uses each
-
 use std::time::Duration;
 
-use riptide_cli::config::{AuthConfig, ServeConfig};
+use riptide_server::config::{AuthConfig, ServeConfig};
 use riptide_testkit::{TestDatabase, TestKeys, wait_for};
 use serde_json::Value;
 
@@ -12,15 +10,15 @@ use serde_json::Value;
 /// port, no sync rules and no admin tokens (set the fields a test needs).
 pub fn serve_config(source: &TestDatabase, storage: &TestDatabase, keys: &TestKeys) -> ServeConfig {
     ServeConfig {
-        storage_uri: Some(storage.url()),
+        storage: Some(storage.config().into()),
         port: 0,
         sync_rules_origin: "test".into(),
         ..ServeConfig::new(
-            source.url(),
+            source.config(),
             AuthConfig {
-                jwks: vec![keys.jwk()],
-                jwks_uris: vec![],
-                audiences: vec![keys.audience.clone()],
+                jwks: Some(serde_json::json!({ "keys": [keys.jwk()] })),
+                audience: vec![keys.audience.clone()],
+                ..AuthConfig::default()
             },
         )
     }

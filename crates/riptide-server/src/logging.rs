@@ -10,7 +10,7 @@ use crate::config::Logging;
 pub fn init(logging: &Logging) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
-            "warn,riptide={0},riptide_cli={0},riptide_service={0},riptide_replication={0},riptide_storage={0}",
+            "warn,riptide={0},riptide_cli={0},riptide_server={0},riptide_service={0},riptide_replication={0},riptide_storage={0}",
             logging.level
         ))
     });

@@ -12,9 +12,6 @@
 //! judged from their own data (t1 rows, members rows) must be granted by the rules; at every
 //! convergence point (a write checkpoint acknowledged on the stream) all tables must equal the
 //! oracle exactly.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,10 +19,12 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use riptide_cli::config::Logging;
-use riptide_cli::serve;
+use riptide_server::config::Logging;
+use riptide_server::serve;
 use riptide_testkit::{SyncClient, SyncStream, TestDatabase, TestKeys};
 use serde_json::{Map, Value, json};
+
+use crate::common;
 
 const T: Duration = Duration::from_secs(20);
 /// Seed 1 found the write-checkpoint LSN bug, seed 6 the bucket-set race (see git log).
@@ -35,7 +34,7 @@ const CHANGES: usize = 60;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_converge_to_the_sql_oracle() {
-    riptide_cli::logging::init(&Logging {
+    riptide_server::logging::init(&Logging {
         level: "warn".into(),
         json: false,
     });

@@ -1,16 +1,15 @@
 //! `riptide serve` end to end against a real Postgres, with the protocol-level test client:
 //! snapshot, live changes, membership-driven buckets, write checkpoints, bad tokens.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::Duration;
 
-use riptide_cli::config::Logging;
-use riptide_cli::embedded::{DEMO_RULES, DEMO_SCHEMA};
-use riptide_cli::serve;
+use riptide_server::config::Logging;
+use riptide_server::embedded::{DEMO_RULES, DEMO_SCHEMA};
+use riptide_server::serve;
 use riptide_testkit::{SyncClient, TestDatabase, TestKeys};
 use serde_json::{Value, json};
+
+use crate::common;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -24,7 +23,7 @@ struct Service {
 }
 
 async fn start_service() -> Service {
-    riptide_cli::logging::init(&Logging {
+    riptide_server::logging::init(&Logging {
         level: "debug".into(),
         json: false,
     });

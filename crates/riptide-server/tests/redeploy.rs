@@ -1,17 +1,16 @@
 //! Zero-downtime rule deployments through the admin API, against a real Postgres: a connected
 //! client moves from the old deployment's buckets to the new one's through ordinary checkpoint
 //! lines, never sees an error, and the old slot and storage are removed.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::Duration;
 
-use riptide_cli::config::{Logging, ServeConfig};
-use riptide_cli::embedded::DEMO_SCHEMA;
-use riptide_cli::serve;
+use riptide_server::config::{Logging, ServeConfig};
+use riptide_server::embedded::DEMO_SCHEMA;
+use riptide_server::serve;
 use riptide_testkit::{SyncClient, TestDatabase, TestKeys, wait_for};
 use serde_json::{Value, json};
+
+use crate::common;
 
 const T: Duration = Duration::from_secs(30);
 const ADMIN: &str = "test-admin-token";
@@ -68,7 +67,7 @@ async fn slots(db: &tokio_postgres::Client) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redeploy_with_a_connected_client_switches_buckets_without_errors() {
-    riptide_cli::logging::init(&Logging {
+    riptide_server::logging::init(&Logging {
         level: "info".into(),
         json: false,
     });

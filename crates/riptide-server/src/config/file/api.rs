@@ -1,0 +1,104 @@
+//! `api`: admin tokens and the service's limits (`api.parameters`).
+
+use serde::Deserialize;
+
+use super::{Ignored, Resolver, Str};
+use crate::config::{ConfigError, Env, ServeConfig};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Api {
+    tokens: Option<Vec<Str>>,
+    parameters: Option<ApiParameters>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiParameters {
+    max_concurrent_connections: Option<Env<usize>>,
+    max_buckets_per_connection: Option<Env<usize>>,
+    max_parameter_query_results: Option<Env<usize>>,
+    max_data_fetch_concurrency: Option<Ignored>,
+    checkpoint_request_retention_minutes: Option<Ignored>,
+    bucket_count_cache_ttl_minutes: Option<Ignored>,
+}
+
+/// What `api` sets; each limit not given keeps the service's default.
+#[derive(Default)]
+pub(super) struct ApiSection {
+    tokens: Vec<String>,
+    max_concurrent_connections: Option<usize>,
+    max_buckets_per_connection: Option<usize>,
+    max_parameter_query_results: Option<usize>,
+}
+
+impl ApiSection {
+    pub(super) fn apply(self, config: &mut ServeConfig) {
+        config.api_tokens = self.tokens;
+        let limits = &mut config.limits;
+        if let Some(v) = self.max_concurrent_connections {
+            limits.max_concurrent_connections = v;
+        }
+        if let Some(v) = self.max_buckets_per_connection {
+            limits.max_buckets_per_connection = v;
+        }
+        if let Some(v) = self.max_parameter_query_results {
+            limits.max_parameter_query_results = v;
+        }
+    }
+}
+
+pub(super) fn resolve(r: &mut Resolver<'_>, api: Option<Api>) -> Result<ApiSection, ConfigError> {
+    let Some(api) = api else {
+        return Ok(ApiSection::default());
+    };
+    let tokens = api
+        .tokens
+        .unwrap_or_default()
+        .into_iter()
+        .map(Env::into_inner)
+        .collect();
+    let Some(p) = api.parameters else {
+        return Ok(ApiSection {
+            tokens,
+            ..ApiSection::default()
+        });
+    };
+    r.ignore(
+        "api.parameters.max_data_fetch_concurrency",
+        &p.max_data_fetch_concurrency,
+    );
+    r.ignore(
+        "api.parameters.checkpoint_request_retention_minutes",
+        &p.checkpoint_request_retention_minutes,
+    );
+    r.ignore(
+        "api.parameters.bucket_count_cache_ttl_minutes",
+        &p.bucket_count_cache_ttl_minutes,
+    );
+    let section = ApiSection {
+        tokens,
+        max_concurrent_connections: p.max_concurrent_connections.map(Env::into_inner),
+        max_buckets_per_connection: p.max_buckets_per_connection.map(Env::into_inner),
+        max_parameter_query_results: p.max_parameter_query_results.map(Env::into_inner),
+    };
+    for (name, v) in [
+        (
+            "max_concurrent_connections",
+            section.max_concurrent_connections,
+        ),
+        (
+            "max_buckets_per_connection",
+            section.max_buckets_per_connection,
+        ),
+        (
+            "max_parameter_query_results",
+            section.max_parameter_query_results,
+        ),
+    ] {
+        if v == Some(0) {
+            return Err(r.invalid(format!("api.parameters.{name} must be at least 1")));
+        }
+    }
+    Ok(section)
+}
