@@ -232,6 +232,66 @@ fn explain(url: &str, rules: &Path, user: &str, extra: &[&str]) -> Output {
 }
 
 #[tokio::test]
+async fn explain_with_streams_and_subscriptions() {
+    let db = database().await;
+    let url = db.url();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = write(
+        dir.path(),
+        "streams.yaml",
+        "config:
+  edition: 3
+streams:
+  my_lists:
+    auto_subscribe: true
+    query: SELECT * FROM lists WHERE owner_id = auth.user_id()
+  list_todos:
+    query: SELECT * FROM todos WHERE list_id = subscription.parameter('list') AND list_id IN (SELECT list_id FROM list_members WHERE user_id = auth.user_id())
+",
+    );
+    // A member subscribed to the shared list, and to a list they are not a member of.
+    let out = explain(
+        &url,
+        &rules,
+        "u2",
+        &[
+            "--subscription",
+            r#"list_todos={"list":"L1"}"#,
+            "--subscription",
+            r#"list_todos={"list":"L2"}"#,
+            "--subscription",
+            "nope",
+            "--row",
+            "todos:T1",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.stdout,
+        "user 'u2': 2 buckets\n  \
+           list_todos|0[\"L1\"]  priority 3  via subscription 1\n  \
+           my_lists|0[\"u2\"]    priority 3  via default subscription of my_lists\n  \
+           subscription 3 of nope: unknown stream `nope`\n\
+         \n\
+         row public.todos:T1\n  \
+           stream list_todos puts it in list_todos|0[\"L1\"]: GRANTED via subscription 1\n\
+         verdict: user 'u2' gets this row through list_todos|0[\"L1\"]\n"
+    );
+    // Not subscribed: the stream puts the row in a bucket the user does not have.
+    let out = explain(&url, &rules, "u2", &["--row", "todos:T3"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("puts it in list_todos|0[\"L2\"], which none of the user's subscriptions")
+            && out
+                .stdout
+                .ends_with("verdict: user 'u2' does not get this row\n"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[tokio::test]
 async fn explain_buckets_and_rows() {
     let db = database().await;
     let url = db.url();

@@ -9,6 +9,7 @@ mod check;
 mod db;
 mod eval;
 mod explain;
+mod explain_streams;
 
 use std::path::{Path, PathBuf};
 
@@ -52,6 +53,9 @@ pub enum RulesCommand {
         /// A row to explain, as TABLE:ID (`schema.table:id`; schema defaults to public).
         #[arg(long)]
         row: Option<String>,
+        /// A stream subscription, as STREAM or STREAM='{"param":"value"}' (repeatable).
+        #[arg(long)]
+        subscription: Vec<String>,
     },
     /// Evaluate a sync config over rows and connections given as a JSON job on stdin; prints
     /// JSON (used by the differential test against PowerSync's compiler).
@@ -81,6 +85,7 @@ pub async fn run(command: RulesCommand) -> Result<bool> {
             claims,
             params,
             row,
+            subscription,
         } => {
             explain(&ExplainOptions {
                 file,
@@ -89,6 +94,7 @@ pub async fn run(command: RulesCommand) -> Result<bool> {
                 claims,
                 params,
                 row,
+                subscriptions: subscription,
             })
             .await
         }
