@@ -58,7 +58,7 @@ mod yaml;
 pub use compat::{Compatibility, CompatibilityOption, TimePrecision};
 pub use migrate::{MigrateError, migrate_to_streams};
 pub use request::RequestParameters;
-pub use streams::introspect::{StreamInfo, StreamRowOutcome};
+pub use streams::introspect::{OutputColumn, OutputTable, StreamInfo, StreamRowOutcome};
 pub use streams::request::{
     BucketReason, RequestLimits, Resolution, ResolvedBucket, StreamRequest, StreamStatus,
     Subscription, SubscriptionError,

@@ -10,6 +10,40 @@ use crate::sync_rules::introspect::{ColumnRef, QueryInfo, QueryKind};
 use crate::yaml::Locator;
 use crate::{Row, SqliteValue, SyncRules, TablePattern, TableRef};
 
+/// A table clients receive (for client schemas): its name, the source table it comes from and
+/// its columns. One per data query and per stream query; tables from wildcard patterns are not
+/// listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputTable {
+    pub name: String,
+    pub source: TableRef,
+    pub columns: Vec<OutputColumn>,
+    /// The bucket definition or stream it comes from.
+    pub definition: String,
+}
+
+/// A column of an [`OutputTable`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputColumn {
+    /// `*`: every column of the source table.
+    All,
+    /// A named column; `source_column` when it copies one column of the source table.
+    Named {
+        name: String,
+        source_column: Option<String>,
+    },
+}
+
+fn output_column(name: &str, e: &crate::ir::Expr) -> OutputColumn {
+    OutputColumn::Named {
+        name: name.to_owned(),
+        source_column: match e {
+            crate::ir::Expr::Column(c) => Some(c.to_string()),
+            _ => None,
+        },
+    }
+}
+
 /// A stream of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamInfo {
@@ -44,6 +78,67 @@ impl SyncRules {
                 queries: s.queries.len(),
             })
             .collect()
+    }
+
+    /// The tables clients receive, in file order (classic data queries, then streams).
+    pub fn output_tables(&self) -> Vec<OutputTable> {
+        let mut out = Vec::new();
+        for def in &self.definitions {
+            for dq in &def.data_queries {
+                if dq.table.name.ends_with('%') {
+                    continue;
+                }
+                let columns = dq
+                    .parts()
+                    .columns
+                    .iter()
+                    .map(|c| match c {
+                        crate::sql::projection::Projected::Star => OutputColumn::All,
+                        crate::sql::projection::Projected::Named(n, e) => output_column(n, e),
+                    })
+                    .collect();
+                out.push(OutputTable {
+                    name: dq.output_table.clone(),
+                    source: dq.table.clone(),
+                    columns,
+                    definition: def.name.clone(),
+                });
+            }
+        }
+        for (index, source) in self.streams.data_sources.iter().enumerate() {
+            let (Some(name), Some(table)) = (&source.output_table, source.processor.table.exact())
+            else {
+                continue;
+            };
+            let Some(bucket) = self
+                .streams
+                .buckets
+                .iter()
+                .find(|b| b.sources.contains(&index))
+            else {
+                continue;
+            };
+            let stream = bucket
+                .name
+                .rsplit_once('|')
+                .map_or("", |(s, _)| s)
+                .to_owned();
+            let columns = source
+                .columns
+                .iter()
+                .map(|c| match c {
+                    super::plan::Column::Star => OutputColumn::All,
+                    super::plan::Column::Named(n, e) => output_column(n, e),
+                })
+                .collect();
+            out.push(OutputTable {
+                name: name.clone(),
+                source: table,
+                columns,
+                definition: stream,
+            });
+        }
+        out
     }
 
     /// Stream queries as [`QueryInfo`]s: a data query of the table each syncs, a parameter
@@ -280,6 +375,41 @@ streams:
                 ("list_members".into(), "list_id".into(), 8, 34),
                 ("list_members".into(), "user_id".into(), 8, 66),
                 ("todos".into(), "archived".into(), 9, 19),
+            ]
+        );
+    }
+
+    #[test]
+    fn output_tables_for_client_schemas() {
+        let r = match SyncRules::parse(
+            "config:\n  edition: 2\nbucket_definitions:\n  b:\n    data:\n      - SELECT id, done AS finished, upper(x) AS y FROM todos AS items\nstreams:\n  s:\n    query: SELECT * FROM lists WHERE owner = auth.user_id()\n",
+        ) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let named = |n: &str, c: Option<&str>| OutputColumn::Named {
+            name: n.into(),
+            source_column: c.map(Into::into),
+        };
+        assert_eq!(
+            r.output_tables(),
+            vec![
+                OutputTable {
+                    name: "items".into(),
+                    source: TableRef::new("public", "todos"),
+                    columns: vec![
+                        named("id", Some("id")),
+                        named("finished", Some("done")),
+                        named("y", None)
+                    ],
+                    definition: "b".into(),
+                },
+                OutputTable {
+                    name: "lists".into(),
+                    source: TableRef::new("public", "lists"),
+                    columns: vec![OutputColumn::All],
+                    definition: "s".into(),
+                },
             ]
         );
     }
