@@ -12,9 +12,10 @@
 //! - `GET /metrics` (Prometheus text, no auth) and `GET /dashboard` (+ `/dashboard/data.json`):
 //!   see [`metrics`] and [`dashboard`].
 //!
-//! Auth is JWT per docs/protocol.md §6 ([`auth::KeyStore`]); every route answers CORS preflights.
-//! What each endpoint trusts and every limit on what the network can make the service hold
-//! ([`Limits`]) are in docs/security.md.
+//! Auth is JWT per docs/protocol.md §6 ([`auth::KeyStore`]). The sync routes and probes answer
+//! CORS preflights (any origin, as the official service); the admin API, the dashboard and
+//! `/metrics` do not. What each endpoint trusts and every limit on what the network can make the
+//! service hold ([`Limits`]) are in docs/security.md.
 //!
 //! When no sync rules are active, `/sync/stream` waits up to
 //! [`ServiceOptions::no_rules_wait`] (default 5 s: a starting service may be activating its
@@ -54,9 +55,11 @@ pub use rules_admin::{CurrentRules, RuleProblem, RulesAdmin, RulesAdminError};
 pub use source::{PgSourceDatabase, SourceDatabase, SourceError};
 pub use state::{ActiveRules, AppState, ServiceOptions};
 
-/// The service's routes with CORS, ready to serve.
+/// The service's routes, ready to serve. CORS only on what the SDKs call from browsers (the
+/// sync routes and the probes): the admin API, the dashboard and `/metrics` answer no
+/// preflight, so no web page can read them from a visitor's browser.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let sdk = Router::new()
         .route("/", get(routes::probes::root))
         .route("/sync/stream", post(routes::sync_stream::sync_stream))
         .route(
@@ -70,6 +73,9 @@ pub fn router(state: AppState) -> Router {
         .route("/probes/startup", get(routes::probes::startup))
         .route("/probes/liveness", get(routes::probes::liveness))
         .route("/probes/readiness", get(routes::probes::readiness))
+        .layer(cors());
+    Router::new()
+        .merge(sdk)
         .route("/metrics", get(dashboard::prometheus))
         .route("/dashboard", get(dashboard::page))
         .route("/dashboard/data.json", get(dashboard::data))
@@ -90,11 +96,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             routes::websocket::upgrade_any_path,
         ))
-        .layer(cors())
         .with_state(state)
 }
 
-/// CORS as the official service configures it: any origin; allowed headers Content-Type,
+/// CORS as the official service configures it (on the SDK routes): any origin; allowed headers Content-Type,
 /// Authorization, User-Agent, X-User-Agent; exposed Content-Type; preflight max-age 3600 s.
 fn cors() -> CorsLayer {
     CorsLayer::new()

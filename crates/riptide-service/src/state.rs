@@ -49,9 +49,12 @@ pub struct ServiceOptions {
     /// Checkpoints on one stream are paced to one per interval on average, with up to
     /// three back to back after a pause (`session::pace`). Default 10 ms.
     pub checkpoint_interval: Duration,
-    /// `api.tokens`: when set, the dashboard's data requires one of them; when empty, the
-    /// dashboard answers loopback clients only.
+    /// `api.tokens`: the admin API's tokens. The dashboard never accepts them.
     pub api_tokens: ApiTokens,
+    /// `api.dashboard_tokens`: read-only tokens for the dashboard's data. When none are set,
+    /// the dashboard answers loopback clients only — unless `api.tokens` are set, then nobody
+    /// (a service with credentials is not opened by a default).
+    pub dashboard_tokens: ApiTokens,
 }
 
 impl ServiceOptions {
@@ -63,6 +66,7 @@ impl ServiceOptions {
             no_rules_wait: Duration::from_secs(5),
             checkpoint_interval: Duration::from_millis(10),
             api_tokens: ApiTokens::default(),
+            dashboard_tokens: ApiTokens::default(),
         }
     }
 }
