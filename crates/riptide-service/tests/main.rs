@@ -8,6 +8,7 @@
 
 mod support;
 
+mod abuse;
 mod admin;
 mod compression;
 mod dashboard;

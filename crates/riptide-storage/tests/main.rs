@@ -8,5 +8,6 @@
 #[macro_use]
 mod suite;
 
+mod limits;
 mod memory;
 mod postgres;
