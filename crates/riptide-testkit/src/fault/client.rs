@@ -75,6 +75,14 @@ pub enum ConvergeError {
     },
 }
 
+/// Prints the line when `FAULT_TRACE` is set.
+fn trace<'l>(user: &str, wc: i64, line: &'l Value) -> &'l Value {
+    if std::env::var_os("FAULT_TRACE").is_some() {
+        eprintln!("{user} (waiting for write checkpoint {wc}): {line}");
+    }
+    line
+}
+
 impl FaultClient {
     pub fn new(endpoint: &str, user: &str, token: String) -> FaultClient {
         FaultClient {
@@ -220,7 +228,7 @@ impl FaultClient {
                 });
             }
             match self.next_line(left.min(Duration::from_secs(30))).await {
-                Ok(line) => match self.replica.apply(&line) {
+                Ok(line) => match self.replica.apply(trace(&self.user, wc, &line)) {
                     Ok(Applied::Line | Applied::Complete) => {}
                     Err(e @ (ReplicaError::Checksum { .. } | ReplicaError::Count { .. })) => {
                         // As the SDK: the bucket was dropped; reconnect and download it again.

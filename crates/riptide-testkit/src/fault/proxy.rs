@@ -1,7 +1,8 @@
 //! A loopback TCP proxy between the service and a Postgres server that the test controls: pass
 //! bytes through, cut every connection, refuse new ones (a server that is down), blackhole (a
 //! partition: connections stay open and nothing moves either way until it heals, as TCP
-//! retransmits would), or slow every chunk down.
+//! retransmits would), freeze the open connections for good (a peer that stopped answering)
+//! or slow every chunk down.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,8 @@ struct Shared {
 
 struct Connection {
     pumps: [JoinHandle<()>; 2],
+    /// Set: this connection hangs for good (see [`TcpProxy::freeze_open`]).
+    frozen: watch::Sender<bool>,
 }
 
 /// A proxy listening on `127.0.0.1:<port>` and forwarding to `target`. Stops when dropped.
@@ -111,6 +114,18 @@ impl TcpProxy {
         }
     }
 
+    /// Makes every connection open now hang for good (nothing moves, nothing is closed: a
+    /// peer that stopped answering), while new connections work.
+    pub fn freeze_open(&self) {
+        let connections = match self.shared.connections.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for c in connections.iter() {
+            c.frozen.send_replace(true);
+        }
+    }
+
     /// Connections open now.
     pub fn open_connections(&self) -> usize {
         let mut connections = match self.shared.connections.lock() {
@@ -152,24 +167,62 @@ async fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shar
         let _ = server.set_nodelay(true);
         let (client_read, client_write) = client.into_split();
         let (server_read, server_write) = server.into_split();
-        let up = tokio::spawn(pump(client_read, server_write, shared.mode.subscribe()));
-        let down = tokio::spawn(pump(server_read, client_write, shared.mode.subscribe()));
+        let (frozen, _) = watch::channel(false);
+        let gate = || Gate {
+            mode: shared.mode.subscribe(),
+            frozen: frozen.subscribe(),
+        };
+        let up = tokio::spawn(pump(client_read, server_write, gate()));
+        let down = tokio::spawn(pump(server_read, client_write, gate()));
         if let Ok(mut connections) = shared.connections.lock() {
             connections.retain(|c| c.pumps.iter().any(|p| !p.is_finished()));
-            connections.push(Connection { pumps: [up, down] });
+            connections.push(Connection {
+                pumps: [up, down],
+                frozen,
+            });
         }
     }
 }
 
-/// Forwards one direction until either side closes, obeying the mode before each chunk.
+/// What one direction of a connection obeys: the proxy's mode and its own freeze.
+struct Gate {
+    mode: watch::Receiver<ProxyMode>,
+    frozen: watch::Receiver<bool>,
+}
+
+impl Gate {
+    /// Waits while traffic may not flow. Errs when the proxy is gone.
+    async fn flowing(&mut self) -> Result<(), ()> {
+        loop {
+            let blackhole = *self.mode.borrow_and_update() == ProxyMode::Blackhole;
+            let frozen = *self.frozen.borrow_and_update();
+            if !blackhole && !frozen {
+                return Ok(());
+            }
+            tokio::select! {
+                changed = self.mode.changed() => changed.map_err(|_| ())?,
+                changed = self.frozen.changed() => changed.map_err(|_| ())?,
+            }
+        }
+    }
+
+    fn delay(&self) -> Option<Duration> {
+        match *self.mode.borrow() {
+            ProxyMode::Slow(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+/// Forwards one direction until either side closes, obeying the gate before each chunk.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut mode: watch::Receiver<ProxyMode>,
+    mut gate: Gate,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        if wait_until_flowing(&mut mode).await.is_err() {
+        if gate.flowing().await.is_err() {
             return;
         }
         let n = match from.read(&mut buf).await {
@@ -180,29 +233,15 @@ async fn pump(
             Ok(n) => n,
         };
         // The mode may have changed while reading: a blackhole holds the chunk back.
-        if wait_until_flowing(&mut mode).await.is_err() {
+        if gate.flowing().await.is_err() {
             return;
         }
-        let delay = match *mode.borrow() {
-            ProxyMode::Slow(d) => Some(d),
-            _ => None,
-        };
-        if let Some(d) = delay {
+        if let Some(d) = gate.delay() {
             tokio::time::sleep(d).await;
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
-    }
-}
-
-/// Waits while the mode is [`ProxyMode::Blackhole`]. Errs when the proxy is gone.
-async fn wait_until_flowing(mode: &mut watch::Receiver<ProxyMode>) -> Result<(), ()> {
-    loop {
-        if *mode.borrow_and_update() != ProxyMode::Blackhole {
-            return Ok(());
-        }
-        mode.changed().await.map_err(|_| ())?;
     }
 }
 
@@ -264,6 +303,11 @@ mod tests {
         proxy.set_mode(ProxyMode::Pass);
 
         assert_eq!(proxy.open_connections(), 1);
+        proxy.freeze_open();
+        assert!(!round_trip(&mut s, Duration::from_millis(300)).await);
+        let mut fresh = TcpStream::connect(addr).await.expect("connect");
+        assert!(round_trip(&mut fresh, Duration::from_secs(5)).await);
+        drop(fresh);
         proxy.cut();
         let mut buf = [0u8; 4];
         let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;

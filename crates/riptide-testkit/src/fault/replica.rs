@@ -17,6 +17,16 @@ pub type Tables = BTreeMap<String, BTreeMap<String, Map<String, Value>>>;
 /// `(object_type, object_id, subkey)`.
 type OpKey = (String, String, String);
 
+/// A checkpoint's `(checksum, count)` of one bucket.
+type Expected = (u32, i64);
+
+/// The checkpoint being downloaded: its buckets and its op id.
+#[derive(Debug, Clone)]
+struct Target {
+    buckets: BTreeMap<String, Expected>,
+    op_id: i64,
+}
+
 #[derive(Debug, Default, Clone)]
 struct Bucket {
     rows: BTreeMap<OpKey, Value>,
@@ -68,7 +78,7 @@ pub struct Replica {
     /// server sends every op after that checkpoint again).
     validated: BTreeMap<String, Bucket>,
     /// The checkpoint being downloaded: bucket → (checksum, count), and its op id.
-    target: Option<(BTreeMap<String, (u32, i64)>, i64)>,
+    target: Option<Target>,
     target_write_checkpoint: Option<i64>,
     /// The greatest write checkpoint of a completed checkpoint.
     acknowledged: i64,
@@ -82,7 +92,7 @@ fn num(v: &Value) -> Option<i64> {
     }
 }
 
-fn checksums(list: &Value) -> Result<Vec<(String, (u32, i64))>, ReplicaError> {
+fn checksums(list: &Value) -> Result<Vec<(String, Expected)>, ReplicaError> {
     let malformed = || ReplicaError::Malformed(format!("bucket list {list}"));
     list.as_array()
         .ok_or_else(malformed)?
@@ -148,23 +158,23 @@ impl Replica {
     /// Applies one sync line.
     pub fn apply(&mut self, line: &Value) -> Result<Applied, ReplicaError> {
         if let Some(c) = line.get("checkpoint") {
-            let target: BTreeMap<_, _> = checksums(&c["buckets"])?.into_iter().collect();
-            self.buckets.retain(|b, _| target.contains_key(b));
+            let buckets: BTreeMap<_, _> = checksums(&c["buckets"])?.into_iter().collect();
+            self.buckets.retain(|b, _| buckets.contains_key(b));
             let op_id = num(&c["last_op_id"]).unwrap_or_default();
-            self.target = Some((target, op_id));
+            self.target = Some(Target { buckets, op_id });
             self.target_write_checkpoint = c.get("write_checkpoint").and_then(num);
         } else if let Some(d) = line.get("checkpoint_diff") {
-            let (target, op_id) = self
+            let target = self
                 .target
                 .as_mut()
                 .ok_or(ReplicaError::NoCheckpoint("checkpoint_diff"))?;
-            target.extend(checksums(&d["updated_buckets"])?);
+            target.buckets.extend(checksums(&d["updated_buckets"])?);
             for b in d["removed_buckets"].as_array().into_iter().flatten() {
                 let b = b.as_str().unwrap_or_default();
-                target.remove(b);
+                target.buckets.remove(b);
                 self.buckets.remove(b);
             }
-            *op_id = num(&d["last_op_id"]).unwrap_or(*op_id);
+            target.op_id = num(&d["last_op_id"]).unwrap_or(target.op_id);
             self.target_write_checkpoint = d.get("write_checkpoint").and_then(num);
         } else if let Some(d) = line.get("data") {
             self.apply_data(d)?;
@@ -182,7 +192,7 @@ impl Replica {
         if !self
             .target
             .as_ref()
-            .is_some_and(|(t, _)| t.contains_key(name))
+            .is_some_and(|t| t.buckets.contains_key(name))
         {
             return Err(ReplicaError::BucketOutsideCheckpoint(name.to_owned()));
         }
@@ -220,11 +230,11 @@ impl Replica {
     }
 
     fn complete(&mut self) -> Result<(), ReplicaError> {
-        let (target, op_id) = self
+        let target = self
             .target
             .as_ref()
             .ok_or(ReplicaError::NoCheckpoint("checkpoint_complete"))?;
-        for (name, &(expected, count)) in target {
+        for (name, &(expected, count)) in &target.buckets {
             let (local, local_count) = self
                 .buckets
                 .get(name)
@@ -249,8 +259,8 @@ impl Replica {
                 });
             }
         }
-        for name in target.keys() {
-            self.buckets.entry(name.clone()).or_default().after = *op_id;
+        for name in target.buckets.keys() {
+            self.buckets.entry(name.clone()).or_default().after = target.op_id;
         }
         self.validated = self.buckets.clone();
         if let Some(wc) = self.target_write_checkpoint {

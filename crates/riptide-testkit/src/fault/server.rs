@@ -95,13 +95,16 @@ impl PgServer {
     /// `ALTER SYSTEM SET <name> = '<value>'` and a configuration reload.
     pub async fn set(&self, name: &str, value: &str) {
         let client = self.client("postgres").await;
-        client
-            .batch_execute(&format!(
-                "ALTER SYSTEM SET {name} = '{}'; SELECT pg_reload_conf();",
-                value.replace('\'', "''")
-            ))
-            .await
-            .unwrap_or_else(|e| panic!("set {name}: {e}"));
+        // Two statements: ALTER SYSTEM refuses to run inside a transaction block.
+        for sql in [
+            format!("ALTER SYSTEM SET {name} = '{}'", value.replace('\'', "''")),
+            "SELECT pg_reload_conf()".to_owned(),
+        ] {
+            client
+                .batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("set {name}: {e:?}"));
+        }
     }
 }
 
