@@ -30,7 +30,7 @@ fn with_session_options(existing: Option<&str>) -> String {
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a query between source transactions (catalog check, TOAST re-read, heartbeat)
 /// may take.
-pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `fut`, or [`ReplicationError::Timeout`] naming `what` after `limit`.
 pub(crate) async fn within<T>(

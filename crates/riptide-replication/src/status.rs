@@ -34,7 +34,7 @@ pub struct ReplicationStatus {
 /// Why replication is not healthy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    /// The error and its causes, `: `-separated.
+    /// The error and its causes, `: `-separated (first lines only).
     pub error: String,
     /// When the first of the failures in a row happened.
     pub since: SystemTime,
@@ -127,11 +127,15 @@ impl ReplicationStatus {
     /// A run of the replicator failed with `error` (kept until a commit succeeds).
     pub fn failed(&self, error: &dyn std::error::Error) {
         self.failures.fetch_add(1, Ordering::Relaxed);
-        let mut text = error.to_string();
+        // The first line of each cause: a database error's DETAIL lines may quote row values,
+        // which the probes and the dashboard must not show.
+        let first_line =
+            |e: &dyn std::error::Error| e.to_string().lines().next().unwrap_or_default().to_owned();
+        let mut text = first_line(error);
         let mut source = error.source();
         while let Some(cause) = source {
             text.push_str(": ");
-            text.push_str(&cause.to_string());
+            text.push_str(&first_line(cause));
             source = cause.source();
         }
         let mut problem = match self.problem.lock() {

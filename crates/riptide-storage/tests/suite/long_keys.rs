@@ -143,7 +143,10 @@ pub async fn keys_of_any_length(s: &dyn BucketStorage) {
     assert_eq!(a[2].subkey, a[0].subkey, "REMOVE carries the PUT's subkey");
     let b = read_all(s, id, event.checkpoint.op_id, &long_b).await;
     assert_eq!(b.last().map(|o| o.op), Some(OpType::Remove));
-    let results = s.parameter_results(id, std::slice::from_ref(&lookup)).await.unwrap();
+    let results = s
+        .parameter_results(id, std::slice::from_ref(&lookup))
+        .await
+        .unwrap();
     assert!(results[&lookup].is_empty());
 
     // Truncate reaches rows under long keys too.

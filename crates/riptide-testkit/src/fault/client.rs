@@ -75,6 +75,18 @@ pub enum ConvergeError {
     },
 }
 
+/// An error and its causes.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
 /// Prints the line when `FAULT_TRACE` is set.
 fn trace<'l>(user: &str, wc: i64, line: &'l Value) -> &'l Value {
     if std::env::var_os("FAULT_TRACE").is_some() {
@@ -103,6 +115,13 @@ impl FaultClient {
 
     pub fn replica(&self) -> &Replica {
         &self.replica
+    }
+
+    /// The service moved to `endpoint` (restarted on another port): the next read reconnects
+    /// there, resuming as before.
+    pub fn moved_to(&mut self, endpoint: &str) {
+        endpoint.clone_into(&mut self.endpoint);
+        self.stream = None;
     }
 
     /// Drops the connection (the next read reconnects).
@@ -134,7 +153,7 @@ impl FaultClient {
                     last = format!("unexpected body {body}");
                 }
                 Ok(r) => last = format!("status {}", r.status()),
-                Err(e) => last = e.to_string(),
+                Err(e) => last = chain(&e),
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -150,7 +169,7 @@ impl FaultClient {
             .json(&self.replica.request(&self.client_id))
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| chain(&e))?;
         if !resp.status().is_success() {
             return Err(format!("sync stream answered {}", resp.status()));
         }
