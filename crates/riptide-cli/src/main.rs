@@ -34,6 +34,10 @@ enum Command {
         /// HTTP port (overrides the config's `port`; default 8080).
         #[arg(long, short)]
         port: Option<u16>,
+        /// Address to listen on (overrides the config's `host`; default 0.0.0.0 with a
+        /// config, 127.0.0.1 for the embedded demo).
+        #[arg(long, visible_alias = "listen")]
+        host: Option<std::net::IpAddr>,
     },
     /// Print a token for the embedded demo service.
     Token {
@@ -186,7 +190,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Schema { app } => platform(PlatformCommand::Schema { app }).await,
         Command::Migrate { app } => platform(PlatformCommand::Migrate { app }).await,
         Command::DeployRules { app } => platform(PlatformCommand::DeployRules { app }).await,
-        Command::Serve { config, port } => run_serve(config, port).await,
+        Command::Serve { config, port, host } => run_serve(config, port, host).await,
         Command::Token { user, ttl } => {
             let home = riptide_platform::home::riptide_home();
             let key = embedded::DemoKey::load_or_create(&home.join("demo-signing-key"))?;
@@ -197,8 +201,12 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-async fn run_serve(config: Option<PathBuf>, port: Option<u16>) -> Result<()> {
-    let (config, demo) = match config {
+async fn run_serve(
+    config: Option<PathBuf>,
+    port: Option<u16>,
+    host: Option<std::net::IpAddr>,
+) -> Result<()> {
+    let (mut config, demo) = match config {
         Some(path) => {
             let mut config = ServeConfig::load(&path)?;
             if let Some(port) = port {
@@ -218,6 +226,9 @@ async fn run_serve(config: Option<PathBuf>, port: Option<u16>) -> Result<()> {
             (config, Some(env))
         }
     };
+    if let Some(host) = host {
+        config.host = host;
+    }
     let running = serve::start(config).await?;
     if let Some(env) = &demo {
         let token = env

@@ -24,6 +24,30 @@ pub enum TimeFormat {
     Legacy,
     /// `2024-05-01T13:45:10.123000` (6 sub-second digits), `13:45:10.500000`.
     Iso8601,
+    /// ISO 8601 with at most this many sub-second digits (`timestamp_max_precision`: 0 for
+    /// seconds, 3 for milliseconds; Postgres has 6): truncated, never rounded, as PowerSync.
+    Iso8601Digits(u8),
+}
+
+impl TimeFormat {
+    /// Sub-second digits of an ISO 8601 format (`None`: legacy).
+    fn iso_digits(self) -> Option<usize> {
+        match self {
+            TimeFormat::Legacy => None,
+            TimeFormat::Iso8601 => Some(6),
+            TimeFormat::Iso8601Digits(d) => Some(usize::from(d.min(6))),
+        }
+    }
+}
+
+/// `.` + the fraction cut or padded to `digits` (nothing for 0 digits).
+fn fraction(frac: Option<&str>, digits: usize) -> String {
+    if digits == 0 {
+        return String::new();
+    }
+    let f = frac.unwrap_or("");
+    let cut = f.get(..digits.min(f.len())).unwrap_or(f);
+    format!(".{cut:0<digits$}")
 }
 
 /// Mapping options a deployment's sync rules choose (compatibility options).
@@ -38,10 +62,12 @@ impl ValueOptions {
     /// The options the rules' edition and `config` select.
     pub fn from_rules(rules: &riptide_rules::SyncRules) -> ValueOptions {
         ValueOptions {
-            time_format: if rules.timestamps_iso8601() {
-                TimeFormat::Iso8601
-            } else {
-                TimeFormat::Legacy
+            time_format: match (rules.timestamps_iso8601(), rules.timestamp_max_precision()) {
+                (false, _) => TimeFormat::Legacy,
+                (true, Some(p)) if p.sub_second_digits() < 6 => {
+                    TimeFormat::Iso8601Digits(p.sub_second_digits())
+                }
+                (true, _) => TimeFormat::Iso8601,
             },
             custom_types: rules.custom_types(),
         }
@@ -323,9 +349,9 @@ pub fn convert_lsn(text: &str) -> String {
 /// `time`: legacy as printed; ISO with exactly 6 sub-second digits (`12:00:00.000000`), so
 /// text order is time order. Text that is not `HH:MM:SS[.f]` is kept.
 pub fn convert_time(text: &str, format: TimeFormat) -> String {
-    if format == TimeFormat::Legacy {
+    let Some(digits) = format.iso_digits() else {
         return text.to_owned();
-    }
+    };
     let (hms, frac) = match text.split_once('.') {
         Some((hms, frac)) => (hms, Some(frac)),
         None => (text, None),
@@ -336,7 +362,7 @@ pub fn convert_time(text: &str, format: TimeFormat) -> String {
     if !valid {
         return text.to_owned();
     }
-    format!("{hms}.{:0<6}", frac.unwrap_or(""))
+    format!("{hms}{}", fraction(frac, digits))
 }
 
 /// The parts of `YYYY-MM-DD HH:MM:SS[.ffffff][±HH[:MM[:SS]]]` (ISO DateStyle).
@@ -380,7 +406,8 @@ fn split_datetime(text: &str) -> Option<DateTimeText<'_>> {
 /// `2024-05-01T13:45:10.123000`. Infinities become the extreme timestamps; text that is
 /// not a timestamp (BC dates) becomes NULL, like the official service.
 pub fn convert_timestamp(text: &str, format: TimeFormat) -> Option<String> {
-    let iso = format == TimeFormat::Iso8601;
+    let digits = format.iso_digits();
+    let iso = digits.is_some();
     match text {
         "infinity" => {
             return Some(
@@ -408,12 +435,12 @@ pub fn convert_timestamp(text: &str, format: TimeFormat) -> Option<String> {
     if parts.offset.is_some() {
         return None;
     }
-    Some(if iso {
+    Some(if let Some(digits) = digits {
         format!(
-            "{}T{}.{:0<6}",
+            "{}T{}{}",
             parts.date,
             parts.hms,
-            parts.frac.unwrap_or("")
+            fraction(parts.frac, digits)
         )
     } else {
         text.to_owned()
@@ -431,7 +458,8 @@ pub fn convert_timestamptz(text: &str) -> String {
 /// Infinities become `9999-12-31 23:59:59Z` / `0000-01-01 00:00:00Z` (`T` in ISO). BC
 /// dates and years beyond 9999 become NULL, like the official service.
 pub fn convert_timestamptz_with(text: &str, format: TimeFormat) -> Option<String> {
-    let iso = format == TimeFormat::Iso8601;
+    let digits = format.iso_digits();
+    let iso = digits.is_some();
     match text {
         "infinity" => {
             return Some(
@@ -455,10 +483,11 @@ pub fn convert_timestamptz_with(text: &str, format: TimeFormat) -> Option<String
         }
         _ => {}
     }
-    to_utc(text, iso)
+    to_utc(text, digits)
 }
 
-fn to_utc(text: &str, iso: bool) -> Option<String> {
+fn to_utc(text: &str, digits: Option<usize>) -> Option<String> {
+    let iso = digits.is_some();
     let p = split_datetime(text)?;
     let mut d = p.date.splitn(3, '-');
     let year: i64 = d.next()?.parse().ok()?;
@@ -490,8 +519,8 @@ fn to_utc(text: &str, iso: bool) -> Option<String> {
         sod % 3600 / 60,
         sod % 60
     );
-    if iso {
-        out.push_str(&format!(".{:0<6}", p.frac.unwrap_or("")));
+    if let Some(digits) = digits {
+        out.push_str(&fraction(p.frac, digits));
     } else if let Some(f) = p.frac {
         out.push('.');
         out.push_str(f);

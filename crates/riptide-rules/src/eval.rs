@@ -37,6 +37,11 @@ fn request_value(r: &RequestParameters, v: &RequestValue) -> SqliteValue {
         RequestValue::TokenParameter(k) if &**k == "user_id" => r.user_id.clone(),
         RequestValue::TokenParameter(k) => json_map_value(&r.token_parameters, k),
         RequestValue::UserParameter(k) => json_map_value(&r.user_parameters, k),
+        RequestValue::SubscriptionParameters => {
+            r.subscription.as_ref().map_or(SqliteValue::Null, |m| {
+                SqliteValue::Text(Value::Object(m.clone()).to_string())
+            })
+        }
     }
 }
 
@@ -116,6 +121,31 @@ fn equal(a: &SqliteValue, b: &SqliteValue) -> bool {
     ) == Some(Ordering::Equal)
 }
 
+/// `CASE [operand] WHEN … THEN … [ELSE …] END`: the first `WHEN` equal to the operand (or
+/// true, without one) gives its `THEN`.
+fn eval_case<'a>(
+    operand: Option<&'a Expr>,
+    whens: &'a [(Expr, Expr)],
+    otherwise: Option<&'a Expr>,
+    scope: &Scope<'a>,
+) -> Cow<'a, SqliteValue> {
+    let subject = operand.map(|o| o.eval(scope));
+    for (when, then) in whens {
+        let w = when.eval(scope);
+        let hit = match &subject {
+            Some(s) => !s.is_null() && !w.is_null() && equal(s, &w),
+            None => truthy(&w) == Some(true),
+        };
+        if hit {
+            return then.eval(scope);
+        }
+    }
+    match otherwise {
+        Some(e) => e.eval(scope),
+        None => Cow::Borrowed(&NULL),
+    }
+}
+
 /// `e [NOT] IN (list)`: NULL when `e` is NULL, or when no item matched and one compared as
 /// NULL.
 fn in_list(e: &Expr, list: &[Expr], negated: bool, scope: &Scope<'_>) -> SqliteValue {
@@ -159,6 +189,8 @@ fn binary(op: BinOp, a: &Expr, b: &Expr, scope: &Scope<'_>) -> SqliteValue {
         BinOp::Concat => concat(&x, &y),
         BinOp::Arrow => json_path::arrow(&x, &y),
         BinOp::LongArrow => json_path::long_arrow(&x, &y),
+        BinOp::ArrowFixed => crate::json_fixed::arrow(&x, &y),
+        BinOp::LongArrowFixed => crate::json_fixed::long_arrow(&x, &y),
     }
 }
 
@@ -241,6 +273,11 @@ impl Expr {
                     args.iter().map(|a| a.eval(scope).into_owned()).collect();
                 Cow::Owned(f.call(&values))
             }
+            Expr::Case {
+                operand,
+                whens,
+                otherwise,
+            } => eval_case(operand.as_deref(), whens, otherwise.as_deref(), scope),
         }
     }
 

@@ -157,6 +157,8 @@ impl Embedded {
     /// A service config for the demo database.
     pub fn serve_config(&self, port: u16) -> ServeConfig {
         ServeConfig {
+            // A demo on this machine: not reachable from the network unless `--host` says so.
+            host: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             port,
             sync_rules: Some(DEMO_RULES.to_owned()),
             sync_rules_origin: "the built-in demo rules".into(),

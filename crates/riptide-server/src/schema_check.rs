@@ -83,12 +83,20 @@ fn table_problems(
         let at = |message: String| Problem {
             line: q.line,
             column: q.column,
-            message: format!(
-                "{message} ({} {} of bucket definition `{}`)",
-                q.kind,
-                q.index + 1,
-                q.definition
-            ),
+            message: if q.stream {
+                format!(
+                    "{message} (query {} of stream `{}`)",
+                    q.index + 1,
+                    q.definition
+                )
+            } else {
+                format!(
+                    "{message} ({} {} of bucket definition `{}`)",
+                    q.kind,
+                    q.index + 1,
+                    q.definition
+                )
+            },
         };
         let Some(Some(f)) = facts.get(table) else {
             problems.push(at(format!("table {name} does not exist")));
@@ -126,12 +134,16 @@ fn column_problems(
         let Some(Some(f)) = facts.get(&c.table) else {
             continue;
         };
-        let context = format!(
-            "({} {} of bucket definition `{}`)",
-            c.kind,
-            c.query_index + 1,
-            c.definition
-        );
+        let context = if c.stream {
+            format!("(query {} of stream `{}`)", c.query_index + 1, c.definition)
+        } else {
+            format!(
+                "({} {} of bucket definition `{}`)",
+                c.kind,
+                c.query_index + 1,
+                c.definition
+            )
+        };
         match f.columns.iter().find(|(name, _)| *name == c.column) {
             None => {
                 let known: BTreeSet<&str> = f.columns.iter().map(|(n, _)| n.as_str()).collect();

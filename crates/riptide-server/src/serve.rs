@@ -55,9 +55,9 @@ pub enum ServeError {
     Keys(#[source] KeyStoreError),
     #[error("cannot create the source connection pool")]
     SourcePool(#[source] deadpool_postgres::BuildError),
-    #[error("cannot listen on port {port}")]
+    #[error("cannot listen on {addr}")]
     Listen {
-        port: u16,
+        addr: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
     },
@@ -117,16 +117,17 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     )
     .with_rules_admin(Arc::new(Admin(deployments.clone())));
     attach_metrics(&state, &deployments);
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.port))
+    let listen = std::net::SocketAddr::new(config.host, config.port);
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| ServeError::Listen {
-            port: config.port,
+            addr: listen,
             source,
         })?;
     let port = listener
         .local_addr()
         .map_err(|source| ServeError::Listen {
-            port: config.port,
+            addr: listen,
             source,
         })?
         .port();
@@ -204,6 +205,8 @@ fn service_options(config: &ServeConfig) -> Result<ServiceOptions, ServeError> {
     let keystore = KeyStore::new(config.auth.clone()).map_err(ServeError::Keys)?;
     let mut options = ServiceOptions::new(keystore);
     options.api_tokens = riptide_service::ApiTokens::new(config.api_tokens.iter().cloned());
+    options.dashboard_tokens =
+        riptide_service::ApiTokens::new(config.dashboard_tokens.iter().cloned());
     options.limits = config.limits;
     Ok(options)
 }

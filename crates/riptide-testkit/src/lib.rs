@@ -1,6 +1,7 @@
 //! Test harness for Riptide: a private PostgreSQL cluster per test run (`wal_level=logical`,
 //! trust on loopback including replication), a fresh database per test dropped afterwards,
-//! JWT/JWKS helpers, a protocol-level sync client, and the tools of the fault-injection suite
+//! JWT/JWKS helpers, a protocol-level sync client (every transport and encoding the service
+//! speaks; the benchmark measures with it too), and the tools of the fault-injection suite
 //! ([`fault`]: killable servers, a TCP proxy, service processes, a client model and oracle).
 //!
 //! The cluster: when `RIPTIDE_TEST_PG_URL` is set (the test script starts one cluster for the
@@ -19,5 +20,5 @@ mod wait;
 pub use cluster::{Cluster, LocalCluster, LocalPgError, server};
 pub use database::TestDatabase;
 pub use jwt::TestKeys;
-pub use sync_client::{SyncClient, SyncStream};
+pub use sync_client::{Encoding, Format, SyncClient, SyncClientError, SyncStream, Transport};
 pub use wait::wait_for;

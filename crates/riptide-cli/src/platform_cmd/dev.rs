@@ -77,7 +77,11 @@ pub async fn demo(options: DevOptions) -> Result<()> {
     let db = riptide_platform::database::create_database(&platform, "demo", None, &spinner).await?;
     log.line(
         "dev",
-        &format!("database demo: {} ({})", db.id, db.direct_uri),
+        &format!(
+            "database demo: {} ({})",
+            db.id,
+            riptide_platform::redact(&db.direct_uri)
+        ),
     );
     let sync = riptide_platform::sync::sync_enable(&platform, &db.id, None, &spinner).await?;
     log.line("dev", &format!("sync service: {}", sync.url));

@@ -77,7 +77,10 @@ pub async fn run(command: PlatformCommand, json: bool) -> Result<()> {
     let p = &platform;
     match command {
         PlatformCommand::CreateDatabase { name, server_url } => {
-            let info = database::create_database(p, &name, server_url.as_deref(), &spinner).await?;
+            // Passwords are never printed (`connect` writes them to `.env`).
+            let info = database::create_database(p, &name, server_url.as_deref(), &spinner)
+                .await?
+                .redacted();
             emit(json, &info, || output::database_text(&info))
         }
         PlatformCommand::Sync(SyncCommand::Enable { database, port }) => {

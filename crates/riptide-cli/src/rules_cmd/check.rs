@@ -25,8 +25,12 @@ pub async fn check(file: &Path, database: Option<&str>, publication: &str) -> Re
         println!("{} found", plural(problems.len(), "error"));
         return Ok(false);
     }
+    let streams = match rules.streams().len() {
+        0 => String::new(),
+        n => format!("{}, ", plural(n, "stream")),
+    };
     println!(
-        "ok: {}, {}, {}{}",
+        "ok: {streams}{}, {}, {}{}",
         plural(rules.definitions().len(), "bucket definition"),
         match rules.queries().len() {
             1 => "1 query".to_string(),

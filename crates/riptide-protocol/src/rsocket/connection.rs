@@ -331,6 +331,18 @@ impl ServerConnection {
         Ok(())
     }
 
+    /// Queues a KEEPALIVE with the respond flag: the peer answers it, which shows the
+    /// connection is alive in both directions. Nothing once closed.
+    pub fn keepalive(&mut self) {
+        if self.phase == Phase::Established {
+            self.queue(Frame::Keepalive {
+                respond: true,
+                last_received_position: 0,
+                data: Bytes::new(),
+            });
+        }
+    }
+
     /// Queues PAYLOAD(COMPLETE) and closes the stream (needs no credit).
     pub fn complete(&mut self, stream_id: u32) {
         if self.streams.remove(&stream_id).is_some() {

@@ -172,6 +172,67 @@ fn golden_table() {
 }
 
 #[test]
+fn timestamp_max_precision_truncates_iso_values() {
+    let with = |digits| ValueOptions {
+        time_format: TimeFormat::Iso8601Digits(digits),
+        custom_types: true,
+    };
+    let cases: Vec<(u8, u32, &str, SqliteValue)> = vec![
+        (
+            3,
+            oid::TIMESTAMP,
+            "2023-03-06 15:47:12.456789",
+            t("2023-03-06T15:47:12.456"),
+        ),
+        (
+            3,
+            oid::TIMESTAMP,
+            "2023-03-06 15:47:12.4",
+            t("2023-03-06T15:47:12.400"),
+        ),
+        (
+            0,
+            oid::TIMESTAMP,
+            "2023-03-06 15:47:12.999",
+            t("2023-03-06T15:47:12"),
+        ),
+        (
+            0,
+            oid::TIMESTAMPTZ,
+            "2023-03-06 15:47:12.9+01",
+            t("2023-03-06T14:47:12Z"),
+        ),
+        (
+            3,
+            oid::TIMESTAMPTZ,
+            "2023-03-06 15:47:12.98765+01",
+            t("2023-03-06T14:47:12.987Z"),
+        ),
+        (3, oid::TIME, "17:42:01.12", t("17:42:01.120")),
+        (0, oid::TIME, "17:42:01.12", t("17:42:01")),
+        (9, oid::TIME, "17:42:01.12", t("17:42:01.120000")),
+    ];
+    for (digits, type_oid, text, expected) in cases {
+        let got = convert(value_kind_with(type_oid, with(digits)), text.as_bytes());
+        assert_eq!(got, expected, "{digits} digits, {type_oid}: {text}");
+    }
+    let rules = |config: &str| {
+        riptide_rules::SyncRules::parse(&format!(
+            "config:\n  edition: 2\n{config}bucket_definitions:\n  b:\n    data: [SELECT * FROM t]\n"
+        ))
+        .unwrap()
+    };
+    assert_eq!(
+        ValueOptions::from_rules(&rules("  timestamp_max_precision: milliseconds\n")).time_format,
+        TimeFormat::Iso8601Digits(3)
+    );
+    assert_eq!(
+        ValueOptions::from_rules(&rules("  timestamp_max_precision: nanoseconds\n")).time_format,
+        TimeFormat::Iso8601
+    );
+}
+
+#[test]
 fn iso8601_time_format() {
     let iso = ValueOptions {
         time_format: TimeFormat::Iso8601,

@@ -31,6 +31,14 @@ pub(crate) struct DataQuery {
     pub column_refs: ColumnUses,
 }
 
+/// See [`DataQuery::parts`].
+pub(crate) struct DataQueryParts<'q> {
+    pub columns: &'q [Projected],
+    pub bucket_values: Vec<(&'q Expr, bool)>,
+    pub bucket_checks: Vec<(usize, &'q Expr, bool)>,
+    pub filter: Option<&'q Expr>,
+}
+
 /// Why a data query does not put a row in a bucket.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Miss {
@@ -276,6 +284,48 @@ impl DataQuery {
             bucket_checks: conditions.bucket_checks,
             filter: and_all(conditions.filters),
         })
+    }
+
+    /// The query's parts for tools (`riptide rules migrate`): output columns, the row side of
+    /// each bucket parameter (`true`: `bucket.p IN <row array>`), further checks on bound
+    /// parameters, and the row filter.
+    pub(crate) fn parts(&self) -> DataQueryParts<'_> {
+        DataQueryParts {
+            columns: &self.columns,
+            bucket_values: self
+                .bucket_values
+                .iter()
+                .map(|b| (&b.expr, b.each))
+                .collect(),
+            bucket_checks: self
+                .bucket_checks
+                .iter()
+                .map(|(i, b)| (*i, &b.expr, b.each))
+                .collect(),
+            filter: self.filter.as_ref(),
+        }
+    }
+
+    /// Every expression of the query, to rewrite (e.g. for `fixed_json_extract`).
+    pub(crate) fn exprs_mut(&mut self) -> Vec<&mut Expr> {
+        let mut out: Vec<&mut Expr> = Vec::new();
+        for c in &mut self.columns {
+            if let Projected::Named(_, e) = c {
+                out.push(e);
+            }
+        }
+        out.push(&mut self.id);
+        out.extend(self.bucket_values.iter_mut().map(|b| &mut b.expr));
+        out.extend(self.bucket_checks.iter_mut().map(|(_, b)| &mut b.expr));
+        out.extend(self.filter.as_mut());
+        out
+    }
+
+    /// Whether the select list names `column` (not through `*`).
+    pub(crate) fn outputs_column(&self, column: &str) -> bool {
+        self.columns
+            .iter()
+            .any(|c| matches!(c, Projected::Named(name, _) if &**name == column))
     }
 
     /// Evaluates the query on a row, appending the bucket row it produces (if any).

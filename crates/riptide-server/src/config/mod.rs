@@ -11,6 +11,7 @@ mod env_value;
 mod file;
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 pub use connection::{PgConnection, SslMode, TlsKeys};
@@ -19,6 +20,10 @@ pub use riptide_service::{AuthConfig, Limits};
 
 /// The HTTP port when neither the config nor `--port` names one.
 pub const DEFAULT_PORT: u16 = 8080;
+/// The listen address when neither the config's `host` nor `--host` names one: every
+/// interface, since a service on a config file is meant to be reached. The embedded default
+/// and the platform's managed services listen on 127.0.0.1 instead.
+pub const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 /// What replication slot names start with when `slot_name_prefix` is not set.
 pub const DEFAULT_SLOT_NAME_PREFIX: &str = "riptide_";
 /// [`ServeConfig::sync_rules_origin`] when the config has no rules.
@@ -32,6 +37,8 @@ pub struct ServeConfig {
     pub source: PgConnection,
     /// The storage database; `None`: a `riptide_storage` database on the source server.
     pub storage: Option<PgConnection>,
+    /// The address to listen on (`host`, a Riptide key; default [`DEFAULT_HOST`]).
+    pub host: IpAddr,
     pub port: u16,
     /// The sync rules YAML (`sync_config`). `None`: rules are deployed through the admin API
     /// (`POST /api/sync-rules/v1/deploy`) and the stored deployment is served meanwhile.
@@ -43,8 +50,11 @@ pub struct ServeConfig {
     pub sync_rules_offset: (usize, usize),
     /// `client_auth`, as the service reads it.
     pub auth: AuthConfig,
-    /// `api.tokens`: the admin API's and the dashboard's bearer tokens.
+    /// `api.tokens`: the admin API's bearer tokens.
     pub api_tokens: Vec<String>,
+    /// `api.dashboard_tokens` (a Riptide key): read-only tokens for the dashboard's data. The
+    /// dashboard never accepts `api.tokens`.
+    pub dashboard_tokens: Vec<String>,
     /// `api.parameters`, as the service reads them.
     pub limits: Limits,
     pub logging: Logging,
@@ -85,19 +95,21 @@ pub enum ConfigError {
 
 impl ServeConfig {
     /// A config for `source` with the defaults of a config file that sets nothing else:
-    /// storage on the source server, port 8080, no rules (the admin API deploys them), no
+    /// storage on the source server, every interface, port 8080, no rules (the admin API deploys them), no
     /// admin tokens, default limits, `info` text logs, slots named `riptide_…`. Change the
     /// fields you need with struct update syntax.
     pub fn new(source: impl Into<PgConnection>, auth: AuthConfig) -> ServeConfig {
         ServeConfig {
             source: source.into(),
             storage: None,
+            host: DEFAULT_HOST,
             port: DEFAULT_PORT,
             sync_rules: None,
             sync_rules_origin: ADMIN_API_ORIGIN.into(),
             sync_rules_offset: (0, 0),
             auth,
             api_tokens: Vec::new(),
+            dashboard_tokens: Vec::new(),
             limits: Limits::default(),
             logging: Logging::default(),
             slot_name_prefix: DEFAULT_SLOT_NAME_PREFIX.into(),
@@ -126,6 +138,7 @@ impl fmt::Debug for ServeConfig {
         f.debug_struct("ServeConfig")
             .field("source", &self.source)
             .field("storage", &self.storage)
+            .field("host", &self.host)
             .field("port", &self.port)
             .field(
                 "sync_rules",
@@ -135,6 +148,7 @@ impl fmt::Debug for ServeConfig {
             .field("sync_rules_offset", &self.sync_rules_offset)
             .field("auth", &AuthSummary(&self.auth))
             .field("api_tokens", &Count(self.api_tokens.len()))
+            .field("dashboard_tokens", &Count(self.dashboard_tokens.len()))
             .field("limits", &self.limits)
             .field("logging", &self.logging)
             .field("slot_name_prefix", &self.slot_name_prefix)

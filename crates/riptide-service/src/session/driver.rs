@@ -163,7 +163,8 @@ impl<'a> Stream<'a> {
             resolutions: 0,
             notices: inner.write_checkpoints.subscribe(),
             rules_rx: inner.rules.clone(),
-            session: SessionState::new(Vec::new(), &request.buckets),
+            session: SessionState::new(Vec::new(), &request.buckets)
+                .with_page_bytes(inner.options.limits.max_data_page_bytes),
             resolved: None,
             pending_write: None,
             pace: Pace::new(inner.options.checkpoint_interval),
@@ -361,13 +362,14 @@ impl<'a> Stream<'a> {
             let chunks = self
                 .inner
                 .storage
-                .bucket_data(
+                .bucket_data_page(
                     active.deployment,
                     fetch.checkpoint,
                     &fetch.buckets,
-                    fetch.limit,
+                    fetch.page_limit(),
                 )
                 .await?;
+            note_byte_limited(&self.inner.metrics, &fetch, &chunks);
             let before = self.session.ops_sent_total();
             self.tx
                 .send_all(&self.session.on_data(&fetch, chunks))
@@ -542,6 +544,25 @@ impl BusView {
             self.follow.on_event(event, buckets_changed);
         }
         lookups_changed || buckets_changed || pending_write
+    }
+}
+
+/// Counts a page that ended at its byte budget before its op bound.
+fn note_byte_limited(
+    metrics: &crate::metrics::ServiceMetrics,
+    fetch: &super::state::Fetch,
+    chunks: &[riptide_storage::BucketChunk],
+) {
+    let ops: usize = chunks.iter().map(|c| c.ops.len()).sum();
+    if ops < fetch.limit {
+        let bytes: usize = chunks
+            .iter()
+            .flat_map(|c| &c.ops)
+            .map(riptide_storage::op_bytes)
+            .sum();
+        if bytes >= fetch.max_bytes {
+            metrics.data_page_byte_limited();
+        }
     }
 }
 

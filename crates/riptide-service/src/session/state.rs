@@ -19,6 +19,9 @@ use riptide_storage::{BucketChunk, BucketState};
 pub const DATA_LINE_BYTES: usize = 1024 * 1024;
 /// Ops per storage page, and so at most per `data` line.
 pub const DATA_PAGE_OPS: usize = 1000;
+/// Default bytes of op data per storage page (`Limits::max_data_page_bytes`): a page of large
+/// rows ends early, so a stream holds about this much of bucket data at a time.
+pub const DATA_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// A bucket of the connection's bucket set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +51,18 @@ pub struct Fetch {
     pub checkpoint: OpId,
     pub buckets: Vec<(String, OpId)>,
     pub limit: usize,
+    /// The page also ends once its ops hold this many bytes ([`riptide_storage::op_bytes`]).
+    pub max_bytes: usize,
+}
+
+impl Fetch {
+    /// The storage bounds of this page.
+    pub fn page_limit(&self) -> riptide_storage::PageLimit {
+        riptide_storage::PageLimit {
+            ops: self.limit,
+            bytes: self.max_bytes,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -82,6 +97,7 @@ pub struct SessionState {
     /// Buckets scheduled for data in a checkpoint that was abandoned before completing.
     incomplete: HashSet<String>,
     line_bytes: usize,
+    page_bytes: usize,
     ops_sent_total: u64,
 }
 
@@ -99,6 +115,7 @@ impl SessionState {
             pending: None,
             incomplete: HashSet::new(),
             line_bytes: DATA_LINE_BYTES,
+            page_bytes: DATA_PAGE_BYTES,
             ops_sent_total: 0,
         }
     }
@@ -106,6 +123,12 @@ impl SessionState {
     /// Uses a different `data` line size limit (tests).
     pub fn with_line_bytes(mut self, bytes: usize) -> Self {
         self.line_bytes = bytes.max(1);
+        self
+    }
+
+    /// Uses a different byte budget per storage page (`Limits::max_data_page_bytes`).
+    pub fn with_page_bytes(mut self, bytes: usize) -> Self {
+        self.page_bytes = bytes.max(1);
         self
     }
 
@@ -350,6 +373,7 @@ impl SessionState {
                 })
                 .collect(),
             limit: DATA_PAGE_OPS,
+            max_bytes: self.page_bytes,
         })
     }
 
@@ -367,6 +391,11 @@ impl SessionState {
             return out;
         };
         let total: usize = chunks.iter().map(|c| c.ops.len()).sum();
+        let page_bytes: usize = chunks
+            .iter()
+            .flat_map(|c| &c.ops)
+            .map(riptide_storage::op_bytes)
+            .sum();
         let mut still_more: HashSet<String> = HashSet::new();
         let mut returned: HashSet<String> = HashSet::new();
         for chunk in chunks {
@@ -408,8 +437,8 @@ impl SessionState {
             self.ops_sent_total += n;
         }
         // Buckets that came back without more data are done; a bucket missing from a full page
-        // may have been cut off by the page limit, so it is read again.
-        let page_full = total > 0 && total >= fetch.limit;
+        // (by ops or by bytes) may have been cut off by the page limit, so it is read again.
+        let page_full = total > 0 && (total >= fetch.limit || page_bytes >= fetch.max_bytes);
         group
             .remaining
             .retain(|b| still_more.contains(b) || (page_full && !returned.contains(b)));

@@ -246,6 +246,7 @@ async fn full_start_up_then_the_apps_token_syncs_the_apps_rows() {
         base,
         cookie: None,
         id: String::new(),
+        forwarded_for: None,
     };
     let (s, body) = alice
         .post(

@@ -1,4 +1,5 @@
-//! `api`: admin tokens and the service's limits (`api.parameters`).
+//! `api`: admin tokens, read-only dashboard tokens (`dashboard_tokens`, a Riptide key) and the
+//! service's limits (`api.parameters`).
 
 use serde::Deserialize;
 
@@ -9,6 +10,7 @@ use crate::config::{ConfigError, Env, ServeConfig};
 #[serde(deny_unknown_fields)]
 pub(super) struct Api {
     tokens: Option<Vec<Str>>,
+    dashboard_tokens: Option<Vec<Str>>,
     parameters: Option<ApiParameters>,
 }
 
@@ -16,6 +18,8 @@ pub(super) struct Api {
 #[serde(deny_unknown_fields)]
 struct ApiParameters {
     max_concurrent_connections: Option<Env<usize>>,
+    /// Riptide's own key: sync streams per user (`sub`).
+    max_connections_per_user: Option<Env<usize>>,
     max_buckets_per_connection: Option<Env<usize>>,
     max_parameter_query_results: Option<Env<usize>>,
     max_data_fetch_concurrency: Option<Ignored>,
@@ -27,7 +31,9 @@ struct ApiParameters {
 #[derive(Default)]
 pub(super) struct ApiSection {
     tokens: Vec<String>,
+    dashboard_tokens: Vec<String>,
     max_concurrent_connections: Option<usize>,
+    max_connections_per_user: Option<usize>,
     max_buckets_per_connection: Option<usize>,
     max_parameter_query_results: Option<usize>,
 }
@@ -35,9 +41,13 @@ pub(super) struct ApiSection {
 impl ApiSection {
     pub(super) fn apply(self, config: &mut ServeConfig) {
         config.api_tokens = self.tokens;
+        config.dashboard_tokens = self.dashboard_tokens;
         let limits = &mut config.limits;
         if let Some(v) = self.max_concurrent_connections {
             limits.max_concurrent_connections = v;
+        }
+        if let Some(v) = self.max_connections_per_user {
+            limits.max_connections_per_user = v;
         }
         if let Some(v) = self.max_buckets_per_connection {
             limits.max_buckets_per_connection = v;
@@ -52,15 +62,27 @@ pub(super) fn resolve(r: &mut Resolver<'_>, api: Option<Api>) -> Result<ApiSecti
     let Some(api) = api else {
         return Ok(ApiSection::default());
     };
-    let tokens = api
-        .tokens
-        .unwrap_or_default()
-        .into_iter()
-        .map(Env::into_inner)
-        .collect();
+    let strings = |list: Option<Vec<Str>>| -> Vec<String> {
+        list.unwrap_or_default()
+            .into_iter()
+            .map(Env::into_inner)
+            .collect()
+    };
+    let tokens = strings(api.tokens);
+    let dashboard_tokens = strings(api.dashboard_tokens);
+    if dashboard_tokens
+        .iter()
+        .any(|t| !t.is_empty() && tokens.contains(t))
+    {
+        return Err(r.invalid(
+            "api.dashboard_tokens must differ from api.tokens: a dashboard token is read-only \
+             and may travel in a URL, an admin token must not",
+        ));
+    }
     let Some(p) = api.parameters else {
         return Ok(ApiSection {
             tokens,
+            dashboard_tokens,
             ..ApiSection::default()
         });
     };
@@ -78,7 +100,9 @@ pub(super) fn resolve(r: &mut Resolver<'_>, api: Option<Api>) -> Result<ApiSecti
     );
     let section = ApiSection {
         tokens,
+        dashboard_tokens,
         max_concurrent_connections: p.max_concurrent_connections.map(Env::into_inner),
+        max_connections_per_user: p.max_connections_per_user.map(Env::into_inner),
         max_buckets_per_connection: p.max_buckets_per_connection.map(Env::into_inner),
         max_parameter_query_results: p.max_parameter_query_results.map(Env::into_inner),
     };
@@ -95,6 +119,7 @@ pub(super) fn resolve(r: &mut Resolver<'_>, api: Option<Api>) -> Result<ApiSecti
             "max_parameter_query_results",
             section.max_parameter_query_results,
         ),
+        ("max_connections_per_user", section.max_connections_per_user),
     ] {
         if v == Some(0) {
             return Err(r.invalid(format!("api.parameters.{name} must be at least 1")));

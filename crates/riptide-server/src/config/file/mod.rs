@@ -25,6 +25,8 @@ type Ignored = yaml_serde::Value;
 struct File {
     replication: Option<replication::Replication>,
     storage: Option<storage::Storage>,
+    /// The listen address (a Riptide key).
+    host: Option<Str>,
     port: Option<Env<u16>>,
     sync_config: Option<sync_config::SyncConfig>,
     /// The old name of `sync_config`.
@@ -85,6 +87,15 @@ pub(super) fn resolve(text: &str, origin: &str, base: &Path) -> Result<ServeConf
     // Everything the file does not set keeps the one default, from `ServeConfig::new`.
     let mut config = ServeConfig::new(source.connection, auth);
     config.storage = storage;
+    if let Some(host) = file.host {
+        let host = host.into_inner();
+        config.host = host.trim().parse().map_err(|_| {
+            r.invalid(format!(
+                "host: {host:?} is not an IP address (0.0.0.0 for every interface, 127.0.0.1 \
+                 for this machine only, :: for every IPv6 interface)"
+            ))
+        })?;
+    }
     if let Some(port) = file.port {
         config.port = port.into_inner();
     }
@@ -319,5 +330,38 @@ client_auth:
         );
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("needs `path` or `content`"), "{err}");
+    }
+
+    #[test]
+    fn host_is_the_listen_address_every_interface_by_default() {
+        assert_eq!(parse(MINIMAL).unwrap().host.to_string(), "0.0.0.0");
+        let c = parse(&format!("{MINIMAL}host: 127.0.0.1\n")).unwrap();
+        assert_eq!(c.host.to_string(), "127.0.0.1");
+        let c = parse(&format!("{MINIMAL}host: '::1'\n")).unwrap();
+        assert_eq!(c.host.to_string(), "::1");
+        let err = parse(&format!("{MINIMAL}host: example.com\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("host") && err.contains("not an IP address"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dashboard_tokens_are_apart_from_admin_tokens() {
+        let c = parse(&format!(
+            "{MINIMAL}api:\n  tokens: [admin]\n  dashboard_tokens: [view]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.api_tokens, vec!["admin"]);
+        assert_eq!(c.dashboard_tokens, vec!["view"]);
+        assert!(!format!("{c:?}").contains("view"));
+        let err = parse(&format!(
+            "{MINIMAL}api:\n  tokens: [same]\n  dashboard_tokens: [same]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("dashboard_tokens must differ"), "{err}");
     }
 }
