@@ -1,6 +1,6 @@
 //! A private Postgres server a fault test may kill and restart (the test run's shared cluster
-//! must never be): its own data directory and port, `wal_level = logical`, removed when
-//! dropped.
+//! must never be): its own data directory and port, `wal_level = logical`, commits durable
+//! against a killed process (`synchronous_commit = on`), removed when dropped.
 
 use std::time::Duration;
 
@@ -28,6 +28,20 @@ impl PgServer {
         make_traversable(dir.path());
         let cluster = LocalCluster::new(dir.path().join("pg"));
         cluster.init(Durability::Ephemeral)?;
+        // A killed server keeps every commit it acknowledged, as a real one does: with
+        // synchronous_commit off (the ephemeral default) an immediate stop loses the last
+        // commits, which a crash test would take for data the service lost. fsync stays off:
+        // the process is killed, not the machine.
+        let conf = dir.path().join("pg").join("postgresql.conf");
+        let io = |source| LocalPgError::Io {
+            path: conf.clone(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&conf)
+            .map_err(io)?;
+        std::io::Write::write_all(&mut file, b"\nsynchronous_commit = on\n").map_err(io)?;
         let port = cluster.start(None)?;
         Ok(PgServer {
             cluster,
