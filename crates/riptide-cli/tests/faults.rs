@@ -352,6 +352,24 @@ async fn clients_converge_after_a_crash_at_every_failpoint() {
         world.write().await;
         world.converge(&format!("a crash at {point}")).await;
     }
+    // Every replaced deployment's slot is gone (dropped at retirement, or as an orphan at the
+    // next start or switch): only the serving deployment's remains.
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let slots: Vec<String> = world
+            .db
+            .query("SELECT slot_name FROM pg_replication_slots", &[])
+            .await
+            .expect("slots")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if slots.len() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slots left behind: {slots:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     world.service.kill().await;
 }
 
