@@ -1,5 +1,5 @@
 //! Named failpoints between the storage steps of replication, for the fault-injection suite
-//! (`docs/faults.md`). They exist only with the `failpoints` feature (the `fail` crate), which
+//! (`docs/architecture.md`, "Failure modes"). They exist only with the `failpoints` feature (the `fail` crate), which
 //! release builds leave off; without it [`failpoint!`] expands to nothing.
 //!
 //! Configured by name through `fail::cfg` or the `FAILPOINTS` environment variable (read by

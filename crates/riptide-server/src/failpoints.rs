@@ -1,4 +1,4 @@
-//! Failpoints of a rules switch for the fault-injection suite (`docs/faults.md`), next to the
+//! Failpoints of a rules switch for the fault-injection suite (`docs/architecture.md`, "Failure modes"), next to the
 //! replicator's (`riptide_replication`'s `failpoints.rs`): only with the `failpoints` feature,
 //! which release builds leave off.
 //!

@@ -1,5 +1,5 @@
 //! Tools of the fault-injection suite (the suite itself runs the `riptide` binary:
-//! `crates/riptide-cli/tests/faults.rs`; see `docs/faults.md`):
+//! `crates/riptide-cli/tests/faults.rs`; see `docs/architecture.md`, "Failure modes"):
 //!
 //! - [`PgServer`]: a private Postgres server a test may kill and restart (source and storage
 //!   each get their own, so either can fail alone);
