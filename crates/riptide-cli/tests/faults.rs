@@ -7,6 +7,7 @@
 //!
 //! - `clients_converge_through_every_fault`: the link cut, blackholed and slowed; the source
 //!   and the storage server killed and restarted; the service killed (SIGKILL) and restarted;
+//!   a restart on new rules (a new deployment snapshots and replaces the serving one);
 //! - `clients_converge_after_a_crash_at_every_failpoint` (feature `failpoints`, which
 //!   `scripts/test` turns on for this suite only): the process ends between every pair of
 //!   storage steps of replication, snapshot and a rules switch, and starts again;
@@ -237,6 +238,13 @@ impl World {
                 self.write().await;
                 self.start_service(None).await;
             }
+            Fault::NewRules => {
+                self.service.kill().await;
+                self.new_rules_version();
+                self.write().await;
+                self.start_service(None).await;
+                self.write().await;
+            }
         }
         self.write().await;
         self.converge(fault.name()).await
@@ -251,16 +259,18 @@ enum Fault {
     KillSource,
     KillStorage,
     KillService,
+    NewRules,
 }
 
 impl Fault {
-    const ALL: [Fault; 6] = [
+    const ALL: [Fault; 7] = [
         Fault::CutLink,
         Fault::Blackhole,
         Fault::SlowLink,
         Fault::KillSource,
         Fault::KillStorage,
         Fault::KillService,
+        Fault::NewRules,
     ];
 
     fn name(self) -> &'static str {
@@ -271,6 +281,7 @@ impl Fault {
             Fault::KillSource => "the source Postgres killed and restarted",
             Fault::KillStorage => "the storage Postgres killed and restarted",
             Fault::KillService => "the service killed (SIGKILL) and restarted",
+            Fault::NewRules => "a restart on a new version of the rules (snapshot, switch)",
         }
     }
 }
@@ -374,8 +385,8 @@ async fn clients_converge_after_a_crash_at_every_failpoint() {
 }
 
 /// The long soak: `FAULT_SOAK_MINUTES` (30 by default) of a fault a minute, clients writing
-/// and converging throughout. `cargo test -p riptide-cli --test integration faults::soak --
-/// --ignored --nocapture`.
+/// and converging throughout. `cargo test -p riptide-cli --features failpoints --test
+/// integration -- faults::soak --ignored --nocapture` (not nextest: its timeout ends it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a 30-minute soak; run by hand (docs/architecture.md, Failure modes)"]
 async fn soak() {
