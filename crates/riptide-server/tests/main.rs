@@ -6,4 +6,5 @@
 mod common;
 mod oracle;
 mod redeploy;
+mod resilience;
 mod serve;

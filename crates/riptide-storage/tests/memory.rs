@@ -23,4 +23,5 @@ storage_suite!(make();
     concurrent_writers,
     op_ids_continue_across_deployments,
     events_carry_small_commits,
+    keys_of_any_length,
 );

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use riptide_protocol::{ErrorCode, OpId, StreamingSyncRequest, SyncLine};
+use riptide_protocol::{ErrorCode, Lsn, OpId, StreamingSyncRequest, SyncLine};
 use riptide_rules::RequestParameters;
 use riptide_storage::{CheckpointEvent, StorageCheckpoint, StorageError};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -175,6 +175,17 @@ impl<'a> Stream<'a> {
     /// checkpoint (from the bus's ops or from storage), its lines and data sent, then a wait
     /// for the next relevant event.
     async fn run(&mut self) -> Result<(), SessionError> {
+        // A write checkpoint taken before this stream opened (a client that reconnected after
+        // requesting it, e.g. across a service restart) is looked for at every checkpoint
+        // until reported, like one announced while the stream is open: replication may not
+        // have reached it yet.
+        if !self.client_id.is_empty() {
+            self.pending_write = self
+                .inner
+                .storage
+                .write_checkpoint(&self.user.user_id, &self.client_id, Lsn(u64::MAX))
+                .await?;
+        }
         loop {
             // 1. The rules serving now, and the pace of checkpoints.
             let active = self.active_rules()?;
