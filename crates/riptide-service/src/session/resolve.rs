@@ -5,12 +5,13 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use riptide_protocol::{StreamDescription, StreamingSyncRequest, SubscriptionRef};
+use riptide_protocol::{
+    ErrorSubscription, StreamDescription, StreamError, StreamingSyncRequest, SubscriptionRef,
+};
 use riptide_rules::{
     BucketReason, LookupResults, RequestParameters, StreamRequest, StreamStatus, Subscription,
 };
 use riptide_storage::{BucketStorage, StorageCheckpoint};
-use serde_json::json;
 
 use super::driver::{LimitExceeded, SessionError};
 use super::state::SessionBucket;
@@ -183,9 +184,11 @@ fn stream_description(status: &StreamStatus) -> StreamDescription {
         errors: status
             .errors
             .iter()
-            .map(|e| match e.subscription {
-                Some(i) => json!({"subscription": i, "message": e.message}),
-                None => json!({"subscription": "default", "message": e.message}),
+            .map(|e| StreamError {
+                subscription: e.subscription.map_or(ErrorSubscription::Default, |i| {
+                    ErrorSubscription::Sub(u32::try_from(i).unwrap_or(u32::MAX))
+                }),
+                message: e.message.clone(),
             })
             .collect(),
     }

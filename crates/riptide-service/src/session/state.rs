@@ -11,7 +11,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use riptide_protocol::{
     BucketChecksum, BucketRequest, Checkpoint, CheckpointComplete, CheckpointDiff, DataLine, OpId,
-    OplogEntry, PartialCheckpointComplete, StreamDescription, SubscriptionRef, SyncLine,
+    OplogEntry, PartialCheckpointComplete, StreamDescription, StreamError, SubscriptionRef,
+    SyncLine,
 };
 use riptide_storage::{BucketChunk, BucketState};
 
@@ -491,7 +492,7 @@ impl SessionState {
 }
 
 /// The streams that have errors, with them.
-fn stream_errors(streams: &[StreamDescription]) -> Vec<(&str, &[serde_json::Value])> {
+fn stream_errors(streams: &[StreamDescription]) -> Vec<(&str, &[StreamError])> {
     streams
         .iter()
         .filter(|s| !s.errors.is_empty())

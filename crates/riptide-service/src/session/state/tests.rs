@@ -571,9 +571,10 @@ fn changed_stream_errors_resend_a_full_checkpoint_without_resending_data() {
     assert_eq!(run(&mut s, &ops, 1, &[bucket("1#global[]", 3)], None), "");
     // A subscription went over a limit: only a full checkpoint carries the error.
     let mut with_error = streams();
-    with_error[0]
-        .errors
-        .push(serde_json::json!({"subscription": 0, "message": "too many buckets"}));
+    with_error[0].errors.push(riptide_protocol::StreamError {
+        subscription: riptide_protocol::ErrorSubscription::Sub(0),
+        message: "too many buckets".into(),
+    });
     s.set_streams(with_error);
     ops.put("1#global[]", 2, "b", "y");
     let out = summary(&run(&mut s, &ops, 2, &[bucket("1#global[]", 3)], None));
