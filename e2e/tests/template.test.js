@@ -205,6 +205,9 @@ async function openUser(browser, name, appUrl) {
   };
 }
 
+/** A request's `streams`: the default streams and the todos of `listId` (Sync Streams). */
+const subscribe = (listId) => ({ include_defaults: true, subscriptions: [{ stream: 'list_todos', parameters: { list_id: listId } }] });
+
 const listItem = (page, name) => page.getByTestId('list-item').filter({ hasText: name });
 const todoItem = (page, description) =>
   page.getByTestId('todo-item').filter({ has: page.getByTestId('todo-description').getByText(description, { exact: true }) });
@@ -432,7 +435,7 @@ test('realtime template: two users in Chromium against riptide serve and realtim
     const rawB = watchSyncStream(parts.service.endpoint, bWatchToken, (op) => {
       const row = typeof op.data === 'string' ? JSON.parse(op.data) : op.data;
       return row?.description === 'milk' && (row.completed === 1 || row.completed === true);
-    });
+    }, { streams: subscribe(groceriesId) });
     // Let the raw stream reach its first checkpoint before the change.
     await new Promise((resolve) => setTimeout(resolve, 300));
     const onlineAt = performance.now();
@@ -500,7 +503,6 @@ test('realtime template: two users in Chromium against riptide serve and realtim
     // B's own sync token, as B's browser gets it.
     const bToken = await b.page.evaluate(async () => (await (await fetch('/api/powersync/token')).json()).token);
     // Also subscribed to the private list's todos by hand (Sync Streams): the rules grant none.
-    const subscribe = (listId) => ({ include_defaults: true, subscriptions: [{ stream: 'list_todos', parameters: { list_id: listId } }] });
     for (const [parameters, streams] of [
       [undefined, undefined],
       [{ list_id: privateListId, user_id: 'anyone' }, subscribe(privateListId)],
