@@ -13,10 +13,12 @@
 //!
 //! - `startup`: what runs when the process starts (stored deployments against the config's rules);
 //! - `lifecycle`: one deployment's replicator, its activation, the switch and retirement;
-//! - `admin`: deploys, validation and the current state for the admin API ([`Admin`]).
+//! - `admin`: deploys, validation and the current state for the admin API ([`Admin`]);
+//! - `reprocess`: the serving rules again on a new slot (admin API v1).
 
 mod admin;
 mod lifecycle;
+mod reprocess;
 mod startup;
 
 use std::sync::{Arc, Mutex as StdMutex};
