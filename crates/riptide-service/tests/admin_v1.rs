@@ -1,10 +1,6 @@
 //! PowerSync's admin API v1 through the router: token checks, request bodies, the shapes of
 //! the answers and the error codes of reprocess, against a fake [`InstanceAdmin`].
 
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -17,7 +13,7 @@ use riptide_service::instance_admin::{
 };
 use riptide_service::{InstanceAdmin, InstanceAdminError, router};
 use serde_json::{Value, json};
-use support::Harness;
+use crate::support::Harness;
 use tower::ServiceExt;
 
 const TOKEN: &str = "admin-secret-v1";
