@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::support::Harness;
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -13,7 +14,6 @@ use riptide_service::instance_admin::{
 };
 use riptide_service::{InstanceAdmin, InstanceAdminError, router};
 use serde_json::{Value, json};
-use crate::support::Harness;
 use tower::ServiceExt;
 
 const TOKEN: &str = "admin-secret-v1";
