@@ -3,7 +3,9 @@
 //! linked once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin_v1;
 mod common;
 mod oracle;
 mod redeploy;
+mod resilience;
 mod serve;
