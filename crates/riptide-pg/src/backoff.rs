@@ -34,8 +34,13 @@ impl Backoff {
     }
 
     /// The same delay every time (waiting for something another session releases).
-    pub fn fixed(delay: Duration) -> Backoff {
-        Backoff::new(delay, delay)
+    pub const fn fixed(delay: Duration) -> Backoff {
+        Backoff {
+            initial: delay,
+            max: delay,
+            next: delay,
+            failures: 0,
+        }
     }
 
     /// Failures since the last [`Backoff::reset`].

@@ -55,15 +55,33 @@ pub(crate) fn report_first(mode: SslMode, first: Failure) -> bool {
     mode == SslMode::Prefer && first == Failure::ServerRejected
 }
 
-/// A failed attempt: the tokio-postgres error (what a pool reports) and where it happened.
-pub(crate) struct Failed {
-    error: tokio_postgres::Error,
-    attempt: Attempt,
+/// A failed attempt and where it happened.
+pub(crate) enum Failed {
+    /// The tokio-postgres error (also what a pool reports).
+    Error {
+        error: tokio_postgres::Error,
+        attempt: Attempt,
+    },
+    /// No answer within the connect timeout (never for a pool's connector).
+    TimedOut(Attempt),
 }
 
 impl Failed {
     fn classify(self) -> PgError {
-        PgError::classify(self.error, &self.attempt)
+        match self {
+            Failed::Error { error, attempt } => PgError::classify(error, &attempt),
+            Failed::TimedOut(attempt) => PgError::Timeout {
+                host: attempt.host,
+                after: attempt.connect_timeout.unwrap_or_default(),
+            },
+        }
+    }
+
+    fn failure(&self) -> Failure {
+        match self {
+            Failed::Error { error, .. } => PgError::failure(error),
+            Failed::TimedOut(_) => Failure::Other,
+        }
     }
 }
 
@@ -76,10 +94,12 @@ pub(crate) struct Connector {
     unix_only: bool,
     channel_binding: tokio_postgres::config::ChannelBinding,
     host: String,
+    /// Bound each attempt by the connect timeout (a pool bounds creation itself).
+    time_whole_attempt: bool,
 }
 
 impl Connector {
-    pub fn new(conn: &PgConnection) -> Result<Connector, PgError> {
+    pub fn new(conn: &PgConnection, time_whole_attempt: bool) -> Result<Connector, PgError> {
         let client_config = conn.tls().client_config()?;
         Ok(Connector {
             tls: MakeRustlsConnect::new(client_config),
@@ -87,6 +107,7 @@ impl Connector {
             unix_only: conn.unix_sockets_only(),
             channel_binding: conn.tls().channel_binding.to_tokio_postgres(),
             host: conn.host_description(),
+            time_whole_attempt,
         })
     }
 
@@ -104,17 +125,23 @@ impl Connector {
                 Transport::Tls => Tp::Require,
             })
             .channel_binding(self.channel_binding);
-        config
-            .connect(self.tls.clone())
-            .await
-            .map_err(|error| Failed {
-                error,
-                attempt: Attempt {
-                    host: self.host.clone(),
-                    mode: self.mode,
-                    connect_timeout: config.get_connect_timeout().copied(),
-                },
-            })
+        let attempt = Attempt {
+            host: self.host.clone(),
+            mode: self.mode,
+            connect_timeout: config.get_connect_timeout().copied(),
+        };
+        let connecting = config.connect(self.tls.clone());
+        // tokio-postgres times only the TCP connect: a server that accepts and then never
+        // answers must not hang the caller either (libpq's connect_timeout covers the whole
+        // attempt too). A pool does this with its create timeout instead.
+        let result = match attempt.connect_timeout.filter(|_| self.time_whole_attempt) {
+            Some(limit) => match tokio::time::timeout(limit, connecting).await {
+                Ok(result) => result,
+                Err(_) => return Err(Failed::TimedOut(attempt)),
+            },
+            None => connecting.await,
+        };
+        result.map_err(|error| Failed::Error { error, attempt })
     }
 
     /// The attempts of the `sslmode`, the second only after a failure that calls for it.
@@ -127,24 +154,20 @@ impl Connector {
             Ok(connected) => return Ok(connected),
             Err(failed) => failed,
         };
-        let failure = failure_of(&first_failed);
+        let failure = first_failed.failure();
         let Some(second) = second.filter(|_| falls_back(self.mode, failure)) else {
             return Err((first_failed, failure));
         };
-        tracing::debug!(host = %self.host, sslmode = %self.mode, error = %first_failed.error, "postgres connection attempt failed; trying the other transport");
+        tracing::debug!(host = %self.host, sslmode = %self.mode, "postgres connection attempt failed; trying the other transport");
         match self.attempt(config, second).await {
             Ok(connected) => Ok(connected),
             Err(_) if report_first(self.mode, failure) => Err((first_failed, failure)),
             Err(second_failed) => {
-                let failure = failure_of(&second_failed);
+                let failure = second_failed.failure();
                 Err((second_failed, failure))
             }
         }
     }
-}
-
-fn failure_of(failed: &Failed) -> Failure {
-    PgError::failure(&failed.error)
 }
 
 impl deadpool_postgres::Connect for Connector {
@@ -154,11 +177,19 @@ impl deadpool_postgres::Connect for Connector {
     ) -> BoxFuture<'_, Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>> {
         let pg_config = pg_config.clone();
         Box::pin(async move {
-            let (client, connection) = self
-                .establish(&pg_config)
-                .await
-                .map_err(|(failed, _)| failed.error)?;
-            Ok((client, spawn_connection(connection, self.host.clone())))
+            let (failed, _) = match self.establish(&pg_config).await {
+                Ok((client, connection)) => {
+                    return Ok((client, spawn_connection(connection, self.host.clone())));
+                }
+                Err(failed) => failed,
+            };
+            match failed {
+                Failed::Error { error, .. } => Err(error),
+                // `time_whole_attempt` is off for a pool: its create timeout applies.
+                Failed::TimedOut(attempt) => {
+                    unreachable!("pool connector timed an attempt to {}", attempt.host)
+                }
+            }
         })
     }
 }
@@ -179,7 +210,7 @@ impl PgConnection {
     /// Opens a connection; its connection task runs in the background (its end is logged at
     /// debug) until the client is dropped.
     pub async fn connect(&self) -> Result<Client, PgError> {
-        let connector = Connector::new(self)?;
+        let connector = Connector::new(self, true)?;
         let (client, connection) = connector
             .establish(self.config())
             .await
@@ -193,13 +224,17 @@ impl PgConnection {
     pub fn pool(&self, size: usize) -> Result<Pool, PgError> {
         let manager = Manager::from_connect(
             self.config().clone(),
-            Connector::new(self)?,
+            Connector::new(self, false)?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // Creating a connection is bounded like `connect`'s attempts (`PoolError::Timeout`):
+        // both of `allow`'s or `prefer`'s attempts.
+        let create_timeout = self.config().get_connect_timeout().map(|t| *t * 2);
         Pool::builder(manager)
             .max_size(size.max(1))
+            .create_timeout(create_timeout)
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(PgError::Pool)

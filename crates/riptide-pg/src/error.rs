@@ -15,6 +15,9 @@ pub enum PgError {
     /// The connection string does not parse (its text is never repeated: it may hold a password).
     #[error("invalid Postgres connection string")]
     InvalidUri(#[source] tokio_postgres::Error),
+    /// A URL the platform tools edit is not a `postgres://` URL with a host.
+    #[error("invalid Postgres URL: {reason}")]
+    InvalidUrl { reason: String },
     #[error("invalid Postgres connection setting {key}: {reason}")]
     InvalidSetting { key: &'static str, reason: String },
     #[error(

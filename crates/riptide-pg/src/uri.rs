@@ -155,8 +155,7 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANU
 
 /// `uri` with its database name replaced by `dbname` (query parameters, TLS included, kept).
 pub fn with_dbname(uri: &str, dbname: &str) -> Result<String, PgError> {
-    let invalid = |reason: &str| PgError::InvalidSetting {
-        key: "connection string",
+    let invalid = |reason: &str| PgError::InvalidUrl {
         reason: format!("{} {reason}", redact(uri)),
     };
     let (scheme, rest) = uri
@@ -178,6 +177,24 @@ pub fn with_dbname(uri: &str, dbname: &str) -> Result<String, PgError> {
         out.push_str(q);
     }
     Ok(out)
+}
+
+/// `uri` with `sslmode=<mode>` added when it sets none, so the URI means the same wherever it
+/// goes (a config file reads a missing `sslmode` as `verify-full`, libpq as `prefer`).
+pub fn with_default_sslmode(uri: &str, mode: SslMode) -> String {
+    let Some((_, query)) = split_uri(uri) else {
+        return uri.to_owned();
+    };
+    let has_mode = query
+        .split('&')
+        .any(|pair| pair.split_once('=').map_or(pair, |(k, _)| k) == "sslmode");
+    if has_mode {
+        uri.to_owned()
+    } else if uri.contains('?') {
+        format!("{uri}&sslmode={mode}")
+    } else {
+        format!("{uri}?sslmode={mode}")
+    }
 }
 
 #[cfg(test)]
@@ -267,6 +284,22 @@ mod tests {
             "postgres://u@h/db?sslmode=require&password=***"
         );
         assert_eq!(redact("host=h"), "host=h");
+    }
+
+    #[test]
+    fn a_default_sslmode_is_added_only_when_missing() {
+        assert_eq!(
+            with_default_sslmode("postgres://u@h/db", SslMode::Disable),
+            "postgres://u@h/db?sslmode=disable"
+        );
+        assert_eq!(
+            with_default_sslmode("postgres://u@h/db?application_name=a", SslMode::Prefer),
+            "postgres://u@h/db?application_name=a&sslmode=prefer"
+        );
+        assert_eq!(
+            with_default_sslmode("postgres://u@h/db?sslmode=verify-full", SslMode::Disable),
+            "postgres://u@h/db?sslmode=verify-full"
+        );
     }
 
     #[test]

@@ -142,9 +142,11 @@ impl PgConnection {
             return Ok(plain(stream));
         }
         let name = self.tls_host();
-        let mut tcp = TcpStream::connect((name.as_str(), self.port()))
-            .await
-            .map_err(connect_error)?;
+        let mut tcp = match self.config().get_hostaddrs().first() {
+            Some(addr) => TcpStream::connect((*addr, self.port())).await,
+            None => TcpStream::connect((name.as_str(), self.port())).await,
+        }
+        .map_err(connect_error)?;
         self.tune_socket(&tcp).map_err(connect_error)?;
         if transport == Transport::Plain {
             return Ok(plain(tcp));
@@ -268,7 +270,8 @@ impl PgConnection {
         self.config().get_ports().first().copied().unwrap_or(5432)
     }
 
-    /// The host the socket goes to and TLS verifies: the first TCP host, or `hostaddr`.
+    /// The name TLS verifies (and the socket goes to without `hostaddr`): the first TCP host,
+    /// or `hostaddr`.
     fn tls_host(&self) -> String {
         match self.config().get_hosts().first() {
             Some(Host::Tcp(h)) => h.clone(),
