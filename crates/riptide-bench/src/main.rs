@@ -1635,11 +1635,7 @@ async fn node_first_sync(endpoint: &str, token: &str, method: &str) -> Result<(u
 }
 
 async fn connect(url: &str) -> Result<tokio_postgres::Client> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
+    Ok(riptide_pg::PgConnection::from_uri(url)?.connect().await?)
 }
 
 fn free_port() -> Result<u16> {

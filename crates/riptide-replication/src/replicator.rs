@@ -11,6 +11,8 @@ use riptide_storage::{BucketStorage, CheckpointEvent, Deployment};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use riptide_pg::{Backoff, PgConnection, RetryError, retry};
+
 use crate::connection;
 use crate::error::ReplicationError;
 use crate::schema::TypeMap;
@@ -21,18 +23,38 @@ use crate::stream::{StreamOptions, TransactionApplier};
 
 /// Where to replicate from.
 #[derive(Debug, Clone)]
-pub struct ReplicatorOptions {
-    /// The source database (a user with REPLICATION and SELECT).
-    pub source: tokio_postgres::Config,
+pub struct ReplicationSource {
+    /// The source database (a user with REPLICATION and SELECT), TLS included.
+    pub connection: PgConnection,
     /// Publication to stream (`powersync`).
     pub publication: String,
     /// Prefix of replication slot names (`riptide_`).
     pub slot_prefix: String,
 }
 
+/// [`ReplicationSource`] as `riptide serve` builds it from a parsed URI: TLS from the
+/// config's own `sslmode` (`disable`, `prefer` or `require`). Kept until the server crate
+/// builds a [`ReplicationSource`] from its config (then remove this).
+#[derive(Debug, Clone)]
+pub struct ReplicatorOptions {
+    pub source: tokio_postgres::Config,
+    pub publication: String,
+    pub slot_prefix: String,
+}
+
+impl From<ReplicatorOptions> for ReplicationSource {
+    fn from(options: ReplicatorOptions) -> ReplicationSource {
+        ReplicationSource {
+            connection: PgConnection::from(options.source),
+            publication: options.publication,
+            slot_prefix: options.slot_prefix,
+        }
+    }
+}
+
 /// Replicates one source database into bucket storage.
 pub struct Replicator {
-    options: ReplicatorOptions,
+    options: ReplicationSource,
     storage: Arc<dyn BucketStorage>,
     events: broadcast::Sender<CheckpointEvent>,
     status: Arc<ReplicationStatus>,
@@ -41,12 +63,12 @@ pub struct Replicator {
 
 impl Replicator {
     pub fn new(
-        options: ReplicatorOptions,
+        options: impl Into<ReplicationSource>,
         storage: Arc<dyn BucketStorage>,
         events: broadcast::Sender<CheckpointEvent>,
     ) -> Self {
         Replicator {
-            options,
+            options: options.into(),
             storage,
             events,
             status: Arc::new(ReplicationStatus::default()),
@@ -62,7 +84,7 @@ impl Replicator {
 
     /// Checks the source database for this rules' needs; errors name the fix.
     pub async fn check_source(&self, rules: &SyncRules) -> Result<(), ReplicationError> {
-        let client = connection::connect(&self.options.source).await?;
+        let client = connection::connect(&self.options.connection).await?;
         let mut tables = rules.source_tables();
         tables.sort();
         let problems = source::check(&client, &self.options.publication, &tables).await?;
@@ -80,7 +102,7 @@ impl Replicator {
 
     /// Drops a replication slot if it exists (used when a deployment is replaced).
     pub async fn drop_slot(&self, slot_name: &str) -> Result<(), ReplicationError> {
-        let client = connection::connect(&self.options.source).await?;
+        let client = connection::connect(&self.options.connection).await?;
         drop_slot(&client, slot_name).await
     }
 
@@ -106,7 +128,7 @@ impl Replicator {
         deployment: Deployment,
         rules: Arc<SyncRules>,
     ) -> Result<(), ReplicationError> {
-        let mut client = connection::connect(&self.options.source).await?;
+        let mut client = connection::connect(&self.options.connection).await?;
         let types =
             TypeMap::load_with(&client, crate::values::ValueOptions::from_rules(&rules)).await?;
         let slot = deployment.slot_name.clone();
@@ -122,7 +144,7 @@ impl Replicator {
             }
             tracing::info!(lsn = %resume, slot = %slot, "resuming replication");
             let cfg = connection::replication_config(
-                &self.options.source,
+                &self.options.connection,
                 &self.options.publication,
                 &slot,
                 resume,
@@ -150,18 +172,22 @@ impl Replicator {
                         current
                     }
                 };
-            (start_streaming(cfg).await?, resume, baseline)
+            (
+                start_streaming(&self.options.connection, cfg).await?,
+                resume,
+                baseline,
+            )
         } else {
             // An interrupted snapshot starts over: no partial data, a fresh slot.
             self.storage.reset_snapshot(deployment.id).await?;
             drop_slot(&client, &slot).await?;
             let cfg = connection::replication_config(
-                &self.options.source,
+                &self.options.connection,
                 &self.options.publication,
                 &slot,
                 Lsn::ZERO,
             )?;
-            let mut session = connection::connect_gated(cfg).await?;
+            let mut session = connection::connect_gated(&self.options.connection, cfg).await?;
             let created = snapshot::create_slot(&mut session, &slot).await?;
             tracing::info!(lsn = %created.consistent_point, slot = %slot, "replication slot created; snapshot started");
             let ctx = SnapshotContext {
@@ -196,7 +222,7 @@ impl Replicator {
             self.status.clone(),
             self.events.clone(),
         )
-        .with_source(self.options.source.clone())
+        .with_source(self.options.connection.clone())
         .with_tracking(self.options.publication.clone(), baseline);
         stream(session, applier).await
     }
@@ -268,22 +294,39 @@ async fn stream(
 /// Connects and starts streaming, waiting briefly while the slot's previous session (a
 /// replicator that was just stopped) still holds it.
 async fn start_streaming(
+    source: &PgConnection,
     cfg: pgwire_replication::ReplicationConfig,
 ) -> Result<ReplicationClient, ReplicationError> {
-    let mut attempts = 0;
-    loop {
-        let mut session = ReplicationClient::connect(cfg.clone()).await?;
-        match session.wait_started().await {
-            Ok(()) => return Ok(session),
+    // `run` stops this task on cancellation; the retry itself needs no token.
+    let never = CancellationToken::new();
+    let cfg = &cfg;
+    retry(
+        SLOT_BUSY_BACKOFF,
+        SLOT_BUSY_ATTEMPTS,
+        &never,
+        move || async move {
+            let mut session = connection::connect_gated(source, cfg.clone()).await?;
+            session.start().await?;
+            session.wait_started().await?;
+            Ok(session)
+        },
+        |e: &ReplicationError| {
             // 55006 object_in_use: "replication slot … is active for PID …".
-            Err(pgwire_replication::PgWireError::Server(message))
-                if attempts < 50 && slot_in_use(&message) =>
-            {
-                attempts += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
+            matches!(e, ReplicationError::Stream(pgwire_replication::PgWireError::Server(m)) if slot_in_use(m))
+        },
+    )
+    .await
+    .map_err(retry_failed)
+}
+
+/// While a stopped replicator's session still holds a slot: every 100 ms, for 5 s.
+const SLOT_BUSY_BACKOFF: Backoff = Backoff::fixed(Duration::from_millis(100));
+const SLOT_BUSY_ATTEMPTS: u32 = 50;
+
+fn retry_failed(e: RetryError<ReplicationError>) -> ReplicationError {
+    match e {
+        RetryError::Failed(e) => e,
+        RetryError::Cancelled => ReplicationError::Protocol("cancelled".into()),
     }
 }
 
@@ -315,30 +358,28 @@ async fn slot_usable(
 
 /// Drops `slot` if it exists, waiting briefly for a session that still holds it to end.
 async fn drop_slot(client: &tokio_postgres::Client, slot: &str) -> Result<(), ReplicationError> {
-    let mut attempts = 0;
-    loop {
-        let result = client
-            .execute(
+    let never = CancellationToken::new();
+    let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] = &[&slot];
+    let dropped = retry(
+        SLOT_BUSY_BACKOFF,
+        SLOT_BUSY_ATTEMPTS,
+        &never,
+        move || {
+            client.execute(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
-                &[&slot],
+                params,
             )
-            .await;
-        match result {
-            Ok(n) => {
-                if n > 0 {
-                    tracing::info!(slot = %slot, "replication slot dropped");
-                }
-                return Ok(());
-            }
-            // 55006 object_in_use: the slot's previous session has not ended yet.
-            Err(e)
-                if attempts < 50
-                    && e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) =>
-            {
-                attempts += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
+        },
+        // 55006 object_in_use: the slot's previous session has not ended yet.
+        |e: &tokio_postgres::Error| e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE),
+    )
+    .await
+    .map_err(|e| match e {
+        RetryError::Failed(e) => ReplicationError::Query(e),
+        RetryError::Cancelled => ReplicationError::Protocol("cancelled".into()),
+    })?;
+    if dropped > 0 {
+        tracing::info!(slot = %slot, "replication slot dropped");
     }
+    Ok(())
 }

@@ -21,12 +21,12 @@ use riptide_storage::{BatchOperation, BucketStorage, CheckpointEvent, Deployment
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::batch::PipelinedBatch;
-use crate::connection::{quote_ident, quote_literal};
 use crate::error::ReplicationError;
 use crate::evaluate;
 use crate::row_image;
 use crate::schema::{TableSchema, TypeMap};
 use crate::status::ReplicationStatus;
+use riptide_pg::{quote_ident, quote_literal};
 
 /// Rows per cursor fetch.
 pub const FETCH_ROWS: usize = 10_000;

@@ -28,7 +28,6 @@ use riptide_storage::{BatchOperation, BucketStorage, CheckpointEvent, Deployment
 use tokio::sync::broadcast;
 
 use crate::batch::PipelinedBatch;
-use crate::connection::{quote_ident, quote_literal};
 use crate::error::ReplicationError;
 use crate::evaluate;
 use crate::pgoutput::{self, LogicalMessage, OldTuple, TupleValue};
@@ -37,6 +36,7 @@ use crate::schema::{TableSchema, TypeMap};
 use crate::snapshot::{self, SnapshotContext};
 use crate::status::ReplicationStatus;
 use crate::tables::{self, Gate, Tracked};
+use riptide_pg::{PgConnection, quote_ident, quote_literal};
 
 /// Prefix of the logical messages that advance checkpoints (write checkpoints).
 pub const CHECKPOINT_MESSAGE_PREFIX: &str = "powersync";
@@ -129,7 +129,7 @@ pub struct TransactionApplier {
     status: Arc<ReplicationStatus>,
     events: broadcast::Sender<CheckpointEvent>,
     /// The source, for re-reading rows whose unchanged TOAST values storage does not have.
-    source: Option<tokio_postgres::Config>,
+    source: Option<PgConnection>,
     /// Lazily opened ordinary connection for those re-reads and the catalog checks.
     reader: Option<tokio_postgres::Client>,
     /// Live table-set tracking (`tables.rs`); `None` without a source and publication.
@@ -190,7 +190,7 @@ impl TransactionApplier {
 
     /// Lets the applier re-read rows from the source by key when an update leaves TOAST
     /// columns unchanged and neither the transaction nor storage has their values.
-    pub fn with_source(mut self, source: tokio_postgres::Config) -> Self {
+    pub fn with_source(mut self, source: PgConnection) -> Self {
         self.source = Some(source);
         self
     }
@@ -828,7 +828,7 @@ impl TransactionApplier {
     /// slot's consistent point, committing at `position` (`tables.rs` explains why sound).
     async fn resync(
         &mut self,
-        source: &tokio_postgres::Config,
+        source: &PgConnection,
         publication: &str,
         tables: &[TableRef],
         position: Lsn,
@@ -841,7 +841,7 @@ impl TransactionApplier {
             .map_or(0, |d| d.subsec_nanos());
         let slot = format!("riptide_resync_{}_{n}_{nanos}", std::process::id());
         let cfg = crate::connection::replication_config(source, publication, &slot, Lsn::ZERO)?;
-        let mut session = crate::connection::connect_gated(cfg).await?;
+        let mut session = crate::connection::connect_gated(source, cfg).await?;
         let created = snapshot::create_slot_with(&mut session, &slot, true).await?;
         let mut client = crate::connection::connect(source).await?;
         let tx = client

@@ -2,6 +2,7 @@
 //! read, and rows paged through a cursor and mapped exactly as the replicator maps them.
 
 use anyhow::{Context, Result};
+use riptide_pg::{PgConnection, quote_ident, quote_literal};
 use riptide_replication::{TableSchema, TypeMap};
 use riptide_rules::{Row, TableRef};
 use tokio_postgres::{Client, GenericClient, SimpleQueryMessage, Transaction};
@@ -9,22 +10,14 @@ use tokio_postgres::{Client, GenericClient, SimpleQueryMessage, Transaction};
 /// Rows per cursor fetch: memory stays bounded whatever the table size.
 pub const FETCH_ROWS: usize = 1000;
 
-/// Connects with the replicator's session settings (so values print as it sees them).
+/// Connects with the replicator's session settings (so values print as it sees them); TLS
+/// per the URL (`sslmode`, `sslrootcert`, `channel_binding`, ...).
 pub async fn connect(url: &str) -> Result<Client> {
-    let config: tokio_postgres::Config = url
-        .parse()
+    let connection = PgConnection::from_uri(url)
         .context("invalid --database URL (expected postgres://user:password@host:port/db)")?;
-    riptide_replication::connect(&config)
+    riptide_replication::connect(&connection)
         .await
         .context("cannot connect to the database")
-}
-
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-pub fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// What `rules check` needs to know about one table.
