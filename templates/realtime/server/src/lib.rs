@@ -18,6 +18,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod database_url;
 pub mod error;
 pub mod merge_policy;
 pub mod migrations;
@@ -42,6 +43,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("cannot connect to the database (DIRECT_DATABASE_URL)")]
     Connect(#[source] tokio_postgres::Error),
+    #[error("DIRECT_DATABASE_URL cannot be used")]
+    DatabaseUrl(#[from] database_url::DatabaseUrlError),
     #[error("cannot create the database pool")]
     Pool(#[source] deadpool_postgres::BuildError),
     #[error(transparent)]
