@@ -1,6 +1,8 @@
 //! Test harness for Riptide: a private PostgreSQL cluster per test run (`wal_level=logical`,
 //! trust on loopback including replication), a fresh database per test dropped afterwards,
-//! JWT/JWKS helpers and a protocol-level sync client.
+//! JWT/JWKS helpers and a protocol-level sync client; and a TLS-only server for TLS tests
+//! ([`tls_server`]: generated CA, server and client certificates, SCRAM and `cert` roles,
+//! `hostnossl` rejected), also started once per test process.
 //!
 //! The cluster: when `RIPTIDE_TEST_PG_URL` is set (the test script starts one cluster for the
 //! whole run with the `riptide-test-postgres` binary) every test process uses it; otherwise the
@@ -12,10 +14,12 @@ mod cluster;
 mod database;
 mod jwt;
 mod sync_client;
+mod tls_server;
 mod wait;
 
 pub use cluster::{Cluster, LocalCluster, LocalPgError, server};
 pub use database::TestDatabase;
 pub use jwt::TestKeys;
 pub use sync_client::{SyncClient, SyncStream};
+pub use tls_server::{CA_NAME, CERT_USER, TLS_USER, TlsServer, tls_server};
 pub use wait::wait_for;

@@ -9,5 +9,6 @@ mod config;
 mod migrations;
 mod rules;
 mod static_files;
+mod tls;
 mod token;
 mod upload;
