@@ -21,5 +21,5 @@ pub use cluster::{Cluster, LocalCluster, LocalPgError, server};
 pub use database::TestDatabase;
 pub use jwt::TestKeys;
 pub use sync_client::{SyncClient, SyncStream};
-pub use tls_server::{CA_NAME, CERT_USER, TLS_USER, TlsServer, tls_server};
+pub use tls_server::{CA_NAME, CERT_USER, TLS_DIR_ENV, TLS_USER, TlsServer, tls_server};
 pub use wait::wait_for;

@@ -70,55 +70,86 @@ impl TlsServer {
     }
 }
 
-/// The TLS server of this test process, started on first use and stopped and removed after
-/// the process exits.
+/// Set by the test script to the directory of a TLS server started once for the whole run
+/// (`riptide-test-postgres start-tls DIR`); without it each test process starts its own.
+pub const TLS_DIR_ENV: &str = "RIPTIDE_TEST_TLS_PG_DIR";
+
+/// The TLS server of this test run: the one in [`TLS_DIR_ENV`] when set, otherwise one this
+/// process starts on first use and a watchdog stops and removes after it exits.
 pub fn tls_server() -> &'static TlsServer {
     static SERVER: OnceLock<TlsServer> = OnceLock::new();
     SERVER.get_or_init(|| {
-        start().unwrap_or_else(|e| panic!("cannot start the TLS test Postgres server: {e}"))
+        let server = match std::env::var(TLS_DIR_ENV).ok().filter(|d| !d.is_empty()) {
+            Some(dir) => TlsServer::open(Path::new(&dir)),
+            None => {
+                let dir = std::env::temp_dir().join(format!(
+                    "riptide-test-tls-{}-{}",
+                    std::process::id(),
+                    rand::random::<u32>()
+                ));
+                TlsServer::start(&dir).inspect(|_| {
+                    spawn_watchdog(&LocalCluster::new(dir.join("pg")), &dir);
+                })
+            }
+        };
+        server.unwrap_or_else(|e| panic!("cannot start the TLS test Postgres server: {e}"))
     })
 }
 
-fn start() -> Result<TlsServer, Box<dyn std::error::Error>> {
-    let dir = std::env::temp_dir().join(format!(
-        "riptide-test-tls-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    let data = dir.join("pg");
-    let local = LocalCluster::new(&data);
-    local.init(Durability::Ephemeral)?;
-    let certs = Certificates::generate()?;
-    certs.install(&data)?;
-    // Only the files the tests pass by path; Postgres reads its own from the data directory.
-    std::fs::write(dir.join("ca.crt"), &certs.ca)?;
-    std::fs::write(dir.join("client.crt"), &certs.client)?;
-    write_private(&dir.join("client.key"), &certs.client_key)?;
-    let port = local.start(None)?;
-    spawn_watchdog(&local, &dir);
-    let password = format!("pw-{:08x}", rand::random::<u32>());
-    create_roles(&data, port, &password)?;
-    let ca_path = dir.join("ca.crt");
-    Ok(TlsServer {
-        cluster: Cluster {
-            host: "localhost".into(),
-            port,
-            user: TLS_USER.into(),
-            password: Some(password.clone()),
-            params: format!(
-                "sslmode=verify-full&sslrootcert={}",
-                percent_encoding::utf8_percent_encode(
-                    &ca_path.display().to_string(),
-                    percent_encoding::NON_ALPHANUMERIC
-                )
-            ),
-        },
-        password,
-        dir,
-        ca_pem: certs.ca,
-        client_cert_pem: certs.client,
-        client_key_pem: certs.client_key,
-    })
+/// What [`TlsServer::open`] needs besides the certificate files.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ServerFile {
+    port: u16,
+    password: String,
+}
+
+impl TlsServer {
+    /// Generates certificates, then creates and starts a TLS-only cluster in `dir/pg`; the
+    /// certificates the tests use and `server.json` go to `dir`. Stop it with
+    /// `LocalCluster::new(dir/pg).stop(..)`.
+    pub fn start(dir: &Path) -> Result<TlsServer, Box<dyn std::error::Error>> {
+        let data = dir.join("pg");
+        let local = LocalCluster::new(&data);
+        local.init(Durability::Ephemeral)?;
+        let certs = Certificates::generate()?;
+        certs.install(&data)?;
+        // Only the files the tests pass by path; Postgres reads its own from `pg`.
+        std::fs::write(dir.join("ca.crt"), &certs.ca)?;
+        std::fs::write(dir.join("client.crt"), &certs.client)?;
+        write_private(&dir.join("client.key"), &certs.client_key)?;
+        let port = local.start(None)?;
+        let password = format!("pw-{:08x}", rand::random::<u32>());
+        create_roles(&data, port, &password)?;
+        let file = ServerFile { port, password };
+        write_private(&dir.join("server.json"), &serde_json::to_string(&file)?)?;
+        Self::open(dir)
+    }
+
+    /// The server [`TlsServer::start`] started in `dir` (still running).
+    pub fn open(dir: &Path) -> Result<TlsServer, Box<dyn std::error::Error>> {
+        let file: ServerFile = serde_json::from_slice(&std::fs::read(dir.join("server.json"))?)?;
+        let ca_path = dir.join("ca.crt");
+        Ok(TlsServer {
+            cluster: Cluster {
+                host: "localhost".into(),
+                port: file.port,
+                user: TLS_USER.into(),
+                password: Some(file.password.clone()),
+                params: format!(
+                    "sslmode=verify-full&sslrootcert={}",
+                    percent_encoding::utf8_percent_encode(
+                        &ca_path.display().to_string(),
+                        percent_encoding::NON_ALPHANUMERIC
+                    )
+                ),
+            },
+            password: file.password,
+            dir: dir.to_owned(),
+            ca_pem: std::fs::read_to_string(&ca_path)?,
+            client_cert_pem: std::fs::read_to_string(dir.join("client.crt"))?,
+            client_key_pem: std::fs::read_to_string(dir.join("client.key"))?,
+        })
+    }
 }
 
 struct Certificates {
