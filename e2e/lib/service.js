@@ -43,6 +43,7 @@ ${indent(rules.trimEnd(), 4)}
 storage:
   type: postgresql
   uri: ${storageUrl}
+  sslmode: disable
 port: ${port}
 ${syncConfig}client_auth:
   jwks:

@@ -1,5 +1,5 @@
-// Type round trip with the official client: every Postgres type of protocol §8, with edge values,
-// arrives in the client's local SQLite as the golden table says (the same table as
+// Type round trip with the official client: every Postgres type of docs/protocol.md §8.2, with
+// edge values, arrives in the client's local SQLite as the golden table says (the same table as
 // `crates/riptide-replication/tests/types.rs`), both from the initial snapshot and from live
 // streaming, in the legacy format (edition 1) and the edition-2 format (ISO-8601 timestamps,
 // `custom_types` domains).

@@ -1,7 +1,6 @@
 //! `riptide create-database --server-url` through the binary against the test kit's TLS-only
 //! server: the URL's `sslmode=verify-full` and CA file are used and kept; without TLS the error
 //! names the server's refusal and never the password.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;

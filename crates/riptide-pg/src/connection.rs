@@ -30,7 +30,7 @@ const TOKIO_POSTGRES_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60
 /// Build it from a URI ([`PgConnection::from_uri`]), from PowerSync's config keys
 /// ([`crate::ConnectionKeys`]) or from a `tokio_postgres::Config` ([`PgConnection::new`]);
 /// open connections with [`PgConnection::connect`] / [`PgConnection::pool`].
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct PgConnection {
     config: tokio_postgres::Config,
     tls: TlsOptions,

@@ -3,7 +3,7 @@
 
 use riptide_pg::PgConnection;
 pub(crate) use riptide_pg::quote_ident;
-pub(crate) use riptide_pg::uri::redact;
+pub use riptide_pg::uri::redact;
 
 use crate::PlatformError;
 

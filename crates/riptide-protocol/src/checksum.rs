@@ -134,7 +134,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// Op checksums and the final bucket checksum from the recorded official-service trace
-    /// (`shared/docs/traces/official-service-live.ndjson`).
+    /// (`tests/official-trace.ndjson`, a copy of the recording).
     #[test]
     fn matches_official_trace() {
         let sum = Checksum::of_put(

@@ -2,8 +2,8 @@
 //! checksums, NDJSON framing and PowerSync error codes. No IO lives here; the service, the test
 //! client and the benchmarks all share these types.
 //!
-//! The exact contract is `docs/powersync-protocol.md` (summarised from the official service and
-//! the PowerSync SQLite core). The points the official client is strict about are encoded in the
+//! The contract as Riptide implements it is `docs/protocol.md` (with where it differs from the
+//! official service). The points the official client is strict about are encoded in the
 //! types: op ids are decimal strings ([`OpId`]), op `data` is a JSON string, bucket checksums are
 //! wrapping u32 sums ([`Checksum`]).
 
@@ -11,6 +11,7 @@ mod checksum;
 mod error;
 mod lines;
 mod lsn;
+pub mod nesting;
 mod op_id;
 mod request;
 pub mod rsocket;

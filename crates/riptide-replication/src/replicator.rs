@@ -32,26 +32,6 @@ pub struct ReplicationSource {
     pub slot_prefix: String,
 }
 
-/// [`ReplicationSource`] as `riptide serve` builds it from a parsed URI: TLS from the
-/// config's own `sslmode` (`disable`, `prefer` or `require`). Kept until the server crate
-/// builds a [`ReplicationSource`] from its config (then remove this).
-#[derive(Debug, Clone)]
-pub struct ReplicatorOptions {
-    pub source: tokio_postgres::Config,
-    pub publication: String,
-    pub slot_prefix: String,
-}
-
-impl From<ReplicatorOptions> for ReplicationSource {
-    fn from(options: ReplicatorOptions) -> ReplicationSource {
-        ReplicationSource {
-            connection: PgConnection::from(options.source),
-            publication: options.publication,
-            slot_prefix: options.slot_prefix,
-        }
-    }
-}
-
 /// Replicates one source database into bucket storage.
 pub struct Replicator {
     options: ReplicationSource,
@@ -229,7 +209,7 @@ impl Replicator {
 }
 
 /// The socket loop: events in, acknowledgements out. After a source commit held for group
-/// commit (see `stream.rs`), the next event is taken only if it is already waiting; when none
+/// commit (see `stream/`), the next event is taken only if it is already waiting; when none
 /// is, the group is committed at once.
 async fn stream(
     mut session: ReplicationClient,

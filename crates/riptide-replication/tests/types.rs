@@ -62,7 +62,7 @@ fn two(ty: &'static str, sql: &'static str, legacy: E, edition2: E) -> Case {
     }
 }
 
-/// Every type of protocol §8 with its edge values. Shared with the e2e test by content.
+/// Every type of docs/protocol.md §8.2 with its edge values. Shared with the e2e test by content.
 fn golden() -> Vec<Case> {
     use E::*;
     vec![

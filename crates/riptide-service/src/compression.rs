@@ -1,5 +1,5 @@
 //! `Content-Encoding` of the sync stream: zstd, then gzip, then identity, chosen from
-//! `Accept-Encoding` (protocol doc §1.2), flushed after every line.
+//! `Accept-Encoding` (docs/protocol.md §1.2), flushed after every line.
 //!
 //! tower-http's compression layer buffers until its encoder decides to emit, which delays small
 //! lines (a checkpoint, a live change) indefinitely. [`CompressedLines`] instead compresses the

@@ -1,4 +1,4 @@
-//! Write-checkpoint history rules shared by both implementations (protocol doc §4).
+//! Write-checkpoint history rules shared by both implementations (docs/protocol.md §4.4).
 //!
 //! Per (user_id, client_id) storage keeps a counter and a short history of `(id, lsn)` pairs.
 //! A write checkpoint is reported at a storage checkpoint with LSN `L` as the greatest id whose

@@ -25,8 +25,8 @@ export const TYPES = {
     pg: 'timestamptz',
     client: 'text',
     norm: 'text',
-    // Protocol §8: UTC; legacy keeps Postgres' sub-second digits (none if zero), edition 2 is
-    // ISO-8601 with 6 digits.
+    // docs/protocol.md §8.2: UTC; legacy keeps Postgres' sub-second digits (none if zero),
+    // edition 2 is ISO-8601 with 6 digits.
     canon: (c, edition) =>
       edition >= 2
         ? `to_char(${c} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`

@@ -1,5 +1,5 @@
 //! RSocket over WebSocket, the transport older `@powersync/web` releases and React Native use
-//! by default (protocol doc §2): the [`frame`] codec, the server [`connection`] state machine
+//! by default (docs/protocol.md §2): the [`frame`] codec, the server [`connection`] state machine
 //! (credit accounting, keepalive answers, fragment reassembly) and the PowerSync [`request`]
 //! payloads. No IO: the service's WebSocket route drives these.
 

@@ -1,4 +1,4 @@
-//! The sync-rules admin API (protocol doc §9.2), behind `api.tokens`:
+//! The sync-rules admin API (docs/protocol.md §9.2), behind `api.tokens`:
 //!
 //! - `POST /api/sync-rules/v1/deploy`: body `{"content": "<yaml>"}` or the raw YAML. Validates
 //!   first (400 with every located problem), refuses with 422 `PSYNC_S4105` when the config file

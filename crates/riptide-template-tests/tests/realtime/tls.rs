@@ -28,8 +28,9 @@ async fn the_app_runs_on_a_tls_database_url_with_channel_binding() {
             .unwrap();
     assert_eq!(applied, ["0001_init.sql"]);
     let state = AppState::connect(config).await.unwrap();
-    let base = serve(state).await;
+    let base = serve(state.clone()).await;
     let app = TestApp {
+        state,
         db,
         _root: root,
         keys,

@@ -3,7 +3,8 @@
 //! It is the app's own backend, next to the sync service:
 //!
 //! - accounts and sessions (`auth`): sign up, sign in, sign out, argon2 password hashes, an
-//!   HttpOnly session cookie, CSRF checks and a login rate limit;
+//!   HttpOnly session cookie, CSRF checks, and sign-in and sign-up rate limits per client
+//!   address (within the bounds of [`limits`]);
 //! - PowerSync tokens (`token`): a short-lived EdDSA JWT for the signed-in user, which the sync
 //!   service verifies with the matching public key;
 //! - uploads (`upload`): the client's queued writes (`POST /api/sync`), checked against the
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod config;
 pub mod database_url;
 pub mod error;
+pub mod limits;
 pub mod merge_policy;
 pub mod migrations;
 pub mod rules_deploy;
@@ -28,6 +30,7 @@ pub mod static_files;
 pub mod token;
 pub mod upload;
 
+mod request_body;
 mod routes;
 
 use std::net::SocketAddr;
@@ -45,6 +48,8 @@ pub enum StartError {
     Connect(#[source] tokio_postgres::Error),
     #[error("DIRECT_DATABASE_URL cannot be used")]
     DatabaseUrl(#[from] database_url::DatabaseUrlError),
+    #[error("cannot start the password hashing threads")]
+    Threads(#[source] std::io::Error),
     #[error("cannot create the database pool")]
     Pool(#[source] deadpool_postgres::BuildError),
     #[error(transparent)]
