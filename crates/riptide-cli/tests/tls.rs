@@ -40,7 +40,10 @@ async fn create_database_with_a_tls_server_url() {
     let db: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let direct = db["directUri"].as_str().unwrap();
     assert!(direct.contains("sslmode=verify-full"), "{db}");
-    let client = riptide_pg::PgConnection::from_uri(direct)
+    // The output never holds the password; the URL is otherwise the one to use.
+    assert!(!direct.contains(&server.password), "{db}");
+    let direct = direct.replace(":***@", &format!(":{}@", server.password));
+    let client = riptide_pg::PgConnection::from_uri(&direct)
         .unwrap()
         .connect()
         .await
