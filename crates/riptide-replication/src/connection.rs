@@ -2,6 +2,13 @@
 //! keepalives are the same everywhere): ordinary ones (catalog, checks, snapshot) and
 //! pgwire-replication walsender sessions (slot creation, streaming). Both get the same session
 //! settings so values print the same way on both.
+//!
+//! A source that stops answering must not hang the replicator: connecting is bounded by
+//! [`CONNECT_TIMEOUT`], queries between source transactions by [`QUERY_TIMEOUT`] ([`within`]),
+//! and the stream itself by its idle deadline (`streaming.rs`).
+
+use std::future::Future;
+use std::time::Duration;
 
 use pgwire_replication::{ReplicationClient, ReplicationConfig};
 use riptide_pg::PgConnection;
@@ -20,13 +27,36 @@ fn with_session_options(existing: Option<&str>) -> String {
     }
 }
 
+/// How long opening a source connection (ordinary or walsender) may take.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a query between source transactions (catalog check, TOAST re-read, heartbeat)
+/// may take.
+pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `fut`, or [`ReplicationError::Timeout`] naming `what` after `limit`.
+pub(crate) async fn within<T>(
+    what: &'static str,
+    limit: Duration,
+    fut: impl Future<Output = Result<T, ReplicationError>>,
+) -> Result<T, ReplicationError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| ReplicationError::Timeout {
+            what,
+            seconds: limit.as_secs(),
+        })?
+}
+
 /// Opens an ordinary connection with the session settings; the connection task runs in the
 /// background until the client is dropped.
 pub async fn connect(source: &PgConnection) -> Result<Client, ReplicationError> {
     let mut source = source.clone().with_default_application_name("riptide");
     let options = with_session_options(source.config().get_options());
     source.config_mut().options(options);
-    source.connect().await.map_err(ReplicationError::Connect)
+    within("connect", CONNECT_TIMEOUT, async {
+        source.connect().await.map_err(ReplicationError::Connect)
+    })
+    .await
 }
 
 /// The walsender session configuration for `slot`, starting at `start` (`Lsn::ZERO`: the
@@ -53,8 +83,11 @@ pub async fn connect_gated(
     source: &PgConnection,
     cfg: ReplicationConfig,
 ) -> Result<ReplicationClient, ReplicationError> {
-    source
-        .connect_walsender(cfg)
-        .await
-        .map_err(ReplicationError::Connect)
+    within("connect a walsender session", CONNECT_TIMEOUT, async {
+        source
+            .connect_walsender(cfg)
+            .await
+            .map_err(ReplicationError::Connect)
+    })
+    .await
 }

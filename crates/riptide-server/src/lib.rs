@@ -11,6 +11,7 @@
 pub mod config;
 pub mod deployments;
 pub mod embedded;
+pub mod failpoints;
 pub mod logging;
 pub mod schema_check;
 pub mod serve;

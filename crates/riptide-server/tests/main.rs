@@ -6,5 +6,6 @@
 mod common;
 mod oracle;
 mod redeploy;
+mod resilience;
 mod serve;
 mod tls;

@@ -1,8 +1,5 @@
 //! The behavioural suite against [`MemoryStorage`].
 
-#[macro_use]
-mod suite;
-
 use riptide_storage::MemoryStorage;
 
 async fn make() -> (MemoryStorage, ()) {
@@ -26,4 +23,5 @@ storage_suite!(make();
     concurrent_writers,
     op_ids_continue_across_deployments,
     events_carry_small_commits,
+    keys_of_any_length,
 );

@@ -1,6 +1,9 @@
 //! The behavioural test suite every [`BucketStorage`] implementation must pass. Each function
 //! takes a fresh, migrated storage; `storage_suite!` turns them into `#[tokio::test]`s.
-#![allow(dead_code, clippy::unwrap_used)]
+
+mod long_keys;
+
+pub use long_keys::keys_of_any_length;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

@@ -87,7 +87,7 @@ fn bucket(name: &str, priority: u8) -> SessionBucket {
     SessionBucket {
         name: name.into(),
         priority,
-        definition: 0,
+        subscriptions: vec![SubscriptionRef::Default(0)],
     }
 }
 
@@ -558,4 +558,35 @@ fn checkpoint_from_ops_declines_when_memory_cannot_cover() {
     );
     // Still consistent: storage serves it.
     assert!(run(&mut s, &ops, last, &buckets, None).contains("checkpoint_complete"));
+}
+
+#[test]
+fn changed_stream_errors_resend_a_full_checkpoint_without_resending_data() {
+    let mut ops = Ops::default();
+    ops.put("1#global[]", 1, "a", "x");
+    let mut s = SessionState::new(streams(), &[]);
+    run(&mut s, &ops, 1, &[bucket("1#global[]", 3)], None);
+    // The same streams again: nothing to tell.
+    s.set_streams(streams());
+    assert_eq!(run(&mut s, &ops, 1, &[bucket("1#global[]", 3)], None), "");
+    // A subscription went over a limit: only a full checkpoint carries the error.
+    let mut with_error = streams();
+    with_error[0].errors.push(riptide_protocol::StreamError {
+        subscription: riptide_protocol::ErrorSubscription::Sub(0),
+        message: "too many buckets".into(),
+    });
+    s.set_streams(with_error);
+    ops.put("1#global[]", 2, "b", "y");
+    let out = summary(&run(&mut s, &ops, 2, &[bucket("1#global[]", 3)], None));
+    assert!(
+        out[0].starts_with(r#"{"checkpoint":{"last_op_id":"2""#),
+        "{out:?}"
+    );
+    assert!(out[0].contains("too many buckets"), "{out:?}");
+    assert_eq!(out[1], "data 1#global[] 1..2 [2]");
+    assert_eq!(out[2], r#"{"checkpoint_complete":{"last_op_id":"2"}}"#);
+    // Later checkpoints are diffs again.
+    ops.put("1#global[]", 3, "c", "z");
+    let out = summary(&run(&mut s, &ops, 3, &[bucket("1#global[]", 3)], None));
+    assert!(out[0].starts_with(r#"{"checkpoint_diff""#), "{out:?}");
 }
