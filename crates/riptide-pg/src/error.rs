@@ -102,6 +102,16 @@ pub(crate) struct Attempt {
 }
 
 impl PgError {
+    /// Whether trying again later may succeed (the server down, unreachable or slow), as
+    /// opposed to a setting that must change first (TLS trust, host name, `sslmode`, PEM, an
+    /// invalid connection string).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            PgError::Timeout { .. } | PgError::Connect { .. } | PgError::Tls { .. }
+        )
+    }
+
     /// The cause of a failed tokio-postgres connection attempt, naming what to change.
     pub(crate) fn classify(error: tokio_postgres::Error, attempt: &Attempt) -> PgError {
         let host = attempt.host.clone();
@@ -232,6 +242,35 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn settings_to_change_are_not_transient() {
+        let host = || "db:5432".to_owned();
+        assert!(
+            PgError::Timeout {
+                host: host(),
+                after: Duration::from_secs(10)
+            }
+            .is_transient()
+        );
+        for e in [
+            PgError::UntrustedCertificate {
+                host: host(),
+                issuer: None,
+            },
+            PgError::HostnameMismatch {
+                host: host(),
+                names: vec![],
+            },
+            PgError::ServerWithoutTls {
+                host: host(),
+                mode: SslMode::Require,
+            },
+            PgError::ChannelBindingNotUsed { host: host() },
+        ] {
+            assert!(!e.is_transient(), "{e}");
+        }
+    }
 
     #[test]
     fn chain_sees_through_io_errors() {
