@@ -12,6 +12,7 @@ pub mod config;
 pub mod deployments;
 pub mod embedded;
 pub mod failpoints;
+pub mod instance_admin;
 pub mod logging;
 pub mod schema_check;
 pub mod serve;

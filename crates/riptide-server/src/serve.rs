@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
 use crate::deployments::{Admin, DeploymentError, DeploymentOptions, Deployments};
+use crate::instance_admin::Instance;
 
 /// Name of the storage database created on the source server when `storage` is not configured.
 pub const DEFAULT_STORAGE_DATABASE: &str = "riptide_storage";
@@ -116,7 +117,13 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             &source,
         )?)),
     )
-    .with_rules_admin(Arc::new(Admin(deployments.clone())));
+    .with_rules_admin(Arc::new(Admin(deployments.clone())))
+    .with_instance_admin(Arc::new(Instance::new(
+        deployments.clone(),
+        source.clone(),
+        PUBLICATION,
+        config.execute_sql,
+    )));
     attach_metrics(&state, &deployments);
     let listen = std::net::SocketAddr::new(config.host, config.port);
     let listener = tokio::net::TcpListener::bind(listen)

@@ -3,6 +3,7 @@
 //! linked once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin_v1;
 mod common;
 mod oracle;
 mod redeploy;

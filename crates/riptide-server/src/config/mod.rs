@@ -19,6 +19,8 @@ pub use env_value::Env;
 pub use riptide_pg::{ChannelBinding, PemSource, RootCerts, SslMode, TlsOptions};
 pub use riptide_service::{AuthConfig, Limits};
 
+pub use crate::instance_admin::ExecuteSqlOptions;
+
 /// The HTTP port when neither the config nor `--port` names one.
 pub const DEFAULT_PORT: u16 = 8080;
 /// The listen address when neither the config's `host` nor `--host` names one: every
@@ -60,6 +62,9 @@ pub struct ServeConfig {
     pub limits: Limits,
     pub logging: Logging,
     pub slot_name_prefix: String,
+    /// How the admin API's `execute-sql` runs: enabled by the connection's `debug_api`, the
+    /// rest from `api.execute_sql` (Riptide keys).
+    pub execute_sql: ExecuteSqlOptions,
     /// Keys that were accepted for compatibility but have no effect (dotted paths).
     pub ignored: Vec<String>,
 }
@@ -114,6 +119,7 @@ impl ServeConfig {
             limits: Limits::default(),
             logging: Logging::default(),
             slot_name_prefix: DEFAULT_SLOT_NAME_PREFIX.into(),
+            execute_sql: ExecuteSqlOptions::default(),
             ignored: Vec::new(),
         }
     }
@@ -153,6 +159,7 @@ impl fmt::Debug for ServeConfig {
             .field("limits", &self.limits)
             .field("logging", &self.logging)
             .field("slot_name_prefix", &self.slot_name_prefix)
+            .field("execute_sql", &self.execute_sql)
             .field("ignored", &self.ignored)
             .finish()
     }

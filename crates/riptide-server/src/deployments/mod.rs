@@ -15,11 +15,13 @@
 //! - `lifecycle`: one deployment's replicator (restarts, health, a lost slot replaced by a new
 //!   snapshot of the same rules), its activation, the switch and retirement;
 //! - `orphans`: slots replaced deployments left behind, dropped at start and after switches;
-//! - `admin`: deploys, validation and the current state for the admin API ([`Admin`]).
+//! - `admin`: deploys, validation and the current state for the admin API ([`Admin`]);
+//! - `reprocess`: the serving rules again on a new slot (admin API v1).
 
 mod admin;
 mod lifecycle;
 mod orphans;
+mod reprocess;
 mod startup;
 
 use std::sync::{Arc, Mutex as StdMutex};

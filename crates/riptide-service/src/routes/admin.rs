@@ -23,6 +23,7 @@ use serde_json::json;
 use super::data;
 use crate::auth::token_from_header;
 use crate::error::error_chain;
+use crate::instance_admin::InstanceAdminError;
 use crate::rules_admin::{RuleProblem, RulesAdmin, RulesAdminError};
 use crate::state::AppState;
 
@@ -41,6 +42,8 @@ pub enum AdminError {
     BadRequest(String),
     #[error(transparent)]
     Rules(#[from] RulesAdminError),
+    #[error(transparent)]
+    Instance(#[from] InstanceAdminError),
 }
 
 impl AdminError {
@@ -53,9 +56,12 @@ impl AdminError {
                 ErrorCode::S2001
             }
             AdminError::Rules(RulesAdminError::ManagedByConfig) => ErrorCode::S4105,
-            AdminError::Rules(RulesAdminError::Storage(_) | RulesAdminError::Failed(_)) => {
-                ErrorCode::S1001
-            }
+            AdminError::Rules(RulesAdminError::Storage(_) | RulesAdminError::Failed(_))
+            | AdminError::Instance(
+                InstanceAdminError::Storage(_) | InstanceAdminError::Failed(_),
+            ) => ErrorCode::S1001,
+            AdminError::Instance(InstanceAdminError::Busy) => ErrorCode::S4106,
+            AdminError::Instance(InstanceAdminError::NoActiveRules) => ErrorCode::S4104,
         }
     }
 }
@@ -69,11 +75,13 @@ impl IntoResponse for AdminError {
             _ => StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         };
         let description = match &self {
-            AdminError::Rules(RulesAdminError::Storage(_)) => {
+            AdminError::Rules(RulesAdminError::Storage(_))
+            | AdminError::Instance(InstanceAdminError::Storage(_)) => {
                 tracing::error!(error = %error_chain(&self), "sync rules admin request failed");
                 "Internal server error".to_owned()
             }
-            AdminError::Rules(RulesAdminError::Failed(_)) => {
+            AdminError::Rules(RulesAdminError::Failed(_))
+            | AdminError::Instance(InstanceAdminError::Failed(_)) => {
                 tracing::error!(error = %self, "sync rules admin request failed");
                 "Internal server error".to_owned()
             }
@@ -117,6 +125,12 @@ fn authorize<'a>(
     state: &'a AppState,
     headers: &HeaderMap,
 ) -> Result<&'a dyn RulesAdmin, AdminError> {
+    check_admin_token(state, headers)?;
+    state.rules_admin.as_deref().ok_or(AdminError::Unavailable)
+}
+
+/// Checks `Authorization` against `api.tokens` (also for the admin API v1).
+pub(crate) fn check_admin_token(state: &AppState, headers: &HeaderMap) -> Result<(), AdminError> {
     let tokens = &state.inner.options.api_tokens;
     if tokens.is_empty() {
         return Err(AdminError::Disabled);
@@ -125,7 +139,7 @@ fn authorize<'a>(
     if !tokens.accepts(token) {
         return Err(AdminError::WrongToken);
     }
-    state.rules_admin.as_deref().ok_or(AdminError::Unavailable)
+    Ok(())
 }
 
 /// The YAML of a request body: `{"content": "…"}` as JSON, or the body itself.
