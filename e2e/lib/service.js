@@ -53,6 +53,7 @@ ${indent(rules.trimEnd(), 4)}
 ${connectionExtra ? `      ${connectionExtra}\n` : ''}storage:
   type: postgresql
   uri: ${storageUrl}
+  sslmode: disable
 port: ${port}
 ${syncConfig}client_auth:
   jwks:

@@ -266,9 +266,5 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
 }
 
 async fn connect(url: &str) -> Result<tokio_postgres::Client> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
+    Ok(riptide_pg::PgConnection::from_uri(url)?.connect().await?)
 }

@@ -35,7 +35,7 @@ impl Service {
         let http_port = free_port()?;
         let config = json!({
             "replication": {"connections": [{"type": "postgresql", "uri": source_url(pg_port), "sslmode": "disable"}]},
-            "storage": {"type": "postgresql", "uri": storage_url(pg_port)},
+            "storage": {"type": "postgresql", "uri": storage_url(pg_port), "sslmode": "disable"},
             "port": http_port,
             "sync_config": {"content": "bucket_definitions:\n  global:\n    data:\n      - SELECT * FROM items\n  by_topic:\n    parameters: SELECT token_parameters.topic AS topic\n    data:\n      - SELECT * FROM events WHERE topic = bucket.topic\n"},
             "client_auth": {"jwks": keys.jwks(), "audience": [keys.audience]},

@@ -77,7 +77,7 @@ fn config(proxy_port: u16, storage: &PgServer, keys: &TestKeys, rules: &str) -> 
             "uri": format!("postgres://postgres@127.0.0.1:{proxy_port}/source"),
             "sslmode": "disable",
         }]},
-        "storage": {"type": "postgresql", "uri": storage.url("storage")},
+        "storage": {"type": "postgresql", "uri": storage.url("storage"), "sslmode": "disable"},
         "sync_config": {"content": rules},
         "client_auth": {"jwks": keys.jwks(), "audience": [keys.audience]},
         "system": {"logging": {"level": "info"}},

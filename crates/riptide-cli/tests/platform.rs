@@ -229,10 +229,11 @@ async fn sync_enable_publishes_all_tables_of_an_existing_database() {
     let name = unique("existing");
     h.json(&["create-database", &name, "--server-url", &server_url()]);
     let db_url = riptide_testkit::server().url(&name);
-    let (client, conn) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls)
+    let client = riptide_pg::PgConnection::from_uri(&db_url)
+        .unwrap()
+        .connect()
         .await
         .unwrap();
-    tokio::spawn(conn);
     client
         .batch_execute("CREATE TABLE items (id uuid PRIMARY KEY, name text)")
         .await
@@ -456,10 +457,11 @@ async fn sync_enable_switches_the_local_cluster_to_logical_replication() {
     let h = Home::new();
     let db = h.json(&["create-database", "local-wal"]);
     let url = db["directUri"].as_str().unwrap().to_owned();
-    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+    let c = riptide_pg::PgConnection::from_uri(&url)
+        .unwrap()
+        .connect()
         .await
         .unwrap();
-    tokio::spawn(conn);
     c.batch_execute("ALTER SYSTEM SET wal_level = replica")
         .await
         .unwrap();
@@ -467,20 +469,22 @@ async fn sync_enable_switches_the_local_cluster_to_logical_replication() {
     h.json(&["stop", "--all"]);
     // The next command starts the cluster again, now with wal_level = replica.
     assert_eq!(h.json(&["create-database", "local-wal"])["already"], true);
-    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+    let c = riptide_pg::PgConnection::from_uri(&url)
+        .unwrap()
+        .connect()
         .await
         .unwrap();
-    tokio::spawn(conn);
     let level: String = c.query_one("SHOW wal_level", &[]).await.unwrap().get(0);
     assert_eq!(level, "replica");
     drop(c);
 
     let sync = h.json(&["sync", "enable", "local-wal"]);
     assert_eq!(sync["already"], false);
-    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+    let c = riptide_pg::PgConnection::from_uri(&url)
+        .unwrap()
+        .connect()
         .await
         .unwrap();
-    tokio::spawn(conn);
     let level: String = c.query_one("SHOW wal_level", &[]).await.unwrap().get(0);
     assert_eq!(level, "logical");
     let live = reqwest::get(format!("{}/probes/liveness", sync["url"].as_str().unwrap()))

@@ -27,11 +27,11 @@ pub enum PlatformError {
     InvalidUrl(String),
     #[error(transparent)]
     LocalPg(#[from] riptide_localpg::LocalPgError),
-    #[error("cannot connect to Postgres at {target}: {source}")]
+    #[error("cannot connect to Postgres at {target}")]
     Connect {
         target: String,
         #[source]
-        source: tokio_postgres::Error,
+        source: riptide_pg::PgError,
     },
     #[error("{what}: {source}")]
     Postgres {

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use riptide_pg::SslMode;
+use riptide_pg::uri::with_default_sslmode;
 use serde::Serialize;
 use serde_json::json;
 
@@ -303,9 +305,17 @@ fn write_config(
     db: &DatabaseRecord,
     public_jwk: &serde_json::Value,
 ) -> Result<(), PlatformError> {
+    // A config connection without `sslmode` means verify-full (PowerSync's default): spell
+    // out what the URL means on its own (the local cluster has no TLS; libpq's `prefer`).
+    let mode = match db.provider {
+        Provider::Local => SslMode::Disable,
+        Provider::Server => SslMode::Prefer,
+    };
+    let source_uri = with_default_sslmode(&db.direct_uri, mode);
+    let storage_uri = with_default_sslmode(&record.storage_uri, mode);
     let config = json!({
-        "replication": {"connections": [{"type": "postgresql", "uri": db.direct_uri}]},
-        "storage": {"type": "postgresql", "uri": record.storage_uri},
+        "replication": {"connections": [{"type": "postgresql", "uri": source_uri}]},
+        "storage": {"type": "postgresql", "uri": storage_uri},
         // A managed service is for this machine's apps: not reachable from the network.
         "host": "127.0.0.1",
         "port": record.port,

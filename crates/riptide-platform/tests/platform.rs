@@ -30,10 +30,11 @@ fn unique(prefix: &str) -> String {
 }
 
 async fn exists_on_server(dbname: &str) -> bool {
-    let (client, conn) = tokio_postgres::connect(&server_url(), tokio_postgres::NoTls)
+    let client = riptide_pg::PgConnection::from_uri(&server_url())
+        .unwrap()
+        .connect()
         .await
         .unwrap();
-    tokio::spawn(conn);
     client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&dbname])
         .await
@@ -67,9 +68,10 @@ async fn create_database_on_a_server_is_idempotent_and_refuses_clashes() {
     assert!(info.direct_uri.ends_with(&format!("/{name}")));
     assert_eq!(info.pooled_uri, info.direct_uri);
     assert!(exists_on_server(&name).await);
-    let client = tokio_postgres::connect(&info.direct_uri, tokio_postgres::NoTls)
-        .await
-        .map(|(_, c)| drop(c));
+    let client = riptide_pg::PgConnection::from_uri(&info.direct_uri)
+        .unwrap()
+        .connect()
+        .await;
     assert!(client.is_ok(), "the returned URI connects");
 
     let again = database::create_database(&p, &name, Some(&url), &Quiet)
@@ -137,10 +139,11 @@ async fn local_provider_runs_a_managed_cluster() {
     let st = state::read(p.home()).unwrap();
     let cluster = st.cluster.clone().unwrap();
     assert!(info.direct_uri.contains(&format!(":{}/shop", cluster.port)));
-    let (c, conn) = tokio_postgres::connect(&info.direct_uri, tokio_postgres::NoTls)
+    let c = riptide_pg::PgConnection::from_uri(&info.direct_uri)
+        .unwrap()
+        .connect()
         .await
         .unwrap();
-    tokio::spawn(conn);
     let level: String = c.query_one("SHOW wal_level", &[]).await.unwrap().get(0);
     assert_eq!(level, "logical");
     drop(c);
@@ -208,10 +211,11 @@ async fn sync_enable_refuses_a_server_without_logical_replication() {
         // Nothing was made: state, files, publication, storage database.
         assert_eq!(std::fs::read(p.home().join("state.json")).unwrap(), before);
         assert!(entries(&p.home().join("sync")).is_empty());
-        let (c, conn) = tokio_postgres::connect(&db.direct_uri, tokio_postgres::NoTls)
+        let c = riptide_pg::PgConnection::from_uri(&db.direct_uri)
+            .unwrap()
+            .connect()
             .await
             .unwrap();
-        tokio::spawn(conn);
         assert!(
             c.query_opt("SELECT 1 FROM pg_publication", &[])
                 .await
@@ -366,10 +370,11 @@ async fn a_failed_sync_enable_takes_everything_back() {
     let db = database::create_database(&p, &name, Some(&server_url()), &Quiet)
         .await
         .unwrap();
-    let (c, conn) = tokio_postgres::connect(&db.direct_uri, tokio_postgres::NoTls)
+    let c = riptide_pg::PgConnection::from_uri(&db.direct_uri)
+        .unwrap()
+        .connect()
         .await
         .unwrap();
-    tokio::spawn(conn);
     c.batch_execute("CREATE TABLE t (id uuid PRIMARY KEY)")
         .await
         .unwrap();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use riptide_protocol::Lsn;
-use riptide_replication::{Replicator, ReplicatorOptions};
+use riptide_replication::{ReplicationSource, Replicator};
 use riptide_rules::SyncRules;
 use riptide_storage::{BucketStorage, PgStorage};
 use riptide_testkit::TestDatabase;
@@ -78,8 +78,8 @@ async fn main() {
         .expect("deployment");
     let (events, _) = tokio::sync::broadcast::channel(16);
     let replicator = Arc::new(Replicator::new(
-        ReplicatorOptions {
-            source: source.config(),
+        ReplicationSource {
+            connection: source.connection(),
             publication: "powersync".into(),
             slot_prefix: "riptide_".into(),
         },

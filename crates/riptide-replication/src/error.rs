@@ -11,7 +11,7 @@ pub enum ReplicationError {
     #[error("the source database is not ready for replication: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Source(Vec<SourceError>),
     #[error("could not connect to the source database")]
-    Connect(#[source] tokio_postgres::Error),
+    Connect(#[source] riptide_pg::PgError),
     #[error("source database query failed")]
     Query(#[from] tokio_postgres::Error),
     #[error("replication stream failed")]
@@ -24,9 +24,6 @@ pub enum ReplicationError {
     /// change to a relation never described, ...).
     #[error("unexpected replication stream: {0}")]
     Protocol(String),
-    /// A connection setting the replication connection cannot honour.
-    #[error("unsupported source connection setting: {0}")]
-    UnsupportedConfig(String),
     /// The replication slot of a deployment whose snapshot is done is gone (dropped, or
     /// invalidated by `max_slot_wal_keep_size`): the deployment must replicate from scratch
     /// (`riptide serve` starts a new snapshot of the same rules; see `deployments/`).

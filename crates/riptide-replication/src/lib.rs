@@ -39,7 +39,7 @@ mod tables;
 pub mod values;
 
 pub use error::ReplicationError;
-pub use replicator::{Replicator, ReplicatorOptions};
+pub use replicator::{ReplicationSource, Replicator};
 pub use slot::SlotInfo;
 // Connections, table schemas and row mapping exactly as the replicator uses them, for tools
 // (`riptide rules explain`) that read rows the same way.

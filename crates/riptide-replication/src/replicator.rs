@@ -8,6 +8,8 @@ use riptide_storage::{BucketStorage, CheckpointEvent, Deployment, DeploymentStat
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use riptide_pg::PgConnection;
+
 use crate::connection;
 use crate::error::ReplicationError;
 use crate::schema::TypeMap;
@@ -20,9 +22,9 @@ use crate::streaming::Completion;
 
 /// Where to replicate from.
 #[derive(Debug, Clone)]
-pub struct ReplicatorOptions {
-    /// The source database (a user with REPLICATION and SELECT).
-    pub source: tokio_postgres::Config,
+pub struct ReplicationSource {
+    /// The source database (a user with REPLICATION and SELECT), TLS included.
+    pub connection: PgConnection,
     /// Publication to stream (`powersync`).
     pub publication: String,
     /// Prefix of replication slot names (`riptide_`).
@@ -31,7 +33,7 @@ pub struct ReplicatorOptions {
 
 /// Replicates one source database into bucket storage.
 pub struct Replicator {
-    options: ReplicatorOptions,
+    options: ReplicationSource,
     storage: Arc<dyn BucketStorage>,
     events: broadcast::Sender<CheckpointEvent>,
     status: Arc<ReplicationStatus>,
@@ -40,7 +42,7 @@ pub struct Replicator {
 
 impl Replicator {
     pub fn new(
-        options: ReplicatorOptions,
+        options: ReplicationSource,
         storage: Arc<dyn BucketStorage>,
         events: broadcast::Sender<CheckpointEvent>,
     ) -> Self {
@@ -61,7 +63,7 @@ impl Replicator {
 
     /// Checks the source database for this rules' needs; errors name the fix.
     pub async fn check_source(&self, rules: &SyncRules) -> Result<(), ReplicationError> {
-        let client = connection::connect(&self.options.source).await?;
+        let client = connection::connect(&self.options.connection).await?;
         let mut tables = rules.source_tables();
         tables.sort();
         let problems = source::check(&client, &self.options.publication, &tables).await?;
@@ -79,13 +81,13 @@ impl Replicator {
 
     /// Drops a replication slot if it exists (used when a deployment is replaced).
     pub async fn drop_slot(&self, slot_name: &str) -> Result<(), ReplicationError> {
-        let client = connection::connect(&self.options.source).await?;
+        let client = connection::connect(&self.options.connection).await?;
         slot::drop(&client, slot_name).await
     }
 
     /// The replication slots of the source database (for finding slots left behind).
     pub async fn slots(&self) -> Result<Vec<SlotInfo>, ReplicationError> {
-        let client = connection::connect(&self.options.source).await?;
+        let client = connection::connect(&self.options.connection).await?;
         slot::list(&client).await
     }
 
@@ -111,7 +113,7 @@ impl Replicator {
         deployment: Deployment,
         rules: Arc<SyncRules>,
     ) -> Result<(), ReplicationError> {
-        let mut client = connection::connect(&self.options.source).await?;
+        let mut client = connection::connect(&self.options.connection).await?;
         let types =
             TypeMap::load_with(&client, crate::values::ValueOptions::from_rules(&rules)).await?;
         // The stored state is the truth (the caller's copy may be stale).
@@ -154,7 +156,7 @@ impl Replicator {
             self.status.clone(),
             self.events.clone(),
         )
-        .with_source(self.options.source.clone())
+        .with_source(self.options.connection.clone())
         .with_tracking(self.options.publication.clone(), started.baseline);
         let completion = started.complete_at.map(|at| Completion {
             storage: self.storage.clone(),
@@ -165,7 +167,7 @@ impl Replicator {
             started.session,
             applier,
             &self.stream_options,
-            self.options.source.clone(),
+            self.options.connection.clone(),
             completion,
         )
         .await
@@ -188,7 +190,7 @@ impl Replicator {
         }
         tracing::info!(lsn = %resume, slot = %slot, "resuming replication");
         let cfg = connection::replication_config(
-            &self.options.source,
+            &self.options.connection,
             &self.options.publication,
             slot,
             resume,
@@ -216,7 +218,7 @@ impl Replicator {
             }
         };
         Ok(Started {
-            session: slot::start_streaming(cfg).await?,
+            session: slot::start_streaming(&self.options.connection, cfg).await?,
             resume,
             baseline,
             complete_at: None,

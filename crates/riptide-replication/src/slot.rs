@@ -6,7 +6,10 @@ use std::time::Duration;
 use pgwire_replication::ReplicationClient;
 use riptide_protocol::Lsn;
 
-use crate::connection::{CONNECT_TIMEOUT, within};
+use riptide_pg::{Backoff, PgConnection, RetryError, retry};
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::{self, CONNECT_TIMEOUT, within};
 use crate::error::ReplicationError;
 
 /// What the source has of a slot.
@@ -83,59 +86,69 @@ pub(crate) async fn drop(
     client: &tokio_postgres::Client,
     slot: &str,
 ) -> Result<(), ReplicationError> {
-    let mut attempts = 0;
-    loop {
-        let result = client
-            .execute(
+    // The caller's task is what gets cancelled; the retry itself needs no token.
+    let never = CancellationToken::new();
+    let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] = &[&slot];
+    let dropped = retry(
+        SLOT_BUSY_BACKOFF,
+        SLOT_BUSY_ATTEMPTS,
+        &never,
+        move || {
+            client.execute(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
-                &[&slot],
+                params,
             )
-            .await;
-        match result {
-            Ok(n) => {
-                if n > 0 {
-                    tracing::info!(slot = %slot, "replication slot dropped");
-                }
-                return Ok(());
-            }
-            // 55006 object_in_use: the slot's previous session has not ended yet.
-            Err(e)
-                if attempts < 50
-                    && e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) =>
-            {
-                attempts += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
+        },
+        // 55006 object_in_use: the slot's previous session has not ended yet.
+        |e: &tokio_postgres::Error| {
+            e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE)
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        RetryError::Failed(e) => ReplicationError::Query(e),
+        RetryError::Cancelled => ReplicationError::Protocol("cancelled".into()),
+    })?;
+    if dropped > 0 {
+        tracing::info!(slot = %slot, "replication slot dropped");
     }
+    Ok(())
 }
 
-/// Connects and starts streaming, waiting briefly while the slot's previous session (a
-/// replicator that was just stopped) still holds it.
+/// While a stopped replicator's session still holds a slot: every 100 ms, for 5 s.
+const SLOT_BUSY_BACKOFF: Backoff = Backoff::fixed(Duration::from_millis(100));
+const SLOT_BUSY_ATTEMPTS: u32 = 50;
+
+/// Connects (TLS as for every connection to `source`) and starts streaming, waiting briefly
+/// while the slot's previous session (a replicator that was just stopped) still holds it.
 pub(crate) async fn start_streaming(
+    source: &PgConnection,
     cfg: pgwire_replication::ReplicationConfig,
 ) -> Result<ReplicationClient, ReplicationError> {
-    let mut attempts = 0;
-    loop {
-        let attempt = within("start streaming", CONNECT_TIMEOUT, async {
-            let mut session = ReplicationClient::connect(cfg.clone()).await?;
-            session.wait_started().await?;
-            Ok(session)
-        })
-        .await;
-        match attempt {
-            Ok(session) => return Ok(session),
-            // 55006 object_in_use: "replication slot … is active for PID …".
-            Err(ReplicationError::Stream(pgwire_replication::PgWireError::Server(message)))
-                if attempts < 50 && in_use(&message) =>
-            {
-                attempts += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let never = CancellationToken::new();
+    let cfg = &cfg;
+    retry(
+        SLOT_BUSY_BACKOFF,
+        SLOT_BUSY_ATTEMPTS,
+        &never,
+        move || {
+            within("start streaming", CONNECT_TIMEOUT, async move {
+                let mut session = connection::connect_gated(source, cfg.clone()).await?;
+                session.start().await?;
+                session.wait_started().await?;
+                Ok(session)
+            })
+        },
+        // 55006 object_in_use: "replication slot … is active for PID …".
+        |e: &ReplicationError| {
+            matches!(e, ReplicationError::Stream(pgwire_replication::PgWireError::Server(m)) if in_use(m))
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        RetryError::Failed(e) => e,
+        RetryError::Cancelled => ReplicationError::Protocol("cancelled".into()),
+    })
 }
 
 fn in_use(message: &str) -> bool {

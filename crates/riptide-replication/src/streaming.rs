@@ -45,7 +45,7 @@ struct Liveness {
     silent: Duration,
     /// Whether a heartbeat was written during this silence.
     heartbeat_sent: bool,
-    source: tokio_postgres::Config,
+    source: riptide_pg::PgConnection,
 }
 
 impl Liveness {
@@ -71,7 +71,7 @@ impl Liveness {
 }
 
 /// Writes the heartbeat message on its own connection (the loop keeps watching meanwhile).
-async fn heartbeat(source: tokio_postgres::Config) {
+async fn heartbeat(source: riptide_pg::PgConnection) {
     let result = within("write a heartbeat", QUERY_TIMEOUT, async {
         let client = connection::connect(&source).await?;
         client
@@ -93,7 +93,7 @@ pub(crate) async fn stream(
     mut session: ReplicationClient,
     mut applier: TransactionApplier,
     options: &StreamOptions,
-    source: tokio_postgres::Config,
+    source: riptide_pg::PgConnection,
     mut completion: Option<Completion>,
 ) -> Result<(), ReplicationError> {
     let mut tick = tokio::time::interval(TICK);

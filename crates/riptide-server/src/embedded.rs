@@ -10,6 +10,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::{EncodePrivateKey, KeypairBytes};
 use riptide_localpg::{Durability, LocalCluster, LocalPgError};
+use riptide_pg::{PgConnection, SslMode, TlsOptions};
 
 use crate::config::{AuthConfig, ServeConfig};
 
@@ -90,7 +91,7 @@ pub enum EmbeddedError {
     Connect {
         url: String,
         #[source]
-        source: tokio_postgres::Error,
+        source: riptide_pg::PgError,
     },
     #[error("cannot create the demo database")]
     CreateDatabase(#[source] tokio_postgres::Error),
@@ -174,15 +175,16 @@ impl Embedded {
     }
 }
 
-/// The demo database of the cluster on `port`: what [`riptide_localpg::url`] names.
-fn demo_database(port: u16) -> tokio_postgres::Config {
+/// The demo database of the cluster on `port`: what [`riptide_localpg::url`] names, without
+/// TLS (the embedded cluster listens on 127.0.0.1 only and has no certificate).
+fn demo_database(port: u16) -> PgConnection {
     let mut config = tokio_postgres::Config::new();
     config
         .host("127.0.0.1")
         .port(port)
         .user("postgres")
         .dbname(DEMO_DATABASE);
-    config
+    PgConnection::new(config, TlsOptions::new(SslMode::Disable))
 }
 
 /// Where the cluster lives. PostgreSQL runs as the `postgres` user when we are root, so its
@@ -244,16 +246,13 @@ async fn prepare_demo_database(port: u16) -> Result<(), EmbeddedError> {
 }
 
 async fn connect(url: &str) -> Result<tokio_postgres::Client, EmbeddedError> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(|source| EmbeddedError::Connect {
-            url: url.to_owned(),
-            source,
-        })?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
+    let failed = |source| EmbeddedError::Connect {
+        url: url.to_owned(),
+        source,
+    };
+    let mut connection = PgConnection::from_uri(url).map_err(failed)?;
+    connection.set_tls(TlsOptions::new(SslMode::Disable));
+    connection.connect().await.map_err(failed)
 }
 
 /// The local Ed25519 key that signs demo tokens.

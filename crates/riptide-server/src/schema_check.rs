@@ -54,7 +54,7 @@ struct TableFacts {
 /// `source` (connected with the replicator's session settings).
 pub async fn schema_problems(
     rules: &SyncRules,
-    source: &tokio_postgres::Config,
+    source: &riptide_pg::PgConnection,
     publication: &str,
 ) -> Result<Vec<Problem>, SchemaCheckError> {
     let client = riptide_replication::connect(source)
@@ -162,7 +162,7 @@ pub struct TableReport {
 /// connection.
 pub async fn table_reports(
     rules: &SyncRules,
-    source: &tokio_postgres::Config,
+    source: &riptide_pg::PgConnection,
     publication: &str,
 ) -> Result<(Vec<TableReport>, Vec<Problem>), SchemaCheckError> {
     let client = riptide_replication::connect(source)

@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use riptide_replication::{ReplicationError, Replicator, ReplicatorOptions};
+use riptide_pg::{PgConnection, PgError};
+use riptide_replication::{ReplicationError, ReplicationSource, Replicator};
 use riptide_rules::SyncRules;
 use riptide_service::auth::KeyStoreError;
 use riptide_service::{AppState, KeyStore, ServiceOptions};
@@ -36,7 +37,7 @@ pub enum ServeError {
     #[error("invalid sync rules in {origin}:\n{problems}")]
     InvalidRules { origin: String, problems: String },
     #[error("cannot connect to the source database")]
-    SourceConnect(#[source] tokio_postgres::Error),
+    SourceConnect(#[source] PgError),
     #[error("cannot read the source server's databases")]
     SourceQuery(#[source] tokio_postgres::Error),
     #[error(
@@ -55,7 +56,7 @@ pub enum ServeError {
     #[error("invalid client_auth keys")]
     Keys(#[source] KeyStoreError),
     #[error("cannot create the source connection pool")]
-    SourcePool(#[source] deadpool_postgres::BuildError),
+    SourcePool(#[source] PgError),
     #[error("cannot listen on {addr}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -75,11 +76,11 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         Some(text) => Some(parse_config_rules(text, &config)?),
         None => None,
     };
-    let source = config.source.config.clone();
+    let source = config.source.clone();
     let storage = connect_storage(&config).await?;
     let (events, _) = broadcast::channel::<CheckpointEvent>(1024);
-    let replicator_options = ReplicatorOptions {
-        source: source.clone(),
+    let replicator_options = ReplicationSource {
+        connection: source.clone(),
         publication: PUBLICATION.into(),
         slot_prefix: config.slot_name_prefix.clone(),
     };
@@ -186,20 +187,15 @@ fn parse_config_rules(text: &str, config: &ServeConfig) -> Result<SyncRules, Ser
 }
 
 /// The configured storage database (or the default one on the source server), connected and
-/// migrated.
+/// migrated; TLS as configured (the default database: the source's settings).
 async fn connect_storage(config: &ServeConfig) -> Result<Arc<dyn BucketStorage>, ServeError> {
-    let storage_config = match &config.storage {
-        Some(storage) => storage.config.clone(),
-        None => ensure_default_storage_database(&config.source.config).await?,
+    let storage_connection = match &config.storage {
+        Some(storage) => storage.clone(),
+        None => ensure_default_storage_database(&config.source).await?,
     };
-    let storage = PgStorage::from_config(storage_config).map_err(ServeError::StorageConnect)?;
-    drop(
-        storage
-            .pool()
-            .get()
-            .await
-            .map_err(|e| ServeError::StorageConnect(e.into()))?,
-    );
+    let storage = PgStorage::connect_with(&storage_connection)
+        .await
+        .map_err(ServeError::StorageConnect)?;
     storage
         .migrate()
         .await
@@ -253,15 +249,9 @@ impl riptide_service::ReplicationProgress for StatusProgress {
 /// Creates the `riptide_storage` database on the source server if it does not exist, and
 /// returns how to connect to it: the source's server and credentials, that database.
 async fn ensure_default_storage_database(
-    source: &tokio_postgres::Config,
-) -> Result<tokio_postgres::Config, ServeError> {
-    let (client, conn) = source
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(ServeError::SourceConnect)?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    source: &PgConnection,
+) -> Result<PgConnection, ServeError> {
+    let client = source.connect().await.map_err(ServeError::SourceConnect)?;
     let exists = client
         .query_opt(
             "SELECT 1 FROM pg_database WHERE datname = $1",
@@ -287,15 +277,10 @@ async fn ensure_default_storage_database(
             return Err(ServeError::CreateStorageDatabase(e));
         }
     }
-    let mut storage = source.clone();
-    storage.dbname(DEFAULT_STORAGE_DATABASE);
-    Ok(storage)
+    Ok(source.with_dbname(DEFAULT_STORAGE_DATABASE))
 }
 
-fn source_pool(source: &tokio_postgres::Config) -> Result<deadpool_postgres::Pool, ServeError> {
-    let manager = deadpool_postgres::Manager::new(source.clone(), tokio_postgres::NoTls);
-    deadpool_postgres::Pool::builder(manager)
-        .max_size(4)
-        .build()
-        .map_err(ServeError::SourcePool)
+/// The service's pool on the source (the admin API's schema and validation reads).
+fn source_pool(source: &PgConnection) -> Result<deadpool_postgres::Pool, ServeError> {
+    source.pool(4).map_err(ServeError::SourcePool)
 }

@@ -9,3 +9,4 @@ mod oracle;
 mod redeploy;
 mod resilience;
 mod serve;
+mod tls;

@@ -96,13 +96,8 @@ mod tests {
             .batch_execute("SET synchronous_commit = off; CREATE TABLE t (id int)")
             .await
             .unwrap();
-        let manager = deadpool_postgres::Manager::new(db.config(), tokio_postgres::NoTls);
-        let source = PgSourceDatabase::new(
-            deadpool_postgres::Pool::builder(manager)
-                .max_size(1)
-                .build()
-                .unwrap(),
-        );
+        let source =
+            PgSourceDatabase::new(riptide_pg::PgConnection::from(db.config()).pool(1).unwrap());
         for i in 0..50 {
             client.batch_execute("BEGIN").await.unwrap();
             // The end of a record inside the transaction; its commit record comes after.

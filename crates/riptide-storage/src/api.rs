@@ -15,8 +15,10 @@ pub enum StorageError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("could not create the storage connection pool")]
     CreatePool(#[from] deadpool_postgres::CreatePoolError),
-    #[error("invalid storage connection string: {0}")]
-    InvalidUri(String),
+    #[error("invalid storage connection string")]
+    InvalidUri(#[source] riptide_pg::PgError),
+    #[error("cannot connect to the storage database")]
+    Connect(#[source] riptide_pg::PgError),
     #[error("sync rules deployment {0} does not exist")]
     UnknownDeployment(DeploymentId),
     #[error("corrupt stored data: {0}")]

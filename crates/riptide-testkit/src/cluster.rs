@@ -4,20 +4,38 @@ use std::sync::OnceLock;
 
 pub use riptide_localpg::{LocalCluster, LocalPgError};
 
-/// The server tests connect to.
+/// A server tests connect to.
 #[derive(Debug, Clone)]
 pub struct Cluster {
     pub host: String,
     pub port: u16,
     pub user: String,
+    pub password: Option<String>,
+    /// Query parameters every URL gets (TLS settings of the TLS server), without `?`.
+    pub params: String,
 }
 
 impl Cluster {
-    /// `postgres://user@host:port/dbname`.
+    /// `postgres://user[:password]@host:port/dbname[?params]`.
     pub fn url(&self, dbname: &str) -> String {
+        self.url_with(dbname, &self.params)
+    }
+
+    /// Like [`Cluster::url`] with other query parameters.
+    pub fn url_with(&self, dbname: &str, params: &str) -> String {
+        let password = self
+            .password
+            .as_ref()
+            .map(|p| format!(":{p}"))
+            .unwrap_or_default();
+        let query = if params.is_empty() {
+            String::new()
+        } else {
+            format!("?{params}")
+        };
         format!(
-            "postgres://{}@{}:{}/{}",
-            self.user, self.host, self.port, dbname
+            "postgres://{}{password}@{}:{}/{dbname}{query}",
+            self.user, self.host, self.port
         )
     }
 
@@ -31,6 +49,10 @@ impl Cluster {
             host,
             port: config.get_ports().first().copied().unwrap_or(5432),
             user: config.get_user().unwrap_or("postgres").to_owned(),
+            password: config
+                .get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            params: String::new(),
         })
     }
 }
@@ -57,22 +79,25 @@ pub fn server() -> &'static Cluster {
             .init(riptide_localpg::Durability::Ephemeral)
             .and_then(|()| local.start(None))
             .unwrap_or_else(|e| panic!("cannot start the test Postgres cluster: {e}"));
-        spawn_watchdog(&local);
+        spawn_watchdog(&local, &dir);
         Cluster {
             host: "127.0.0.1".into(),
             port,
             user: "postgres".into(),
+            password: None,
+            params: String::new(),
         }
     })
 }
 
-/// Stops and removes the cluster once this process has exited.
-fn spawn_watchdog(cluster: &LocalCluster) {
+/// Stops the cluster and removes `dir` (its data directory or a parent of it) once this
+/// process has exited.
+pub(crate) fn spawn_watchdog(cluster: &LocalCluster, dir: &std::path::Path) {
     let script = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf '{dir}'",
         pid = std::process::id(),
         stop = cluster.stop_command(),
-        dir = cluster.data_dir().display()
+        dir = dir.display()
     );
     let _ = std::process::Command::new("sh")
         .args(["-c", &script])

@@ -1,6 +1,10 @@
 //! A fresh database per test.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use riptide_pg::{Backoff, PgConnection};
+use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, server};
 
@@ -14,8 +18,13 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// Creates a new, empty database on the test cluster.
     pub async fn create() -> TestDatabase {
+        Self::create_on(server()).await
+    }
+
+    /// Creates a new, empty database on `cluster` (e.g. the TLS server's).
+    pub async fn create_on(cluster: &Cluster) -> TestDatabase {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let cluster = server().clone();
+        let cluster = cluster.clone();
         let name = format!(
             "t_{}_{}_{:06x}",
             std::process::id(),
@@ -40,8 +49,15 @@ impl TestDatabase {
         self.cluster.url(dbname)
     }
 
+    /// The database's connection settings without TLS settings (use
+    /// [`TestDatabase::connection`] on the TLS server).
     pub fn config(&self) -> tokio_postgres::Config {
-        self.url().parse().expect("test database URL parses")
+        self.connection().config().clone()
+    }
+
+    /// The database's connection, TLS settings included.
+    pub fn connection(&self) -> PgConnection {
+        PgConnection::from_uri(&self.url()).expect("test database URL parses")
     }
 
     /// A new connection to this database (its connection task runs on the current runtime).
@@ -87,13 +103,11 @@ async fn create_database(cluster: &Cluster, name: &str) {
 }
 
 async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
+    match PgConnection::from_uri(url) {
+        Ok(connection) => connection.connect().await,
+        Err(e) => Err(e),
+    }
+    .unwrap_or_else(|e| panic!("connect to {}: {e:?}", riptide_pg::uri::redact(url)))
 }
 
 impl Drop for TestDatabase {
@@ -110,14 +124,15 @@ impl Drop for TestDatabase {
                 return;
             };
             rt.block_on(async move {
-                let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await
-                else {
+                let Ok(connection) = PgConnection::from_uri(&url) else {
                     return;
                 };
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                for _ in 0..20 {
+                let Ok(client) = connection.connect().await else {
+                    return;
+                };
+                let mut backoff = Backoff::fixed(Duration::from_millis(100));
+                let never = CancellationToken::new();
+                while backoff.failures() < 20 {
                     let _ = client
                         .execute(
                             "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \
@@ -139,7 +154,7 @@ impl Drop for TestDatabase {
                     {
                         return;
                     }
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    let _ = backoff.wait(&never).await;
                 }
             });
         });

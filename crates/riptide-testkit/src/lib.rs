@@ -1,8 +1,11 @@
 //! Test harness for Riptide: a private PostgreSQL cluster per test run (`wal_level=logical`,
 //! trust on loopback including replication), a fresh database per test dropped afterwards,
 //! JWT/JWKS helpers, a protocol-level sync client (every transport and encoding the service
-//! speaks; the benchmark measures with it too), and the tools of the fault-injection suite
-//! ([`fault`]: killable servers, a TCP proxy, service processes, a client model and oracle).
+//! speaks; the benchmark measures with it too), the tools of the fault-injection suite
+//! ([`fault`]: killable servers, a TCP proxy, service processes, a client model and oracle),
+//! and a TLS-only server for TLS tests ([`tls_server`]: generated CA, server and client
+//! certificates, SCRAM and `cert` roles, `hostnossl` rejected), started once per run like the
+//! plain cluster.
 //!
 //! The cluster: when `RIPTIDE_TEST_PG_URL` is set (the test script starts one cluster for the
 //! whole run with the `riptide-test-postgres` binary) every test process uses it; otherwise the
@@ -15,10 +18,12 @@ mod database;
 pub mod fault;
 mod jwt;
 mod sync_client;
+mod tls_server;
 mod wait;
 
 pub use cluster::{Cluster, LocalCluster, LocalPgError, server};
 pub use database::TestDatabase;
 pub use jwt::TestKeys;
 pub use sync_client::{Encoding, Format, SyncClient, SyncClientError, SyncStream, Transport};
+pub use tls_server::{CA_NAME, CERT_USER, TLS_DIR_ENV, TLS_USER, TlsServer, tls_server};
 pub use wait::wait_for;

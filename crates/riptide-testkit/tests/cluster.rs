@@ -15,13 +15,11 @@ async fn fresh_database_has_logical_wal_and_is_dropped() {
             .unwrap();
         assert_eq!(row.get::<_, String>(0), name);
     }
-    let (admin, conn) = tokio_postgres::connect(
-        &riptide_testkit::server().url("postgres"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let admin = riptide_pg::PgConnection::from_uri(&riptide_testkit::server().url("postgres"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let n: i64 = admin
         .query_one(
             "SELECT count(*) FROM pg_database WHERE datname = $1",

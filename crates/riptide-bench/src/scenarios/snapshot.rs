@@ -36,7 +36,7 @@ pub async fn run(bench: &Bench<'_>, work: &Path) -> Result<(Table, Resources)> {
     let http_port = free_port()?;
     let config = json!({
         "replication": {"connections": [{"type": "postgresql", "uri": riptide_localpg::url(pg_port, "bench_snapshot_source"), "sslmode": "disable"}]},
-        "storage": {"type": "postgresql", "uri": riptide_localpg::url(pg_port, "bench_snapshot_storage")},
+        "storage": {"type": "postgresql", "uri": riptide_localpg::url(pg_port, "bench_snapshot_storage"), "sslmode": "disable"},
         "port": http_port,
         "sync_config": {"content": "bucket_definitions:\n  global:\n    data:\n      - SELECT * FROM big\n"},
         "client_auth": {"jwks": bench.keys.jwks(), "audience": [bench.keys.audience]},

@@ -2,6 +2,7 @@
 //! through a cursor and mapped exactly as the replicator maps them.
 
 use anyhow::{Context, Result};
+use riptide_pg::{PgConnection, quote_ident, quote_literal};
 use riptide_replication::{TableSchema, TypeMap};
 use riptide_rules::{Row, TableRef};
 use tokio_postgres::{Client, GenericClient, SimpleQueryMessage, Transaction};
@@ -9,9 +10,10 @@ use tokio_postgres::{Client, GenericClient, SimpleQueryMessage, Transaction};
 /// Rows per cursor fetch: memory stays bounded whatever the table size.
 pub const FETCH_ROWS: usize = 1000;
 
-/// The `--database` URL as a connection config.
-pub fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
-    url.parse()
+/// The `--database` URL as a connection: TLS per the URL (`sslmode`, `sslrootcert`,
+/// `channel_binding`, ...).
+pub fn parse_url(url: &str) -> Result<PgConnection> {
+    PgConnection::from_uri(url)
         .context("invalid --database URL (expected postgres://user:password@host:port/db)")
 }
 
@@ -20,14 +22,6 @@ pub async fn connect(url: &str) -> Result<Client> {
     riptide_replication::connect(&parse_url(url)?)
         .await
         .context("cannot connect to the database")
-}
-
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-pub fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// The replicator's view of a table (columns as pgoutput sends them, value kinds).

@@ -10,13 +10,13 @@ use riptide_storage::{BatchOperation, BucketStorage, DeploymentId};
 use tokio_postgres::SimpleQueryMessage;
 
 use crate::batch::PipelinedBatch;
-use crate::connection::{quote_ident, quote_literal};
 use crate::error::ReplicationError;
 use crate::evaluate;
 use crate::pgoutput::ReplicaIdentity;
 use crate::row_image;
 use crate::schema::{TableSchema, TypeMap};
 use crate::status::ReplicationStatus;
+use riptide_pg::{quote_ident, quote_literal};
 
 pub struct SnapshotContext<'a> {
     pub storage: &'a Arc<dyn BucketStorage>,

@@ -13,13 +13,14 @@ use super::copy::{Order, RowSink, SnapshotContext, copy_rows, key_ordered};
 use super::progress::{self, TableProgress};
 use super::{CreatedSlot, create_slot};
 use crate::batch::PipelinedBatch;
-use crate::connection::{self, QUERY_TIMEOUT, quote_literal, within};
+use crate::connection::{self, QUERY_TIMEOUT, within};
 use crate::error::ReplicationError;
 use crate::failpoints::failpoint;
-use crate::replicator::ReplicatorOptions;
+use crate::replicator::ReplicationSource;
 use crate::schema::TableSchema;
 use crate::slot::{self, SlotState};
 use crate::tables::{self, Tracked};
+use riptide_pg::quote_literal;
 
 /// Prefix and content of the logical message marking where a resumed snapshot's copy ended
 /// (the checkpoint prefix, so the stream commits its position: `stream/transaction.rs`).
@@ -41,7 +42,7 @@ pub struct Started {
 /// One deployment's initial snapshot.
 pub struct Initial<'a> {
     pub ctx: SnapshotContext<'a>,
-    pub options: &'a ReplicatorOptions,
+    pub options: &'a ReplicationSource,
     pub slot: &'a str,
     /// The deployment's stored resume position (chunks of an interrupted run committed there).
     pub resume_lsn: Option<Lsn>,
@@ -72,12 +73,12 @@ impl Initial<'_> {
         storage.reset_snapshot(id).await?;
         slot::drop(client, self.slot).await?;
         let cfg = connection::replication_config(
-            &self.options.source,
+            &self.options.connection,
             &self.options.publication,
             self.slot,
             Lsn::ZERO,
         )?;
-        let mut session = connection::connect_gated(cfg).await?;
+        let mut session = connection::connect_gated(&self.options.connection, cfg).await?;
         let created = create_slot(&mut session, self.slot).await?;
         tracing::info!(lsn = %created.consistent_point, slot = %self.slot, "replication slot created; snapshot started");
         failpoint!("snapshot::after_slot");
@@ -110,13 +111,13 @@ impl Initial<'_> {
         let end = copy_end(client).await?;
         failpoint!("snapshot::after_copy");
         let cfg = connection::replication_config(
-            &self.options.source,
+            &self.options.connection,
             &self.options.publication,
             self.slot,
             base,
         )?
         .with_ack_lsn(pgwire_replication::Lsn(base.0));
-        let session = slot::start_streaming(cfg).await?;
+        let session = slot::start_streaming(&self.options.connection, cfg).await?;
         tracing::info!(lsn = %base, until = %end, "snapshot copied; streaming until the copy is consistent");
         Ok(Started {
             session,

@@ -34,8 +34,8 @@ pub mod progress;
 use pgwire_replication::ReplicationClient;
 use riptide_protocol::Lsn;
 
-use crate::connection::quote_ident;
 use crate::error::ReplicationError;
+use riptide_pg::quote_ident;
 
 /// Rows per cursor fetch.
 pub const FETCH_ROWS: usize = 10_000;

@@ -13,11 +13,12 @@ use riptide_storage::BatchOperation;
 
 use super::TransactionApplier;
 use crate::batch::PipelinedBatch;
-use crate::connection::{QUERY_TIMEOUT, quote_literal, within};
+use crate::connection::{QUERY_TIMEOUT, within};
 use crate::error::ReplicationError;
 use crate::schema::TableSchema;
 use crate::snapshot::{self, CreatedSlot, SnapshotContext};
 use crate::tables::{self, Gate, Tracked};
+use riptide_pg::quote_literal;
 
 /// The referenced tables the applier streams, and when to compare them with the catalog.
 pub(super) struct Tracking {
@@ -170,7 +171,7 @@ impl TransactionApplier {
     /// slot's consistent point, committing at `position` (`tables.rs` explains why sound).
     async fn resync(
         &mut self,
-        source: &tokio_postgres::Config,
+        source: &riptide_pg::PgConnection,
         publication: &str,
         tables: &[TableRef],
         position: Lsn,
@@ -276,7 +277,7 @@ impl TransactionApplier {
 /// A temporary logical slot on its own walsender session, exporting a snapshot. The slot
 /// lives as long as the returned session.
 async fn temporary_slot(
-    source: &tokio_postgres::Config,
+    source: &riptide_pg::PgConnection,
     publication: &str,
 ) -> Result<(pgwire_replication::ReplicationClient, CreatedSlot), ReplicationError> {
     // Slot names are cluster-wide: unique per process, resync and moment.
@@ -287,7 +288,7 @@ async fn temporary_slot(
         .map_or(0, |d| d.subsec_nanos());
     let slot = format!("riptide_resync_{}_{n}_{nanos}", std::process::id());
     let cfg = crate::connection::replication_config(source, publication, &slot, Lsn::ZERO)?;
-    let mut session = crate::connection::connect_gated(cfg).await?;
+    let mut session = crate::connection::connect_gated(source, cfg).await?;
     let created = snapshot::create_slot_with(&mut session, &slot, true).await?;
     Ok((session, created))
 }

@@ -82,7 +82,7 @@ pub struct TransactionApplier {
     status: Arc<ReplicationStatus>,
     events: broadcast::Sender<CheckpointEvent>,
     /// The source, for re-reading rows whose unchanged TOAST values storage does not have.
-    source: Option<tokio_postgres::Config>,
+    source: Option<riptide_pg::PgConnection>,
     /// Lazily opened ordinary connection for those re-reads and the catalog checks.
     reader: Option<tokio_postgres::Client>,
     /// Live table-set tracking (`tables.rs`); `None` without a source and publication.
@@ -131,7 +131,7 @@ impl TransactionApplier {
 
     /// Lets the applier re-read rows from the source by key when an update leaves TOAST
     /// columns unchanged and neither the transaction nor storage has their values.
-    pub fn with_source(mut self, source: tokio_postgres::Config) -> Self {
+    pub fn with_source(mut self, source: riptide_pg::PgConnection) -> Self {
         self.source = Some(source);
         self
     }

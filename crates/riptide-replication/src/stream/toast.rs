@@ -14,11 +14,12 @@ use riptide_rules::{Row, SqliteValue};
 use super::TransactionApplier;
 use super::changes::Pending;
 use super::transaction::OpenTransaction;
-use crate::connection::{QUERY_TIMEOUT, quote_ident, quote_literal, within};
+use crate::connection::{QUERY_TIMEOUT, within};
 use crate::error::ReplicationError;
 use crate::pgoutput::TupleValue;
 use crate::row_image;
 use crate::schema::TableSchema;
+use riptide_pg::{quote_ident, quote_literal};
 
 /// Rows that may hold TOASTed values (approximate size above this) are remembered for the
 /// rest of their chunk, so a later update in the same chunk can fill its unchanged columns

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use riptide_protocol::{Lsn, OpId};
-use riptide_replication::{Replicator, ReplicatorOptions};
+use riptide_replication::{ReplicationSource, Replicator};
 use riptide_rules::SyncRules;
 use riptide_storage::{
     BatchOperation, BucketChunk, BucketState, BucketStorage, CheckpointEvent, Deployment,
@@ -257,9 +257,9 @@ bucket_definitions:
       - SELECT id, title, n, body FROM todos
 ";
 
-pub fn options(db: &TestDatabase) -> ReplicatorOptions {
-    ReplicatorOptions {
-        source: db.config(),
+pub fn options(db: &TestDatabase) -> ReplicationSource {
+    ReplicationSource {
+        connection: db.connection(),
         publication: "powersync".into(),
         slot_prefix: "riptide_".into(),
     }

@@ -14,8 +14,9 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
-pub use connection::{PgConnection, SslMode, TlsKeys};
+pub use connection::PgConnection;
 pub use env_value::Env;
+pub use riptide_pg::{ChannelBinding, PemSource, RootCerts, SslMode, TlsOptions};
 pub use riptide_service::{AuthConfig, Limits};
 
 pub use crate::instance_admin::ExecuteSqlOptions;
@@ -215,6 +216,7 @@ replication:
       hostname: db.example
       username: me
       password: source-password-marker
+      client_certificate: client-certificate-path
       client_private_key: private-key-marker
 storage:
   type: postgresql
@@ -233,8 +235,8 @@ api:
         let config = ServeConfig::parse(SECRETS, "powersync.yaml", Path::new(".")).unwrap();
         assert_eq!(config.api_tokens, vec!["api-token-marker"]);
         assert_eq!(
-            config.source.tls.client_private_key.as_deref(),
-            Some("private-key-marker")
+            config.source.tls().client_key,
+            Some(riptide_pg::PemSource::Path("private-key-marker".into()))
         );
         for printed in [format!("{config:?}"), format!("{config:#?}")] {
             for marker in [

@@ -97,7 +97,7 @@ impl Deployments {
         };
         let replicator = &self.options.replicator;
         let problems =
-            schema_check::schema_problems(&rules, &replicator.source, &replicator.publication)
+            schema_check::schema_problems(&rules, &replicator.connection, &replicator.publication)
                 .await
                 .map_err(|e| {
                     RulesAdminError::Failed(format!("cannot check the rules: {}", chain(&e)))

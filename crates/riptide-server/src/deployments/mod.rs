@@ -26,7 +26,7 @@ mod startup;
 
 use std::sync::{Arc, Mutex as StdMutex};
 
-use riptide_replication::{ReplicationError, ReplicationStatus, Replicator, ReplicatorOptions};
+use riptide_replication::{ReplicationError, ReplicationSource, ReplicationStatus, Replicator};
 use riptide_rules::{RulesErrors, SyncRules};
 use riptide_service::ActiveRules;
 use riptide_storage::{BucketStorage, CheckpointEvent, Deployment, StorageError};
@@ -55,7 +55,7 @@ struct Slots {
 pub struct DeploymentOptions {
     /// The source database (also where rules are validated against its schema), the
     /// publication and the slot prefix.
-    pub replicator: ReplicatorOptions,
+    pub replicator: ReplicationSource,
     /// `sync_config` of the config file; `None`: rules come from the admin API.
     pub config_rules: Option<String>,
 }

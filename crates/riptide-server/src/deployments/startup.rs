@@ -20,7 +20,9 @@ use super::{DeploymentError, DeploymentOptions, Deployments, Slots, deployment_r
 pub fn unreachable(e: &riptide_replication::ReplicationError) -> bool {
     use riptide_replication::ReplicationError as E;
     match e {
-        E::Connect(_) | E::Timeout { .. } => true,
+        // TLS trust, host name and sslmode mistakes do not fix themselves: start-up stops.
+        E::Connect(c) => c.is_transient(),
+        E::Timeout { .. } => true,
         E::Query(q) => q.is_closed() || q.as_db_error().is_none(),
         _ => false,
     }

@@ -192,7 +192,7 @@ fn located(message: &str, line: usize, column: usize) -> ReplicationIssue {
 async fn connection_status(instance: &Instance) -> (ConnectionStatus, Option<Client>) {
     let mut status = ConnectionStatus {
         id: CONNECTION_ID.into(),
-        postgres_uri: redacted_uri(&instance.source),
+        postgres_uri: redacted_uri(instance.source.config()),
         connected: false,
         errors: Vec::new(),
     };

@@ -46,7 +46,7 @@ impl Default for ExecuteSqlOptions {
 const STATEMENT: &str = "riptide_admin_query";
 
 pub(super) async fn execute(
-    source: &tokio_postgres::Config,
+    source: &riptide_pg::PgConnection,
     options: &ExecuteSqlOptions,
     query: &str,
     args: &[SqlArg],
@@ -65,7 +65,7 @@ pub(super) async fn execute(
 }
 
 async fn run(
-    source: &tokio_postgres::Config,
+    source: &riptide_pg::PgConnection,
     options: &ExecuteSqlOptions,
     query: &str,
     args: &[SqlArg],

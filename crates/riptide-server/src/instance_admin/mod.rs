@@ -31,7 +31,7 @@ pub const CONNECTION_ID: &str = "default";
 /// The admin API v1's hook.
 pub struct Instance {
     deployments: Arc<Deployments>,
-    source: tokio_postgres::Config,
+    source: riptide_pg::PgConnection,
     publication: String,
     sql: ExecuteSqlOptions,
 }
@@ -39,7 +39,7 @@ pub struct Instance {
 impl Instance {
     pub fn new(
         deployments: Arc<Deployments>,
-        source: tokio_postgres::Config,
+        source: riptide_pg::PgConnection,
         publication: impl Into<String>,
         sql: ExecuteSqlOptions,
     ) -> Instance {

@@ -14,7 +14,7 @@ use super::{CONNECTION_ID, chain};
 const DEFAULT_SCHEMA: &str = "public";
 
 pub(super) async fn schema(
-    source: &tokio_postgres::Config,
+    source: &riptide_pg::PgConnection,
 ) -> Result<InstanceSchema, InstanceAdminError> {
     let failed = |e: &dyn std::error::Error| {
         InstanceAdminError::Failed(format!("cannot read the source schema: {}", chain(e)))

@@ -10,10 +10,10 @@ use serde_json::Value;
 /// port, no sync rules and no admin tokens (set the fields a test needs).
 pub fn serve_config(source: &TestDatabase, storage: &TestDatabase, keys: &TestKeys) -> ServeConfig {
     ServeConfig {
-        storage: Some(storage.config().into()),
+        storage: Some(storage.connection()),
         port: 0,
         sync_rules_origin: "test".into(),
-        ..ServeConfig::new(source.config(), auth(keys))
+        ..ServeConfig::new(source.connection(), auth(keys))
     }
 }
 

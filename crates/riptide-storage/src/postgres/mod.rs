@@ -13,13 +13,12 @@ mod schema;
 mod write_checkpoints;
 
 use std::collections::HashMap;
-use std::str::FromStr;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::Pool;
 use postgres_types::PgLsn;
+use riptide_pg::PgConnection;
 use riptide_protocol::{Checksum, Lsn, OpId};
-use tokio_postgres::NoTls;
 
 use crate::{
     BucketChunk, BucketState, BucketStorage, Deployment, DeploymentId, Result, StorageBatch,
@@ -49,43 +48,31 @@ impl std::fmt::Debug for PgStorage {
 }
 
 impl PgStorage {
-    /// Connects lazily to the storage database at `uri` (`postgres://…` or key=value form),
-    /// with a pool of up to 16 connections, and checks that one connection can be opened.
+    /// Connects to the storage database at `uri` (`postgres://…`, TLS parameters included, or
+    /// key=value form): checks that one connection opens, then keeps a pool of up to 16.
     /// Does not migrate: call [`BucketStorage::migrate`].
     pub async fn connect(uri: &str) -> Result<PgStorage> {
-        let config = tokio_postgres::Config::from_str(uri)
-            .map_err(|e| StorageError::InvalidUri(e.to_string()))?;
-        let storage = Self::from_config(config)?;
-        drop(storage.pool.get().await?);
-        Ok(storage)
+        let connection = PgConnection::from_uri(uri).map_err(StorageError::InvalidUri)?;
+        Self::connect_with(&connection).await
     }
 
-    /// A storage on a pool built from `config` (no TLS), with the default pool size. Opens no
+    /// Like [`PgStorage::connect`], for a connection already built (from config keys). A
+    /// failure to connect names its cause (TLS, pg_hba.conf, password).
+    pub async fn connect_with(connection: &PgConnection) -> Result<PgStorage> {
+        let connection = connection
+            .clone()
+            .with_default_application_name("riptide-storage");
+        drop(connection.connect().await.map_err(StorageError::Connect)?);
+        Self::from_connection(&connection, DEFAULT_POOL_SIZE)
+    }
+
+    /// A storage on a pool of up to `max_size` connections to `connection`. Opens no
     /// connection yet.
-    pub fn from_config(config: tokio_postgres::Config) -> Result<PgStorage> {
-        Self::from_config_with_pool_size(config, DEFAULT_POOL_SIZE)
-    }
-
-    /// Like [`PgStorage::from_config`] with an explicit maximum number of connections.
-    pub fn from_config_with_pool_size(
-        mut config: tokio_postgres::Config,
-        max_size: usize,
-    ) -> Result<PgStorage> {
-        if config.get_application_name().is_none() {
-            config.application_name("riptide-storage");
-        }
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(max_size.max(1))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| StorageError::CreatePool(deadpool_postgres::CreatePoolError::Build(e)))?;
+    pub fn from_connection(connection: &PgConnection, max_size: usize) -> Result<PgStorage> {
+        let connection = connection
+            .clone()
+            .with_default_application_name("riptide-storage");
+        let pool = connection.pool(max_size).map_err(StorageError::Connect)?;
         Ok(PgStorage::from_pool(pool))
     }
 

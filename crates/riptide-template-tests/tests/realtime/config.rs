@@ -119,19 +119,31 @@ fn a_complete_environment_loads_with_defaults() {
 }
 
 #[test]
-fn a_database_url_that_requires_tls_is_refused_up_front() {
+fn a_neon_style_database_url_with_tls_is_accepted_and_a_bad_sslmode_named() {
     let keys = Keys::generate();
     let signing = keys.env_value();
-    let err = load(&[
-        (
-            "DIRECT_DATABASE_URL",
-            "postgres://u:p@db.example:5432/app?sslmode=require",
-        ),
-        ("POWERSYNC_SIGNING_KEY", &signing),
+    let base = [
+        ("POWERSYNC_SIGNING_KEY", signing.as_str()),
         ("POWERSYNC_URL", "http://127.0.0.1:8080"),
         ("POWERSYNC_API_TOKEN", "t"),
-    ])
+    ];
+    let neon = "postgres://u:p@ep-x.eu-central-1.aws.neon.tech/app?sslmode=require&channel_binding=require";
+    let config = load(&[&base[..], &[("DIRECT_DATABASE_URL", neon)]].concat()).unwrap();
+    assert_eq!(config.database_url, neon);
+
+    let err = load(
+        &[
+            &base[..],
+            &[(
+                "DIRECT_DATABASE_URL",
+                "postgres://u:secretpw@db.example/app?sslmode=strict",
+            )],
+        ]
+        .concat(),
+    )
     .unwrap_err();
     assert_eq!(err.variables(), ["DIRECT_DATABASE_URL"]);
-    assert!(err.to_string().contains("sslmode=require"), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("sslmode"), "{message}");
+    assert!(!message.contains("secretpw"), "{message}");
 }

@@ -10,5 +10,6 @@ mod limits;
 mod migrations;
 mod rules;
 mod static_files;
+mod tls;
 mod token;
 mod upload;

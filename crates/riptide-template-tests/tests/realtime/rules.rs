@@ -25,11 +25,11 @@ struct Service {
 async fn start_service(source: &TestDatabase, keys: &Keys) -> Service {
     let storage = source.sibling("storage").await;
     let config = ServeConfig {
-        storage: Some(storage.config().into()),
+        storage: Some(storage.connection()),
         port: 0,
         api_tokens: vec![ADMIN.into()],
         ..ServeConfig::new(
-            source.config(),
+            source.connection(),
             AuthConfig {
                 jwks: Some(json!({ "keys": [keys.public_jwk.clone()] })),
                 audience: vec!["riptide".into()],

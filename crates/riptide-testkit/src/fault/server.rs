@@ -93,13 +93,10 @@ impl PgServer {
         let url = self.url(dbname);
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
-                Ok((client, conn)) => {
-                    tokio::spawn(async move {
-                        let _ = conn.await;
-                    });
-                    return client;
-                }
+            let connection = riptide_pg::PgConnection::from_uri(&url)
+                .unwrap_or_else(|e| panic!("fault server URL {url}: {e}"));
+            match connection.connect().await {
+                Ok(client) => return client,
                 Err(e) if std::time::Instant::now() > deadline => panic!("connect to {url}: {e}"),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }

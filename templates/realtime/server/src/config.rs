@@ -141,22 +141,10 @@ impl Config {
                 .filter(|v| !v.is_empty())
         };
 
-        let database_url =
-            get("DIRECT_DATABASE_URL", &mut problems).and_then(|url| match url
-                .parse::<tokio_postgres::Config>()
-            {
-                Ok(pg) if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
-                    problems.push(VarProblem {
-                        name: "DIRECT_DATABASE_URL",
-                        problem: "asks for sslmode=require, but this process connects without TLS \
-                                  (use a database reachable without TLS, or add a TLS connector \
-                                  in state.rs and migrations.rs)"
-                            .into(),
-                    });
-                    None
-                }
+        let database_url = get("DIRECT_DATABASE_URL", &mut problems).and_then(|url| {
+            match crate::database_url::DatabaseUrl::parse(&url) {
                 Ok(_) => Some(url),
-                Err(_) => {
+                Err(crate::database_url::DatabaseUrlError::Parse(_)) => {
                     problems.push(VarProblem {
                         name: "DIRECT_DATABASE_URL",
                         problem: "is not a Postgres URL (postgres://user:password@host:port/db)"
@@ -164,7 +152,15 @@ impl Config {
                     });
                     None
                 }
-            });
+                Err(err) => {
+                    problems.push(VarProblem {
+                        name: "DIRECT_DATABASE_URL",
+                        problem: format!("cannot be used: {err}"),
+                    });
+                    None
+                }
+            }
+        });
         let signing_key = get("POWERSYNC_SIGNING_KEY", &mut problems).and_then(|text| {
             match SigningKey::from_env_value(&text) {
                 Ok(key) => Some(key),

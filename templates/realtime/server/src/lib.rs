@@ -19,6 +19,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod database_url;
 pub mod error;
 pub mod limits;
 pub mod merge_policy;
@@ -45,6 +46,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("cannot connect to the database (DIRECT_DATABASE_URL)")]
     Connect(#[source] tokio_postgres::Error),
+    #[error("DIRECT_DATABASE_URL cannot be used")]
+    DatabaseUrl(#[from] database_url::DatabaseUrlError),
     #[error("cannot start the password hashing threads")]
     Threads(#[source] std::io::Error),
     #[error("cannot create the database pool")]

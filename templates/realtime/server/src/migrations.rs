@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
+use crate::database_url::DatabaseUrl;
+
 /// The advisory lock key of the migration runner.
 const LOCK_KEY: i64 = 0x7269_7074_6964_6501; // "riptide" + 1
 
@@ -63,6 +65,8 @@ pub enum MigrationError {
     },
     #[error("cannot connect to the database (DIRECT_DATABASE_URL)")]
     Connect(#[source] tokio_postgres::Error),
+    #[error("DIRECT_DATABASE_URL cannot be used")]
+    DatabaseUrl(#[from] crate::database_url::DatabaseUrlError),
     #[error("migration {file} failed")]
     Apply {
         file: String,
@@ -149,7 +153,10 @@ fn hex(bytes: &[u8]) -> String {
 /// Connects to `url` and applies `dir`'s migrations.
 pub async fn run_from_url(url: &str, dir: &Path) -> Result<Vec<String>, MigrationError> {
     let migrations = read_dir(dir)?;
-    let (mut client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    let url = DatabaseUrl::parse(url)?;
+    let (mut client, connection) = url
+        .config()
+        .connect(url.tls()?)
         .await
         .map_err(MigrationError::Connect)?;
     let task = tokio::spawn(async move {

@@ -10,6 +10,7 @@ use crate::auth::password;
 use crate::auth::password::Hasher;
 use crate::auth::rate_limit::AuthLimiter;
 use crate::config::Config;
+use crate::database_url::DatabaseUrl;
 use crate::upload::catalog::{Catalog, CatalogError};
 
 /// How old the catalog must be before a request may trigger a reload.
@@ -36,11 +37,10 @@ struct Inner {
 impl AppState {
     /// Opens the database pool and reads the schema catalog (after migrations ran).
     pub async fn connect(config: Config) -> Result<AppState, StartError> {
-        let pg: tokio_postgres::Config =
-            config.database_url.parse().map_err(StartError::Connect)?;
+        let url = DatabaseUrl::parse(&config.database_url)?;
         let manager = Manager::from_config(
-            pg,
-            tokio_postgres::NoTls,
+            url.config().clone(),
+            url.tls()?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

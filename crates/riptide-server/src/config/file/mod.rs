@@ -148,7 +148,7 @@ client_auth:
     fn minimal_config_resolves_with_defaults() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.port, 8080);
-        let source = &c.source.config;
+        let source = c.source.config();
         assert_eq!(source.get_user(), Some("postgres"));
         assert_eq!(source.get_hosts(), [Host::Tcp("127.0.0.1".into())]);
         assert_eq!(source.get_ports(), [5432]);
@@ -222,7 +222,11 @@ client_auth:
         for (from, to, expect) in [
             ("type: postgresql", "type: mysql", "not supported"),
             ("sslmode: disable", "sslmode: sometimes", "sslmode"),
-            ("sslmode: disable", "sslmode: verify-full", "TLS"),
+            (
+                "sslmode: disable",
+                "sslmode: disable\n      client_private_key: /k.pem",
+                "client_certificate",
+            ),
             (
                 "uri: postgres://postgres@127.0.0.1:5432/app",
                 "uri: 'postgres://host:notaport/db'",
@@ -249,7 +253,7 @@ client_auth:
             "hostname: db.example\n      port: 6543\n      database: app\n      username: me\n      password: 'p@ss word'",
         );
         let c = parse(&text).unwrap();
-        let source = &c.source.config;
+        let source = c.source.config();
         assert_eq!(source.get_user(), Some("me"));
         assert_eq!(source.get_password(), Some(&b"p@ss word"[..]));
         assert_eq!(source.get_hosts(), [Host::Tcp("db.example".into())]);
@@ -258,25 +262,31 @@ client_auth:
     }
 
     #[test]
-    fn tls_keys_are_kept_beside_the_connection_and_reported_as_ignored() {
+    fn tls_keys_take_effect_and_are_not_reported_as_ignored() {
         let text = MINIMAL.replace(
             "sslmode: disable",
-            "sslmode: disable\n      cacert: CA-PEM\n      client_certificate: CERT-PEM\n      client_private_key: KEY-PEM",
+            "sslmode: verify-full\n      cacert: /etc/ca.pem\n      client_certificate: /etc/client.crt\n      client_private_key: /etc/client.key",
         );
         let c = parse(&text).unwrap();
-        let tls = &c.source.tls;
-        assert_eq!(tls.sslmode, Some(crate::config::SslMode::Disable));
-        assert_eq!(tls.cacert.as_deref(), Some("CA-PEM"));
-        assert_eq!(tls.client_certificate.as_deref(), Some("CERT-PEM"));
-        assert_eq!(tls.client_private_key.as_deref(), Some("KEY-PEM"));
+        let tls = c.source.tls();
+        assert_eq!(tls.mode, crate::config::SslMode::VerifyFull);
         assert_eq!(
-            c.ignored,
-            vec![
-                "replication.connections[0].cacert",
-                "replication.connections[0].client_certificate",
-                "replication.connections[0].client_private_key",
-            ]
+            tls.root_certs,
+            Some(crate::config::RootCerts::Pem(
+                crate::config::PemSource::Path("/etc/ca.pem".into())
+            ))
         );
+        assert_eq!(
+            tls.client_cert,
+            Some(crate::config::PemSource::Path("/etc/client.crt".into()))
+        );
+        assert!(c.ignored.is_empty(), "{:?}", c.ignored);
+        let text = format!(
+            "{MINIMAL}storage:\n  type: postgresql\n  uri: postgres://s@db.example/storage\n  cacert: /etc/storage-ca.pem\n"
+        );
+        let storage = parse(&text).unwrap().storage.unwrap();
+        assert_eq!(storage.tls().mode, crate::config::SslMode::VerifyFull);
+        assert!(storage.tls().root_certs.is_some());
     }
 
     #[test]

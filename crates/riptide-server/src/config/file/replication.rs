@@ -96,16 +96,12 @@ pub(super) fn resolve(
     })
 }
 
-/// PowerSync keys without effect here; the TLS keys are kept but not applied yet.
+/// PowerSync keys without effect here.
 fn ignore_unused_keys(r: &mut Resolver<'_>, conn: &Connection) {
     let present = |v: &Option<Ignored>| v.is_some();
-    let given = |v: &Option<Str>| v.is_some();
     for (key, is_set) in [
         ("id", present(&conn.id)),
         ("tag", present(&conn.tag)),
-        ("cacert", given(&conn.cacert)),
-        ("client_certificate", given(&conn.client_certificate)),
-        ("client_private_key", given(&conn.client_private_key)),
         ("tls_servername", present(&conn.tls_servername)),
         ("reject_ip_ranges", present(&conn.reject_ip_ranges)),
         ("max_pool_size", present(&conn.max_pool_size)),

@@ -22,6 +22,8 @@ pub(super) struct Storage {
     max_pool_size: Option<Ignored>,
     default_storage_version: Option<Ignored>,
     cacert: Option<Str>,
+    client_certificate: Option<Str>,
+    client_private_key: Option<Str>,
     tls_servername: Option<Ignored>,
     connect_timeout: Option<Ignored>,
 }
@@ -46,7 +48,6 @@ pub(super) fn resolve(
         "storage.default_storage_version",
         &s.default_storage_version,
     );
-    r.ignore("storage.cacert", &s.cacert);
     r.ignore("storage.tls_servername", &s.tls_servername);
     r.ignore("storage.connect_timeout", &s.connect_timeout);
     if s.uri.is_none() && s.hostname.is_none() {
@@ -61,8 +62,8 @@ pub(super) fn resolve(
         password: s.password,
         sslmode: s.sslmode,
         cacert: s.cacert,
-        client_certificate: None,
-        client_private_key: None,
+        client_certificate: s.client_certificate,
+        client_private_key: s.client_private_key,
     };
     connection::resolve(r, "storage", keys).map(Some)
 }
