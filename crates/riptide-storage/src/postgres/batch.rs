@@ -78,8 +78,8 @@ struct PendingOp {
 struct Chunk {
     overlay: HashMap<RowKey, Entry>,
     ops: Vec<PendingOp>,
-    /// bucket → (checksum, count, last op id) of this chunk's ops.
-    deltas: HashMap<String, (Checksum, i64, i64)>,
+    /// bucket → (checksum, count, last op id, superseding ops) of this chunk's ops.
+    deltas: HashMap<String, (Checksum, i64, i64, i64)>,
 }
 
 /// The batch's connection, inside its open transaction. Shared with the flush task. When the
@@ -372,10 +372,11 @@ impl PgBatch {
                 self.chunk
                     .deltas
                     .entry(op.bucket.clone())
-                    .or_insert((Checksum::ZERO, 0, 0));
+                    .or_insert((Checksum::ZERO, 0, 0, 0));
             delta.0 += op.checksum;
             delta.1 += 1;
             delta.2 = self.last_op;
+            delta.3 += i64::from(op.supersedes);
             if !self.changed_buckets.contains(&op.bucket) {
                 self.changed_buckets.insert(op.bucket.clone());
             }
@@ -649,28 +650,31 @@ async fn write_chunk(conn: &TxConn, id: DeploymentId, chunk: &Chunk) -> Result<(
         let mut sums = Vec::with_capacity(chunk.deltas.len());
         let mut counts = Vec::with_capacity(chunk.deltas.len());
         let mut lasts = Vec::with_capacity(chunk.deltas.len());
-        for (bucket, (sum, count, last)) in &chunk.deltas {
+        let mut superseded = Vec::with_capacity(chunk.deltas.len());
+        for (bucket, (sum, count, last, supersedes)) in &chunk.deltas {
             names.push(bucket.as_str());
             sums.push(i64::from(sum.value()));
             counts.push(*count);
             lasts.push(*last);
+            superseded.push(*supersedes);
         }
         let stmt = client
             .prepare_cached(
                 "INSERT INTO riptide.bucket_state \
-                         (deployment_id, bucket, checksum, op_count, last_op_id) \
-                     SELECT $1, u.bucket, u.checksum, u.op_count, u.last_op_id \
-                     FROM unnest($2::text[], $3::int8[], $4::int8[], $5::int8[]) \
-                          AS u(bucket, checksum, op_count, last_op_id) \
+                         (deployment_id, bucket, checksum, op_count, last_op_id, superseded) \
+                     SELECT $1, u.bucket, u.checksum, u.op_count, u.last_op_id, u.superseded \
+                     FROM unnest($2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[]) \
+                          AS u(bucket, checksum, op_count, last_op_id, superseded) \
                      ON CONFLICT (deployment_id, bucket) DO UPDATE SET \
                          checksum = (riptide.bucket_state.checksum + excluded.checksum) \
                                     % 4294967296, \
                          op_count = riptide.bucket_state.op_count + excluded.op_count, \
-                         last_op_id = excluded.last_op_id",
+                         last_op_id = excluded.last_op_id, \
+                         superseded = riptide.bucket_state.superseded + excluded.superseded",
             )
             .await?;
         client
-            .execute(&stmt, &[&id, &names, &sums, &counts, &lasts])
+            .execute(&stmt, &[&id, &names, &sums, &counts, &lasts, &superseded])
             .await?;
     }
     Ok(())

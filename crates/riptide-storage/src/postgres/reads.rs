@@ -112,7 +112,7 @@ pub(super) async fn bucket_states(
     Ok(out)
 }
 
-fn op_type(s: &str) -> Result<OpType> {
+pub(super) fn op_type(s: &str) -> Result<OpType> {
     Ok(match s {
         "PUT" => OpType::Put,
         "REMOVE" => OpType::Remove,

@@ -2,6 +2,9 @@
 //! takes a fresh, migrated storage; `storage_suite!` turns them into `#[tokio::test]`s.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod compaction;
+pub use compaction::*;
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
