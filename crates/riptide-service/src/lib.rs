@@ -8,7 +8,9 @@
 //! - `GET /write-checkpoint2.json`, `POST /sync/checkpoint-request`: write checkpoints.
 //! - `GET /probes/{startup,liveness,readiness}`, `GET /`.
 //! - `POST /api/sync-rules/v1/{deploy,validate}`, `GET /api/sync-rules/v1/current`: the
-//!   admin API ([`routes::admin`], behind `api.tokens`, backed by a [`RulesAdmin`]).
+//!   admin API ([`routes::admin`], behind `api.tokens`, backed by a [`RulesAdmin`]);
+//!   `POST /api/compact/v1/run` compacts now ([`compactor`], which also runs it in the
+//!   background).
 //! - `GET /metrics` (Prometheus text, no auth) and `GET /dashboard` (+ `/dashboard/data.json`):
 //!   see [`metrics`] and [`dashboard`].
 //!
@@ -20,6 +22,7 @@
 
 pub mod auth;
 pub mod bucket_rules;
+pub mod compactor;
 pub mod compression;
 pub mod dashboard;
 pub mod error;
@@ -42,6 +45,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use auth::{AuthConfig, KeyStore};
 pub use bucket_rules::BucketRules;
+pub use compactor::CompactorConfig;
 pub use dashboard::ApiTokens;
 pub use error::ApiError;
 pub use limits::Limits;
@@ -72,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sync-rules/v1/deploy", post(routes::admin::deploy))
         .route("/api/sync-rules/v1/validate", post(routes::admin::validate))
         .route("/api/sync-rules/v1/current", get(routes::admin::current))
+        .route("/api/compact/v1/run", post(routes::admin::compact))
         .fallback(|| async { ApiError::NotFound })
         // RSocket over WebSocket is accepted on every path, like the official service.
         .layer(axum::middleware::from_fn_with_state(

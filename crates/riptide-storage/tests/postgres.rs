@@ -178,9 +178,9 @@ async fn commit_notifies() {
     );
 }
 
-/// Compaction never waits for the replicator: a bucket an open batch has written (its
-/// `bucket_state` row locked until the batch commits) is left for later, other buckets are
-/// compacted, and the batch then commits without waiting either.
+/// Compaction does not wait on the replicator: a bucket an open batch has written (its
+/// `bucket_state` row locked until the batch commits) is left for later after a short wait,
+/// other buckets are compacted, and the batch then commits without waiting either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_skips_a_bucket_an_open_batch_is_writing() {
     use riptide_storage::CompactLimits;

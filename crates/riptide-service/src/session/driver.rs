@@ -330,6 +330,18 @@ impl Session {
                     let sent = session.ops_sent_total() - before;
                     ops_sent.fetch_add(sent, Ordering::Relaxed);
                     inner.metrics.ops_sent(sent);
+                    // docs/protocol.md §3.6: a group read from storage completes only if no
+                    // compaction rewrote its buckets past this checkpoint meanwhile.
+                    if let Some(check) = session.compaction_check() {
+                        let points = storage
+                            .compaction_points(active.deployment, &check.buckets)
+                            .await?;
+                        tx.send_all(&session.on_compaction_points(&check, &points))
+                            .await?;
+                        if session.invalidated().is_some() {
+                            inner.metrics.checkpoint_invalidated();
+                        }
+                    }
                     // docs/protocol.md §1.4 point 6: once a large checkpoint is well under way,
                     // a newer relevant checkpoint replaces it (data sent so far stays valid).
                     if session.ops_sent_for_pending() >= SWITCH_AFTER_OPS && !session.is_idle() {
@@ -343,7 +355,8 @@ impl Session {
                         }
                     }
                 }
-                if newer_checkpoint {
+                // An abandoned checkpoint (compacted past it): storage already has a newer one.
+                if newer_checkpoint || session.invalidated().is_some() {
                     continue;
                 }
                 match pending_write {

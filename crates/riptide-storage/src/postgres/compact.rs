@@ -19,8 +19,9 @@
 //! `terminate` and `reset_snapshot` take it exclusive, so compaction never writes into data
 //! being deleted) and the bucket's compaction lock (two compactions of one bucket take turns),
 //! checks that the deployment still has its checkpoint, then locks the bucket's `bucket_state`
-//! row with `NOWAIT`: when an open replication transaction has written the bucket, compaction
-//! leaves the bucket for its next round ([`CompactStats::buckets_busy`]) instead of waiting.
+//! row, waiting at most 250 ms: when an open replication transaction has written the bucket
+//! for longer, compaction leaves the bucket for its next round ([`CompactStats::buckets_busy`])
+//! instead of waiting.
 
 use deadpool_postgres::{Object, Pool, Transaction};
 use riptide_protocol::{Checksum, OpId, OpType};
@@ -39,6 +40,9 @@ use crate::{
 pub(super) const DATA_LOCK: i32 = 0x5250_4401;
 /// Advisory lock class of one bucket's compaction. Second key: a hash of deployment and bucket.
 const BUCKET_LOCK: i32 = 0x5250_4302;
+/// How long a compaction transaction waits for the bucket's `bucket_state` row, which a
+/// replication transaction that wrote the bucket holds until it commits.
+const BUSY_WAIT: &str = "SET LOCAL lock_timeout = '250ms'";
 
 /// The second key of [`DATA_LOCK`] for a deployment (ids beyond `i32` wrap: a collision only
 /// makes two deployments wait for each other).
@@ -154,14 +158,14 @@ pub(super) async fn compact_bucket(
         Some(None) => true,
         Some(Some(top)) => job.clears(&mut client, top).await?,
     };
-    if finished {
-        client
-            .execute(
-                "UPDATE riptide.bucket_state SET superseded = GREATEST(superseded - $3, 0) \
-                 WHERE deployment_id = $1 AND bucket = $2",
-                &[&id, &bucket, &superseded],
-            )
-            .await?;
+    if finished && let Begin::Tx(tx) = job.begin(&mut client).await? {
+        tx.execute(
+            "UPDATE riptide.bucket_state SET superseded = GREATEST(superseded - $3, 0) \
+             WHERE deployment_id = $1 AND bucket = $2",
+            &[&id, &bucket, &superseded],
+        )
+        .await?;
+        tx.commit().await?;
     }
     if job.stats.ops_moved > 0 || job.stats.ops_removed > 0 {
         job.stats.buckets = 1;
@@ -171,8 +175,9 @@ pub(super) async fn compact_bucket(
 
 impl Job<'_> {
     /// Begins a rewriting transaction: takes the locks, checks the deployment still serves a
-    /// checkpoint at or after `through`, and locks the bucket's `bucket_state` row without
-    /// waiting (a replication transaction writing the bucket holds it until it commits).
+    /// checkpoint at or after `through`, and locks the bucket's `bucket_state` row, waiting at
+    /// most [`BUSY_WAIT`] (a replication transaction writing the bucket holds it until it
+    /// commits).
     async fn begin<'c>(&mut self, client: &'c mut Object) -> Result<Begin<'c>> {
         let tx = client.transaction().await?;
         let lock = tx
@@ -211,10 +216,13 @@ impl Job<'_> {
         if !usable {
             return Ok(Begin::Stop);
         }
+        // Waits briefly: replication transactions on a busy bucket are short, and the lock
+        // comes free between them; a long one makes the bucket wait for the next round.
+        tx.batch_execute(BUSY_WAIT).await?;
         let stmt = tx
             .prepare_cached(
                 "SELECT 1 FROM riptide.bucket_state WHERE deployment_id = $1 AND bucket = $2 \
-                 FOR UPDATE NOWAIT",
+                 FOR UPDATE",
             )
             .await?;
         match tx.query_opt(&stmt, &[&self.id, &self.bucket]).await {
@@ -353,11 +361,14 @@ impl Job<'_> {
             };
             let stmt = tx
                 .prepare_cached(
+                    // A range up to the batch's last op id (one index range scan; an `IN` of
+                    // a LIMIT subquery can be re-run for every row of the bucket).
                     "DELETE FROM riptide.bucket_data d \
-                     WHERE d.deployment_id = $1 AND d.bucket = $2 AND d.op_id IN ( \
-                         SELECT op_id FROM riptide.bucket_data \
-                         WHERE deployment_id = $1 AND bucket = $2 AND op_id <= $3 \
-                         ORDER BY op_id LIMIT $4) \
+                     WHERE d.deployment_id = $1 AND d.bucket = $2 AND d.op_id <= ( \
+                         SELECT max(op_id) FROM ( \
+                             SELECT op_id FROM riptide.bucket_data \
+                             WHERE deployment_id = $1 AND bucket = $2 AND op_id <= $3 \
+                             ORDER BY op_id LIMIT $4) batch) \
                      RETURNING d.op_id, d.op, d.checksum, pg_column_size(d.*)::int8",
                 )
                 .await?;

@@ -461,9 +461,9 @@ pub async fn compaction_random_workload_converges(s: &dyn BucketStorage) {
     }
 }
 
-/// Compaction does not wait for an open replication transaction that writes the same bucket
-/// (Postgres leaves that bucket for later; memory compacts what is committed), and what the
-/// transaction then commits is all there.
+/// Compaction does not wait on an open replication transaction that writes the same bucket
+/// (Postgres leaves that bucket for later after a short wait; memory compacts what is
+/// committed), and what the transaction then commits is all there.
 pub async fn compaction_does_not_wait_for_replication(s: &dyn BucketStorage) {
     let id = new_deployment(s).await;
     s.mark_snapshot_done(id).await.unwrap();
