@@ -2,6 +2,7 @@
 //! default) and, as the platform grows, the tools that create databases and apps. The binary's
 //! `main` parses arguments and calls into here.
 
+pub mod compact_cmd;
 pub mod config;
 pub mod deployments;
 pub mod embedded;

@@ -170,7 +170,9 @@ impl riptide_service::ReplicationProgress for StatusProgress {
 
 /// Creates the `riptide_storage` database on the source server if it does not exist, and
 /// returns its URI.
-async fn ensure_default_storage_database(source: &tokio_postgres::Config) -> Result<String> {
+pub(crate) async fn ensure_default_storage_database(
+    source: &tokio_postgres::Config,
+) -> Result<String> {
     let (client, conn) = source
         .connect(tokio_postgres::NoTls)
         .await

@@ -23,6 +23,7 @@ struct File {
     client_auth: Option<ClientAuth>,
     api: Option<Api>,
     system: Option<System>,
+    compaction: Option<Compaction>,
     telemetry: Option<Ignored>,
     healthcheck: Option<Ignored>,
     migrations: Option<Ignored>,
@@ -137,6 +138,16 @@ struct ApiParameters {
 #[serde(deny_unknown_fields)]
 struct System {
     logging: Option<LoggingFile>,
+}
+
+/// Riptide's own section (PowerSync compacts with a separate command).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Compaction {
+    enabled: Option<Env<bool>>,
+    /// Superseded ops at which a bucket is compacted.
+    threshold: Option<Env<i64>>,
+    interval_seconds: Option<Env<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -431,6 +442,25 @@ pub(super) fn resolve(text: &str, origin: &str, base: &Path) -> Result<ServeConf
         }
     }
 
+    let mut compaction = riptide_service::CompactorConfig::default();
+    if let Some(c) = file.compaction {
+        if let Some(v) = c.enabled {
+            compaction.enabled = v.0;
+        }
+        if let Some(v) = c.threshold {
+            if v.0 < 1 {
+                return Err(r.invalid("compaction.threshold must be at least 1"));
+            }
+            compaction.threshold = v.0;
+        }
+        if let Some(v) = c.interval_seconds {
+            if v.0 < 1 {
+                return Err(r.invalid("compaction.interval_seconds must be at least 1"));
+            }
+            compaction.interval = std::time::Duration::from_secs(v.0);
+        }
+    }
+
     Ok(ServeConfig {
         source_uri,
         storage_uri,
@@ -443,6 +473,7 @@ pub(super) fn resolve(text: &str, origin: &str, base: &Path) -> Result<ServeConf
         limits,
         logging,
         slot_name_prefix,
+        compaction,
         ignored: r.ignored,
     })
 }
@@ -605,6 +636,7 @@ client_auth:
         assert_eq!(new.limits, file.limits);
         assert_eq!(new.logging, file.logging);
         assert_eq!(new.slot_name_prefix, file.slot_name_prefix);
+        assert_eq!(new.compaction, file.compaction);
         assert_eq!(new.ignored, file.ignored);
         assert!(new.sync_rules.is_none());
     }
@@ -666,6 +698,25 @@ client_auth:
             .unwrap_err()
             .to_string();
         assert!(err.contains("loud"), "{err}");
+    }
+
+    #[test]
+    fn compaction_is_on_by_default_and_configurable() {
+        let c = parse(MINIMAL).unwrap();
+        assert!(c.compaction.enabled);
+        assert_eq!(c.compaction.threshold, 1_000);
+        assert_eq!(c.compaction.interval, std::time::Duration::from_secs(30));
+        let c = parse(&format!(
+            "{MINIMAL}compaction:\n  enabled: false\n  threshold: 50\n  interval_seconds: 5\n"
+        ))
+        .unwrap();
+        assert!(!c.compaction.enabled);
+        assert_eq!(c.compaction.threshold, 50);
+        assert_eq!(c.compaction.interval, std::time::Duration::from_secs(5));
+        let err = parse(&format!("{MINIMAL}compaction:\n  threshold: 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("compaction.threshold"), "{err}");
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     pub logging: Logging,
     pub slot_name_prefix: String,
+    /// `compaction`: the background compactor (on by default).
+    pub compaction: riptide_service::CompactorConfig,
     /// Keys that were accepted for compatibility but have no effect (dotted paths).
     pub ignored: Vec<String>,
 }
@@ -82,7 +84,8 @@ pub enum ConfigError {
 impl ServeConfig {
     /// A config for `source_uri` with the defaults of a config file that sets nothing else:
     /// storage on the source server, port 8080, no rules (the admin API deploys them), no
-    /// admin tokens, default limits, `info` text logs, slots named `riptide_…`. Change the
+    /// admin tokens, default limits, `info` text logs, slots named `riptide_…`, automatic
+    /// compaction with its defaults. Change the
     /// fields you need with struct update syntax.
     pub fn new(source_uri: String, auth: AuthConfig) -> ServeConfig {
         ServeConfig {
@@ -100,6 +103,7 @@ impl ServeConfig {
                 json: false,
             },
             slot_name_prefix: "riptide_".into(),
+            compaction: riptide_service::CompactorConfig::default(),
             ignored: Vec::new(),
         }
     }
