@@ -107,6 +107,8 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     state
         .metrics()
         .set_replication(Arc::new(StatusProgress(deployments.clone())));
+    // Compacts churning buckets until shutdown (riptide_service::compactor).
+    riptide_service::compactor::spawn(&state, config.compaction, cancel.clone());
 
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.port))
         .await
