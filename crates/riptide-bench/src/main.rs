@@ -22,7 +22,9 @@
 //!   until its first checkpoint (rows/s, the service's RSS sampled every 50 ms);
 //! - for each scenario, CPU time and RSS of the service and of this process (the load);
 //! - `latency.svg` next to the JSON: the live latency scenarios' percentile curves and
-//!   deliveries per second.
+//!   deliveries per second;
+//! - compaction (`compaction.rs`): 1,000 rows each updated 1,000 times with a service of its
+//!   own, compacted; what a fresh client downloads, and `compaction.svg`: storage over time.
 //!
 //! `--scenario a,b` selects scenarios; `--short` runs them all at small sizes (the smoke test
 //! of `scripts/test`, which fails if a live scenario loses a delivery or a stream).
@@ -38,6 +40,7 @@ use riptide_localpg::{Durability, LocalCluster};
 use riptide_testkit::TestKeys;
 
 mod chart;
+mod compaction;
 mod live;
 use serde_json::{Value, json};
 
@@ -166,6 +169,9 @@ enum Scenario {
     Transactions,
     /// A service's initial snapshot of a big table (rows/s, service RSS).
     Snapshot,
+    /// 1,000 rows updated 1,000 times, compacted: what a fresh client downloads, storage
+    /// size over time (`compaction.rs`).
+    Compaction,
 }
 
 /// Sizes of the live scenarios.
@@ -493,6 +499,11 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
     // With a service of its own: the snapshot runs when a deployment first starts.
     if want(Scenario::Snapshot) {
         let (table, used) = initial_snapshot(args, pg_port, work, &keys, snapshot_rows).await?;
+        tables.push(table);
+        resources.push(used);
+    }
+    if want(Scenario::Compaction) {
+        let (table, used) = compaction::run(args, pg_port, work, &keys).await?;
         tables.push(table);
         resources.push(used);
     }

@@ -1,0 +1,409 @@
+//! The `compaction` scenario (issue 12's acceptance): a service of its own, with automatic
+//! compaction on (threshold 1,000 superseded ops, checked every 5 s), replicates 1,000 rows that
+//! are each updated 1,000 times (`UPDATE churn SET n = n + 1`, one statement per round), so the
+//! bucket receives 1,000,000 ops. Storage is sampled every 250 ms for the chart
+//! (`compaction.svg` next to the JSON): ops written and ops stored in the bucket, and the size
+//! of `riptide.bucket_data` (table and indexes). After the last round has replicated, a
+//! compaction is forced (`POST /api/compact/v1/run`), then:
+//! - a fresh raw reader downloads the bucket from scratch: at most 1,100 ops for the 1,000 rows;
+//! - the bucket's op rows (`pg_column_size`) against the rows' live data (the JSON of their
+//!   current PUTs): at most twice;
+//! - `bucket_data` on disk before and after a plain `VACUUM` (which makes the space reusable;
+//!   the file itself only shrinks by its empty tail).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use riptide_testkit::TestKeys;
+use serde_json::{Value, json};
+
+use super::{Args, Resources, Table, Transport, connect, free_port, live, open_stream};
+use crate::chart;
+
+/// Rows, and updates of each, at full size and with `--short`.
+const FULL: (i64, i64) = (1_000, 1_000);
+const SHORT: (i64, i64) = (100, 30);
+/// How often storage is sampled for the chart.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+const ADMIN_TOKEN: &str = "bench-admin";
+
+/// One storage sample.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    second: f64,
+    /// The deployment's op-id high-water mark minus the snapshot's start: ops written.
+    written: i64,
+    /// Ops stored in the bucket now.
+    stored: i64,
+    /// `pg_total_relation_size('riptide.bucket_data')`.
+    table_bytes: i64,
+}
+
+pub(super) async fn run(
+    args: &Args,
+    pg_port: u16,
+    work: &Path,
+    keys: &TestKeys,
+) -> Result<(Table, Resources)> {
+    let (rows, updates) = if args.short { SHORT } else { FULL };
+    let admin = connect(&riptide_localpg::url(pg_port, "postgres")).await?;
+    for db in ["bench_compaction_source", "bench_compaction_storage"] {
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await?;
+    }
+    let source_url = riptide_localpg::url(pg_port, "bench_compaction_source");
+    let storage_url = riptide_localpg::url(pg_port, "bench_compaction_storage");
+    let source = connect(&source_url).await?;
+    // About 250 bytes of JSON per row as synced.
+    source
+        .batch_execute(
+            "CREATE TABLE churn (id text PRIMARY KEY, n bigint NOT NULL, payload text NOT NULL);
+             CREATE PUBLICATION powersync FOR ALL TABLES;",
+        )
+        .await?;
+    source
+        .execute(
+            "INSERT INTO churn (id, n, payload) SELECT 'row-' || g, 0, \
+             repeat(md5(g::text), 6) FROM generate_series(1, $1::bigint) g",
+            &[&rows],
+        )
+        .await?;
+
+    let http_port = free_port()?;
+    let config = json!({
+        "replication": {"connections": [{"type": "postgresql", "uri": source_url, "sslmode": "disable"}]},
+        "storage": {"type": "postgresql", "uri": storage_url},
+        "port": http_port,
+        "sync_config": {"content": "bucket_definitions:\n  churn:\n    data:\n      - SELECT * FROM churn\n"},
+        "client_auth": {"jwks": keys.jwks(), "audience": [keys.audience]},
+        "api": {"tokens": [ADMIN_TOKEN]},
+        "compaction": {"enabled": true, "threshold": 1000, "interval_seconds": 5},
+        "system": {"logging": {"level": "warn"}},
+    });
+    let config_path = work.join("compaction-config.yaml");
+    std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)?;
+    let pg_dir = work.join("pg");
+    let bench_before = live::usage(std::process::id());
+    let postgres_before = live::cluster_cpu_s(&pg_dir);
+    let mut service = tokio::process::Command::new(&args.riptide)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {}", args.riptide.display()))?;
+    let pid = service.id().context("service pid")?;
+    let endpoint = format!("http://127.0.0.1:{http_port}");
+    let http = reqwest::Client::new();
+    let storage = connect(&storage_url).await?;
+    // The snapshot is in once the deployment serves a checkpoint with every row.
+    let base = wait_for_ops(&storage, None, rows, Duration::from_secs(120)).await? - rows;
+
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = tokio::spawn(sample(
+        connect(&storage_url).await?,
+        base,
+        started,
+        stop.clone(),
+    ));
+    let churning = Instant::now();
+    for _ in 0..updates {
+        source.batch_execute("UPDATE churn SET n = n + 1").await?;
+    }
+    let churn_secs = churning.elapsed().as_secs_f64();
+    let total_ops = rows * (updates + 1);
+    wait_for_ops(&storage, Some(base), total_ops, Duration::from_secs(600)).await?;
+    let replicated_secs = churning.elapsed().as_secs_f64();
+    let before = bucket_sizes(&storage).await?;
+
+    // Compact now, as `riptide compact` or an operator would.
+    let answer: Value = http
+        .post(format!("{endpoint}/api/compact/v1/run"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let forced = &answer["data"];
+    let after = bucket_sizes(&storage).await?;
+    storage.batch_execute("VACUUM riptide.bucket_data").await?;
+    let vacuumed = bucket_sizes(&storage).await?;
+    // A few samples after the compaction, then stop.
+    tokio::time::sleep(SAMPLE_EVERY * 4).await;
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.await??;
+
+    // A fresh client: every op it downloads for the bucket.
+    let token = keys.token("bench", 3600, json!({}));
+    let mut stream = open_stream(&http, &endpoint, &token, Transport::NDJSON).await?;
+    let (downloaded, wire) = super::read_until_complete(&mut stream, None).await?;
+    drop(stream);
+    let service_used = live::usage(pid);
+    let bench_after = live::usage(std::process::id());
+    let postgres_after = live::cluster_cpu_s(&pg_dir);
+    let metrics = super::service_metrics(&http, &endpoint).await?;
+    let _ = service.kill().await;
+
+    let ops_limit = rows + rows / 10;
+    let ratio = after.op_bytes as f64 / after.live_bytes.max(1) as f64;
+    let met = downloaded <= ops_limit as u64 && ratio <= 2.0;
+    if args.short && !met {
+        bail!(
+            "compaction: a fresh client downloaded {downloaded} ops (limit {ops_limit}), \
+             storage/live {ratio:.2} (limit 2)"
+        );
+    }
+    write_chart(&args.json, &samples, rows, updates)?;
+    let background_runs = super::metric(&metrics, "riptide_compaction_runs_total").unwrap_or(0.0);
+    let background_moved =
+        super::metric(&metrics, "riptide_compaction_ops_moved_total").unwrap_or(0.0);
+    let mib = |b: i64| format!("{:.1}", b as f64 / (1024.0 * 1024.0));
+    let peak_stored = samples.iter().map(|s| s.stored).max().unwrap_or(0);
+    let table = Table {
+        title: format!(
+            "Compaction: {rows} rows each updated {updates} times ({total_ops} ops), automatic \
+             compaction every 5 s, then one forced"
+        ),
+        columns: vec!["measure", "value", "note"],
+        rows: vec![
+            vec![
+                "fresh client downloads".into(),
+                format!("{downloaded} ops"),
+                format!(
+                    "limit {ops_limit}; {:.2} MB on the wire{}",
+                    wire as f64 / 1e6,
+                    if downloaded <= ops_limit as u64 {
+                        ""
+                    } else {
+                        " — NOT MET"
+                    }
+                ),
+            ],
+            vec![
+                "bucket op rows / live row data".into(),
+                format!("{ratio:.2}"),
+                format!(
+                    "{} of op rows for {} of JSON in the live PUTs; limit 2{}",
+                    bytes(after.op_bytes),
+                    bytes(after.live_bytes),
+                    if ratio <= 2.0 { "" } else { " — NOT MET" }
+                ),
+            ],
+            vec![
+                "ops stored in the bucket".into(),
+                format!("{} → {}", before.ops, after.ops),
+                format!("before / after the forced compaction; peak sampled {peak_stored}"),
+            ],
+            vec![
+                "forced compaction".into(),
+                format!("{} ms", forced["ms"]),
+                format!(
+                    "{} ops moved, {} removed, {} reclaimed",
+                    forced["ops_moved"],
+                    forced["ops_removed"],
+                    bytes(forced["bytes_reclaimed"].as_i64().unwrap_or(0))
+                ),
+            ],
+            vec![
+                "background compaction".into(),
+                format!("{background_runs} runs"),
+                format!("{background_moved} ops moved (all runs, the forced one included)"),
+            ],
+            vec![
+                "bucket_data on disk, MiB".into(),
+                format!(
+                    "{} → {} → {}",
+                    mib(before.table_bytes),
+                    mib(after.table_bytes),
+                    mib(vacuumed.table_bytes)
+                ),
+                "table + indexes: before, after compaction, after VACUUM (space reusable)".into(),
+            ],
+            vec![
+                "churn".into(),
+                format!("{churn_secs:.1} s"),
+                format!("UPDATE rounds; replicated after {replicated_secs:.1} s"),
+            ],
+        ],
+        metrics: json!({
+            "rows": rows, "updates": updates, "ops_written": total_ops,
+            "fresh_client_ops": downloaded, "fresh_client_wire_bytes": wire,
+            "ops_limit": ops_limit, "op_bytes": after.op_bytes, "live_bytes": after.live_bytes,
+            "storage_to_live": ratio, "ops_before": before.ops, "ops_after": after.ops,
+            "peak_ops_stored": peak_stored,
+            "table_bytes_before": before.table_bytes, "table_bytes_after": after.table_bytes,
+            "table_bytes_vacuumed": vacuumed.table_bytes, "forced": forced,
+            "background_runs": background_runs, "churn_seconds": churn_secs,
+            "replicated_seconds": replicated_secs, "met": met,
+            "samples": samples.iter().map(|s| json!([s.second, s.written, s.stored, s.table_bytes])).collect::<Vec<_>>(),
+        }),
+    };
+    let used = Resources {
+        scenario: "compaction (own service)".into(),
+        service: (live::Usage::default(), service_used),
+        bench: (bench_before, bench_after),
+        postgres: (postgres_before, postgres_after),
+    };
+    Ok((table, used))
+}
+
+fn bytes(b: i64) -> String {
+    if b >= 1 << 20 {
+        format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+    } else {
+        format!("{:.1} KiB", b as f64 / 1024.0)
+    }
+}
+
+/// Waits until the active deployment's checkpoint holds `ops` ops after `base` (`None`: any
+/// base; returns the checkpoint's op id).
+async fn wait_for_ops(
+    storage: &tokio_postgres::Client,
+    base: Option<i64>,
+    ops: i64,
+    timeout: Duration,
+) -> Result<i64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let row = storage
+            .query_opt(
+                "SELECT d.last_op_id, s.op_count FROM riptide.deployments d \
+                 JOIN riptide.bucket_state s ON s.deployment_id = d.id \
+                 WHERE d.state = 'ACTIVE' AND d.snapshot_done",
+                &[],
+            )
+            .await
+            // The schema may not exist yet while the service starts.
+            .unwrap_or(None);
+        if let Some(row) = row {
+            let last: i64 = row.get(0);
+            let reached = match base {
+                Some(base) => last - base >= ops,
+                None => row.get::<_, i64>(1) >= ops,
+            };
+            if reached {
+                return Ok(last);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("compaction: {ops} ops not replicated within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sizes of the bucket's storage.
+struct Sizes {
+    ops: i64,
+    /// `pg_column_size` of the bucket's op rows.
+    op_bytes: i64,
+    /// Bytes of the `data` of its live PUTs (the rows as synced).
+    live_bytes: i64,
+    table_bytes: i64,
+}
+
+async fn bucket_sizes(storage: &tokio_postgres::Client) -> Result<Sizes> {
+    let row = storage
+        .query_one(
+            "SELECT count(*), COALESCE(sum(pg_column_size(d.*)), 0)::int8, \
+                    COALESCE(sum(octet_length(d.data)) FILTER (WHERE d.op = 'PUT'), 0)::int8, \
+                    pg_total_relation_size('riptide.bucket_data') \
+             FROM riptide.bucket_data d",
+            &[],
+        )
+        .await?;
+    Ok(Sizes {
+        ops: row.get(0),
+        op_bytes: row.get(1),
+        live_bytes: row.get(2),
+        table_bytes: row.get(3),
+    })
+}
+
+/// Samples storage every [`SAMPLE_EVERY`] until `stop`.
+async fn sample(
+    storage: tokio_postgres::Client,
+    base: i64,
+    started: Instant,
+    stop: Arc<AtomicBool>,
+) -> Result<Vec<Sample>> {
+    let mut out = Vec::new();
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let row = storage
+            .query_one(
+                "SELECT d.last_op_id, s.op_count, pg_total_relation_size('riptide.bucket_data') \
+                 FROM riptide.deployments d \
+                 JOIN riptide.bucket_state s ON s.deployment_id = d.id \
+                 WHERE d.state = 'ACTIVE'",
+                &[],
+            )
+            .await?;
+        out.push(Sample {
+            second: started.elapsed().as_secs_f64(),
+            written: row.get::<_, i64>(0) - base,
+            stored: row.get(1),
+            table_bytes: row.get(2),
+        });
+    }
+    Ok(out)
+}
+
+fn write_chart(json: &Path, samples: &[Sample], rows: i64, updates: i64) -> Result<()> {
+    let thousands = |f: fn(&Sample) -> i64| -> Vec<(f64, f64)> {
+        samples
+            .iter()
+            .map(|s| (s.second, f(s) as f64 / 1000.0))
+            .collect()
+    };
+    let ops = [
+        chart::Series {
+            label: "ops written".into(),
+            points: thousands(|s| s.written),
+        },
+        chart::Series {
+            label: "ops stored in the bucket".into(),
+            points: thousands(|s| s.stored),
+        },
+    ];
+    let size = [chart::Series {
+        label: "bucket_data, table + indexes".into(),
+        points: samples
+            .iter()
+            .map(|s| (s.second, s.table_bytes as f64 / (1024.0 * 1024.0)))
+            .collect(),
+    }];
+    let svg = chart::over_time_svg(
+        &format!("Bucket storage while {rows} rows are each updated {updates} times"),
+        &chart::Side {
+            title: "Ops",
+            y_label: "thousands",
+            series: &ops,
+        },
+        &chart::Side {
+            title: "Size on disk",
+            y_label: "MiB",
+            series: &size,
+        },
+    );
+    let path = json.parent().map_or_else(
+        || PathBuf::from("compaction.svg"),
+        |d| d.join("compaction.svg"),
+    );
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&path, svg)?;
+    println!("compaction chart written to {}", path.display());
+    Ok(())
+}
