@@ -283,3 +283,46 @@ async fn compaction_after_terminate_writes_nothing() {
         .get(0);
     assert_eq!(rows, 0);
 }
+
+/// Parameter lookups need no compaction: storage keeps only their current state, so after
+/// many changes of the rows that produce them the table holds exactly the live entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameter_lookups_hold_only_current_entries() {
+    let (storage, db) = make().await;
+    let s: &dyn BucketStorage = &storage;
+    let id = suite::new_deployment(s).await;
+    for round in 0..20 {
+        let ops = (0..10)
+            .map(|row| {
+                let key = format!("m{row}");
+                let lookup = format!("team{}", (row + round) % 3);
+                if (row + round) % 7 == 0 {
+                    suite::delete("public.members", &key)
+                } else {
+                    suite::upsert_with("public.members", &key, &[], &[(&lookup, &key)])
+                }
+            })
+            .collect();
+        suite::commit(s, id, ops, round + 1).await;
+    }
+    let live: i64 = (0..10).filter(|row| (row + 19) % 7 != 0).count() as i64;
+    let stored: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM riptide.parameter_lookups WHERE deployment_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, live);
+    let results = s
+        .parameter_results(
+            id,
+            &[b"team0".to_vec(), b"team1".to_vec(), b"team2".to_vec()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(results.values().map(Vec::len).sum::<usize>() as i64, live);
+}
