@@ -50,6 +50,53 @@ pub(super) async fn run(
     keys: &TestKeys,
 ) -> Result<(Table, Resources)> {
     let (rows, updates) = if args.short { SHORT } else { FULL };
+    let pg_dir = work.join("pg");
+    let bench_before = live::usage(std::process::id());
+    let postgres_before = live::cluster_cpu_s(&pg_dir);
+    let setup = start(args, pg_port, work, keys, rows).await?;
+    let measured = measure(&setup, rows, updates).await?;
+    let service_used = live::usage(setup.pid);
+    let used = Resources {
+        scenario: "compaction (own service)".into(),
+        service: (live::Usage::default(), service_used),
+        bench: (bench_before, live::usage(std::process::id())),
+        postgres: (postgres_before, live::cluster_cpu_s(&pg_dir)),
+    };
+    let mut service = setup.service;
+    let _ = service.kill().await;
+
+    let met = measured.downloaded <= measured.ops_limit() as u64 && measured.ratio() <= 2.0;
+    if args.short && !met {
+        bail!(
+            "compaction: a fresh client downloaded {} ops (limit {}), storage/live {:.2} \
+             (limit 2)",
+            measured.downloaded,
+            measured.ops_limit(),
+            measured.ratio()
+        );
+    }
+    write_chart(&args.json, &measured.samples, rows, updates)?;
+    Ok((report(&measured, met), used))
+}
+
+/// The scenario's service and databases.
+struct Setup {
+    service: tokio::process::Child,
+    pid: u32,
+    endpoint: String,
+    source: tokio_postgres::Client,
+    storage_url: String,
+    keys: TestKeys,
+}
+
+/// Creates the databases and the table of `rows` rows, and starts the service on them.
+async fn start(
+    args: &Args,
+    pg_port: u16,
+    work: &Path,
+    keys: &TestKeys,
+    rows: i64,
+) -> Result<Setup> {
     let admin = connect(&riptide_localpg::url(pg_port, "postgres")).await?;
     for db in ["bench_compaction_source", "bench_compaction_storage"] {
         admin
@@ -73,7 +120,6 @@ pub(super) async fn run(
             &[&rows],
         )
         .await?;
-
     let http_port = free_port()?;
     let config = json!({
         "replication": {"connections": [{"type": "postgresql", "uri": source_url, "sslmode": "disable"}]},
@@ -87,10 +133,7 @@ pub(super) async fn run(
     });
     let config_path = work.join("compaction-config.yaml");
     std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)?;
-    let pg_dir = work.join("pg");
-    let bench_before = live::usage(std::process::id());
-    let postgres_before = live::cluster_cpu_s(&pg_dir);
-    let mut service = tokio::process::Command::new(&args.riptide)
+    let service = tokio::process::Command::new(&args.riptide)
         .args(["serve", "--config"])
         .arg(&config_path)
         .stdout(Stdio::null())
@@ -99,92 +142,139 @@ pub(super) async fn run(
         .spawn()
         .with_context(|| format!("cannot start {}", args.riptide.display()))?;
     let pid = service.id().context("service pid")?;
-    let endpoint = format!("http://127.0.0.1:{http_port}");
+    Ok(Setup {
+        service,
+        pid,
+        endpoint: format!("http://127.0.0.1:{http_port}"),
+        source,
+        storage_url,
+        keys: keys.clone(),
+    })
+}
+
+/// What the scenario measured.
+struct Measured {
+    rows: i64,
+    updates: i64,
+    churn_secs: f64,
+    replicated_secs: f64,
+    before: Sizes,
+    after: Sizes,
+    vacuumed: Sizes,
+    /// The answer of `POST /api/compact/v1/run`.
+    forced: Value,
+    samples: Vec<Sample>,
+    /// Ops a fresh client downloaded, and the bytes on the wire.
+    downloaded: u64,
+    wire: u64,
+    /// `riptide_compaction_runs_total` and `riptide_compaction_ops_moved_total` at the end.
+    runs: f64,
+    moved: f64,
+}
+
+impl Measured {
+    fn total_ops(&self) -> i64 {
+        self.rows * (self.updates + 1)
+    }
+
+    fn ops_limit(&self) -> i64 {
+        self.rows + self.rows / 10
+    }
+
+    fn ratio(&self) -> f64 {
+        self.after.op_bytes as f64 / self.after.live_bytes.max(1) as f64
+    }
+}
+
+/// Churns the rows while sampling storage, forces a compaction, then has a fresh client read
+/// the bucket.
+async fn measure(setup: &Setup, rows: i64, updates: i64) -> Result<Measured> {
     let http = reqwest::Client::new();
-    let storage = connect(&storage_url).await?;
+    let storage = connect(&setup.storage_url).await?;
     // The snapshot is in once the deployment serves a checkpoint with every row.
     let base = wait_for_ops(&storage, None, rows, Duration::from_secs(120)).await? - rows;
-
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = tokio::spawn(sample(
-        connect(&storage_url).await?,
+        connect(&setup.storage_url).await?,
         base,
         started,
         stop.clone(),
     ));
-    let churning = Instant::now();
     for _ in 0..updates {
-        source.batch_execute("UPDATE churn SET n = n + 1").await?;
+        setup
+            .source
+            .batch_execute("UPDATE churn SET n = n + 1")
+            .await?;
     }
-    let churn_secs = churning.elapsed().as_secs_f64();
-    let total_ops = rows * (updates + 1);
-    wait_for_ops(&storage, Some(base), total_ops, Duration::from_secs(600)).await?;
-    let replicated_secs = churning.elapsed().as_secs_f64();
+    let churn_secs = started.elapsed().as_secs_f64();
+    let total = rows * (updates + 1);
+    wait_for_ops(&storage, Some(base), total, Duration::from_secs(1800)).await?;
+    let replicated_secs = started.elapsed().as_secs_f64();
     let before = bucket_sizes(&storage).await?;
 
     // Compact now, as `riptide compact` or an operator would.
     let answer: Value = http
-        .post(format!("{endpoint}/api/compact/v1/run"))
+        .post(format!("{}/api/compact/v1/run", setup.endpoint))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await?
         .error_for_status()?
         .json()
         .await?;
-    let forced = &answer["data"];
     let after = bucket_sizes(&storage).await?;
     storage.batch_execute("VACUUM riptide.bucket_data").await?;
     let vacuumed = bucket_sizes(&storage).await?;
-    // A few samples after the compaction, then stop.
+    // A few samples after the compaction (pacing the chart's tail), then stop.
     tokio::time::sleep(SAMPLE_EVERY * 4).await;
     stop.store(true, Ordering::Relaxed);
     let samples = sampler.await??;
 
     // A fresh client: every op it downloads for the bucket.
-    let token = keys.token("bench", 3600, json!({}));
-    let mut stream = open_stream(&http, &endpoint, &token, Transport::NDJSON).await?;
+    let token = setup.keys.token("bench", 3600, json!({}));
+    let mut stream = open_stream(&http, &setup.endpoint, &token, Transport::NDJSON).await?;
     let (downloaded, wire) = super::read_until_complete(&mut stream, None).await?;
     drop(stream);
-    let service_used = live::usage(pid);
-    let bench_after = live::usage(std::process::id());
-    let postgres_after = live::cluster_cpu_s(&pg_dir);
-    let metrics = super::service_metrics(&http, &endpoint).await?;
-    let _ = service.kill().await;
+    let metrics = super::service_metrics(&http, &setup.endpoint).await?;
+    Ok(Measured {
+        rows,
+        updates,
+        churn_secs,
+        replicated_secs,
+        before,
+        after,
+        vacuumed,
+        forced: answer["data"].clone(),
+        samples,
+        downloaded,
+        wire,
+        runs: super::metric(&metrics, "riptide_compaction_runs_total").unwrap_or(0.0),
+        moved: super::metric(&metrics, "riptide_compaction_ops_moved_total").unwrap_or(0.0),
+    })
+}
 
-    let ops_limit = rows + rows / 10;
-    let ratio = after.op_bytes as f64 / after.live_bytes.max(1) as f64;
-    let met = downloaded <= ops_limit as u64 && ratio <= 2.0;
-    if args.short && !met {
-        bail!(
-            "compaction: a fresh client downloaded {downloaded} ops (limit {ops_limit}), \
-             storage/live {ratio:.2} (limit 2)"
-        );
-    }
-    write_chart(&args.json, &samples, rows, updates)?;
-    let background_runs = super::metric(&metrics, "riptide_compaction_runs_total").unwrap_or(0.0);
-    let background_moved =
-        super::metric(&metrics, "riptide_compaction_ops_moved_total").unwrap_or(0.0);
+fn report(m: &Measured, met: bool) -> Table {
     let mib = |b: i64| format!("{:.1}", b as f64 / (1024.0 * 1024.0));
-    let peak_stored = samples.iter().map(|s| s.stored).max().unwrap_or(0);
-    let table = Table {
+    let peak_stored = m.samples.iter().map(|s| s.stored).max().unwrap_or(0);
+    let not_met = |ok: bool| if ok { "" } else { " — NOT MET" };
+    let (ratio, limit) = (m.ratio(), m.ops_limit());
+    Table {
         title: format!(
-            "Compaction: {rows} rows each updated {updates} times ({total_ops} ops), automatic \
-             compaction every 5 s, then one forced"
+            "Compaction: {} rows each updated {} times ({} ops), automatic compaction every \
+             5 s, then one forced",
+            m.rows,
+            m.updates,
+            m.total_ops()
         ),
         columns: vec!["measure", "value", "note"],
         rows: vec![
             vec![
                 "fresh client downloads".into(),
-                format!("{downloaded} ops"),
+                format!("{} ops", m.downloaded),
                 format!(
-                    "limit {ops_limit}; {:.2} MB on the wire{}",
-                    wire as f64 / 1e6,
-                    if downloaded <= ops_limit as u64 {
-                        ""
-                    } else {
-                        " — NOT MET"
-                    }
+                    "limit {limit}; {:.2} MB on the wire{}",
+                    m.wire as f64 / 1e6,
+                    not_met(m.downloaded <= limit as u64)
                 ),
             ],
             vec![
@@ -192,67 +282,60 @@ pub(super) async fn run(
                 format!("{ratio:.2}"),
                 format!(
                     "{} of op rows for {} of JSON in the live PUTs; limit 2{}",
-                    bytes(after.op_bytes),
-                    bytes(after.live_bytes),
-                    if ratio <= 2.0 { "" } else { " — NOT MET" }
+                    bytes(m.after.op_bytes),
+                    bytes(m.after.live_bytes),
+                    not_met(ratio <= 2.0)
                 ),
             ],
             vec![
                 "ops stored in the bucket".into(),
-                format!("{} → {}", before.ops, after.ops),
+                format!("{} → {}", m.before.ops, m.after.ops),
                 format!("before / after the forced compaction; peak sampled {peak_stored}"),
             ],
             vec![
                 "forced compaction".into(),
-                format!("{} ms", forced["ms"]),
+                format!("{} ms", m.forced["ms"]),
                 format!(
                     "{} ops moved, {} removed, {} reclaimed",
-                    forced["ops_moved"],
-                    forced["ops_removed"],
-                    bytes(forced["bytes_reclaimed"].as_i64().unwrap_or(0))
+                    m.forced["ops_moved"],
+                    m.forced["ops_removed"],
+                    bytes(m.forced["bytes_reclaimed"].as_i64().unwrap_or(0))
                 ),
             ],
             vec![
-                "background compaction".into(),
-                format!("{background_runs} runs"),
-                format!("{background_moved} ops moved (all runs, the forced one included)"),
+                "compaction runs".into(),
+                format!("{}", m.runs),
+                format!("{} ops moved in all (background and forced)", m.moved),
             ],
             vec![
                 "bucket_data on disk, MiB".into(),
                 format!(
                     "{} → {} → {}",
-                    mib(before.table_bytes),
-                    mib(after.table_bytes),
-                    mib(vacuumed.table_bytes)
+                    mib(m.before.table_bytes),
+                    mib(m.after.table_bytes),
+                    mib(m.vacuumed.table_bytes)
                 ),
                 "table + indexes: before, after compaction, after VACUUM (space reusable)".into(),
             ],
             vec![
                 "churn".into(),
-                format!("{churn_secs:.1} s"),
-                format!("UPDATE rounds; replicated after {replicated_secs:.1} s"),
+                format!("{:.1} s", m.churn_secs),
+                format!("UPDATE rounds; replicated after {:.1} s", m.replicated_secs),
             ],
         ],
         metrics: json!({
-            "rows": rows, "updates": updates, "ops_written": total_ops,
-            "fresh_client_ops": downloaded, "fresh_client_wire_bytes": wire,
-            "ops_limit": ops_limit, "op_bytes": after.op_bytes, "live_bytes": after.live_bytes,
-            "storage_to_live": ratio, "ops_before": before.ops, "ops_after": after.ops,
+            "rows": m.rows, "updates": m.updates, "ops_written": m.total_ops(),
+            "fresh_client_ops": m.downloaded, "fresh_client_wire_bytes": m.wire,
+            "ops_limit": limit, "op_bytes": m.after.op_bytes, "live_bytes": m.after.live_bytes,
+            "storage_to_live": ratio, "ops_before": m.before.ops, "ops_after": m.after.ops,
             "peak_ops_stored": peak_stored,
-            "table_bytes_before": before.table_bytes, "table_bytes_after": after.table_bytes,
-            "table_bytes_vacuumed": vacuumed.table_bytes, "forced": forced,
-            "background_runs": background_runs, "churn_seconds": churn_secs,
-            "replicated_seconds": replicated_secs, "met": met,
-            "samples": samples.iter().map(|s| json!([s.second, s.written, s.stored, s.table_bytes])).collect::<Vec<_>>(),
+            "table_bytes_before": m.before.table_bytes, "table_bytes_after": m.after.table_bytes,
+            "table_bytes_vacuumed": m.vacuumed.table_bytes, "forced": m.forced,
+            "compaction_runs": m.runs, "ops_moved_all_runs": m.moved,
+            "churn_seconds": m.churn_secs, "replicated_seconds": m.replicated_secs, "met": met,
+            "samples": m.samples.iter().map(|s| json!([s.second, s.written, s.stored, s.table_bytes])).collect::<Vec<_>>(),
         }),
-    };
-    let used = Resources {
-        scenario: "compaction (own service)".into(),
-        service: (live::Usage::default(), service_used),
-        bench: (bench_before, bench_after),
-        postgres: (postgres_before, postgres_after),
-    };
-    Ok((table, used))
+    }
 }
 
 fn bytes(b: i64) -> String {
