@@ -27,6 +27,7 @@ storage_suite!(make();
     op_ids_continue_across_deployments,
     events_carry_small_commits,
     compaction_rewrites_superseded_ops,
+    compaction_moves_ops_behind_a_live_row,
     compaction_in_small_steps_matches_one_step,
     compaction_random_workload_converges,
     compaction_does_not_wait_for_replication,

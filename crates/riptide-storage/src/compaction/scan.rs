@@ -5,8 +5,9 @@
 //! - **MOVE**: a PUT or REMOVE followed later in the bucket by another PUT or REMOVE of the same
 //!   row (`object_type`, `object_id`, `subkey`) becomes a MOVE: same op id, same checksum, no
 //!   type, id, subkey or data. Scanning newest first, an op is superseded when its row was seen.
-//! - **CLEAR**: the bucket's leading run of REMOVE, MOVE and CLEAR ops (after the MOVEs) becomes
-//!   one CLEAR whose op id is the run's highest and whose checksum is the run's wrapping sum.
+//! - **CLEAR**: the bucket's leading run of REMOVE, MOVE and CLEAR ops (counting the ops that
+//!   become MOVE) becomes one CLEAR whose op id is the run's highest and whose checksum is the
+//!   run's wrapping sum. Ops of the run are not rewritten as MOVE first.
 //!
 //! Bucket checksums at every checkpoint at or after the newest op scanned stay the same: a MOVE
 //! keeps its op's id and checksum, and a CLEAR sums what it replaces at the highest op id it
@@ -105,7 +106,9 @@ pub(crate) struct LogCompaction {
 /// Fixed cost of one stored op row in the estimate (op id, checksum, bucket and row header).
 const ROW_OVERHEAD: u64 = 48;
 
-/// Compacts an op log (in op-id order) in place, considering only ops up to `through`.
+/// Compacts an op log (in op-id order) in place, considering only ops up to `through`. Ops the
+/// CLEAR replaces are not rewritten as MOVE first (as in Postgres, where that would cost a row
+/// version each).
 pub(crate) fn compact_log(
     ops: &mut Vec<OplogEntry>,
     through: OpId,
@@ -114,22 +117,31 @@ pub(crate) fn compact_log(
     let mut out = LogCompaction::default();
     let mut scan = BucketScan::new(key_memory);
     let end = ops.partition_point(|o| o.op_id <= through);
-    for op in ops[..end].iter_mut().rev() {
+    let mut moves = Vec::new();
+    for (i, op) in ops[..end].iter().enumerate().rev() {
         let row = match (&op.object_type, &op.object_id, &op.subkey) {
             (Some(t), Some(i), Some(s)) => Some((t.as_str(), i.as_str(), s.as_str())),
             _ => None,
         };
         if scan.visit(op.op_id, op.op, row) {
-            out.moved += 1;
-            out.bytes += move_bytes(op);
-            op.op = OpType::Move;
-            op.object_type = None;
-            op.object_id = None;
-            op.subkey = None;
-            op.data = None;
+            moves.push(i);
         }
     }
-    if let Some(top) = scan.clear_through() {
+    let top = scan.clear_through();
+    for i in moves {
+        let op = &mut ops[i];
+        if top.is_some_and(|top| op.op_id <= top) {
+            continue;
+        }
+        out.moved += 1;
+        out.bytes += move_bytes(op);
+        op.op = OpType::Move;
+        op.object_type = None;
+        op.object_id = None;
+        op.subkey = None;
+        op.data = None;
+    }
+    if let Some(top) = top {
         let n = ops.partition_point(|o| o.op_id <= top);
         let replaced: Vec<OplogEntry> = ops.drain(..n).collect();
         let checksum: Checksum = replaced.iter().map(|o| o.checksum).sum();
@@ -201,9 +213,10 @@ mod tests {
         let before: Vec<Checksum> = (0..=6).map(|cp| sum_through(&log, cp)).collect();
         let out = compact_log(&mut log, OpId(6), usize::MAX);
         // 1 (a), 3 (a) and 2 (b) are superseded; 4 (REMOVE b) is the newest of b and stays, but
-        // 1..=4 is a leading run of MOVE/REMOVE, so one CLEAR at 4 replaces it.
+        // 1..=4 is then a leading run of superseded ops and a REMOVE, so one CLEAR at 4 replaces
+        // it (the superseded ops in it are not rewritten as MOVE first).
         assert_eq!(kinds(&log), vec![(4, Clear), (5, Put), (6, Put)]);
-        assert_eq!(out.moved, 3);
+        assert_eq!(out.moved, 0);
         assert_eq!(out.removed, 3);
         assert!(out.bytes > 0);
         for cp in 4..=6 {

@@ -3,7 +3,9 @@
 //! 1. Read, without locking, the deployment's checkpoint op id: compaction considers ops up to
 //!    it (`through`), which the replicator never touches again (it only appends newer ops).
 //! 2. Scan the bucket newest first in pages of `scan_page` ops (plain reads), collecting the ops
-//!    that become MOVE; every `ops_per_transaction` of them are rewritten in one transaction.
+//!    that become MOVE; those above the leading run are rewritten, `ops_per_transaction` per
+//!    transaction (the ones in the run are left to the CLEAR: a MOVE first would cost a row
+//!    version each).
 //! 3. Replace the leading run with a CLEAR, `ops_per_transaction` ops per transaction: delete
 //!    the run's first ops (the previous batch's CLEAR among them) and insert one CLEAR at the
 //!    highest deleted op id with their checksum sum.
@@ -24,7 +26,7 @@
 //! instead of waiting.
 
 use deadpool_postgres::{Object, Pool, Transaction};
-use riptide_protocol::{Checksum, OpId, OpType};
+use riptide_protocol::{Checksum, OpId};
 use tokio_postgres::error::SqlState;
 
 use super::checksum_from_db;
@@ -114,6 +116,8 @@ struct Job<'a> {
     bucket: &'a str,
     /// Ops up to this op id are considered.
     through: i64,
+    /// The deployment's `data_epoch` at the start (`reset_snapshot` raises it).
+    epoch: i64,
     per_tx: usize,
     stats: CompactStats,
 }
@@ -128,7 +132,7 @@ pub(super) async fn compact_bucket(
     let start = client
         .query_opt(
             "SELECT d.state, d.snapshot_done AND d.last_checkpoint_lsn IS NOT NULL, \
-                    d.last_op_id, s.superseded \
+                    d.last_op_id, s.superseded, d.data_epoch \
              FROM riptide.deployments d \
              LEFT JOIN riptide.bucket_state s ON s.deployment_id = d.id AND s.bucket = $2 \
              WHERE d.id = $1",
@@ -149,6 +153,7 @@ pub(super) async fn compact_bucket(
         id,
         bucket,
         through: start.try_get(2)?,
+        epoch: start.try_get(4)?,
         per_tx: limits.ops_per_transaction.max(2),
         stats: CompactStats::default(),
     };
@@ -175,7 +180,7 @@ pub(super) async fn compact_bucket(
 
 impl Job<'_> {
     /// Begins a rewriting transaction: takes the locks, checks the deployment still serves a
-    /// checkpoint at or after `through`, and locks the bucket's `bucket_state` row, waiting at
+    /// checkpoint at or after `through` with the data compaction started on (same epoch), and locks the bucket's `bucket_state` row, waiting at
     /// most [`BUSY_WAIT`] (a replication transaction writing the bucket holds it until it
     /// commits).
     async fn begin<'c>(&mut self, client: &'c mut Object) -> Result<Begin<'c>> {
@@ -200,7 +205,8 @@ impl Job<'_> {
         // A statement after the locks: it sees what a terminate that held them committed.
         let row = tx
             .query_opt(
-                "SELECT state, snapshot_done, last_op_id FROM riptide.deployments WHERE id = $1",
+                "SELECT state, snapshot_done, last_op_id, data_epoch FROM riptide.deployments \
+                 WHERE id = $1",
                 &[&self.id],
             )
             .await?;
@@ -209,7 +215,11 @@ impl Job<'_> {
                 let state: String = r.try_get(0)?;
                 let done: bool = r.try_get(1)?;
                 let last: i64 = r.try_get(2)?;
-                state != DeploymentState::Terminated.as_str() && done && last >= self.through
+                let epoch: i64 = r.try_get(3)?;
+                state != DeploymentState::Terminated.as_str()
+                    && done
+                    && last >= self.through
+                    && epoch == self.epoch
             }
             None => false,
         };
@@ -236,9 +246,11 @@ impl Job<'_> {
         }
     }
 
-    /// Pass 1: scans the bucket newest first and rewrites superseded ops as MOVE. Returns the
-    /// op id through which the leading run can become a CLEAR (`Some(None)`: nothing to clear;
-    /// `None`: the deployment went away).
+    /// Pass 1: scans the bucket newest first and rewrites superseded ops as MOVE, except those
+    /// the CLEAR will replace (held in memory until the scan ends, up to `key_memory / 16` of
+    /// them; beyond that, the ones held are written). Returns the op id through which the
+    /// leading run can become a CLEAR (`Some(None)`: nothing to clear; `None`: stopped, see
+    /// [`Begin::Stop`]).
     async fn moves(
         &mut self,
         client: &mut Object,
@@ -247,6 +259,7 @@ impl Job<'_> {
         let mut scan = BucketScan::new(limits.key_memory);
         let page = i64::try_from(limits.scan_page.max(1)).unwrap_or(i64::MAX);
         let mut below = self.through.saturating_add(1);
+        let held = self.per_tx.max(limits.key_memory / 16);
         let mut pending: Vec<(i64, u64)> = Vec::new();
         loop {
             let stmt = client
@@ -277,10 +290,11 @@ impl Job<'_> {
                 if scan.visit(OpId(op_id), op, key) {
                     let bytes: i64 = row.try_get(5)?;
                     pending.push((op_id, u64::try_from(bytes).unwrap_or(0)));
-                    if pending.len() >= self.per_tx
-                        && !self.write_moves(client, &mut pending).await?
-                    {
-                        return Ok(None);
+                    if pending.len() >= held {
+                        if !self.write_moves(client, &pending).await? {
+                            return Ok(None);
+                        }
+                        pending.clear();
                     }
                 }
                 below = op_id;
@@ -289,21 +303,30 @@ impl Job<'_> {
                 break;
             }
         }
-        if !self.write_moves(client, &mut pending).await? {
+        let top = scan.clear_through();
+        pending.retain(|(op_id, _)| top.is_none_or(|top| *op_id > top.0));
+        if !self.write_moves(client, &pending).await? {
             return Ok(None);
         }
-        Ok(Some(scan.clear_through()))
+        Ok(Some(top))
     }
 
-    /// Rewrites `pending` as MOVEs in one transaction. False: the deployment went away.
-    async fn write_moves(
+    /// Rewrites `moves` (op id, bytes dropped) as MOVEs, `per_tx` per transaction. False:
+    /// stopped (see [`Begin::Stop`]).
+    async fn write_moves(&mut self, client: &mut Object, moves: &[(i64, u64)]) -> Result<bool> {
+        for chunk in moves.chunks(self.per_tx) {
+            if !self.write_move_chunk(client, chunk).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn write_move_chunk(
         &mut self,
         client: &mut Object,
-        pending: &mut Vec<(i64, u64)>,
+        pending: &[(i64, u64)],
     ) -> Result<bool> {
-        if pending.is_empty() {
-            return Ok(true);
-        }
         let Begin::Tx(tx) = self.begin(client).await? else {
             return Ok(false);
         };
@@ -332,7 +355,6 @@ impl Job<'_> {
             .filter(|(id, _)| moved.contains(id))
             .map(|(_, bytes)| bytes)
             .sum::<u64>();
-        pending.clear();
         Ok(true)
     }
 
@@ -351,8 +373,8 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// Pass 2: replaces the ops up to `top` (all REMOVE/MOVE/CLEAR) with one CLEAR, a batch of
-    /// ops per transaction. False: stopped early (see [`Begin::Stop`]).
+    /// Pass 2: replaces the ops up to `top` (each superseded, or a REMOVE/MOVE/CLEAR) with one
+    /// CLEAR, a batch of ops per transaction. False: stopped early (see [`Begin::Stop`]).
     async fn clears(&mut self, client: &mut Object, top: OpId) -> Result<bool> {
         let batch = i64::try_from(self.per_tx).unwrap_or(i64::MAX);
         loop {
@@ -369,7 +391,7 @@ impl Job<'_> {
                              SELECT op_id FROM riptide.bucket_data \
                              WHERE deployment_id = $1 AND bucket = $2 AND op_id <= $3 \
                              ORDER BY op_id LIMIT $4) batch) \
-                     RETURNING d.op_id, d.op, d.checksum, pg_column_size(d.*)::int8",
+                     RETURNING d.op_id, d.checksum, pg_column_size(d.*)::int8",
                 )
                 .await?;
             let rows = tx
@@ -380,21 +402,18 @@ impl Job<'_> {
                 tx.rollback().await?;
                 return Ok(true);
             }
+            // The scan found every op up to `top` superseded (PUTs included: they are not
+            // rewritten as MOVE first) or a REMOVE/MOVE/CLEAR. Ops up to the checkpoint change
+            // only by compaction (which the bucket lock serializes) and none are added below it;
+            // the data epoch `begin` checks rules out a deployment reset meanwhile.
             let mut checksum = Checksum::ZERO;
             let mut last = 0i64;
             let mut bytes = 0u64;
             for row in &rows {
                 let op_id: i64 = row.try_get(0)?;
-                if op_type(row.try_get(1)?)? == OpType::Put {
-                    // Ops up to the checkpoint never become PUTs again: the scan was wrong.
-                    return Err(StorageError::Corrupt(format!(
-                        "compaction of bucket {} found a PUT at op {op_id} in its leading run",
-                        self.bucket
-                    )));
-                }
-                checksum += checksum_from_db(row.try_get(2)?)?;
+                checksum += checksum_from_db(row.try_get(1)?)?;
                 last = last.max(op_id);
-                bytes += u64::try_from(row.try_get::<_, i64>(3)?).unwrap_or(0);
+                bytes += u64::try_from(row.try_get::<_, i64>(2)?).unwrap_or(0);
             }
             let stmt = tx
                 .prepare_cached(

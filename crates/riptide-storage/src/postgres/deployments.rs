@@ -191,7 +191,8 @@ pub(super) async fn reset_snapshot(pool: &Pool, id: DeploymentId) -> Result<()> 
     tx.execute(
         "UPDATE riptide.deployments SET snapshot_done = false, \
          last_op_id = (SELECT COALESCE(max(last_op_id), 0) FROM riptide.deployments WHERE id <> $1), \
-         last_checkpoint_lsn = NULL, resume_lsn = NULL, updated_at = now() WHERE id = $1",
+         last_checkpoint_lsn = NULL, resume_lsn = NULL, data_epoch = data_epoch + 1, \
+         updated_at = now() WHERE id = $1",
         &[&id],
     )
     .await?;
