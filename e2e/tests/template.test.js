@@ -3,9 +3,12 @@
 // and `riptide serve`, all on fresh, empty databases: the process's migrations create the schema
 // and it deploys its sync rules through the service's admin API.
 //
+// Also: the dev server's `import.meta.env` (Vite's `envPrefix`) holds no database URL.
+//
 // Needs: target/debug/riptide and target/debug/realtime-app-server (`cargo build -p riptide-cli
 // -p realtime-app-server`), `npm ci` in templates/realtime/web, Chromium at /usr/bin/chromium.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -22,6 +25,7 @@ import {
   freePort,
   listFiles,
   prepareAppDir,
+  TEMPLATE_WEB_DIR,
   readSyncStream,
   startTemplateService,
   waitLive,
@@ -106,6 +110,59 @@ test('the built UI holds no database URL, signing key or API token', () => {
   }
   // The check looks at the right files: the public setting is there.
   assert.ok(sawServiceUrl, 'VITE_POWERSYNC_URL is in the bundle');
+});
+
+test('the dev server gives the page an import.meta.env with no database URL', { timeout: 120_000 }, async () => {
+  // `npm run dev` with the same environment as the build (so .env's VITE_DATABASE_URL is set).
+  const port = await freePort();
+  const vite = spawn('npx', ['vite', '--port', String(port), '--strictPort', '--host', '127.0.0.1'], {
+    cwd: TEMPLATE_WEB_DIR,
+    env: { ...process.env, ...buildEnv, PORT: '9' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  let log = '';
+  vite.stdout.on('data', (d) => (log += d));
+  vite.stderr.on('data', (d) => (log += d));
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  try {
+    const origin = `http://127.0.0.1:${port}`;
+    await waitFor(async () => (await fetch(`${origin}/`)).ok, { timeoutMs: 60_000, what: `vite dev on ${origin}`, describe: () => log });
+    const page = await browser.newPage();
+    await page.goto(`${origin}/`);
+    // Every module the page loaded, as the dev server served it: Vite writes each module's
+    // `import.meta.env` into its first line.
+    const modules = await page.evaluate(async () => {
+      const urls = performance
+        .getEntriesByType('resource')
+        .map((e) => e.name)
+        .filter((u) => u.startsWith(location.origin) && /\/src\//.test(u));
+      return Promise.all(urls.map(async (url) => ({ url, text: await (await fetch(url)).text() })));
+    });
+    const envs = modules
+      .map(({ url, text }) => ({ url, m: /^import\.meta\.env = (\{.*?\});/m.exec(text) }))
+      .filter(({ m }) => m)
+      .map(({ url, m }) => ({ url, env: JSON.parse(m[1]) }));
+    assert.ok(envs.some(({ url }) => url.includes('/src/lib/powersync.ts')), `powersync.ts loaded: ${modules.map((m) => m.url).join(', ')}`);
+    for (const { url, env } of envs) {
+      assert.equal(env.VITE_POWERSYNC_URL, buildEnv.VITE_POWERSYNC_URL, url);
+      for (const [key, value] of Object.entries(env)) {
+        assert.ok(!/DATABASE|SIGNING|API_TOKEN/.test(key), `${url}: import.meta.env.${key}`);
+        assert.doesNotMatch(String(value), /postgres(ql)?:\/\//, `${url}: import.meta.env.${key}`);
+      }
+    }
+    for (const { url, text } of modules) {
+      assert.ok(!text.includes(buildEnv.VITE_DATABASE_URL), `${url} holds VITE_DATABASE_URL`);
+      assert.ok(!text.includes(secrets.apiToken), `${url} holds the API token`);
+    }
+  } finally {
+    await browser.close();
+    try {
+      process.kill(-vite.pid, 'SIGTERM');
+    } catch {
+      // already gone
+    }
+  }
 });
 
 /**

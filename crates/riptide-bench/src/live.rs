@@ -1,6 +1,6 @@
-//! Live scenarios: write → every subscribed stream latency, fan-out to many streams, and many
-//! idle streams. The load generator is many lightweight protocol clients (one tokio task per
-//! NDJSON stream) on this process's runtime; the service runs as a separate process.
+//! Live scenarios' load: many lightweight protocol clients (one tokio task per NDJSON stream,
+//! the test kit's [`SyncClient`]) on this process's runtime, and a writer committing events at a
+//! steady pace; the service runs as a separate process.
 //!
 //! Rows of `events` carry their own stamp: `sent_us` is this process's clock (µs since the
 //! epoch) just before the `INSERT` is sent, so a delivery's latency is receive time − stamp on
@@ -11,9 +11,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
+use riptide_testkit::{SyncClient, SyncStream, Transport};
 use serde_json::Value;
 
-use crate::{Stream, Transport, open_stream, read_until_complete};
+use crate::checkpoint::{LINE_TIMEOUT, read_until_complete, request_body};
 
 /// Streams opened at the same time while connecting many.
 const OPEN_CONCURRENCY: usize = 64;
@@ -31,16 +32,12 @@ pub fn histogram() -> Histogram<u64> {
 
 /// Opens up to `n` NDJSON streams, each read up to its first `checkpoint_complete`. Stops at the
 /// first failure and returns the streams opened so far with that failure.
-pub async fn open_many(
-    http: &reqwest::Client,
-    endpoint: &str,
-    token: &str,
-    n: usize,
-) -> (Vec<Stream>, Option<anyhow::Error>) {
+pub async fn open_many(client: &SyncClient, n: usize) -> (Vec<SyncStream>, Option<anyhow::Error>) {
     let mut opened = Vec::with_capacity(n);
+    let body = request_body();
     let mut pending = futures::stream::iter(0..n)
         .map(|_| async {
-            let mut s = open_stream(http, endpoint, token, Transport::NDJSON).await?;
+            let mut s = client.open(Transport::NDJSON, &body).await?;
             read_until_complete(&mut s, None).await?;
             anyhow::Ok(s)
         })
@@ -61,14 +58,16 @@ pub type Delivery = (u32, i64, i64);
 /// Reads a stream until it has received `total` events or `deadline` passes; returns the
 /// deliveries.
 pub fn spawn_reader(
-    mut s: Stream,
+    mut s: SyncStream,
     total: usize,
     deadline: tokio::time::Instant,
 ) -> tokio::task::JoinHandle<Vec<Delivery>> {
     tokio::spawn(async move {
         let mut got = Vec::with_capacity(total);
         while got.len() < total {
-            let Ok(Ok(line)) = tokio::time::timeout_at(deadline, s.next_line()).await else {
+            let Ok(Ok(Some(line))) =
+                tokio::time::timeout_at(deadline, s.try_next_line(LINE_TIMEOUT)).await
+            else {
                 break;
             };
             let received = now_us();
@@ -137,84 +136,6 @@ pub fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     } else {
         h.value_at_quantile(q / 100.0) as f64 / 1000.0
     }
-}
-
-/// CPU time and memory of a process, from `/proc`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Usage {
-    /// utime + stime, seconds.
-    pub cpu_s: f64,
-    /// VmRSS, bytes.
-    pub rss: u64,
-    /// VmHWM (peak RSS over the process's life), bytes.
-    pub peak_rss: u64,
-}
-
-pub fn usage(pid: u32) -> Usage {
-    let proc = |file: &str| std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok();
-    let mut u = Usage::default();
-    if let Some(stat) = proc("stat") {
-        // Fields after the command name (which is in parentheses and may contain spaces):
-        // state is field 3, utime field 14, stime field 15.
-        if let Some((_, rest)) = stat.rsplit_once(')') {
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            // /proc counts in USER_HZ, which Linux fixes at 100 for user space.
-            u.cpu_s = (ticks(11) + ticks(12)) as f64 / 100.0;
-        }
-    }
-    if let Some(status) = proc("status") {
-        let kb = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .unwrap_or(0)
-                * 1024
-        };
-        u.rss = kb("VmRSS:");
-        u.peak_rss = kb("VmHWM:");
-    }
-    u
-}
-
-/// CPU time, seconds, of a Postgres cluster: the postmaster's own, that of its children that
-/// have exited (cutime + cstime) and that of its running children (backends, WAL sender,
-/// background workers). Zero when `postmaster.pid` in `data_dir` cannot be read.
-pub fn cluster_cpu_s(data_dir: &std::path::Path) -> f64 {
-    let Some(postmaster) = std::fs::read_to_string(data_dir.join("postmaster.pid"))
-        .ok()
-        .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
-    else {
-        return 0.0;
-    };
-    // Fields after the command name: ppid is field 4, utime..cstime fields 14..17.
-    let stat = |pid: &str| -> Option<(u32, [u64; 4])> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let (_, rest) = text.rsplit_once(')')?;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        Some((u32::try_from(n(1)).ok()?, [n(11), n(12), n(13), n(14)]))
-    };
-    let mut ticks = stat(&postmaster.to_string()).map_or(0, |(_, t)| t.iter().sum());
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let name = entry.file_name();
-            let Some(pid) = name
-                .to_str()
-                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-            else {
-                continue;
-            };
-            if let Some((ppid, t)) = stat(pid)
-                && ppid == postmaster
-            {
-                ticks += t[0] + t[1];
-            }
-        }
-    }
-    // USER_HZ is 100 for user space.
-    ticks as f64 / 100.0
 }
 
 /// Raises this process's open-file soft limit to its hard limit (children inherit it);

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use riptide_cli::config::ServeConfig;
 use riptide_cli::platform_cmd::{self, PlatformCommand};
-use riptide_cli::{embedded, serve};
+use riptide_server::config::ServeConfig;
+use riptide_server::{embedded, serve};
 
 /// Riptide: realtime, local-first apps on Postgres.
 #[derive(Debug, Parser)]
@@ -34,6 +34,10 @@ enum Command {
         /// HTTP port (overrides the config's `port`; default 8080).
         #[arg(long, short)]
         port: Option<u16>,
+        /// Address to listen on (overrides the config's `host`; default 0.0.0.0 with a
+        /// config, 127.0.0.1 for the embedded demo).
+        #[arg(long, visible_alias = "listen")]
+        host: Option<std::net::IpAddr>,
     },
     /// Print a token for the embedded demo service.
     Token {
@@ -189,7 +193,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Dev { options } => platform_cmd::dev(options).await,
         Command::Demo { options } => platform_cmd::demo(options).await,
         Command::Mcp => {
-            riptide_cli::logging::init(&riptide_cli::config::Logging {
+            riptide_server::logging::init(&riptide_server::config::Logging {
                 level: "info".into(),
                 json: false,
             });
@@ -204,9 +208,9 @@ async fn run(cli: Cli) -> Result<()> {
             buckets,
             all,
         } => riptide_cli::compact_cmd::main(&config, buckets, all, json).await,
-        Command::Serve { config, port } => run_serve(config, port).await,
+        Command::Serve { config, port, host } => run_serve(config, port, host).await,
         Command::Token { user, ttl } => {
-            let home = embedded::riptide_home();
+            let home = riptide_platform::home::riptide_home();
             let key = embedded::DemoKey::load_or_create(&home.join("demo-signing-key"))?;
             println!("{}", key.token(&user, ttl)?);
             Ok(())
@@ -215,27 +219,34 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-async fn run_serve(config: Option<PathBuf>, port: Option<u16>) -> Result<()> {
-    let (config, demo) = match config {
+async fn run_serve(
+    config: Option<PathBuf>,
+    port: Option<u16>,
+    host: Option<std::net::IpAddr>,
+) -> Result<()> {
+    let (mut config, demo) = match config {
         Some(path) => {
             let mut config = ServeConfig::load(&path)?;
             if let Some(port) = port {
                 config.port = port;
             }
-            riptide_cli::logging::init(&config.logging);
+            riptide_server::logging::init(&config.logging);
             (config, None)
         }
         None => {
-            let logging = riptide_cli::config::Logging {
+            let logging = riptide_server::config::Logging {
                 level: "info".into(),
                 json: false,
             };
-            riptide_cli::logging::init(&logging);
-            let env = embedded::Embedded::start(&embedded::riptide_home()).await?;
+            riptide_server::logging::init(&logging);
+            let env = embedded::Embedded::start(&riptide_platform::home::riptide_home()).await?;
             let config = env.serve_config(port.unwrap_or(8080));
             (config, Some(env))
         }
     };
+    if let Some(host) = host {
+        config.host = host;
+    }
     let running = serve::start(config).await?;
     if let Some(env) = &demo {
         let token = env
@@ -264,7 +275,7 @@ async fn run_serve(config: Option<PathBuf>, port: Option<u16>) -> Result<()> {
     {
         tracing::warn!(error = %e, "could not stop the embedded Postgres");
     }
-    result
+    Ok(result?)
 }
 
 async fn shutdown_signal() {

@@ -113,6 +113,7 @@ impl RiptideMcp {
         &self,
         Parameters(a): Parameters<CreateDatabaseArgs>,
     ) -> Result<CallToolResult, ErrorData> {
+        // Passwords are never shown: `connect_app_to_database` writes the real URIs to `.env`.
         result(
             riptide_platform::database::create_database(
                 &self.platform,
@@ -120,7 +121,8 @@ impl RiptideMcp {
                 a.server_url.as_deref(),
                 &Quiet,
             )
-            .await,
+            .await
+            .map(|info| info.redacted()),
         )
     }
 

@@ -2,7 +2,6 @@
 //! `RIPTIDE_HOME`, on the test run's Postgres server (`--server-url`): create-database → sync
 //! enable → create-app → connect → migrate → deploy-rules → schema, each run twice; status and
 //! stop; bad input leaving nothing behind.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -1,6 +1,5 @@
 //! `riptide rules check` and `riptide rules explain` through the built binary, against a real
 //! Postgres: the user-facing output is what is tested.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -105,6 +104,56 @@ fn check_without_database_reports_located_errors() {
     );
 }
 
+#[test]
+fn streams_check_and_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let classic = write(dir.path(), "classic.yaml", RULES);
+    let out = riptide(&["rules", "migrate", classic.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("config:\n  edition: 3\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("      - \"SELECT lists.* FROM lists WHERE lists.id IN (SELECT list_id FROM list_members WHERE user_id = auth.user_id())\"\n"),
+        "{}",
+        out.stdout
+    );
+    let streams = write(dir.path(), "streams.yaml", &out.stdout);
+    let f = streams.to_str().unwrap();
+    let out = riptide(&["rules", "check", f]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.stdout,
+        "ok: 2 streams, 0 bucket definitions, 5 queries, 3 tables\n"
+    );
+
+    let warned = write(
+        dir.path(),
+        "warned.yaml",
+        "config:\n  edition: 3\nstreams:\n  todos:\n    query: SELECT * FROM todos WHERE list_id = subscription.parameter('list')\n",
+    );
+    let f = warned.to_str().unwrap();
+    let out = riptide(&["rules", "check", f]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.starts_with(&format!(
+            "{f}:4:3: warning: stream `todos`: clients can send any value"
+        )),
+        "{}",
+        out.stdout
+    );
+    // Migrating streams again is refused.
+    let out = riptide(&["rules", "migrate", f]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("already defines `streams`"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[tokio::test]
 async fn check_against_the_database() {
     let db = database().await;
@@ -180,6 +229,66 @@ fn explain(url: &str, rules: &Path, user: &str, extra: &[&str]) -> Output {
     ];
     args.extend_from_slice(extra);
     riptide(&args)
+}
+
+#[tokio::test]
+async fn explain_with_streams_and_subscriptions() {
+    let db = database().await;
+    let url = db.url();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = write(
+        dir.path(),
+        "streams.yaml",
+        "config:
+  edition: 3
+streams:
+  my_lists:
+    auto_subscribe: true
+    query: SELECT * FROM lists WHERE owner_id = auth.user_id()
+  list_todos:
+    query: SELECT * FROM todos WHERE list_id = subscription.parameter('list') AND list_id IN (SELECT list_id FROM list_members WHERE user_id = auth.user_id())
+",
+    );
+    // A member subscribed to the shared list, and to a list they are not a member of.
+    let out = explain(
+        &url,
+        &rules,
+        "u2",
+        &[
+            "--subscription",
+            r#"list_todos={"list":"L1"}"#,
+            "--subscription",
+            r#"list_todos={"list":"L2"}"#,
+            "--subscription",
+            "nope",
+            "--row",
+            "todos:T1",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.stdout,
+        "user 'u2': 2 buckets\n  \
+           list_todos|0[\"L1\"]  priority 3  via subscription 1\n  \
+           my_lists|0[\"u2\"]    priority 3  via default subscription of my_lists\n  \
+           subscription 3 of nope: unknown stream `nope`\n\
+         \n\
+         row public.todos:T1\n  \
+           stream list_todos puts it in list_todos|0[\"L1\"]: GRANTED via subscription 1\n\
+         verdict: user 'u2' gets this row through list_todos|0[\"L1\"]\n"
+    );
+    // Not subscribed: the stream puts the row in a bucket the user does not have.
+    let out = explain(&url, &rules, "u2", &["--row", "todos:T3"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("puts it in list_todos|0[\"L2\"], which none of the user's subscriptions")
+            && out
+                .stdout
+                .ends_with("verdict: user 'u2' does not get this row\n"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[tokio::test]

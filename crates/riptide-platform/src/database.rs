@@ -26,6 +26,17 @@ pub struct DatabaseInfo {
 }
 
 impl DatabaseInfo {
+    /// The same with the passwords of its URIs replaced by `***`: what the CLI and MCP show.
+    /// The URIs with passwords are written to an app's `.env` (0600) by `connect`, and kept in
+    /// `state.json` (0600); they are never printed.
+    pub fn redacted(&self) -> DatabaseInfo {
+        DatabaseInfo {
+            pooled_uri: crate::pg::redact(&self.pooled_uri),
+            direct_uri: crate::pg::redact(&self.direct_uri),
+            ..self.clone()
+        }
+    }
+
     pub(crate) fn of(record: &DatabaseRecord, already: bool) -> DatabaseInfo {
         let note = match record.provider {
             Provider::Local => {
@@ -44,6 +55,32 @@ impl DatabaseInfo {
             note: note.into(),
             already,
         }
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn redacted_info_has_no_password() {
+        let info = DatabaseInfo {
+            id: "db_1".into(),
+            name: "shop".into(),
+            provider: Provider::Server,
+            pooled_uri: "postgres://app:s3cret@pool.example:6543/shop?sslmode=require".into(),
+            direct_uri: "postgres://app:s3cret@db.example:5432/shop".into(),
+            note: String::new(),
+            already: false,
+        };
+        let shown = info.redacted();
+        let json = serde_json::to_string(&shown).unwrap_or_default();
+        assert!(!json.contains("s3cret"), "{json}");
+        assert_eq!(shown.direct_uri, "postgres://app:***@db.example:5432/shop");
+        assert_eq!(
+            shown.pooled_uri,
+            "postgres://app:***@pool.example:6543/shop?sslmode=require"
+        );
     }
 }
 

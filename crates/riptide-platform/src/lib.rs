@@ -33,6 +33,7 @@ pub mod status;
 pub mod sync;
 
 pub use error::PlatformError;
+pub use pg::redact;
 
 use std::path::{Path, PathBuf};
 

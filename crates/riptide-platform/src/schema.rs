@@ -1,8 +1,8 @@
 //! `generate_schema`: `web/src/lib/schema.ts` (the client's SQLite schema for `@powersync/web`)
 //! from the Postgres catalog and the output tables and columns of the app's sync rules.
 //!
-//! Each data query of `sync-rules.yaml` contributes its output table (`FROM t AS alias` → alias)
-//! and its columns (`*` = every column of the source table); `id` is implicit. Column types
+//! Each data query and each stream query of `sync-rules.yaml` contributes its output table
+//! (`FROM t AS alias` → alias) and its columns (`*` = every column of the source table); `id` is implicit. Column types
 //! follow PowerSync's mapping: integer and boolean types → `column.integer`, `real`/`double` →
 //! `column.real`, everything else (text, uuid, timestamps, numeric, json) → `column.text`.
 //! Columns ending in `_id` get an index named after the rest (`list_id` → `list`).
@@ -10,9 +10,6 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
-use sqlparser::ast::{Expr, SelectItem, SetExpr, Statement, TableFactor};
-use sqlparser::dialect::GenericDialect;
-use sqlparser::parser::Parser;
 
 use crate::database::LOCK_WAIT;
 use crate::state::{Store, write_atomic};
@@ -88,21 +85,18 @@ pub async fn client_tables(
         PlatformError::Rules(format!("sync-rules.yaml is invalid: {}", list.join("; ")))
     })?;
     let mut tables: Vec<ClientTable> = Vec::new();
-    for q in rules.queries() {
-        if q.kind != riptide_rules::QueryKind::Data {
-            continue;
-        }
-        let Some(source) = q.table else { continue };
+    for output in rules.output_tables() {
+        let source = &output.source;
         let catalog = catalog_columns(client, &source.schema, &source.name).await?;
         if catalog.is_empty() {
             return Err(PlatformError::Rules(format!(
-                "table {} (read by a data query of {}) does not exist in the database: run the app's migrations first",
+                "table {} (read by a query of {}) does not exist in the database: run the app's migrations first",
                 source.qualified(),
-                q.definition
+                output.definition
             )));
         }
-        let (output, columns) = output_of(&q.sql, &source.name, &catalog)?;
-        match tables.iter_mut().find(|t| t.name == output) {
+        let columns = client_columns(&output.columns, &catalog);
+        match tables.iter_mut().find(|t| t.name == output.name) {
             Some(t) => {
                 for c in columns {
                     if !t.columns.iter().any(|(n, _)| *n == c.0) {
@@ -111,7 +105,7 @@ pub async fn client_tables(
                 }
             }
             None => tables.push(ClientTable {
-                name: output,
+                name: output.name,
                 columns,
             }),
         }
@@ -156,29 +150,13 @@ fn powersync_type(typname: &str) -> &'static str {
     }
 }
 
-/// The output table and columns of a data query.
-fn output_of(
-    sql: &str,
-    source: &str,
+/// A client table's columns (the `id` column aside) typed from the source table's catalog:
+/// `*` gives every catalog column, a column copied from the source its type, anything else
+/// text.
+fn client_columns(
+    columns: &[riptide_rules::OutputColumn],
     catalog: &[(String, &'static str)],
-) -> Result<(String, Columns), PlatformError> {
-    let bad = |why: String| PlatformError::Rules(format!("cannot read data query {sql:?}: {why}"));
-    let mut statements =
-        Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| bad(e.to_string()))?;
-    let Some(Statement::Query(query)) = statements.pop() else {
-        return Err(bad("not a SELECT".into()));
-    };
-    let SetExpr::Select(select) = *query.body else {
-        return Err(bad("not a simple SELECT".into()));
-    };
-    let mut output = source.to_owned();
-    if let Some(from) = select.from.first()
-        && let TableFactor::Table {
-            alias: Some(alias), ..
-        } = &from.relation
-    {
-        output = alias.name.value.clone();
-    }
+) -> Columns {
     let type_of = |col: &str| {
         catalog
             .iter()
@@ -186,42 +164,29 @@ fn output_of(
             .map(|(_, t)| *t)
             .unwrap_or("text")
     };
-    let mut columns: Columns = Vec::new();
+    let mut out: Columns = Vec::new();
     let mut push = |name: String, ty: &'static str| {
-        if name != "id" && !columns.iter().any(|(n, _)| *n == name) {
-            columns.push((name, ty));
+        if name != "id" && !out.iter().any(|(n, _)| *n == name) {
+            out.push((name, ty));
         }
     };
-    for item in &select.projection {
-        match item {
-            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
+    for c in columns {
+        match c {
+            riptide_rules::OutputColumn::All => {
                 for (n, t) in catalog {
                     push(n.clone(), t);
                 }
             }
-            SelectItem::UnnamedExpr(expr) => {
-                if let Some(col) = column_name(expr) {
-                    push(col.clone(), type_of(&col));
-                }
-            }
-            SelectItem::ExprWithAlias { expr, alias } => {
-                let ty = column_name(expr).map(|c| type_of(&c)).unwrap_or("text");
-                push(alias.value.clone(), ty);
-            }
-            SelectItem::ExprWithAliases { .. } => {}
+            riptide_rules::OutputColumn::Named {
+                name,
+                source_column,
+            } => push(
+                name.clone(),
+                source_column.as_deref().map_or("text", type_of),
+            ),
         }
     }
-    Ok((output, columns))
-}
-
-fn column_name(expr: &Expr) -> Option<String> {
-    match expr {
-        Expr::Identifier(i) => Some(i.value.clone()),
-        Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
-        Expr::Nested(e) => column_name(e),
-        Expr::Cast { expr, .. } => column_name(expr),
-        _ => None,
-    }
+    out
 }
 
 /// The TypeScript of the schema.
@@ -334,22 +299,32 @@ mod tests {
             ("list_id".to_owned(), "text"),
             ("done".to_owned(), "integer"),
         ];
-        let (t, cols) = output_of("SELECT * FROM todos", "todos", &catalog).unwrap();
-        assert_eq!(t, "todos");
+        let tables = |yaml: &str| match riptide_rules::SyncRules::parse(yaml) {
+            Ok(r) => r.output_tables(),
+            Err(e) => panic!("{e}"),
+        };
+        let t = tables("bucket_definitions:\n  b:\n    data: [SELECT * FROM todos]\n");
+        assert_eq!(t[0].name, "todos");
         assert_eq!(
-            cols,
+            client_columns(&t[0].columns, &catalog),
             vec![("list_id".into(), "text"), ("done".into(), "integer")]
         );
-        let (t, cols) = output_of(
-            "SELECT id, done AS finished, upper(x) AS y FROM todos AS items WHERE list_id = bucket.list_id",
-            "todos",
-            &catalog,
-        )
-        .unwrap();
-        assert_eq!(t, "items");
+        let t = tables(
+            "bucket_definitions:\n  b:\n    parameters: SELECT request.user_id() AS list_id\n    data:\n      - SELECT id, done AS finished, upper(x) AS y FROM todos AS items WHERE list_id = bucket.list_id\n",
+        );
+        assert_eq!(t[0].name, "items");
         assert_eq!(
-            cols,
+            client_columns(&t[0].columns, &catalog),
             vec![("finished".into(), "integer"), ("y".into(), "text")]
+        );
+        // Streams too, whatever their WHERE clause says.
+        let t = tables(
+            "config:\n  edition: 3\nstreams:\n  s:\n    query: SELECT t.id, t.done FROM todos t WHERE t.list_id IN subscription.parameter('lists')\n",
+        );
+        assert_eq!(t[0].name, "t");
+        assert_eq!(
+            client_columns(&t[0].columns, &catalog),
+            vec![("done".into(), "integer")]
         );
     }
 

@@ -296,8 +296,8 @@ async fn ensure_wal_level(
     }
 }
 
-/// The service config: source and storage, the public key inline, audience `riptide`, the
-/// admin token; no sync rules (apps deploy theirs through the admin API). Mode 0600.
+/// The service config: source and storage, listening on 127.0.0.1, the public key inline,
+/// audience `riptide`, the admin token; no sync rules (apps deploy theirs through the admin API). Mode 0600.
 fn write_config(
     record: &SyncRecord,
     db: &DatabaseRecord,
@@ -306,6 +306,8 @@ fn write_config(
     let config = json!({
         "replication": {"connections": [{"type": "postgresql", "uri": db.direct_uri}]},
         "storage": {"type": "postgresql", "uri": record.storage_uri},
+        // A managed service is for this machine's apps: not reachable from the network.
+        "host": "127.0.0.1",
         "port": record.port,
         "client_auth": {"jwks": {"keys": [public_jwk]}, "audience": [AUDIENCE]},
         "api": {"tokens": [record.api_token]},
@@ -342,9 +344,11 @@ pub async fn ensure_service(
 
 async fn start_service(platform: &Platform, record: &SyncRecord) -> Result<(), PlatformError> {
     let mut cmd = Command::new(platform.riptide_bin());
+    // `--host` too, for services whose config was written before it had `host`.
     cmd.arg("serve")
         .arg("--config")
         .arg(record.config_path())
+        .args(["--host", "127.0.0.1"])
         .env_remove("POWERSYNC_CONFIG_PATH")
         .current_dir(&record.dir);
     let pid = process::spawn_detached(&mut cmd, &record.log_path(), &record.pid_path())?;

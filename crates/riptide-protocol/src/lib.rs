@@ -11,6 +11,7 @@ mod checksum;
 mod error;
 mod lines;
 mod lsn;
+pub mod nesting;
 mod op_id;
 mod request;
 pub mod rsocket;

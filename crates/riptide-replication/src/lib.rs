@@ -5,12 +5,13 @@
 //! - [`Replicator::run`]: for a new deployment, creates its slot exporting a snapshot, copies
 //!   the tables the sync rules use as of that snapshot (`snapshot.rs`), commits them at the
 //!   slot's consistent point, activates the deployment, then streams pgoutput from the slot
-//!   (`stream.rs`): one storage batch per source transaction (or per burst of consecutive
-//!   ones: group commit), acknowledged to Postgres only after storage committed it. A restart resumes at the stored LSN.
+//!   (`stream/`): one storage batch per source transaction (or per burst of consecutive
+//!   ones: group commit), acknowledged to Postgres only after storage committed it. A
+//!   restart resumes at the stored LSN.
 //! - `tables.rs`: live table-set changes while streaming (a referenced table created,
 //!   published, renamed, dropped or unpublished) through catalog checks, a consistent copy
 //!   from a temporary slot's snapshot and per-relation gates.
-//! - `pgoutput.rs` decodes the wire messages, `values.rs` maps Postgres text values to SQLite
+//! - `pgoutput/` decodes the wire messages, `values.rs` maps Postgres text values to SQLite
 //!   values, `row_image.rs` builds rows and replica-identity keys.
 
 mod batch;

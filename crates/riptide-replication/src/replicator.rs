@@ -203,7 +203,7 @@ impl Replicator {
 }
 
 /// The socket loop: events in, acknowledgements out. After a source commit held for group
-/// commit (see `stream.rs`), the next event is taken only if it is already waiting; when none
+/// commit (see `stream/`), the next event is taken only if it is already waiting; when none
 /// is, the group is committed at once.
 async fn stream(
     mut session: ReplicationClient,

@@ -24,6 +24,30 @@ pub enum TimeFormat {
     Legacy,
     /// `2024-05-01T13:45:10.123000` (6 sub-second digits), `13:45:10.500000`.
     Iso8601,
+    /// ISO 8601 with at most this many sub-second digits (`timestamp_max_precision`: 0 for
+    /// seconds, 3 for milliseconds; Postgres has 6): truncated, never rounded, as PowerSync.
+    Iso8601Digits(u8),
+}
+
+impl TimeFormat {
+    /// Sub-second digits of an ISO 8601 format (`None`: legacy).
+    fn iso_digits(self) -> Option<usize> {
+        match self {
+            TimeFormat::Legacy => None,
+            TimeFormat::Iso8601 => Some(6),
+            TimeFormat::Iso8601Digits(d) => Some(usize::from(d.min(6))),
+        }
+    }
+}
+
+/// `.` + the fraction cut or padded to `digits` (nothing for 0 digits).
+fn fraction(frac: Option<&str>, digits: usize) -> String {
+    if digits == 0 {
+        return String::new();
+    }
+    let f = frac.unwrap_or("");
+    let cut = f.get(..digits.min(f.len())).unwrap_or(f);
+    format!(".{cut:0<digits$}")
 }
 
 /// Mapping options a deployment's sync rules choose (compatibility options).
@@ -38,10 +62,12 @@ impl ValueOptions {
     /// The options the rules' edition and `config` select.
     pub fn from_rules(rules: &riptide_rules::SyncRules) -> ValueOptions {
         ValueOptions {
-            time_format: if rules.timestamps_iso8601() {
-                TimeFormat::Iso8601
-            } else {
-                TimeFormat::Legacy
+            time_format: match (rules.timestamps_iso8601(), rules.timestamp_max_precision()) {
+                (false, _) => TimeFormat::Legacy,
+                (true, Some(p)) if p.sub_second_digits() < 6 => {
+                    TimeFormat::Iso8601Digits(p.sub_second_digits())
+                }
+                (true, _) => TimeFormat::Iso8601,
             },
             custom_types: rules.custom_types(),
         }
@@ -323,9 +349,9 @@ pub fn convert_lsn(text: &str) -> String {
 /// `time`: legacy as printed; ISO with exactly 6 sub-second digits (`12:00:00.000000`), so
 /// text order is time order. Text that is not `HH:MM:SS[.f]` is kept.
 pub fn convert_time(text: &str, format: TimeFormat) -> String {
-    if format == TimeFormat::Legacy {
+    let Some(digits) = format.iso_digits() else {
         return text.to_owned();
-    }
+    };
     let (hms, frac) = match text.split_once('.') {
         Some((hms, frac)) => (hms, Some(frac)),
         None => (text, None),
@@ -336,7 +362,7 @@ pub fn convert_time(text: &str, format: TimeFormat) -> String {
     if !valid {
         return text.to_owned();
     }
-    format!("{hms}.{:0<6}", frac.unwrap_or(""))
+    format!("{hms}{}", fraction(frac, digits))
 }
 
 /// The parts of `YYYY-MM-DD HH:MM:SS[.ffffff][±HH[:MM[:SS]]]` (ISO DateStyle).
@@ -380,7 +406,8 @@ fn split_datetime(text: &str) -> Option<DateTimeText<'_>> {
 /// `2024-05-01T13:45:10.123000`. Infinities become the extreme timestamps; text that is
 /// not a timestamp (BC dates) becomes NULL, like the official service.
 pub fn convert_timestamp(text: &str, format: TimeFormat) -> Option<String> {
-    let iso = format == TimeFormat::Iso8601;
+    let digits = format.iso_digits();
+    let iso = digits.is_some();
     match text {
         "infinity" => {
             return Some(
@@ -408,12 +435,12 @@ pub fn convert_timestamp(text: &str, format: TimeFormat) -> Option<String> {
     if parts.offset.is_some() {
         return None;
     }
-    Some(if iso {
+    Some(if let Some(digits) = digits {
         format!(
-            "{}T{}.{:0<6}",
+            "{}T{}{}",
             parts.date,
             parts.hms,
-            parts.frac.unwrap_or("")
+            fraction(parts.frac, digits)
         )
     } else {
         text.to_owned()
@@ -431,7 +458,8 @@ pub fn convert_timestamptz(text: &str) -> String {
 /// Infinities become `9999-12-31 23:59:59Z` / `0000-01-01 00:00:00Z` (`T` in ISO). BC
 /// dates and years beyond 9999 become NULL, like the official service.
 pub fn convert_timestamptz_with(text: &str, format: TimeFormat) -> Option<String> {
-    let iso = format == TimeFormat::Iso8601;
+    let digits = format.iso_digits();
+    let iso = digits.is_some();
     match text {
         "infinity" => {
             return Some(
@@ -455,10 +483,11 @@ pub fn convert_timestamptz_with(text: &str, format: TimeFormat) -> Option<String
         }
         _ => {}
     }
-    to_utc(text, iso)
+    to_utc(text, digits)
 }
 
-fn to_utc(text: &str, iso: bool) -> Option<String> {
+fn to_utc(text: &str, digits: Option<usize>) -> Option<String> {
+    let iso = digits.is_some();
     let p = split_datetime(text)?;
     let mut d = p.date.splitn(3, '-');
     let year: i64 = d.next()?.parse().ok()?;
@@ -490,8 +519,8 @@ fn to_utc(text: &str, iso: bool) -> Option<String> {
         sod % 3600 / 60,
         sod % 60
     );
-    if iso {
-        out.push_str(&format!(".{:0<6}", p.frac.unwrap_or("")));
+    if let Some(digits) = digits {
+        out.push_str(&fraction(p.frac, digits));
     } else if let Some(f) = p.frac {
         out.push('.');
         out.push_str(f);
@@ -606,267 +635,4 @@ fn write_array_json(elem: ScalarKind, value: &ArrayElement, out: &mut String) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn t(s: &str) -> SqliteValue {
-        SqliteValue::Text(s.to_owned())
-    }
-
-    #[test]
-    fn golden_table() {
-        let cases: Vec<(u32, &str, SqliteValue)> = vec![
-            (oid::BOOL, "t", SqliteValue::Integer(1)),
-            (oid::BOOL, "f", SqliteValue::Integer(0)),
-            (oid::INT2, "-32768", SqliteValue::Integer(-32768)),
-            (oid::INT4, "42", SqliteValue::Integer(42)),
-            (
-                oid::INT8,
-                "9223372036854775807",
-                SqliteValue::Integer(i64::MAX),
-            ),
-            (oid::OID, "4294967295", SqliteValue::Integer(4_294_967_295)),
-            (oid::FLOAT8, "1.5", SqliteValue::Real(1.5)),
-            (
-                oid::FLOAT4,
-                "-Infinity",
-                SqliteValue::Real(f64::NEG_INFINITY),
-            ),
-            (oid::FLOAT8, "Infinity", SqliteValue::Real(f64::INFINITY)),
-            (
-                oid::NUMERIC,
-                "12345678901234567890.000001",
-                t("12345678901234567890.000001"),
-            ),
-            (oid::NUMERIC, "NaN", t("NaN")),
-            (oid::TEXT, "héllo", t("héllo")),
-            (oid::VARCHAR, "", t("")),
-            (oid::BPCHAR, "ab  ", t("ab  ")),
-            (oid::NAME, "pg_class", t("pg_class")),
-            (
-                oid::UUID,
-                "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
-                t("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
-            ),
-            (oid::JSON, r#"{"a": [1, 2]}"#, t(r#"{"a": [1, 2]}"#)),
-            (oid::JSONB, r#"{"a": 1}"#, t(r#"{"a": 1}"#)),
-            (
-                oid::TIMESTAMP,
-                "2024-05-01 13:45:10.123",
-                t("2024-05-01 13:45:10.123"),
-            ),
-            (oid::TIMESTAMP, "infinity", t("9999-12-31 23:59:59")),
-            (oid::TIMESTAMP, "-infinity", t("0000-01-01 00:00:00")),
-            (oid::TIMESTAMP, "0044-03-15 12:00:00 BC", SqliteValue::Null),
-            (
-                oid::TIMESTAMPTZ,
-                "2024-05-01 11:45:10.123+00",
-                t("2024-05-01 11:45:10.123Z"),
-            ),
-            (
-                oid::TIMESTAMPTZ,
-                "2024-05-01 13:45:10+02",
-                t("2024-05-01 11:45:10Z"),
-            ),
-            (
-                oid::TIMESTAMPTZ,
-                "2024-01-01 00:15:00.5-05:30",
-                t("2024-01-01 05:45:00.5Z"),
-            ),
-            (
-                oid::TIMESTAMPTZ,
-                "2024-12-31 23:30:00-01",
-                t("2025-01-01 00:30:00Z"),
-            ),
-            (oid::TIMESTAMPTZ, "infinity", t("9999-12-31 23:59:59Z")),
-            (oid::TIMESTAMPTZ, "-infinity", t("0000-01-01 00:00:00Z")),
-            (
-                oid::TIMESTAMPTZ,
-                "10022-02-03 09:13:14+00",
-                SqliteValue::Null,
-            ),
-            (
-                oid::TIMESTAMPTZ,
-                "0022-02-03 12:13:14+03",
-                t("0022-02-03 09:13:14Z"),
-            ),
-            (oid::PG_LSN, "16/B374D848", t("00000016/B374D848")),
-            (
-                3221,
-                "{16/B374D848,NULL}",
-                t(r#"["00000016/B374D848",null]"#),
-            ),
-            (oid::JSONPATH, "$.\"a\"[*]", t("$.\"a\"[*]")),
-            (1001, "{\"\\\\x01\"}", t("[null]")),
-            (1016, "{9007199254740993}", t("[9007199254740993]")),
-            (
-                1021,
-                "{3.14,1e+20,-0,Infinity}",
-                t("[3.14,100000000000000000000,0,null]"),
-            ),
-            (1183, "{15:47:00}", t(r#"["15:47:00"]"#)),
-            (
-                1115,
-                "{\"2023-03-06 15:47:00\"}",
-                t(r#"["2023-03-06 15:47:00"]"#),
-            ),
-            (
-                1009,
-                "{{one,1},{three,NULL}}",
-                t(r#"[["one","1"],["three",null]]"#),
-            ),
-            (1009, "{NULL}", t("[null]")),
-            (1009, "{\"null\"}", t(r#"["null"]"#)),
-            (3907, "{\"[1,5)\",empty}", t(r#"["[1,5)","empty"]"#)),
-            (
-                oid::TIMESTAMPTZ,
-                "0044-03-15 12:00:00+00 BC",
-                SqliteValue::Null,
-            ),
-            (oid::DATE, "2024-05-01", t("2024-05-01")),
-            (oid::DATE, "infinity", t("9999-12-31")),
-            (oid::DATE, "-infinity", t("0000-01-01")),
-            (oid::TIME, "13:45:10.5", t("13:45:10.5")),
-            (oid::TIMETZ, "13:45:10+02", t("13:45:10+02")),
-            (oid::INTERVAL, "1 day 02:00:00", t("1 day 02:00:00")),
-            (oid::MONEY, "$1,000.00", t("$1,000.00")),
-            (123_456, "happy", t("happy")),
-            (oid::BYTEA, "\\x00ff10", SqliteValue::Blob(vec![0, 255, 16])),
-            (oid::BYTEA, "\\x", SqliteValue::Blob(vec![])),
-            (
-                oid::BYTEA,
-                "a\\\\b\\001",
-                SqliteValue::Blob(b"a\\b\x01".to_vec()),
-            ),
-            (1007, "{1,2,NULL}", t("[1,2,null]")),
-            (1007, "{{1,2},{3,4}}", t("[[1,2],[3,4]]")),
-            (1007, "[0:1]={5,6}", t("[5,6]")),
-            (1007, "{}", t("[]")),
-            (
-                1009,
-                r#"{a,"b c","d\"e",NULL,"NULL"}"#,
-                t(r#"["a","b c","d\"e",null,"NULL"]"#),
-            ),
-            (1000, "{t,f}", t("[1,0]")),
-            (1022, "{1.5,NaN}", t("[1.5,null]")),
-            (
-                3807,
-                r#"{"{\"a\": 1, \"n\": 18014398509481982123}",null}"#,
-                t(r#"[{"a": 1, "n": 18014398509481982123},null]"#),
-            ),
-            (1231, "{1.10,2}", t(r#"["1.10","2"]"#)),
-            (
-                1185,
-                "{\"2024-05-01 11:45:10+00\"}",
-                t(r#"["2024-05-01 11:45:10Z"]"#),
-            ),
-            (1182, "{infinity}", t(r#"["9999-12-31"]"#)),
-            // Garbage stays text rather than failing.
-            (oid::INT4, "x", t("x")),
-            (oid::BOOL, "maybe", t("maybe")),
-            (1007, "{1,2", t("{1,2")),
-            (oid::BYTEA, "\\x0", t("\\x0")),
-        ];
-        for (type_oid, text, expected) in cases {
-            let got = convert(value_kind(type_oid), text.as_bytes());
-            match (&got, &expected) {
-                (SqliteValue::Real(a), SqliteValue::Real(b)) if a.is_nan() && b.is_nan() => {}
-                _ => assert_eq!(got, expected, "type {type_oid} text {text:?}"),
-            }
-        }
-        match convert(value_kind(oid::FLOAT8), b"NaN") {
-            SqliteValue::Real(f) => assert!(f.is_nan()),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn iso8601_time_format() {
-        let iso = ValueOptions {
-            time_format: TimeFormat::Iso8601,
-            custom_types: true,
-        };
-        let cases: Vec<(u32, &str, SqliteValue)> = vec![
-            (
-                oid::TIMESTAMP,
-                "2023-03-06 15:47:12.4",
-                t("2023-03-06T15:47:12.400000"),
-            ),
-            (
-                oid::TIMESTAMP,
-                "2023-03-06 15:47:00",
-                t("2023-03-06T15:47:00.000000"),
-            ),
-            (oid::TIMESTAMP, "infinity", t("9999-12-31T23:59:59")),
-            (oid::TIMESTAMP, "-infinity", t("0000-01-01T00:00:00")),
-            (
-                oid::TIMESTAMPTZ,
-                "2023-03-06 15:47:00+02",
-                t("2023-03-06T13:47:00.000000Z"),
-            ),
-            (
-                oid::TIMESTAMPTZ,
-                "2023-03-06 15:47:00.12345+02",
-                t("2023-03-06T13:47:00.123450Z"),
-            ),
-            (oid::TIMESTAMPTZ, "infinity", t("9999-12-31T23:59:59Z")),
-            (oid::TIMESTAMPTZ, "-infinity", t("0000-01-01T00:00:00Z")),
-            (oid::TIME, "17:42:01.12", t("17:42:01.120000")),
-            (oid::TIME, "00:00:00", t("00:00:00.000000")),
-            (oid::TIMETZ, "13:45:10+02", t("13:45:10+02")),
-            (oid::DATE, "infinity", t("9999-12-31")),
-            (
-                1185,
-                "{\"2023-03-06 15:47:00+02\"}",
-                t(r#"["2023-03-06T13:47:00.000000Z"]"#),
-            ),
-            (1183, "{15:47:00}", t(r#"["15:47:00.000000"]"#)),
-        ];
-        for (type_oid, text, expected) in cases {
-            let got = convert(value_kind_with(type_oid, iso), text.as_bytes());
-            assert_eq!(got, expected, "type {type_oid} text {text:?}");
-        }
-    }
-
-    #[test]
-    fn garbage_never_panics() {
-        for text in [
-            "",
-            " ",
-            "-",
-            "1-2",
-            "2024-01-01 ",
-            "2024-01-01 x",
-            "2024-01-01 1:2:3+",
-            "{",
-            "[1",
-            "\\x",
-        ] {
-            for type_oid in [
-                oid::TIMESTAMP,
-                oid::TIMESTAMPTZ,
-                oid::TIME,
-                oid::PG_LSN,
-                1185,
-                1115,
-                1007,
-            ] {
-                for format in [TimeFormat::Legacy, TimeFormat::Iso8601] {
-                    let options = ValueOptions {
-                        time_format: format,
-                        custom_types: false,
-                    };
-                    let _ = convert(value_kind_with(type_oid, options), text.as_bytes());
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn utc_conversion_matches_days_arithmetic() {
-        for days in [-719_528, -1, 0, 1, 11_016, 19_844, 2_932_896] {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
-        }
-    }
-}
+mod tests;

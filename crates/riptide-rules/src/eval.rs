@@ -37,6 +37,11 @@ fn request_value(r: &RequestParameters, v: &RequestValue) -> SqliteValue {
         RequestValue::TokenParameter(k) if &**k == "user_id" => r.user_id.clone(),
         RequestValue::TokenParameter(k) => json_map_value(&r.token_parameters, k),
         RequestValue::UserParameter(k) => json_map_value(&r.user_parameters, k),
+        RequestValue::SubscriptionParameters => {
+            r.subscription.as_ref().map_or(SqliteValue::Null, |m| {
+                SqliteValue::Text(Value::Object(m.clone()).to_string())
+            })
+        }
     }
 }
 
@@ -116,6 +121,79 @@ fn equal(a: &SqliteValue, b: &SqliteValue) -> bool {
     ) == Some(Ordering::Equal)
 }
 
+/// `CASE [operand] WHEN … THEN … [ELSE …] END`: the first `WHEN` equal to the operand (or
+/// true, without one) gives its `THEN`.
+fn eval_case<'a>(
+    operand: Option<&'a Expr>,
+    whens: &'a [(Expr, Expr)],
+    otherwise: Option<&'a Expr>,
+    scope: &Scope<'a>,
+) -> Cow<'a, SqliteValue> {
+    let subject = operand.map(|o| o.eval(scope));
+    for (when, then) in whens {
+        let w = when.eval(scope);
+        let hit = match &subject {
+            Some(s) => !s.is_null() && !w.is_null() && equal(s, &w),
+            None => truthy(&w) == Some(true),
+        };
+        if hit {
+            return then.eval(scope);
+        }
+    }
+    match otherwise {
+        Some(e) => e.eval(scope),
+        None => Cow::Borrowed(&NULL),
+    }
+}
+
+/// `e [NOT] IN (list)`: NULL when `e` is NULL, or when no item matched and one compared as
+/// NULL.
+fn in_list(e: &Expr, list: &[Expr], negated: bool, scope: &Scope<'_>) -> SqliteValue {
+    let x = e.eval(scope);
+    if x.is_null() {
+        return NULL;
+    }
+    let mut saw_null = false;
+    for item in list {
+        let y = item.eval(scope);
+        match compare(&x, e.affinity(), &y, item.affinity()) {
+            Some(Ordering::Equal) => return bool_value(Some(!negated)),
+            None => saw_null = true,
+            _ => {}
+        }
+    }
+    if saw_null {
+        NULL
+    } else {
+        bool_value(Some(negated))
+    }
+}
+
+/// `a <op> b`: comparisons with the operands' affinities, arithmetic, concatenation and the
+/// JSON arrows.
+fn binary(op: BinOp, a: &Expr, b: &Expr, scope: &Scope<'_>) -> SqliteValue {
+    let (x, y) = (a.eval(scope), b.eval(scope));
+    match op {
+        BinOp::Eq | BinOp::NotEq | BinOp::Lt | BinOp::LtEq | BinOp::Gt | BinOp::GtEq => {
+            let ord = compare(&x, a.affinity(), &y, b.affinity());
+            bool_value(ord.map(|o| match op {
+                BinOp::Eq => o == Ordering::Equal,
+                BinOp::NotEq => o != Ordering::Equal,
+                BinOp::Lt => o == Ordering::Less,
+                BinOp::LtEq => o != Ordering::Greater,
+                BinOp::Gt => o == Ordering::Greater,
+                _ => o != Ordering::Less,
+            }))
+        }
+        BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod => arithmetic(op, &x, &y),
+        BinOp::Concat => concat(&x, &y),
+        BinOp::Arrow => json_path::arrow(&x, &y),
+        BinOp::LongArrow => json_path::long_arrow(&x, &y),
+        BinOp::ArrowFixed => crate::json_fixed::arrow(&x, &y),
+        BinOp::LongArrowFixed => crate::json_fixed::long_arrow(&x, &y),
+    }
+}
+
 impl Expr {
     /// Evaluates the expression. Columns missing from the row read as NULL.
     pub(crate) fn eval<'a>(&'a self, scope: &Scope<'a>) -> Cow<'a, SqliteValue> {
@@ -177,26 +255,7 @@ impl Expr {
                 };
                 Cow::Owned(bool_value(Some(same != *negated)))
             }
-            Expr::InList(e, list, negated) => {
-                let x = e.eval(scope);
-                if x.is_null() {
-                    return Cow::Borrowed(&NULL);
-                }
-                let mut saw_null = false;
-                for item in list {
-                    let y = item.eval(scope);
-                    match compare(&x, e.affinity(), &y, item.affinity()) {
-                        Some(Ordering::Equal) => return Cow::Owned(bool_value(Some(!*negated))),
-                        None => saw_null = true,
-                        _ => {}
-                    }
-                }
-                Cow::Owned(if saw_null {
-                    NULL
-                } else {
-                    bool_value(Some(*negated))
-                })
-            }
+            Expr::InList(e, list, negated) => Cow::Owned(in_list(e, list, *negated, scope)),
             Expr::InJson(e, array, negated) => {
                 let x = e.eval(scope);
                 let arr = array.eval(scope);
@@ -208,38 +267,17 @@ impl Expr {
                 Cow::Owned(bool_value(Some(found != *negated)))
             }
             Expr::Cast(e, ty) => Cow::Owned(cast(&e.eval(scope), *ty)),
-            Expr::Binary(op, a, b) => {
-                let (x, y) = (a.eval(scope), b.eval(scope));
-                Cow::Owned(match op {
-                    BinOp::Eq
-                    | BinOp::NotEq
-                    | BinOp::Lt
-                    | BinOp::LtEq
-                    | BinOp::Gt
-                    | BinOp::GtEq => {
-                        let ord = compare(&x, a.affinity(), &y, b.affinity());
-                        bool_value(ord.map(|o| match op {
-                            BinOp::Eq => o == Ordering::Equal,
-                            BinOp::NotEq => o != Ordering::Equal,
-                            BinOp::Lt => o == Ordering::Less,
-                            BinOp::LtEq => o != Ordering::Greater,
-                            BinOp::Gt => o == Ordering::Greater,
-                            _ => o != Ordering::Less,
-                        }))
-                    }
-                    BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod => {
-                        arithmetic(*op, &x, &y)
-                    }
-                    BinOp::Concat => concat(&x, &y),
-                    BinOp::Arrow => json_path::arrow(&x, &y),
-                    BinOp::LongArrow => json_path::long_arrow(&x, &y),
-                })
-            }
+            Expr::Binary(op, a, b) => Cow::Owned(binary(*op, a, b, scope)),
             Expr::Call(f, args) => {
                 let values: Vec<SqliteValue> =
                     args.iter().map(|a| a.eval(scope).into_owned()).collect();
                 Cow::Owned(f.call(&values))
             }
+            Expr::Case {
+                operand,
+                whens,
+                otherwise,
+            } => eval_case(operand.as_deref(), whens, otherwise.as_deref(), scope),
         }
     }
 

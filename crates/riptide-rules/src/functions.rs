@@ -13,6 +13,10 @@ use crate::{geometry, json_path};
 pub(crate) enum Function {
     Upper,
     Lower,
+    /// `upper` of Sync Streams: Unicode case mapping, as PowerSync's JavaScript evaluator
+    /// (classic rules keep SQLite's ASCII-only `upper`).
+    UpperUnicode,
+    LowerUnicode,
     Substring,
     Hex,
     Length,
@@ -68,6 +72,8 @@ impl Function {
         match self {
             Function::Upper
             | Function::Lower
+            | Function::UpperUnicode
+            | Function::LowerUnicode
             | Function::Hex
             | Function::Length
             | Function::Base64
@@ -93,6 +99,8 @@ impl Function {
         match self {
             Function::Upper => map_text(arg(0), |s| s.to_ascii_uppercase()),
             Function::Lower => map_text(arg(0), |s| s.to_ascii_lowercase()),
+            Function::UpperUnicode => map_text(arg(0), str::to_uppercase),
+            Function::LowerUnicode => map_text(arg(0), str::to_lowercase),
             Function::Substring => substring(arg(0), arg(1), args.get(2)),
             Function::Hex => match arg(0) {
                 SqliteValue::Null => SqliteValue::Text(String::new()),

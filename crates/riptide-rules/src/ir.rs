@@ -19,6 +19,9 @@ pub(crate) enum RequestValue {
     TokenParameter(Box<str>),
     /// `user_parameters.<key>` (untrusted).
     UserParameter(Box<str>),
+    /// `subscription.parameters()`: one stream subscription's parameters as JSON text, NULL for
+    /// a default subscription (untrusted).
+    SubscriptionParameters,
 }
 
 impl RequestValue {
@@ -26,7 +29,9 @@ impl RequestValue {
     pub(crate) fn untrusted(&self) -> bool {
         matches!(
             self,
-            RequestValue::Parameters | RequestValue::UserParameter(_)
+            RequestValue::Parameters
+                | RequestValue::UserParameter(_)
+                | RequestValue::SubscriptionParameters
         )
     }
 }
@@ -49,6 +54,10 @@ pub(crate) enum BinOp {
     Arrow,
     /// `->>`
     LongArrow,
+    /// `->` under `fixed_json_extract` (see [`crate::json_fixed`]).
+    ArrowFixed,
+    /// `->>` under `fixed_json_extract`.
+    LongArrowFixed,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +83,12 @@ pub(crate) enum Expr {
     InJson(Box<Expr>, Box<Expr>, bool),
     Cast(Box<Expr>, CastType),
     Call(Function, Vec<Expr>),
+    /// `CASE [operand] WHEN … THEN … [ELSE …] END` (Sync Streams).
+    Case {
+        operand: Option<Box<Expr>>,
+        whens: Vec<(Expr, Expr)>,
+        otherwise: Option<Box<Expr>>,
+    },
 }
 
 /// What an expression reads.
@@ -97,6 +112,16 @@ impl Expr {
             | Expr::InJson(a, b, _) => vec![a, b],
             Expr::InList(e, list, _) => std::iter::once(&**e).chain(list.iter()).collect(),
             Expr::Call(_, args) => args.iter().collect(),
+            Expr::Case {
+                operand,
+                whens,
+                otherwise,
+            } => operand
+                .as_deref()
+                .into_iter()
+                .chain(whens.iter().flat_map(|(w, t)| [w, t]))
+                .chain(otherwise.as_deref())
+                .collect(),
         }
     }
 

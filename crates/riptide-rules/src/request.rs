@@ -17,6 +17,9 @@ pub struct RequestParameters {
     /// `request.parameters()` / `user_parameters.<key>`: sent by the client, never trusted for
     /// access decisions.
     pub user_parameters: Map<String, Value>,
+    /// `subscription.parameters()`: the parameters of the one Sync Stream subscription being
+    /// resolved (`None` for a default subscription and for classic rules); never trusted.
+    pub subscription: Option<Map<String, Value>>,
 }
 
 impl RequestParameters {
@@ -39,6 +42,15 @@ impl RequestParameters {
             jwt,
             token_parameters,
             user_parameters,
+            subscription: None,
+        }
+    }
+
+    /// The same request seen by one stream subscription with these parameters.
+    pub fn with_subscription(&self, parameters: Option<Map<String, Value>>) -> Self {
+        RequestParameters {
+            subscription: parameters,
+            ..self.clone()
         }
     }
 }

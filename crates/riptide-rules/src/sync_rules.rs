@@ -5,12 +5,14 @@ use std::collections::{BTreeMap, HashMap};
 use crate::bucket_name::{
     bucket_name, encode_parameter, normalize_parameter, push_json_array, push_json_string,
 };
+use crate::compat::{Compatibility, CompatibilityOption, TimePrecision};
 use crate::eval::Scope;
 use crate::json_path::{array_elements, json_to_sqlite};
 use crate::sql::data_query::DataQuery;
 use crate::sql::lower::SqlError;
 use crate::sql::parameter_query::{Lookup, ParameterQuery, ParameterSource};
-use crate::yaml::{Locator, QuerySource, read_rules};
+use crate::streams::plan::StreamSet;
+use crate::yaml::{DefinitionSource, Locator, QuerySource, read_rules};
 use crate::{RequestParameters, Row, SqliteValue};
 
 /// A source table reference (`schema.name`; schema defaults to `public`).
@@ -124,34 +126,152 @@ const MAX_LOOKUP_COMBINATIONS: usize = 1000;
 
 /// One bucket definition, lowered.
 #[derive(Debug, Clone)]
-struct Definition {
-    name: String,
-    priority: u8,
+pub(crate) struct Definition {
+    pub(crate) name: String,
+    pub(crate) priority: u8,
     /// Bucket parameter names in bucket-name order (the first parameter query's columns).
     bucket_parameters: Vec<String>,
-    parameter_queries: Vec<ParameterQuery>,
-    data_queries: Vec<DataQuery>,
+    pub(crate) parameter_queries: Vec<ParameterQuery>,
+    pub(crate) data_queries: Vec<DataQuery>,
     /// Where each query is in the file (same order as the queries).
     parameter_sources: Vec<QuerySource>,
     data_sources: Vec<QuerySource>,
 }
 
+impl Definition {
+    /// Parses one definition's queries, pushing every problem to `errors`. `None` when its
+    /// bucket parameters are unknown (every parameter query failed), so its data queries
+    /// cannot be checked.
+    fn parse(
+        def: &DefinitionSource,
+        loc: &Locator<'_>,
+        errors: &mut Vec<RulesError>,
+    ) -> Option<Definition> {
+        let parameters = ParameterQueries::parse(def, loc, errors);
+        if parameters.failed && parameters.bucket_parameters.is_none() {
+            // The bucket parameters are unknown: checking data queries against them
+            // would only report follow-on errors.
+            return None;
+        }
+        let bucket_parameters = parameters.bucket_parameters.unwrap_or_default();
+        let mut data_queries = Vec::new();
+        let mut data_sources = Vec::new();
+        for q in &def.data {
+            match DataQuery::parse(&q.sql, &bucket_parameters) {
+                Ok(dq) => {
+                    data_queries.push(dq);
+                    data_sources.push(q.clone());
+                }
+                Err(e) => errors.push(located(loc, q, e, &def.name)),
+            }
+        }
+        Some(Definition {
+            name: def.name.clone(),
+            priority: def.priority,
+            bucket_parameters,
+            parameter_queries: parameters.queries,
+            data_queries,
+            parameter_sources: parameters.sources,
+            data_sources,
+        })
+    }
+}
+
+/// The parameter queries of a definition that parsed and agree on their columns.
+struct ParameterQueries {
+    queries: Vec<ParameterQuery>,
+    sources: Vec<QuerySource>,
+    /// A query did not parse.
+    failed: bool,
+    /// The columns of the first query that parsed, in its order (the others are reordered
+    /// to it); `None` if none did.
+    bucket_parameters: Option<Vec<String>>,
+}
+
+impl ParameterQueries {
+    fn parse(
+        def: &DefinitionSource,
+        loc: &Locator<'_>,
+        errors: &mut Vec<RulesError>,
+    ) -> ParameterQueries {
+        let mut out = ParameterQueries {
+            queries: Vec::new(),
+            sources: Vec::new(),
+            failed: false,
+            bucket_parameters: None,
+        };
+        for q in &def.parameters {
+            let mut pq = match ParameterQuery::parse(&q.sql) {
+                Ok(pq) => pq,
+                Err(e) => {
+                    out.failed = true;
+                    errors.push(located(loc, q, e, &def.name));
+                    continue;
+                }
+            };
+            if pq.uses_untrusted_values && !def.accept_dangerous {
+                errors.push(located(
+                    loc,
+                    q,
+                    SqlError::unlocated(
+                        "potentially dangerous query: bucket parameters come from client-controlled `request.parameters()`/`user_parameters`; set `accept_potentially_dangerous_queries: true` if that is intended",
+                    ),
+                    &def.name,
+                ));
+                continue;
+            }
+            let names = pq.column_names();
+            match &out.bucket_parameters {
+                None => out.bucket_parameters = Some(names),
+                Some(expected) => {
+                    let mut a = names.clone();
+                    let mut b = expected.clone();
+                    a.sort();
+                    b.sort();
+                    if a != b {
+                        errors.push(located(
+                            loc,
+                            q,
+                            SqlError::at(
+                                pq.projection_span,
+                                format!(
+                                    "every parameter query of a definition must return the same columns ({})",
+                                    expected.join(", ")
+                                ),
+                            ),
+                            &def.name,
+                        ));
+                        continue;
+                    }
+                    pq.reorder(expected);
+                }
+            }
+            out.queries.push(pq);
+            out.sources.push(q.clone());
+        }
+        out
+    }
+}
+
 /// Parsed and validated sync rules.
 #[derive(Debug, Clone)]
 pub struct SyncRules {
-    edition: u8,
-    /// Boolean `config` options overriding the edition's defaults.
-    compat: Vec<(String, bool)>,
-    definitions: Vec<Definition>,
+    /// `config`: edition and compatibility options.
+    compat: Compatibility,
+    pub(crate) definitions: Vec<Definition>,
+    /// The compiled `streams` (empty for classic rules).
+    pub(crate) streams: StreamSet,
+    /// Problems that did not stop the file from loading.
+    warnings: Vec<RulesError>,
     /// Per source table, the data queries reading it: (definition, query) indexes.
     data_by_table: HashMap<TableRef, Vec<(usize, usize)>>,
     /// Per source table, the table-based parameter queries reading it.
     parameters_by_table: HashMap<TableRef, Vec<(usize, usize)>>,
     source_tables: Vec<TableRef>,
     /// The YAML text, to locate queries and columns on demand ([`SyncRules::queries`]).
-    source: String,
+    pub(crate) source: String,
     /// Prepended to every bucket name (see [`SyncRules::with_bucket_prefix`]).
-    bucket_prefix: String,
+    pub(crate) bucket_prefix: String,
 }
 
 fn located(loc: &Locator<'_>, q: &QuerySource, e: SqlError, definition: &str) -> RulesError {
@@ -263,102 +383,47 @@ fn row_lookup_values(lookups: &[Lookup], scope: &Scope<'_>) -> Vec<Vec<String>> 
     combos
 }
 
+/// `->`/`->>` of every query under `fixed_json_extract`.
+fn fix_json_extract(definitions: &mut [Definition]) {
+    for def in definitions {
+        let parameters = def.parameter_queries.iter_mut().flat_map(|q| q.exprs_mut());
+        let data = def.data_queries.iter_mut().flat_map(|q| q.exprs_mut());
+        parameters
+            .chain(data)
+            .for_each(crate::json_fixed::fix_operators);
+    }
+}
+
 impl SyncRules {
     /// Parses sync rules YAML, reporting every problem with its line and column.
     pub fn parse(yaml: &str) -> Result<SyncRules, RulesErrors> {
-        let (source, mut errors) = read_rules(yaml);
+        let (mut source, mut errors) = read_rules(yaml);
         let loc = Locator::new(yaml);
-        let mut definitions = Vec::new();
-        for def in &source.definitions {
-            let mut parameter_queries = Vec::new();
-            let mut parameter_sources = Vec::new();
-            let mut parameters_failed = false;
-            let mut bucket_parameters: Option<Vec<String>> = None;
-            for q in &def.parameters {
-                match ParameterQuery::parse(&q.sql) {
-                    Ok(mut pq) => {
-                        if pq.uses_untrusted_values && !def.accept_dangerous {
-                            errors.push(located(
-                                &loc,
-                                q,
-                                SqlError::unlocated(
-                                    "potentially dangerous query: bucket parameters come from client-controlled `request.parameters()`/`user_parameters`; set `accept_potentially_dangerous_queries: true` if that is intended",
-                                ),
-                                &def.name,
-                            ));
-                            continue;
-                        }
-                        let names = pq.column_names();
-                        match &bucket_parameters {
-                            None => bucket_parameters = Some(names),
-                            Some(expected) => {
-                                let mut a = names.clone();
-                                let mut b = expected.clone();
-                                a.sort();
-                                b.sort();
-                                if a != b {
-                                    errors.push(located(
-                                        &loc,
-                                        q,
-                                        SqlError::at(
-                                            pq.projection_span,
-                                            format!(
-                                                "every parameter query of a definition must return the same columns ({})",
-                                                expected.join(", ")
-                                            ),
-                                        ),
-                                        &def.name,
-                                    ));
-                                    continue;
-                                }
-                                pq.reorder(expected);
-                            }
-                        }
-                        parameter_queries.push(pq);
-                        parameter_sources.push(q.clone());
-                    }
-                    Err(e) => {
-                        parameters_failed = true;
-                        errors.push(located(&loc, q, e, &def.name));
-                    }
-                }
-            }
-            if parameters_failed && bucket_parameters.is_none() {
-                // The bucket parameters are unknown: checking data queries against them
-                // would only report follow-on errors.
-                continue;
-            }
-            let bucket_parameters = bucket_parameters.unwrap_or_default();
-            let mut data_queries = Vec::new();
-            let mut data_sources = Vec::new();
-            for q in &def.data {
-                match DataQuery::parse(&q.sql, &bucket_parameters) {
-                    Ok(dq) => {
-                        data_queries.push(dq);
-                        data_sources.push(q.clone());
-                    }
-                    Err(e) => errors.push(located(&loc, q, e, &def.name)),
-                }
-            }
-            definitions.push(Definition {
-                name: def.name.clone(),
-                priority: def.priority,
-                bucket_parameters,
-                parameter_queries,
-                data_queries,
-                parameter_sources,
-                data_sources,
-            });
-        }
+        let mut warnings = std::mem::take(&mut source.warnings);
+        let streams = crate::streams::compile(&source, &loc, &mut errors, &mut warnings);
+        // 1. Each definition's queries, parsed and checked; every problem is collected.
+        let mut definitions: Vec<Definition> = source
+            .definitions
+            .iter()
+            .filter_map(|def| Definition::parse(def, &loc, &mut errors))
+            .collect();
         if !errors.is_empty() {
             errors.sort_by_key(|e| (e.line, e.column));
             return Err(RulesErrors(errors));
         }
+        if source
+            .compatibility
+            .is_enabled(CompatibilityOption::FixedJsonExtract)
+        {
+            fix_json_extract(&mut definitions);
+        }
+        // 2. Which queries read which table.
         let mut data_by_table: HashMap<TableRef, Vec<(usize, usize)>> = HashMap::new();
         let mut parameters_by_table: HashMap<TableRef, Vec<(usize, usize)>> = HashMap::new();
         let mut source_tables: Vec<TableRef> = Vec::new();
         let mut note = |t: &TableRef| {
-            if !source_tables.contains(t) {
+            // Wildcards (`"todos_%"`) are patterns, not tables: see `table_patterns`.
+            if !source_tables.contains(t) && wildcard::pattern_of(t).is_none() {
                 source_tables.push(t.clone());
             }
         };
@@ -380,10 +445,15 @@ impl SyncRules {
                     .push((di, qi));
             }
         }
+        for table in streams.tables() {
+            note(&table);
+        }
+        warnings.sort_by_key(|e| (e.line, e.column));
         Ok(SyncRules {
-            edition: source.edition,
-            compat: source.compat.clone(),
+            compat: source.compatibility.clone(),
             definitions,
+            streams,
+            warnings,
             data_by_table,
             parameters_by_table,
             source_tables,
@@ -408,30 +478,45 @@ impl SyncRules {
 
     /// The `config: edition` of the file (1 when absent).
     pub fn edition(&self) -> u8 {
-        self.edition
+        self.compat.edition()
     }
 
-    /// Whether a compatibility option (`timestamps_iso8601`, `custom_types`,
-    /// `versioned_bucket_ids`, `fixed_json_extract`) is on: the `config` value when given,
-    /// otherwise on from edition 2 (like the official `CompatibilityContext`).
+    /// The file's edition and compatibility options.
+    pub fn compatibility_options(&self) -> &Compatibility {
+        &self.compat
+    }
+
+    /// Whether the compatibility option named `option` (PowerSync's name, e.g.
+    /// `timestamps_iso8601`, `custom_postgres_types`, `versioned_bucket_ids`,
+    /// `fixed_json_extract`) is on: the `config` value when given, otherwise the edition's
+    /// default (like the official `CompatibilityContext`). Unknown names are off.
     pub fn compatibility(&self, option: &str) -> bool {
-        self.compat
-            .iter()
-            .rev()
-            .find(|(name, _)| name == option)
-            .map_or(self.edition >= 2, |(_, on)| *on)
+        CompatibilityOption::from_name(option).is_some_and(|o| self.compat.is_enabled(o))
     }
 
     /// Timestamps in ISO 8601 (`T` separator, 6 sub-second digits): the `timestamps_iso8601`
     /// option, on from edition 2.
     pub fn timestamps_iso8601(&self) -> bool {
-        self.compatibility("timestamps_iso8601")
+        self.compat
+            .is_enabled(CompatibilityOption::TimestampsIso8601)
     }
 
-    /// Domains, composites and ranges mapped to structured values: the `custom_types`
-    /// option, on from edition 2.
+    /// Domains, composites and ranges mapped to structured values: the
+    /// `custom_postgres_types` option, on from edition 2.
     pub fn custom_types(&self) -> bool {
-        self.compatibility("custom_types")
+        self.compat
+            .is_enabled(CompatibilityOption::CustomPostgresTypes)
+    }
+
+    /// `timestamp_max_precision`: the most sub-second digits ISO 8601 time values keep.
+    pub fn timestamp_max_precision(&self) -> Option<TimePrecision> {
+        self.compat.max_time_precision()
+    }
+
+    /// Problems that did not stop the file from loading (e.g. alpha streams, unused CTEs,
+    /// streams whose parameters all come from the client), located like errors.
+    pub fn warnings(&self) -> &[RulesError] {
+        &self.warnings
     }
 
     /// Every table a data or parameter query reads, without duplicates.
@@ -442,14 +527,18 @@ impl SyncRules {
     /// The bucket rows a source row produces.
     pub fn evaluate_row(&self, table: &TableRef, row: &Row) -> RowEvaluation {
         let mut ev = RowEvaluation::default();
-        let Some(queries) = self.data_by_table.get(table) else {
-            return ev;
-        };
-        for &(di, qi) in queries {
+        let queries = self.data_by_table.get(table).map_or(&[][..], Vec::as_slice);
+        let exact = queries.iter().map(|q| (*q, None));
+        for ((di, qi), pattern) in exact.chain(self.wildcard_queries(&self.data_by_table, table)) {
             let def = &self.definitions[di];
             let before = ev.rows.len();
             // One query can add several rows (`bucket.p IN <row JSON array>`: one per element).
-            def.data_queries[qi].evaluate(&def.name, row, &mut ev.rows, &mut ev.errors);
+            match &pattern {
+                None => def.data_queries[qi].evaluate(&def.name, row, &mut ev.rows, &mut ev.errors),
+                Some(p) => {
+                    wildcard::evaluate(&def.data_queries[qi], &def.name, p, table, row, &mut ev)
+                }
+            }
             if !self.bucket_prefix.is_empty() {
                 for new in &mut ev.rows[before..] {
                     new.bucket.insert_str(0, &self.bucket_prefix);
@@ -469,20 +558,30 @@ impl SyncRules {
                 }
             }
         }
+        self.streams.evaluate_row(
+            table,
+            row,
+            &self.bucket_prefix,
+            &mut ev.rows,
+            &mut ev.errors,
+        );
         ev
     }
 
     /// The parameter-lookup entries a source row produces.
     pub fn evaluate_parameter_row(&self, table: &TableRef, row: &Row) -> Vec<EvaluatedParameters> {
         let mut out = Vec::new();
-        let Some(queries) = self.parameters_by_table.get(table) else {
-            return out;
-        };
+        self.streams.evaluate_parameter_row(table, row, &mut out);
+        let queries = self
+            .parameters_by_table
+            .get(table)
+            .map_or(&[][..], Vec::as_slice);
         let scope = Scope {
             row: Some(row),
             request: None,
         };
-        for &(di, qi) in queries {
+        let wildcards = self.wildcard_queries(&self.parameters_by_table, table);
+        for (di, qi) in queries.iter().copied().chain(wildcards.map(|(q, _)| q)) {
             let def = &self.definitions[di];
             let pq = &def.parameter_queries[qi];
             let ParameterSource::Table {
@@ -645,3 +744,4 @@ impl SyncRules {
 pub(crate) mod introspect;
 #[cfg(test)]
 mod tests;
+mod wildcard;

@@ -9,6 +9,8 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use yaml_serde::Value;
 
 use crate::RulesError;
+use crate::compat::{Compatibility, read_config};
+use crate::streams::source::{CteSource, StreamSource, read_ctes, read_streams};
 
 /// One step of a path from the document root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,10 +39,14 @@ pub(crate) struct DefinitionSource {
 /// The file's content, before its SQL is looked at.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RulesSource {
-    pub edition: u8,
-    /// Boolean `config` options (compatibility overrides) as written.
-    pub compat: Vec<(String, bool)>,
+    /// `config`: edition and compatibility options.
+    pub compatibility: Compatibility,
     pub definitions: Vec<DefinitionSource>,
+    /// `streams` (Sync Streams) and the global `with` block.
+    pub streams: Vec<StreamSource>,
+    pub ctes: Vec<CteSource>,
+    /// Problems that do not stop the file from loading.
+    pub warnings: Vec<RulesError>,
 }
 
 const PROBE: &str = "riptide-rules position probe";
@@ -354,11 +360,7 @@ fn type_name(v: &Value) -> &'static str {
 pub(crate) fn read_rules(source: &str) -> (RulesSource, Vec<RulesError>) {
     let loc = Locator::new(source);
     let mut errors = Vec::new();
-    let mut rules = RulesSource {
-        edition: 1,
-        compat: Vec::new(),
-        definitions: Vec::new(),
-    };
+    let mut rules = RulesSource::default();
     let doc: Value = match yaml_serde::from_str(source) {
         Ok(v) => v,
         Err(e) => {
@@ -386,6 +388,7 @@ pub(crate) fn read_rules(source: &str) -> (RulesSource, Vec<RulesError>) {
     };
     let mut saw_definitions = false;
     let mut saw_streams = false;
+    let mut with_path = None;
     for (k, v) in &top {
         let Some(name) = k.as_str() else {
             errors.push(RulesError {
@@ -401,77 +404,39 @@ pub(crate) fn read_rules(source: &str) -> (RulesSource, Vec<RulesError>) {
                 saw_definitions = true;
                 read_definitions(&loc, &path, v, &mut rules, &mut errors);
             }
-            "config" => read_config(&loc, &path, v, &mut rules, &mut errors),
+            "config" => {
+                rules.compatibility =
+                    read_config(&loc, &path, v, &mut errors, &mut rules.warnings);
+            }
             "event_definitions" => {}
             "streams" => {
                 saw_streams = true;
-                errors.push(loc.error(
-                    &path,
-                    true,
-                    "`streams` (Sync Streams) are not supported yet: use `bucket_definitions`",
-                ));
+                rules.streams = read_streams(&loc, &path, v, &mut errors, &mut rules.warnings);
+            }
+            "with" => {
+                with_path = Some(path.clone());
+                rules.ctes = read_ctes(&loc, &path, v, &mut errors);
             }
             other => errors.push(loc.error(
                 &path,
                 true,
                 format!(
-                    "unknown top-level key `{other}` (expected bucket_definitions, config or event_definitions)"
+                    "unknown top-level key `{other}` (expected bucket_definitions, streams, with, config or event_definitions)"
                 ),
             )),
         }
     }
     if !saw_definitions && !saw_streams {
-        errors.push(loc.error(&[], false, "missing `bucket_definitions`"));
+        errors.push(loc.error(&[], false, "missing `bucket_definitions` or `streams`"));
     }
+    crate::streams::source::check_edition(
+        &loc,
+        &mut rules,
+        saw_definitions,
+        with_path.as_deref(),
+        &mut errors,
+    );
     (rules, errors)
-}
-
-fn read_config(
-    loc: &Locator<'_>,
-    path: &[PathSeg],
-    v: &Value,
-    rules: &mut RulesSource,
-    errors: &mut Vec<RulesError>,
-) {
-    let Value::Mapping(m) = v else {
-        if !v.is_null() {
-            errors.push(loc.error(
-                path,
-                false,
-                format!("`config` must be a mapping, not {}", type_name(v)),
-            ));
-        }
-        return;
-    };
-    for (k, v) in m {
-        let Some(name) = k.as_str() else { continue };
-        let p = with(path, key(name));
-        match name {
-            "edition" => match v.as_u64() {
-                Some(e @ 1..=3) => rules.edition = e as u8,
-                _ => errors.push(loc.error(&p, false, "`edition` must be 1, 2 or 3")),
-            },
-            "storage_version" | "timestamp_max_precision" => {
-                if v.as_u64().is_none() {
-                    errors.push(loc.error(&p, false, format!("`{name}` must be a number")));
-                }
-            }
-            // Compatibility options are booleans; `SyncRules::compatibility` reads them.
-            _ => {
-                if let Some(b) = v.as_bool() {
-                    rules.compat.push((name.to_owned(), b));
-                } else {
-                    errors.push(loc.error(
-                        &p,
-                        false,
-                        format!(
-                            "unknown config option `{name}` (compatibility options are booleans)"
-                        ),
-                    ));
-                }
-            }
-        }
-    }
 }
 
 fn read_definitions(

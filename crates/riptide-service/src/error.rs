@@ -26,6 +26,12 @@ pub enum ApiError {
     /// Too many concurrent sync streams (`PSYNC_S2304`).
     #[error("Maximum active concurrent connections limit has been reached")]
     TooManyConnections,
+    /// Too many concurrent sync streams of this user (`PSYNC_S2304`).
+    #[error("Maximum active concurrent connections per user limit ({limit}) has been reached")]
+    TooManyUserConnections { limit: usize },
+    /// The request body is larger than `max_request_bytes` (`PSYNC_S2001`, HTTP 413).
+    #[error("Request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
     /// Unknown route (`PSYNC_S2002`).
     #[error("route not found")]
     NotFound,
@@ -44,9 +50,20 @@ impl ApiError {
             ApiError::Validation(_) => ErrorCode::S2001,
             ApiError::NoSyncRules => ErrorCode::S2302,
             ApiError::NotReady => ErrorCode::S2003,
-            ApiError::TooManyConnections => ErrorCode::S2304,
+            ApiError::TooManyConnections | ApiError::TooManyUserConnections { .. } => {
+                ErrorCode::S2304
+            }
+            ApiError::PayloadTooLarge { .. } => ErrorCode::S2001,
             ApiError::NotFound => ErrorCode::S2002,
             ApiError::Storage(_) | ApiError::Source(_) => ErrorCode::S1001,
+        }
+    }
+
+    /// The HTTP status: the code's, except 413 for an oversized body.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::PayloadTooLarge { .. } => 413,
+            other => other.code().status(),
         }
     }
 
@@ -56,7 +73,9 @@ impl ApiError {
             ApiError::Storage(_) | ApiError::Source(_) => "Internal server error".to_owned(),
             other => other.to_string(),
         };
-        ErrorBody::new(self.code(), description)
+        let mut body = ErrorBody::new(self.code(), description);
+        body.error.status = self.status();
+        body
     }
 }
 
@@ -85,7 +104,7 @@ impl IntoResponse for ApiError {
             _ => tracing::debug!(error = %self, code = %code, "request rejected"),
         }
         let status =
-            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, Json(self.body())).into_response()
     }
 }

@@ -14,7 +14,10 @@
 //! - `GET /metrics` (Prometheus text, no auth) and `GET /dashboard` (+ `/dashboard/data.json`):
 //!   see [`metrics`] and [`dashboard`].
 //!
-//! Auth is JWT per docs/protocol.md §6 ([`auth::KeyStore`]); every route answers CORS preflights.
+//! Auth is JWT per docs/protocol.md §6 ([`auth::KeyStore`]). The sync routes and probes answer
+//! CORS preflights (any origin, as the official service); the admin API, the dashboard and
+//! `/metrics` do not. What each endpoint trusts and every limit on what the network can make the
+//! service hold ([`Limits`]) are in docs/security.md.
 //!
 //! When no sync rules are active, `/sync/stream` waits up to
 //! [`ServiceOptions::no_rules_wait`] (default 5 s: a starting service may be activating its
@@ -30,7 +33,9 @@ pub mod limits;
 pub mod metrics;
 pub mod routes;
 pub mod rules_admin;
+pub mod server;
 pub mod session;
+mod slots;
 pub mod source;
 pub mod state;
 pub mod write_checkpoints;
@@ -43,7 +48,7 @@ use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-pub use auth::{AuthConfig, KeyStore};
+pub use auth::{AuthConfig, KeyStore, SupabaseAuth};
 pub use bucket_rules::BucketRules;
 pub use compactor::CompactorConfig;
 pub use dashboard::ApiTokens;
@@ -54,9 +59,11 @@ pub use rules_admin::{CurrentRules, RuleProblem, RulesAdmin, RulesAdminError};
 pub use source::{PgSourceDatabase, SourceDatabase, SourceError};
 pub use state::{ActiveRules, AppState, ServiceOptions};
 
-/// The service's routes with CORS, ready to serve.
+/// The service's routes, ready to serve. CORS only on what the SDKs call from browsers (the
+/// sync routes and the probes): the admin API, the dashboard and `/metrics` answer no
+/// preflight, so no web page can read them from a visitor's browser.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let sdk = Router::new()
         .route("/", get(routes::probes::root))
         .route("/sync/stream", post(routes::sync_stream::sync_stream))
         .route(
@@ -70,6 +77,9 @@ pub fn router(state: AppState) -> Router {
         .route("/probes/startup", get(routes::probes::startup))
         .route("/probes/liveness", get(routes::probes::liveness))
         .route("/probes/readiness", get(routes::probes::readiness))
+        .layer(cors());
+    Router::new()
+        .merge(sdk)
         .route("/metrics", get(dashboard::prometheus))
         .route("/dashboard", get(dashboard::page))
         .route("/dashboard/data.json", get(dashboard::data))
@@ -78,16 +88,23 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sync-rules/v1/current", get(routes::admin::current))
         .route("/api/compact/v1/run", post(routes::admin::compact))
         .fallback(|| async { ApiError::NotFound })
+        // Bodies beyond `max_request_bytes` fail to buffer; the 413 gets the PowerSync body.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::body_limit::powersync_413,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.limits().max_request_bytes,
+        ))
         // RSocket over WebSocket is accepted on every path, like the official service.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             routes::websocket::upgrade_any_path,
         ))
-        .layer(cors())
         .with_state(state)
 }
 
-/// CORS as the official service configures it: any origin; allowed headers Content-Type,
+/// CORS as the official service configures it (on the SDK routes): any origin; allowed headers Content-Type,
 /// Authorization, User-Agent, X-User-Agent; exposed Content-Type; preflight max-age 3600 s.
 fn cors() -> CorsLayer {
     CorsLayer::new()
@@ -105,6 +122,7 @@ fn cors() -> CorsLayer {
 
 /// Serves until `cancel` fires, then stops accepting, ends open sync streams and waits for
 /// in-flight requests. Also samples the source's WAL position for the replication lag metric.
+/// Connections are served by [`server`]: header-read timeout, open-connection cap.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -116,18 +134,7 @@ pub async fn serve(
         state.inner.source.clone(),
         cancel.clone(),
     ));
-    let app = router(state);
-    // The peer address lets the dashboard tell loopback clients apart.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // Sync lines are small writes that must go out at once: with Nagle's algorithm a line
-    // written while the previous one is unacknowledged waits for the peer's delayed ACK
-    // (~40 ms on Linux).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
+    let limits = *state.limits();
+    let metrics = state.metrics().clone();
+    server::serve(listener, router(state), limits, metrics, cancel).await
 }

@@ -79,6 +79,147 @@ pub mod names {
     pub const UPTIME_SECONDS: &str = "riptide_uptime_seconds";
     /// Gauge, label `version`: always 1.
     pub const BUILD_INFO: &str = "riptide_build_info";
+    /// Gauge: TCP connections open now (HTTP and WebSocket, authenticated or not).
+    pub const CONNECTIONS_OPEN: &str = "riptide_connections_open";
+    /// Counter, label `reason` (`open_connections` / `user` / `streams`): connections or
+    /// streams refused by a cap ([`crate::Limits`]).
+    pub const CONNECTIONS_REFUSED: &str = "riptide_connections_refused_total";
+    /// Counter, label `reason` (`header` / `setup` / `keepalive`): connections closed because
+    /// the client was too slow or silent.
+    pub const CONNECTIONS_TIMED_OUT: &str = "riptide_connections_timed_out_total";
+    /// Counter, label `reason` (`body_too_large` / `message_too_large` / `too_deep` /
+    /// `client_id_too_long`): requests refused by a size or shape limit.
+    pub const REQUESTS_REJECTED: &str = "riptide_requests_rejected_total";
+    /// Counter, label `result` (`ok` / `error`): fetches of the remote JWKS.
+    pub const JWKS_REFRESHES: &str = "riptide_jwks_refreshes_total";
+    /// Counter: storage pages of bucket data cut short by the page byte budget.
+    pub const DATA_PAGES_BYTE_LIMITED: &str = "riptide_sync_data_pages_byte_limited_total";
+    /// Counter: write-checkpoint counters deleted (beyond the per-user count or too old).
+    pub const WRITE_CHECKPOINTS_PRUNED: &str = "riptide_write_checkpoint_clients_pruned_total";
+}
+
+/// Why a connection or stream was refused ([`names::CONNECTIONS_REFUSED`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionRefusal {
+    /// `max_open_connections`: closed at accept.
+    Total,
+    /// `max_connections_per_user`.
+    User,
+    /// `max_concurrent_connections` (sync streams).
+    Streams,
+}
+
+impl ConnectionRefusal {
+    const ALL: [ConnectionRefusal; 3] = [Self::Total, Self::User, Self::Streams];
+    fn label(self) -> &'static str {
+        match self {
+            Self::Total => "open_connections",
+            Self::User => "user",
+            Self::Streams => "streams",
+        }
+    }
+}
+
+/// Why a connection was closed for slowness ([`names::CONNECTIONS_TIMED_OUT`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimedOut {
+    /// Headers not received within `header_read_timeout`.
+    Header,
+    /// No authenticated SETUP within `setup_timeout`.
+    Setup,
+    /// Nothing received for the RSocket lifetime.
+    Keepalive,
+}
+
+impl TimedOut {
+    const ALL: [TimedOut; 3] = [Self::Header, Self::Setup, Self::Keepalive];
+    fn label(self) -> &'static str {
+        match self {
+            Self::Header => "header",
+            Self::Setup => "setup",
+            Self::Keepalive => "keepalive",
+        }
+    }
+}
+
+/// Why a request was refused by a size or shape limit ([`names::REQUESTS_REJECTED`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    BodyTooLarge,
+    MessageTooLarge,
+    TooDeep,
+    ClientIdTooLong,
+}
+
+impl Rejected {
+    const ALL: [Rejected; 4] = [
+        Self::BodyTooLarge,
+        Self::MessageTooLarge,
+        Self::TooDeep,
+        Self::ClientIdTooLong,
+    ];
+    fn label(self) -> &'static str {
+        match self {
+            Self::BodyTooLarge => "body_too_large",
+            Self::MessageTooLarge => "message_too_large",
+            Self::TooDeep => "too_deep",
+            Self::ClientIdTooLong => "client_id_too_long",
+        }
+    }
+}
+
+/// The series of the limits of docs/security.md.
+struct LimitSeries {
+    connections_open: Gauge,
+    refused: [Counter; ConnectionRefusal::ALL.len()],
+    timed_out: [Counter; TimedOut::ALL.len()],
+    rejected: [Counter; Rejected::ALL.len()],
+    jwks_ok: Counter,
+    jwks_error: Counter,
+    pages_byte_limited: Counter,
+    write_checkpoints_pruned: Counter,
+}
+
+impl LimitSeries {
+    /// Registers the series; call inside the service's local recorder.
+    fn register() -> LimitSeries {
+        use names::*;
+        metrics::describe_gauge!(CONNECTIONS_OPEN, "TCP connections open now");
+        metrics::describe_counter!(
+            CONNECTIONS_REFUSED,
+            "Connections or streams refused by a cap"
+        );
+        metrics::describe_counter!(
+            CONNECTIONS_TIMED_OUT,
+            "Connections closed as too slow or silent"
+        );
+        metrics::describe_counter!(
+            REQUESTS_REJECTED,
+            "Requests refused by a size or shape limit"
+        );
+        metrics::describe_counter!(JWKS_REFRESHES, "Fetches of the remote JWKS");
+        metrics::describe_counter!(
+            DATA_PAGES_BYTE_LIMITED,
+            "Bucket data pages cut short by the byte budget"
+        );
+        metrics::describe_counter!(
+            WRITE_CHECKPOINTS_PRUNED,
+            "Write-checkpoint counters deleted"
+        );
+        LimitSeries {
+            connections_open: metrics::gauge!(CONNECTIONS_OPEN),
+            refused: ConnectionRefusal::ALL
+                .map(|r| metrics::counter!(CONNECTIONS_REFUSED, "reason" => r.label())),
+            timed_out: TimedOut::ALL
+                .map(|r| metrics::counter!(CONNECTIONS_TIMED_OUT, "reason" => r.label())),
+            rejected: Rejected::ALL
+                .map(|r| metrics::counter!(REQUESTS_REJECTED, "reason" => r.label())),
+            jwks_ok: metrics::counter!(JWKS_REFRESHES, "result" => "ok"),
+            jwks_error: metrics::counter!(JWKS_REFRESHES, "result" => "error"),
+            pages_byte_limited: metrics::counter!(DATA_PAGES_BYTE_LIMITED),
+            write_checkpoints_pruned: metrics::counter!(WRITE_CHECKPOINTS_PRUNED),
+        }
+    }
 }
 
 /// How often [`sample_source_lsn`] reads `pg_current_wal_lsn()` on the source.
@@ -144,6 +285,7 @@ pub struct ServiceMetrics {
     snapshot_running: Gauge,
     snapshot_rows: Gauge,
     uptime: Gauge,
+    limits: LimitSeries,
 }
 
 impl Default for ServiceMetrics {
@@ -264,6 +406,7 @@ impl ServiceMetrics {
                 snapshot_running: metrics::gauge!(REPLICATION_SNAPSHOT_RUNNING),
                 snapshot_rows: metrics::gauge!(REPLICATION_SNAPSHOT_ROWS),
                 uptime: metrics::gauge!(UPTIME_SECONDS),
+                limits: LimitSeries::register(),
             }
         })
     }
@@ -366,6 +509,43 @@ impl ServiceMetrics {
         }
     }
 
+    /// A TCP connection was accepted; it counts as open until the guard drops.
+    pub(crate) fn connection_opened(self: &Arc<Self>) -> OpenConnection {
+        self.limits.connections_open.increment(1.0);
+        OpenConnection(self.clone())
+    }
+
+    pub(crate) fn connection_refused(&self, why: ConnectionRefusal) {
+        self.limits.refused[why as usize].increment(1);
+    }
+
+    pub(crate) fn timed_out(&self, why: TimedOut) {
+        self.limits.timed_out[why as usize].increment(1);
+    }
+
+    pub(crate) fn rejected(&self, why: Rejected) {
+        self.limits.rejected[why as usize].increment(1);
+    }
+
+    /// The key store fetched its remote JWKS (`ok`) or failed to.
+    pub fn jwks_refreshed(&self, ok: bool) {
+        if ok {
+            self.limits.jwks_ok.increment(1);
+        } else {
+            self.limits.jwks_error.increment(1);
+        }
+    }
+
+    pub(crate) fn data_page_byte_limited(&self) {
+        self.limits.pages_byte_limited.increment(1);
+    }
+
+    pub(crate) fn write_checkpoints_pruned(&self, n: u64) {
+        if n > 0 {
+            self.limits.write_checkpoints_pruned.increment(n);
+        }
+    }
+
     pub(crate) fn write_checkpoint_created(&self) {
         self.write_checkpoints.increment(1);
     }
@@ -435,6 +615,16 @@ pub(crate) struct OpenStream(Arc<ServiceMetrics>);
 impl Drop for OpenStream {
     fn drop(&mut self) {
         self.0.streams_closed.increment(1);
+    }
+}
+
+/// Counts a TCP connection as closed when dropped.
+#[must_use = "the connection counts as closed when this is dropped"]
+pub(crate) struct OpenConnection(Arc<ServiceMetrics>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.limits.connections_open.decrement(1.0);
     }
 }
 

@@ -11,10 +11,12 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::KeyStore;
 use crate::bucket_rules::BucketRules;
 use crate::dashboard::ApiTokens;
+use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::metrics::ServiceMetrics;
 use crate::rules_admin::RulesAdmin;
 use crate::session::wake::WakeIndex;
+use crate::slots::{StreamSlot, UserSlots, take_stream_slot};
 use crate::source::SourceDatabase;
 use crate::write_checkpoints::WriteCheckpointNotifier;
 
@@ -47,9 +49,12 @@ pub struct ServiceOptions {
     /// Checkpoints on one stream are paced to one per interval on average, with up to
     /// three back to back after a pause (`session::pace`). Default 10 ms.
     pub checkpoint_interval: Duration,
-    /// `api.tokens`: when set, the dashboard's data requires one of them; when empty, the
-    /// dashboard answers loopback clients only.
+    /// `api.tokens`: the admin API's tokens. The dashboard never accepts them.
     pub api_tokens: ApiTokens,
+    /// `api.dashboard_tokens`: read-only tokens for the dashboard's data. When none are set,
+    /// the dashboard answers loopback clients only — unless `api.tokens` are set, then nobody
+    /// (a service with credentials is not opened by a default).
+    pub dashboard_tokens: ApiTokens,
 }
 
 impl ServiceOptions {
@@ -61,6 +66,7 @@ impl ServiceOptions {
             no_rules_wait: Duration::from_secs(5),
             checkpoint_interval: Duration::from_millis(10),
             api_tokens: ApiTokens::default(),
+            dashboard_tokens: ApiTokens::default(),
         }
     }
 }
@@ -81,6 +87,7 @@ pub(crate) struct Inner {
     pub source: Arc<dyn SourceDatabase>,
     pub options: ServiceOptions,
     pub connections: Arc<Semaphore>,
+    pub(crate) user_slots: Arc<UserSlots>,
     pub write_checkpoints: WriteCheckpointNotifier,
     pub metrics: Arc<ServiceMetrics>,
     /// Which sessions a checkpoint event wakes.
@@ -95,6 +102,8 @@ impl AppState {
         events: broadcast::Sender<CheckpointEvent>,
         source: Arc<dyn SourceDatabase>,
     ) -> AppState {
+        let metrics = Arc::new(ServiceMetrics::new());
+        options.keystore.attach_metrics(metrics.clone());
         let permits = options
             .limits
             .max_concurrent_connections
@@ -106,9 +115,10 @@ impl AppState {
                 events,
                 source,
                 connections: Arc::new(Semaphore::new(permits)),
+                user_slots: Arc::new(UserSlots::new(options.limits.max_connections_per_user)),
                 options,
                 write_checkpoints: WriteCheckpointNotifier::default(),
-                metrics: Arc::new(ServiceMetrics::new()),
+                metrics,
                 wake: Arc::new(WakeIndex::default()),
             }),
             shutdown: CancellationToken::new(),
@@ -122,6 +132,17 @@ impl AppState {
 
     pub fn limits(&self) -> &Limits {
         &self.inner.options.limits
+    }
+
+    /// A sync stream's slots for `user` (`PSYNC_S2304` when the process or the user is at
+    /// its cap).
+    pub(crate) fn take_stream_slot(&self, user: &str) -> Result<StreamSlot, ApiError> {
+        take_stream_slot(
+            &self.inner.connections,
+            &self.inner.user_slots,
+            &self.inner.metrics,
+            user,
+        )
     }
 
     /// The active rules now, if any.

@@ -18,7 +18,9 @@ use futures::StreamExt;
 use riptide_protocol::Lsn;
 use riptide_rules::{BucketDescription, RequestParameters};
 use riptide_service::metrics::names;
-use riptide_service::{ApiTokens, BucketRules, ReplicationProgress, ReplicationSnapshot, router};
+use riptide_service::{
+    ApiTokens, BucketRules, ReplicationProgress, ReplicationSnapshot, ServiceOptions, router,
+};
 use riptide_storage::{BatchOperation, BucketRow, RowChange, RowOperation};
 use serde_json::{Value, json};
 use support::{Harness as Service, Spec};
@@ -88,16 +90,17 @@ fn row(id: &str) -> BatchOperation {
 }
 
 impl Harness {
+    /// A service whose dashboard accepts `tokens` (`api.dashboard_tokens`).
     async fn new(tokens: &[&str]) -> Harness {
+        let tokens = ApiTokens::new(tokens.iter().map(|t| (*t).to_owned()));
+        Harness::with_options(move |options| options.dashboard_tokens = tokens).await
+    }
+
+    async fn with_options(set: impl FnOnce(&mut ServiceOptions)) -> Harness {
         let mut spec = Spec::new(Arc::new(GlobalRules), vec![row("a"), row("b")]);
         spec.snapshot_lsn = Lsn(300);
         spec.source_lsn = 0;
-        let service = Service::start(
-            spec,
-            |options| options.api_tokens = ApiTokens::new(tokens.iter().map(|t| (*t).to_owned())),
-            |storage, _| Arc::new(storage),
-        )
-        .await;
+        let service = Service::start(spec, set, |storage, _| Arc::new(storage)).await;
         let progress = Arc::new(FakeProgress::default());
         service.state.metrics().set_replication(progress.clone());
         Harness { service, progress }
@@ -339,7 +342,7 @@ async fn dashboard_is_loopback_only_without_tokens() {
         body["error"]["description"]
             .as_str()
             .unwrap()
-            .contains("api.tokens")
+            .contains("api.dashboard_tokens")
     );
     // /metrics needs nothing.
     assert_eq!(
@@ -388,6 +391,49 @@ async fn dashboard_data_requires_a_configured_token() {
     ] {
         let resp = h.get(uri, remote, auth).await;
         assert_eq!(resp.status(), StatusCode::OK, "{uri} {auth:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_dashboard_never_accepts_admin_tokens() {
+    // Admin tokens and read-only dashboard tokens: only the latter open the data.
+    let h = Harness::with_options(|options| {
+        options.api_tokens = ApiTokens::new(["admin-token".to_owned()]);
+        options.dashboard_tokens = ApiTokens::new(["view-token".to_owned()]);
+    })
+    .await;
+    for (uri, auth) in [
+        ("/dashboard/data.json?token=admin-token", None),
+        ("/dashboard/data.json", Some("Bearer admin-token")),
+    ] {
+        let resp = h.get(uri, Some("127.0.0.1:1"), auth).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{uri} {auth:?}");
+    }
+    let resp = h
+        .get(
+            "/dashboard/data.json?token=view-token",
+            Some("10.1.2.3:4000"),
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    // Admin tokens only: the dashboard is closed, even to loopback clients (a proxy on the
+    // same machine makes every client one).
+    let h = Harness::with_options(|options| {
+        options.api_tokens = ApiTokens::new(["admin-token".to_owned()]);
+    })
+    .await;
+    for (uri, auth) in [
+        ("/dashboard/data.json", None),
+        ("/dashboard/data.json", Some("Bearer admin-token")),
+        ("/dashboard/data.json?token=admin-token", None),
+    ] {
+        let resp = h.get(uri, Some("127.0.0.1:1"), auth).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{uri} {auth:?}");
+        let body = body_json(resp).await;
+        assert_eq!(body["error"]["code"], "RIPTIDE_DASHBOARD_CLOSED");
+        assert!(!body.to_string().contains("admin-token"));
     }
 }
 

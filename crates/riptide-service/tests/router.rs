@@ -907,6 +907,49 @@ async fn cors_preflight_and_headers() {
 }
 
 #[tokio::test]
+async fn no_cors_on_admin_dashboard_and_metrics() {
+    let h = Harness::new().await;
+    for (method, path) in [
+        ("POST", "/api/sync-rules/v1/deploy"),
+        ("POST", "/api/sync-rules/v1/validate"),
+        ("GET", "/api/sync-rules/v1/current"),
+        ("GET", "/dashboard/data.json"),
+        ("GET", "/dashboard"),
+        ("GET", "/metrics"),
+    ] {
+        let preflight = h
+            .request(
+                Request::options(path)
+                    .header("origin", "http://evil.example")
+                    .header("access-control-request-method", method)
+                    .header("access-control-request-headers", "authorization")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert!(
+            !preflight
+                .headers()
+                .contains_key("access-control-allow-origin"),
+            "{path}: {:?}",
+            preflight.headers()
+        );
+        let simple = h
+            .request(
+                Request::get(path)
+                    .header("origin", "http://evil.example")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert!(
+            !simple.headers().contains_key("access-control-allow-origin"),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn bson_when_preferred() {
     let h = Harness::new().await;
     let resp = h

@@ -218,6 +218,24 @@ pub struct BucketState {
     pub count: i64,
 }
 
+/// Bounds of one page of [`BucketStorage::bucket_data_page`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimit {
+    /// Ops at most.
+    pub ops: usize,
+    /// The page ends after the op that brings its [`op_bytes`] total to this or more.
+    pub bytes: usize,
+}
+
+/// The bytes an op counts for against a page's byte budget: its data and identifiers.
+pub fn op_bytes(op: &OplogEntry) -> usize {
+    [&op.data, &op.object_id, &op.object_type, &op.subkey]
+        .iter()
+        .map(|s| s.as_ref().map_or(0, String::len))
+        .sum::<usize>()
+        + 32
+}
+
 /// A page of one bucket's ops.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BucketChunk {
@@ -318,6 +336,20 @@ pub trait BucketStorage: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<BucketChunk>>;
 
+    /// [`Self::bucket_data`] bounded in bytes as well: the page also ends after the op that
+    /// brings its [`op_bytes`] total to `limit.bytes` or more (at least one op per page). A
+    /// page that reached either bound may have left later buckets out: read again. The
+    /// default bounds ops only (wrappers in tests); both storages bound bytes.
+    async fn bucket_data_page(
+        &self,
+        id: DeploymentId,
+        checkpoint: OpId,
+        buckets: &[(String, OpId)],
+        limit: PageLimit,
+    ) -> Result<Vec<BucketChunk>> {
+        self.bucket_data(id, checkpoint, buckets, limit.ops).await
+    }
+
     // --- compaction (see `crate::compaction`) ---
 
     /// Buckets of deployment `id` with at least `min_superseded` ops that superseded an earlier
@@ -373,6 +405,19 @@ pub trait BucketStorage: Send + Sync + 'static {
         requested: OpId,
         lsn: Lsn,
     ) -> Result<OpId>;
+
+    /// Deletes `user_id`'s write-checkpoint counters (with their history) beyond the `keep`
+    /// most recently used, and those unused for longer than `max_age`. Returns how many were
+    /// deleted. The default deletes nothing (wrappers in tests).
+    async fn prune_write_checkpoints(
+        &self,
+        user_id: &str,
+        keep: usize,
+        max_age: std::time::Duration,
+    ) -> Result<u64> {
+        let _ = (user_id, keep, max_age);
+        Ok(0)
+    }
 
     /// The newest write checkpoint of `user_id`/`client_id` whose LSN is `<= lsn`.
     async fn write_checkpoint(

@@ -17,7 +17,7 @@ use crate::write_checkpoint;
 use crate::{
     BatchOperation, BucketChunk, BucketState, BucketStorage, CheckpointEvent, CommitOps,
     CompactLimits, CompactStats, CompactionCandidate, Deployment, DeploymentId, DeploymentState,
-    Result, RowChange, StorageBatch, StorageCheckpoint, StorageError,
+    PageLimit, Result, RowChange, StorageBatch, StorageCheckpoint, StorageError,
 };
 
 type RowKey = (String, Vec<u8>);
@@ -47,10 +47,21 @@ impl Inner {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct WriteCheckpoints {
     last_id: OpId,
     history: Vec<(OpId, Lsn)>,
+    updated: std::time::Instant,
+}
+
+impl Default for WriteCheckpoints {
+    fn default() -> Self {
+        WriteCheckpoints {
+            last_id: OpId::default(),
+            history: Vec::new(),
+            updated: std::time::Instant::now(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -347,6 +358,20 @@ impl BucketStorage for MemoryStorage {
         buckets: &[(String, OpId)],
         limit: usize,
     ) -> Result<Vec<BucketChunk>> {
+        let limit = PageLimit {
+            ops: limit,
+            bytes: usize::MAX,
+        };
+        self.bucket_data_page(id, checkpoint, buckets, limit).await
+    }
+
+    async fn bucket_data_page(
+        &self,
+        id: DeploymentId,
+        checkpoint: OpId,
+        buckets: &[(String, OpId)],
+        limit: PageLimit,
+    ) -> Result<Vec<BucketChunk>> {
         let inner = self.lock();
         let Some(d) = inner.deployments.get(&id) else {
             return Ok(Vec::new());
@@ -357,7 +382,8 @@ impl BucketStorage for MemoryStorage {
             wanted.entry(b.as_str()).or_insert(*after);
         }
         let mut out: Vec<BucketChunk> = Vec::new();
-        let mut remaining = limit;
+        let mut remaining = limit.ops;
+        let mut bytes = 0usize;
         for (b, after) in wanted {
             let Some(log) = d.data.buckets.get(b) else {
                 continue;
@@ -370,12 +396,17 @@ impl BucketStorage for MemoryStorage {
             if ops.peek().is_none() {
                 continue;
             }
-            if remaining == 0 {
+            if remaining == 0 || bytes >= limit.bytes {
                 // Later buckets are left out; the caller sees a full page and reads again.
                 break;
             }
-            let taken: Vec<OplogEntry> = ops.by_ref().take(remaining).cloned().collect();
-            remaining -= taken.len();
+            let mut taken: Vec<OplogEntry> = Vec::new();
+            while remaining > 0 && bytes < limit.bytes {
+                let Some(op) = ops.next() else { break };
+                bytes = bytes.saturating_add(crate::op_bytes(op));
+                taken.push(op.clone());
+                remaining -= 1;
+            }
             let has_more = ops.peek().is_some();
             out.push(BucketChunk {
                 bucket: b.to_owned(),
@@ -480,6 +511,7 @@ impl BucketStorage for MemoryStorage {
             .entry((user_id.to_owned(), client_id.to_owned()))
             .or_default();
         wc.last_id = wc.last_id.next();
+        wc.updated = std::time::Instant::now();
         let id = wc.last_id;
         write_checkpoint::record(&mut wc.history, id, lsn);
         Ok(id)
@@ -502,11 +534,39 @@ impl BucketStorage for MemoryStorage {
             .write_checkpoints
             .entry((user_id.to_owned(), client_id.to_owned()))
             .or_default();
+        wc.updated = std::time::Instant::now();
         if requested >= wc.last_id {
             wc.last_id = requested;
             write_checkpoint::record(&mut wc.history, requested, lsn);
         }
         Ok(wc.last_id)
+    }
+
+    async fn prune_write_checkpoints(
+        &self,
+        user_id: &str,
+        keep: usize,
+        max_age: std::time::Duration,
+    ) -> Result<u64> {
+        let mut inner = self.lock();
+        let mut mine: Vec<(std::time::Instant, String)> = inner
+            .write_checkpoints
+            .iter()
+            .filter(|((u, _), _)| u == user_id)
+            .map(|((_, c), wc)| (wc.updated, c.clone()))
+            .collect();
+        // Newest first; the first `keep` young enough stay.
+        mine.sort_by_key(|m| std::cmp::Reverse(m.0));
+        let mut deleted = 0u64;
+        for (i, (updated, client)) in mine.into_iter().enumerate() {
+            if i >= keep || updated.elapsed() > max_age {
+                inner
+                    .write_checkpoints
+                    .remove(&(user_id.to_owned(), client));
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 
     async fn write_checkpoint(

@@ -1,6 +1,7 @@
 //! Test harness for Riptide: a private PostgreSQL cluster per test run (`wal_level=logical`,
 //! trust on loopback including replication), a fresh database per test dropped afterwards,
-//! JWT/JWKS helpers and a protocol-level sync client.
+//! JWT/JWKS helpers and a protocol-level sync client (every transport and encoding the service
+//! speaks; the benchmark measures with it too).
 //!
 //! The cluster: when `RIPTIDE_TEST_PG_URL` is set (the test script starts one cluster for the
 //! whole run with the `riptide-test-postgres` binary) every test process uses it; otherwise the
@@ -17,5 +18,5 @@ mod wait;
 pub use cluster::{Cluster, LocalCluster, LocalPgError, server};
 pub use database::TestDatabase;
 pub use jwt::TestKeys;
-pub use sync_client::{SyncClient, SyncStream};
+pub use sync_client::{Encoding, Format, SyncClient, SyncClientError, SyncStream, Transport};
 pub use wait::wait_for;

@@ -2,8 +2,10 @@
 // `npm run build`: the production UI in dist/, served by the process.
 //
 // Settings come from the app's .env (one folder up, written by `riptide connect`). Only the
-// VITE_ variables the UI's code reads end up in the bundle: VITE_POWERSYNC_URL and
-// VITE_POWERSYNC_TOKEN_ENDPOINT. Never read VITE_DATABASE_URL (or any secret) in browser code.
+// variables the UI needs reach the page: `envPrefix` exposes VITE_POWERSYNC_* (the service URL
+// and the token endpoint) and nothing else, in the dev server's `import.meta.env` as in a build.
+// VITE_DATABASE_URL stays in .env for tools (its name is one the platform must write) and never
+// reaches a page. Add a prefix here only for settings that are public.
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -14,6 +16,7 @@ const appRoot = path.resolve(import.meta.dirname, '..');
 
 export default defineConfig(({ mode }) => ({
   envDir: appRoot,
+  envPrefix: ['VITE_POWERSYNC_'],
   plugins: [react(), serviceWorker()],
   server: {
     // Object form, not the string shorthand: the shorthand rewrites Host to the target, and the

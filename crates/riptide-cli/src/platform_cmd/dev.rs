@@ -77,7 +77,11 @@ pub async fn demo(options: DevOptions) -> Result<()> {
     let db = riptide_platform::database::create_database(&platform, "demo", None, &spinner).await?;
     log.line(
         "dev",
-        &format!("database demo: {} ({})", db.id, db.direct_uri),
+        &format!(
+            "database demo: {} ({})",
+            db.id,
+            riptide_platform::redact(&db.direct_uri)
+        ),
     );
     let sync = riptide_platform::sync::sync_enable(&platform, &db.id, None, &spinner).await?;
     log.line("dev", &format!("sync service: {}", sync.url));
@@ -233,38 +237,7 @@ async fn run_children(
     );
     children.push(("server", spawn_server(root, options, port, log)?));
 
-    let mut web_url = None;
-    if !options.no_web && root.join("web/package.json").is_file() {
-        let web = root.join("web");
-        if !web.join("node_modules").is_dir() {
-            log.line("web", "npm install …");
-            let mut install = Command::new("npm");
-            install
-                .args(["install", "--no-audit", "--no-fund"])
-                .current_dir(&web);
-            let mut child = spawn_labelled(install, "web", log)?;
-            let status = child.wait().await.context("npm install")?;
-            if !status.success() {
-                bail!("npm install in {} failed ({status})", web.display());
-            }
-        }
-        let web_port = pick_port(options.web_port, 5173)?;
-        let mut vite = Command::new("npm");
-        vite.args([
-            "run",
-            "dev",
-            "--",
-            "--port",
-            &web_port.to_string(),
-            "--strictPort",
-            "--host",
-            "127.0.0.1",
-        ])
-        .current_dir(&web)
-        .env("PORT", port.to_string());
-        children.push(("web", spawn_labelled(vite, "web", log)?));
-        web_url = Some(format!("http://127.0.0.1:{web_port}"));
-    }
+    let web_url = start_web(root, options, port, log, children).await?;
     let app_url = web_url
         .clone()
         .unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
@@ -324,20 +297,74 @@ async fn run_children(
                 "server",
                 "server/ changed: rebuilding and restarting the app's process",
             );
-            if let Some(i) = children.iter().position(|(label, _)| *label == "server") {
-                let (_, mut old) = children.remove(i);
-                if let Some(pid) = old.id()
-                    && let Err(e) =
-                        riptide_platform::process::terminate(pid, Duration::from_secs(10)).await
-                {
-                    log.line("server", &format!("could not stop: {e}"));
-                }
-                let _ = old.wait().await;
-            }
-            children.push(("server", spawn_server(root, options, port, log)?));
+            restart_server(root, options, port, log, children).await?;
             announced = false;
         }
     }
+}
+
+/// Starts the Vite dev server of `web/` (after `npm install` on the first run) unless there is
+/// none or `--no-web`; returns its URL.
+async fn start_web(
+    root: &Path,
+    options: &DevOptions,
+    port: u16,
+    log: Log,
+    children: &mut Vec<(&'static str, Child)>,
+) -> Result<Option<String>> {
+    if options.no_web || !root.join("web/package.json").is_file() {
+        return Ok(None);
+    }
+    let web = root.join("web");
+    if !web.join("node_modules").is_dir() {
+        log.line("web", "npm install …");
+        let mut install = Command::new("npm");
+        install
+            .args(["install", "--no-audit", "--no-fund"])
+            .current_dir(&web);
+        let mut child = spawn_labelled(install, "web", log)?;
+        let status = child.wait().await.context("npm install")?;
+        if !status.success() {
+            bail!("npm install in {} failed ({status})", web.display());
+        }
+    }
+    let web_port = pick_port(options.web_port, 5173)?;
+    let mut vite = Command::new("npm");
+    vite.args([
+        "run",
+        "dev",
+        "--",
+        "--port",
+        &web_port.to_string(),
+        "--strictPort",
+        "--host",
+        "127.0.0.1",
+    ])
+    .current_dir(&web)
+    .env("PORT", port.to_string());
+    children.push(("web", spawn_labelled(vite, "web", log)?));
+    Ok(Some(format!("http://127.0.0.1:{web_port}")))
+}
+
+/// Stops the app's process (if it still runs) and starts it again on `port`.
+async fn restart_server(
+    root: &Path,
+    options: &DevOptions,
+    port: u16,
+    log: Log,
+    children: &mut Vec<(&'static str, Child)>,
+) -> Result<()> {
+    if let Some(i) = children.iter().position(|(label, _)| *label == "server") {
+        let (_, mut old) = children.remove(i);
+        if let Some(pid) = old.id()
+            && let Err(e) = riptide_platform::process::terminate(pid, Duration::from_secs(10)).await
+        {
+            log.line("server", &format!("could not stop: {e}"));
+        }
+        let _ = old.wait().await;
+    }
+    children.push(("server", spawn_server(root, options, port, log)?));
+    Ok(())
 }
 
 /// Starts the app's process: `--server-bin`, or `cargo run` on the app's `server/`.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use riptide_platform::Platform;
+use riptide_platform::{Platform, app, connect, database, migrate, rules, schema, status, sync};
 use serde::Serialize;
 
 pub use dev::{DevOptions, demo, dev};
@@ -74,178 +74,54 @@ pub enum PlatformCommand {
 pub async fn run(command: PlatformCommand, json: bool) -> Result<()> {
     let platform = Platform::from_env()?;
     let spinner = Spinner::new(!json);
+    let p = &platform;
     match command {
         PlatformCommand::CreateDatabase { name, server_url } => {
-            let info = riptide_platform::database::create_database(
-                &platform,
-                &name,
-                server_url.as_deref(),
-                &spinner,
-            )
-            .await?;
-            emit(json, &info, || {
-                let head = if info.already {
-                    format!("database {} already exists ({})", info.name, info.id)
-                } else {
-                    format!("created database {} ({})", info.name, info.id)
-                };
-                format!(
-                    "{head}\n  pooled URI: {}\n  direct URI: {}\n  note: {}",
-                    info.pooled_uri, info.direct_uri, info.note
-                )
-            })
+            // Passwords are never printed (`connect` writes them to `.env`).
+            let info = database::create_database(p, &name, server_url.as_deref(), &spinner)
+                .await?
+                .redacted();
+            emit(json, &info, || output::database_text(&info))
         }
         PlatformCommand::Sync(SyncCommand::Enable { database, port }) => {
-            let info =
-                riptide_platform::sync::sync_enable(&platform, &database, port, &spinner).await?;
-            emit(json, &info, || {
-                let head = match (info.already, info.started) {
-                    (false, _) => format!("sync enabled ({})", info.id),
-                    (true, true) => {
-                        format!("sync was already enabled ({}); service restarted", info.id)
-                    }
-                    (true, false) => format!("sync already enabled ({}); service running", info.id),
-                };
-                format!(
-                    "{head}\n  service:     {}\n  publication: {}\n  config:      {}\n  log:         {}",
-                    info.url,
-                    info.publication,
-                    info.config_path.display(),
-                    info.log_path.display()
-                )
-            })
+            let info = sync::sync_enable(p, &database, port, &spinner).await?;
+            emit(json, &info, || output::sync_text(&info))
         }
         PlatformCommand::Sync(SyncCommand::DeployFiles { database, out }) => {
-            let info =
-                riptide_platform::sync::deploy_files(&platform, &database, out.as_deref()).await?;
-            emit(json, &info, || {
-                let verb = if info.already {
-                    "already up to date"
-                } else {
-                    "wrote"
-                };
-                let files: Vec<String> = info
-                    .files
-                    .iter()
-                    .map(|f| format!("  {}", f.display()))
-                    .collect();
-                format!(
-                    "{verb}: deploy files in {}\n{}",
-                    info.dir.display(),
-                    files.join("\n")
-                )
-            })
+            let info = sync::deploy_files(p, &database, out.as_deref()).await?;
+            emit(json, &info, || output::deploy_files_text(&info))
         }
         PlatformCommand::CreateApp {
             name,
             template,
             dir,
         } => {
-            let info =
-                riptide_platform::app::create_app(&platform, &name, &template, dir.as_deref())
-                    .await?;
-            emit(json, &info, || {
-                if info.already {
-                    format!(
-                        "app {} already exists ({}) in {}",
-                        info.name,
-                        info.id,
-                        info.path.display()
-                    )
-                } else {
-                    format!(
-                        "created app {} ({}) in {}\n  next: riptide connect {} DATABASE",
-                        info.name,
-                        info.id,
-                        info.path.display(),
-                        info.name
-                    )
-                }
-            })
+            let info = app::create_app(p, &name, &template, dir.as_deref()).await?;
+            emit(json, &info, || output::app_text(&info))
         }
         PlatformCommand::Connect { app, database } => {
-            let info = riptide_platform::connect::connect(&platform, &app, &database).await?;
-            emit(json, &info, || {
-                let head = if info.already {
-                    "already connected".to_owned()
-                } else {
-                    format!("connected {} to {}", info.app_id, info.database_id)
-                };
-                let files: Vec<String> = info
-                    .env_files
-                    .iter()
-                    .map(|f| f.display().to_string())
-                    .collect();
-                format!(
-                    "{head}\n  wrote {} (mode 0600)\n  sync service: {}",
-                    files.join(", "),
-                    info.powersync_url
-                )
-            })
+            let info = connect::connect(p, &app, &database).await?;
+            emit(json, &info, || output::connect_text(&info))
         }
         PlatformCommand::Status => {
-            let info = riptide_platform::status::status(&platform).await?;
+            let info = status::status(p).await?;
             emit(json, &info, || output::status_text(&info))
         }
         PlatformCommand::Stop { id, all } => {
-            let info = riptide_platform::status::stop(&platform, id.as_deref(), all).await?;
-            emit(json, &info, || {
-                let mut lines = Vec::new();
-                if !info.stopped.is_empty() {
-                    lines.push(format!("stopped: {}", info.stopped.join(", ")));
-                }
-                if !info.not_running.is_empty() {
-                    lines.push(format!("already stopped: {}", info.not_running.join(", ")));
-                }
-                if lines.is_empty() {
-                    lines.push("nothing to stop".into());
-                }
-                lines.join("\n")
-            })
+            let info = status::stop(p, id.as_deref(), all).await?;
+            emit(json, &info, || output::stop_text(&info))
         }
         PlatformCommand::Schema { app } => {
-            let app = app_key(app)?;
-            let info = riptide_platform::schema::generate_schema(&platform, &app).await?;
-            emit(json, &info, || {
-                let verb = if info.already {
-                    "already up to date"
-                } else {
-                    "wrote"
-                };
-                format!(
-                    "{verb}: {} ({})",
-                    info.path.display(),
-                    info.tables.join(", ")
-                )
-            })
+            let info = schema::generate_schema(p, &app_key(app)?).await?;
+            emit(json, &info, || output::schema_text(&info))
         }
         PlatformCommand::Migrate { app } => {
-            let app = app_key(app)?;
-            let info = riptide_platform::migrate::run_migrations(&platform, &app).await?;
-            emit(json, &info, || {
-                if info.applied.is_empty() {
-                    format!(
-                        "migrations already applied ({})",
-                        info.already_applied.len()
-                    )
-                } else {
-                    format!("applied: {}", info.applied.join(", "))
-                }
-            })
+            let info = migrate::run_migrations(p, &app_key(app)?).await?;
+            emit(json, &info, || output::migrations_text(&info))
         }
         PlatformCommand::DeployRules { app } => {
-            let app = app_key(app)?;
-            let info = riptide_platform::rules::deploy_sync_rules(&platform, &app).await?;
-            emit(json, &info, || {
-                if info.already {
-                    format!(
-                        "sync rules already deployed (deployment {})",
-                        info.deployment["id"]
-                    )
-                } else {
-                    format!("deployed sync rules (deployment {})", info.deployment["id"])
-                }
-            })
+            let info = rules::deploy_sync_rules(p, &app_key(app)?).await?;
+            emit(json, &info, || output::rules_text(&info))
         }
     }
 }

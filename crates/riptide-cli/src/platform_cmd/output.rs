@@ -1,11 +1,19 @@
-//! Spinners for long steps (only when stderr is a terminal) and the `status` table.
+//! Spinners for long steps (only when stderr is a terminal) and what each platform subcommand
+//! prints for people (`--json` prints the result itself).
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use riptide_platform::status::StatusInfo;
+use riptide_platform::app::AppInfo;
+use riptide_platform::connect::ConnectInfo;
+use riptide_platform::database::DatabaseInfo;
+use riptide_platform::migrate::MigrationsInfo;
+use riptide_platform::rules::RulesInfo;
+use riptide_platform::schema::SchemaInfo;
+use riptide_platform::status::{StatusInfo, StopInfo};
+use riptide_platform::sync::{DeployFiles, SyncInfo};
 
 /// Shows a spinner on stderr while a long step runs; silent when stderr is not a terminal.
 pub struct Spinner {
@@ -103,4 +111,146 @@ pub fn status_text(s: &StatusInfo) -> String {
         ));
     }
     out.join("\n")
+}
+
+/// `riptide create-database`.
+pub fn database_text(info: &DatabaseInfo) -> String {
+    let head = if info.already {
+        format!("database {} already exists ({})", info.name, info.id)
+    } else {
+        format!("created database {} ({})", info.name, info.id)
+    };
+    format!(
+        "{head}\n  pooled URI: {}\n  direct URI: {}\n  note: {}",
+        info.pooled_uri, info.direct_uri, info.note
+    )
+}
+
+/// `riptide sync enable`.
+pub fn sync_text(info: &SyncInfo) -> String {
+    let head = match (info.already, info.started) {
+        (false, _) => format!("sync enabled ({})", info.id),
+        (true, true) => {
+            format!("sync was already enabled ({}); service restarted", info.id)
+        }
+        (true, false) => format!("sync already enabled ({}); service running", info.id),
+    };
+    format!(
+        "{head}\n  service:     {}\n  publication: {}\n  config:      {}\n  log:         {}",
+        info.url,
+        info.publication,
+        info.config_path.display(),
+        info.log_path.display()
+    )
+}
+
+/// `riptide sync deploy-files`.
+pub fn deploy_files_text(info: &DeployFiles) -> String {
+    let verb = if info.already {
+        "already up to date"
+    } else {
+        "wrote"
+    };
+    let files: Vec<String> = info
+        .files
+        .iter()
+        .map(|f| format!("  {}", f.display()))
+        .collect();
+    format!(
+        "{verb}: deploy files in {}\n{}",
+        info.dir.display(),
+        files.join("\n")
+    )
+}
+
+/// `riptide create-app`.
+pub fn app_text(info: &AppInfo) -> String {
+    if info.already {
+        format!(
+            "app {} already exists ({}) in {}",
+            info.name,
+            info.id,
+            info.path.display()
+        )
+    } else {
+        format!(
+            "created app {} ({}) in {}\n  next: riptide connect {} DATABASE",
+            info.name,
+            info.id,
+            info.path.display(),
+            info.name
+        )
+    }
+}
+
+/// `riptide connect`.
+pub fn connect_text(info: &ConnectInfo) -> String {
+    let head = if info.already {
+        "already connected".to_owned()
+    } else {
+        format!("connected {} to {}", info.app_id, info.database_id)
+    };
+    let files: Vec<String> = info
+        .env_files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    format!(
+        "{head}\n  wrote {} (mode 0600)\n  sync service: {}",
+        files.join(", "),
+        info.powersync_url
+    )
+}
+
+/// `riptide stop`.
+pub fn stop_text(info: &StopInfo) -> String {
+    let mut lines = Vec::new();
+    if !info.stopped.is_empty() {
+        lines.push(format!("stopped: {}", info.stopped.join(", ")));
+    }
+    if !info.not_running.is_empty() {
+        lines.push(format!("already stopped: {}", info.not_running.join(", ")));
+    }
+    if lines.is_empty() {
+        lines.push("nothing to stop".into());
+    }
+    lines.join("\n")
+}
+
+/// `riptide schema`.
+pub fn schema_text(info: &SchemaInfo) -> String {
+    let verb = if info.already {
+        "already up to date"
+    } else {
+        "wrote"
+    };
+    format!(
+        "{verb}: {} ({})",
+        info.path.display(),
+        info.tables.join(", ")
+    )
+}
+
+/// `riptide migrate`.
+pub fn migrations_text(info: &MigrationsInfo) -> String {
+    if info.applied.is_empty() {
+        format!(
+            "migrations already applied ({})",
+            info.already_applied.len()
+        )
+    } else {
+        format!("applied: {}", info.applied.join(", "))
+    }
+}
+
+/// `riptide deploy-rules`.
+pub fn rules_text(info: &RulesInfo) -> String {
+    if info.already {
+        format!(
+            "sync rules already deployed (deployment {})",
+            info.deployment["id"]
+        )
+    } else {
+        format!("deployed sync rules (deployment {})", info.deployment["id"])
+    }
 }

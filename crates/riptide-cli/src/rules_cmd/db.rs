@@ -1,5 +1,5 @@
-//! Reading the source database for `riptide rules`: catalog facts about the tables the rules
-//! read, and rows paged through a cursor and mapped exactly as the replicator maps them.
+//! Reading the source database for `riptide rules explain`: table schemas, and rows paged
+//! through a cursor and mapped exactly as the replicator maps them.
 
 use anyhow::{Context, Result};
 use riptide_replication::{TableSchema, TypeMap};
@@ -9,12 +9,15 @@ use tokio_postgres::{Client, GenericClient, SimpleQueryMessage, Transaction};
 /// Rows per cursor fetch: memory stays bounded whatever the table size.
 pub const FETCH_ROWS: usize = 1000;
 
+/// The `--database` URL as a connection config.
+pub fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
+    url.parse()
+        .context("invalid --database URL (expected postgres://user:password@host:port/db)")
+}
+
 /// Connects with the replicator's session settings (so values print as it sees them).
 pub async fn connect(url: &str) -> Result<Client> {
-    let config: tokio_postgres::Config = url
-        .parse()
-        .context("invalid --database URL (expected postgres://user:password@host:port/db)")?;
-    riptide_replication::connect(&config)
+    riptide_replication::connect(&parse_url(url)?)
         .await
         .context("cannot connect to the database")
 }
@@ -25,70 +28,6 @@ pub fn quote_ident(s: &str) -> String {
 
 pub fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
-}
-
-/// What `rules check` needs to know about one table.
-#[derive(Debug, Clone)]
-pub struct TableFacts {
-    /// Column name and whether it is generated (logical replication does not send those).
-    pub columns: Vec<(String, bool)>,
-    /// `pg_class.relreplident`: d, n, f or i.
-    pub replica_identity: String,
-    pub has_primary_key: bool,
-    pub published: bool,
-}
-
-/// Whether the publication exists.
-pub async fn publication_exists(client: &Client, publication: &str) -> Result<bool> {
-    let row = client
-        .query_opt(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&publication],
-        )
-        .await
-        .context("cannot read pg_publication")?;
-    Ok(row.is_some())
-}
-
-/// Catalog facts of `table`, `None` if it does not exist (as a table).
-pub async fn table_facts(
-    client: &Client,
-    table: &TableRef,
-    publication: &str,
-) -> Result<Option<TableFacts>> {
-    let Some(row) = client
-        .query_opt(
-            "SELECT c.oid::int8, c.relreplident::text, \
-                    EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary), \
-                    EXISTS (SELECT 1 FROM pg_publication_tables pt \
-                            WHERE pt.pubname = $3 AND pt.schemaname = n.nspname AND pt.tablename = c.relname) \
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
-            &[&table.schema, &table.name, &publication],
-        )
-        .await
-        .with_context(|| format!("cannot read the catalog for {}", table.qualified()))?
-    else {
-        return Ok(None);
-    };
-    let oid: i64 = row.try_get(0)?;
-    let columns = client
-        .query(
-            "SELECT attname::text, attgenerated <> '' FROM pg_attribute \
-             WHERE attrelid = $1::int8::oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-            &[&oid],
-        )
-        .await
-        .with_context(|| format!("cannot read the columns of {}", table.qualified()))?
-        .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect::<Result<Vec<(String, bool)>, tokio_postgres::Error>>()?;
-    Ok(Some(TableFacts {
-        columns,
-        replica_identity: row.try_get(1)?,
-        has_primary_key: row.try_get(2)?,
-        published: row.try_get(3)?,
-    }))
 }
 
 /// The replicator's view of a table (columns as pgoutput sends them, value kinds).

@@ -1,6 +1,7 @@
 //! `riptide rules explain FILE --database URL --user ID [--claims JSON] [--params JSON]
-//! [--row TABLE:ID]`: evaluates the rules over the database as the service would for that
-//! user's token, in one read-only snapshot.
+//! [--row TABLE:ID] [--subscription STREAM[=JSON]]…`: evaluates the rules over the database as
+//! the service would for that user's token, in one read-only snapshot (files with streams:
+//! `explain_streams.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ pub struct ExplainOptions {
     pub claims: Option<String>,
     pub params: Option<String>,
     pub row: Option<String>,
+    /// `STREAM` or `STREAM={…}` stream subscriptions (files with streams).
+    pub subscriptions: Vec<String>,
 }
 
 fn json_object(text: Option<&str>, flag: &str) -> Result<Map<String, Value>> {
@@ -102,6 +105,18 @@ pub async fn explain(o: &ExplainOptions) -> Result<bool> {
                 table.qualified()
             ),
         }
+    }
+
+    if !rules.streams().is_empty() {
+        let subscriptions = o
+            .subscriptions
+            .iter()
+            .map(|s| super::explain_streams::parse_subscription(s))
+            .collect::<Result<Vec<_>>>()?;
+        super::explain_streams::explain(&rules, &tx, &schemas, request, subscriptions, target)
+            .await?;
+        tx.commit().await.context("cannot end the transaction")?;
+        return Ok(true);
     }
 
     // Parameter lookups, as replication would index them; only the ones this request asks

@@ -7,7 +7,9 @@
 
 mod check;
 mod db;
+mod eval;
 mod explain;
+mod explain_streams;
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +18,6 @@ use clap::Subcommand;
 use riptide_rules::{RulesErrors, SyncRules};
 
 pub use check::check;
-pub(crate) use check::schema_problems;
 pub use explain::{ExplainOptions, explain};
 
 /// `riptide rules` subcommands.
@@ -52,6 +53,18 @@ pub enum RulesCommand {
         /// A row to explain, as TABLE:ID (`schema.table:id`; schema defaults to public).
         #[arg(long)]
         row: Option<String>,
+        /// A stream subscription, as STREAM or STREAM='{"param":"value"}' (repeatable).
+        #[arg(long)]
+        subscription: Vec<String>,
+    },
+    /// Evaluate a sync config over rows and connections given as a JSON job on stdin; prints
+    /// JSON (used by the differential test against PowerSync's compiler).
+    #[command(hide = true)]
+    Eval,
+    /// Rewrite a file's bucket_definitions as equivalent Sync Streams (edition 3); prints YAML.
+    Migrate {
+        /// The sync rules YAML file.
+        file: PathBuf,
     },
 }
 
@@ -63,6 +76,8 @@ pub async fn run(command: RulesCommand) -> Result<bool> {
             database,
             publication,
         } => check(&file, database.as_deref(), &publication).await,
+        RulesCommand::Eval => eval::run(),
+        RulesCommand::Migrate { file } => eval::migrate(&file),
         RulesCommand::Explain {
             file,
             database,
@@ -70,6 +85,7 @@ pub async fn run(command: RulesCommand) -> Result<bool> {
             claims,
             params,
             row,
+            subscription,
         } => {
             explain(&ExplainOptions {
                 file,
@@ -78,6 +94,7 @@ pub async fn run(command: RulesCommand) -> Result<bool> {
                 claims,
                 params,
                 row,
+                subscriptions: subscription,
             })
             .await
         }
@@ -90,7 +107,18 @@ pub(crate) fn load(file: &Path) -> Result<Option<SyncRules>> {
     let yaml =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     match SyncRules::parse(&yaml) {
-        Ok(rules) => Ok(Some(rules)),
+        Ok(rules) => {
+            for w in rules.warnings() {
+                println!(
+                    "{}:{}:{}: warning: {}",
+                    file.display(),
+                    w.line,
+                    w.column,
+                    w.message
+                );
+            }
+            Ok(Some(rules))
+        }
         Err(RulesErrors(errors)) => {
             for e in &errors {
                 println!("{}:{}:{}: {}", file.display(), e.line, e.column, e.message);

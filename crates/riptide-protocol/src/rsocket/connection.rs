@@ -130,17 +130,7 @@ impl ServerConnection {
 
     fn on_frame(&mut self, frame: Frame) -> Result<Option<Event>, ConnectionError> {
         if self.phase == Phase::AwaitingSetup {
-            let Frame::Setup(setup) = frame else {
-                return Err(ConnectionError::NoSetup);
-            };
-            if setup.major_version != 1 {
-                return Err(ConnectionError::UnsupportedVersion(setup.major_version));
-            }
-            if setup.resume_token.is_some() || setup.lease {
-                return Err(ConnectionError::UnsupportedSetup);
-            }
-            self.phase = Phase::Established;
-            return Ok(Some(Event::Setup(setup)));
+            return self.setup(frame);
         }
         match frame {
             Frame::Setup(_) => Err(ConnectionError::DuplicateSetup),
@@ -159,71 +149,13 @@ impl ServerConnection {
                 initial_n,
                 follows,
                 payload,
-            } => {
-                if let Some(pending) = &self.reassembly {
-                    return Err(ConnectionError::InterleavedFragments {
-                        pending: pending.stream_id,
-                        new: stream_id,
-                    });
-                }
-                if self.streams.contains_key(&stream_id) {
-                    return Err(ConnectionError::StreamInUse(stream_id));
-                }
-                if payload.len() > self.max_request_size {
-                    return Err(ConnectionError::RequestTooLarge {
-                        limit: self.max_request_size,
-                    });
-                }
-                if follows {
-                    self.reassembly = Some(Reassembly {
-                        stream_id,
-                        initial_n,
-                        metadata: payload.metadata.map(|m| m.to_vec()),
-                        data: payload.data.to_vec(),
-                    });
-                    return Ok(None);
-                }
-                self.streams.insert(stream_id, u64::from(initial_n));
-                Ok(Some(Event::RequestStream { stream_id, payload }))
-            }
+            } => self.request_stream(stream_id, initial_n, follows, payload),
             Frame::Payload {
                 stream_id,
                 follows,
                 payload,
                 ..
-            } => {
-                let Some(r) = self
-                    .reassembly
-                    .as_mut()
-                    .filter(|r| r.stream_id == stream_id)
-                else {
-                    // Payloads from the client on other streams (channels) are not used.
-                    return Ok(None);
-                };
-                if r.len().saturating_add(payload.len()) > self.max_request_size {
-                    return Err(ConnectionError::RequestTooLarge {
-                        limit: self.max_request_size,
-                    });
-                }
-                if let Some(m) = &payload.metadata {
-                    r.metadata.get_or_insert_with(Vec::new).extend_from_slice(m);
-                }
-                r.data.extend_from_slice(&payload.data);
-                if follows {
-                    return Ok(None);
-                }
-                let Some(r) = self.reassembly.take() else {
-                    return Ok(None);
-                };
-                self.streams.insert(r.stream_id, u64::from(r.initial_n));
-                Ok(Some(Event::RequestStream {
-                    stream_id: r.stream_id,
-                    payload: Payload {
-                        metadata: r.metadata.map(Bytes::from),
-                        data: Bytes::from(r.data),
-                    },
-                }))
-            }
+            } => self.fragment(stream_id, follows, &payload),
             Frame::RequestN { stream_id, n } => {
                 if let Some(credit) = self.streams.get_mut(&stream_id) {
                     *credit = credit.saturating_add(u64::from(n));
@@ -262,6 +194,98 @@ impl ServerConnection {
                 Ok(None)
             }
         }
+    }
+
+    /// The first frame: a SETUP of version 1 without resumption or leases.
+    fn setup(&mut self, frame: Frame) -> Result<Option<Event>, ConnectionError> {
+        let Frame::Setup(setup) = frame else {
+            return Err(ConnectionError::NoSetup);
+        };
+        if setup.major_version != 1 {
+            return Err(ConnectionError::UnsupportedVersion(setup.major_version));
+        }
+        if setup.resume_token.is_some() || setup.lease {
+            return Err(ConnectionError::UnsupportedSetup);
+        }
+        self.phase = Phase::Established;
+        Ok(Some(Event::Setup(setup)))
+    }
+
+    /// A REQUEST_STREAM: opens the stream with its initial credit, or starts reassembling
+    /// its fragments.
+    fn request_stream(
+        &mut self,
+        stream_id: u32,
+        initial_n: u32,
+        follows: bool,
+        payload: Payload,
+    ) -> Result<Option<Event>, ConnectionError> {
+        if let Some(pending) = &self.reassembly {
+            return Err(ConnectionError::InterleavedFragments {
+                pending: pending.stream_id,
+                new: stream_id,
+            });
+        }
+        if self.streams.contains_key(&stream_id) {
+            return Err(ConnectionError::StreamInUse(stream_id));
+        }
+        if payload.len() > self.max_request_size {
+            return Err(ConnectionError::RequestTooLarge {
+                limit: self.max_request_size,
+            });
+        }
+        if follows {
+            self.reassembly = Some(Reassembly {
+                stream_id,
+                initial_n,
+                metadata: payload.metadata.map(|m| m.to_vec()),
+                data: payload.data.to_vec(),
+            });
+            return Ok(None);
+        }
+        self.streams.insert(stream_id, u64::from(initial_n));
+        Ok(Some(Event::RequestStream { stream_id, payload }))
+    }
+
+    /// A PAYLOAD from the client: the next fragment of the request being reassembled (the
+    /// request opens with its last fragment); ignored on other streams.
+    fn fragment(
+        &mut self,
+        stream_id: u32,
+        follows: bool,
+        payload: &Payload,
+    ) -> Result<Option<Event>, ConnectionError> {
+        let Some(r) = self
+            .reassembly
+            .as_mut()
+            .filter(|r| r.stream_id == stream_id)
+        else {
+            // Payloads from the client on other streams (channels) are not used.
+            return Ok(None);
+        };
+        if r.len().saturating_add(payload.len()) > self.max_request_size {
+            return Err(ConnectionError::RequestTooLarge {
+                limit: self.max_request_size,
+            });
+        }
+        if let Some(m) = &payload.metadata {
+            r.metadata.get_or_insert_with(Vec::new).extend_from_slice(m);
+        }
+        r.data.extend_from_slice(&payload.data);
+        if follows {
+            return Ok(None);
+        }
+        let Some(r) = self.reassembly.take() else {
+            return Ok(None);
+        };
+        self.streams.insert(r.stream_id, u64::from(r.initial_n));
+        Ok(Some(Event::RequestStream {
+            stream_id: r.stream_id,
+            payload: Payload {
+                metadata: r.metadata.map(Bytes::from),
+                data: Bytes::from(r.data),
+            },
+        }))
     }
 
     fn cancel(&mut self, stream_id: u32) -> Option<Event> {
@@ -305,6 +329,18 @@ impl ServerConnection {
             payload: Payload::data(data),
         });
         Ok(())
+    }
+
+    /// Queues a KEEPALIVE with the respond flag: the peer answers it, which shows the
+    /// connection is alive in both directions. Nothing once closed.
+    pub fn keepalive(&mut self) {
+        if self.phase == Phase::Established {
+            self.queue(Frame::Keepalive {
+                respond: true,
+                last_received_position: 0,
+                data: Bytes::new(),
+            });
+        }
     }
 
     /// Queues PAYLOAD(COMPLETE) and closes the stream (needs no credit).

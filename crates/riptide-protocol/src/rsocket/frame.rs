@@ -165,6 +165,38 @@ pub enum FrameError {
     NotAscii(&'static str),
 }
 
+impl Setup {
+    /// The body of a SETUP frame with flags `fl`, after the frame header.
+    fn decode(mut buf: Bytes, fl: u16) -> Result<Setup, FrameError> {
+        need(&buf, 12, "SETUP versions and timers")?;
+        let major_version = buf.get_u16();
+        let minor_version = buf.get_u16();
+        let keepalive_ms = buf.get_u32();
+        let lifetime_ms = buf.get_u32();
+        let resume_token = if fl & flags::RESUME_ENABLE != 0 {
+            need(&buf, 2, "resume token length")?;
+            let len = usize::from(buf.get_u16());
+            Some(take(&mut buf, len, "resume token")?)
+        } else {
+            None
+        };
+        let metadata_mime = mime(&mut buf, "metadata MIME type")?;
+        let data_mime = mime(&mut buf, "data MIME type")?;
+        let payload = payload(buf, fl)?;
+        Ok(Setup {
+            major_version,
+            minor_version,
+            keepalive_ms,
+            lifetime_ms,
+            resume_token,
+            lease: fl & flags::LEASE != 0,
+            metadata_mime,
+            data_mime,
+            payload,
+        })
+    }
+}
+
 impl Frame {
     /// The stream a frame belongs to (0 for connection frames).
     pub fn stream_id(&self) -> u32 {
@@ -211,32 +243,7 @@ impl Frame {
         match ty {
             frame_type::SETUP => {
                 stream0("SETUP")?;
-                need(&buf, 12, "SETUP versions and timers")?;
-                let major_version = buf.get_u16();
-                let minor_version = buf.get_u16();
-                let keepalive_ms = buf.get_u32();
-                let lifetime_ms = buf.get_u32();
-                let resume_token = if fl & flags::RESUME_ENABLE != 0 {
-                    need(&buf, 2, "resume token length")?;
-                    let len = usize::from(buf.get_u16());
-                    Some(take(&mut buf, len, "resume token")?)
-                } else {
-                    None
-                };
-                let metadata_mime = mime(&mut buf, "metadata MIME type")?;
-                let data_mime = mime(&mut buf, "data MIME type")?;
-                let payload = payload(buf, fl)?;
-                Ok(Frame::Setup(Setup {
-                    major_version,
-                    minor_version,
-                    keepalive_ms,
-                    lifetime_ms,
-                    resume_token,
-                    lease: fl & flags::LEASE != 0,
-                    metadata_mime,
-                    data_mime,
-                    payload,
-                }))
+                Ok(Frame::Setup(Setup::decode(buf, fl)?))
             }
             frame_type::KEEPALIVE => {
                 stream0("KEEPALIVE")?;

@@ -7,9 +7,11 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::StreamingSyncRequest;
+use crate::nesting::{MAX_BSON_DEPTH, MAX_JSON_DEPTH, NestingError, check_bson_depth};
 
-/// Largest request payload decoded (the official clients send a few KiB).
-pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// Largest payload [`decode`] accepts at all (the official clients send a few KiB; the
+/// service's configurable `max_request_bytes`, 4 MiB by default, is the bound that applies).
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 
 /// A payload encoding declared in SETUP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +47,29 @@ pub enum RequestError {
     Json(#[source] serde_json::Error),
     #[error("invalid BSON payload")]
     Bson(#[source] bson::error::Error),
+    /// Documents or arrays nested deeper than the decoders accept ([`crate::nesting`]).
+    #[error("payload nested deeper than {limit} levels")]
+    TooDeep { limit: usize },
+}
+
+impl From<NestingError> for RequestError {
+    fn from(e: NestingError) -> Self {
+        match e {
+            NestingError::TooDeep { limit } => RequestError::TooDeep { limit },
+            NestingError::Malformed(e) => RequestError::Bson(e),
+        }
+    }
+}
+
+/// serde_json reports its recursion limit as a syntax error; tell it apart for a clear message.
+fn json_error(e: serde_json::Error) -> RequestError {
+    if e.to_string().starts_with("recursion limit exceeded") {
+        RequestError::TooDeep {
+            limit: MAX_JSON_DEPTH,
+        }
+    } else {
+        RequestError::Json(e)
+    }
 }
 
 /// SETUP metadata.
@@ -64,7 +89,8 @@ pub struct RouteMetadata {
     pub path: Option<String>,
 }
 
-/// Decodes `bytes` as `mime`; empty bytes give `T::default()`.
+/// Decodes `bytes` as `mime`; empty bytes give `T::default()`. BSON documents are checked for
+/// depth before the (recursive) decoder sees them; JSON depth is bounded by serde_json.
 pub fn decode<T: DeserializeOwned + Default>(
     mime: PayloadMime,
     bytes: &[u8],
@@ -80,9 +106,12 @@ pub fn decode<T: DeserializeOwned + Default>(
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(T::default());
             }
-            serde_json::from_slice(bytes).map_err(RequestError::Json)
+            serde_json::from_slice(bytes).map_err(json_error)
         }
-        PayloadMime::Bson => bson::deserialize_from_slice(bytes).map_err(RequestError::Bson),
+        PayloadMime::Bson => {
+            check_bson_depth(bytes, MAX_BSON_DEPTH)?;
+            bson::deserialize_from_slice(bytes).map_err(RequestError::Bson)
+        }
     }
 }
 
@@ -138,6 +167,42 @@ mod tests {
         assert_eq!(setup.token.as_deref(), Some("Token a.b.c"));
         assert!(decode_sync_request(PayloadMime::Json, b"[1]").is_err());
         assert!(decode_sync_request(PayloadMime::Bson, b"\xff\xff\xff\x7f").is_err());
+    }
+
+    #[test]
+    fn deep_payloads_are_refused_with_a_clear_error() {
+        let bson = crate::nesting::tests::nested_bson(400_000);
+        let err = decode::<SetupMetadata>(PayloadMime::Bson, &bson).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RequestError::TooDeep {
+                    limit: MAX_BSON_DEPTH
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.to_string(), "payload nested deeper than 64 levels");
+        let json = format!(
+            "{{\"parameters\":{{\"a\":{}{}}}}}",
+            "[".repeat(1_000_000),
+            "]".repeat(1_000_000)
+        );
+        let err = decode_sync_request(PayloadMime::Json, json.as_bytes()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RequestError::TooDeep {
+                    limit: MAX_JSON_DEPTH
+                }
+            ),
+            "{err}"
+        );
+        // Deep but within the limit: decodes.
+        let ok = crate::nesting::tests::nested_bson(MAX_BSON_DEPTH - 1);
+        assert!(
+            decode::<serde_json::Map<String, serde_json::Value>>(PayloadMime::Bson, &ok).is_ok()
+        );
     }
 
     fn arb_bson_like() -> impl Strategy<Value = Vec<u8>> {

@@ -31,6 +31,14 @@ pub(crate) struct DataQuery {
     pub column_refs: ColumnUses,
 }
 
+/// See [`DataQuery::parts`].
+pub(crate) struct DataQueryParts<'q> {
+    pub columns: &'q [Projected],
+    pub bucket_values: Vec<(&'q Expr, bool)>,
+    pub bucket_checks: Vec<(usize, &'q Expr, bool)>,
+    pub filter: Option<&'q Expr>,
+}
+
 /// Why a data query does not put a row in a bucket.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Miss {
@@ -77,134 +85,90 @@ fn bucket_side(e: &Expr) -> Option<&str> {
     }
 }
 
-impl DataQuery {
-    /// Parses and lowers a data query of a definition with the given bucket parameters.
-    pub(crate) fn parse(sql: &str, bucket_parameters: &[String]) -> Result<DataQuery, SqlError> {
-        let parsed = parse_query(sql)?;
-        let parts = parsed.parts()?;
-        let (table, alias) = match parts.from {
-            Some(FromClause::Table { table, alias, .. }) => (table, alias),
-            Some(FromClause::JsonEach { argument, .. }) => {
-                return Err(SqlError::at(
-                    argument.span(),
-                    "json_each is only supported in parameter queries",
-                ));
-            }
-            None => return Err(SqlError::unlocated("a data query needs `FROM <table>`")),
-        };
-        let mut qualifiers = vec![table.name.clone()];
-        qualifiers.extend(alias.clone());
-        let row_scope = LowerScope {
-            row_qualifiers: Some(qualifiers),
-            request: false,
-            bucket: false,
-            columns: Default::default(),
-        };
-        let columns = lower_projection(parts.projection, &row_scope, true)?;
-        let id = columns
-            .iter()
-            .rev()
-            .find_map(|c| match c {
-                Projected::Named(name, e) if &**name == "id" => Some(e.clone()),
-                _ => None,
-            })
-            .or_else(|| {
-                columns
-                    .iter()
-                    .any(|c| matches!(c, Projected::Star))
-                    .then(|| Expr::Column("id".into()))
-            });
-        let mut star_id = None;
-        if !columns
-            .iter()
-            .any(|c| matches!(c, Projected::Named(name, _) if &**name == "id"))
-        {
-            star_id = parts
-                .projection
-                .iter()
-                .find(|p| {
-                    matches!(
-                        p,
-                        ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..)
-                    )
-                })
-                .map(Spanned::span);
-        }
-        let Some(id) = id else {
-            return Err(SqlError::at(
-                parts
-                    .projection
-                    .first()
-                    .map_or(sqlparser::tokenizer::Span::empty(), Spanned::span),
-                "a data query must output an `id` column (select `id`, `*`, or `<expr> AS id`)",
-            ));
-        };
+/// The table (and alias) of a data query's `FROM`.
+fn source_table(from: Option<FromClause<'_>>) -> Result<(TableRef, Option<String>), SqlError> {
+    match from {
+        Some(FromClause::Table { table, alias, .. }) => Ok((table, alias)),
+        Some(FromClause::JsonEach { argument, .. }) => Err(SqlError::at(
+            argument.span(),
+            "json_each is only supported in parameter queries",
+        )),
+        None => Err(SqlError::unlocated("a data query needs `FROM <table>`")),
+    }
+}
 
-        let where_scope = LowerScope {
-            bucket: true,
-            ..row_scope
-        };
+/// The output `id` (the last column named `id`, or the row's `id` under `*`), and the span of
+/// the `*` that supplies it, if one does.
+fn output_id(
+    columns: &[Projected],
+    projection: &[ast::SelectItem],
+) -> Result<(Expr, Option<sqlparser::tokenizer::Span>), SqlError> {
+    let id = columns
+        .iter()
+        .rev()
+        .find_map(|c| match c {
+            Projected::Named(name, e) if &**name == "id" => Some(e.clone()),
+            _ => None,
+        })
+        .or_else(|| {
+            columns
+                .iter()
+                .any(|c| matches!(c, Projected::Star))
+                .then(|| Expr::Column("id".into()))
+        });
+    let mut star_id = None;
+    if !columns
+        .iter()
+        .any(|c| matches!(c, Projected::Named(name, _) if &**name == "id"))
+    {
+        star_id = projection
+            .iter()
+            .find(|p| {
+                matches!(
+                    p,
+                    ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..)
+                )
+            })
+            .map(Spanned::span);
+    }
+    let Some(id) = id else {
+        return Err(SqlError::at(
+            projection
+                .first()
+                .map_or(sqlparser::tokenizer::Span::empty(), Spanned::span),
+            "a data query must output an `id` column (select `id`, `*`, or `<expr> AS id`)",
+        ));
+    };
+    Ok((id, star_id))
+}
+
+/// A data query's WHERE clause, lowered: the terms with bucket parameters bind each parameter
+/// to a row expression (the first term of each) or check it (further terms); the rest filter.
+struct Conditions {
+    bucket_values: Vec<BucketValue>,
+    bucket_checks: Vec<(usize, BucketValue)>,
+    filters: Vec<Expr>,
+}
+
+impl Conditions {
+    fn lower(
+        scope: &LowerScope,
+        selection: Option<&ast::Expr>,
+        bucket_parameters: &[String],
+    ) -> Result<Conditions, SqlError> {
         let mut bound: Vec<Option<BucketValue>> = vec![None; bucket_parameters.len()];
         let mut bucket_checks = Vec::new();
         let mut filters = Vec::new();
-        if let Some(selection) = parts.selection {
-            for term in conjuncts(selection) {
-                let lowered = where_scope.lower(term)?;
-                if !lowered.deps().bucket {
-                    filters.push(lowered);
-                    continue;
-                }
-                let equality = match (&lowered, term) {
-                    (
-                        Expr::Binary(BinOp::Eq, a, b),
-                        ast::Expr::BinaryOp {
-                            left,
-                            op: BinaryOperator::Eq,
-                            right,
-                        },
-                    ) => match (bucket_side(a), bucket_side(b)) {
-                        (Some(name), None) if !b.deps().bucket => {
-                            Some((name, b, left.span(), false))
-                        }
-                        (None, Some(name)) if !a.deps().bucket => {
-                            Some((name, a, right.span(), false))
-                        }
-                        _ => None,
-                    },
-                    // `bucket.p IN <row JSON array>`: one bucket per element.
-                    (Expr::InJson(a, b, false), ast::Expr::In { expr, .. }) => {
-                        match bucket_side(a) {
-                            Some(name) if !b.deps().bucket => Some((name, b, expr.span(), true)),
-                            _ => None,
-                        }
-                    }
-                    _ => None,
-                };
-                let Some((name, row_side, bucket_span, each)) = equality else {
-                    return Err(SqlError::at(
-                        term.span(),
-                        "bucket parameters can only be used as `<row expression> = bucket.<name>` or `bucket.<name> IN <row JSON array>`, joined with AND",
-                    ));
-                };
-                let row_side = BucketValue {
-                    expr: (**row_side).clone(),
-                    each,
-                };
-                let Some(index) = bucket_parameters.iter().position(|p| p == name) else {
-                    let known = if bucket_parameters.is_empty() {
-                        "this definition has no parameters".to_string()
-                    } else {
-                        format!("known: {}", bucket_parameters.join(", "))
-                    };
-                    return Err(SqlError::at(
-                        bucket_span,
-                        format!("`bucket.{name}` is not a parameter of this bucket ({known})"),
-                    ));
-                };
-                match &bound[index] {
-                    None => bound[index] = Some(row_side),
-                    Some(_) => bucket_checks.push((index, row_side)),
-                }
+        for term in selection.map(conjuncts).unwrap_or_default() {
+            let lowered = scope.lower(term)?;
+            if !lowered.deps().bucket {
+                filters.push(lowered);
+                continue;
+            }
+            let (index, row_side) = bucket_term(&lowered, term, bucket_parameters)?;
+            match &bound[index] {
+                None => bound[index] = Some(row_side),
+                Some(_) => bucket_checks.push((index, row_side)),
             }
         }
         let mut bucket_values = Vec::with_capacity(bound.len());
@@ -212,9 +176,7 @@ impl DataQuery {
             match b {
                 Some(e) => bucket_values.push(e),
                 None => {
-                    let at = parts
-                        .selection
-                        .map_or(sqlparser::tokenizer::Span::empty(), Spanned::span);
+                    let at = selection.map_or(sqlparser::tokenizer::Span::empty(), Spanned::span);
                     return Err(SqlError::at(
                         at,
                         format!(
@@ -224,6 +186,89 @@ impl DataQuery {
                 }
             }
         }
+        Ok(Conditions {
+            bucket_values,
+            bucket_checks,
+            filters,
+        })
+    }
+}
+
+/// A WHERE term with a bucket parameter (`lowered`, from `term`): the index of the parameter
+/// and its row side.
+fn bucket_term(
+    lowered: &Expr,
+    term: &ast::Expr,
+    bucket_parameters: &[String],
+) -> Result<(usize, BucketValue), SqlError> {
+    let equality = match (lowered, term) {
+        (
+            Expr::Binary(BinOp::Eq, a, b),
+            ast::Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq,
+                right,
+            },
+        ) => match (bucket_side(a), bucket_side(b)) {
+            (Some(name), None) if !b.deps().bucket => Some((name, b, left.span(), false)),
+            (None, Some(name)) if !a.deps().bucket => Some((name, a, right.span(), false)),
+            _ => None,
+        },
+        // `bucket.p IN <row JSON array>`: one bucket per element.
+        (Expr::InJson(a, b, false), ast::Expr::In { expr, .. }) => match bucket_side(a) {
+            Some(name) if !b.deps().bucket => Some((name, b, expr.span(), true)),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some((name, row_side, bucket_span, each)) = equality else {
+        return Err(SqlError::at(
+            term.span(),
+            "bucket parameters can only be used as `<row expression> = bucket.<name>` or `bucket.<name> IN <row JSON array>`, joined with AND",
+        ));
+    };
+    let row_side = BucketValue {
+        expr: (**row_side).clone(),
+        each,
+    };
+    let Some(index) = bucket_parameters.iter().position(|p| p == name) else {
+        let known = if bucket_parameters.is_empty() {
+            "this definition has no parameters".to_string()
+        } else {
+            format!("known: {}", bucket_parameters.join(", "))
+        };
+        return Err(SqlError::at(
+            bucket_span,
+            format!("`bucket.{name}` is not a parameter of this bucket ({known})"),
+        ));
+    };
+    Ok((index, row_side))
+}
+
+impl DataQuery {
+    /// Parses and lowers a data query of a definition with the given bucket parameters.
+    pub(crate) fn parse(sql: &str, bucket_parameters: &[String]) -> Result<DataQuery, SqlError> {
+        let parsed = parse_query(sql)?;
+        let parts = parsed.parts()?;
+        // 1. The source table.
+        let (table, alias) = source_table(parts.from)?;
+        let mut qualifiers = vec![table.name.clone()];
+        qualifiers.extend(alias.clone());
+        let row_scope = LowerScope {
+            row_qualifiers: Some(qualifiers),
+            request: false,
+            bucket: false,
+            columns: Default::default(),
+        };
+        // 2. The output columns and the output id.
+        let columns = lower_projection(parts.projection, &row_scope, true)?;
+        let (id, star_id) = output_id(&columns, parts.projection)?;
+        // 3. The WHERE clause: the row side of each bucket parameter, and the filters.
+        let where_scope = LowerScope {
+            bucket: true,
+            ..row_scope
+        };
+        let conditions = Conditions::lower(&where_scope, parts.selection, bucket_parameters)?;
         let mut column_refs = where_scope.take_columns();
         if let Some(span) = star_id {
             // `*` supplies the output id: the table needs an `id` column.
@@ -235,10 +280,52 @@ impl DataQuery {
             table,
             columns,
             id,
-            bucket_values,
-            bucket_checks,
-            filter: and_all(filters),
+            bucket_values: conditions.bucket_values,
+            bucket_checks: conditions.bucket_checks,
+            filter: and_all(conditions.filters),
         })
+    }
+
+    /// The query's parts for tools (`riptide rules migrate`): output columns, the row side of
+    /// each bucket parameter (`true`: `bucket.p IN <row array>`), further checks on bound
+    /// parameters, and the row filter.
+    pub(crate) fn parts(&self) -> DataQueryParts<'_> {
+        DataQueryParts {
+            columns: &self.columns,
+            bucket_values: self
+                .bucket_values
+                .iter()
+                .map(|b| (&b.expr, b.each))
+                .collect(),
+            bucket_checks: self
+                .bucket_checks
+                .iter()
+                .map(|(i, b)| (*i, &b.expr, b.each))
+                .collect(),
+            filter: self.filter.as_ref(),
+        }
+    }
+
+    /// Every expression of the query, to rewrite (e.g. for `fixed_json_extract`).
+    pub(crate) fn exprs_mut(&mut self) -> Vec<&mut Expr> {
+        let mut out: Vec<&mut Expr> = Vec::new();
+        for c in &mut self.columns {
+            if let Projected::Named(_, e) = c {
+                out.push(e);
+            }
+        }
+        out.push(&mut self.id);
+        out.extend(self.bucket_values.iter_mut().map(|b| &mut b.expr));
+        out.extend(self.bucket_checks.iter_mut().map(|(_, b)| &mut b.expr));
+        out.extend(self.filter.as_mut());
+        out
+    }
+
+    /// Whether the select list names `column` (not through `*`).
+    pub(crate) fn outputs_column(&self, column: &str) -> bool {
+        self.columns
+            .iter()
+            .any(|c| matches!(c, Projected::Named(name, _) if &**name == column))
     }
 
     /// Evaluates the query on a row, appending the bucket row it produces (if any).

@@ -286,62 +286,23 @@ impl LowerScope {
         }
     }
 
-    /// Lowers one expression.
+    /// Lowers one expression: one arm per form of SQL expression; the larger forms have
+    /// their own methods below.
     pub(crate) fn lower(&self, e: &ast::Expr) -> Result<Expr, SqlError> {
         use ast::Expr as E;
         let span = e.span();
-        let unsupported = |what: &str| Err(SqlError::at(span, format!("{what} is not supported")));
         match e {
             E::Identifier(ident) => self.column(&ident.value, span),
             E::CompoundIdentifier(parts) => self.compound(parts, span),
             E::Value(v) => Ok(Expr::Literal(literal(&v.value, span)?)),
             E::Nested(inner) => self.lower(inner),
             E::Function(f) => self.function(f, span),
-            E::BinaryOp { left, op, right } => {
-                let (l, r) = (self.lower(left)?, self.lower(right)?);
-                match op {
-                    BinaryOperator::And => Ok(Expr::And(boxed(l), boxed(r))),
-                    BinaryOperator::Or => Ok(Expr::Or(boxed(l), boxed(r))),
-                    // SQLite: `IS` is `=` where NULLs compare equal (never NULL).
-                    BinaryOperator::Is => Ok(Expr::Is(boxed(l), boxed(r), false)),
-                    BinaryOperator::IsNot => Ok(Expr::Is(boxed(l), boxed(r), true)),
-                    other => match binary_op(other) {
-                        Some(op) => Ok(Expr::Binary(op, boxed(l), boxed(r))),
-                        None => unsupported(&format!("operator `{other}`")),
-                    },
-                }
-            }
-            E::UnaryOp { op, expr } => {
-                let inner = self.lower(expr)?;
-                match op {
-                    UnaryOperator::Not => Ok(Expr::Not(boxed(inner))),
-                    UnaryOperator::Minus => Ok(match inner {
-                        Expr::Literal(SqliteValue::Integer(i)) if i != i64::MIN => {
-                            Expr::Literal(SqliteValue::Integer(-i))
-                        }
-                        Expr::Literal(SqliteValue::Real(f)) => Expr::Literal(SqliteValue::Real(-f)),
-                        other => Expr::Negate(boxed(other)),
-                    }),
-                    UnaryOperator::Plus => Ok(inner),
-                    other => unsupported(&format!("operator `{other}`")),
-                }
-            }
+            E::BinaryOp { left, op, right } => self.binary(left, op, right, span),
+            E::UnaryOp { op, expr } => self.unary(op, expr, span),
             E::IsNull(inner) => Ok(Expr::IsNull(boxed(self.lower(inner)?), false)),
             E::IsNotNull(inner) => Ok(Expr::IsNull(boxed(self.lower(inner)?), true)),
             E::IsTrue(inner) | E::IsNotFalse(inner) | E::IsFalse(inner) | E::IsNotTrue(inner) => {
-                let x = self.lower(inner)?;
-                let truth = match e {
-                    E::IsTrue(_) | E::IsNotTrue(_) => Expr::Not(boxed(Expr::Not(boxed(x)))),
-                    _ => Expr::Not(boxed(x)),
-                };
-                let is = Expr::Call(
-                    Function::Ifnull,
-                    vec![truth, Expr::Literal(SqliteValue::Integer(0))],
-                );
-                Ok(match e {
-                    E::IsTrue(_) | E::IsFalse(_) => is,
-                    _ => Expr::Not(boxed(is)),
-                })
+                self.truth_test(e, inner)
             }
             E::IsDistinctFrom(a, b) => {
                 Ok(Expr::Is(boxed(self.lower(a)?), boxed(self.lower(b)?), true))
@@ -356,39 +317,7 @@ impl LowerScope {
                 target,
                 negated,
                 ..
-            } => {
-                let x = self.lower(expr)?;
-                match target {
-                    InTarget::List(list) => {
-                        let items = list
-                            .iter()
-                            .map(|i| self.lower(i))
-                            .collect::<Result<Vec<_>, _>>()?;
-                        Ok(Expr::InList(boxed(x), items, *negated))
-                    }
-                    InTarget::Table { name, args: None } => {
-                        let parts: Vec<ast::Ident> = name
-                            .0
-                            .iter()
-                            .filter_map(|p| match p {
-                                ObjectNamePart::Identifier(i) => Some(i.clone()),
-                                ObjectNamePart::Function(_) => None,
-                            })
-                            .collect();
-                        let array = match parts.as_slice() {
-                            [single] => self.column(&single.value, span)?,
-                            _ => self.compound(&parts, span)?,
-                        };
-                        Ok(Expr::InJson(boxed(x), boxed(array), *negated))
-                    }
-                    // `x IN <expression>` (see `dialect.rs`): a JSON array.
-                    InTarget::Unnest(array) => {
-                        Ok(Expr::InJson(boxed(x), boxed(self.lower(array)?), *negated))
-                    }
-                    InTarget::Subquery(_) => unsupported("a subquery"),
-                    _ => unsupported("this form of IN"),
-                }
-            }
+            } => self.in_target(expr, target, *negated, span),
             E::Cast {
                 kind,
                 expr,
@@ -396,7 +325,7 @@ impl LowerScope {
                 format,
             } => {
                 if !matches!(kind, CastKind::Cast) || format.is_some() {
-                    return unsupported("this form of CAST");
+                    return unsupported(span, "this form of CAST");
                 }
                 Ok(Expr::Cast(
                     boxed(self.lower(expr)?),
@@ -419,16 +348,119 @@ impl LowerScope {
                 }
                 Ok(Expr::Call(Function::Substring, args))
             }
-            E::Case { .. } => unsupported("CASE"),
+            E::Case { .. } => unsupported(span, "CASE"),
             E::Like { .. } | E::ILike { .. } | E::SimilarTo { .. } | E::RLike { .. } => {
-                unsupported("LIKE")
+                unsupported(span, "LIKE")
             }
-            E::Between { .. } => unsupported("BETWEEN"),
-            E::Subquery(_) | E::Exists { .. } => unsupported("a subquery"),
-            E::Wildcard(_) | E::QualifiedWildcard(..) => unsupported("`*` here"),
-            _ => unsupported(&format!("the expression `{e}`")),
+            E::Between { .. } => unsupported(span, "BETWEEN"),
+            E::Subquery(_) | E::Exists { .. } => unsupported(span, "a subquery"),
+            E::Wildcard(_) | E::QualifiedWildcard(..) => unsupported(span, "`*` here"),
+            _ => unsupported(span, &format!("the expression `{e}`")),
         }
     }
+
+    /// `left <op> right`.
+    fn binary(
+        &self,
+        left: &ast::Expr,
+        op: &BinaryOperator,
+        right: &ast::Expr,
+        span: Span,
+    ) -> Result<Expr, SqlError> {
+        let (l, r) = (self.lower(left)?, self.lower(right)?);
+        match op {
+            BinaryOperator::And => Ok(Expr::And(boxed(l), boxed(r))),
+            BinaryOperator::Or => Ok(Expr::Or(boxed(l), boxed(r))),
+            // SQLite: `IS` is `=` where NULLs compare equal (never NULL).
+            BinaryOperator::Is => Ok(Expr::Is(boxed(l), boxed(r), false)),
+            BinaryOperator::IsNot => Ok(Expr::Is(boxed(l), boxed(r), true)),
+            other => match binary_op(other) {
+                Some(op) => Ok(Expr::Binary(op, boxed(l), boxed(r))),
+                None => unsupported(span, &format!("operator `{other}`")),
+            },
+        }
+    }
+
+    /// `<op> expr`; a minus on a numeric literal folds into the literal.
+    fn unary(&self, op: &UnaryOperator, expr: &ast::Expr, span: Span) -> Result<Expr, SqlError> {
+        let inner = self.lower(expr)?;
+        match op {
+            UnaryOperator::Not => Ok(Expr::Not(boxed(inner))),
+            UnaryOperator::Minus => Ok(match inner {
+                Expr::Literal(SqliteValue::Integer(i)) if i != i64::MIN => {
+                    Expr::Literal(SqliteValue::Integer(-i))
+                }
+                Expr::Literal(SqliteValue::Real(f)) => Expr::Literal(SqliteValue::Real(-f)),
+                other => Expr::Negate(boxed(other)),
+            }),
+            UnaryOperator::Plus => Ok(inner),
+            other => unsupported(span, &format!("operator `{other}`")),
+        }
+    }
+
+    /// `inner IS [NOT] TRUE|FALSE` (`e`): never NULL.
+    fn truth_test(&self, e: &ast::Expr, inner: &ast::Expr) -> Result<Expr, SqlError> {
+        use ast::Expr as E;
+        let x = self.lower(inner)?;
+        let truth = match e {
+            E::IsTrue(_) | E::IsNotTrue(_) => Expr::Not(boxed(Expr::Not(boxed(x)))),
+            _ => Expr::Not(boxed(x)),
+        };
+        let is = Expr::Call(
+            Function::Ifnull,
+            vec![truth, Expr::Literal(SqliteValue::Integer(0))],
+        );
+        Ok(match e {
+            E::IsTrue(_) | E::IsFalse(_) => is,
+            _ => Expr::Not(boxed(is)),
+        })
+    }
+
+    /// `expr [NOT] IN <target>`: a list, or a JSON array (a column named like a table, or
+    /// any expression; see `dialect.rs`).
+    fn in_target(
+        &self,
+        expr: &ast::Expr,
+        target: &InTarget,
+        negated: bool,
+        span: Span,
+    ) -> Result<Expr, SqlError> {
+        let x = self.lower(expr)?;
+        match target {
+            InTarget::List(list) => {
+                let items = list
+                    .iter()
+                    .map(|i| self.lower(i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Expr::InList(boxed(x), items, negated))
+            }
+            InTarget::Table { name, args: None } => {
+                let parts: Vec<ast::Ident> = name
+                    .0
+                    .iter()
+                    .filter_map(|p| match p {
+                        ObjectNamePart::Identifier(i) => Some(i.clone()),
+                        ObjectNamePart::Function(_) => None,
+                    })
+                    .collect();
+                let array = match parts.as_slice() {
+                    [single] => self.column(&single.value, span)?,
+                    _ => self.compound(&parts, span)?,
+                };
+                Ok(Expr::InJson(boxed(x), boxed(array), negated))
+            }
+            // `x IN <expression>` (see `dialect.rs`): a JSON array.
+            InTarget::Unnest(array) => {
+                Ok(Expr::InJson(boxed(x), boxed(self.lower(array)?), negated))
+            }
+            InTarget::Subquery(_) => unsupported(span, "a subquery"),
+            _ => unsupported(span, "this form of IN"),
+        }
+    }
+}
+
+fn unsupported<T>(span: Span, what: &str) -> Result<T, SqlError> {
+    Err(SqlError::at(span, format!("{what} is not supported")))
 }
 
 /// Splits a condition into its top-level `AND` terms.

@@ -208,6 +208,32 @@ impl ParameterQuery {
         })
     }
 
+    /// Every expression of the query, to rewrite (e.g. for `fixed_json_extract`).
+    pub(crate) fn exprs_mut(&mut self) -> Vec<&mut Expr> {
+        let mut out: Vec<&mut Expr> = self.columns.iter_mut().map(|(_, e)| e).collect();
+        match &mut self.source {
+            ParameterSource::Static { filter } => out.extend(filter.as_mut()),
+            ParameterSource::JsonEach { array, filter } => {
+                out.push(array);
+                out.extend(filter.as_mut());
+            }
+            ParameterSource::Table {
+                lookups,
+                row_filter,
+                request_filter,
+                ..
+            } => {
+                for l in lookups {
+                    out.push(&mut l.row);
+                    out.push(&mut l.request);
+                }
+                out.extend(row_filter.as_mut());
+                out.extend(request_filter.as_mut());
+            }
+        }
+        out
+    }
+
     /// Output column names in their current order.
     pub(crate) fn column_names(&self) -> Vec<String> {
         self.columns.iter().map(|(n, _)| n.to_string()).collect()

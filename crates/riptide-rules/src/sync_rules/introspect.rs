@@ -32,7 +32,11 @@ impl fmt::Display for QueryKind {
 /// One query of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryInfo {
+    /// The bucket definition, or the stream (see `stream`).
     pub definition: String,
+    /// Whether `definition` is a stream: its query is listed as a data query of the table it
+    /// syncs, and as a parameter query of each table it joins.
+    pub stream: bool,
     pub kind: QueryKind,
     /// 0-based among the definition's queries of this kind.
     pub index: usize,
@@ -50,6 +54,8 @@ pub struct ColumnRef {
     pub table: TableRef,
     pub column: String,
     pub definition: String,
+    /// Whether `definition` is a stream.
+    pub stream: bool,
     pub kind: QueryKind,
     pub query_index: usize,
     /// 1-based line and column of the reference in the YAML file.
@@ -105,6 +111,7 @@ impl SyncRules {
                 let (line, column) = loc.node(&src.path, false);
                 out.push(QueryInfo {
                     definition: def.name.clone(),
+                    stream: false,
                     kind: QueryKind::Parameter,
                     index: i,
                     table: pq.table().cloned(),
@@ -117,6 +124,7 @@ impl SyncRules {
                 let (line, column) = loc.node(&src.path, false);
                 out.push(QueryInfo {
                     definition: def.name.clone(),
+                    stream: false,
                     kind: QueryKind::Data,
                     index: i,
                     table: Some(dq.table.clone()),
@@ -126,6 +134,7 @@ impl SyncRules {
                 });
             }
         }
+        out.extend(self.stream_queries());
         out.sort_by_key(|q| (q.line, q.column));
         out
     }
@@ -158,6 +167,7 @@ impl SyncRules {
                         table: table.clone(),
                         column: column.to_string(),
                         definition: def.name.clone(),
+                        stream: false,
                         kind,
                         query_index,
                         line,
@@ -166,6 +176,7 @@ impl SyncRules {
                 }
             }
         }
+        out.extend(self.stream_columns());
         out.sort_by_key(|c| (c.line, c.column_no));
         out
     }

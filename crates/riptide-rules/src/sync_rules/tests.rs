@@ -774,9 +774,9 @@ fn unsupported_constructs_are_located() {
         ),
         ("bucket_definitions: {}\nextra: 1\n".into(), (2, 1), "unknown top-level key"),
         (
-            "config:\n  edition: 2\nstreams:\n  s:\n    query: SELECT * FROM t\n".into(),
-            (3, 1),
-            "not supported yet",
+            "streams:\n  s:\n    query: SELECT * FROM t\n".into(),
+            (2, 3),
+            "edition: 3",
         ),
         ("config:\n  edition: 7\nbucket_definitions: {}\n".into(), (2, 12), "edition"),
         ("bucket_definitions:\n  b: [\n".into(), (3, 1), "invalid YAML"),

@@ -1,16 +1,27 @@
 //! JWK parsing into verification keys, and fetching remote JWKS documents.
 
-use std::time::Duration;
-
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey};
+
+/// The key material of a [`KeySpec`].
+#[derive(Clone)]
+pub enum VerifyKey {
+    /// Verified by `jsonwebtoken` (its `algorithms`).
+    Jwt(DecodingKey),
+    /// A P-521 key: ES512, verified by [`super::es512`].
+    Es512(p521::ecdsa::VerifyingKey),
+}
 
 /// One verification key: its optional `kid`, the algorithms it may verify, and the key.
 #[derive(Clone)]
 pub struct KeySpec {
     pub kid: Option<String>,
+    /// What `jsonwebtoken` may verify with it (empty for ES512 keys).
     pub algorithms: Vec<Algorithm>,
-    pub key: DecodingKey,
+    pub key: VerifyKey,
+    /// Audiences accepted for tokens this key verifies, besides the configured ones
+    /// (Supabase keys: `authenticated`).
+    pub audiences: Vec<String>,
 }
 
 impl std::fmt::Debug for KeySpec {
@@ -19,6 +30,7 @@ impl std::fmt::Debug for KeySpec {
         f.debug_struct("KeySpec")
             .field("kid", &self.kid)
             .field("algorithms", &self.algorithms)
+            .field("audiences", &self.audiences)
             .finish_non_exhaustive()
     }
 }
@@ -35,14 +47,35 @@ pub enum JwksError {
         #[source]
         source: reqwest::Error,
     },
-    #[error("JWKS from {uri} answered HTTP {status}")]
+    #[error("JWKS from {uri} answered HTTP {status} (redirects are not followed)")]
     FetchStatus { uri: String, status: u16 },
+    #[error("JWKS URI {uri} is not a valid URL")]
+    BadUri { uri: String },
+    #[error(
+        "JWKS URI {uri} points at a refused address (block_local_jwks / jwks_reject_ip_ranges)"
+    )]
+    RefusedAddress { uri: String },
+    #[error("JWKS from {uri} is larger than {limit} bytes")]
+    TooLarge { uri: String, limit: usize },
+    #[error("JWKS from {uri} is not JSON")]
+    NotJson { uri: String },
 }
 
 impl KeySpec {
     /// Parses one JWK: OKP/Ed25519 (`EdDSA`), RSA (RS256/384/512; any of them when `alg` is
-    /// absent), EC P-256/P-384 (ES256/ES384), oct (HS256/384/512, `alg` required).
+    /// absent), EC P-256/P-384/P-521 (ES256/ES384/ES512), oct (HS256/384/512, `alg` required).
     pub fn from_jwk_value(value: &serde_json::Value) -> Result<KeySpec, String> {
+        if let Some(key) = super::es512::key_from_jwk(value)? {
+            return Ok(KeySpec {
+                kid: value
+                    .get("kid")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned),
+                algorithms: Vec::new(),
+                key: VerifyKey::Es512(key),
+                audiences: Vec::new(),
+            });
+        }
         let jwk: Jwk = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
         let declared = match jwk.common.key_algorithm {
             None => None,
@@ -97,8 +130,17 @@ impl KeySpec {
         Ok(KeySpec {
             kid: jwk.common.key_id.clone(),
             algorithms,
-            key,
+            key: VerifyKey::Jwt(key),
+            audiences: Vec::new(),
         })
+    }
+}
+
+impl KeySpec {
+    /// This key also accepts tokens for `audiences`.
+    pub fn with_audiences(mut self, audiences: Vec<String>) -> KeySpec {
+        self.audiences = audiences;
+        self
     }
 }
 
@@ -123,25 +165,9 @@ pub fn parse_key_set(doc: &serde_json::Value, strict: bool) -> Result<Vec<KeySpe
 
 /// Fetches and parses a remote JWKS document.
 pub(crate) async fn fetch_key_set(
-    client: &reqwest::Client,
+    client: &super::fetch::JwksClient,
     uri: &str,
 ) -> Result<Vec<KeySpec>, JwksError> {
-    let fetch_err = |source| JwksError::Fetch {
-        uri: uri.to_owned(),
-        source,
-    };
-    let response = client
-        .get(uri)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(fetch_err)?;
-    if !response.status().is_success() {
-        return Err(JwksError::FetchStatus {
-            uri: uri.to_owned(),
-            status: response.status().as_u16(),
-        });
-    }
-    let doc: serde_json::Value = response.json().await.map_err(fetch_err)?;
+    let doc = client.get(uri).await?;
     parse_key_set(&doc, false)
 }

@@ -1,13 +1,19 @@
 //! Client authentication: JWTs verified against inline JWKS keys and remote JWKS documents
 //! (docs/protocol.md §6). Tokens are never logged.
 
+mod es512;
+mod fetch;
 mod header;
 mod jwks;
 mod keystore;
 
+pub use fetch::{FETCH_TIMEOUT, MAX_JWKS_BYTES};
 pub use header::{AuthenticatedUser, token_from_header};
-pub use jwks::{JwksError, KeySpec};
-pub use keystore::{AuthConfig, KeyStore, KeyStoreError, VerifiedToken};
+pub use jwks::{JwksError, KeySpec, VerifyKey};
+pub use keystore::{
+    AuthConfig, DEFAULT_JWKS_REFRESH_INTERVAL, KeyStore, KeyStoreError, SUPABASE_AUDIENCE,
+    SupabaseAuth, VerifiedToken, supabase_jwks_uri,
+};
 
 use riptide_protocol::ErrorCode;
 
@@ -47,7 +53,8 @@ pub enum AuthError {
     /// A required claim (`sub`, `iat`, `exp`) is missing or has the wrong type.
     #[error("JWT payload is missing a required claim \"{0}\"")]
     MissingClaim(&'static str),
-    /// A claim has an unusable value (e.g. `parameters` not an object, `nbf` in the future).
+    /// A claim has an unusable value (e.g. `parameters` not an object, `nbf` or `iat` in the
+    /// future, `exp` before `iat`, an empty `sub`).
     #[error("Invalid claim \"{0}\"")]
     InvalidClaim(&'static str),
 }

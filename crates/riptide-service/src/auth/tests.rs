@@ -271,3 +271,203 @@ async fn remote_jwks_fetched_on_unknown_kid_and_rate_limited() {
     );
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn future_iat_backwards_lifetime_and_empty_sub_are_s2101() {
+    let keys = TestKeys::generate();
+    let store = store(&keys);
+    let t = now();
+    let bad = [
+        (
+            json!({"sub": "u", "aud": AUD, "iat": t + 3600, "exp": t + 3700}),
+            "iat",
+        ),
+        (
+            json!({"sub": "u", "aud": AUD, "iat": t + 30, "exp": t + 20}),
+            "exp",
+        ),
+        (
+            json!({"sub": "", "aud": AUD, "iat": t, "exp": t + 60}),
+            "sub",
+        ),
+    ];
+    for (claims, claim) in bad {
+        assert_eq!(
+            store.verify(&rs256(&claims)).await,
+            Err(AuthError::InvalidClaim(claim)),
+            "{claims}"
+        );
+    }
+    // `iat` within the leeway ahead is clock skew, not an attack.
+    let skewed = json!({"sub": "u", "aud": AUD, "iat": t + 30, "exp": t + 300});
+    assert!(store.verify(&rs256(&skewed)).await.is_ok());
+}
+
+#[tokio::test]
+async fn supabase_secret_accepts_authenticated_audience() {
+    let secret = "super-secret-jwt-token-with-at-least-32-characters";
+    let store = KeyStore::new(AuthConfig {
+        supabase: SupabaseAuth {
+            jwks_uri: None,
+            jwt_secret: Some(secret.to_owned()),
+        },
+        ..AuthConfig::default()
+    })
+    .unwrap();
+    let claims = json!({"sub": "u", "aud": "authenticated", "iat": now(), "exp": now() + 300});
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(store.verify(&token).await.unwrap().user_id, "u");
+    // Another audience is still refused.
+    let other = json!({"sub": "u", "aud": "other", "iat": now(), "exp": now() + 300});
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &other,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(store.verify(&token).await, Err(AuthError::BadAudience));
+}
+
+#[test]
+fn supabase_jwks_uri_from_the_connection() {
+    assert_eq!(
+        supabase_jwks_uri("db.abcdefghij.supabase.co", "postgres").as_deref(),
+        Some("https://abcdefghij.supabase.co/auth/v1/.well-known/jwks.json")
+    );
+    assert_eq!(
+        supabase_jwks_uri(
+            "aws-0-eu-central-1.pooler.supabase.com",
+            "postgres.abcdefghij"
+        )
+        .as_deref(),
+        Some("https://abcdefghij.supabase.co/auth/v1/.well-known/jwks.json")
+    );
+    assert_eq!(supabase_jwks_uri("localhost", "postgres"), None);
+    assert_eq!(
+        supabase_jwks_uri("db.evil.com/x.supabase.co", "postgres"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn jwks_hosts_on_refused_addresses_are_not_fetched() {
+    let store = KeyStore::new(AuthConfig {
+        jwks_uri: vec!["http://127.0.0.1:9/jwks".to_owned()],
+        block_local_jwks: true,
+        audience: vec![AUD.to_owned()],
+        ..AuthConfig::default()
+    })
+    .unwrap();
+    let err = store.refresh().await.unwrap_err();
+    assert!(matches!(err, JwksError::RefusedAddress { .. }), "{err}");
+    // A host name is resolved and its addresses checked before connecting.
+    let by_name = KeyStore::new(AuthConfig {
+        jwks_uri: vec!["http://localhost:9/jwks".to_owned()],
+        jwks_reject_ip_ranges: vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()],
+        audience: vec![AUD.to_owned()],
+        ..AuthConfig::default()
+    })
+    .unwrap();
+    let err = by_name.refresh().await.unwrap_err();
+    let chain = crate::error::error_chain(&err);
+    assert!(chain.contains("refused addresses"), "{chain}");
+    let err = KeyStore::new(AuthConfig {
+        jwks_uri: vec!["http://example.invalid/jwks".to_owned()],
+        jwks_reject_ip_ranges: vec!["nonsense".to_owned()],
+        ..AuthConfig::default()
+    })
+    .unwrap_err();
+    assert!(matches!(err, KeyStoreError::IpRanges(_)));
+}
+
+/// A fixed P-521 key pair (scalar 0x01…01) and ES512 tokens signed with it.
+fn p521_key() -> p521::ecdsa::SigningKey {
+    p521::ecdsa::SigningKey::from_slice(&[1u8; 66]).unwrap()
+}
+
+fn p521_jwk(kid: Option<&str>) -> Value {
+    let point = p521::ecdsa::VerifyingKey::from(&p521_key()).to_encoded_point(false);
+    let mut jwk = json!({
+        "kty": "EC",
+        "crv": "P-521",
+        "alg": "ES512",
+        "x": URL_SAFE_NO_PAD.encode(point.x().unwrap()),
+        "y": URL_SAFE_NO_PAD.encode(point.y().unwrap()),
+    });
+    if let Some(kid) = kid {
+        jwk["kid"] = json!(kid);
+    }
+    jwk
+}
+
+fn es512(claims: &Value, kid: Option<&str>) -> String {
+    use p521::ecdsa::signature::Signer;
+    let mut header = json!({"alg": "ES512", "typ": "JWT"});
+    if let Some(kid) = kid {
+        header["kid"] = json!(kid);
+    }
+    let signed = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature: p521::ecdsa::Signature = p521_key().sign(signed.as_bytes());
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+}
+
+#[tokio::test]
+async fn es512_keys_verify_es512_tokens() {
+    let keys = TestKeys::generate();
+    let store = KeyStore::new(AuthConfig {
+        jwks: Some(json!({"keys": [keys.jwk(), p521_jwk(Some("p521"))]})),
+        audience: vec![AUD.to_owned()],
+        ..AuthConfig::default()
+    })
+    .unwrap();
+    let t = store
+        .verify(&es512(&claims("u"), Some("p521")))
+        .await
+        .unwrap();
+    assert_eq!(t.user_id, "u");
+    // Claims rules apply as for every algorithm.
+    let expired = json!({"sub": "u", "aud": AUD, "iat": now() - 700, "exp": now() - 600});
+    assert_eq!(
+        store.verify(&es512(&expired, Some("p521"))).await,
+        Err(AuthError::Expired)
+    );
+    // A tampered payload fails the signature.
+    let token = es512(&claims("u"), Some("p521"));
+    let mut parts: Vec<&str> = token.split('.').collect();
+    let other = URL_SAFE_NO_PAD.encode(claims("admin").to_string());
+    parts[1] = &other;
+    assert_eq!(
+        store.verify(&parts.join(".")).await,
+        Err(AuthError::BadSignature)
+    );
+    // ES512 with the kid of an Ed25519 key.
+    assert!(matches!(
+        store.verify(&es512(&claims("u"), Some(&keys.kid))).await,
+        Err(AuthError::UnexpectedAlgorithm(_))
+    ));
+    // No kid: keys without a kid are tried; there is none here.
+    assert_eq!(
+        store.verify(&es512(&claims("u"), None)).await,
+        Err(AuthError::NoKey)
+    );
+    let kidless = KeyStore::new(AuthConfig {
+        jwks: Some(json!({"keys": [p521_jwk(None)]})),
+        audience: vec![AUD.to_owned()],
+        ..AuthConfig::default()
+    })
+    .unwrap();
+    assert!(kidless.verify(&es512(&claims("u"), None)).await.is_ok());
+    // A P-521 JWK with another alg is a configuration error.
+    let mut wrong = p521_jwk(None);
+    wrong["alg"] = json!("ES256");
+    assert!(KeySpec::from_jwk_value(&wrong).is_err());
+}

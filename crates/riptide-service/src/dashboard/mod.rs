@@ -3,10 +3,14 @@
 //! from [`ServiceMetrics`](crate::metrics::ServiceMetrics), the replicator's progress and the
 //! deployments in storage.
 //!
-//! Access: with `api.tokens` configured, `data.json` needs one of them (`Authorization: Bearer
-//! <token>` or `?token=`), and the page asks for it; without tokens, both answer loopback
-//! clients only (peer address from axum's `ConnectInfo`; without it, nobody). Neither shows
-//! secrets or row values: counters, LSNs, op ids, the slot and table names.
+//! Access: with `api.dashboard_tokens` configured, `data.json` needs one of them
+//! (`Authorization: Bearer <token>` or `?token=`), and the page asks for it. These are
+//! read-only credentials apart from the admin tokens (`api.tokens`), which the dashboard never
+//! accepts: a token that may travel in a URL must not deploy rules. Without dashboard tokens,
+//! `data.json` answers loopback clients only (peer address from axum's `ConnectInfo`; without
+//! it, nobody) — or nobody when admin tokens are configured, so that a service with credentials
+//! is not opened by a default (behind a proxy on the same machine every client is loopback).
+//! Neither shows secrets or row values: counters, LSNs, op ids, the slot and table names.
 
 use std::net::SocketAddr;
 
@@ -28,7 +32,7 @@ use crate::state::AppState;
 /// The page, with its CSS and JS inline (works offline, no external resources).
 pub const PAGE: &str = include_str!("page.html");
 
-/// `api.tokens` of the config. Never printed.
+/// `api.tokens` or `api.dashboard_tokens` of the config. Never printed.
 #[derive(Clone, Default)]
 pub struct ApiTokens(Vec<String>);
 
@@ -68,12 +72,20 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 /// Why a dashboard request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DashboardError {
-    /// Tokens are configured and none (or a wrong one) came with the request.
-    #[error("a dashboard token from api.tokens is required")]
+    /// Dashboard tokens are configured and none (or a wrong one) came with the request.
+    #[error(
+        "a dashboard token from api.dashboard_tokens is required (admin tokens are not accepted)"
+    )]
     Unauthorized,
+    /// Admin tokens are configured but no dashboard tokens.
+    #[error(
+        "the dashboard is closed: this service has api.tokens but no api.dashboard_tokens \
+         (read-only tokens for the dashboard; admin tokens are not accepted)"
+    )]
+    NoDashboardTokens,
     /// No tokens are configured and the client is not on this machine.
     #[error(
-        "the dashboard is served to loopback clients only; configure api.tokens to open it to others"
+        "the dashboard is served to loopback clients only; configure api.dashboard_tokens to open it to others"
     )]
     NotLoopback,
 }
@@ -82,6 +94,9 @@ impl IntoResponse for DashboardError {
     fn into_response(self) -> Response {
         let (status, code) = match self {
             DashboardError::Unauthorized => (StatusCode::UNAUTHORIZED, "PSYNC_S2106"),
+            DashboardError::NoDashboardTokens => {
+                (StatusCode::FORBIDDEN, "RIPTIDE_DASHBOARD_CLOSED")
+            }
             DashboardError::NotLoopback => (StatusCode::FORBIDDEN, "RIPTIDE_DASHBOARD_FORBIDDEN"),
         };
         let body = json!({ "error": {
@@ -115,16 +130,20 @@ fn is_loopback(peer: Option<&ConnectInfo<SocketAddr>>) -> bool {
     })
 }
 
-/// Tokens configured: one must come in the header or the query. None configured: loopback only.
+/// Dashboard tokens configured: one must come in the header or the query. None configured:
+/// loopback only, or nobody when admin tokens are configured.
 fn authorize(
     state: &AppState,
     peer: Option<&ConnectInfo<SocketAddr>>,
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<(), DashboardError> {
-    let tokens = &state.inner.options.api_tokens;
+    let options = &state.inner.options;
+    let tokens = &options.dashboard_tokens;
     if tokens.is_empty() {
-        return if is_loopback(peer) {
+        return if !options.api_tokens.is_empty() {
+            Err(DashboardError::NoDashboardTokens)
+        } else if is_loopback(peer) {
             Ok(())
         } else {
             Err(DashboardError::NotLoopback)
@@ -158,7 +177,9 @@ pub async fn page(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Response {
     let peer = peer.map(|Extension(p)| p);
-    if state.inner.options.api_tokens.is_empty() && !is_loopback(peer.as_ref()) {
+    let options = &state.inner.options;
+    let no_tokens = options.api_tokens.is_empty() && options.dashboard_tokens.is_empty();
+    if no_tokens && !is_loopback(peer.as_ref()) {
         return DashboardError::NotLoopback.into_response();
     }
     let mut response = PAGE.into_response();

@@ -1,6 +1,7 @@
 //! HTTP routes.
 
 pub mod admin;
+pub mod body_limit;
 pub mod probes;
 pub mod sync_stream;
 pub mod websocket;

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use riptide_protocol::{ErrorCode, StreamingSyncRequest};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
@@ -22,9 +22,11 @@ use tracing::Instrument;
 use crate::auth::{AuthenticatedUser, VerifiedToken};
 use crate::compression::{CompressedLines, Encoding, LineEncoder};
 use crate::error::{ApiError, error_chain};
+use crate::metrics::Rejected;
 use crate::session::driver::{Session, SessionError, elapsed_ms};
 use crate::session::framing::{LineFormat, LineSender};
 use crate::session::keepalive;
+use crate::slots::StreamSlot;
 use crate::state::AppState;
 
 pub async fn sync_stream(
@@ -36,16 +38,17 @@ pub async fn sync_stream(
     let request: StreamingSyncRequest = if body.iter().all(u8::is_ascii_whitespace) {
         StreamingSyncRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::Validation(format!("invalid sync request: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| {
+            // serde_json's recursion limit (docs/security.md): counted like RSocket payloads.
+            if e.to_string().starts_with("recursion limit exceeded") {
+                state.metrics().rejected(Rejected::TooDeep);
+            }
+            ApiError::Validation(format!("invalid sync request: {e}"))
+        })?
     };
+    check_client_id(&state, request.client_id.as_deref())?;
     wait_for_rules(&state).await?;
-    let permit = state
-        .inner
-        .connections
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::TooManyConnections)?;
+    let slot = state.take_stream_slot(&user.user_id)?;
 
     let format = LineFormat::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let user_agent = headers
@@ -62,7 +65,7 @@ pub async fn sync_stream(
         format,
         user_agent,
         keepalive_interval,
-        permit: Some(permit),
+        slot: Some(slot),
         transport: "http",
     });
 
@@ -100,6 +103,21 @@ pub async fn sync_stream(
     Ok(response)
 }
 
+/// Refuses a `client_id` longer than `max_client_id_bytes` (`PSYNC_S2001`): it is stored with
+/// write checkpoints and kept in every session.
+pub(crate) fn check_client_id(state: &AppState, client_id: Option<&str>) -> Result<(), ApiError> {
+    let limit = state.limits().max_client_id_bytes;
+    match client_id {
+        Some(id) if id.len() > limit => {
+            state.metrics().rejected(Rejected::ClientIdTooLong);
+            Err(ApiError::Validation(format!(
+                "client_id is longer than {limit} bytes"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Waits up to `no_rules_wait` for an active deployment (a freshly started service may still be
 /// activating its first one), then answers `PSYNC_S2302`.
 pub(crate) async fn wait_for_rules(state: &AppState) -> Result<(), ApiError> {
@@ -122,8 +140,8 @@ pub(crate) struct StreamStart {
     /// Mean interval of `token_expires_in` lines; the expiry warning and the final `0` line
     /// are sent regardless.
     pub keepalive_interval: Duration,
-    /// The connection slot, released when the session ends (`None`: held by the transport).
-    pub permit: Option<OwnedSemaphorePermit>,
+    /// The stream's slots, released when the session ends (`None`: held by the transport).
+    pub slot: Option<StreamSlot>,
     /// For logs: `http` or `websocket`.
     pub transport: &'static str,
 }
@@ -157,7 +175,7 @@ pub(crate) fn start_session(start: StreamStart) -> StartedSession {
         format,
         user_agent,
         keepalive_interval,
-        permit,
+        slot,
         transport,
     } = start;
     let (tx, rx) = LineSender::channel(format);
@@ -184,7 +202,7 @@ pub(crate) fn start_session(start: StreamStart) -> StartedSession {
 
     let task = tokio::spawn(
         async move {
-            let _permit = permit;
+            let _slot = slot;
             let _open_stream = open_stream;
             let started = Instant::now();
             tracing::info!(user_agent = %user_agent, "sync stream connected");

@@ -11,6 +11,7 @@ use axum::extract::{Query, State};
 use riptide_protocol::OpId;
 use serde::{Deserialize, Serialize};
 
+use super::sync_stream::check_client_id;
 use super::{Data, data};
 use crate::auth::AuthenticatedUser;
 use crate::error::ApiError;
@@ -35,12 +36,14 @@ pub async fn write_checkpoint2(
 ) -> Result<Json<Data<WriteCheckpointResponse>>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::Validation(e.body_text()))?;
     let client_id = query.client_id.unwrap_or_default();
+    check_client_id(&state, Some(&client_id))?;
     let inner = &state.inner;
     let lsn = inner.source.current_lsn().await?;
     let id = inner
         .storage
         .create_write_checkpoint(&user.user_id, &client_id, lsn)
         .await?;
+    prune(&state, &user.user_id).await?;
     inner.source.emit_ping().await?;
     inner.metrics.write_checkpoint_created();
     tracing::debug!(user_id = %user.user_id, client_id = %client_id, %lsn, write_checkpoint = %id, "write checkpoint created");
@@ -102,6 +105,7 @@ pub async fn checkpoint_request(
     body: Bytes,
 ) -> Result<Json<Data<CheckpointRequestResponse>>, ApiError> {
     let request = CheckpointRequest::parse(&body)?;
+    check_client_id(&state, Some(&request.client_id))?;
     let inner = &state.inner;
     let lsn = inner.source.current_lsn().await?;
     let id = inner
@@ -113,6 +117,7 @@ pub async fn checkpoint_request(
             lsn,
         )
         .await?;
+    prune(&state, &user.user_id).await?;
     inner.source.emit_ping().await?;
     inner.metrics.write_checkpoint_created();
     inner.write_checkpoints.notify(WriteCheckpointNotice {
@@ -123,6 +128,23 @@ pub async fn checkpoint_request(
     Ok(data(CheckpointRequestResponse {
         checkpoint_request_id: id,
     }))
+}
+
+/// Keeps the user's write-checkpoint counters within `max_write_checkpoint_clients_per_user`
+/// and `write_checkpoint_retention` (the one just used is the newest, so it stays).
+async fn prune(state: &AppState, user_id: &str) -> Result<(), ApiError> {
+    let limits = state.limits();
+    let pruned = state
+        .inner
+        .storage
+        .prune_write_checkpoints(
+            user_id,
+            limits.max_write_checkpoint_clients_per_user.max(1),
+            limits.write_checkpoint_retention,
+        )
+        .await?;
+    state.metrics().write_checkpoints_pruned(pruned);
+    Ok(())
 }
 
 #[cfg(test)]

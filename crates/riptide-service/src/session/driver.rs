@@ -15,16 +15,15 @@
 //! checkpoint: no query, no line (as the official service, which sends nothing when nothing
 //! this client sees changed).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use riptide_protocol::{ErrorCode, OpId, StreamingSyncRequest};
+use riptide_protocol::{ErrorCode, OpId, StreamingSyncRequest, SyncLine};
 use riptide_rules::RequestParameters;
-use riptide_storage::{BucketStorage, CheckpointEvent, StorageCheckpoint, StorageError};
-use tokio::sync::broadcast;
+use riptide_storage::{CheckpointEvent, StorageCheckpoint, StorageError};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::{broadcast, watch};
 
 /// Ops of one checkpoint after which a newer relevant checkpoint replaces it.
 const SWITCH_AFTER_OPS: u64 = 1000;
@@ -32,11 +31,12 @@ const SWITCH_AFTER_OPS: u64 = 1000;
 use super::follow::Follow;
 use super::framing::{Disconnected, LineSender, SendError};
 use super::pace::Pace;
-use super::state::{CheckpointInput, SessionBucket, SessionState};
-use super::wake::Interest;
+use super::resolve::{Resolved, resolve};
+use super::state::{CheckpointInput, SessionState};
+use super::wake::{Interest, Registration};
 use crate::auth::VerifiedToken;
-use crate::limits::Limits;
-use crate::state::{ActiveRules, AppState};
+use crate::state::{ActiveRules, AppState, Inner};
+use crate::write_checkpoints::WriteCheckpointNotice;
 
 /// Why a session ended early.
 #[derive(Debug, thiserror::Error)]
@@ -79,94 +79,6 @@ impl LimitExceeded {
     }
 }
 
-/// The buckets of a connection under one deployment of the rules.
-struct Resolved {
-    deployment: i64,
-    rules: Arc<dyn crate::bucket_rules::BucketRules>,
-    buckets: Vec<SessionBucket>,
-    names: HashSet<String>,
-    lookups: HashSet<Vec<u8>>,
-}
-
-/// Reads of the parameter lookups retried because a commit landed while they were read; after
-/// that many the newest read is used (the bus event of the commit resolves the stream again).
-const CONSISTENT_LOOKUP_ATTEMPTS: usize = 8;
-
-/// Resolves the buckets of a request at `checkpoint`: `parameter_lookups` →
-/// `parameter_results` → `resolve_buckets`, enforcing the limits. `only` restricts to the
-/// listed buckets.
-///
-/// Lookups are not versioned, so they are read between two reads of the checkpoint: a commit
-/// writes its lookups and advances the checkpoint in one storage transaction, so when both
-/// reads agree the lookups are exactly those of that checkpoint. Otherwise a commit landed in
-/// between, and the read repeats at the newer checkpoint. Returns the checkpoint the bucket
-/// set belongs to (without this, a client could get the bucket set of a newer commit with the
-/// data of an older checkpoint, e.g. a group's buckets already revoked while its membership
-/// rows still show the membership).
-async fn resolve(
-    storage: &dyn BucketStorage,
-    active: &ActiveRules,
-    params: &RequestParameters,
-    only: Option<&[String]>,
-    limits: &Limits,
-    mut checkpoint: StorageCheckpoint,
-) -> Result<(Resolved, Vec<(String, u8)>, StorageCheckpoint), SessionError> {
-    let lookups = active.rules.parameter_lookups(params);
-    let mut results = HashMap::new();
-    if !lookups.is_empty() {
-        for _ in 0..CONSISTENT_LOOKUP_ATTEMPTS {
-            results = storage
-                .parameter_results(active.deployment, &lookups)
-                .await?;
-            match storage.checkpoint(active.deployment).await? {
-                Some(after) if after != checkpoint => checkpoint = after,
-                _ => break,
-            }
-        }
-    }
-    let count: usize = results.values().map(Vec::len).sum();
-    if count > limits.max_parameter_query_results {
-        return Err(LimitExceeded::ParameterResults {
-            count,
-            limit: limits.max_parameter_query_results,
-        }
-        .into());
-    }
-    let mut descriptions = active.rules.resolve_buckets(params, &results);
-    if let Some(only) = only {
-        descriptions.retain(|b| only.contains(&b.name));
-    }
-    if descriptions.len() > limits.max_buckets_per_connection {
-        return Err(LimitExceeded::Buckets {
-            count: descriptions.len(),
-            limit: limits.max_buckets_per_connection,
-        }
-        .into());
-    }
-    let definitions = active.rules.definitions();
-    let index: HashMap<&str, usize> = definitions
-        .iter()
-        .enumerate()
-        .map(|(i, (name, _))| (name.as_str(), i))
-        .collect();
-    let buckets: Vec<SessionBucket> = descriptions
-        .into_iter()
-        .map(|b| SessionBucket {
-            definition: index.get(b.definition.as_str()).copied().unwrap_or(0),
-            priority: b.priority.min(3),
-            name: b.name,
-        })
-        .collect();
-    let resolved = Resolved {
-        deployment: active.deployment,
-        rules: active.rules.clone(),
-        names: buckets.iter().map(|b| b.name.clone()).collect(),
-        buckets,
-        lookups: lookups.into_iter().collect(),
-    };
-    Ok((resolved, definitions, checkpoint))
-}
-
 /// One sync stream's IO loop. Runs until an error, the rules disappear, or it is dropped.
 pub struct Session {
     pub state: AppState,
@@ -185,246 +97,392 @@ impl Session {
             tx,
             ops_sent,
         } = self;
-        let inner = &state.inner;
-        let storage = inner.storage.as_ref();
-        let limits = inner.options.limits;
-        // Subscribe before the first read so no checkpoint between the two is missed.
-        let mut bus = BusView::new(inner.events.subscribe());
-        // Waits for the events that concern this stream (see `wake`).
-        let registration = inner.wake.register(&inner.events);
-        let mut interest_of: Option<(u64, bool)> = None;
-        let mut resolutions: u64 = 0;
-        let mut notices = inner.write_checkpoints.subscribe();
-        let mut rules_rx = inner.rules.clone();
+        Stream::new(&state.inner, &user, &request, &tx, &ops_sent)
+            .run()
+            .await
+    }
+}
 
-        let client_id = request.client_id.clone().unwrap_or_default();
-        let params = RequestParameters::new(
-            user.claims.clone(),
-            request.parameters.clone().unwrap_or_default(),
-        );
-        let only = request.only.as_deref();
-        let mut session = SessionState::new(Vec::new(), &request.buckets);
-        let mut resolved: Option<Resolved> = None;
-        // A write checkpoint of this user/client that may not be reported yet.
-        let mut pending_write: Option<OpId> = None;
-        let mut pace = Pace::new(inner.options.checkpoint_interval);
+/// What one stream's loop keeps from one checkpoint to the next.
+struct Stream<'a> {
+    inner: &'a Inner,
+    user: &'a VerifiedToken,
+    client_id: String,
+    params: RequestParameters,
+    only: Option<&'a [String]>,
+    tx: &'a LineSender,
+    ops_sent: &'a AtomicU64,
+    /// Subscribed before the first read so no checkpoint between the two is missed.
+    bus: BusView,
+    /// Waits for the events that concern this stream (see `wake`).
+    registration: Registration,
+    /// The (`resolutions`, everything) the registered interest was set for.
+    interest_of: Option<(u64, bool)>,
+    /// How often the buckets were resolved.
+    resolutions: u64,
+    notices: broadcast::Receiver<WriteCheckpointNotice>,
+    rules_rx: watch::Receiver<Option<ActiveRules>>,
+    session: SessionState,
+    resolved: Option<Resolved>,
+    /// A write checkpoint of this user/client that may not be reported yet.
+    pending_write: Option<OpId>,
+    pace: Pace,
+}
 
+/// A checkpoint prepared from storage, or why not.
+enum FromStorage {
+    Lines(Vec<SyncLine>),
+    /// Storage has no checkpoint yet.
+    NoCheckpoint,
+    /// No bucket set: start the iteration over.
+    Unresolved,
+}
+
+impl<'a> Stream<'a> {
+    fn new(
+        inner: &'a Inner,
+        user: &'a VerifiedToken,
+        request: &'a StreamingSyncRequest,
+        tx: &'a LineSender,
+        ops_sent: &'a AtomicU64,
+    ) -> Self {
+        Stream {
+            inner,
+            user,
+            client_id: request.client_id.clone().unwrap_or_default(),
+            params: RequestParameters::new(
+                user.claims.clone(),
+                request.parameters.clone().unwrap_or_default(),
+            ),
+            only: request.only.as_deref(),
+            tx,
+            ops_sent,
+            bus: BusView::new(inner.events.subscribe()),
+            registration: inner.wake.register(&inner.events),
+            interest_of: None,
+            resolutions: 0,
+            notices: inner.write_checkpoints.subscribe(),
+            rules_rx: inner.rules.clone(),
+            session: SessionState::new(Vec::new(), &request.buckets)
+                .with_page_bytes(inner.options.limits.max_data_page_bytes),
+            resolved: None,
+            pending_write: None,
+            pace: Pace::new(inner.options.checkpoint_interval),
+        }
+    }
+
+    /// One checkpoint per iteration: the active rules, what the bus queued, the newest
+    /// checkpoint (from the bus's ops or from storage), its lines and data sent, then a wait
+    /// for the next relevant event.
+    async fn run(&mut self) -> Result<(), SessionError> {
         loop {
-            let active = rules_rx.borrow_and_update().clone();
-            let Some(active) = active else {
-                return Err(SessionError::NoRules);
-            };
-            let same_rules = resolved.as_ref().is_some_and(|r| {
-                r.deployment == active.deployment && Arc::ptr_eq(&r.rules, &active.rules)
-            });
-            if !same_rules {
-                bus.resolve_needed = true;
-                bus.seen = None;
-                bus.follow.reset();
-            }
-            if let Some(due) = pace.due() {
+            // 1. The rules serving now, and the pace of checkpoints.
+            let active = self.active_rules()?;
+            if let Some(due) = self.pace.due() {
                 tokio::time::sleep_until(due.into()).await;
             }
 
-            // A commit is announced on the bus after it is durable, so storage may hold
-            // commits whose events this session has not seen yet. Take what is queued first
-            // (the checkpoint read next covers all of it); if that checkpoint is still ahead of
-            // everything seen, its newest commits may have changed this stream's parameter
-            // lookups: resolve the buckets again.
-            bus.drain(
-                active.deployment,
-                resolved.as_ref(),
-                pending_write.is_some(),
-            )?;
+            // 2. A commit is announced on the bus after it is durable, so storage may hold
+            //    commits whose events this session has not seen yet. Take what is queued
+            //    first (the checkpoint read next covers all of it); if that checkpoint is
+            //    still ahead of everything seen, its newest commits may have changed this
+            //    stream's parameter lookups: resolve the buckets again.
+            self.drain(&active)?;
 
-            // The newest checkpoint, served from the ops the bus carried when they cover
-            // everything since the last one (no storage read), else read from storage.
-            let mut begun = None;
-            if !bus.resolve_needed
-                && session.is_idle()
-                && let Some(r) = resolved.as_ref()
-                && let Some(checkpoint) = bus.follow.known()
-            {
-                // Only a write checkpoint announced to this process can have become visible
-                // (the notice keeps `pending_write` set until it is reported).
-                let write_checkpoint = if pending_write.is_some() {
-                    storage
-                        .write_checkpoint(&user.user_id, &client_id, checkpoint.lsn)
-                        .await?
-                } else {
-                    session.reported_write_checkpoint()
-                };
-                let new_ops = bus.follow.ops_of(&r.names);
-                if let Some(lines) = session.checkpoint_from_ops(
-                    checkpoint.op_id,
-                    r.buckets.clone(),
-                    write_checkpoint,
-                    &new_ops,
-                ) {
-                    inner.metrics.checkpoint_from_memory();
-                    bus.follow.rebase(checkpoint);
-                    begun = Some(lines);
-                }
-            }
-            let from_memory = begun.is_some();
-            if begun.is_none()
-                && let Some(mut checkpoint) = storage.checkpoint(active.deployment).await?
-            {
-                if bus.seen < Some(checkpoint) {
-                    bus.resolve_needed = true;
-                }
-                if bus.resolve_needed {
-                    let (r, definitions, at) =
-                        resolve(storage, &active, &params, only, &limits, checkpoint).await?;
-                    session.set_streams(SessionState::streams_for(&definitions));
-                    resolved = Some(r);
-                    resolutions += 1;
-                    bus.resolve_needed = false;
-                    // The bucket set belongs to `at` (see `resolve`): send that checkpoint.
-                    checkpoint = at;
-                    bus.seen = bus.seen.max(Some(checkpoint));
-                }
-                let Some(r) = resolved.as_ref() else {
-                    continue;
-                };
-                let names: Vec<String> = r.buckets.iter().map(|b| b.name.clone()).collect();
-                let states = storage
-                    .bucket_states(active.deployment, checkpoint.op_id, &names)
-                    .await?;
-                let write_checkpoint = storage
-                    .write_checkpoint(&user.user_id, &client_id, checkpoint.lsn)
-                    .await?;
-                inner.metrics.checkpoint_from_storage();
-                // The states and bucket set are exact at this checkpoint: follow from it.
-                bus.follow.rebase(checkpoint);
-                begun = Some(session.begin_checkpoint(CheckpointInput {
-                    checkpoint: checkpoint.op_id,
-                    buckets: r.buckets.clone(),
-                    states,
-                    write_checkpoint,
-                }));
-            }
-            if let Some(lines) = begun {
-                if !lines.is_empty() {
-                    pace.sent(Instant::now());
-                }
-                let before = session.ops_sent_total();
-                tx.send_all(&lines).await?;
-                if from_memory {
-                    let sent = session.ops_sent_total() - before;
-                    ops_sent.fetch_add(sent, Ordering::Relaxed);
-                    inner.metrics.ops_sent(sent);
-                }
-                let mut newer_checkpoint = false;
-                while let Some(fetch) = session.next_fetch() {
-                    let chunks = storage
-                        .bucket_data(
-                            active.deployment,
-                            fetch.checkpoint,
-                            &fetch.buckets,
-                            fetch.limit,
-                        )
-                        .await?;
-                    let before = session.ops_sent_total();
-                    tx.send_all(&session.on_data(&fetch, chunks)).await?;
-                    let sent = session.ops_sent_total() - before;
-                    ops_sent.fetch_add(sent, Ordering::Relaxed);
-                    inner.metrics.ops_sent(sent);
-                    // docs/protocol.md §3.6: a group read from storage completes only if no
-                    // compaction rewrote its buckets past this checkpoint meanwhile.
-                    if let Some(check) = session.compaction_check() {
-                        let points = storage
-                            .compaction_points(active.deployment, &check.buckets)
-                            .await?;
-                        tx.send_all(&session.on_compaction_points(&check, &points))
-                            .await?;
-                        if session.invalidated().is_some() {
-                            inner.metrics.checkpoint_invalidated();
-                        }
-                    }
-                    // docs/protocol.md §1.4 point 6: once a large checkpoint is well under way,
-                    // a newer relevant checkpoint replaces it (data sent so far stays valid).
-                    if session.ops_sent_for_pending() >= SWITCH_AFTER_OPS && !session.is_idle() {
-                        newer_checkpoint = bus.drain(
-                            active.deployment,
-                            resolved.as_ref(),
-                            pending_write.is_some(),
-                        )?;
-                        if newer_checkpoint {
-                            break;
-                        }
-                    }
-                }
-                // An abandoned checkpoint (compacted past it): storage already has a newer one.
-                if newer_checkpoint || session.invalidated().is_some() {
+            // 3. The newest checkpoint, served from the ops the bus carried when they cover
+            //    everything since the last one (no storage read), else read from storage.
+            let begun = match self.checkpoint_from_memory().await? {
+                Some(lines) => Some((lines, true)),
+                None => match self.checkpoint_from_storage(&active).await? {
+                    FromStorage::Lines(lines) => Some((lines, false)),
+                    FromStorage::NoCheckpoint => None,
+                    FromStorage::Unresolved => continue,
+                },
+            };
+
+            // 4. Its lines and bucket data sent, unless a newer checkpoint replaces it (or
+            //    compaction past it abandons it: storage already has a newer one).
+            if let Some((lines, from_memory)) = begun {
+                if self.send_checkpoint(&active, &lines, from_memory).await? {
                     continue;
                 }
-                match pending_write {
-                    Some(OpId(i64::MAX)) => pending_write = None,
-                    Some(id) if session.reported_write_checkpoint() >= Some(id) => {
-                        pending_write = None;
-                    }
-                    _ => {}
-                }
+                self.settle_pending_write();
             }
 
-            // Wait for something relevant to this stream: woken by the index for the events
-            // that touch its buckets or lookups (every event while it has none resolved yet or
-            // a write checkpoint pending), it reads what its receiver queued.
-            let everything = pending_write.is_some() || resolved.is_none();
-            if interest_of != Some((resolutions, everything)) {
-                registration.set_interest(match resolved.as_ref() {
-                    Some(r) if !everything => Interest::Some {
-                        buckets: r.names.iter().cloned().collect(),
-                        lookups: r.lookups.iter().cloned().collect(),
-                    },
-                    _ => Interest::Everything,
-                });
-                interest_of = Some((resolutions, everything));
-                // Events published before the new interest took effect were dispatched by the
-                // old one, which may not have woken this stream for them (a write checkpoint's
-                // commit landing while its notice was being handled, a commit to a bucket just
-                // added): judge what is queued now instead of waiting for the next event.
-                let relevant = bus.drain(
+            // 5. Wait for something relevant to this stream.
+            if self.update_interest(&active)? {
+                continue;
+            }
+            self.wait(&active).await?;
+        }
+    }
+
+    /// The active rules. A new deployment or new rules resolve the buckets again and start
+    /// following the bus afresh.
+    fn active_rules(&mut self) -> Result<ActiveRules, SessionError> {
+        let active = self.rules_rx.borrow_and_update().clone();
+        let Some(active) = active else {
+            return Err(SessionError::NoRules);
+        };
+        let same_rules = self.resolved.as_ref().is_some_and(|r| {
+            r.deployment == active.deployment && Arc::ptr_eq(&r.rules, &active.rules)
+        });
+        if !same_rules {
+            self.bus.resolve_needed = true;
+            self.bus.seen = None;
+            self.bus.follow.reset();
+        }
+        Ok(active)
+    }
+
+    /// Takes what the bus queued ([`BusView::drain`]): whether it calls for a new checkpoint.
+    fn drain(&mut self, active: &ActiveRules) -> Result<bool, SessionError> {
+        self.bus.drain(
+            active.deployment,
+            self.resolved.as_ref(),
+            self.pending_write.is_some(),
+        )
+    }
+
+    /// The next checkpoint from the ops the bus carried, when they cover everything since
+    /// the last one and the bucket set is still right.
+    async fn checkpoint_from_memory(&mut self) -> Result<Option<Vec<SyncLine>>, SessionError> {
+        if self.bus.resolve_needed || !self.session.is_idle() {
+            return Ok(None);
+        }
+        let (Some(r), Some(checkpoint)) = (self.resolved.as_ref(), self.bus.follow.known()) else {
+            return Ok(None);
+        };
+        // Only a write checkpoint announced to this process can have become visible (the
+        // notice keeps `pending_write` set until it is reported).
+        let write_checkpoint = if self.pending_write.is_some() {
+            self.inner
+                .storage
+                .write_checkpoint(&self.user.user_id, &self.client_id, checkpoint.lsn)
+                .await?
+        } else {
+            self.session.reported_write_checkpoint()
+        };
+        let new_ops = self.bus.follow.ops_of(&r.names);
+        let Some(lines) = self.session.checkpoint_from_ops(
+            checkpoint.op_id,
+            r.buckets.clone(),
+            write_checkpoint,
+            &new_ops,
+        ) else {
+            return Ok(None);
+        };
+        self.inner.metrics.checkpoint_from_memory();
+        self.bus.follow.rebase(checkpoint);
+        Ok(Some(lines))
+    }
+
+    /// The newest checkpoint read from storage, with the bucket set resolved again when it
+    /// may have changed, and checksums from the running totals.
+    async fn checkpoint_from_storage(
+        &mut self,
+        active: &ActiveRules,
+    ) -> Result<FromStorage, SessionError> {
+        let storage = self.inner.storage.as_ref();
+        let Some(mut checkpoint) = storage.checkpoint(active.deployment).await? else {
+            return Ok(FromStorage::NoCheckpoint);
+        };
+        if self.bus.seen < Some(checkpoint) {
+            self.bus.resolve_needed = true;
+        }
+        if self.bus.resolve_needed {
+            let (r, definitions, at) = resolve(
+                storage,
+                active,
+                &self.params,
+                self.only,
+                &self.inner.options.limits,
+                checkpoint,
+            )
+            .await?;
+            self.session
+                .set_streams(SessionState::streams_for(&definitions));
+            self.resolved = Some(r);
+            self.resolutions += 1;
+            self.bus.resolve_needed = false;
+            // The bucket set belongs to `at` (see `resolve`): send that checkpoint.
+            checkpoint = at;
+            self.bus.seen = self.bus.seen.max(Some(checkpoint));
+        }
+        let Some(r) = self.resolved.as_ref() else {
+            return Ok(FromStorage::Unresolved);
+        };
+        let names: Vec<String> = r.buckets.iter().map(|b| b.name.clone()).collect();
+        let states = storage
+            .bucket_states(active.deployment, checkpoint.op_id, &names)
+            .await?;
+        let write_checkpoint = storage
+            .write_checkpoint(&self.user.user_id, &self.client_id, checkpoint.lsn)
+            .await?;
+        self.inner.metrics.checkpoint_from_storage();
+        // The states and bucket set are exact at this checkpoint: follow from it.
+        self.bus.follow.rebase(checkpoint);
+        Ok(FromStorage::Lines(self.session.begin_checkpoint(
+            CheckpointInput {
+                checkpoint: checkpoint.op_id,
+                buckets: r.buckets.clone(),
+                states,
+                write_checkpoint,
+            },
+        )))
+    }
+
+    /// Sends a checkpoint's lines, then its bucket data page by page. Returns whether it was
+    /// left incomplete: a newer relevant checkpoint replaced it, or compaction past it made
+    /// it unservable (docs/protocol.md §3.6).
+    async fn send_checkpoint(
+        &mut self,
+        active: &ActiveRules,
+        lines: &[SyncLine],
+        from_memory: bool,
+    ) -> Result<bool, SessionError> {
+        if !lines.is_empty() {
+            self.pace.sent(Instant::now());
+        }
+        let before = self.session.ops_sent_total();
+        self.tx.send_all(lines).await?;
+        if from_memory {
+            self.count_sent(before);
+        }
+        while let Some(fetch) = self.session.next_fetch() {
+            let chunks = self
+                .inner
+                .storage
+                .bucket_data_page(
                     active.deployment,
-                    resolved.as_ref(),
-                    pending_write.is_some(),
-                )?;
-                if relevant {
-                    continue;
-                }
+                    fetch.checkpoint,
+                    &fetch.buckets,
+                    fetch.page_limit(),
+                )
+                .await?;
+            note_byte_limited(&self.inner.metrics, &fetch, &chunks);
+            let before = self.session.ops_sent_total();
+            self.tx
+                .send_all(&self.session.on_data(&fetch, chunks))
+                .await?;
+            self.count_sent(before);
+            // docs/protocol.md §3.6: a group read from storage completes only if no compaction
+            // rewrote its buckets past this checkpoint meanwhile. If one did, the checkpoint is
+            // abandoned: storage already has a newer one.
+            if self.check_compaction(active).await? {
+                return Ok(true);
             }
-            loop {
-                tokio::select! {
-                    () = registration.notified() => {
-                        let wake = bus.drain(active.deployment, resolved.as_ref(), pending_write.is_some())?;
-                        if wake {
-                            break;
-                        }
-                    },
-                    changed = rules_rx.changed() => {
-                        if changed.is_err() {
-                            return Err(SessionError::NoRules);
-                        }
-                        break;
+            // docs/protocol.md §1.4 point 6: once a large checkpoint is well under way, a
+            // newer relevant checkpoint replaces it (data sent so far stays valid).
+            if self.session.ops_sent_for_pending() >= SWITCH_AFTER_OPS
+                && !self.session.is_idle()
+                && self.drain(active)?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Runs the compaction check due before a group read from storage completes, sending its
+    /// completion line if it passes. Returns whether the checkpoint was abandoned instead.
+    async fn check_compaction(&mut self, active: &ActiveRules) -> Result<bool, SessionError> {
+        let Some(check) = self.session.compaction_check() else {
+            return Ok(false);
+        };
+        let points = self
+            .inner
+            .storage
+            .compaction_points(active.deployment, &check.buckets)
+            .await?;
+        self.tx
+            .send_all(&self.session.on_compaction_points(&check, &points))
+            .await?;
+        if self.session.invalidated().is_some() {
+            self.inner.metrics.checkpoint_invalidated();
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Counts the ops sent since the session's total was `before`.
+    fn count_sent(&self, before: u64) {
+        let sent = self.session.ops_sent_total() - before;
+        self.ops_sent.fetch_add(sent, Ordering::Relaxed);
+        self.inner.metrics.ops_sent(sent);
+    }
+
+    /// After a checkpoint: the pending write checkpoint is settled once reported (or, after
+    /// lost notices, once any checkpoint was sent).
+    fn settle_pending_write(&mut self) {
+        match self.pending_write {
+            Some(OpId(i64::MAX)) => self.pending_write = None,
+            Some(id) if self.session.reported_write_checkpoint() >= Some(id) => {
+                self.pending_write = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Registers what wakes this stream: the events that touch its buckets or lookups, or
+    /// every event while it has none resolved yet or a write checkpoint pending. Returns
+    /// whether what is queued already calls for a new checkpoint.
+    fn update_interest(&mut self, active: &ActiveRules) -> Result<bool, SessionError> {
+        let everything = self.pending_write.is_some() || self.resolved.is_none();
+        if self.interest_of == Some((self.resolutions, everything)) {
+            return Ok(false);
+        }
+        self.registration
+            .set_interest(match self.resolved.as_ref() {
+                Some(r) if !everything => Interest::Some {
+                    buckets: r.names.iter().cloned().collect(),
+                    lookups: r.lookups.iter().cloned().collect(),
+                },
+                _ => Interest::Everything,
+            });
+        self.interest_of = Some((self.resolutions, everything));
+        // Events published before the new interest took effect were dispatched by the old
+        // one, which may not have woken this stream for them (a write checkpoint's commit
+        // landing while its notice was being handled, a commit to a bucket just added): judge
+        // what is queued now instead of waiting for the next event.
+        self.drain(active)
+    }
+
+    /// Waits until the index wakes this stream for a relevant event, the rules change, or a
+    /// write checkpoint of this user/client is announced.
+    async fn wait(&mut self, active: &ActiveRules) -> Result<(), SessionError> {
+        loop {
+            tokio::select! {
+                () = self.registration.notified() => {
+                    let wake = self.bus.drain(
+                        active.deployment,
+                        self.resolved.as_ref(),
+                        self.pending_write.is_some(),
+                    )?;
+                    if wake {
+                        return Ok(());
                     }
-                    notice = notices.recv() => match notice {
-                        Ok(n) => {
-                            if n.user_id == user.user_id && n.client_id == client_id {
-                                pending_write = Some(pending_write.map_or(n.id, |p| p.max(n.id)));
-                                break;
-                            }
-                        }
-                        Err(RecvError::Lagged(_)) => {
-                            pending_write = Some(OpId(i64::MAX));
-                            break;
-                        }
-                        // The notifier lives as long as the state; keep waiting on the rest.
-                        Err(RecvError::Closed) => {
-                            notices = inner.write_checkpoints.subscribe();
-                        }
-                    },
+                },
+                changed = self.rules_rx.changed() => {
+                    return changed.map_err(|_| SessionError::NoRules);
                 }
+                notice = self.notices.recv() => match notice {
+                    Ok(n) => {
+                        if n.user_id == self.user.user_id && n.client_id == self.client_id {
+                            self.pending_write =
+                                Some(self.pending_write.map_or(n.id, |p| p.max(n.id)));
+                            return Ok(());
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        self.pending_write = Some(OpId(i64::MAX));
+                        return Ok(());
+                    }
+                    // The notifier lives as long as the state; keep waiting on the rest.
+                    Err(RecvError::Closed) => {
+                        self.notices = self.inner.write_checkpoints.subscribe();
+                    }
+                },
             }
         }
     }
@@ -504,6 +562,25 @@ impl BusView {
             self.follow.on_event(event, buckets_changed);
         }
         lookups_changed || buckets_changed || pending_write
+    }
+}
+
+/// Counts a page that ended at its byte budget before its op bound.
+fn note_byte_limited(
+    metrics: &crate::metrics::ServiceMetrics,
+    fetch: &super::state::Fetch,
+    chunks: &[riptide_storage::BucketChunk],
+) {
+    let ops: usize = chunks.iter().map(|c| c.ops.len()).sum();
+    if ops < fetch.limit {
+        let bytes: usize = chunks
+            .iter()
+            .flat_map(|c| &c.ops)
+            .map(riptide_storage::op_bytes)
+            .sum();
+        if bytes >= fetch.max_bytes {
+            metrics.data_page_byte_limited();
+        }
     }
 }
 

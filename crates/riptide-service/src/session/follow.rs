@@ -16,6 +16,10 @@ use riptide_storage::{CheckpointEvent, CommitOps, StorageCheckpoint};
 
 /// Ops of the stream's buckets followed in memory at most; beyond, read storage.
 pub const FOLLOW_OPS_MAX: usize = 512;
+/// Bytes ([`riptide_storage::op_bytes`]) of those ops at most: a checkpoint served from
+/// memory copies them into its lines, so large rows go through storage pages (bounded by
+/// bytes) instead.
+pub const FOLLOW_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Default)]
 pub struct Follow {
@@ -25,6 +29,7 @@ pub struct Follow {
     /// Commits after the base that touched the stream's buckets, in order.
     commits: Vec<Arc<CommitOps>>,
     ops: usize,
+    bytes: usize,
 }
 
 impl Follow {
@@ -33,6 +38,7 @@ impl Follow {
         self.through = Some(checkpoint);
         self.commits.clear();
         self.ops = 0;
+        self.bytes = 0;
     }
 
     /// Forget: the next checkpoint is read from storage.
@@ -40,6 +46,7 @@ impl Follow {
         self.through = None;
         self.commits.clear();
         self.ops = 0;
+        self.bytes = 0;
     }
 
     /// An event of the stream's deployment, in bus order. `touches`: it changed one of the
@@ -57,9 +64,20 @@ impl Follow {
             return;
         }
         if touches {
+            let bytes = event.ops.as_ref().map_or(0, |ops| {
+                ops.buckets
+                    .values()
+                    .flatten()
+                    .map(riptide_storage::op_bytes)
+                    .sum::<usize>()
+            });
             match &event.ops {
-                Some(ops) if self.ops + ops.len() <= FOLLOW_OPS_MAX => {
+                Some(ops)
+                    if self.ops + ops.len() <= FOLLOW_OPS_MAX
+                        && self.bytes + bytes <= FOLLOW_BYTES_MAX =>
+                {
                     self.ops += ops.len();
+                    self.bytes += bytes;
                     self.commits.push(ops.clone());
                 }
                 _ => {

@@ -25,6 +25,9 @@ use riptide_storage::{BucketChunk, BucketState};
 pub const DATA_LINE_BYTES: usize = 1024 * 1024;
 /// Ops per storage page, and so at most per `data` line.
 pub const DATA_PAGE_OPS: usize = 1000;
+/// Default bytes of op data per storage page (`Limits::max_data_page_bytes`): a page of large
+/// rows ends early, so a stream holds about this much of bucket data at a time.
+pub const DATA_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// A bucket of the connection's bucket set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +66,18 @@ pub struct Fetch {
     pub checkpoint: OpId,
     pub buckets: Vec<(String, OpId)>,
     pub limit: usize,
+    /// The page also ends once its ops hold this many bytes ([`riptide_storage::op_bytes`]).
+    pub max_bytes: usize,
+}
+
+impl Fetch {
+    /// The storage bounds of this page.
+    pub fn page_limit(&self) -> riptide_storage::PageLimit {
+        riptide_storage::PageLimit {
+            ops: self.limit,
+            bytes: self.max_bytes,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -104,6 +119,7 @@ pub struct SessionState {
     /// the next one must be at least this and come from storage.
     invalidated: Option<OpId>,
     line_bytes: usize,
+    page_bytes: usize,
     ops_sent_total: u64,
 }
 
@@ -122,6 +138,7 @@ impl SessionState {
             incomplete: HashSet::new(),
             invalidated: None,
             line_bytes: DATA_LINE_BYTES,
+            page_bytes: DATA_PAGE_BYTES,
             ops_sent_total: 0,
         }
     }
@@ -129,6 +146,12 @@ impl SessionState {
     /// Uses a different `data` line size limit (tests).
     pub fn with_line_bytes(mut self, bytes: usize) -> Self {
         self.line_bytes = bytes.max(1);
+        self
+    }
+
+    /// Uses a different byte budget per storage page (`Limits::max_data_page_bytes`).
+    pub fn with_page_bytes(mut self, bytes: usize) -> Self {
+        self.page_bytes = bytes.max(1);
         self
     }
 
@@ -185,6 +208,7 @@ impl SessionState {
     /// `checkpoint_complete` when no bucket needs data. A checkpoint still in progress is
     /// abandoned; its unfinished buckets get data in this one.
     pub fn begin_checkpoint(&mut self, input: CheckpointInput) -> Vec<SyncLine> {
+        // 1. A checkpoint still in progress is abandoned.
         self.abandon();
         self.invalidated = None;
         let CheckpointInput {
@@ -193,77 +217,16 @@ impl SessionState {
             states,
             write_checkpoint,
         } = input;
-
-        let mut seen = HashSet::with_capacity(buckets.len());
-        let mut current: Vec<(BucketChecksum, &SessionBucket)> = Vec::with_capacity(buckets.len());
-        for b in &buckets {
-            if !seen.insert(b.name.as_str()) {
-                continue;
-            }
-            let state = states.get(&b.name).copied().unwrap_or_default();
-            current.push((
-                BucketChecksum {
-                    bucket: b.name.clone(),
-                    checksum: state.checksum,
-                    count: state.count,
-                    priority: b.priority,
-                    subscriptions: vec![SubscriptionRef::Default(b.definition)],
-                },
-                b,
-            ));
-        }
-
-        let mut needs_data: Vec<&SessionBucket> = Vec::new();
-        let line = match &self.sent {
-            None => {
-                needs_data.extend(current.iter().map(|(_, b)| *b));
-                Some(SyncLine::Checkpoint(Checkpoint {
-                    last_op_id: checkpoint,
-                    write_checkpoint,
-                    buckets: current.iter().map(|(c, _)| c.clone()).collect(),
-                    streams: self.streams.clone(),
-                }))
-            }
-            Some(sent) => {
-                let mut updated = Vec::new();
-                for (c, b) in &current {
-                    let changed = sent.buckets.get(&c.bucket) != Some(c);
-                    if changed {
-                        updated.push(c.clone());
-                    }
-                    if changed || self.incomplete.contains(&c.bucket) {
-                        needs_data.push(b);
-                    }
-                }
-                let mut removed: Vec<String> = sent
-                    .buckets
-                    .keys()
-                    .filter(|name| !seen.contains(name.as_str()))
-                    .cloned()
-                    .collect();
-                removed.sort();
-                if updated.is_empty()
-                    && removed.is_empty()
-                    && needs_data.is_empty()
-                    && sent.write_checkpoint == write_checkpoint
-                {
-                    None
-                } else {
-                    Some(SyncLine::CheckpointDiff(CheckpointDiff {
-                        last_op_id: checkpoint,
-                        write_checkpoint,
-                        updated_buckets: updated,
-                        removed_buckets: removed,
-                    }))
-                }
-            }
-        };
-        let Some(line) = line else {
+        // 2. The checksum of each bucket of the set (once each).
+        let (current, in_set) = checksums(&buckets, &states);
+        // 3. The checkpoint line, and the buckets that need data.
+        let Some((line, needs_data)) =
+            self.checkpoint_line(checkpoint, write_checkpoint, &current, &in_set)
+        else {
             return Vec::new();
         };
-
-        // Positions: buckets the client may not have start at 0; removed buckets are forgotten.
-        let in_set: HashSet<&str> = seen;
+        // 4. Positions: buckets the client may not have start at 0; removed buckets are
+        //    forgotten.
         self.positions
             .retain(|name, _| in_set.contains(name.as_str()));
         self.incomplete
@@ -271,28 +234,8 @@ impl SessionState {
         for (c, _) in &current {
             self.positions.entry(c.bucket.clone()).or_insert(OpId::ZERO);
         }
-
-        let mut priorities: Vec<u8> = needs_data.iter().map(|b| b.priority).collect();
-        priorities.sort_unstable();
-        priorities.dedup();
-        let groups: VecDeque<Group> = priorities
-            .into_iter()
-            .map(|priority| {
-                let all: Vec<String> = needs_data
-                    .iter()
-                    .filter(|b| b.priority == priority)
-                    .map(|b| b.name.clone())
-                    .collect();
-                Group {
-                    priority,
-                    remaining: all.clone(),
-                    all,
-                    from_storage: false,
-                    checking: false,
-                }
-            })
-            .collect();
-
+        // 5. Data is sent a priority group at a time.
+        let groups = priority_groups(&needs_data);
         self.sent = Some(Sent {
             buckets: current
                 .into_iter()
@@ -300,7 +243,6 @@ impl SessionState {
                 .collect(),
             write_checkpoint,
         });
-
         let mut out = vec![line];
         if groups.is_empty() {
             out.push(self.complete(checkpoint));
@@ -312,6 +254,59 @@ impl SessionState {
             });
         }
         out
+    }
+
+    /// The `checkpoint` line (the first time) or `checkpoint_diff` for `current`, with the
+    /// buckets that need data: all of them the first time, then the changed ones and those
+    /// an abandoned checkpoint left incomplete. `None` if nothing this client sees changed.
+    fn checkpoint_line<'b>(
+        &self,
+        checkpoint: OpId,
+        write_checkpoint: Option<OpId>,
+        current: &[(BucketChecksum, &'b SessionBucket)],
+        in_set: &HashSet<&str>,
+    ) -> Option<(SyncLine, Vec<&'b SessionBucket>)> {
+        let Some(sent) = &self.sent else {
+            let line = SyncLine::Checkpoint(Checkpoint {
+                last_op_id: checkpoint,
+                write_checkpoint,
+                buckets: current.iter().map(|(c, _)| c.clone()).collect(),
+                streams: self.streams.clone(),
+            });
+            return Some((line, current.iter().map(|(_, b)| *b).collect()));
+        };
+        let mut needs_data = Vec::new();
+        let mut updated = Vec::new();
+        for (c, b) in current {
+            let changed = sent.buckets.get(&c.bucket) != Some(c);
+            if changed {
+                updated.push(c.clone());
+            }
+            if changed || self.incomplete.contains(&c.bucket) {
+                needs_data.push(*b);
+            }
+        }
+        let mut removed: Vec<String> = sent
+            .buckets
+            .keys()
+            .filter(|name| !in_set.contains(name.as_str()))
+            .cloned()
+            .collect();
+        removed.sort();
+        if updated.is_empty()
+            && removed.is_empty()
+            && needs_data.is_empty()
+            && sent.write_checkpoint == write_checkpoint
+        {
+            return None;
+        }
+        let line = SyncLine::CheckpointDiff(CheckpointDiff {
+            last_op_id: checkpoint,
+            write_checkpoint,
+            updated_buckets: updated,
+            removed_buckets: removed,
+        });
+        Some((line, needs_data))
     }
 
     /// Starts and finishes a checkpoint from ops already in memory (published on the
@@ -404,6 +399,7 @@ impl SessionState {
                 })
                 .collect(),
             limit: DATA_PAGE_OPS,
+            max_bytes: self.page_bytes,
         })
     }
 
@@ -477,6 +473,11 @@ impl SessionState {
         };
         group.from_storage |= from_storage;
         let total: usize = chunks.iter().map(|c| c.ops.len()).sum();
+        let page_bytes: usize = chunks
+            .iter()
+            .flat_map(|c| &c.ops)
+            .map(riptide_storage::op_bytes)
+            .sum();
         let mut still_more: HashSet<String> = HashSet::new();
         let mut returned: HashSet<String> = HashSet::new();
         for chunk in chunks {
@@ -518,8 +519,8 @@ impl SessionState {
             self.ops_sent_total += n;
         }
         // Buckets that came back without more data are done; a bucket missing from a full page
-        // may have been cut off by the page limit, so it is read again.
-        let page_full = total > 0 && total >= fetch.limit;
+        // (by ops or by bytes) may have been cut off by the page limit, so it is read again.
+        let page_full = total > 0 && (total >= fetch.limit || page_bytes >= fetch.max_bytes);
         group
             .remaining
             .retain(|b| still_more.contains(b) || (page_full && !returned.contains(b)));
@@ -597,6 +598,58 @@ fn estimated_size(op: &OplogEntry) -> usize {
         + op.object_type.as_ref().map_or(0, String::len)
         + op.object_id.as_ref().map_or(0, String::len)
         + op.subkey.as_ref().map_or(0, String::len)
+}
+
+/// Each bucket of `buckets` (the first of duplicate names) with its checksum and count from
+/// `states` (zero when absent), and the set of their names.
+fn checksums<'b>(
+    buckets: &'b [SessionBucket],
+    states: &HashMap<String, BucketState>,
+) -> (Vec<(BucketChecksum, &'b SessionBucket)>, HashSet<&'b str>) {
+    let mut seen = HashSet::with_capacity(buckets.len());
+    let mut current = Vec::with_capacity(buckets.len());
+    for b in buckets {
+        if !seen.insert(b.name.as_str()) {
+            continue;
+        }
+        let state = states.get(&b.name).copied().unwrap_or_default();
+        current.push((
+            BucketChecksum {
+                bucket: b.name.clone(),
+                checksum: state.checksum,
+                count: state.count,
+                priority: b.priority,
+                subscriptions: vec![SubscriptionRef::Default(b.definition)],
+            },
+            b,
+        ));
+    }
+    (current, seen)
+}
+
+/// The buckets that need data, grouped by priority (lowest first), each group in bucket-set
+/// order.
+fn priority_groups(needs_data: &[&SessionBucket]) -> VecDeque<Group> {
+    let mut priorities: Vec<u8> = needs_data.iter().map(|b| b.priority).collect();
+    priorities.sort_unstable();
+    priorities.dedup();
+    priorities
+        .into_iter()
+        .map(|priority| {
+            let all: Vec<String> = needs_data
+                .iter()
+                .filter(|b| b.priority == priority)
+                .map(|b| b.name.clone())
+                .collect();
+            Group {
+                priority,
+                remaining: all.clone(),
+                all,
+                from_storage: false,
+                checking: false,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -6,10 +6,11 @@
 //! 1. one query loads the stored state of every source row in the chunk not already known;
 //! 2. each operation is diffed ([`crate::diff`]) against the latest state (the chunk's own
 //!    overlay first), allocating op ids in order;
-//! 3. the chunk is flushed into the open transaction: ops by binary `COPY` into `bucket_data`,
-//!    new current rows by binary `COPY`, changed ones by one `UPDATE … FROM unnest(…)`, deleted
-//!    ones by one `DELETE … USING unnest(…)`, parameter rows likewise, and the chunk's per-bucket
-//!    checksum/count deltas by one upsert into `bucket_state`.
+//! 3. the chunk is flushed into the open transaction (`batch/write.rs`): ops by binary `COPY`
+//!    into `bucket_data`, new current rows by binary `COPY`, changed ones by one
+//!    `UPDATE … FROM unnest(…)`, deleted ones by one `DELETE … USING unnest(…)`, parameter rows
+//!    likewise, and the chunk's per-bucket checksum/count deltas by one upsert into
+//!    `bucket_state`.
 //!
 //! The flush of a chunk runs in a background task while the next chunk is queued, loaded and
 //! diffed (at most one flush in flight; the next one starts after it). Rows of the chunk being
@@ -23,22 +24,15 @@
 //! commit takes its connection out of the pool and closes it, so the server rolls back.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use deadpool_postgres::{Object, Pool};
-use postgres_types::Type;
 use riptide_protocol::{Checksum, Lsn, OpId, OpType, OplogEntry};
 use tokio::task::JoinHandle;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
-use super::reads::op_type_str;
 use super::{CHECKPOINT_CHANNEL, to_pg_lsn};
-use crate::diff::{
-    RowState, decode_buckets, decode_parameters, diff_row, encode_buckets, encode_parameters,
-    subkey,
-};
+use crate::diff::{RowState, decode_buckets, decode_parameters, diff_row, subkey};
 use crate::{
     BatchOperation, CheckpointEvent, CommitOps, DeploymentId, DeploymentState, EVENT_OPS_MAX,
     Result, RowChange, StorageBatch, StorageCheckpoint, StorageError,
@@ -49,6 +43,10 @@ use crate::{
 pub(super) const CHUNK_ROWS: usize = 5_000;
 /// Approximate queued bytes (row data + bucket data) before a chunk is processed and flushed.
 const CHUNK_BYTES: usize = 8 * 1024 * 1024;
+
+mod write;
+
+use write::write_chunk;
 
 type RowKey = (String, Vec<u8>);
 
@@ -455,229 +453,6 @@ impl PgBatch {
             self.flush().await?;
         }
     }
-}
-
-/// Writes one chunk into the open transaction.
-async fn write_chunk(conn: &TxConn, id: DeploymentId, chunk: &Chunk) -> Result<()> {
-    let client = conn.client()?;
-
-    // 1. ops
-    if !chunk.ops.is_empty() {
-        let stmt = client
-            .prepare_cached(
-                "COPY riptide.bucket_data (deployment_id, bucket, op_id, op, object_type, \
-                     object_id, subkey, checksum, data) FROM STDIN (FORMAT binary)",
-            )
-            .await?;
-        let sink = client.copy_in(&stmt).await?;
-        let types = [
-            Type::INT8,
-            Type::TEXT,
-            Type::INT8,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::INT8,
-            Type::TEXT,
-        ];
-        let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
-        for op in &chunk.ops {
-            let checksum = i64::from(op.checksum.value());
-            writer
-                .as_mut()
-                .write(&[
-                    &id,
-                    &op.bucket,
-                    &op.op_id,
-                    &op_type_str(op.op),
-                    &op.table,
-                    &op.id,
-                    &op.subkey,
-                    &checksum,
-                    &op.data,
-                ])
-                .await?;
-        }
-        writer.finish().await?;
-    }
-
-    // 2. current rows and parameter rows
-    let mut insert: Vec<(&RowKey, &RowState)> = Vec::new();
-    let (mut upd_tables, mut upd_keys, mut upd_data, mut upd_buckets, mut upd_lookups) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut del_tables, mut del_keys) = (Vec::new(), Vec::new());
-    let (mut pdel_tables, mut pdel_keys) = (Vec::new(), Vec::new());
-    let mut pinsert: Vec<(&RowKey, &RowState)> = Vec::new();
-    for (key, e) in &chunk.overlay {
-        if e.dirty {
-            match (&e.state, e.in_db) {
-                (Some(s), false) => insert.push((key, s)),
-                (Some(s), true) => {
-                    upd_tables.push(key.0.as_str());
-                    upd_keys.push(key.1.as_slice());
-                    upd_data.push(s.row.as_slice());
-                    upd_buckets.push(encode_buckets(&s.buckets));
-                    upd_lookups.push(encode_parameters(&s.parameters));
-                }
-                (None, true) => {
-                    del_tables.push(key.0.as_str());
-                    del_keys.push(key.1.as_slice());
-                }
-                (None, false) => {}
-            }
-        }
-        if e.params_dirty {
-            if e.in_db {
-                pdel_tables.push(key.0.as_str());
-                pdel_keys.push(key.1.as_slice());
-            }
-            if let Some(s) = &e.state
-                && !s.parameters.is_empty()
-            {
-                pinsert.push((key, s));
-            }
-        }
-    }
-    if !del_keys.is_empty() {
-        let stmt = client
-            .prepare_cached(
-                "DELETE FROM riptide.current_data c \
-                     USING unnest($2::text[], $3::bytea[]) AS k(source_table, source_key) \
-                     WHERE c.deployment_id = $1 AND c.source_table = k.source_table \
-                       AND c.source_key = k.source_key",
-            )
-            .await?;
-        client
-            .execute(&stmt, &[&id, &del_tables, &del_keys])
-            .await?;
-    }
-    if !upd_keys.is_empty() {
-        let stmt = client
-            .prepare_cached(
-                "UPDATE riptide.current_data c \
-                     SET data = u.data, buckets = u.buckets, lookups = u.lookups \
-                     FROM unnest($2::text[], $3::bytea[], $4::bytea[], $5::bytea[], $6::bytea[]) \
-                          AS u(source_table, source_key, data, buckets, lookups) \
-                     WHERE c.deployment_id = $1 AND c.source_table = u.source_table \
-                       AND c.source_key = u.source_key",
-            )
-            .await?;
-        client
-            .execute(
-                &stmt,
-                &[
-                    &id,
-                    &upd_tables,
-                    &upd_keys,
-                    &upd_data,
-                    &upd_buckets,
-                    &upd_lookups,
-                ],
-            )
-            .await?;
-    }
-    if !insert.is_empty() {
-        let stmt = client
-            .prepare_cached(
-                "COPY riptide.current_data (deployment_id, source_table, source_key, data, \
-                     buckets, lookups) FROM STDIN (FORMAT binary)",
-            )
-            .await?;
-        let sink = client.copy_in(&stmt).await?;
-        let types = [
-            Type::INT8,
-            Type::TEXT,
-            Type::BYTEA,
-            Type::BYTEA,
-            Type::BYTEA,
-            Type::BYTEA,
-        ];
-        let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
-        for ((table, key), s) in &insert {
-            let buckets = encode_buckets(&s.buckets);
-            let lookups = encode_parameters(&s.parameters);
-            writer
-                .as_mut()
-                .write(&[&id, table, key, &s.row, &buckets, &lookups])
-                .await?;
-        }
-        writer.finish().await?;
-    }
-    if !pdel_keys.is_empty() {
-        let stmt = client
-            .prepare_cached(
-                "DELETE FROM riptide.parameter_lookups p \
-                     USING unnest($2::text[], $3::bytea[]) AS k(source_table, source_key) \
-                     WHERE p.deployment_id = $1 AND p.source_table = k.source_table \
-                       AND p.source_key = k.source_key",
-            )
-            .await?;
-        client
-            .execute(&stmt, &[&id, &pdel_tables, &pdel_keys])
-            .await?;
-    }
-    if !pinsert.is_empty() {
-        let stmt = client
-            .prepare_cached(
-                "COPY riptide.parameter_lookups (deployment_id, lookup, source_table, \
-                     source_key, result) FROM STDIN (FORMAT binary)",
-            )
-            .await?;
-        let sink = client.copy_in(&stmt).await?;
-        let types = [
-            Type::INT8,
-            Type::BYTEA,
-            Type::TEXT,
-            Type::BYTEA,
-            Type::BYTEA,
-        ];
-        let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
-        for ((table, key), s) in &pinsert {
-            for p in &s.parameters {
-                writer
-                    .as_mut()
-                    .write(&[&id, &p.lookup, table, key, &p.result])
-                    .await?;
-            }
-        }
-        writer.finish().await?;
-    }
-
-    // 3. running bucket totals
-    if !chunk.deltas.is_empty() {
-        let mut names = Vec::with_capacity(chunk.deltas.len());
-        let mut sums = Vec::with_capacity(chunk.deltas.len());
-        let mut counts = Vec::with_capacity(chunk.deltas.len());
-        let mut lasts = Vec::with_capacity(chunk.deltas.len());
-        let mut superseded = Vec::with_capacity(chunk.deltas.len());
-        for (bucket, (sum, count, last, supersedes)) in &chunk.deltas {
-            names.push(bucket.as_str());
-            sums.push(i64::from(sum.value()));
-            counts.push(*count);
-            lasts.push(*last);
-            superseded.push(*supersedes);
-        }
-        let stmt = client
-            .prepare_cached(
-                "INSERT INTO riptide.bucket_state \
-                         (deployment_id, bucket, checksum, op_count, last_op_id, superseded) \
-                     SELECT $1, u.bucket, u.checksum, u.op_count, u.last_op_id, u.superseded \
-                     FROM unnest($2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[]) \
-                          AS u(bucket, checksum, op_count, last_op_id, superseded) \
-                     ON CONFLICT (deployment_id, bucket) DO UPDATE SET \
-                         checksum = (riptide.bucket_state.checksum + excluded.checksum) \
-                                    % 4294967296, \
-                         op_count = riptide.bucket_state.op_count + excluded.op_count, \
-                         last_op_id = excluded.last_op_id, \
-                         superseded = riptide.bucket_state.superseded + excluded.superseded",
-            )
-            .await?;
-        client
-            .execute(&stmt, &[&id, &names, &sums, &counts, &lasts, &superseded])
-            .await?;
-    }
-    Ok(())
 }
 
 #[async_trait::async_trait]

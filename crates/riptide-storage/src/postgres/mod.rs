@@ -212,6 +212,20 @@ impl BucketStorage for PgStorage {
         buckets: &[(String, OpId)],
         limit: usize,
     ) -> Result<Vec<BucketChunk>> {
+        let limit = crate::PageLimit {
+            ops: limit,
+            bytes: usize::MAX,
+        };
+        reads::bucket_data(&self.pool, id, checkpoint, buckets, limit).await
+    }
+
+    async fn bucket_data_page(
+        &self,
+        id: DeploymentId,
+        checkpoint: OpId,
+        buckets: &[(String, OpId)],
+        limit: crate::PageLimit,
+    ) -> Result<Vec<BucketChunk>> {
         reads::bucket_data(&self.pool, id, checkpoint, buckets, limit).await
     }
 
@@ -259,6 +273,15 @@ impl BucketStorage for PgStorage {
         lsn: Lsn,
     ) -> Result<OpId> {
         write_checkpoints::request(&self.pool, user_id, client_id, requested, lsn).await
+    }
+
+    async fn prune_write_checkpoints(
+        &self,
+        user_id: &str,
+        keep: usize,
+        max_age: std::time::Duration,
+    ) -> Result<u64> {
+        write_checkpoints::prune(&self.pool, user_id, keep, max_age).await
     }
 
     async fn write_checkpoint(

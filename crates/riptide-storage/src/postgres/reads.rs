@@ -6,8 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use deadpool_postgres::Pool;
 use riptide_protocol::{Checksum, OpId, OpType, OplogEntry};
 
+use futures::TryStreamExt;
+
 use super::checksum_from_db;
-use crate::{BucketChunk, BucketState, DeploymentId, Result, StorageError};
+use crate::{BucketChunk, BucketState, DeploymentId, PageLimit, Result, StorageError, op_bytes};
 
 pub(super) async fn current_rows(
     pool: &Pool,
@@ -133,15 +135,17 @@ pub(crate) fn op_type_str(op: OpType) -> &'static str {
 
 /// One query for all buckets: the requested (bucket, after) pairs, sorted by bucket name
 /// here, are unnested with their position and joined laterally to at most `limit + 1` ops each;
-/// the outer `LIMIT limit + 1` tells whether the last bucket has more.
+/// the outer `LIMIT limit + 1` tells whether the last bucket has more. Rows are read as they
+/// stream in and the page ends at its byte budget, so a page of large rows never holds more
+/// than the budget plus one row.
 pub(super) async fn bucket_data(
     pool: &Pool,
     id: DeploymentId,
     checkpoint: OpId,
     buckets: &[(String, OpId)],
-    limit: usize,
+    limit: PageLimit,
 ) -> Result<Vec<BucketChunk>> {
-    if limit == 0 || buckets.is_empty() {
+    if limit.ops == 0 || buckets.is_empty() {
         return Ok(Vec::new());
     }
     // Sorted by name, first `after` wins for a bucket named twice (as MemoryStorage does).
@@ -151,7 +155,7 @@ pub(super) async fn bucket_data(
     }
     let names: Vec<&str> = wanted.keys().copied().collect();
     let afters: Vec<i64> = wanted.values().copied().collect();
-    let fetch = i64::try_from(limit)
+    let fetch = i64::try_from(limit.ops)
         .unwrap_or(i64::MAX - 1)
         .saturating_add(1);
 
@@ -172,17 +176,21 @@ pub(super) async fn bucket_data(
              LIMIT $5",
         )
         .await?;
-    let rows = client
-        .query(&stmt, &[&id, &names, &afters, &checkpoint.0, &fetch])
-        .await?;
-    // The row after the page, if any: the last bucket has more only if it is the same bucket.
-    let next_bucket: Option<String> = match rows.get(limit) {
-        Some(row) => Some(row.try_get(0)?),
-        None => None,
-    };
+    let params: [&(dyn postgres_types::ToSql + Sync); 5] =
+        [&id, &names, &afters, &checkpoint.0, &fetch];
+    let rows = client.query_raw(&stmt, params).await?;
+    futures::pin_mut!(rows);
     let mut out: Vec<BucketChunk> = Vec::new();
-    for row in rows.iter().take(limit) {
+    let mut taken = 0usize;
+    let mut bytes = 0usize;
+    // The row after the page, if any: the last bucket has more only if it is the same bucket.
+    let mut next_bucket: Option<String> = None;
+    while let Some(row) = rows.try_next().await? {
         let bucket: String = row.try_get(0)?;
+        if taken >= limit.ops || bytes >= limit.bytes {
+            next_bucket = Some(bucket);
+            break;
+        }
         let op: String = row.try_get(2)?;
         let entry = OplogEntry {
             op_id: OpId(row.try_get(1)?),
@@ -193,6 +201,8 @@ pub(super) async fn bucket_data(
             checksum: checksum_from_db(row.try_get(6)?)?,
             data: row.try_get(7)?,
         };
+        taken += 1;
+        bytes = bytes.saturating_add(op_bytes(&entry));
         match out.last_mut() {
             Some(chunk) if chunk.bucket == bucket => chunk.ops.push(entry),
             _ => out.push(BucketChunk {

@@ -97,6 +97,41 @@ pub(super) async fn request(
     Ok(OpId(stored))
 }
 
+/// Deletes `user_id`'s counters beyond the `keep` most recently updated and those not updated
+/// for `max_age`, with their history. Returns how many counters went.
+pub(super) async fn prune(
+    pool: &Pool,
+    user_id: &str,
+    keep: usize,
+    max_age: std::time::Duration,
+) -> Result<u64> {
+    let client = pool.get().await?;
+    let stmt = client
+        .prepare_cached(
+            "WITH keep AS ( \
+                 SELECT client_id FROM riptide.write_checkpoint_counters \
+                 WHERE user_id = $1 AND updated_at >= now() - make_interval(secs => $3) \
+                 ORDER BY updated_at DESC LIMIT $2 \
+             ), gone AS ( \
+                 DELETE FROM riptide.write_checkpoint_counters c \
+                 WHERE c.user_id = $1 AND c.client_id NOT IN (SELECT client_id FROM keep) \
+                 RETURNING c.client_id \
+             ), gone_history AS ( \
+                 DELETE FROM riptide.write_checkpoints w \
+                 WHERE w.user_id = $1 AND w.client_id IN (SELECT client_id FROM gone) \
+             ) \
+             SELECT count(*) FROM gone",
+        )
+        .await?;
+    let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+    let max_age = max_age.as_secs_f64().min(1e12);
+    let n: i64 = client
+        .query_one(&stmt, &[&user_id, &keep, &max_age])
+        .await?
+        .try_get(0)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 pub(super) async fn select(
     pool: &Pool,
     user_id: &str,

@@ -3,6 +3,8 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod compaction;
+// For `storage_suite!`; binaries that only borrow the helpers (tests/limits.rs) do not use it.
+#[allow(unused_imports)]
 pub use compaction::*;
 
 use std::collections::{BTreeMap, HashMap};

@@ -79,6 +79,7 @@ pub fn config_from(env: &HashMap<String, String>) -> Config {
 }
 
 pub struct TestApp {
+    pub state: AppState,
     pub db: TestDatabase,
     pub _root: tempfile::TempDir,
     pub keys: Keys,
@@ -89,10 +90,16 @@ pub struct TestApp {
 impl TestApp {
     /// Migrations + state + router, without deploying rules (no sync service needed).
     pub async fn start() -> TestApp {
+        TestApp::start_with(|_| {}).await
+    }
+
+    /// [`TestApp::start`] with the config changed by `adjust` (limits, trusted proxies).
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         let db = TestDatabase::create().await;
         let root = app_root();
         let keys = Keys::generate();
-        let config = config_from(&env(&db.url(), &keys, "http://127.0.0.1:9", root.path()));
+        let mut config = config_from(&env(&db.url(), &keys, "http://127.0.0.1:9", root.path()));
+        adjust(&mut config);
         app_server::migrations::run_from_url(
             &config.database_url,
             &config.app_root.join("migrations"),
@@ -100,8 +107,9 @@ impl TestApp {
         .await
         .expect("migrations run");
         let state = AppState::connect(config.clone()).await.expect("app state");
-        let base = serve(state).await;
+        let base = serve(state.clone()).await;
         TestApp {
+            state,
             db,
             _root: root,
             keys,
@@ -116,6 +124,16 @@ impl TestApp {
             base: self.base.clone(),
             cookie: None,
             id: String::new(),
+            forwarded_for: None,
+        }
+    }
+
+    /// A browser whose requests carry `X-Forwarded-For: ip` (believed only from a trusted
+    /// proxy).
+    pub fn user_at(&self, ip: &str) -> Client {
+        Client {
+            forwarded_for: Some(ip.to_owned()),
+            ..self.user()
         }
     }
 
@@ -164,6 +182,8 @@ pub struct Client {
     pub base: String,
     pub cookie: Option<String>,
     pub id: String,
+    /// Sent as `X-Forwarded-For`.
+    pub forwarded_for: Option<String>,
 }
 
 impl Client {
@@ -181,6 +201,9 @@ impl Client {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(c) = &self.cookie {
             req = req.header(reqwest::header::COOKIE, c);
+        }
+        if let Some(ip) = &self.forwarded_for {
+            req = req.header("x-forwarded-for", ip);
         }
         req
     }

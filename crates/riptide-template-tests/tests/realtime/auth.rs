@@ -1,4 +1,4 @@
-//! Accounts, sessions, CSRF checks and the sign-in rate limit.
+//! Accounts, sessions, CSRF checks and the sign-in rate limit (more limits in `limits.rs`).
 
 use serde_json::json;
 
@@ -263,12 +263,17 @@ async fn password_spraying_from_one_address_is_rate_limited() {
         (s, body["error"]["code"].as_str()),
         (429, Some("rate_limited"))
     );
-    // Behind a proxy the address says nothing about the client: only usernames count.
+    // Without TRUSTED_PROXIES, X-Forwarded-For is the client's own word: it changes nothing
+    // (limits.rs has the trusted-proxy cases).
     let mut c = app.user();
     let req = c
         .request(reqwest::Method::POST, "/api/auth/login")
         .header("x-forwarded-for", "203.0.113.7")
         .json(&json!({"username": "alice", "password": "correct horse"}));
     let (s, body, _) = c.send(req).await;
-    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (429, Some("rate_limited")),
+        "{body}"
+    );
 }

@@ -6,6 +6,7 @@
 mod app;
 mod auth;
 mod config;
+mod limits;
 mod migrations;
 mod rules;
 mod static_files;

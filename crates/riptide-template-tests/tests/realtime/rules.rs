@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use app_server::rules_deploy::{self, DeployError, Deployed, Target};
-use riptide_cli::config::{AuthConfig, ServeConfig};
-use riptide_cli::serve;
+use riptide_server::config::{AuthConfig, ServeConfig};
+use riptide_server::serve;
 use riptide_testkit::{SyncClient, TestDatabase, wait_for};
 use serde_json::{Value, json};
 
@@ -25,15 +25,15 @@ struct Service {
 async fn start_service(source: &TestDatabase, keys: &Keys) -> Service {
     let storage = source.sibling("storage").await;
     let config = ServeConfig {
-        storage_uri: Some(storage.url()),
+        storage: Some(storage.config().into()),
         port: 0,
         api_tokens: vec![ADMIN.into()],
         ..ServeConfig::new(
-            source.url(),
+            source.config(),
             AuthConfig {
-                jwks: vec![keys.public_jwk.clone()],
-                jwks_uris: vec![],
-                audiences: vec!["riptide".into()],
+                jwks: Some(json!({ "keys": [keys.public_jwk.clone()] })),
+                audience: vec!["riptide".into()],
+                ..AuthConfig::default()
             },
         )
     };
@@ -246,6 +246,7 @@ async fn full_start_up_then_the_apps_token_syncs_the_apps_rows() {
         base,
         cookie: None,
         id: String::new(),
+        forwarded_for: None,
     };
     let (s, body) = alice
         .post(

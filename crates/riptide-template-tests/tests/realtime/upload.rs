@@ -168,19 +168,8 @@ async fn a_batch_is_applied_all_or_nothing() {
         "list_members_list_id_user_id_key"
     );
 
-    // Third entry violates a foreign key (a member who is no user: the server refuses it; a
-    // todo created_by a missing user: Postgres refuses it).
-    let (s, body) = alice
-        .upload(with_third(entry(
-            "PUT",
-            "todos",
-            &new_id(),
-            json!({"list_id": list, "description": "c", "created_by": new_id()}),
-            3,
-        )))
-        .await;
-    assert_eq!((s, code(&body)), (422, "foreign_key_violation"), "{body}");
-    assert_eq!(body["error"]["constraint"], "todos_created_by_fkey");
+    // A todo created_by a missing user no longer reaches Postgres's foreign key: the server
+    // sets created_by itself (see `authorship_columns_are_set_by_the_server`).
 
     assert_eq!(app.count("SELECT count(*) FROM lists").await, 0);
     assert_eq!(app.count("SELECT count(*) FROM todos").await, 0);
@@ -782,4 +771,112 @@ async fn a_column_added_while_running_is_writable_without_a_restart() {
         .await
         .get(0);
     assert_eq!(priority, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorship_columns_are_set_by_the_server() {
+    let app = TestApp::start().await;
+    let mut alice = app.signed_up("alice").await;
+    let mut bob = app.signed_up("bob").await;
+    let (list, _) = list_with_todo(&mut alice, "shared").await;
+    share(&mut alice, &list, &bob).await;
+    let authors = |todo: &str| {
+        format!("SELECT created_by::text, completed_by::text FROM todos WHERE id = '{todo}'")
+    };
+
+    // Bob creates a todo claiming alice made and completed it.
+    let todo = new_id();
+    let (s, body) = bob
+        .upload(json!([entry(
+            "PUT",
+            "todos",
+            &todo,
+            json!({"list_id": list, "description": "forged", "completed": 1,
+                   "created_by": alice.id, "completed_by": alice.id}),
+            1
+        )]))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let row = app.query_one(&authors(&todo)).await;
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some(bob.id.as_str())
+    );
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some(bob.id.as_str())
+    );
+
+    // A missing user's id is replaced too (it never reaches the foreign key).
+    let other = new_id();
+    let (s, body) = bob
+        .upload(json!([entry(
+            "PUT",
+            "todos",
+            &other,
+            json!({"list_id": list, "description": "x", "created_by": new_id()}),
+            2
+        )]))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let row = app.query_one(&authors(&other)).await;
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some(bob.id.as_str())
+    );
+    assert_eq!(row.get::<_, Option<String>>(1), None, "not completed");
+
+    // Alice cannot rewrite who created it; completing it makes her the completer, and
+    // reopening it clears the completer, whatever the client says.
+    let (s, body) = alice
+        .upload(json!([
+            entry("PATCH", "todos", &todo, json!({"created_by": alice.id}), 10),
+            entry(
+                "PATCH",
+                "todos",
+                &other,
+                json!({"completed": true, "completed_by": bob.id}),
+                11
+            ),
+        ]))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let row = app.query_one(&authors(&todo)).await;
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some(bob.id.as_str())
+    );
+    let row = app.query_one(&authors(&other)).await;
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some(alice.id.as_str())
+    );
+    let (s, body) = bob
+        .upload(json!([entry(
+            "PATCH",
+            "todos",
+            &other,
+            json!({"completed": 0, "completed_by": alice.id}),
+            12
+        )]))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let row = app.query_one(&authors(&other)).await;
+    assert_eq!(row.get::<_, Option<String>>(1), None);
+    // A PUT over an existing todo keeps its creator.
+    let (s, body) = alice
+        .upload(json!([entry(
+            "PUT",
+            "todos",
+            &todo,
+            json!({"list_id": list, "description": "replaced", "created_by": alice.id}),
+            13
+        )]))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let row = app.query_one(&authors(&todo)).await;
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some(bob.id.as_str())
+    );
 }

@@ -7,6 +7,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::client_ip::TrustedProxies;
+use crate::limits::Limits;
 use crate::token::{SigningKey, SigningKeyError};
 
 /// The default `aud` of issued tokens.
@@ -36,6 +38,11 @@ pub struct Config {
     pub app_root: PathBuf,
     /// How long start-up keeps retrying a sync service that is not up yet.
     pub rules_deploy_timeout: Duration,
+    /// `TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For` names the client (default: none,
+    /// the header is ignored).
+    pub trusted_proxies: TrustedProxies,
+    /// The limits on what clients send ([`Limits::default`]; not read from the environment).
+    pub limits: Limits,
 }
 
 impl fmt::Debug for Config {
@@ -49,6 +56,8 @@ impl fmt::Debug for Config {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("app_root", &self.app_root)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -196,6 +205,16 @@ impl Config {
             },
         };
         let host = optional("HOST").unwrap_or_else(|| "127.0.0.1".into());
+        let trusted_proxies = match optional("TRUSTED_PROXIES") {
+            None => TrustedProxies::default(),
+            Some(text) => TrustedProxies::parse(&text).unwrap_or_else(|err| {
+                problems.push(VarProblem {
+                    name: "TRUSTED_PROXIES",
+                    problem: format!("is not a comma-separated list of proxy addresses: {err}"),
+                });
+                TrustedProxies::default()
+            }),
+        };
         let app_root = app_root(optional("APP_ROOT"))?;
 
         match (database_url, signing_key, powersync_url, api_token, port) {
@@ -215,6 +234,8 @@ impl Config {
                 port,
                 app_root,
                 rules_deploy_timeout: Duration::from_secs(60),
+                trusted_proxies,
+                limits: Limits::default(),
             }),
             _ => Err(ConfigError::Invalid(problems)),
         }

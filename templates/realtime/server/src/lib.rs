@@ -3,7 +3,8 @@
 //! It is the app's own backend, next to the sync service:
 //!
 //! - accounts and sessions (`auth`): sign up, sign in, sign out, argon2 password hashes, an
-//!   HttpOnly session cookie, CSRF checks and a login rate limit;
+//!   HttpOnly session cookie, CSRF checks, and sign-in and sign-up rate limits per client
+//!   address (within the bounds of [`limits`]);
 //! - PowerSync tokens (`token`): a short-lived EdDSA JWT for the signed-in user, which the sync
 //!   service verifies with the matching public key;
 //! - uploads (`upload`): the client's queued writes (`POST /api/sync`), checked against the
@@ -19,6 +20,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod merge_policy;
 pub mod migrations;
 pub mod rules_deploy;
@@ -27,6 +29,7 @@ pub mod static_files;
 pub mod token;
 pub mod upload;
 
+mod request_body;
 mod routes;
 
 use std::net::SocketAddr;
@@ -42,6 +45,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("cannot connect to the database (DIRECT_DATABASE_URL)")]
     Connect(#[source] tokio_postgres::Error),
+    #[error("cannot start the password hashing threads")]
+    Threads(#[source] std::io::Error),
     #[error("cannot create the database pool")]
     Pool(#[source] deadpool_postgres::BuildError),
     #[error(transparent)]

@@ -4,7 +4,6 @@ use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::header;
 use axum::middleware;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -12,8 +11,8 @@ use serde_json::{Value, json};
 use crate::auth::{CurrentUser, accounts, csrf};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::upload::{self, MAX_BODY_BYTES};
-use crate::{static_files, token};
+use crate::upload;
+use crate::{request_body, static_files, token};
 
 /// The app's router: the API, and the UI from `web/dist` when it is built.
 pub fn router(state: AppState) -> Router {
@@ -29,7 +28,11 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn(csrf::check))
-        .layer(axum::extract::DefaultBodyLimit::disable())
+        // What any extractor may read; the routes that take a body read it with their own
+        // limit (`Limits`).
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config().limits.other_body_bytes,
+        ))
         .with_state(state);
     let router = Router::new()
         .nest("/api", api)
@@ -58,20 +61,9 @@ async fn sync(
     CurrentUser(user): CurrentUser,
     request: Request<Body>,
 ) -> Result<Json<upload::Outcome>, ApiError> {
-    let too_large = ApiError::PayloadTooLarge {
-        limit: MAX_BODY_BYTES,
-    };
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
-        return Err(too_large);
-    }
-    let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
-        .await
-        .map_err(|_| too_large)?;
+    let (parts, body) = request.into_parts();
+    let limit = state.config().limits.upload_body_bytes;
+    let body = request_body::read(&parts.headers, body, limit).await?;
     let mut result = upload::apply_batch(state.pool(), &state.catalog(), user.id, &body).await;
     if matches!(
         result,

@@ -7,7 +7,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
 use crate::StartError;
 use crate::auth::password;
-use crate::auth::rate_limit::LoginLimiter;
+use crate::auth::password::Hasher;
+use crate::auth::rate_limit::AuthLimiter;
 use crate::config::Config;
 use crate::upload::catalog::{Catalog, CatalogError};
 
@@ -27,7 +28,8 @@ struct Inner {
     /// tables or columns: see [`AppState::reload_catalog`].
     catalog: RwLock<Arc<Catalog>>,
     catalog_loaded: Mutex<Instant>,
-    limiter: LoginLimiter,
+    limiter: AuthLimiter,
+    hasher: Hasher,
     dummy_hash: String,
 }
 
@@ -57,13 +59,16 @@ impl AppState {
         }
         drop(client);
         let dummy_hash = password::dummy_hash();
+        let limiter = AuthLimiter::new(&config.limits);
+        let hasher = Hasher::new(&config.limits).map_err(StartError::Threads)?;
         Ok(AppState {
             inner: Arc::new(Inner {
                 config,
                 pool,
                 catalog: RwLock::new(Arc::new(catalog)),
                 catalog_loaded: Mutex::new(Instant::now()),
-                limiter: LoginLimiter::default(),
+                limiter,
+                hasher,
                 dummy_hash,
             }),
         })
@@ -111,8 +116,14 @@ impl AppState {
         Ok(Some(fresh))
     }
 
-    pub fn limiter(&self) -> &LoginLimiter {
+    /// The sign-in and sign-up rate limits.
+    pub fn limiter(&self) -> &AuthLimiter {
         &self.inner.limiter
+    }
+
+    /// Password hashing, a bounded number at once.
+    pub fn hasher(&self) -> &Hasher {
+        &self.inner.hasher
     }
 
     /// A hash to verify against when the username does not exist, so that a wrong username

@@ -1,8 +1,9 @@
-//! Accounts and sessions: argon2 password hashes, an HttpOnly SameSite=Lax session cookie whose
-//! token is stored only as a SHA-256 hash, CSRF checks on state-changing requests and a rate
-//! limit on failed sign-ins.
+//! Accounts and sessions: argon2 password hashes (a bounded number at once), an HttpOnly
+//! SameSite=Lax session cookie whose token is stored only as a SHA-256 hash, CSRF checks on
+//! state-changing requests, and rate limits on sign-ins and sign-ups per client address.
 
 pub mod accounts;
+pub mod client_ip;
 pub mod cookies;
 pub mod csrf;
 pub mod password;

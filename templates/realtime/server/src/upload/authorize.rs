@@ -2,7 +2,10 @@
 //!
 //! - `lists`: only the owner writes; a `PUT` must set `owner_id` to the uploader, and a list
 //!   cannot be given away.
-//! - `todos`: the owner of the todo's list or a member of it.
+//! - `todos`: the owner of the todo's list or a member of it. The authorship columns are the
+//!   server's: `created_by` is the uploader on a new todo and never changes after;
+//!   `completed_by` is the uploader when a write sets `completed` to true, NULL when it sets it
+//!   to false, and unchanged otherwise — whatever the client sent for them.
 //! - `list_members`: the list owner adds, changes and removes members; a member may delete their
 //!   own row (leave the list). `username` is filled in by the server from `users`.
 //!
@@ -149,7 +152,25 @@ async fn todos(tx: &Transaction<'_>, user: Uuid, write: &mut Write<'_>) -> Resul
     } else if write.op == Op::Put && existing.is_none() {
         return Err(forbidden(write, "a new todo must name its list_id"));
     }
+    set_authorship(write, user, existing.is_none());
     Ok(())
+}
+
+/// `todos.created_by` and `completed_by` from the uploader, not from the client.
+fn set_authorship(write: &mut Write<'_>, user: Uuid, new_row: bool) {
+    write.unset("created_by");
+    if new_row {
+        write.set("created_by", Some(user.to_string()));
+    }
+    let completed_by = match write.value("completed") {
+        None => None,
+        Some(Some("true")) => Some(Some(user.to_string())),
+        Some(_) => Some(None),
+    };
+    write.unset("completed_by");
+    if let Some(value) = completed_by {
+        write.set("completed_by", value);
+    }
 }
 
 async fn list_members(

@@ -31,8 +31,8 @@ use crate::merge_policy;
 use catalog::Catalog;
 use entry::CrudEntry;
 
-/// The largest accepted request body.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The largest accepted request body (the default of `Limits::upload_body_bytes`).
+pub const MAX_BODY_BYTES: usize = crate::limits::UPLOAD_BODY_BYTES;
 
 /// Why a batch was not applied (nothing of it was).
 #[derive(Debug, thiserror::Error)]

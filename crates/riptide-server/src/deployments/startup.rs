@@ -1,0 +1,142 @@
+//! Start-up: the stored deployments meet the config's rules. The active deployment keeps
+//! serving; a processing one resumes unless the config's rules replaced it; config rules that
+//! differ from what serves become a new deployment.
+
+use std::sync::{Arc, Mutex as StdMutex};
+
+use riptide_replication::ReplicationStatus;
+use riptide_rules::SyncRules;
+use riptide_service::ActiveRules;
+use riptide_storage::{BucketStorage, CheckpointEvent, Deployment};
+use tokio::sync::{Mutex, MutexGuard, broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{DeploymentError, DeploymentOptions, Deployments, Slots, deployment_rules};
+
+impl Deployments {
+    /// Picks up the stored deployments and the config's rules and starts replicating:
+    /// the active deployment keeps serving; rules that differ from it replicate as the next
+    /// deployment. Returns the receiver the service reads its rules from.
+    pub async fn start(
+        storage: Arc<dyn BucketStorage>,
+        options: DeploymentOptions,
+        events: broadcast::Sender<CheckpointEvent>,
+        cancel: CancellationToken,
+    ) -> Result<(Arc<Deployments>, watch::Receiver<Option<ActiveRules>>), DeploymentError> {
+        let (rules_tx, rules_rx) = watch::channel::<Option<ActiveRules>>(None);
+        let this = Arc::new(Deployments {
+            storage: storage.clone(),
+            options,
+            events,
+            rules_tx,
+            cancel,
+            slots: Mutex::new(Slots::default()),
+            status: StdMutex::new(Arc::new(ReplicationStatus::default())),
+        });
+        let active = storage.active_deployment().await?;
+        let processing = storage.processing_deployment().await?;
+        let mut slots = this.slots.lock().await;
+        if let Some(active) = active {
+            this.serve_stored(&mut slots, active).await;
+        }
+        if let Some(next) = this.next_at_start(&slots, processing).await? {
+            this.run_next(&mut slots, next).await;
+        }
+        if slots.serving.is_none() && slots.next.is_none() {
+            tracing::info!(
+                "no sync rules deployed yet: deploy them with POST /api/sync-rules/v1/deploy"
+            );
+        }
+        drop(slots);
+        Ok((this, rules_rx))
+    }
+
+    /// Serves the stored active deployment, or retires it if its rules no longer parse.
+    async fn serve_stored(self: &Arc<Self>, slots: &mut MutexGuard<'_, Slots>, active: Deployment) {
+        match deployment_rules(&active) {
+            Ok(rules) => {
+                self.rules_tx.send_replace(Some(ActiveRules {
+                    deployment: active.id,
+                    rules: rules.clone(),
+                }));
+                let running = self.run(active, rules);
+                self.set_status(&running);
+                slots.serving = Some(running);
+            }
+            Err(e) => {
+                tracing::warn!(deployment = active.id, error = %e, "the active deployment's rules no longer parse; replacing it");
+                self.retire(&active).await;
+            }
+        }
+    }
+
+    /// The deployment to replicate next: the processing one if the config's rules are still
+    /// the same (or the config has none), a new one for changed config rules, none when the
+    /// serving deployment already has them.
+    async fn next_at_start(
+        &self,
+        slots: &Slots,
+        processing: Option<Deployment>,
+    ) -> Result<Option<Deployment>, DeploymentError> {
+        let serving_content = slots
+            .serving
+            .as_ref()
+            .map(|r| r.deployment.content.as_str());
+        let Some(wanted) = self.options.config_rules.as_deref() else {
+            return Ok(processing);
+        };
+        let mut next = processing;
+        if let Some(p) = &next
+            && p.content != wanted
+        {
+            tracing::info!(
+                deployment = p.id,
+                "sync rules changed again; dropping the deployment still processing"
+            );
+            self.retire(p).await;
+            next = None;
+        }
+        if serving_content == Some(wanted) {
+            if let Some(p) = next.take() {
+                self.retire(&p).await;
+            }
+            return Ok(None);
+        }
+        if next.is_some() {
+            return Ok(next);
+        }
+        self.create_for_config(wanted).await.map(Some)
+    }
+
+    /// A new deployment for the config's rules, once the source is ready for them.
+    async fn create_for_config(&self, wanted: &str) -> Result<Deployment, DeploymentError> {
+        let rules = SyncRules::parse(wanted)?;
+        self.replicator()
+            .check_source(&rules)
+            .await
+            .map_err(DeploymentError::SourceNotReady)?;
+        let created = self
+            .storage
+            .create_deployment(wanted, &self.options.replicator.slot_prefix)
+            .await?;
+        tracing::info!(deployment = created.id, slot = %created.slot_name, "new sync rules deployment; the current one serves until it is ready");
+        Ok(created)
+    }
+
+    /// Replicates `next` in the background, or drops it if its rules no longer parse.
+    async fn run_next(self: &Arc<Self>, slots: &mut MutexGuard<'_, Slots>, next: Deployment) {
+        match deployment_rules(&next) {
+            Ok(rules) => {
+                let running = self.run(next, rules);
+                if slots.serving.is_none() {
+                    self.set_status(&running);
+                }
+                slots.next = Some(running);
+            }
+            Err(e) => {
+                tracing::warn!(deployment = next.id, error = %e, "a processing deployment's rules no longer parse; dropping it");
+                self.retire(&next).await;
+            }
+        }
+    }
+}

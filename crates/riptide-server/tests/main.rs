@@ -1,0 +1,9 @@
+//! Integration tests of the sync service, started in process through `serve::start` against a
+//! real Postgres (the test kit's cluster): one test binary (modules below), so the service is
+//! linked once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod oracle;
+mod redeploy;
+mod serve;
