@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod compact;
 mod oracle;
 mod redeploy;
 mod serve;
