@@ -1,6 +1,5 @@
 //! The platform functions against a real Postgres (`riptide-testkit`'s server for the
 //! `--server-url` provider, a private cluster for the local one), each in a temporary
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! `RIPTIDE_HOME`: results, idempotency, bad input, and that a failure leaves nothing behind.
 
 use std::os::unix::fs::PermissionsExt;

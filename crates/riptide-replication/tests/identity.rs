@@ -1,13 +1,10 @@
 //! Replica identity (DEFAULT, USING INDEX, FULL, NOTHING), unchanged TOAST columns re-read from
 //! the table, and primary-key changes, against a real Postgres.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use riptide_protocol::{OpId, OpType};
 use riptide_rules::{Row, SqliteValue};
 use riptide_storage::{BatchOperation, BucketStorage, RowChange};

@@ -1,13 +1,10 @@
 //! End-to-end replication against a real Postgres (riptide-testkit).
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use riptide_protocol::Lsn;
 use riptide_replication::pgoutput::{self, LogicalMessage, TupleValue};
 use riptide_replication::{ReplicationError, Replicator, SourceError};

@@ -1,12 +1,9 @@
 //! Live column changes while streaming (no restart): pgoutput re-describes the relation
 //! before the first change after the DDL and rows follow the new columns and types.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use riptide_rules::{Row, SqliteValue};
 use riptide_storage::{BatchOperation, RowChange};
 use riptide_testkit::wait_for;

@@ -1,15 +1,12 @@
 //! Live table-set changes while streaming (no restart): new, renamed, dropped and
 //! unpublished tables (`src/tables.rs`). Each test checks the bucket's final rows and that no
 //! row change was applied twice (a replayed change shows as two identical PUTs in a row).
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use riptide_protocol::{OpId, OpType};
 use riptide_storage::{BucketStorage, PgStorage};
 use riptide_testkit::TestDatabase;
@@ -508,7 +505,7 @@ async fn dropped_table_after_a_burst_stays_empty() {
     running.stop().await;
 }
 
-/// Like `common::start` with memory storage, comparing the catalog after every transaction.
+/// Like `crate::common::start` with memory storage, comparing the catalog after every transaction.
 async fn start_checking_always(db: &TestDatabase, rules: &str) -> Running {
     let storage = memory_storage();
     let deployment = storage.create_deployment(rules, "riptide_").await.unwrap();

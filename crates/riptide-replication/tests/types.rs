@@ -2,11 +2,8 @@
 //! both the snapshot and streaming, in the legacy format (edition 1) and in the ISO-8601 /
 //! `custom_types` format (edition 2). `e2e/tests/types.test.js` checks the same values
 //! arrive in the official client's SQLite.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use riptide_rules::{Row, SqliteValue};
 use riptide_storage::{BatchOperation, RowChange};
 use riptide_testkit::TestDatabase;

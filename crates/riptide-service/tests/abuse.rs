@@ -2,10 +2,7 @@
 //! loopback port, with its header timeout, connection caps and deadlines made small). After
 //! each attack, a client that was connected before it must still receive a new write.
 
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
+use crate::support::{Harness, row};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +13,6 @@ use riptide_protocol::rsocket::{Frame, Payload, Setup, error_code};
 use riptide_service::{AuthConfig, KeyStore, Limits, ServiceOptions};
 use riptide_testkit::{SyncClient, SyncStream, TestKeys};
 use serde_json::{Value, json};
-use support::{Harness, row};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;

@@ -1,19 +1,15 @@
 //! The sync-rules admin API through the router: token checks, body forms, validation errors,
 //! the config-managed refusal, and the calls it makes to the [`RulesAdmin`] hook.
 
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
 use std::sync::{Arc, Mutex};
 
+use crate::support::Harness;
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use riptide_service::{CurrentRules, RuleProblem, RulesAdmin, RulesAdminError, router};
 use riptide_storage::{Deployment, DeploymentState};
 use serde_json::{Value, json};
-use support::Harness;
 use tower::ServiceExt;
 
 const TOKEN: &str = "admin-secret-1";

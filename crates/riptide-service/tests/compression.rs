@@ -1,18 +1,14 @@
 //! `/sync/stream` compressed per `Accept-Encoding`, decoded chunk by chunk while the stream is
 //! open: every line must be decodable as soon as it was sent.
 
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
 use std::io::Write;
 use std::time::Duration;
 
+use crate::support::{Harness, row};
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use support::{Harness, row};
 use tower::ServiceExt;
 
 /// Decompresses a response body incrementally and splits it into NDJSON or BSON lines.

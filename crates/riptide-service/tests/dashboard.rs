@@ -1,16 +1,13 @@
 //! `/metrics`, `/dashboard` and `/dashboard/data.json` over `MemoryStorage`, a fake source and
 //! fake replication progress; plus a headless-Chromium screenshot when Chromium is installed.
 
-#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
-
-mod support;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::support::{Harness as Service, Spec};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, Response, StatusCode};
@@ -23,7 +20,6 @@ use riptide_service::{
 };
 use riptide_storage::{BatchOperation, BucketRow, RowChange, RowOperation};
 use serde_json::{Value, json};
-use support::{Harness as Service, Spec};
 use tower::ServiceExt;
 
 /// Everyone gets `global[]`.
@@ -58,7 +54,7 @@ impl ReplicationProgress for FakeProgress {
     }
 }
 
-/// The service of [`support::Harness`] with [`GlobalRules`], two rows in the snapshot at 0/300,
+/// The service of [`crate::support::Harness`] with [`GlobalRules`], two rows in the snapshot at 0/300,
 /// and fake replication progress.
 struct Harness {
     service: Service,

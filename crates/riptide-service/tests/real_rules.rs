@@ -2,13 +2,10 @@
 //! into `MemoryStorage`, a user's stream gets exactly its buckets, and a membership row (a
 //! parameter-query lookup) grants another bucket live.
 
-#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
-
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{Harness, Spec};
 use riptide_protocol::Lsn;
 use riptide_rules::{Row, SqliteValue, SyncRules, TableRef};
 use riptide_storage::{
@@ -16,7 +13,6 @@ use riptide_storage::{
 };
 use riptide_testkit::SyncClient;
 use serde_json::json;
-use support::{Harness, Spec};
 
 const RULES: &str = r#"
 bucket_definitions:

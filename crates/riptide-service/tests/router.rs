@@ -1,16 +1,13 @@
 //! The router in process (`tower::ServiceExt::oneshot`) over `MemoryStorage`, hand-written
 //! rules and a fake source database.
 
-#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
-
-mod support;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::support::{Harness, Spec};
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
@@ -24,7 +21,6 @@ use riptide_storage::{
     StorageCheckpoint,
 };
 use serde_json::{Value, json};
-use support::{Harness, Spec};
 use tokio::sync::broadcast;
 use tower::ServiceExt;
 

@@ -2,18 +2,14 @@
 //! tokio-tungstenite: SETUP auth, REQUEST_STREAM, REQUEST_N credit, KEEPALIVE, CANCEL, token
 //! expiry, the connection cap and fragmented requests.
 
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::{Harness, row};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use riptide_protocol::rsocket::{Frame, Payload, Setup, error_code};
 use serde_json::{Value, json};
-use support::{Harness, row};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};

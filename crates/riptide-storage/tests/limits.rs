@@ -1,16 +1,12 @@
 //! Storage's part of the service's limits, on both storages: data pages bounded by bytes
 //! (`bucket_data_page`) and write-checkpoint counters pruned per user.
-#![allow(clippy::unwrap_used)]
-
-#[macro_use]
-mod suite;
 
 use std::time::Duration;
 
+use crate::suite::{commit, new_deployment, upsert};
 use riptide_protocol::{Lsn, OpId};
 use riptide_storage::{BucketStorage, MemoryStorage, PageLimit, PgStorage, op_bytes};
 use riptide_testkit::TestDatabase;
-use suite::{commit, new_deployment, upsert};
 
 async fn pg() -> (PgStorage, TestDatabase) {
     let db = TestDatabase::create().await;

@@ -1,8 +1,5 @@
 //! The behavioural suite against [`MemoryStorage`].
 
-#[macro_use]
-mod suite;
-
 use riptide_storage::MemoryStorage;
 
 async fn make() -> (MemoryStorage, ()) {

@@ -1,13 +1,11 @@
 //! The behavioural suite against [`PgStorage`] on a real Postgres (one fresh database per
 //! test from `riptide-testkit`), plus Postgres-only checks.
-#![allow(clippy::unwrap_used)]
-
-#[macro_use]
-mod suite;
 
 use riptide_protocol::{Lsn, OpId};
 use riptide_storage::{BucketStorage, PgStorage, SCHEMA_VERSION, StorageError};
 use riptide_testkit::TestDatabase;
+
+use crate::suite;
 
 async fn make() -> (PgStorage, TestDatabase) {
     let db = TestDatabase::create().await;

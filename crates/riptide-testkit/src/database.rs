@@ -22,11 +22,7 @@ impl TestDatabase {
             COUNTER.fetch_add(1, Ordering::Relaxed),
             rand::random::<u32>() & 0xff_ffff
         );
-        let admin = connect(&cluster.url("postgres")).await;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        create_database(&cluster, &name).await;
         TestDatabase { name, cluster }
     }
 
@@ -56,14 +52,36 @@ impl TestDatabase {
     /// Creates another fresh database on the same server, dropped together with this one.
     pub async fn sibling(&self, suffix: &str) -> TestDatabase {
         let name = format!("{}_{suffix}", self.name);
-        let admin = connect(&self.cluster.url("postgres")).await;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        create_database(&self.cluster, &name).await;
         TestDatabase {
             name,
             cluster: self.cluster.clone(),
+        }
+    }
+}
+
+/// `CREATE DATABASE`, retried while another session is copying the template at the same moment
+/// (Postgres refuses a second copy with 55006 "source database is being accessed by other
+/// users", which parallel tests hit under load).
+async fn create_database(cluster: &Cluster, name: &str) {
+    let admin = connect(&cluster.url("postgres")).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+        {
+            Ok(()) => return,
+            Err(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE)
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                let detail = e.as_db_error().map(|d| d.message().to_owned());
+                panic!("CREATE DATABASE {name}: {e} {}", detail.unwrap_or_default())
+            }
         }
     }
 }

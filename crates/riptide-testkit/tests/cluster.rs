@@ -1,5 +1,3 @@
-#![allow(clippy::unwrap_used)]
-
 use riptide_testkit::TestDatabase;
 
 #[tokio::test]

@@ -1,6 +1,5 @@
 //! Shared setup: a source database, a storage that records every committed batch, and a
 //! replicator running in the background.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

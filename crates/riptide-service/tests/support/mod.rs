@@ -2,8 +2,6 @@
 //! database, and rules of the test's choice ([`TwoBuckets`] by default: one global bucket plus
 //! one bucket per user). [`Harness::start`] is the one place that assembles it.
 
-#![allow(clippy::unwrap_used, dead_code)] // test helpers outside #[test] fns
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

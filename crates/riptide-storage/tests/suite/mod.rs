@@ -1,6 +1,5 @@
 //! The behavioural test suite every [`BucketStorage`] implementation must pass. Each function
 //! takes a fresh, migrated storage; `storage_suite!` turns them into `#[tokio::test]`s.
-#![allow(dead_code, clippy::unwrap_used)]
 
 pub mod compaction;
 // For `storage_suite!`; binaries that only borrow the helpers (tests/limits.rs) do not use it.
