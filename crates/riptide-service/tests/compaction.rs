@@ -7,15 +7,12 @@
 //! (`powersync-sqlite-core` `sync/operations.rs`) and check every bucket's checksum on each
 //! `checkpoint_complete` / `partial_checkpoint_complete`.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
-mod support;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::{FakeSource, Harness, Spec, TwoBuckets, row};
 use async_trait::async_trait;
 use riptide_protocol::{Checksum, Lsn, OpId};
 use riptide_service::{ActiveRules, AppState, AuthConfig, KeyStore, ServiceOptions};
@@ -26,7 +23,6 @@ use riptide_storage::{
 };
 use riptide_testkit::{SyncClient, SyncStream, TestDatabase, TestKeys};
 use serde_json::{Value, json};
-use support::{FakeSource, Harness, Spec, TwoBuckets, row};
 use tokio::sync::{broadcast, watch};
 
 const LINE_WAIT: Duration = Duration::from_secs(10);

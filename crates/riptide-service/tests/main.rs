@@ -10,6 +10,7 @@ mod support;
 
 mod abuse;
 mod admin;
+mod compaction;
 mod compression;
 mod dashboard;
 mod real_rules;

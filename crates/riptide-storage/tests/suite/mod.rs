@@ -2,8 +2,6 @@
 //! takes a fresh, migrated storage; `storage_suite!` turns them into `#[tokio::test]`s.
 
 pub mod compaction;
-// For `storage_suite!`; binaries that only borrow the helpers (tests/limits.rs) do not use it.
-#[allow(unused_imports)]
 pub use compaction::*;
 
 use std::collections::{BTreeMap, HashMap};
