@@ -28,7 +28,7 @@ export class E2eContext {
   }
 
   /** powersync.yaml text for this test's databases and key. */
-  async config({ rules, port, extra, audience, jwks } = {}) {
+  async config({ rules, port, extra, audience, jwks, connectionExtra } = {}) {
     const dbs = await this.databases();
     return serviceConfig({
       sourceUrl: dbs.sourceUrl,
@@ -38,13 +38,14 @@ export class E2eContext {
       rules,
       extra,
       audience,
+      connectionExtra,
     });
   }
 
   /** Starts the service with `rules` and waits for readiness (unless `waitReady: false`). */
-  async startService({ rules, readyTimeoutMs = 60_000, waitReady = true, extra } = {}) {
+  async startService({ rules, readyTimeoutMs = 60_000, waitReady = true, extra, connectionExtra } = {}) {
     const port = await freePort();
-    const configYaml = await this.config({ rules, port, extra });
+    const configYaml = await this.config({ rules, port, extra, connectionExtra });
     const n = this.services.length + 1;
     const configPath = path.join(this.dir, `powersync-${n}.yaml`);
     fs.writeFileSync(configPath, configYaml);

@@ -25,9 +25,19 @@ const indent = (text, n) =>
 
 /**
  * powersync.yaml text for one test. `extra` is appended verbatim (top-level YAML). `rules: null`
- * leaves out `sync_config`: rules are then deployed through the admin API.
+ * leaves out `sync_config`: rules are then deployed through the admin API. `connectionExtra` is
+ * appended to the source connection (e.g. `debug_api: true`).
  */
-export function serviceConfig({ sourceUrl, storageUrl, port, jwks, rules, audience = ['riptide-e2e'], extra = '' }) {
+export function serviceConfig({
+  sourceUrl,
+  storageUrl,
+  port,
+  jwks,
+  rules,
+  audience = ['riptide-e2e'],
+  extra = '',
+  connectionExtra = '',
+}) {
   const syncConfig =
     rules == null
       ? ''
@@ -40,7 +50,7 @@ ${indent(rules.trimEnd(), 4)}
     - type: postgresql
       uri: ${sourceUrl}
       sslmode: disable
-storage:
+${connectionExtra ? `      ${connectionExtra}\n` : ''}storage:
   type: postgresql
   uri: ${storageUrl}
 port: ${port}

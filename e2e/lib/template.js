@@ -254,14 +254,14 @@ export { freePort };
  * `data` line's ops (with their bucket) and the checkpoint's buckets. `parameters`: client parameters
  * to send (the template's rules use none; a client cannot widen what it gets with them).
  */
-export async function readSyncStream(serviceUrl, token, { timeoutMs = 15_000, parameters } = {}) {
+export async function readSyncStream(serviceUrl, token, { timeoutMs = 15_000, parameters, streams } = {}) {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), timeoutMs);
   try {
     const res = await fetch(`${serviceUrl}/sync/stream`, {
       method: 'POST',
       headers: { Authorization: `Token ${token}`, 'Content-Type': 'application/json', Accept: 'application/x-ndjson' },
-      body: JSON.stringify({ buckets: [], include_checksum: true, raw_data: true, client_id: 'e2e-hand-made', parameters }),
+      body: JSON.stringify({ buckets: [], include_checksum: true, raw_data: true, client_id: 'e2e-hand-made', parameters, streams }),
       signal: controller.signal,
     });
     if (res.status !== 200) return { status: res.status, body: await res.text(), ops: [], buckets: [] };
@@ -300,13 +300,13 @@ export async function readSyncStream(serviceUrl, token, { timeoutMs = 15_000, pa
  * Opens the NDJSON sync stream as `token` and resolves (with the time it arrived) once a `data`
  * op satisfies `predicate`. `close()` ends the stream. For timing the service apart from the SDK.
  */
-export function watchSyncStream(serviceUrl, token, predicate) {
+export function watchSyncStream(serviceUrl, token, predicate, { streams } = {}) {
   const controller = new AbortController();
   const seen = (async () => {
     const res = await fetch(`${serviceUrl}/sync/stream`, {
       method: 'POST',
       headers: { Authorization: `Token ${token}`, 'Content-Type': 'application/json', Accept: 'application/x-ndjson' },
-      body: JSON.stringify({ buckets: [], include_checksum: true, raw_data: true, client_id: 'e2e-watch' }),
+      body: JSON.stringify({ buckets: [], include_checksum: true, raw_data: true, client_id: 'e2e-watch', streams }),
       signal: controller.signal,
     });
     if (res.status !== 200) throw new Error(`sync stream: HTTP ${res.status}`);

@@ -205,6 +205,9 @@ async function openUser(browser, name, appUrl) {
   };
 }
 
+/** A request's `streams`: the default streams and the todos of `listId` (Sync Streams). */
+const subscribe = (listId) => ({ include_defaults: true, subscriptions: [{ stream: 'list_todos', parameters: { list_id: listId } }] });
+
 const listItem = (page, name) => page.getByTestId('list-item').filter({ hasText: name });
 const todoItem = (page, description) =>
   page.getByTestId('todo-item').filter({ has: page.getByTestId('todo-description').getByText(description, { exact: true }) });
@@ -361,9 +364,29 @@ test('realtime template: two users in Chromium against riptide serve and realtim
         `(in Postgres after ${Math.round((await shareInPostgres).elapsedMs)} ms)`,
     );
     assert.ok(shareMs < PROPAGATION_LIMIT_MS, `B saw the shared list after ${Math.round(shareMs)} ms`);
+    // Sync Streams: the shared list's todos are not on B's device until B opens it.
+    const listSync = (page, name) => listItem(page, name).getByTestId('list-sync');
+    assert.equal(await listSync(b.page, 'Groceries').getAttribute('data-state'), 'not-downloaded');
     await listItem(b.page, 'Groceries').click();
     for (const d of ['milk', 'bread', 'eggs']) await todoItem(b.page, d).waitFor({ timeout: 5000 });
+    await b.page.locator('[data-testid="list-todos-sync"][data-state="synced"]').waitFor({ timeout: 5000 });
+    await listSync(b.page, 'Groceries').and(b.page.locator('[data-state="synced"]')).waitFor({ timeout: 5000 });
     await a.page.getByTestId('member-item').filter({ hasText: '@bob' }).waitFor({ timeout: 5000 });
+    // B, a member, sees the owner under "Members" too.
+    await b.page.locator('[data-testid="member-item"][data-owner="true"]').filter({ hasText: '@alice' }).waitFor({ timeout: 5000 });
+    await b.page.getByTestId('member-item').filter({ hasText: '@bob' }).waitFor({ timeout: 5000 });
+
+    // Closed (another list opened) and offline within the TTL: the todos stay on B's device.
+    b.setPhase('streams-ttl');
+    await createList(b.page, 'Bob list');
+    await b.context.setOffline(true);
+    assert.equal(await listSync(b.page, 'Groceries').getAttribute('data-state'), 'synced');
+    // Offline, so what shows now was on the device already.
+    await listItem(b.page, 'Groceries').click();
+    for (const d of ['milk', 'bread', 'eggs']) await todoItem(b.page, d).waitFor({ timeout: 1000 });
+    await b.context.setOffline(false);
+    await b.page.locator('[data-testid="sync-status"][data-state="online"]').waitFor({ timeout: 15_000 });
+    await screenshot(b, '2-member-view');
 
     // A temporary server error (503) is retried, not reported as a refusal.
     a.setPhase('server-error');
@@ -412,7 +435,7 @@ test('realtime template: two users in Chromium against riptide serve and realtim
     const rawB = watchSyncStream(parts.service.endpoint, bWatchToken, (op) => {
       const row = typeof op.data === 'string' ? JSON.parse(op.data) : op.data;
       return row?.description === 'milk' && (row.completed === 1 || row.completed === true);
-    });
+    }, { streams: subscribe(groceriesId) });
     // Let the raw stream reach its first checkpoint before the change.
     await new Promise((resolve) => setTimeout(resolve, 300));
     const onlineAt = performance.now();
@@ -479,8 +502,13 @@ test('realtime template: two users in Chromium against riptide serve and realtim
     assert.equal(await listItem(b.page, 'Private').count(), 0, "B's UI shows A's private list");
     // B's own sync token, as B's browser gets it.
     const bToken = await b.page.evaluate(async () => (await (await fetch('/api/powersync/token')).json()).token);
-    for (const parameters of [undefined, { list_id: privateListId, user_id: 'anyone' }]) {
-      const stream = await readSyncStream(parts.service.endpoint, bToken, { parameters });
+    // Also subscribed to the private list's todos by hand (Sync Streams): the rules grant none.
+    for (const [parameters, streams] of [
+      [undefined, undefined],
+      [{ list_id: privateListId, user_id: 'anyone' }, subscribe(privateListId)],
+      [undefined, { include_defaults: true, subscriptions: [subscribe(groceriesId).subscriptions[0], subscribe(privateListId).subscriptions[0]] }],
+    ]) {
+      const stream = await readSyncStream(parts.service.endpoint, bToken, { parameters, streams });
       assert.equal(stream.status, 200, `B's sync stream: ${stream.body}`);
       const ids = new Set(stream.ops.map((op) => op.object_id));
       assert.ok(ids.has(groceriesId), "B's stream holds the shared list (the reader works)");

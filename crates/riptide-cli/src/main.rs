@@ -208,7 +208,11 @@ async fn run(cli: Cli) -> Result<()> {
             buckets,
             all,
         } => riptide_cli::compact_cmd::main(&config, buckets, all, json).await,
-        Command::Serve { config, port, host } => run_serve(config, port, host).await,
+        Command::Serve { config, port, host } => {
+            // Failpoints from `FAILPOINTS` (only in builds with the `failpoints` feature).
+            riptide_server::failpoints::setup();
+            run_serve(config, port, host).await
+        }
         Command::Token { user, ttl } => {
             let home = riptide_platform::home::riptide_home();
             let key = embedded::DemoKey::load_or_create(&home.join("demo-signing-key"))?;

@@ -2,5 +2,6 @@
 //! Postgres: the user-facing output is what is tested. One test binary (modules below).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod faults;
 mod platform;
 mod rules;

@@ -1,5 +1,10 @@
 //! Managed background processes: started detached in their own process group with a pid file
 //! and a log file; stopped with SIGTERM, then SIGKILL after a timeout.
+//!
+//! A pid file names a process *and* its start time (`/proc/<pid>/stat`, field 22): after a
+//! reboot or a crash the pid may belong to another process, which must never be taken for the
+//! service (or signalled). Pid files written before the start time was recorded are trusted
+//! only if the process they name runs `riptide serve`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -41,18 +46,48 @@ pub fn spawn_detached(
     if let Ok(mut map) = children().lock() {
         map.insert(pid, child);
     }
-    crate::state::write_atomic(pid_file, format!("{pid}\n").as_bytes(), 0o644)?;
+    let started = start_time(pid).map(|t| format!(" {t}")).unwrap_or_default();
+    crate::state::write_atomic(pid_file, format!("{pid}{started}\n").as_bytes(), 0o644)?;
     Ok(pid)
 }
 
-/// The pid in `pid_file` if that process is alive.
+/// The pid in `pid_file` if that process is alive and is the one the file was written for.
 pub fn running_pid(pid_file: &Path) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(pid_file)
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    is_alive(pid).then_some(pid)
+    let text = std::fs::read_to_string(pid_file).ok()?;
+    let mut fields = text.split_whitespace();
+    let pid: u32 = fields.next()?.parse().ok()?;
+    let recorded: Option<u64> = fields.next().and_then(|t| t.parse().ok());
+    if !is_alive(pid) {
+        return None;
+    }
+    let same = match recorded {
+        Some(t) => start_time(pid) == Some(t),
+        None => runs_riptide_serve(pid),
+    };
+    same.then_some(pid)
+}
+
+/// When process `pid` started (clock ticks after boot: `/proc/<pid>/stat`, field 22). A pid
+/// reused by another process has another start time.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the parenthesised command name, which may hold spaces: field 3 on.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether process `pid` runs `riptide serve` (for pid files without a start time).
+fn runs_riptide_serve(pid: u32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let mut args = cmdline.split(|&b| b == 0).map(String::from_utf8_lossy);
+    let program = args.next().unwrap_or_default();
+    let name = Path::new(program.as_ref())
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name == "riptide" && args.any(|a| a == "serve")
 }
 
 /// Whether `pid` is a live (not zombie) process.
@@ -164,5 +199,33 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pid_file_naming_some_other_live_process_is_not_trusted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid_file = dir.path().join("riptide.pid");
+        // This test process is alive, but it is not the service the file was written for.
+        std::fs::write(&pid_file, format!("{}\n", std::process::id())).expect("write");
+        assert_eq!(running_pid(&pid_file), None);
+        // Nor when the file's start time is another process's (the pid was reused).
+        std::fs::write(&pid_file, format!("{} 1\n", std::process::id())).expect("write");
+        assert_eq!(running_pid(&pid_file), None);
+    }
+
+    #[tokio::test]
+    async fn a_pid_file_of_a_started_process_is_trusted_until_it_stops() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid_file = dir.path().join("riptide.pid");
+        let log = dir.path().join("log");
+        let pid = spawn_detached(Command::new("sleep").arg("30"), &log, &pid_file).expect("spawn");
+        assert_eq!(running_pid(&pid_file), Some(pid));
+        assert!(stop(&pid_file, Duration::from_secs(5)).await.expect("stop"));
+        assert_eq!(running_pid(&pid_file), None);
     }
 }

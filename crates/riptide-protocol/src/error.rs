@@ -34,8 +34,12 @@ pub enum ErrorCode {
     S2302,
     /// Too many buckets or parameter query results.
     S2305,
+    /// No active sync rules (admin API: nothing to reprocess).
+    S4104,
     /// Sync rules come from the config file and cannot be deployed through the API.
     S4105,
+    /// A deployment is still processing (admin API: cannot reprocess now).
+    S4106,
     /// Internal error.
     S1001,
 }
@@ -58,7 +62,9 @@ impl ErrorCode {
             ErrorCode::S2302 => "PSYNC_S2302",
             ErrorCode::S2304 => "PSYNC_S2304",
             ErrorCode::S2305 => "PSYNC_S2305",
+            ErrorCode::S4104 => "PSYNC_S4104",
             ErrorCode::S4105 => "PSYNC_S4105",
+            ErrorCode::S4106 => "PSYNC_S4106",
         }
     }
 
@@ -76,7 +82,8 @@ impl ErrorCode {
             ErrorCode::S2004 => 415,
             ErrorCode::S2003 => 503,
             ErrorCode::S2304 => 429,
-            ErrorCode::S4105 => 422,
+            ErrorCode::S4104 | ErrorCode::S4105 => 422,
+            ErrorCode::S4106 => 409,
             ErrorCode::S2305 | ErrorCode::S2302 | ErrorCode::S1001 | ErrorCode::S1002 => 500,
         }
     }

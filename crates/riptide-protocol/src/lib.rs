@@ -19,8 +19,9 @@ pub mod rsocket;
 pub use checksum::Checksum;
 pub use error::{ErrorBody, ErrorCode, ErrorDetails};
 pub use lines::{
-    BucketChecksum, Checkpoint, CheckpointComplete, CheckpointDiff, DataLine, OpType, OplogEntry,
-    PartialCheckpointComplete, StreamDescription, SubscriptionRef, SyncLine,
+    BucketChecksum, Checkpoint, CheckpointComplete, CheckpointDiff, DataLine, ErrorSubscription,
+    OpType, OplogEntry, PartialCheckpointComplete, StreamDescription, StreamError, SubscriptionRef,
+    SyncLine,
 };
 pub use lsn::{Lsn, LsnParseError};
 pub use op_id::{OpId, OpIdParseError};

@@ -84,7 +84,64 @@ pub struct StreamDescription {
     pub name: String,
     pub is_default: bool,
     #[serde(default)]
-    pub errors: Vec<serde_json::Value>,
+    pub errors: Vec<StreamError>,
+}
+
+/// A problem with one subscription of a stream: `{"subscription": "default" | <index>,
+/// "message": …}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamError {
+    pub subscription: ErrorSubscription,
+    pub message: String,
+}
+
+/// Which subscription a [`StreamError`] is about: the stream's default subscription (`"default"`)
+/// or an index into the request's `streams.subscriptions`.
+///
+/// The index is written as a 32-bit integer: the Rust core reads it from JSON as an unsigned
+/// number and from BSON only as an `int32` (an `int64` fails the whole line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSubscription {
+    Default,
+    Sub(u32),
+}
+
+impl Serialize for ErrorSubscription {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            ErrorSubscription::Default => s.serialize_str("default"),
+            ErrorSubscription::Sub(i) => s.serialize_i32(i32::try_from(i).unwrap_or(i32::MAX)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorSubscription {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Cause;
+        impl serde::de::Visitor<'_> for Cause {
+            type Value = ErrorSubscription;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"default\" or a subscription index")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                match v {
+                    "default" => Ok(ErrorSubscription::Default),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                u32::try_from(v)
+                    .map(ErrorSubscription::Sub)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                u32::try_from(v)
+                    .map(ErrorSubscription::Sub)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+        }
+        d.deserialize_any(Cause)
+    }
 }
 
 /// A chunk of one bucket's ops.
@@ -167,6 +224,54 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Stream errors as the Rust core reads them: the index an `int32` in BSON, `"default"`
+    /// as a string.
+    #[test]
+    fn stream_errors_in_json_and_bson() {
+        let line = SyncLine::Checkpoint(Checkpoint {
+            last_op_id: OpId(1),
+            write_checkpoint: None,
+            buckets: Vec::new(),
+            streams: vec![StreamDescription {
+                name: "s".into(),
+                is_default: true,
+                errors: vec![
+                    StreamError {
+                        subscription: ErrorSubscription::Default,
+                        message: "a".into(),
+                    },
+                    StreamError {
+                        subscription: ErrorSubscription::Sub(1),
+                        message: "b".into(),
+                    },
+                ],
+            }],
+        });
+        let mut out = Vec::new();
+        line.write_ndjson(&mut out);
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            json["checkpoint"]["streams"][0]["errors"],
+            serde_json::json!([{"subscription": "default", "message": "a"}, {"subscription": 1, "message": "b"}])
+        );
+        let doc: bson::Document = bson::deserialize_from_slice(&line.to_bson().unwrap()).unwrap();
+        let errors = doc
+            .get_document("checkpoint")
+            .unwrap()
+            .get_array("streams")
+            .unwrap()[0]
+            .as_document()
+            .unwrap()
+            .get_array("errors")
+            .unwrap();
+        assert_eq!(
+            errors[1].as_document().unwrap().get("subscription"),
+            Some(&bson::Bson::Int32(1))
+        );
+        let back: SyncLine = bson::deserialize_from_slice(&line.to_bson().unwrap()).unwrap();
+        assert_eq!(back, line);
     }
 
     #[test]

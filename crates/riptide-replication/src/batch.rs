@@ -2,6 +2,8 @@
 //! replicator decodes and evaluates the next. At most one save is in flight; each `save`,
 //! and `commit`, first waits for the previous save and reports its error.
 
+use std::collections::HashMap;
+
 use riptide_protocol::Lsn;
 use riptide_storage::{BatchOperation, CheckpointEvent, StorageBatch, StorageError};
 use tokio::task::JoinHandle;
@@ -55,6 +57,19 @@ impl PipelinedBatch {
             Ok(batch)
         }));
         Ok(())
+    }
+
+    /// Rows of a table as this batch sees them (its saves, then what is committed), once the
+    /// save in flight is done.
+    pub async fn current_rows(
+        &mut self,
+        source_table: &str,
+        keys: &[Vec<u8>],
+    ) -> Result<HashMap<Vec<u8>, Vec<u8>>, ReplicationError> {
+        let mut batch = self.take().await?;
+        let rows = batch.current_rows(source_table, keys).await;
+        self.state = State::Idle(batch);
+        Ok(rows?)
     }
 
     /// Waits for the last save and commits.

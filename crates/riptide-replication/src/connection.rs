@@ -1,6 +1,13 @@
 //! Connections to the source database: ordinary tokio-postgres ones (catalog, checks,
 //! snapshot) and pgwire-replication walsender sessions (slot creation, streaming). Both get the
 //! same session settings so values print the same way on both.
+//!
+//! A source that stops answering must not hang the replicator: connecting is bounded by
+//! [`CONNECT_TIMEOUT`], queries between source transactions by [`QUERY_TIMEOUT`] ([`within`]),
+//! and the stream itself by its idle deadline (`streaming.rs`).
+
+use std::future::Future;
+use std::time::Duration;
 
 use pgwire_replication::{ReplicationClient, ReplicationConfig};
 use riptide_protocol::Lsn;
@@ -19,9 +26,33 @@ fn with_session_options(existing: Option<&str>) -> String {
     }
 }
 
+/// How long opening a source connection (ordinary or walsender) may take.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a query between source transactions (catalog check, TOAST re-read, heartbeat)
+/// may take.
+pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `fut`, or [`ReplicationError::Timeout`] naming `what` after `limit`.
+pub(crate) async fn within<T>(
+    what: &'static str,
+    limit: Duration,
+    fut: impl Future<Output = Result<T, ReplicationError>>,
+) -> Result<T, ReplicationError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| ReplicationError::Timeout {
+            what,
+            seconds: limit.as_secs(),
+        })?
+}
+
 /// Opens an ordinary connection with the session settings; the connection task runs in the
 /// background until the client is dropped.
 pub async fn connect(config: &tokio_postgres::Config) -> Result<Client, ReplicationError> {
+    within("connect", CONNECT_TIMEOUT, connect_unbounded(config)).await
+}
+
+async fn connect_unbounded(config: &tokio_postgres::Config) -> Result<Client, ReplicationError> {
     let mut config = config.clone();
     let options = with_session_options(config.get_options());
     config.options(options);
@@ -84,7 +115,10 @@ pub fn replication_config(
 
 /// A gated walsender session: replication commands run on it until it starts streaming.
 pub async fn connect_gated(cfg: ReplicationConfig) -> Result<ReplicationClient, ReplicationError> {
-    Ok(ReplicationClient::connect_gated(cfg).await?)
+    within("connect a walsender session", CONNECT_TIMEOUT, async {
+        Ok(ReplicationClient::connect_gated(cfg).await?)
+    })
+    .await
 }
 
 /// Quotes an identifier for SQL.

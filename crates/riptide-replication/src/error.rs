@@ -28,11 +28,22 @@ pub enum ReplicationError {
     #[error("unsupported source connection setting: {0}")]
     UnsupportedConfig(String),
     /// The replication slot of a deployment whose snapshot is done is gone (dropped, or
-    /// invalidated by `max_slot_wal_keep_size`): the deployment must replicate from scratch.
+    /// invalidated by `max_slot_wal_keep_size`): the deployment must replicate from scratch
+    /// (`riptide serve` starts a new snapshot of the same rules; see `deployments/`).
     #[error(
-        "replication slot {slot} is missing or invalidated; redeploy the sync rules to replicate from scratch"
+        "replication slot {slot} is missing or invalidated (WAL past max_slot_wal_keep_size is gone); the same rules replicate again from a new snapshot"
     )]
     SlotMissing { slot: String },
+    /// The source did not answer in time (a connection, or a query between transactions).
+    #[error("the source database did not answer within {seconds} s ({what})")]
+    Timeout { what: &'static str, seconds: u64 },
+    /// The replication stream said nothing, not even to a heartbeat, for this long: the
+    /// walsender or the network in between stopped answering.
+    #[error("the replication stream was silent for {seconds} s; reconnecting")]
+    StreamSilent { seconds: u64 },
+    /// A failpoint of the fault-injection tests fired (feature `failpoints` only).
+    #[error("failpoint {0} fired")]
+    Failpoint(&'static str),
     /// The tracked tables stored by the replicator (`tables.rs`) cannot be decoded.
     #[error("stored tracked tables cannot be decoded")]
     TrackedDecode(#[source] riptide_rules::RowDecodeError),

@@ -177,7 +177,7 @@ pub fn approximate_size(row: &Row) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use bytes::Bytes;
     use riptide_rules::TableRef;
 

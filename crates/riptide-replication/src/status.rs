@@ -1,4 +1,7 @@
-//! Live replication counters for metrics and the dashboard.
+//! Live replication counters for metrics and the dashboard, and the replicator's health: the
+//! error it keeps failing on (until a storage commit succeeds again), how many times it
+//! failed, and lost slots. `riptide serve` reports them in the readiness probe, `/metrics`
+//! and the dashboard, so a transaction storage refuses is never a silent retry loop.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +21,25 @@ pub struct ReplicationStatus {
     last_commit_ms: AtomicU64,
     /// Table the snapshot is copying (`None` when no snapshot runs).
     snapshot_table: Mutex<Option<String>>,
+    /// Storage commits (any, empty ones too).
+    commits: AtomicU64,
+    /// Runs of the replicator that ended in an error.
+    failures: AtomicU64,
+    /// Replication slots found missing or invalidated.
+    slot_invalidations: AtomicU64,
+    /// The error replication keeps failing on, since no commit succeeded after it.
+    problem: Mutex<Option<Problem>>,
+}
+
+/// Why replication is not healthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The error and its causes, `: `-separated (first lines only).
+    pub error: String,
+    /// When the first of the failures in a row happened.
+    pub since: SystemTime,
+    /// Failures in a row.
+    pub failures: u64,
 }
 
 /// A consistent-enough copy of [`ReplicationStatus`] for display.
@@ -30,6 +52,10 @@ pub struct StatusSnapshot {
     pub snapshot_table: Option<String>,
     pub snapshot_rows: u64,
     pub last_commit: Option<SystemTime>,
+    /// `None`: healthy.
+    pub problem: Option<Problem>,
+    pub failures: u64,
+    pub slot_invalidations: u64,
 }
 
 impl ReplicationStatus {
@@ -79,7 +105,60 @@ impl ReplicationStatus {
             snapshot_table: self.snapshot_table(),
             snapshot_rows: self.snapshot_rows(),
             last_commit: self.last_commit(),
+            problem: self.problem(),
+            failures: self.failures.load(Ordering::Relaxed),
+            slot_invalidations: self.slot_invalidations.load(Ordering::Relaxed),
         }
+    }
+
+    /// Storage commits so far (a run that committed made progress).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Why replication is not healthy, if it is not.
+    pub fn problem(&self) -> Option<Problem> {
+        match self.problem.lock() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// A run of the replicator failed with `error` (kept until a commit succeeds).
+    pub fn failed(&self, error: &dyn std::error::Error) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        // The first line of each cause: a database error's DETAIL lines may quote row values,
+        // which the probes and the dashboard must not show.
+        let first_line =
+            |e: &dyn std::error::Error| e.to_string().lines().next().unwrap_or_default().to_owned();
+        let mut text = first_line(error);
+        let mut source = error.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&first_line(cause));
+            source = cause.source();
+        }
+        let mut problem = match self.problem.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *problem = Some(match problem.take() {
+            Some(p) => Problem {
+                error: text,
+                since: p.since,
+                failures: p.failures + 1,
+            },
+            None => Problem {
+                error: text,
+                since: SystemTime::now(),
+                failures: 1,
+            },
+        });
+    }
+
+    /// The deployment's slot was found missing or invalidated.
+    pub fn slot_invalidated(&self) {
+        self.slot_invalidations.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn received(&self, lsn: Lsn) {
@@ -87,6 +166,10 @@ impl ReplicationStatus {
     }
 
     pub(crate) fn committed(&self, lsn: Lsn, transactions: u64) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut problem) = self.problem.lock() {
+            *problem = None;
+        }
         self.last_committed_lsn.fetch_max(lsn.0, Ordering::Relaxed);
         self.transactions.fetch_add(transactions, Ordering::Relaxed);
         let ms = SystemTime::now()

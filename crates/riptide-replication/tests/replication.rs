@@ -666,3 +666,111 @@ async fn interrupted_snapshot_starts_over() {
     assert_eq!(row_op(&data[0].ops[0]).key, key("b"));
     running.stop().await;
 }
+
+/// A failure between the end of the snapshot and the deployment's activation must not leave
+/// a deployment that never goes live: the next run activates it.
+#[tokio::test]
+async fn a_failed_activation_is_completed_by_the_next_run() {
+    let db = source_db().await;
+    let client = db.client().await;
+    client
+        .batch_execute("INSERT INTO todos VALUES ('a', 't', 1, NULL)")
+        .await
+        .unwrap();
+    let storage = memory_storage();
+    storage
+        .fail_activations
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let running = start(&db, storage.clone(), None, RULES).await;
+    let id = running.deployment.id;
+    let first = running.task.await.unwrap();
+    assert!(
+        first.is_err(),
+        "the injected activation failure ends the run"
+    );
+
+    // Restarted, as `riptide serve` restarts a failed replicator.
+    let deployment = storage.deployment(id).await.unwrap();
+    let running = start(&db, storage.clone(), Some(deployment), RULES).await;
+    let storage2 = storage.clone();
+    wait_for(
+        "the deployment to be active",
+        Duration::from_secs(30),
+        || {
+            let storage = storage2.clone();
+            async move {
+                let d = storage.deployment(id).await.ok()?;
+                (d.state == riptide_storage::DeploymentState::Active && d.checkpoint.is_some())
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    running.stop().await;
+}
+
+/// A snapshot interrupted at 60 % of a large table resumes near there instead of from zero,
+/// and ends with every row exactly once.
+#[tokio::test]
+async fn an_interrupted_snapshot_resumes_near_where_it_stopped() {
+    const ROWS: u64 = 100_000;
+    let db = source_db().await;
+    let client = db.client().await;
+    client
+        .batch_execute(&format!(
+            "INSERT INTO todos SELECT 'r' || g, 't', g, NULL FROM generate_series(1, {ROWS}) g"
+        ))
+        .await
+        .unwrap();
+    let storage = memory_storage();
+    // 60 % of the rows, plus the few progress rows saved with them.
+    storage
+        .fail_past_rows
+        .store(ROWS * 6 / 10 + 50, std::sync::atomic::Ordering::SeqCst);
+    let running = start(&db, storage.clone(), None, RULES).await;
+    let id = running.deployment.id;
+    assert!(running.task.await.unwrap().is_err(), "the injected fault");
+    // A change while stopped, which the resumed snapshot must not lose.
+    client
+        .batch_execute("UPDATE todos SET title = 'changed' WHERE id = 'r1'")
+        .await
+        .unwrap();
+
+    let before = storage.rows_saved.load(std::sync::atomic::Ordering::SeqCst);
+    let deployment = storage.deployment(id).await.unwrap();
+    let running = start(&db, storage.clone(), Some(deployment), RULES).await;
+    let storage2 = storage.clone();
+    let checkpoint = wait_for(
+        "the deployment to be active",
+        Duration::from_secs(60),
+        || {
+            let storage = storage2.clone();
+            async move {
+                let d = storage.deployment(id).await.ok()?;
+                (d.state == riptide_storage::DeploymentState::Active)
+                    .then_some(d.checkpoint)
+                    .flatten()
+            }
+        },
+    )
+    .await;
+    let resumed = storage.rows_saved.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(
+        resumed < ROWS / 2,
+        "the second run copied {resumed} of {ROWS} rows: it started over"
+    );
+    let states = storage
+        .bucket_states(id, checkpoint.op_id, &["global[]".to_owned()])
+        .await
+        .unwrap();
+    let rows = storage
+        .current_rows(id, "public.todos", &[key("r1"), key("r100000")])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    let r1 = Row::decode(&rows[&key("r1")]).unwrap();
+    assert_eq!(r1.get("title"), Some(&SqliteValue::Text("changed".into())));
+    // Every row once, plus the update's PUT (superseding the first one).
+    assert_eq!(states["global[]"].count, ROWS as i64 + 1);
+    running.stop().await;
+}

@@ -11,6 +11,8 @@ pub mod compact;
 pub mod config;
 pub mod deployments;
 pub mod embedded;
+pub mod failpoints;
+pub mod instance_admin;
 pub mod logging;
 pub mod schema_check;
 pub mod serve;

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use riptide_replication::ReplicationError;
-use riptide_rules::{SyncRules, TableRef};
+use riptide_rules::{QueryKind, SyncRules, TableRef};
 use tokio_postgres::Client;
 
 /// One problem, located in the rules file.
@@ -46,6 +46,8 @@ struct TableFacts {
     replica_identity: String,
     has_primary_key: bool,
     published: bool,
+    /// Replica identity columns (every column with `REPLICA IDENTITY FULL`).
+    identity: Vec<String>,
 }
 
 /// Tables, columns, publication and replica identity of `rules` against the database at
@@ -98,30 +100,104 @@ fn table_problems(
                 )
             },
         };
-        let Some(Some(f)) = facts.get(table) else {
-            problems.push(at(format!("table {name} does not exist")));
-            continue;
-        };
-        if !publication_exists {
-            problems.push(at(format!(
-                "table {name} is not replicated: publication {publication} does not exist; run `CREATE PUBLICATION {publication} FOR ALL TABLES;`"
-            )));
-        } else if !f.published {
-            problems.push(at(format!(
-                "table {name} is not in publication {publication}: run `ALTER PUBLICATION {publication} ADD TABLE {name};`"
-            )));
-        }
-        match f.replica_identity.as_str() {
-            "n" => problems.push(at(format!(
-                "table {name} has REPLICA IDENTITY NOTHING, so its updates and deletes cannot be replicated: run `ALTER TABLE {name} REPLICA IDENTITY DEFAULT;` (with a primary key) or `... REPLICA IDENTITY FULL;`"
-            ))),
-            "d" if !f.has_primary_key => problems.push(at(format!(
-                "table {name} has no primary key, so its updates and deletes cannot be replicated: add a primary key or run `ALTER TABLE {name} REPLICA IDENTITY FULL;`"
-            ))),
-            _ => {}
+        for message in table_issues(
+            &name,
+            facts.get(table).and_then(Option::as_ref),
+            publication_exists,
+            publication,
+        ) {
+            problems.push(at(message));
         }
     }
     problems
+}
+
+/// What keeps `name` (with its catalog facts, `None`: no such table) from replicating.
+fn table_issues(
+    name: &str,
+    facts: Option<&TableFacts>,
+    publication_exists: bool,
+    publication: &str,
+) -> Vec<String> {
+    let Some(f) = facts else {
+        return vec![format!("table {name} does not exist")];
+    };
+    let mut issues = Vec::new();
+    if !publication_exists {
+        issues.push(format!(
+            "table {name} is not replicated: publication {publication} does not exist; run `CREATE PUBLICATION {publication} FOR ALL TABLES;`"
+        ));
+    } else if !f.published {
+        issues.push(format!(
+            "table {name} is not in publication {publication}: run `ALTER PUBLICATION {publication} ADD TABLE {name};`"
+        ));
+    }
+    match f.replica_identity.as_str() {
+        "n" => issues.push(format!(
+            "table {name} has REPLICA IDENTITY NOTHING, so its updates and deletes cannot be replicated: run `ALTER TABLE {name} REPLICA IDENTITY DEFAULT;` (with a primary key) or `... REPLICA IDENTITY FULL;`"
+        )),
+        "d" if !f.has_primary_key => issues.push(format!(
+            "table {name} has no primary key, so its updates and deletes cannot be replicated: add a primary key or run `ALTER TABLE {name} REPLICA IDENTITY FULL;`"
+        )),
+        _ => {}
+    }
+    issues
+}
+
+/// One source table of the rules, as the admin API's diagnostics show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableReport {
+    pub table: TableRef,
+    /// The columns that identify a row in the WAL: the replica identity index's (the primary
+    /// key by default), or every column with `REPLICA IDENTITY FULL`.
+    pub replication_id: Vec<String>,
+    pub data_queries: bool,
+    pub parameter_queries: bool,
+    /// What keeps the table from replicating (empty: nothing).
+    pub issues: Vec<String>,
+}
+
+/// Every source table of `rules` with its replica identity, the kinds of queries reading it and
+/// its problems, and every located problem of the rules ([`schema_problems`]'s), from one
+/// connection.
+pub async fn table_reports(
+    rules: &SyncRules,
+    source: &tokio_postgres::Config,
+    publication: &str,
+) -> Result<(Vec<TableReport>, Vec<Problem>), SchemaCheckError> {
+    let client = riptide_replication::connect(source)
+        .await
+        .map_err(SchemaCheckError::Connect)?;
+    let publication_exists = publication_exists(&client, publication).await?;
+    let mut facts: BTreeMap<TableRef, Option<TableFacts>> = BTreeMap::new();
+    for table in rules.source_tables() {
+        let f = table_facts(&client, &table, publication).await?;
+        facts.insert(table, f);
+    }
+    let queries = rules.queries();
+    let reads = |table: &TableRef, kind: QueryKind| {
+        queries
+            .iter()
+            .any(|q| q.kind == kind && q.table.as_ref() == Some(table))
+    };
+    let reports = facts
+        .iter()
+        .map(|(table, f)| TableReport {
+            table: table.clone(),
+            replication_id: f.as_ref().map(|f| f.identity.clone()).unwrap_or_default(),
+            data_queries: reads(table, QueryKind::Data),
+            parameter_queries: reads(table, QueryKind::Parameter),
+            issues: table_issues(
+                &table.qualified(),
+                f.as_ref(),
+                publication_exists,
+                publication,
+            ),
+        })
+        .collect();
+    let mut problems = table_problems(rules, &facts, publication_exists, publication);
+    problems.extend(column_problems(rules, &facts));
+    Ok((reports, problems))
 }
 
 /// Column-level problems, at the column.
@@ -234,7 +310,33 @@ async fn table_facts(
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect::<Result<Vec<(String, bool)>, tokio_postgres::Error>>()
         .map_err(columns_error)?;
+    let identity = client
+        .query(
+            "SELECT a.attname::text FROM pg_index i \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = $1::int8::oid \
+               AND (i.indisreplident OR (i.indisprimary AND $2 = 'd')) \
+             ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            &[&oid, &row.try_get::<_, String>(1).map_err(catalog)?],
+        )
+        .await
+        .map_err(columns_error)?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<Vec<String>, tokio_postgres::Error>>()
+        .map_err(columns_error)?;
+    let full = row.try_get::<_, String>(1).map_err(catalog)? == "f";
+    let identity = if full {
+        columns
+            .iter()
+            .filter(|(_, generated)| !generated)
+            .map(|(n, _)| n.clone())
+            .collect()
+    } else {
+        identity
+    };
     Ok(Some(TableFacts {
+        identity,
         columns,
         replica_identity: row.try_get(1).map_err(catalog)?,
         has_primary_key: row.try_get(2).map_err(catalog)?,

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
 use crate::deployments::{Admin, DeploymentError, DeploymentOptions, Deployments};
+use crate::instance_admin::Instance;
 
 /// Name of the storage database created on the source server when `storage` is not configured.
 pub const DEFAULT_STORAGE_DATABASE: &str = "riptide_storage";
@@ -83,10 +84,17 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         slot_prefix: config.slot_name_prefix.clone(),
     };
     if let Some(rules) = &rules {
-        Replicator::new(replicator_options.clone(), storage.clone(), events.clone())
+        let checked = Replicator::new(replicator_options.clone(), storage.clone(), events.clone())
             .check_source(rules)
-            .await
-            .map_err(ServeError::SourceNotReady)?;
+            .await;
+        match checked {
+            Ok(()) => {}
+            // Serve what storage holds; the replicators retry the source (and say so).
+            Err(e) if crate::deployments::unreachable(&e) => {
+                tracing::warn!(error = %e, "the source database cannot be reached; serving what storage holds and retrying");
+            }
+            Err(e) => return Err(ServeError::SourceNotReady(e)),
+        }
     }
     let cancel = CancellationToken::new();
     let (deployments, rules_rx) = Deployments::start(
@@ -108,7 +116,13 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             &source,
         )?)),
     )
-    .with_rules_admin(Arc::new(Admin(deployments.clone())));
+    .with_rules_admin(Arc::new(Admin(deployments.clone())))
+    .with_instance_admin(Arc::new(Instance::new(
+        deployments.clone(),
+        source.clone(),
+        PUBLICATION,
+        config.execute_sql,
+    )));
     attach_metrics(&state, &deployments);
     // Compacts churning buckets until shutdown (riptide_service::compactor).
     riptide_service::compactor::spawn(&state, config.compaction, cancel.clone());
@@ -232,6 +246,10 @@ impl riptide_service::ReplicationProgress for StatusProgress {
             snapshot_table: s.snapshot_table,
             snapshot_rows: s.snapshot_rows,
             last_commit: s.last_commit,
+            error: s.problem.as_ref().map(|p| p.error.clone()),
+            failing_since: s.problem.map(|p| p.since),
+            failures: s.failures,
+            slot_invalidations: s.slot_invalidations,
         }
     }
 }

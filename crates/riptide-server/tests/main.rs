@@ -3,8 +3,10 @@
 //! linked once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin_v1;
 mod common;
 mod compact;
 mod oracle;
 mod redeploy;
+mod resilience;
 mod serve;

@@ -41,6 +41,10 @@ pub enum ApiError {
     /// The source database failed.
     #[error("source database error")]
     Source(#[source] crate::source::SourceError),
+    /// `GET /write-checkpoint.json` saw no checkpoint reach the source's position in time
+    /// (`PSYNC_S1001`).
+    #[error("Timeout while waiting for checkpoint")]
+    CheckpointTimeout,
 }
 
 impl ApiError {
@@ -55,7 +59,9 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge { .. } => ErrorCode::S2001,
             ApiError::NotFound => ErrorCode::S2002,
-            ApiError::Storage(_) | ApiError::Source(_) => ErrorCode::S1001,
+            ApiError::Storage(_) | ApiError::Source(_) | ApiError::CheckpointTimeout => {
+                ErrorCode::S1001
+            }
         }
     }
 

@@ -11,6 +11,10 @@
 //!   admin API ([`routes::admin`], behind `api.tokens`, backed by a [`RulesAdmin`]);
 //!   `POST /api/compact/v1/run` compacts now ([`compactor`], which also runs it in the
 //!   background).
+//! - `POST /api/admin/v1/{diagnostics,validate,schema,execute-sql,reprocess}` and
+//!   `POST /api/sync-rules/v1/reprocess`: PowerSync's admin API v1 ([`routes::admin_v1`], behind
+//!   `api.tokens`, backed by an [`InstanceAdmin`]).
+//! - `GET /write-checkpoint.json`: the legacy write checkpoint ([`routes::legacy_checkpoint`]).
 //! - `GET /metrics` (Prometheus text, no auth) and `GET /dashboard` (+ `/dashboard/data.json`):
 //!   see [`metrics`] and [`dashboard`].
 //!
@@ -29,6 +33,7 @@ pub mod compactor;
 pub mod compression;
 pub mod dashboard;
 pub mod error;
+pub mod instance_admin;
 pub mod limits;
 pub mod metrics;
 pub mod routes;
@@ -53,6 +58,7 @@ pub use bucket_rules::BucketRules;
 pub use compactor::CompactorConfig;
 pub use dashboard::ApiTokens;
 pub use error::ApiError;
+pub use instance_admin::{InstanceAdmin, InstanceAdminError};
 pub use limits::Limits;
 pub use metrics::{ReplicationProgress, ReplicationSnapshot, ServiceMetrics};
 pub use rules_admin::{CurrentRules, RuleProblem, RulesAdmin, RulesAdminError};
@@ -71,6 +77,10 @@ pub fn router(state: AppState) -> Router {
             get(routes::write_checkpoint::write_checkpoint2),
         )
         .route(
+            "/write-checkpoint.json",
+            get(routes::legacy_checkpoint::write_checkpoint),
+        )
+        .route(
             "/sync/checkpoint-request",
             post(routes::write_checkpoint::checkpoint_request),
         )
@@ -87,6 +97,21 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sync-rules/v1/validate", post(routes::admin::validate))
         .route("/api/sync-rules/v1/current", get(routes::admin::current))
         .route("/api/compact/v1/run", post(routes::admin::compact))
+        .route(
+            "/api/sync-rules/v1/reprocess",
+            post(routes::admin_v1::reprocess_sync_rules),
+        )
+        .route(
+            "/api/admin/v1/diagnostics",
+            post(routes::admin_v1::diagnostics),
+        )
+        .route("/api/admin/v1/validate", post(routes::admin_v1::validate))
+        .route("/api/admin/v1/schema", post(routes::admin_v1::schema))
+        .route(
+            "/api/admin/v1/execute-sql",
+            post(routes::admin_v1::execute_sql),
+        )
+        .route("/api/admin/v1/reprocess", post(routes::admin_v1::reprocess))
         .fallback(|| async { ApiError::NotFound })
         // Bodies beyond `max_request_bytes` fail to buffer; the 413 gets the PowerSync body.
         .layer(axum::middleware::from_fn_with_state(

@@ -75,6 +75,13 @@ pub mod names {
     pub const REPLICATION_SNAPSHOT_RUNNING: &str = "riptide_replication_snapshot_running";
     /// Gauge: rows the snapshot has copied of its current table.
     pub const REPLICATION_SNAPSHOT_ROWS: &str = "riptide_replication_snapshot_table_rows";
+    /// Gauge: 1 while replication works, 0 while it keeps failing (the readiness probe and
+    /// the dashboard say on what).
+    pub const REPLICATION_HEALTHY: &str = "riptide_replication_healthy";
+    /// Counter: replicator runs that ended in an error (each is retried).
+    pub const REPLICATION_FAILURES: &str = "riptide_replication_failures_total";
+    /// Counter: replication slots found missing or invalidated (each starts a new snapshot).
+    pub const REPLICATION_SLOT_INVALIDATIONS: &str = "riptide_replication_slot_invalidations_total";
     /// Gauge: seconds since the service started.
     pub const UPTIME_SECONDS: &str = "riptide_uptime_seconds";
     /// Gauge, label `version`: always 1.
@@ -255,6 +262,14 @@ pub struct ReplicationSnapshot {
     /// Rows copied of that table.
     pub snapshot_rows: u64,
     pub last_commit: Option<SystemTime>,
+    /// The error replication keeps failing on (`None`: healthy).
+    pub error: Option<String>,
+    /// When the failures in a row began.
+    pub failing_since: Option<SystemTime>,
+    /// Replicator runs that ended in an error.
+    pub failures: u64,
+    /// Replication slots found missing or invalidated.
+    pub slot_invalidations: u64,
 }
 
 /// The service's metrics. See the module docs.
@@ -284,6 +299,9 @@ pub struct ServiceMetrics {
     since_commit: Gauge,
     snapshot_running: Gauge,
     snapshot_rows: Gauge,
+    healthy: Gauge,
+    failures: Counter,
+    slot_invalidations: Counter,
     uptime: Gauge,
     limits: LimitSeries,
 }
@@ -369,6 +387,18 @@ impl ServiceMetrics {
                 REPLICATION_SNAPSHOT_ROWS,
                 "Rows the snapshot has copied of its current table"
             );
+            metrics::describe_gauge!(
+                REPLICATION_HEALTHY,
+                "1 while replication works, 0 while it keeps failing"
+            );
+            metrics::describe_counter!(
+                REPLICATION_FAILURES,
+                "Replicator runs that ended in an error (each is retried)"
+            );
+            metrics::describe_counter!(
+                REPLICATION_SLOT_INVALIDATIONS,
+                "Replication slots found missing or invalidated (each starts a new snapshot)"
+            );
             metrics::describe_gauge!(UPTIME_SECONDS, Unit::Seconds, "Seconds since start");
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             ServiceMetrics {
@@ -405,6 +435,9 @@ impl ServiceMetrics {
                 since_commit: metrics::gauge!(REPLICATION_SECONDS_SINCE_COMMIT),
                 snapshot_running: metrics::gauge!(REPLICATION_SNAPSHOT_RUNNING),
                 snapshot_rows: metrics::gauge!(REPLICATION_SNAPSHOT_ROWS),
+                healthy: metrics::gauge!(REPLICATION_HEALTHY),
+                failures: metrics::counter!(REPLICATION_FAILURES),
+                slot_invalidations: metrics::counter!(REPLICATION_SLOT_INVALIDATIONS),
                 uptime: metrics::gauge!(UPTIME_SECONDS),
                 limits: LimitSeries::register(),
             }
@@ -578,6 +611,10 @@ impl ServiceMetrics {
                 0.0
             });
         self.snapshot_rows.set(status.snapshot_rows as f64);
+        self.healthy
+            .set(if status.error.is_none() { 1.0 } else { 0.0 });
+        self.failures.absolute(status.failures);
+        self.slot_invalidations.absolute(status.slot_invalidations);
     }
 
     /// WAL bytes between the sampled source LSN and the last committed LSN.

@@ -12,6 +12,7 @@ use crate::auth::KeyStore;
 use crate::bucket_rules::BucketRules;
 use crate::dashboard::ApiTokens;
 use crate::error::ApiError;
+use crate::instance_admin::InstanceAdmin;
 use crate::limits::Limits;
 use crate::metrics::ServiceMetrics;
 use crate::rules_admin::RulesAdmin;
@@ -78,6 +79,8 @@ pub struct AppState {
     pub(crate) shutdown: CancellationToken,
     /// Behind the admin API (none: it answers 404).
     pub(crate) rules_admin: Option<Arc<dyn RulesAdmin>>,
+    /// Behind the admin API v1 (none: it answers 404).
+    pub(crate) instance_admin: Option<Arc<dyn InstanceAdmin>>,
 }
 
 pub(crate) struct Inner {
@@ -123,6 +126,7 @@ impl AppState {
             }),
             shutdown: CancellationToken::new(),
             rules_admin: None,
+            instance_admin: None,
         }
     }
 
@@ -168,6 +172,12 @@ impl AppState {
     /// Serves the sync-rules admin API with `admin` (see [`crate::rules_admin`]).
     pub fn with_rules_admin(mut self, admin: Arc<dyn RulesAdmin>) -> AppState {
         self.rules_admin = Some(admin);
+        self
+    }
+
+    /// Serves the admin API v1 with `admin` (see [`crate::instance_admin`]).
+    pub fn with_instance_admin(mut self, admin: Arc<dyn InstanceAdmin>) -> AppState {
+        self.instance_admin = Some(admin);
         self
     }
 

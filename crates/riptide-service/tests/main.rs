@@ -10,6 +10,7 @@ mod support;
 
 mod abuse;
 mod admin;
+mod admin_v1;
 mod compaction;
 mod compression;
 mod dashboard;

@@ -498,6 +498,9 @@ impl BucketStorage for CommitDuringRead {
     async fn mark_snapshot_done(&self, id: DeploymentId) -> StorageResult<()> {
         self.inner.mark_snapshot_done(id).await
     }
+    async fn complete_snapshot(&self, id: DeploymentId) -> StorageResult<()> {
+        self.inner.complete_snapshot(id).await
+    }
     async fn begin_batch(&self, id: DeploymentId) -> StorageResult<Box<dyn StorageBatch>> {
         self.inner.begin_batch(id).await
     }

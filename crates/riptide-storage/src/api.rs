@@ -254,6 +254,16 @@ pub trait StorageBatch: Send {
     /// Adds operations; may flush them to the open storage transaction to bound memory.
     async fn save(&mut self, ops: Vec<BatchOperation>) -> Result<()>;
 
+    /// The current state (as given in [`RowChange::Upsert`]) of these keys of a table as this
+    /// batch sees it: its own saves first, then what is committed. Lets the replicator find
+    /// rows written earlier in a large transaction without holding them in memory. Missing
+    /// keys (and deleted rows) are absent from the map.
+    async fn current_rows(
+        &mut self,
+        source_table: &str,
+        keys: &[Vec<u8>],
+    ) -> Result<HashMap<Vec<u8>, Vec<u8>>>;
+
     /// Commits everything saved as one atomic storage transaction, recording that the source
     /// is applied up to `lsn`. Creates a new checkpoint (op ids up to the last op written; the
     /// same op id with a newer LSN when nothing changed) and returns its event.
@@ -283,6 +293,10 @@ pub trait BucketStorage: Send + Sync + 'static {
     async fn reset_snapshot(&self, id: DeploymentId) -> Result<()>;
     /// Marks the snapshot complete. The batch committed just before provides the checkpoint.
     async fn mark_snapshot_done(&self, id: DeploymentId) -> Result<()>;
+    /// Marks the snapshot complete *and* makes `id` the active deployment (the previously
+    /// active one becomes `Stop`), atomically: a deployment whose snapshot is done is live, so
+    /// no failure can leave one that never goes live.
+    async fn complete_snapshot(&self, id: DeploymentId) -> Result<()>;
 
     // --- replication ---
 

@@ -7,6 +7,9 @@
 //! parameter-lookup rows it now produces. Storage diffs that against what the same source row
 //! produced before and writes PUT/REMOVE ops accordingly.
 //!
+//! Bucket names, row keys and lookup keys of any length are accepted: longer ones are indexed
+//! by a digest (`keys.rs`), callers always see the full values.
+//!
 //! [`PgStorage`] is the Postgres implementation (schema `riptide`, see `docs/storage.md`);
 //! [`MemoryStorage`] is an in-memory one for fast unit tests of code above storage.
 //!
@@ -15,6 +18,7 @@
 mod api;
 pub mod compaction;
 mod diff;
+mod keys;
 mod memory;
 mod postgres;
 mod write_checkpoint;

@@ -13,6 +13,7 @@ use riptide_protocol::{Checksum, Lsn, OpId, OplogEntry};
 
 use crate::compaction::scan::compact_log;
 use crate::diff::{RowState, diff_row, subkey};
+use crate::keys;
 use crate::write_checkpoint;
 use crate::{
     BatchOperation, BucketChunk, BucketState, BucketStorage, CheckpointEvent, CommitOps,
@@ -149,6 +150,21 @@ fn dep(inner: &Inner, id: DeploymentId) -> Result<&Dep> {
         .ok_or(StorageError::UnknownDeployment(id))
 }
 
+/// Makes `id` active and stops the active one.
+fn activate_locked(inner: &mut Inner, id: DeploymentId) -> Result<()> {
+    let state = dep(inner, id)?.state;
+    if !matches!(state, DeploymentState::Processing | DeploymentState::Active) {
+        return Err(StorageError::InvalidState { id, state });
+    }
+    for (other, d) in inner.deployments.iter_mut() {
+        if *other != id && d.state == DeploymentState::Active {
+            d.state = DeploymentState::Stop;
+        }
+    }
+    dep_mut(inner, id)?.state = DeploymentState::Active;
+    Ok(())
+}
+
 fn random_hex4() -> String {
     let u = uuid::Uuid::new_v4();
     let b = u.as_bytes();
@@ -207,18 +223,7 @@ impl BucketStorage for MemoryStorage {
     }
 
     async fn activate(&self, id: DeploymentId) -> Result<()> {
-        let mut inner = self.lock();
-        let state = dep(&inner, id)?.state;
-        if !matches!(state, DeploymentState::Processing | DeploymentState::Active) {
-            return Err(StorageError::InvalidState { id, state });
-        }
-        for (other, d) in inner.deployments.iter_mut() {
-            if *other != id && d.state == DeploymentState::Active {
-                d.state = DeploymentState::Stop;
-            }
-        }
-        dep_mut(&mut inner, id)?.state = DeploymentState::Active;
-        Ok(())
+        activate_locked(&mut self.lock(), id)
     }
 
     async fn terminate(&self, id: DeploymentId) -> Result<()> {
@@ -249,6 +254,14 @@ impl BucketStorage for MemoryStorage {
 
     async fn mark_snapshot_done(&self, id: DeploymentId) -> Result<()> {
         let mut inner = self.lock();
+        dep_mut(&mut inner, id)?.snapshot_done = true;
+        Ok(())
+    }
+
+    async fn complete_snapshot(&self, id: DeploymentId) -> Result<()> {
+        // One lock: marked done and activated together.
+        let mut inner = self.lock();
+        activate_locked(&mut inner, id)?;
         dep_mut(&mut inner, id)?.snapshot_done = true;
         Ok(())
     }
@@ -289,7 +302,8 @@ impl BucketStorage for MemoryStorage {
         };
         let mut out = HashMap::new();
         for k in keys {
-            if let Some(s) = d.data.rows.get(&(source_table.to_owned(), k.clone())) {
+            let stored = keys::row_key(k).into_owned();
+            if let Some(s) = d.data.rows.get(&(source_table.to_owned(), stored)) {
                 out.insert(k.clone(), s.row.clone());
             }
         }
@@ -641,7 +655,9 @@ impl StorageBatch for MemoryBatch {
         for op in ops {
             match op {
                 BatchOperation::Row(row) => {
-                    self.apply_row(&inner, (row.source_table, row.key), row.change)?;
+                    // Rows are known by their stored keys, as in Postgres (`keys.rs`).
+                    let key = keys::row_key(&row.key).into_owned();
+                    self.apply_row(&inner, (row.source_table, key), row.change)?;
                 }
                 BatchOperation::Truncate { source_table } => {
                     let d = dep(&inner, self.id)?;
@@ -665,6 +681,27 @@ impl StorageBatch for MemoryBatch {
             }
         }
         Ok(())
+    }
+
+    async fn current_rows(
+        &mut self,
+        source_table: &str,
+        keys: &[Vec<u8>],
+    ) -> Result<HashMap<Vec<u8>, Vec<u8>>> {
+        let inner = self.storage.lock();
+        let d = dep(&inner, self.id)?;
+        let mut out = HashMap::new();
+        for k in keys {
+            let key = (source_table.to_owned(), keys::row_key(k).into_owned());
+            let state = match self.overlay.get(&key) {
+                Some(state) => state.as_ref(),
+                None => d.data.rows.get(&key),
+            };
+            if let Some(state) = state {
+                out.insert(k.clone(), state.row.clone());
+            }
+        }
+        Ok(out)
     }
 
     async fn commit(self: Box<Self>, lsn: Lsn) -> Result<CheckpointEvent> {

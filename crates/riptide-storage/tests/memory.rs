@@ -29,4 +29,5 @@ storage_suite!(make();
     compaction_random_workload_converges,
     compaction_does_not_wait_for_replication,
     compaction_concurrent_with_replication_loses_nothing,
+    keys_of_any_length,
 );

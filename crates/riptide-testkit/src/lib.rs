@@ -1,7 +1,8 @@
 //! Test harness for Riptide: a private PostgreSQL cluster per test run (`wal_level=logical`,
 //! trust on loopback including replication), a fresh database per test dropped afterwards,
-//! JWT/JWKS helpers and a protocol-level sync client (every transport and encoding the service
-//! speaks; the benchmark measures with it too).
+//! JWT/JWKS helpers, a protocol-level sync client (every transport and encoding the service
+//! speaks; the benchmark measures with it too), and the tools of the fault-injection suite
+//! ([`fault`]: killable servers, a TCP proxy, service processes, a client model and oracle).
 //!
 //! The cluster: when `RIPTIDE_TEST_PG_URL` is set (the test script starts one cluster for the
 //! whole run with the `riptide-test-postgres` binary) every test process uses it; otherwise the
@@ -11,6 +12,7 @@
 
 mod cluster;
 mod database;
+pub mod fault;
 mod jwt;
 mod sync_client;
 mod wait;

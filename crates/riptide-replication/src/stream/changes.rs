@@ -32,6 +32,17 @@ pub(super) enum Pending {
     },
 }
 
+impl Pending {
+    /// About how much memory the change holds.
+    pub(super) fn approximate_size(&self) -> usize {
+        match self {
+            Pending::Upsert { key, row, .. } => key.len() + row_image::approximate_size(row) + 64,
+            Pending::Delete { key, .. } => key.len() + 64,
+            Pending::Truncate { .. } => 64,
+        }
+    }
+}
+
 impl TransactionApplier {
     /// A Relation message: the table's columns and replica identity from now on, and whether
     /// the rules use it. A referenced table under an OID not streamed under its name is gated
@@ -166,16 +177,19 @@ impl TransactionApplier {
         Ok(Some(schema.clone()))
     }
 
-    /// Adds a change to the open transaction's chunk, flushing the chunk when it is full.
+    /// Adds a change to the open transaction's chunk, flushing the chunk when it is full (in
+    /// rows or bytes).
     async fn push(&mut self, change: Pending) -> Result<Option<Lsn>, ReplicationError> {
         let chunk_rows = self.options.chunk_rows;
+        let chunk_bytes = self.options.chunk_bytes;
         let Some(mut tx) = self.tx.take() else {
             return Err(ReplicationError::Protocol(
                 "row change outside a transaction".into(),
             ));
         };
+        tx.pending_bytes += change.approximate_size();
         tx.pending.push(change);
-        let result = if tx.pending.len() >= chunk_rows {
+        let result = if tx.pending.len() >= chunk_rows || tx.pending_bytes >= chunk_bytes {
             self.flush(&mut tx).await
         } else {
             Ok(())

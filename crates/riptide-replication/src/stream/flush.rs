@@ -10,6 +10,7 @@ use super::transaction::OpenTransaction;
 use crate::batch::PipelinedBatch;
 use crate::error::ReplicationError;
 use crate::evaluate;
+use crate::failpoints::failpoint;
 use crate::row_image;
 
 impl TransactionApplier {
@@ -19,11 +20,15 @@ impl TransactionApplier {
             return Ok(());
         }
         let pending = std::mem::take(&mut tx.pending);
-        // 1. The earlier state of rows with unchanged TOAST columns that this transaction has
-        //    not written: from storage, else re-read from the source.
-        let earlier = self.earlier_rows(&tx.written, &pending).await?;
-        // 2. Each change evaluated against the rules, in order.
+        tx.pending_bytes = 0;
+        // 1. The earlier state of rows with unchanged TOAST columns: from the transaction's
+        //    storage batch (which sees its earlier chunks) or storage, else re-read from the
+        //    source.
+        let earlier = self.earlier_rows(tx, &pending).await?;
+        // 2. Each change evaluated against the rules, in order. Rows remembered for this
+        //    chunk are dropped after it: later chunks find them in the batch.
         let ops = self.operations(tx, pending, &earlier);
+        tx.written.clear();
         // 3. Saved into the transaction's storage batch.
         let n = ops.len() as u64;
         tx.rows += n;
@@ -34,7 +39,9 @@ impl TransactionApplier {
                 self.storage.begin_batch(self.deployment).await?,
             )),
         };
-        batch.save(ops).await
+        batch.save(ops).await?;
+        failpoint!("replication::after_save");
+        Ok(())
     }
 
     /// The storage operations of a chunk. Upserts get their unchanged columns filled (from

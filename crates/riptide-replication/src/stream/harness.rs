@@ -154,6 +154,7 @@ pub(super) fn options() -> StreamOptions {
         catalog_check_interval: Duration::from_secs(3600),
         group_max_transactions: 1,
         group_max_age: Duration::from_secs(3600),
+        ..StreamOptions::default()
     }
 }
 

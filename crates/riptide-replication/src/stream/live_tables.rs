@@ -13,7 +13,7 @@ use riptide_storage::BatchOperation;
 
 use super::TransactionApplier;
 use crate::batch::PipelinedBatch;
-use crate::connection::quote_literal;
+use crate::connection::{QUERY_TIMEOUT, quote_literal, within};
 use crate::error::ReplicationError;
 use crate::schema::TableSchema;
 use crate::snapshot::{self, CreatedSlot, SnapshotContext};
@@ -76,7 +76,15 @@ impl TransactionApplier {
         let Some(reader) = self.reader().await? else {
             return Ok(None);
         };
-        let current = tables::published(reader, &publication, &tables).await?;
+        let query = tables::published(reader, &publication, &tables);
+        let current = match within("check the catalog", QUERY_TIMEOUT, query).await {
+            Ok(current) => current,
+            Err(e) => {
+                // A connection that hung or failed is not used again.
+                self.reader = None;
+                return Err(e);
+            }
+        };
         let Some(tracking) = &mut self.tracking else {
             return Ok(None);
         };
@@ -112,10 +120,19 @@ impl TransactionApplier {
         let Some(reader) = self.reader().await? else {
             return Ok(None);
         };
-        let wal: String = reader
-            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-            .await?
-            .try_get(0)?;
+        let query = async {
+            let row = reader
+                .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+                .await?;
+            Ok(row.try_get::<_, String>(0)?)
+        };
+        let wal = match within("read the WAL position", QUERY_TIMEOUT, query).await {
+            Ok(wal) => wal,
+            Err(e) => {
+                self.reader = None;
+                return Err(e);
+            }
+        };
         let lsn = wal
             .parse::<Lsn>()
             .map_err(|_| ReplicationError::Catalog(format!("pg_current_wal_insert_lsn {wal:?}")))?;

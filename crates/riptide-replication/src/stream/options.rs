@@ -1,4 +1,5 @@
-//! The knobs of the streaming applier: chunk size, idle commits, catalog checks, group commit.
+//! The knobs of the streaming applier: chunk size, idle commits, catalog checks, group commit,
+//! the snapshot's commit size and the stream's idle deadline.
 
 use std::time::Duration;
 
@@ -6,6 +7,17 @@ use std::time::Duration;
 pub struct StreamOptions {
     /// Row changes per storage `save`.
     pub chunk_rows: usize,
+    /// Approximate bytes of row changes per storage `save` (whichever limit comes first): a
+    /// transaction's rows are held in memory one chunk at a time.
+    pub chunk_bytes: usize,
+    /// Rows the initial snapshot copies per storage commit: a snapshot interrupted by a crash
+    /// resumes after its last commit (`snapshot/`).
+    pub snapshot_commit_rows: usize,
+    /// Silence on the replication stream after which a heartbeat message is written to the
+    /// source (it comes back through the stream when the stream is alive).
+    pub idle_heartbeat: Duration,
+    /// Silence after which the stream is taken for dead and reopened.
+    pub idle_deadline: Duration,
     /// How long irrelevant transactions may go unacknowledged before an empty commit
     /// records their position (bounds the WAL the slot retains).
     pub idle_commit_interval: Duration,
@@ -22,6 +34,10 @@ impl Default for StreamOptions {
     fn default() -> Self {
         StreamOptions {
             chunk_rows: 10_000,
+            chunk_bytes: 16 * 1024 * 1024,
+            snapshot_commit_rows: 20_000,
+            idle_heartbeat: Duration::from_secs(10),
+            idle_deadline: Duration::from_secs(30),
             idle_commit_interval: Duration::from_secs(1),
             catalog_check_interval: Duration::from_secs(1),
             group_max_transactions: 1_000,

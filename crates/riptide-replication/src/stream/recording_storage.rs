@@ -56,6 +56,14 @@ impl StorageBatch for RecordingBatch {
         self.inner.save(ops).await
     }
 
+    async fn current_rows(
+        &mut self,
+        source_table: &str,
+        keys: &[Vec<u8>],
+    ) -> Result<HashMap<Vec<u8>, Vec<u8>>> {
+        self.inner.current_rows(source_table, keys).await
+    }
+
     async fn commit(self: Box<Self>, lsn: Lsn) -> Result<CheckpointEvent> {
         if self.log.lock().unwrap().fail_commit {
             return Err(StorageError::BatchFailed);
@@ -96,6 +104,9 @@ impl BucketStorage for RecordingStorage {
     }
     async fn mark_snapshot_done(&self, id: DeploymentId) -> Result<()> {
         self.memory.mark_snapshot_done(id).await
+    }
+    async fn complete_snapshot(&self, id: DeploymentId) -> Result<()> {
+        self.memory.complete_snapshot(id).await
     }
     async fn begin_batch(&self, id: DeploymentId) -> Result<Box<dyn StorageBatch>> {
         let inner = self.memory.begin_batch(id).await?;

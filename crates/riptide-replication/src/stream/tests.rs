@@ -543,3 +543,34 @@ async fn an_update_without_its_key_is_skipped() {
     assert_eq!(ack, None);
     assert_eq!(h.storage.log().begun, 0);
 }
+
+// --- memory --------------------------------------------------------------------------------
+
+/// Rows of a transaction stay in memory a chunk at a time, however many rows it writes: a bulk
+/// update of wide rows must not hold them all until it ends.
+#[tokio::test]
+async fn a_wide_transaction_holds_one_chunk_of_rows_in_memory() {
+    let mut h = Harness::new(StreamOptions {
+        chunk_rows: 100,
+        ..options()
+    })
+    .await;
+    h.feed(vec![todos(), begin(100)]).await;
+    for i in 0..2_000 {
+        h.send(todo(&i.to_string(), "t", &big('w'))).await.unwrap();
+    }
+    let held = h
+        .applier
+        .tx
+        .as_ref()
+        .map_or(0, |tx| tx.written.len() + tx.pending.len());
+    assert!(
+        held <= 200,
+        "{held} rows of the open transaction are held in memory"
+    );
+    // An update leaving the body unchanged still finds it, long after its chunk was saved.
+    h.send(title_update("0", "late")).await.unwrap();
+    h.send(commit(110)).await.unwrap();
+    assert_eq!(h.text("0", "title").await, text("late"));
+    assert_eq!(h.text("0", "body").await, text(&big('w')));
+}

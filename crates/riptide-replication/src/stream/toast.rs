@@ -1,8 +1,11 @@
 //! Unchanged TOAST columns. pgoutput leaves a TOASTed value out of an update that did not
 //! change it. Its value comes from, in order: the old tuple (REPLICA IDENTITY FULL), the row
-//! as written earlier in the same transaction (rows above [`TOAST_CANDIDATE_BYTES`] are
-//! remembered), the current row in storage (one lookup per table per chunk), or a re-read of
-//! the row from the source by key. A value found nowhere is replicated as NULL, with a warning.
+//! as written earlier in the same chunk (rows above [`TOAST_CANDIDATE_BYTES`] are remembered
+//! for the chunk), the row as the transaction's storage batch sees it (earlier chunks of the
+//! transaction, then what is committed; one lookup per table per chunk), or a re-read of the
+//! row from the source by key. A value found nowhere is replicated as NULL, with a warning.
+//! Nothing is held for the whole transaction: a bulk update of wide rows costs a chunk of
+//! memory, not the transaction's size.
 
 use std::collections::HashMap;
 
@@ -10,19 +13,20 @@ use riptide_rules::{Row, SqliteValue};
 
 use super::TransactionApplier;
 use super::changes::Pending;
-use crate::connection::{quote_ident, quote_literal};
+use super::transaction::OpenTransaction;
+use crate::connection::{QUERY_TIMEOUT, quote_ident, quote_literal, within};
 use crate::error::ReplicationError;
 use crate::pgoutput::TupleValue;
 use crate::row_image;
 use crate::schema::TableSchema;
 
 /// Rows that may hold TOASTed values (approximate size above this) are remembered for the
-/// rest of their transaction, so a later update in the same transaction can fill its
-/// unchanged columns before storage has them.
+/// rest of their chunk, so a later update in the same chunk can fill its unchanged columns
+/// before the batch has them.
 pub(super) const TOAST_CANDIDATE_BYTES: usize = 1_000;
 
 /// Earlier states of the rows of a chunk that have unchanged columns, found outside the
-/// transaction: in storage, or re-read from the source.
+/// chunk: in the transaction's batch or storage, or re-read from the source.
 #[derive(Default)]
 pub(super) struct EarlierRows {
     /// Table → key → stored row (encoded).
@@ -54,7 +58,7 @@ impl EarlierRows {
     }
 }
 
-/// Rows written earlier in the transaction (that may have TOASTed values), by relation and key.
+/// Rows written earlier in the chunk (that may have TOASTed values), by relation and key.
 pub(super) type Written = HashMap<(u32, Vec<u8>), Row>;
 
 /// Upserts of a chunk with unchanged columns that the transaction has not written.
@@ -76,16 +80,17 @@ fn missing<'a>(
 }
 
 impl TransactionApplier {
-    /// The earlier states of the chunk's rows with unchanged columns that the transaction
-    /// has not written: stored rows (one lookup per table), and for rows storage does not
-    /// have either, a re-read from the source.
+    /// The earlier states of the chunk's rows with unchanged columns that the chunk has not
+    /// written: rows as the transaction's batch sees them (or storage, before the transaction
+    /// has a batch; one lookup per table), and for rows neither has, a re-read from the
+    /// source.
     pub(super) async fn earlier_rows(
         &mut self,
-        written: &Written,
+        tx: &mut OpenTransaction,
         pending: &[Pending],
     ) -> Result<EarlierRows, ReplicationError> {
         let mut wanted: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
-        for (schema, key) in missing(written, pending) {
+        for (schema, key) in missing(&tx.written, pending) {
             wanted
                 .entry(schema.qualified.clone())
                 .or_default()
@@ -93,12 +98,17 @@ impl TransactionApplier {
         }
         let mut earlier = EarlierRows::default();
         for (table, keys) in wanted {
-            let rows = self
-                .storage
-                .current_rows(self.deployment, &table, &keys)
-                .await?;
+            let rows = match &mut tx.batch {
+                Some(batch) => batch.current_rows(&table, &keys).await?,
+                None => {
+                    self.storage
+                        .current_rows(self.deployment, &table, &keys)
+                        .await?
+                }
+            };
             earlier.stored.insert(table, rows);
         }
+        let written = &tx.written;
         for (schema, key) in missing(written, pending) {
             if !earlier.is_stored(schema, key)
                 && !earlier.reread.contains_key(&(schema.id, key.clone()))
@@ -126,7 +136,15 @@ impl TransactionApplier {
         let Some(reader) = self.reader().await? else {
             return Ok(None);
         };
-        let messages = reader.simple_query(&sql).await?;
+        let query = async { Ok(reader.simple_query(&sql).await?) };
+        let messages = match within("re-read a row", QUERY_TIMEOUT, query).await {
+            Ok(messages) => messages,
+            Err(e) => {
+                // A connection that hung or failed is not used again.
+                self.reader = None;
+                return Err(e);
+            }
+        };
         for message in &messages {
             if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
                 let values = (0..schema.columns.len()).map(|i| row.get(i));

@@ -14,6 +14,7 @@ use super::toast::Written;
 use super::{CHECKPOINT_MESSAGE_PREFIX, TransactionApplier};
 use crate::batch::PipelinedBatch;
 use crate::error::ReplicationError;
+use crate::failpoints::failpoint;
 
 /// The source transaction in progress, or the group of committed source transactions whose
 /// storage commit is held for the next one.
@@ -30,7 +31,11 @@ pub(super) struct OpenTransaction {
     pub(super) final_lsn: Lsn,
     pub(super) batch: Option<PipelinedBatch>,
     pub(super) pending: Vec<Pending>,
-    /// Rows (that may have TOASTed values) written earlier in this transaction (or group).
+    /// Approximate bytes of `pending`.
+    pub(super) pending_bytes: usize,
+    /// Rows (that may have TOASTed values) written earlier in the chunk being flushed; rows of
+    /// earlier chunks are read back from the transaction's storage batch instead of being
+    /// held in memory.
     pub(super) written: Written,
     pub(super) rows: u64,
 }
@@ -45,6 +50,7 @@ impl OpenTransaction {
             final_lsn,
             batch: None,
             pending: Vec::new(),
+            pending_bytes: 0,
             written: HashMap::new(),
             rows: 0,
         }
@@ -140,8 +146,10 @@ impl TransactionApplier {
         self.flush(&mut tx).await?;
         match tx.batch.take() {
             Some(batch) => {
+                failpoint!("replication::before_commit");
                 let event = batch.commit(end_lsn).await?;
                 self.committed(event, end_lsn, tx.transactions);
+                failpoint!("replication::after_commit");
                 tracing::debug!(
                     lsn = %end_lsn,
                     rows = tx.rows,

@@ -2,6 +2,7 @@
 //! replicator running in the background.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +33,17 @@ pub struct RecordingStorage {
     pub log: Arc<Mutex<Vec<Committed>>>,
     /// When set, `current_rows` answers nothing (stored row state lost).
     pub forget_rows: std::sync::atomic::AtomicBool,
+    /// Injected faults: `activate` (and completing a snapshot) fails this many more times.
+    pub fail_activations: AtomicU64,
+    /// Injected faults: a `save` that would take the rows saved past this fails (once; 0: off).
+    pub fail_past_rows: Arc<AtomicU64>,
+    /// Rows saved so far (every batch, committed or not).
+    pub rows_saved: Arc<AtomicU64>,
+}
+
+/// The error an injected fault returns.
+pub fn injected() -> riptide_storage::StorageError {
+    riptide_storage::StorageError::InvalidArgument("injected fault".into())
 }
 
 impl RecordingStorage {
@@ -40,6 +52,9 @@ impl RecordingStorage {
             inner,
             log: Arc::default(),
             forget_rows: std::sync::atomic::AtomicBool::new(false),
+            fail_activations: AtomicU64::new(0),
+            fail_past_rows: Arc::default(),
+            rows_saved: Arc::default(),
         })
     }
 
@@ -62,22 +77,41 @@ struct RecordingBatch {
     ops: Vec<BatchOperation>,
     saves: usize,
     log: Arc<Mutex<Vec<Committed>>>,
+    fail_past_rows: Arc<AtomicU64>,
+    rows_saved: Arc<AtomicU64>,
 }
 
 #[async_trait]
 impl StorageBatch for RecordingBatch {
     async fn save(&mut self, ops: Vec<BatchOperation>) -> Result<()> {
-        // The replicator's own state (tracked tables) is not a source change.
+        let limit = self.fail_past_rows.load(Ordering::SeqCst);
+        let saved = self
+            .rows_saved
+            .fetch_add(ops.len() as u64, Ordering::SeqCst);
+        if limit > 0 && saved + ops.len() as u64 > limit {
+            self.fail_past_rows.store(0, Ordering::SeqCst);
+            return Err(injected());
+        }
+        // The replicator's own state (tracked tables, snapshot progress) is not a source
+        // change.
         self.ops.extend(
             ops.iter()
                 .filter(|op| {
                     !matches!(op, BatchOperation::Row(r)
-                        if r.source_table == riptide_replication::TRACKED_SOURCE)
+                        if riptide_replication::is_pseudo_table(&r.source_table))
                 })
                 .cloned(),
         );
         self.saves += 1;
         self.inner.save(ops).await
+    }
+
+    async fn current_rows(
+        &mut self,
+        source_table: &str,
+        keys: &[Vec<u8>],
+    ) -> Result<HashMap<Vec<u8>, Vec<u8>>> {
+        self.inner.current_rows(source_table, keys).await
     }
 
     async fn commit(self: Box<Self>, lsn: Lsn) -> Result<CheckpointEvent> {
@@ -109,6 +143,13 @@ impl BucketStorage for RecordingStorage {
         self.inner.create_deployment(content, slot_prefix).await
     }
     async fn activate(&self, id: DeploymentId) -> Result<()> {
+        if self
+            .fail_activations
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(injected());
+        }
         self.inner.activate(id).await
     }
     async fn terminate(&self, id: DeploymentId) -> Result<()> {
@@ -120,12 +161,24 @@ impl BucketStorage for RecordingStorage {
     async fn mark_snapshot_done(&self, id: DeploymentId) -> Result<()> {
         self.inner.mark_snapshot_done(id).await
     }
+    async fn complete_snapshot(&self, id: DeploymentId) -> Result<()> {
+        if self
+            .fail_activations
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(injected());
+        }
+        self.inner.complete_snapshot(id).await
+    }
     async fn begin_batch(&self, id: DeploymentId) -> Result<Box<dyn StorageBatch>> {
         Ok(Box::new(RecordingBatch {
             inner: self.inner.begin_batch(id).await?,
             ops: Vec::new(),
             saves: 0,
             log: self.log.clone(),
+            fail_past_rows: self.fail_past_rows.clone(),
+            rows_saved: self.rows_saved.clone(),
         }))
     }
     async fn current_rows(

@@ -14,6 +14,20 @@ pub(crate) enum Projected {
     Named(Box<str>, Expr),
 }
 
+/// Why `*` is refused for its options (`ILIKE`, `EXCLUDE`, `EXCEPT`, `REPLACE`, `RENAME`,
+/// `AS`), in classic queries and streams alike.
+pub(crate) fn wildcard_options_refused(
+    options: &ast::WildcardAdditionalOptions,
+) -> Option<&'static str> {
+    let refused = options.opt_ilike.is_some()
+        || options.opt_exclude.is_some()
+        || options.opt_except.is_some()
+        || options.opt_replace.is_some()
+        || options.opt_rename.is_some()
+        || options.opt_alias.is_some();
+    refused.then_some("`*` with ILIKE/EXCLUDE/EXCEPT/REPLACE/RENAME/AS is not supported")
+}
+
 /// Lowers the select list. `*` is only accepted where `allow_star`.
 pub(crate) fn lower_projection(
     items: &[SelectItem],
@@ -25,17 +39,8 @@ pub(crate) fn lower_projection(
         let span = item.span();
         match item {
             SelectItem::Wildcard(options) | SelectItem::QualifiedWildcard(_, options) => {
-                if options.opt_ilike.is_some()
-                    || options.opt_exclude.is_some()
-                    || options.opt_except.is_some()
-                    || options.opt_replace.is_some()
-                    || options.opt_rename.is_some()
-                    || options.opt_alias.is_some()
-                {
-                    return Err(SqlError::at(
-                        span,
-                        "`*` with ILIKE/EXCLUDE/EXCEPT/REPLACE/RENAME/AS is not supported",
-                    ));
+                if let Some(why) = wildcard_options_refused(options) {
+                    return Err(SqlError::at(span, why));
                 }
                 if let SelectItem::QualifiedWildcard(kind, _) = item {
                     let known = match kind {

@@ -174,34 +174,42 @@ impl ParsedSelect {
     }
 }
 
+/// Why a table in FROM is refused for what surrounds its name (hints, versions, partitions,
+/// samples, `WITH ORDINALITY`), in classic queries and streams alike.
+pub(crate) fn table_modifiers_refused(relation: &TableFactor) -> Option<&'static str> {
+    let TableFactor::Table {
+        with_hints,
+        version,
+        with_ordinality,
+        partitions,
+        json_path,
+        sample,
+        index_directives,
+        ..
+    } = relation
+    else {
+        return None;
+    };
+    let refused = !with_hints.is_empty()
+        || version.is_some()
+        || *with_ordinality
+        || !partitions.is_empty()
+        || json_path.is_some()
+        || sample.is_some()
+        || !index_directives.is_empty();
+    refused.then_some(
+        "table hints, versions, partitions, samples and WITH ORDINALITY are not supported",
+    )
+}
+
 fn from_clause(relation: &TableFactor) -> Result<FromClause<'_>, SqlError> {
     let span = relation.span();
     match relation {
         TableFactor::Table {
-            name,
-            alias,
-            args,
-            with_hints,
-            version,
-            with_ordinality,
-            partitions,
-            json_path,
-            sample,
-            index_directives,
-            inheritance: _,
+            name, alias, args, ..
         } => {
-            if !with_hints.is_empty()
-                || version.is_some()
-                || *with_ordinality
-                || !partitions.is_empty()
-                || json_path.is_some()
-                || sample.is_some()
-                || !index_directives.is_empty()
-            {
-                return Err(SqlError::at(
-                    span,
-                    "table hints, versions, partitions, samples and WITH ORDINALITY are not supported",
-                ));
+            if let Some(why) = table_modifiers_refused(relation) {
+                return Err(SqlError::at(span, why));
             }
             let Some(parts) = object_name_parts(name) else {
                 return Err(SqlError::at(span, "unsupported table name"));

@@ -26,7 +26,7 @@ use super::sets::{
 use crate::TablePattern;
 use crate::ir::Expr;
 use crate::sql::lower::SqlError;
-use crate::sql::select::parse_query;
+use crate::sql::select::{parse_query, table_modifiers_refused};
 
 /// One output column of a stream query.
 #[derive(Debug, Clone)]
@@ -287,30 +287,10 @@ impl<'c> Builder<'c> {
         let span = relation.span();
         match relation {
             TableFactor::Table {
-                name,
-                alias,
-                args,
-                with_hints,
-                version,
-                with_ordinality,
-                partitions,
-                json_path,
-                sample,
-                index_directives,
-                inheritance: _,
+                name, alias, args, ..
             } => {
-                if !with_hints.is_empty()
-                    || version.is_some()
-                    || *with_ordinality
-                    || !partitions.is_empty()
-                    || json_path.is_some()
-                    || sample.is_some()
-                    || !index_directives.is_empty()
-                {
-                    return self.err(
-                        span,
-                        "table hints, versions, partitions, samples and WITH ORDINALITY are not supported",
-                    );
+                if let Some(why) = table_modifiers_refused(relation) {
+                    return self.err(span, why);
                 }
                 let Some(parts) = parts(name) else {
                     return self.err(span, "unsupported table name");

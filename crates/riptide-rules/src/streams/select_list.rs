@@ -7,6 +7,7 @@ use sqlparser::ast::{self, SelectItem, Spanned};
 use super::query::{Builder, OutColumn, Purpose, ident_name, parts};
 use super::sets::{Entry, Located, Scope};
 use crate::sql::lower::SqlError;
+use crate::sql::projection::wildcard_options_refused;
 
 impl Builder<'_> {
     pub(super) fn columns(
@@ -20,17 +21,8 @@ impl Builder<'_> {
             let span = item.span();
             match item {
                 SelectItem::Wildcard(options) | SelectItem::QualifiedWildcard(_, options) => {
-                    if options.opt_ilike.is_some()
-                        || options.opt_exclude.is_some()
-                        || options.opt_except.is_some()
-                        || options.opt_replace.is_some()
-                        || options.opt_rename.is_some()
-                        || options.opt_alias.is_some()
-                    {
-                        return self.err(
-                            span,
-                            "`*` with ILIKE/EXCLUDE/EXCEPT/REPLACE/RENAME/AS is not supported",
-                        );
+                    if let Some(why) = wildcard_options_refused(options) {
+                        return self.err(span, why);
                     }
                     if purpose == Purpose::Subquery {
                         return self.err(

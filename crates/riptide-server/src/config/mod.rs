@@ -18,6 +18,8 @@ pub use connection::{PgConnection, SslMode, TlsKeys};
 pub use env_value::Env;
 pub use riptide_service::{AuthConfig, CompactorConfig, Limits};
 
+pub use crate::instance_admin::ExecuteSqlOptions;
+
 /// The HTTP port when neither the config nor `--port` names one.
 pub const DEFAULT_PORT: u16 = 8080;
 /// The listen address when neither the config's `host` nor `--host` names one: every
@@ -61,6 +63,9 @@ pub struct ServeConfig {
     pub slot_name_prefix: String,
     /// `compaction` (a Riptide section): the background compactor, on by default.
     pub compaction: CompactorConfig,
+    /// How the admin API's `execute-sql` runs: enabled by the connection's `debug_api`, the
+    /// rest from `api.execute_sql` (Riptide keys).
+    pub execute_sql: ExecuteSqlOptions,
     /// Keys that were accepted for compatibility but have no effect (dotted paths).
     pub ignored: Vec<String>,
 }
@@ -117,6 +122,7 @@ impl ServeConfig {
             logging: Logging::default(),
             slot_name_prefix: DEFAULT_SLOT_NAME_PREFIX.into(),
             compaction: CompactorConfig::default(),
+            execute_sql: ExecuteSqlOptions::default(),
             ignored: Vec::new(),
         }
     }
@@ -157,6 +163,7 @@ impl fmt::Debug for ServeConfig {
             .field("logging", &self.logging)
             .field("slot_name_prefix", &self.slot_name_prefix)
             .field("compaction", &self.compaction)
+            .field("execute_sql", &self.execute_sql)
             .field("ignored", &self.ignored)
             .finish()
     }

@@ -1,17 +1,22 @@
-//! One deployment's life: its replicator runs (restarting after errors); a deployment that is
-//! not active yet is watched until its replicator activates it, then it serves and the one it
-//! replaces is stopped and retired (slot dropped, storage terminated).
+//! One deployment's life: its replicator runs (restarting after errors, with a backoff that
+//! starts small again once a run made progress; every error is kept in the replicator's status
+//! for the probes and metrics); a deployment that is not active yet is watched until its
+//! replicator activates it, then it serves and the one it replaces is stopped and retired
+//! (slot dropped, storage terminated). A serving deployment whose slot is lost (invalidated by
+//! `max_slot_wal_keep_size`) keeps serving what storage holds while a new deployment of the
+//! same rules replicates from a new snapshot and replaces it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use riptide_replication::Replicator;
+use riptide_replication::{ReplicationError, Replicator};
 use riptide_rules::SyncRules;
 use riptide_service::ActiveRules;
 use riptide_storage::{BucketStorage, Deployment, DeploymentState};
 use tokio_util::sync::CancellationToken;
 
 use super::{Deployments, Running, Slots};
+use crate::failpoints::failpoint;
 
 /// How often a watched deployment's state is re-read when no checkpoint event comes.
 const ACTIVATION_POLL: Duration = Duration::from_millis(200);
@@ -25,13 +30,20 @@ impl Deployments {
     pub(super) fn run(self: &Arc<Self>, d: Deployment, rules: Arc<SyncRules>) -> Running {
         let cancel = self.cancel.child_token();
         let replicator = Arc::new(self.replicator());
-        let task = tokio::spawn(replicate(
-            replicator.clone(),
-            self.storage.clone(),
-            d.clone(),
-            rules.clone(),
-            cancel.clone(),
-        ));
+        let task = tokio::spawn({
+            let this = self.clone();
+            let (replicator, d, rules, cancel) =
+                (replicator.clone(), d.clone(), rules.clone(), cancel.clone());
+            async move {
+                let id = d.id;
+                let ended = replicate(replicator, this.storage.clone(), d, rules, cancel).await;
+                if ended == Ended::SlotLost {
+                    // Not awaited here: a deploy may be waiting for this task while holding
+                    // the slots' lock that the recovery takes.
+                    tokio::spawn(async move { this.replace_lost(id).await });
+                }
+            }
+        });
         if d.state != DeploymentState::Active {
             tokio::spawn(self.clone().watch_activation(d.id, cancel.clone()));
         }
@@ -102,15 +114,53 @@ impl Deployments {
     pub(super) async fn stop_and_retire(&self, r: Running) {
         r.cancel.cancel();
         let _ = r.task.await;
+        failpoint!("deployments::after_activation");
         self.retire(&r.deployment).await;
+        self.drop_orphan_slots().await;
+    }
+
+    /// The serving deployment `id` lost its slot: a new deployment of the same rules
+    /// replicates from a new snapshot and replaces it once ready; `id` serves what storage
+    /// holds meanwhile. Nothing when another deployment is on its way already.
+    async fn replace_lost(self: Arc<Self>, id: i64) {
+        let mut slots = self.slots.lock().await;
+        let serving = slots.serving.as_ref().map(|s| s.deployment.clone());
+        let Some(serving) = serving.filter(|s| s.id == id) else {
+            return;
+        };
+        if slots.next.is_some() {
+            return;
+        }
+        let created = match self
+            .storage
+            .create_deployment(&serving.content, &self.options.replicator.slot_prefix)
+            .await
+        {
+            Ok(created) => created,
+            Err(e) => {
+                tracing::error!(deployment = id, error = %e, "cannot create a deployment to replace the one whose slot is lost");
+                return;
+            }
+        };
+        match super::deployment_rules(&created) {
+            Ok(rules) => {
+                tracing::warn!(deployment = id, replacement = created.id, slot = %created.slot_name, "replication slot lost: the same rules replicate again from a new snapshot; the current data serves until then");
+                slots.next = Some(self.run(created, rules));
+            }
+            Err(e) => {
+                tracing::error!(deployment = created.id, error = %e, "the rules no longer parse");
+                self.retire(&created).await;
+            }
+        }
     }
 
     /// Drops a deployment's slot and terminates its storage (errors are logged: a leftover
     /// slot is dropped again at the next start-up only if still recorded, so say so loudly).
     pub(super) async fn retire(&self, d: &Deployment) {
         if let Err(e) = self.replicator().drop_slot(&d.slot_name).await {
-            tracing::error!(deployment = d.id, slot = %d.slot_name, error = %e, "cannot drop the replaced deployment's replication slot; drop it by hand: SELECT pg_drop_replication_slot('{}')", d.slot_name);
+            tracing::error!(deployment = d.id, slot = %d.slot_name, error = %e, "cannot drop the replaced deployment's replication slot; it is dropped again at the next start or switch");
         }
+        failpoint!("deployments::after_slot_drop");
         if let Err(e) = self.storage.terminate(d.id).await {
             tracing::error!(deployment = d.id, error = %e, "cannot terminate the replaced deployment");
         } else {
@@ -132,15 +182,28 @@ impl Deployments {
     }
 }
 
-/// Runs replication for one deployment until cancelled, restarting after errors.
+/// Why a deployment's replication ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Cancelled, or the deployment was terminated.
+    Stopped,
+    /// The slot of a deployment whose snapshot is done is gone: it cannot replicate again.
+    SlotLost,
+}
+
+/// Runs replication for one deployment until cancelled, restarting after errors. Every error
+/// goes to the replicator's status (the probes and metrics report it); the wait before a
+/// restart doubles up to [`MAX_RETRY`] and starts at [`FIRST_RETRY`] again after a run that
+/// committed something.
 async fn replicate(
     replicator: Arc<Replicator>,
     storage: Arc<dyn BucketStorage>,
     deployment: Deployment,
     rules: Arc<SyncRules>,
     cancel: CancellationToken,
-) {
+) -> Ended {
     let id = deployment.id;
+    let status = replicator.status();
     let mut backoff = FIRST_RETRY;
     while !cancel.is_cancelled() {
         let current = match storage.deployment(id).await {
@@ -151,9 +214,18 @@ async fn replicate(
                 deployment.clone()
             }
         };
+        let commits = status.commits();
         match replicator.run(current, rules.clone(), cancel.clone()).await {
             Ok(()) => break,
             Err(e) => {
+                status.failed(&e);
+                if matches!(e, ReplicationError::SlotMissing { .. }) {
+                    tracing::error!(deployment = id, error = %e, "replication slot lost");
+                    return Ended::SlotLost;
+                }
+                if status.commits() > commits {
+                    backoff = FIRST_RETRY;
+                }
                 tracing::error!(deployment = id, error = %e, "replication failed; retrying in {backoff:?}");
                 tokio::select! {
                     () = cancel.cancelled() => break,
@@ -163,4 +235,5 @@ async fn replicate(
             }
         }
     }
+    Ended::Stopped
 }

@@ -12,11 +12,16 @@
 //! deployments are never confused: op ids of deployments replicating side by side interleave.
 //!
 //! - `startup`: what runs when the process starts (stored deployments against the config's rules);
-//! - `lifecycle`: one deployment's replicator, its activation, the switch and retirement;
-//! - `admin`: deploys, validation and the current state for the admin API ([`Admin`]).
+//! - `lifecycle`: one deployment's replicator (restarts, health, a lost slot replaced by a new
+//!   snapshot of the same rules), its activation, the switch and retirement;
+//! - `orphans`: slots replaced deployments left behind, dropped at start and after switches;
+//! - `admin`: deploys, validation and the current state for the admin API ([`Admin`]);
+//! - `reprocess`: the serving rules again on a new slot (admin API v1).
 
 mod admin;
 mod lifecycle;
+mod orphans;
+mod reprocess;
 mod startup;
 
 use std::sync::{Arc, Mutex as StdMutex};
@@ -29,6 +34,7 @@ use tokio::sync::{Mutex, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use admin::Admin;
+pub use startup::unreachable;
 
 /// One deployment being replicated.
 struct Running {

@@ -1,6 +1,9 @@
 //! Start-up: the stored deployments meet the config's rules. The active deployment keeps
-//! serving; a processing one resumes unless the config's rules replaced it; config rules that
-//! differ from what serves become a new deployment.
+//! serving; a processing one resumes unless the config's rules replaced it (one with the
+//! serving rules replaces a deployment whose slot was lost); config rules that differ from
+//! what serves become a new deployment. Nothing here needs the source to be up: the stored
+//! deployment serves while the replicators retry it. Slots a replaced deployment left behind
+//! are dropped in the background.
 
 use std::sync::{Arc, Mutex as StdMutex};
 
@@ -12,6 +15,16 @@ use tokio::sync::{Mutex, MutexGuard, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{DeploymentError, DeploymentOptions, Deployments, Slots, deployment_rules};
+
+/// Whether `e` says the source could not be reached (rather than that it is not set up).
+pub fn unreachable(e: &riptide_replication::ReplicationError) -> bool {
+    use riptide_replication::ReplicationError as E;
+    match e {
+        E::Connect(_) | E::Timeout { .. } => true,
+        E::Query(q) => q.is_closed() || q.as_db_error().is_none(),
+        _ => false,
+    }
+}
 
 impl Deployments {
     /// Picks up the stored deployments and the config's rules and starts replicating:
@@ -48,6 +61,10 @@ impl Deployments {
             );
         }
         drop(slots);
+        tokio::spawn({
+            let this = this.clone();
+            async move { this.drop_orphan_slots().await }
+        });
         Ok((this, rules_rx))
     }
 
@@ -97,10 +114,9 @@ impl Deployments {
             next = None;
         }
         if serving_content == Some(wanted) {
-            if let Some(p) = next.take() {
-                self.retire(&p).await;
-            }
-            return Ok(None);
+            // A processing deployment of the serving rules replaces a deployment whose slot
+            // was lost (`lifecycle.rs`): it goes on.
+            return Ok(next);
         }
         if next.is_some() {
             return Ok(next);
@@ -108,13 +124,18 @@ impl Deployments {
         self.create_for_config(wanted).await.map(Some)
     }
 
-    /// A new deployment for the config's rules, once the source is ready for them.
+    /// A new deployment for the config's rules, once the source is ready for them (or
+    /// without the check while the source cannot be reached: its replicator then reports
+    /// what is wrong, and retries).
     async fn create_for_config(&self, wanted: &str) -> Result<Deployment, DeploymentError> {
         let rules = SyncRules::parse(wanted)?;
-        self.replicator()
-            .check_source(&rules)
-            .await
-            .map_err(DeploymentError::SourceNotReady)?;
+        match self.replicator().check_source(&rules).await {
+            Ok(()) => {}
+            Err(e) if unreachable(&e) => {
+                tracing::warn!(error = %e, "the source database cannot be reached; the new rules replicate once it can");
+            }
+            Err(e) => return Err(DeploymentError::SourceNotReady(e)),
+        }
         let created = self
             .storage
             .create_deployment(wanted, &self.options.replicator.slot_prefix)

@@ -13,14 +13,16 @@ pub fn serve_config(source: &TestDatabase, storage: &TestDatabase, keys: &TestKe
         storage: Some(storage.config().into()),
         port: 0,
         sync_rules_origin: "test".into(),
-        ..ServeConfig::new(
-            source.config(),
-            AuthConfig {
-                jwks: Some(serde_json::json!({ "keys": [keys.jwk()] })),
-                audience: vec![keys.audience.clone()],
-                ..AuthConfig::default()
-            },
-        )
+        ..ServeConfig::new(source.config(), auth(keys))
+    }
+}
+
+/// Client auth accepting tokens signed by `keys`.
+pub fn auth(keys: &TestKeys) -> AuthConfig {
+    AuthConfig {
+        jwks: Some(serde_json::json!({ "keys": [keys.jwk()] })),
+        audience: vec![keys.audience.clone()],
+        ..AuthConfig::default()
     }
 }
 

@@ -282,6 +282,13 @@ pub struct Replication {
     pub last_received_lsn: String,
     pub last_committed_lsn: String,
     pub snapshot: SnapshotProgress,
+    /// `false` while replication keeps failing (then `error` says on what).
+    pub healthy: bool,
+    pub error: Option<String>,
+    /// Seconds since the failures in a row began.
+    pub failing_for_seconds: Option<f64>,
+    pub failures_total: u64,
+    pub slot_invalidations_total: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -352,6 +359,11 @@ pub async fn snapshot(state: &AppState) -> DashboardData {
             table: r.snapshot_table,
             rows: r.snapshot_rows,
         },
+        healthy: r.error.is_none(),
+        error: r.error,
+        failing_for_seconds: seconds_since(r.failing_since),
+        failures_total: r.failures,
+        slot_invalidations_total: r.slot_invalidations,
     });
     let storage = &state.inner.storage;
     let mut storage_error = None;

@@ -26,6 +26,7 @@ use serde_json::json;
 use super::data;
 use crate::auth::token_from_header;
 use crate::error::error_chain;
+use crate::instance_admin::InstanceAdminError;
 use crate::rules_admin::{RuleProblem, RulesAdmin, RulesAdminError};
 use crate::state::AppState;
 
@@ -46,6 +47,8 @@ pub enum AdminError {
     Rules(#[from] RulesAdminError),
     #[error("compaction failed")]
     Compaction(#[source] riptide_storage::StorageError),
+    #[error(transparent)]
+    Instance(#[from] InstanceAdminError),
 }
 
 impl AdminError {
@@ -59,7 +62,12 @@ impl AdminError {
             }
             AdminError::Rules(RulesAdminError::ManagedByConfig) => ErrorCode::S4105,
             AdminError::Rules(RulesAdminError::Storage(_) | RulesAdminError::Failed(_))
-            | AdminError::Compaction(_) => ErrorCode::S1001,
+            | AdminError::Compaction(_)
+            | AdminError::Instance(
+                InstanceAdminError::Storage(_) | InstanceAdminError::Failed(_),
+            ) => ErrorCode::S1001,
+            AdminError::Instance(InstanceAdminError::Busy) => ErrorCode::S4106,
+            AdminError::Instance(InstanceAdminError::NoActiveRules) => ErrorCode::S4104,
         }
     }
 }
@@ -73,11 +81,14 @@ impl IntoResponse for AdminError {
             _ => StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         };
         let description = match &self {
-            AdminError::Rules(RulesAdminError::Storage(_)) | AdminError::Compaction(_) => {
+            AdminError::Rules(RulesAdminError::Storage(_))
+            | AdminError::Compaction(_)
+            | AdminError::Instance(InstanceAdminError::Storage(_)) => {
                 tracing::error!(error = %error_chain(&self), "sync rules admin request failed");
                 "Internal server error".to_owned()
             }
-            AdminError::Rules(RulesAdminError::Failed(_)) => {
+            AdminError::Rules(RulesAdminError::Failed(_))
+            | AdminError::Instance(InstanceAdminError::Failed(_)) => {
                 tracing::error!(error = %self, "sync rules admin request failed");
                 "Internal server error".to_owned()
             }
@@ -116,8 +127,17 @@ fn describe(p: &RuleProblem) -> String {
     }
 }
 
-/// Checks the admin token.
-fn check_token(state: &AppState, headers: &HeaderMap) -> Result<(), AdminError> {
+/// Checks the admin token and returns the rules admin.
+fn authorize<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+) -> Result<&'a dyn RulesAdmin, AdminError> {
+    check_admin_token(state, headers)?;
+    state.rules_admin.as_deref().ok_or(AdminError::Unavailable)
+}
+
+/// Checks `Authorization` against `api.tokens` (also for the admin API v1).
+pub(crate) fn check_admin_token(state: &AppState, headers: &HeaderMap) -> Result<(), AdminError> {
     let tokens = &state.inner.options.api_tokens;
     if tokens.is_empty() {
         return Err(AdminError::Disabled);
@@ -127,15 +147,6 @@ fn check_token(state: &AppState, headers: &HeaderMap) -> Result<(), AdminError> 
         return Err(AdminError::WrongToken);
     }
     Ok(())
-}
-
-/// Checks the admin token and returns the rules admin.
-fn authorize<'a>(
-    state: &'a AppState,
-    headers: &HeaderMap,
-) -> Result<&'a dyn RulesAdmin, AdminError> {
-    check_token(state, headers)?;
-    state.rules_admin.as_deref().ok_or(AdminError::Unavailable)
 }
 
 /// The YAML of a request body: `{"content": "…"}` as JSON, or the body itself.
@@ -279,7 +290,7 @@ pub async fn compact(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AdminError> {
-    check_token(&state, &headers)?;
+    check_admin_token(&state, &headers)?;
     let request: CompactRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CompactRequest::default()
     } else {

@@ -1,7 +1,9 @@
 //! HTTP routes.
 
 pub mod admin;
+pub mod admin_v1;
 pub mod body_limit;
+pub mod legacy_checkpoint;
 pub mod probes;
 pub mod sync_stream;
 pub mod websocket;

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use riptide_protocol::{ErrorCode, OpId, StreamingSyncRequest, SyncLine};
-use riptide_rules::RequestParameters;
+use riptide_protocol::{ErrorCode, Lsn, OpId, StreamingSyncRequest, SyncLine};
+use riptide_rules::StreamRequest;
 use riptide_storage::{CheckpointEvent, StorageCheckpoint, StorageError};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, watch};
@@ -31,7 +31,7 @@ const SWITCH_AFTER_OPS: u64 = 1000;
 use super::follow::Follow;
 use super::framing::{Disconnected, LineSender, SendError};
 use super::pace::Pace;
-use super::resolve::{Resolved, resolve};
+use super::resolve::{Resolved, resolve, stream_request};
 use super::state::{CheckpointInput, SessionState};
 use super::wake::{Interest, Registration};
 use crate::auth::VerifiedToken;
@@ -108,7 +108,8 @@ struct Stream<'a> {
     inner: &'a Inner,
     user: &'a VerifiedToken,
     client_id: String,
-    params: RequestParameters,
+    /// The token, parameters and stream subscriptions the buckets are resolved for.
+    request: StreamRequest,
     only: Option<&'a [String]>,
     tx: &'a LineSender,
     ops_sent: &'a AtomicU64,
@@ -150,10 +151,7 @@ impl<'a> Stream<'a> {
             inner,
             user,
             client_id: request.client_id.clone().unwrap_or_default(),
-            params: RequestParameters::new(
-                user.claims.clone(),
-                request.parameters.clone().unwrap_or_default(),
-            ),
+            request: stream_request(&user.claims, request),
             only: request.only.as_deref(),
             tx,
             ops_sent,
@@ -175,6 +173,17 @@ impl<'a> Stream<'a> {
     /// checkpoint (from the bus's ops or from storage), its lines and data sent, then a wait
     /// for the next relevant event.
     async fn run(&mut self) -> Result<(), SessionError> {
+        // A write checkpoint taken before this stream opened (a client that reconnected after
+        // requesting it, e.g. across a service restart) is looked for at every checkpoint
+        // until reported, like one announced while the stream is open: replication may not
+        // have reached it yet.
+        if !self.client_id.is_empty() {
+            self.pending_write = self
+                .inner
+                .storage
+                .write_checkpoint(&self.user.user_id, &self.client_id, Lsn(u64::MAX))
+                .await?;
+        }
         loop {
             // 1. The rules serving now, and the pace of checkpoints.
             let active = self.active_rules()?;
@@ -291,17 +300,16 @@ impl<'a> Stream<'a> {
             self.bus.resolve_needed = true;
         }
         if self.bus.resolve_needed {
-            let (r, definitions, at) = resolve(
+            let (r, streams, at) = resolve(
                 storage,
                 active,
-                &self.params,
+                &self.request,
                 self.only,
                 &self.inner.options.limits,
                 checkpoint,
             )
             .await?;
-            self.session
-                .set_streams(SessionState::streams_for(&definitions));
+            self.session.set_streams(streams);
             self.resolved = Some(r);
             self.resolutions += 1;
             self.bus.resolve_needed = false;

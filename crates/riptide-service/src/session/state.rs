@@ -17,7 +17,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use riptide_protocol::{
     BucketChecksum, BucketRequest, Checkpoint, CheckpointComplete, CheckpointDiff, DataLine, OpId,
-    OplogEntry, PartialCheckpointComplete, StreamDescription, SubscriptionRef, SyncLine,
+    OplogEntry, PartialCheckpointComplete, StreamDescription, StreamError, SubscriptionRef,
+    SyncLine,
 };
 use riptide_storage::{BucketChunk, BucketState};
 
@@ -35,8 +36,9 @@ pub struct SessionBucket {
     pub name: String,
     /// 0 (first) ..= 3.
     pub priority: u8,
-    /// Index of its definition in the checkpoint's `streams`.
-    pub definition: usize,
+    /// The subscriptions it serves: `{"default": i}` (index into the checkpoint's
+    /// `streams`) or `{"sub": i}` (index into the request's subscriptions).
+    pub subscriptions: Vec<SubscriptionRef>,
 }
 
 /// What the session knows at a storage checkpoint.
@@ -110,6 +112,9 @@ struct Pending {
 #[derive(Debug)]
 pub struct SessionState {
     streams: Vec<StreamDescription>,
+    /// The streams' errors changed since the last full `checkpoint`: only a full one carries
+    /// them, so the next checkpoint is sent whole.
+    errors_changed: bool,
     positions: HashMap<String, OpId>,
     sent: Option<Sent>,
     pending: Option<Pending>,
@@ -129,6 +134,7 @@ impl SessionState {
     pub fn new(streams: Vec<StreamDescription>, requested: &[BucketRequest]) -> Self {
         SessionState {
             streams,
+            errors_changed: false,
             positions: requested
                 .iter()
                 .map(|b| (b.name.clone(), b.after))
@@ -155,8 +161,14 @@ impl SessionState {
         self
     }
 
-    /// Replaces the stream descriptions (the active rules changed).
+    /// Replaces the stream descriptions (the buckets were resolved again). When their
+    /// per-subscription errors changed (a subscription went over a limit, or back under it),
+    /// the next checkpoint is a full `checkpoint` line, the only one that carries `streams`;
+    /// otherwise (e.g. new rules with other definitions) a `checkpoint_diff` follows as before.
     pub fn set_streams(&mut self, streams: Vec<StreamDescription>) {
+        if self.sent.is_some() && stream_errors(&self.streams) != stream_errors(&streams) {
+            self.errors_changed = true;
+        }
         self.streams = streams;
     }
 
@@ -225,6 +237,7 @@ impl SessionState {
         else {
             return Vec::new();
         };
+        self.errors_changed = false;
         // 4. Positions: buckets the client may not have start at 0; removed buckets are
         //    forgotten.
         self.positions
@@ -266,7 +279,7 @@ impl SessionState {
         current: &[(BucketChecksum, &'b SessionBucket)],
         in_set: &HashSet<&str>,
     ) -> Option<(SyncLine, Vec<&'b SessionBucket>)> {
-        let Some(sent) = &self.sent else {
+        let Some(sent) = self.sent.as_ref().filter(|_| !self.errors_changed) else {
             let line = SyncLine::Checkpoint(Checkpoint {
                 last_op_id: checkpoint,
                 write_checkpoint,
@@ -569,6 +582,15 @@ impl SessionState {
     }
 }
 
+/// The streams that have errors, with them.
+fn stream_errors(streams: &[StreamDescription]) -> Vec<(&str, &[StreamError])> {
+    streams
+        .iter()
+        .filter(|s| !s.errors.is_empty())
+        .map(|s| (s.name.as_str(), s.errors.as_slice()))
+        .collect()
+}
+
 /// Splits a page of ops into `data` line payloads of at most about `max_bytes` each (at least
 /// one op per line).
 fn split_ops(ops: Vec<OplogEntry>, max_bytes: usize) -> Vec<Vec<OplogEntry>> {
@@ -619,7 +641,7 @@ fn checksums<'b>(
                 checksum: state.checksum,
                 count: state.count,
                 priority: b.priority,
-                subscriptions: vec![SubscriptionRef::Default(b.definition)],
+                subscriptions: b.subscriptions.clone(),
             },
             b,
         ));

@@ -23,6 +23,7 @@
 //! for the whole batch, which makes the replicator the single writer. A batch dropped without
 //! commit takes its connection out of the pool and closes it, so the server rolls back.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +34,7 @@ use tokio::task::JoinHandle;
 
 use super::{CHECKPOINT_CHANNEL, to_pg_lsn};
 use crate::diff::{RowState, decode_buckets, decode_parameters, diff_row, subkey};
+use crate::keys;
 use crate::{
     BatchOperation, CheckpointEvent, CommitOps, DeploymentId, DeploymentState, EVENT_OPS_MAX,
     Result, RowChange, StorageBatch, StorageCheckpoint, StorageError,
@@ -409,6 +411,58 @@ impl PgBatch {
         }
     }
 
+    /// The rows of `keys` as this transaction sees them, once the queue is processed: the chunk
+    /// in flight holds the final states of its rows (written or being written); every other row
+    /// is as flushed into the open transaction, which a query on it sees.
+    async fn rows_as_seen(
+        &self,
+        source_table: &str,
+        keys: &[Vec<u8>],
+    ) -> Result<HashMap<Vec<u8>, Vec<u8>>> {
+        let mut out = HashMap::new();
+        let mut query: Vec<(Vec<u8>, &Vec<u8>)> = Vec::new();
+        for key in keys {
+            let stored = keys::row_key(key).into_owned();
+            let row_key = (source_table.to_owned(), stored);
+            let known = self
+                .chunk
+                .overlay
+                .get(&row_key)
+                .or_else(|| self.prev.as_ref().and_then(|p| p.overlay.get(&row_key)));
+            match known {
+                Some(entry) => {
+                    if let Some(state) = &entry.state {
+                        out.insert(key.clone(), state.row.clone());
+                    }
+                }
+                None => query.push((row_key.1, key)),
+            }
+        }
+        if query.is_empty() {
+            return Ok(out);
+        }
+        let back: HashMap<&[u8], &Vec<u8>> =
+            query.iter().map(|(s, k)| (s.as_slice(), *k)).collect();
+        let stored: Vec<&[u8]> = query.iter().map(|(s, _)| s.as_slice()).collect();
+        let client = self.conn.client()?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT source_key, data FROM riptide.current_data \
+                 WHERE deployment_id = $1 AND source_table = $2 AND source_key = ANY($3)",
+            )
+            .await?;
+        for row in client
+            .query(&stmt, &[&self.id, &source_table, &stored])
+            .await?
+        {
+            let key: Vec<u8> = row.try_get(0)?;
+            if let Some(full) = back.get(key.as_slice()) {
+                out.insert((*full).clone(), row.try_get(1)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Turns every stored row of `source_table` into a delete, a page at a time. The chunk
     /// must be flushed before (so `current_data` is the whole truth).
     async fn truncate(&mut self, source_table: &str) -> Result<()> {
@@ -461,7 +515,13 @@ impl StorageBatch for PgBatch {
         if self.failed {
             return Err(StorageError::BatchFailed);
         }
-        for op in ops {
+        for mut op in ops {
+            // From here on a row is known by its stored key (`keys.rs`).
+            if let BatchOperation::Row(r) = &mut op
+                && let Cow::Owned(stored) = keys::row_key(&r.key)
+            {
+                r.key = stored;
+            }
             self.queue_bytes += estimate(&op);
             self.queue.push(op);
             if (self.queue.len() >= self.chunk_rows || self.queue_bytes >= CHUNK_BYTES)
@@ -472,6 +532,27 @@ impl StorageBatch for PgBatch {
             }
         }
         Ok(())
+    }
+
+    async fn current_rows(
+        &mut self,
+        source_table: &str,
+        keys: &[Vec<u8>],
+    ) -> Result<HashMap<Vec<u8>, Vec<u8>>> {
+        if self.failed {
+            return Err(StorageError::BatchFailed);
+        }
+        if let Err(e) = self.process_queue().await {
+            self.failed = true;
+            return Err(e);
+        }
+        match self.rows_as_seen(source_table, keys).await {
+            Ok(rows) => Ok(rows),
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
+        }
     }
 
     async fn commit(mut self: Box<Self>, lsn: Lsn) -> Result<CheckpointEvent> {

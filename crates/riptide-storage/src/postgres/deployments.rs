@@ -119,9 +119,30 @@ async fn lock_row<C: GenericClient>(tx: &C, id: DeploymentId) -> Result<Deployme
 pub(super) async fn activate(pool: &Pool, id: DeploymentId) -> Result<()> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    activate_in(&tx, id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Marks the snapshot done and activates, in one transaction.
+pub(super) async fn complete_snapshot(pool: &Pool, id: DeploymentId) -> Result<()> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    activate_in(&tx, id).await?;
+    tx.execute(
+        "UPDATE riptide.deployments SET snapshot_done = true, updated_at = now() WHERE id = $1",
+        &[&id],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Makes `id` the active deployment and stops the active one, inside `tx`.
+async fn activate_in<C: GenericClient>(tx: &C, id: DeploymentId) -> Result<()> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ACTIVATE_LOCK])
         .await?;
-    let state = lock_row(&tx, id).await?;
+    let state = lock_row(tx, id).await?;
     if !matches!(state, DeploymentState::Processing | DeploymentState::Active) {
         return Err(StorageError::InvalidState { id, state });
     }
@@ -136,7 +157,6 @@ pub(super) async fn activate(pool: &Pool, id: DeploymentId) -> Result<()> {
         &[&id],
     )
     .await?;
-    tx.commit().await?;
     Ok(())
 }
 

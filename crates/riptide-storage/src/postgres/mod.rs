@@ -169,6 +169,10 @@ impl BucketStorage for PgStorage {
         deployments::mark_snapshot_done(&self.pool, id).await
     }
 
+    async fn complete_snapshot(&self, id: DeploymentId) -> Result<()> {
+        deployments::complete_snapshot(&self.pool, id).await
+    }
+
     async fn begin_batch(&self, id: DeploymentId) -> Result<Box<dyn StorageBatch>> {
         Ok(Box::new(
             batch::PgBatch::begin(&self.pool, id, self.chunk_rows).await?,

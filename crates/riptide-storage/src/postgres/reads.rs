@@ -9,7 +9,39 @@ use riptide_protocol::{Checksum, OpId, OpType, OplogEntry};
 use futures::TryStreamExt;
 
 use super::checksum_from_db;
+use crate::keys;
 use crate::{BucketChunk, BucketState, DeploymentId, PageLimit, Result, StorageError, op_bytes};
+
+/// Stored forms of `full` keys, and the way back (see `keys.rs`).
+struct Stored<'a, T: ?Sized + ToOwned> {
+    forms: Vec<std::borrow::Cow<'a, T>>,
+    back: HashMap<<T as ToOwned>::Owned, &'a T>,
+}
+
+impl<'a, T> Stored<'a, T>
+where
+    T: ?Sized + ToOwned,
+    T::Owned: std::hash::Hash + Eq,
+{
+    fn new(full: impl IntoIterator<Item = &'a T>, form: fn(&T) -> std::borrow::Cow<'_, T>) -> Self {
+        let mut forms = Vec::new();
+        let mut back = HashMap::new();
+        for key in full {
+            let stored = form(key);
+            back.insert(stored.clone().into_owned(), key);
+            forms.push(stored);
+        }
+        Stored { forms, back }
+    }
+
+    /// The full key a stored form stands for (the stored form itself if unknown).
+    fn full(&self, stored: T::Owned) -> T::Owned {
+        match self.back.get::<T::Owned>(&stored) {
+            Some(full) => (*full).to_owned(),
+            None => stored,
+        }
+    }
+}
 
 pub(super) async fn current_rows(
     pool: &Pool,
@@ -20,6 +52,8 @@ pub(super) async fn current_rows(
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
+    let stored = Stored::new(keys.iter().map(Vec::as_slice), keys::row_key);
+    let forms: Vec<&[u8]> = stored.forms.iter().map(|k| k.as_ref()).collect();
     let client = pool.get().await?;
     let stmt = client
         .prepare_cached(
@@ -27,10 +61,10 @@ pub(super) async fn current_rows(
              WHERE deployment_id = $1 AND source_table = $2 AND source_key = ANY($3)",
         )
         .await?;
-    let rows = client.query(&stmt, &[&id, &source_table, &keys]).await?;
+    let rows = client.query(&stmt, &[&id, &source_table, &forms]).await?;
     let mut out = HashMap::with_capacity(rows.len());
     for row in rows {
-        out.insert(row.try_get(0)?, row.try_get(1)?);
+        out.insert(stored.full(row.try_get(0)?), row.try_get(1)?);
     }
     Ok(out)
 }
@@ -45,6 +79,8 @@ pub(super) async fn parameter_results(
     if lookups.is_empty() {
         return Ok(out);
     }
+    let stored = Stored::new(lookups.iter().map(Vec::as_slice), keys::row_key);
+    let forms: Vec<&[u8]> = stored.forms.iter().map(|k| k.as_ref()).collect();
     let client = pool.get().await?;
     let stmt = client
         .prepare_cached(
@@ -53,8 +89,8 @@ pub(super) async fn parameter_results(
              ORDER BY lookup, source_table, source_key",
         )
         .await?;
-    for row in client.query(&stmt, &[&id, &lookups]).await? {
-        let lookup: Vec<u8> = row.try_get(0)?;
+    for row in client.query(&stmt, &[&id, &forms]).await? {
+        let lookup = stored.full(row.try_get(0)?);
         out.entry(lookup).or_default().push(row.try_get(1)?);
     }
     Ok(out)
@@ -72,6 +108,8 @@ pub(super) async fn bucket_states(
     if buckets.is_empty() {
         return Ok(HashMap::new());
     }
+    let stored = Stored::new(buckets.iter().map(String::as_str), keys::bucket);
+    let forms: Vec<&str> = stored.forms.iter().map(|b| b.as_ref()).collect();
     let client = pool.get().await?;
     let stmt = client
         .prepare_cached(
@@ -87,10 +125,10 @@ pub(super) async fn bucket_states(
              WHERE s.deployment_id = $1 AND s.bucket = ANY($2)",
         )
         .await?;
-    let rows = client.query(&stmt, &[&id, &buckets, &checkpoint.0]).await?;
+    let rows = client.query(&stmt, &[&id, &forms, &checkpoint.0]).await?;
     let mut out = HashMap::with_capacity(rows.len());
     for row in rows {
-        let bucket: String = row.try_get(0)?;
+        let bucket = stored.full(row.try_get(0)?);
         let total = checksum_from_db(row.try_get(1)?)?;
         let total_count: i64 = row.try_get(2)?;
         let newer = checksum_from_db(row.try_get(3)?)?;
@@ -153,7 +191,8 @@ pub(super) async fn bucket_data(
     for (b, after) in buckets {
         wanted.entry(b.as_str()).or_insert(after.0);
     }
-    let names: Vec<&str> = wanted.keys().copied().collect();
+    let stored = Stored::new(wanted.keys().copied(), keys::bucket);
+    let names: Vec<&str> = stored.forms.iter().map(|b| b.as_ref()).collect();
     let afters: Vec<i64> = wanted.values().copied().collect();
     let fetch = i64::try_from(limit.ops)
         .unwrap_or(i64::MAX - 1)
@@ -186,7 +225,7 @@ pub(super) async fn bucket_data(
     // The row after the page, if any: the last bucket has more only if it is the same bucket.
     let mut next_bucket: Option<String> = None;
     while let Some(row) = rows.try_next().await? {
-        let bucket: String = row.try_get(0)?;
+        let bucket = stored.full(row.try_get(0)?);
         if taken >= limit.ops || bytes >= limit.bytes {
             next_bucket = Some(bucket);
             break;

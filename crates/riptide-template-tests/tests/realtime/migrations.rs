@@ -17,7 +17,7 @@ async fn the_template_migration_applies_once_and_an_edit_stops_start_up() {
     let root = app_root();
     let dir = root.path().join("migrations");
     let applied = migrations::run_from_url(&db.url(), &dir).await.unwrap();
-    assert_eq!(applied, ["0001_init.sql"]);
+    assert_eq!(applied, ["0001_init.sql", "0002_list_owner_username.sql"]);
     let client = db.client().await;
     let published: Vec<String> = client
         .query("SELECT tablename::text FROM pg_publication_tables WHERE pubname = 'powersync' ORDER BY 1", &[])

@@ -99,7 +99,10 @@ async fn rules_are_deployed_when_they_differ_and_only_then() {
     assert_eq!(ids, [&json!(first_id)], "{still}");
 
     // Changed: deployed again.
-    let changed = file.replace("# Lists the user owns", "# The lists the user owns");
+    let changed = file.replace(
+        "# Every list the user can open",
+        "# Each list the user can open",
+    );
     assert_ne!(changed, file);
     std::fs::write(&target.rules_path, &changed).unwrap();
     let second = rules_deploy::deploy_if_changed(&target).await.unwrap();
@@ -115,7 +118,7 @@ async fn rules_are_deployed_when_they_differ_and_only_then() {
     // Invalid rules: the service's explanation.
     std::fs::write(
         &target.rules_path,
-        changed.replace("owner_id = request", "no_such_column = request"),
+        changed.replace("owner_id = auth", "no_such_column = auth"),
     )
     .unwrap();
     let err = rules_deploy::deploy_if_changed(&target).await.unwrap_err();

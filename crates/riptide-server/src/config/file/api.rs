@@ -1,5 +1,6 @@
-//! `api`: admin tokens, read-only dashboard tokens (`dashboard_tokens`, a Riptide key) and the
-//! service's limits (`api.parameters`).
+//! `api`: admin tokens, read-only dashboard tokens (`dashboard_tokens`, a Riptide key), the
+//! service's limits (`api.parameters`) and how the admin API's `execute-sql` runs
+//! (`execute_sql`, Riptide keys: `read_only`, `max_rows`, `statement_timeout_ms`).
 
 use serde::Deserialize;
 
@@ -12,6 +13,16 @@ pub(super) struct Api {
     tokens: Option<Vec<Str>>,
     dashboard_tokens: Option<Vec<Str>>,
     parameters: Option<ApiParameters>,
+    /// Riptide's own keys: how `POST /api/admin/v1/execute-sql` runs.
+    execute_sql: Option<ExecuteSql>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecuteSql {
+    read_only: Option<Env<bool>>,
+    max_rows: Option<Env<usize>>,
+    statement_timeout_ms: Option<Env<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -36,12 +47,24 @@ pub(super) struct ApiSection {
     max_connections_per_user: Option<usize>,
     max_buckets_per_connection: Option<usize>,
     max_parameter_query_results: Option<usize>,
+    execute_sql_read_only: Option<bool>,
+    execute_sql_max_rows: Option<usize>,
+    execute_sql_timeout_ms: Option<u64>,
 }
 
 impl ApiSection {
     pub(super) fn apply(self, config: &mut ServeConfig) {
         config.api_tokens = self.tokens;
         config.dashboard_tokens = self.dashboard_tokens;
+        if let Some(v) = self.execute_sql_read_only {
+            config.execute_sql.read_only = v;
+        }
+        if let Some(v) = self.execute_sql_max_rows {
+            config.execute_sql.max_rows = v;
+        }
+        if let Some(v) = self.execute_sql_timeout_ms {
+            config.execute_sql.statement_timeout = std::time::Duration::from_millis(v);
+        }
         let limits = &mut config.limits;
         if let Some(v) = self.max_concurrent_connections {
             limits.max_concurrent_connections = v;
@@ -79,10 +102,27 @@ pub(super) fn resolve(r: &mut Resolver<'_>, api: Option<Api>) -> Result<ApiSecti
              and may travel in a URL, an admin token must not",
         ));
     }
+    let (execute_sql_read_only, execute_sql_max_rows, execute_sql_timeout_ms) =
+        match api.execute_sql {
+            Some(s) => (
+                s.read_only.map(Env::into_inner),
+                s.max_rows.map(Env::into_inner),
+                s.statement_timeout_ms.map(Env::into_inner),
+            ),
+            None => (None, None, None),
+        };
+    if execute_sql_max_rows == Some(0) || execute_sql_timeout_ms == Some(0) {
+        return Err(r.invalid(
+            "api.execute_sql.max_rows and api.execute_sql.statement_timeout_ms must be at least 1",
+        ));
+    }
     let Some(p) = api.parameters else {
         return Ok(ApiSection {
             tokens,
             dashboard_tokens,
+            execute_sql_read_only,
+            execute_sql_max_rows,
+            execute_sql_timeout_ms,
             ..ApiSection::default()
         });
     };
@@ -105,6 +145,9 @@ pub(super) fn resolve(r: &mut Resolver<'_>, api: Option<Api>) -> Result<ApiSecti
         max_connections_per_user: p.max_connections_per_user.map(Env::into_inner),
         max_buckets_per_connection: p.max_buckets_per_connection.map(Env::into_inner),
         max_parameter_query_results: p.max_parameter_query_results.map(Env::into_inner),
+        execute_sql_read_only,
+        execute_sql_max_rows,
+        execute_sql_timeout_ms,
     };
     for (name, v) in [
         (

@@ -106,6 +106,7 @@ pub(super) fn resolve(text: &str, origin: &str, base: &Path) -> Result<ServeConf
     if let Some(prefix) = source.slot_name_prefix {
         config.slot_name_prefix = prefix;
     }
+    config.execute_sql.enabled = source.debug_api;
     if let Some(rules) = rules {
         config.sync_rules = Some(rules.text);
         config.sync_rules_origin = rules.origin;

@@ -34,7 +34,7 @@ struct Connection {
     reject_ip_ranges: Option<Ignored>,
     max_pool_size: Option<Ignored>,
     connect_timeout: Option<Ignored>,
-    debug_api: Option<Ignored>,
+    debug_api: Option<Env<bool>>,
     snapshot_socket_timeout: Option<Ignored>,
     heartbeat_interval_seconds: Option<Ignored>,
 }
@@ -43,6 +43,8 @@ struct Connection {
 pub(super) struct Source {
     pub connection: PgConnection,
     pub slot_name_prefix: Option<String>,
+    /// `debug_api`: whether the admin API's `execute-sql` runs queries.
+    pub debug_api: bool,
 }
 
 const AT: &str = "replication.connections[0]";
@@ -67,6 +69,7 @@ pub(super) fn resolve(
     }
     ignore_unused_keys(r, &conn);
     let slot_name_prefix = conn.slot_name_prefix.map(Env::into_inner);
+    let debug_api = conn.debug_api.is_some_and(Env::into_inner);
     if let Some(prefix) = &slot_name_prefix {
         check_slot_name_prefix(r, prefix)?;
     }
@@ -89,6 +92,7 @@ pub(super) fn resolve(
     Ok(Source {
         connection,
         slot_name_prefix,
+        debug_api,
     })
 }
 
@@ -106,7 +110,6 @@ fn ignore_unused_keys(r: &mut Resolver<'_>, conn: &Connection) {
         ("reject_ip_ranges", present(&conn.reject_ip_ranges)),
         ("max_pool_size", present(&conn.max_pool_size)),
         ("connect_timeout", present(&conn.connect_timeout)),
-        ("debug_api", present(&conn.debug_api)),
         (
             "snapshot_socket_timeout",
             present(&conn.snapshot_socket_timeout),

@@ -87,7 +87,7 @@ fn bucket(name: &str, priority: u8) -> SessionBucket {
     SessionBucket {
         name: name.into(),
         priority,
-        definition: 0,
+        subscriptions: vec![SubscriptionRef::Default(0)],
     }
 }
 
@@ -677,4 +677,35 @@ fn memory_checkpoints_complete_without_a_check() {
         .unwrap();
     assert!(s.compaction_check().is_none());
     assert!(ndjson(&lines).contains(r#"{"checkpoint_complete":{"last_op_id":"2"}}"#));
+}
+
+#[test]
+fn changed_stream_errors_resend_a_full_checkpoint_without_resending_data() {
+    let mut ops = Ops::default();
+    ops.put("1#global[]", 1, "a", "x");
+    let mut s = SessionState::new(streams(), &[]);
+    run(&mut s, &ops, 1, &[bucket("1#global[]", 3)], None);
+    // The same streams again: nothing to tell.
+    s.set_streams(streams());
+    assert_eq!(run(&mut s, &ops, 1, &[bucket("1#global[]", 3)], None), "");
+    // A subscription went over a limit: only a full checkpoint carries the error.
+    let mut with_error = streams();
+    with_error[0].errors.push(riptide_protocol::StreamError {
+        subscription: riptide_protocol::ErrorSubscription::Sub(0),
+        message: "too many buckets".into(),
+    });
+    s.set_streams(with_error);
+    ops.put("1#global[]", 2, "b", "y");
+    let out = summary(&run(&mut s, &ops, 2, &[bucket("1#global[]", 3)], None));
+    assert!(
+        out[0].starts_with(r#"{"checkpoint":{"last_op_id":"2""#),
+        "{out:?}"
+    );
+    assert!(out[0].contains("too many buckets"), "{out:?}");
+    assert_eq!(out[1], "data 1#global[] 1..2 [2]");
+    assert_eq!(out[2], r#"{"checkpoint_complete":{"last_op_id":"2"}}"#);
+    // Later checkpoints are diffs again.
+    ops.put("1#global[]", 3, "c", "z");
+    let out = summary(&run(&mut s, &ops, 3, &[bucket("1#global[]", 3)], None));
+    assert!(out[0].starts_with(r#"{"checkpoint_diff""#), "{out:?}");
 }

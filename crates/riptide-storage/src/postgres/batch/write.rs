@@ -12,6 +12,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
 use super::{Chunk, Entry, PendingOp, RowKey, TxConn};
 use crate::diff::{RowState, encode_buckets, encode_parameters};
+use crate::keys;
 use crate::postgres::reads::op_type_str;
 use crate::{DeploymentId, Result};
 
@@ -52,11 +53,12 @@ async fn copy_ops(client: &Object, id: DeploymentId, ops: &[PendingOp]) -> Resul
     let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
     for op in ops {
         let checksum = i64::from(op.checksum.value());
+        let bucket = keys::bucket(&op.bucket);
         writer
             .as_mut()
             .write(&[
                 &id,
-                &op.bucket,
+                &bucket.as_ref(),
                 &op.op_id,
                 &op_type_str(op.op),
                 &op.table,
@@ -269,9 +271,10 @@ impl<'c> RowWrites<'c> {
         let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
         for ((table, key), s) in &self.insert_parameters {
             for p in &s.parameters {
+                let lookup = keys::row_key(&p.lookup);
                 writer
                     .as_mut()
-                    .write(&[&id, &p.lookup, table, key, &p.result])
+                    .write(&[&id, &lookup.as_ref(), table, key, &p.result])
                     .await?;
             }
         }
@@ -296,7 +299,7 @@ async fn add_bucket_totals(
     let mut lasts = Vec::with_capacity(deltas.len());
     let mut superseded = Vec::with_capacity(deltas.len());
     for (bucket, (sum, count, last, supersedes)) in deltas {
-        names.push(bucket.as_str());
+        names.push(keys::bucket(bucket));
         sums.push(i64::from(sum.value()));
         counts.push(*count);
         lasts.push(*last);
@@ -317,6 +320,7 @@ async fn add_bucket_totals(
                      superseded = riptide.bucket_state.superseded + excluded.superseded",
         )
         .await?;
+    let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
     client
         .execute(&stmt, &[&id, &names, &sums, &counts, &lasts, &superseded])
         .await?;

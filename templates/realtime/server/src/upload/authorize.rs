@@ -1,7 +1,7 @@
 //! Who may write what (the app's rules; see CONTRACT.md):
 //!
 //! - `lists`: only the owner writes; a `PUT` must set `owner_id` to the uploader, and a list
-//!   cannot be given away.
+//!   cannot be given away. `owner_username` is filled in by the server from `users`.
 //! - `todos`: the owner of the todo's list or a member of it. The authorship columns are the
 //!   server's: `created_by` is the uploader on a new todo and never changes after;
 //!   `completed_by` is the uploader when a write sets `completed` to true, NULL when it sets it
@@ -108,6 +108,14 @@ async fn lists(tx: &Transaction<'_>, user: Uuid, write: &mut Write<'_>) -> Resul
                     "a new or replaced list must have owner_id = your user id",
                 ));
             }
+            // The server, not the client, says what the owner's username is.
+            let username: Option<String> = tx
+                .query_opt("SELECT username FROM users WHERE id = $1", &[&user])
+                .await
+                .map_err(db(write))?
+                .map(|r| r.get(0));
+            write.unset("owner_username");
+            write.set("owner_username", username);
         }
         Op::Patch => {
             if let Some(owner) = write.value("owner_id")
@@ -115,6 +123,7 @@ async fn lists(tx: &Transaction<'_>, user: Uuid, write: &mut Write<'_>) -> Resul
             {
                 return Err(forbidden(write, "a list cannot be given to another user"));
             }
+            write.unset("owner_username");
         }
         Op::Delete => {}
     }

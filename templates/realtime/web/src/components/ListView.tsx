@@ -1,6 +1,7 @@
-import { usePowerSync, useQuery } from '@powersync/react';
+import { usePowerSync, useQuery, useSyncStream } from '@powersync/react';
 import { type FormEvent, useState } from 'react';
 import type { User } from '../lib/api';
+import { LIST_TODOS_STREAM, LIST_TODOS_TTL_SECONDS } from '../lib/powersync';
 import type { ListMemberRecord, ListRecord, TodoRecord } from '../lib/schema';
 import { addTodo, deleteList, removeMember } from '../lib/writes';
 import { ShareForm } from './ShareForm';
@@ -9,6 +10,13 @@ import { TodoItem } from './TodoItem';
 export function ListView({ me, listId }: { me: User; listId: string }) {
   const db = usePowerSync();
   const [description, setDescription] = useState('');
+  // The list's todos sync while it is open, and stay on the device for the TTL after.
+  const todosStream = useSyncStream({
+    name: LIST_TODOS_STREAM,
+    parameters: { list_id: listId },
+    ttl: LIST_TODOS_TTL_SECONDS,
+  });
+  const todosSynced = todosStream?.subscription.hasSynced ?? false;
   const { data: lists } = useQuery<ListRecord & { id: string }>('SELECT * FROM lists WHERE id = ?', [listId]);
   const { data: todos } = useQuery<TodoRecord & { id: string }>(
     'SELECT * FROM todos WHERE list_id = ? ORDER BY created_at, id',
@@ -37,6 +45,9 @@ export function ListView({ me, listId }: { me: User; listId: string }) {
         <h2 id="list-title" data-testid="list-title">
           {list.name}
         </h2>
+        <span className="sync-detail" data-testid="list-todos-sync" data-state={todosSynced ? 'synced' : 'syncing'}>
+          {todosSynced ? 'Todos on this device' : 'Getting todos…'}
+        </span>
         {isOwner ? (
           <button
             className="danger ghost"
@@ -74,9 +85,15 @@ export function ListView({ me, listId }: { me: User; listId: string }) {
       </form>
 
       {todos.length === 0 ? (
-        <p className="empty" data-testid="todos-empty">
-          Nothing to do here yet.
-        </p>
+        todosSynced ? (
+          <p className="empty" data-testid="todos-empty">
+            Nothing to do here yet.
+          </p>
+        ) : (
+          <p className="empty" data-testid="todos-loading">
+            Getting the todos…
+          </p>
+        )
       ) : (
         <ul className="todos" aria-label={`Todos in ${list.name}`}>
           {todos.map((t) => (
@@ -87,12 +104,20 @@ export function ListView({ me, listId }: { me: User; listId: string }) {
 
       <div className="members">
         <h3>{isOwner ? 'Shared with' : 'Members'}</h3>
-        {members.length === 0 ? (
+        {members.length === 0 && isOwner ? (
           <p className="empty" data-testid="members-empty">
             Only you.
           </p>
         ) : (
           <ul className="member-items">
+            {!isOwner && (
+              <li key="owner" data-testid="member-item" data-user-id={list.owner_id ?? ''} data-owner="true">
+                <span>
+                  @{list.owner_username ?? 'someone'}
+                  <span className="muted"> (owner)</span>
+                </span>
+              </li>
+            )}
             {members.map((m) => (
               <li key={m.id} data-testid="member-item" data-user-id={m.user_id ?? ''}>
                 <span>

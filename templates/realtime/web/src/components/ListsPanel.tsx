@@ -1,6 +1,7 @@
 import { usePowerSync, useQuery, useStatus } from '@powersync/react';
 import { type FormEvent, useState } from 'react';
 import type { User } from '../lib/api';
+import { listSyncState } from '../lib/powersync';
 import { createList } from '../lib/writes';
 
 interface ListRow {
@@ -72,7 +73,9 @@ export function ListsPanel({
         )
       ) : (
         <ul className="list-items">
-          {lists.map((l) => (
+          {lists.map((l) => {
+            const todos = listSyncState(status, l.id);
+            return (
             <li key={l.id}>
               <button
                 className={`list-item${l.id === selectedId ? ' selected' : ''}`}
@@ -83,12 +86,20 @@ export function ListsPanel({
               >
                 <span className="list-name">{l.name}</span>
                 {l.owner_id !== me.id && <span className="badge">shared</span>}
-                <span className="count" aria-label={`${l.done} of ${l.total} done`}>
-                  {l.done}/{l.total}
-                </span>
+                {todos === 'synced' ? (
+                  <span className="count" data-testid="list-sync" data-state={todos} aria-label={`${l.done} of ${l.total} done, on this device`}>
+                    {l.done}/{l.total}
+                  </span>
+                ) : (
+                  // Todos of lists not opened lately are not on the device: open the list to get them.
+                  <span className="count muted" data-testid="list-sync" data-state={todos}>
+                    {todos === 'syncing' ? '…' : '–'}
+                  </span>
+                )}
               </button>
             </li>
-          ))}
+            );
+          })}
         </ul>
       )}
     </nav>

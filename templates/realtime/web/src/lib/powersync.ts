@@ -11,6 +11,7 @@ import {
   type PowerSyncBackendConnector,
   type PowerSyncCredentials,
   PowerSyncDatabase,
+  type SyncStatus,
   UpdateType,
 } from '@powersync/web';
 import { readApiError, type User } from './api';
@@ -160,4 +161,27 @@ export async function closeDatabase({ db, connector }: OpenDatabase, { clear }: 
   connector.close();
   if (clear) await db.disconnectAndClear();
   await db.close();
+}
+
+/** The stream of one list's todos (sync-rules.yaml), subscribed while the list is open. */
+export const LIST_TODOS_STREAM = 'list_todos';
+/**
+ * How long a list's todos stay on the device after it was last open (seconds): within it they
+ * are there offline and keep syncing in the background; after it the SDK drops them.
+ */
+export const LIST_TODOS_TTL_SECONDS = 7 * 24 * 60 * 60;
+
+/**
+ * Where one list's todos stand on this device: never opened (or its TTL ran out), downloading,
+ * or on the device (synced while open, kept and synced in the background within the TTL).
+ */
+export type ListSyncState = 'not-downloaded' | 'syncing' | 'synced';
+
+/** The state of `listId`'s todos from the SDK's per-subscription status. */
+export function listSyncState(status: SyncStatus, listId: string): ListSyncState {
+  const stream = status.syncStreams?.find(
+    (s) => s.subscription.name === LIST_TODOS_STREAM && s.subscription.parameters?.list_id === listId,
+  );
+  if (!stream) return 'not-downloaded';
+  return stream.subscription.hasSynced ? 'synced' : 'syncing';
 }

@@ -6,6 +6,7 @@ import { column, Schema, Table } from '@powersync/web';
 const lists = new Table(
   {
     owner_id: column.text,
+    owner_username: column.text,
     name: column.text,
     created_at: column.text,
   },
