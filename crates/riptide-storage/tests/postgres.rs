@@ -34,6 +34,7 @@ mod small_chunks {
         random_workload_matches_client_model,
         compaction_random_workload_converges,
         compaction_concurrent_with_replication_loses_nothing,
+    compaction_of_a_bucket_with_a_long_name,
     );
 }
 
@@ -60,6 +61,7 @@ storage_suite!(make();
     compaction_random_workload_converges,
     compaction_does_not_wait_for_replication,
     compaction_concurrent_with_replication_loses_nothing,
+    compaction_of_a_bucket_with_a_long_name,
     keys_of_any_length,
 );
 

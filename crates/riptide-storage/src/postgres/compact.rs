@@ -89,6 +89,9 @@ pub(super) async fn points(
     if buckets.is_empty() {
         return Ok(Default::default());
     }
+    // Bucket names as stored (a long one hashed, `crate::keys`), mapped back to the names asked.
+    let stored = super::reads::Stored::new(buckets.iter().map(String::as_str), crate::keys::bucket);
+    let forms: Vec<&str> = stored.forms.iter().map(|b| b.as_ref()).collect();
     let client = pool.get().await?;
     let stmt = client
         .prepare_cached(
@@ -96,9 +99,9 @@ pub(super) async fn points(
              WHERE deployment_id = $1 AND bucket = ANY($2) AND compacted_at_op > 0",
         )
         .await?;
-    let rows = client.query(&stmt, &[&id, &buckets]).await?;
+    let rows = client.query(&stmt, &[&id, &forms]).await?;
     rows.iter()
-        .map(|r| Ok((r.try_get(0)?, OpId(r.try_get(1)?))))
+        .map(|r| Ok((stored.full(r.try_get(0)?), OpId(r.try_get(1)?))))
         .collect()
 }
 

@@ -719,3 +719,35 @@ fn total_is_something(total: CompactStats) {
     // The compactor ran while rows changed every round: it must have rewritten something.
     assert!(total.ops_moved + total.ops_removed > 0, "{total:?}");
 }
+
+/// A bucket name too long to be stored as it is (Postgres stores a digest form): the background
+/// path compacts it, and its compaction point is found under the full name streams ask with.
+pub async fn compaction_of_a_bucket_with_a_long_name(s: &dyn BucketStorage) {
+    let id = new_deployment(s).await;
+    s.mark_snapshot_done(id).await.unwrap();
+    let long = format!("long[\"{}\"]", "x".repeat(3_000));
+    for n in 1..=3 {
+        commit(
+            s,
+            id,
+            vec![upsert(
+                "t",
+                "r1",
+                &[(&long, "1", &format!(r#"{{"v":{n}}}"#))],
+            )],
+            n,
+        )
+        .await;
+    }
+    let checkpoint = s.checkpoint(id).await.unwrap().unwrap().op_id;
+    let done = compact_all(s, id, CompactLimits::default()).await;
+    assert_eq!(done.buckets, 1, "{done:?}");
+    let points = s
+        .compaction_points(id, std::slice::from_ref(&long))
+        .await
+        .unwrap();
+    assert_eq!(points.get(&long), Some(&checkpoint), "{points:?}");
+    let ops = read_after(s, id, checkpoint, &long, OpId::ZERO).await;
+    assert_eq!(ops.len(), 2, "a CLEAR and the live PUT: {ops:?}");
+    assert_eq!(ops.last().unwrap().op, OpType::Put);
+}
