@@ -26,6 +26,11 @@
 // In addition every client state sampled during the run (every 20 ms, read in one transaction)
 // must equal the oracle state after some prefix of the transactions, in commit order (a failure
 // unless ORACLE_STRICT_STATES=0; see STRICT_STATES).
+// Compaction (docs/protocol.md §3.6; off with ORACLE_COMPACT=0): the service compacts in the
+// background every second, and after every batch the test forces a compaction of every bucket
+// through the admin API, also while batches 3 and 5 are being written. Before each of batches
+// 2..5 one client disconnects; it reconnects after the batch and the compaction, resuming from
+// positions older than the compaction.
 import fs from 'node:fs';
 import path from 'node:path';
 import assert from 'node:assert/strict';
@@ -47,6 +52,9 @@ const CONVERGE_TIMEOUT_MS = 30_000;
  * `resolve`): the bucket set was read from lookups newer than the checkpoint's data.
  */
 const STRICT_STATES = process.env.ORACLE_STRICT_STATES !== '0';
+/** Whether compaction runs (see the header); on unless ORACLE_COMPACT=0. */
+const COMPACT = process.env.ORACLE_COMPACT !== '0';
+const ADMIN_TOKEN = 'oracle-admin';
 
 const seeds = process.env.ORACLE_SEED
   ? process.env.ORACLE_SEED.split(',').map((s) => Number.parseInt(s.trim(), 10))
@@ -74,7 +82,35 @@ async function run(ctx, t, seed) {
     }
   });
 
-  const service = await ctx.startService({ rules });
+  const service = await ctx.startService({
+    rules,
+    extra: `api:\n  tokens: [${ADMIN_TOKEN}]\ncompaction:\n  threshold: 1\n  interval_seconds: 1\n`,
+  });
+  // Forces a compaction of every bucket of the active deployment (all: also buckets whose
+  // superseded-op counter is 0, so the leading REMOVEs of a bucket are cleared too).
+  const compactions = [];
+  const compact = async (label) => {
+    if (!COMPACT) return;
+    const res = await fetch(`${service.endpoint}/api/compact/v1/run`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${ADMIN_TOKEN}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ min_superseded: 0 }),
+    });
+    const body = await res.json();
+    assert.equal(res.status, 200, `compaction ${label}: ${JSON.stringify(body)}`);
+    compactions.push({ label, ...body.data });
+    return body.data;
+  };
+  // Compactions back to back until `done` settles.
+  const compactWhile = async (done, label) => {
+    let settled = false;
+    const settle = () => {
+      settled = true;
+    };
+    done.then(settle, settle);
+    while (!settled && COMPACT) await compact(label);
+    await done;
+  };
   const batches = model.changeBatches(6);
 
   // The oracle state of every user after each transaction (index 0: the initial rows). Every
@@ -116,8 +152,9 @@ async function run(ctx, t, seed) {
       getToken: () => ctx.token(user.id, { parameters: { team: user.team }, groups: user.groups }),
       sourcePool: source,
     });
-    await db.connect(connector, { retryDelayMs: 250, params: { team: user.clientTeam } });
-    const client = { user, db, samples: [], sampling: null };
+    const options = { retryDelayMs: 250, params: { team: user.clientTeam } };
+    await db.connect(connector, options);
+    const client = { user, db, samples: [], sampling: null, connector, options };
     clients.push(client);
     return client;
   };
@@ -180,13 +217,21 @@ async function run(ctx, t, seed) {
     await Promise.all(connected.map(firstSync));
     t.diagnostic(`seed ${seed}: service ready and first sync of ${connected.length} clients after ${Date.now() - started} ms`);
     await converge('after the initial sync (batch 0 written during it)');
+    await compact('after batch 0');
     await applyBatch(1);
+    await compact('after batch 1');
     await converge('after change batch 1');
     await firstSync(await connect(late));
     await converge(`after ${late.id} connected`);
     for (let b = 2; b < batches.length; b++) {
-      await applyBatch(b);
-      await converge(`after change batch ${b}`);
+      // One client misses the batch and the compaction after it, and resumes from before them.
+      const away = COMPACT ? clients[b % clients.length] : null;
+      if (away) await away.db.disconnect();
+      if (COMPACT && b % 2 === 1) await compactWhile(applyBatch(b), `during batch ${b}`);
+      else await applyBatch(b);
+      await compact(`after batch ${b}`);
+      if (away) await away.db.connect(away.connector, away.options);
+      await converge(`after change batch ${b}${away ? ` (${away.user.id} reconnected)` : ''}`);
     }
   };
   try {
@@ -229,6 +274,22 @@ async function run(ctx, t, seed) {
     t.diagnostic(`intermediate-state violations (not failed: ORACLE_STRICT_STATES=0), seed ${seed}:\n${problems.join('\n')}`);
   } else {
     assert.deepEqual(problems, [], `${problems.join('\n')}\n\n${context()}`);
+  }
+  if (COMPACT) {
+    const sum = (k) => compactions.reduce((n, c) => n + (c[k] ?? 0), 0);
+    assert.ok(compactions.length > 0, 'no compaction ran');
+    // Background and forced runs together, and the checkpoints streams abandoned because of them.
+    const metrics = await (await fetch(`${service.endpoint}/metrics`)).text();
+    const metric = (name) =>
+      metrics
+        .split('\n')
+        .filter((l) => l.startsWith(`${name} `))
+        .reduce((n, l) => n + Number(l.split(' ')[1]), 0);
+    t.diagnostic(
+      `seed ${seed}: ${compactions.length} forced compactions (${sum('buckets')} buckets, ${sum('ops_moved')} ops moved, ${sum('ops_removed')} removed); ` +
+        `all runs: ${metric('riptide_compaction_runs_total')}, ${metric('riptide_compaction_ops_moved_total')} ops moved, ` +
+        `${metric('riptide_compaction_ops_removed_total')} removed; checkpoints abandoned: ${metric('riptide_sync_checkpoints_invalidated_total')}`,
+    );
   }
   t.diagnostic(`seed ${seed}: ok in ${Date.now() - started} ms (edition ${model.edition}, ${model.tables.length} tables, ${model.defs.length} definitions, ${model.outputs.length} output tables)`);
 }

@@ -95,6 +95,50 @@ pub fn latency_svg(title: &str, curves: &[Series], per_second: &[Series]) -> Str
     svg
 }
 
+/// One side of [`over_time_svg`]: its title, y-axis label and lines (x in seconds).
+pub struct Side<'a> {
+    pub title: &'a str,
+    pub y_label: &'a str,
+    pub series: &'a [Series],
+}
+
+/// Two panels of lines over the seconds of a run, side by side (the compaction scenario's
+/// storage over time).
+pub fn over_time_svg(title: &str, left: &Side, right: &Side) -> String {
+    let last_second = [left, right]
+        .iter()
+        .flat_map(|side| side.series.iter())
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .fold(1.0, f64::max);
+    let ticks: Vec<(f64, String)> = nice_ticks(last_second)
+        .into_iter()
+        .map(|t| (t, number(t)))
+        .collect();
+    let x_range = (0.0, ticks.last().map_or(last_second, |t| t.0));
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
+         viewBox=\"0 0 {WIDTH} {HEIGHT}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"{WIDTH}\" height=\"{HEIGHT}\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"28\" text-anchor=\"middle\" font-size=\"17\" font-weight=\"bold\">{}</text>\n",
+        WIDTH / 2.0,
+        escape(title)
+    );
+    let (top, bottom) = (70.0, HEIGHT - 60.0);
+    for (side, x) in [(left, (65.0, 375.0)), (right, (470.0, 780.0))] {
+        let p = Panel {
+            title: side.title,
+            x_label: "second of the run",
+            y_label: side.y_label,
+            x_range,
+            x_ticks: ticks.clone(),
+            series: side.series,
+        };
+        panel(&mut svg, &p, x, (top, bottom));
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
 /// Draws one panel into the plot area `x` (left, right) × `y` (top, bottom).
 fn panel(svg: &mut String, p: &Panel, x: (f64, f64), y: (f64, f64)) {
     let y_max = p
@@ -275,6 +319,32 @@ mod tests {
         let svg = latency_svg("empty", &[], &[]);
         assert!(svg.starts_with("<svg") && svg.contains("no data"));
         assert!(!svg.contains("NaN"));
+    }
+
+    #[test]
+    fn over_time_chart_is_well_formed() {
+        let series = |label: &str| Series {
+            label: label.into(),
+            points: (0..30).map(|s| (f64::from(s), f64::from(s % 7))).collect(),
+        };
+        let svg = over_time_svg(
+            "Storage",
+            &Side {
+                title: "ops",
+                y_label: "thousands",
+                series: &[series("written"), series("stored")],
+            },
+            &Side {
+                title: "size",
+                y_label: "MiB",
+                series: &[series("bucket_data")],
+            },
+        );
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("<polyline").count(), 3);
+        assert!(svg.contains(">second of the run<") && svg.contains(">MiB<"));
+        assert!(!svg.contains("NaN"));
+        assert_eq!(svg.matches("<text").count(), svg.matches("</text>").count());
     }
 
     #[test]

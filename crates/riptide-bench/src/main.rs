@@ -22,7 +22,10 @@
 //!   until its first checkpoint (rows/s, the service's RSS sampled every 50 ms);
 //! - for each scenario, CPU time and RSS of the service and of this process (the load);
 //! - `latency.svg` next to the JSON: the live latency scenarios' percentile curves and
-//!   deliveries per second.
+//!   deliveries per second;
+//! - compaction (`scenarios/compaction.rs`): 1,000 rows each updated 1,000 times with a service
+//!   of its own, compacted; what a fresh client downloads, and `compaction.svg`: storage over
+//!   time.
 //!
 //! `--scenario a,b` selects scenarios; `--short` runs them all at small sizes (the smoke test
 //! of `scripts/test`, which fails if a live scenario loses a delivery or a stream).
@@ -148,6 +151,9 @@ enum Scenario {
     Transactions,
     /// A service's initial snapshot of a big table (rows/s, service RSS).
     Snapshot,
+    /// 1,000 rows updated 1,000 times, compacted: what a fresh client downloads, storage
+    /// size over time.
+    Compaction,
 }
 
 impl Args {
@@ -188,7 +194,8 @@ async fn bench() -> Result<()> {
 }
 
 /// Every selected scenario, in the order that keeps them apart: the live ones first, while the
-/// bulk-insert bucket is still empty; the snapshot last, with a service of its own.
+/// bulk-insert bucket is still empty; the snapshot and compaction last, each with a service of
+/// its own.
 async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
     let sizes = sizes::Sizes::new(args);
     let fd_limit = live::raise_fd_limit();
@@ -259,6 +266,11 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
 
     if args.wants(Scenario::Snapshot) {
         let (table, used) = scenarios::snapshot::run(&bench, work).await?;
+        report.tables.push(table);
+        report.measured(used);
+    }
+    if args.wants(Scenario::Compaction) {
+        let (table, used) = scenarios::compaction::run(&bench, work).await?;
         report.tables.push(table);
         report.measured(used);
     }

@@ -141,6 +141,12 @@ pub async fn dashboard_data(http: &reqwest::Client, endpoint: &str) -> Result<Va
         .await?)
 }
 
+/// One series of the service's `/metrics` (zero when absent).
+pub async fn metric_value(http: &reqwest::Client, endpoint: &str, series: &str) -> Result<f64> {
+    let text = service_metrics(http, endpoint).await?;
+    Ok(metric(&text, series).unwrap_or(0.0))
+}
+
 /// The service's `/metrics` text.
 async fn service_metrics(http: &reqwest::Client, endpoint: &str) -> Result<String> {
     Ok(http

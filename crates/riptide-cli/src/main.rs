@@ -120,6 +120,19 @@ enum Command {
         /// App id, name or folder (default: the app around the current directory).
         app: Option<String>,
     },
+    /// Compact bucket storage now (superseded ops become MOVE, leading runs CLEAR); `serve`
+    /// also does it in the background.
+    Compact {
+        /// The service's config file (names the storage).
+        #[arg(long, short, env = "POWERSYNC_CONFIG_PATH")]
+        config: PathBuf,
+        /// Only this bucket (full name); repeat for more.
+        #[arg(long = "bucket")]
+        buckets: Vec<String>,
+        /// Every bucket, also those without a superseded op since their last compaction.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -190,6 +203,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Schema { app } => platform(PlatformCommand::Schema { app }).await,
         Command::Migrate { app } => platform(PlatformCommand::Migrate { app }).await,
         Command::DeployRules { app } => platform(PlatformCommand::DeployRules { app }).await,
+        Command::Compact {
+            config,
+            buckets,
+            all,
+        } => riptide_cli::compact_cmd::main(&config, buckets, all, json).await,
         Command::Serve { config, port, host } => {
             // Failpoints from `FAILPOINTS` (only in builds with the `failpoints` feature).
             riptide_server::failpoints::setup();

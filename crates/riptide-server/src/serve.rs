@@ -1,7 +1,7 @@
 //! `riptide serve`: storage, replication and the HTTP service, wired from a [`ServeConfig`].
 //!
-//! [`start`] runs the steps in order (rules, storage, source check, deployments, HTTP) and
-//! returns once the port is bound; the service then runs in a task until its token is
+//! [`start`] runs the steps in order (rules, storage, source check, deployments, the background
+//! compactor, HTTP) and returns once the port is bound; the service then runs in a task until its token is
 //! cancelled.
 
 use std::sync::Arc;
@@ -125,6 +125,8 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         config.execute_sql,
     )));
     attach_metrics(&state, &deployments);
+    // Compacts churning buckets until shutdown (riptide_service::compactor).
+    riptide_service::compactor::spawn(&state, config.compaction, cancel.clone());
     let listen = std::net::SocketAddr::new(config.host, config.port);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -188,7 +190,9 @@ fn parse_config_rules(text: &str, config: &ServeConfig) -> Result<SyncRules, Ser
 
 /// The configured storage database (or the default one on the source server), connected and
 /// migrated; TLS as configured (the default database: the source's settings).
-async fn connect_storage(config: &ServeConfig) -> Result<Arc<dyn BucketStorage>, ServeError> {
+pub(crate) async fn connect_storage(
+    config: &ServeConfig,
+) -> Result<Arc<dyn BucketStorage>, ServeError> {
     let storage_connection = match &config.storage {
         Some(storage) => storage.clone(),
         None => ensure_default_storage_database(&config.source).await?,

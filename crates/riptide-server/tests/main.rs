@@ -5,6 +5,7 @@
 
 mod admin_v1;
 mod common;
+mod compact;
 mod oracle;
 mod redeploy;
 mod resilience;

@@ -8,7 +8,9 @@
 //! - `GET /write-checkpoint2.json`, `POST /sync/checkpoint-request`: write checkpoints.
 //! - `GET /probes/{startup,liveness,readiness}`, `GET /`.
 //! - `POST /api/sync-rules/v1/{deploy,validate}`, `GET /api/sync-rules/v1/current`: the
-//!   admin API ([`routes::admin`], behind `api.tokens`, backed by a [`RulesAdmin`]).
+//!   admin API ([`routes::admin`], behind `api.tokens`, backed by a [`RulesAdmin`]);
+//!   `POST /api/compact/v1/run` compacts now ([`compactor`], which also runs it in the
+//!   background).
 //! - `POST /api/admin/v1/{diagnostics,validate,schema,execute-sql,reprocess}` and
 //!   `POST /api/sync-rules/v1/reprocess`: PowerSync's admin API v1 ([`routes::admin_v1`], behind
 //!   `api.tokens`, backed by an [`InstanceAdmin`]).
@@ -27,6 +29,7 @@
 
 pub mod auth;
 pub mod bucket_rules;
+pub mod compactor;
 pub mod compression;
 pub mod dashboard;
 pub mod error;
@@ -52,6 +55,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use auth::{AuthConfig, KeyStore, SupabaseAuth};
 pub use bucket_rules::BucketRules;
+pub use compactor::CompactorConfig;
 pub use dashboard::ApiTokens;
 pub use error::ApiError;
 pub use instance_admin::{InstanceAdmin, InstanceAdminError};
@@ -92,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sync-rules/v1/deploy", post(routes::admin::deploy))
         .route("/api/sync-rules/v1/validate", post(routes::admin::validate))
         .route("/api/sync-rules/v1/current", get(routes::admin::current))
+        .route("/api/compact/v1/run", post(routes::admin::compact))
         .route(
             "/api/sync-rules/v1/reprocess",
             post(routes::admin_v1::reprocess_sync_rules),

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use riptide_protocol::{ErrorCode, Lsn, SyncLine};
+use riptide_storage::CompactStats;
 
 use crate::source::SourceDatabase;
 
@@ -41,6 +42,23 @@ pub mod names {
     /// Counter, label `source` (`memory` / `storage`): checkpoints a stream prepared, from the
     /// ops the checkpoint bus carried or by reading storage.
     pub const SYNC_CHECKPOINTS_PREPARED: &str = "riptide_sync_checkpoints_prepared_total";
+    /// Counter: checkpoints a stream abandoned without completing because storage compacted
+    /// their buckets past them while their data was read (docs/protocol.md §3.6).
+    pub const SYNC_CHECKPOINTS_INVALIDATED: &str = "riptide_sync_checkpoints_invalidated_total";
+    /// Counter: compaction runs (background rounds, `riptide compact`, the admin API).
+    pub const COMPACTION_RUNS: &str = "riptide_compaction_runs_total";
+    /// Counter: buckets compaction rewrote something in.
+    pub const COMPACTION_BUCKETS: &str = "riptide_compaction_buckets_total";
+    /// Counter: PUT/REMOVE ops compaction turned into MOVE.
+    pub const COMPACTION_OPS_MOVED: &str = "riptide_compaction_ops_moved_total";
+    /// Counter: ops compaction removed (replaced by CLEARs, less the CLEARs).
+    pub const COMPACTION_OPS_REMOVED: &str = "riptide_compaction_ops_removed_total";
+    /// Counter: bytes of op rows compaction no longer stores.
+    pub const COMPACTION_BYTES_RECLAIMED: &str = "riptide_compaction_bytes_reclaimed_total";
+    /// Summary: seconds each compaction run took (`_sum`: the time spent compacting).
+    pub const COMPACTION_DURATION: &str = "riptide_compaction_duration_seconds";
+    /// Counter: compaction runs that failed.
+    pub const COMPACTION_FAILURES: &str = "riptide_compaction_failures_total";
     /// Counter: write checkpoints created (both endpoints).
     pub const WRITE_CHECKPOINTS_CREATED: &str = "riptide_write_checkpoints_created_total";
     /// Counter: source transactions committed to bucket storage.
@@ -272,6 +290,8 @@ pub struct ServiceMetrics {
     checkpoints_sent: Counter,
     prepared_from_memory: Counter,
     prepared_from_storage: Counter,
+    checkpoints_invalidated: Counter,
+    compaction: CompactionCounters,
     write_checkpoints: Counter,
     replication_transactions: Counter,
     replication_rows: Counter,
@@ -321,6 +341,28 @@ impl ServiceMetrics {
                 SYNC_CHECKPOINTS_PREPARED,
                 "Checkpoints streams prepared, from the bus's ops (memory) or storage"
             );
+            metrics::describe_counter!(
+                SYNC_CHECKPOINTS_INVALIDATED,
+                "Checkpoints abandoned because compaction rewrote their buckets past them"
+            );
+            metrics::describe_counter!(COMPACTION_RUNS, "Compaction runs");
+            metrics::describe_counter!(COMPACTION_BUCKETS, "Buckets compaction rewrote");
+            metrics::describe_counter!(COMPACTION_OPS_MOVED, "Ops compaction turned into MOVE");
+            metrics::describe_counter!(
+                COMPACTION_OPS_REMOVED,
+                "Ops compaction removed (replaced by CLEARs, less the CLEARs)"
+            );
+            metrics::describe_counter!(
+                COMPACTION_BYTES_RECLAIMED,
+                Unit::Bytes,
+                "Bytes of op rows compaction no longer stores"
+            );
+            metrics::describe_histogram!(
+                COMPACTION_DURATION,
+                Unit::Seconds,
+                "Seconds each compaction run took"
+            );
+            metrics::describe_counter!(COMPACTION_FAILURES, "Compaction runs that failed");
             metrics::describe_counter!(WRITE_CHECKPOINTS_CREATED, "Write checkpoints created");
             metrics::describe_counter!(
                 REPLICATION_TRANSACTIONS,
@@ -376,6 +418,16 @@ impl ServiceMetrics {
                 checkpoints_sent: metrics::counter!(SYNC_CHECKPOINTS_SENT),
                 prepared_from_memory: metrics::counter!(SYNC_CHECKPOINTS_PREPARED, "source" => "memory"),
                 prepared_from_storage: metrics::counter!(SYNC_CHECKPOINTS_PREPARED, "source" => "storage"),
+                checkpoints_invalidated: metrics::counter!(SYNC_CHECKPOINTS_INVALIDATED),
+                compaction: CompactionCounters {
+                    runs: metrics::counter!(COMPACTION_RUNS),
+                    buckets: metrics::counter!(COMPACTION_BUCKETS),
+                    ops_moved: metrics::counter!(COMPACTION_OPS_MOVED),
+                    ops_removed: metrics::counter!(COMPACTION_OPS_REMOVED),
+                    bytes: metrics::counter!(COMPACTION_BYTES_RECLAIMED),
+                    duration: metrics::histogram!(COMPACTION_DURATION),
+                    failures: metrics::counter!(COMPACTION_FAILURES),
+                },
                 write_checkpoints: metrics::counter!(WRITE_CHECKPOINTS_CREATED),
                 replication_transactions: metrics::counter!(REPLICATION_TRANSACTIONS),
                 replication_rows: metrics::counter!(REPLICATION_ROWS),
@@ -471,6 +523,25 @@ impl ServiceMetrics {
         self.prepared_from_storage.increment(1);
     }
 
+    /// A stream abandoned a checkpoint because compaction rewrote its buckets past it.
+    pub(crate) fn checkpoint_invalidated(&self) {
+        self.checkpoints_invalidated.increment(1);
+    }
+
+    /// A compaction run finished (`failed`: it stopped on an error after doing `done`).
+    pub fn compaction_run(&self, done: &CompactStats, elapsed: Duration, failed: bool) {
+        let c = &self.compaction;
+        c.runs.increment(1);
+        c.buckets.increment(done.buckets);
+        c.ops_moved.increment(done.ops_moved);
+        c.ops_removed.increment(done.ops_removed);
+        c.bytes.increment(done.bytes_reclaimed);
+        c.duration.record(elapsed.as_secs_f64());
+        if failed {
+            c.failures.increment(1);
+        }
+    }
+
     /// A TCP connection was accepted; it counts as open until the guard drops.
     pub(crate) fn connection_opened(self: &Arc<Self>) -> OpenConnection {
         self.limits.connections_open.increment(1.0);
@@ -551,6 +622,17 @@ impl ServiceMetrics {
         let source = self.source_lsn()?;
         Some(source.0.saturating_sub(status.last_committed_lsn.0))
     }
+}
+
+/// The compaction counters ([`names::COMPACTION_RUNS`] and the ones after it).
+struct CompactionCounters {
+    runs: Counter,
+    buckets: Counter,
+    ops_moved: Counter,
+    ops_removed: Counter,
+    bytes: Counter,
+    duration: Histogram,
+    failures: Counter,
 }
 
 /// Seconds from `t` to now (0 when the clock went back).

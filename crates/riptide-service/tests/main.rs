@@ -11,6 +11,7 @@ mod support;
 mod abuse;
 mod admin;
 mod admin_v1;
+mod compaction;
 mod compression;
 mod dashboard;
 mod real_rules;

@@ -3,6 +3,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use riptide_protocol::{Checksum, Lsn, OpId, OplogEntry};
 
+use crate::compaction::{CompactLimits, CompactStats, CompactionCandidate};
+
 /// Id of a sync-rules deployment. Each deployment has its own op-id sequence, replication slot
 /// and bucket data ("group" in the official service's storage).
 pub type DeploymentId = i64;
@@ -363,6 +365,41 @@ pub trait BucketStorage: Send + Sync + 'static {
     ) -> Result<Vec<BucketChunk>> {
         self.bucket_data(id, checkpoint, buckets, limit.ops).await
     }
+
+    // --- compaction (see `crate::compaction`) ---
+
+    /// Buckets of deployment `id` with at least `min_superseded` ops that superseded an earlier
+    /// op since the bucket was last compacted, in name order after `after`, at most `limit`.
+    async fn compaction_candidates(
+        &self,
+        id: DeploymentId,
+        min_superseded: i64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<CompactionCandidate>>;
+
+    /// Compacts one bucket up to the deployment's checkpoint when it starts: superseded
+    /// PUT/REMOVE ops become MOVE, the leading run of REMOVE/MOVE/CLEAR one CLEAR. Runs in
+    /// transactions of at most `limits.ops_per_transaction` ops and never locks the deployment
+    /// row, so replication and streams go on meanwhile. Checksums at the checkpoint it ran at
+    /// and every later one stay the same. Resets the bucket's superseded counter. A deployment
+    /// without a checkpoint yet, or an unknown bucket, is left alone.
+    async fn compact_bucket(
+        &self,
+        id: DeploymentId,
+        bucket: &str,
+        limits: &CompactLimits,
+    ) -> Result<CompactStats>;
+
+    /// For each bucket, the checkpoint op id its last compaction that rewrote something ran at
+    /// (buckets never compacted are absent). A stream that read a bucket's data for a checkpoint
+    /// older than this may have read rewritten ops whose superseding op it will not get: it
+    /// must not complete that checkpoint, but move on to a newer one (docs/protocol.md §3.6).
+    async fn compaction_points(
+        &self,
+        id: DeploymentId,
+        buckets: &[String],
+    ) -> Result<HashMap<String, OpId>>;
 
     // --- write checkpoints ---
 

@@ -56,6 +56,10 @@ pub(crate) struct DiffOp {
     pub checksum: Checksum,
     /// The output row JSON for PUT; `None` for REMOVE.
     pub data: Option<String>,
+    /// The op supersedes an earlier op of the same row in the bucket (a changed PUT, or a
+    /// REMOVE), which compaction can then turn into a MOVE: counted per bucket to find the
+    /// buckets worth compacting.
+    pub supersedes: bool,
 }
 
 /// The result of diffing one row change.
@@ -129,6 +133,7 @@ pub(crate) fn diff_row(prev: Option<&RowState>, change: RowChange, subkey: &str)
                 id: old.id.clone(),
                 checksum: *remove_checksum.get_or_insert_with(|| Checksum::of_remove(subkey)),
                 data: None,
+                supersedes: true,
             });
         }
     }
@@ -137,12 +142,10 @@ pub(crate) fn diff_row(prev: Option<&RowState>, change: RowChange, subkey: &str)
     let mut stored = Vec::with_capacity(deduped.len());
     for b in deduped {
         let (checksum, fingerprint) = put_digest(&b.table, &b.id, &b.data);
-        let unchanged = prev_buckets.iter().any(|old| {
-            old.bucket == b.bucket
-                && old.table == b.table
-                && old.id == b.id
-                && old.fingerprint == fingerprint
-        });
+        let before = prev_buckets
+            .iter()
+            .find(|old| old.bucket == b.bucket && old.table == b.table && old.id == b.id);
+        let unchanged = before.is_some_and(|old| old.fingerprint == fingerprint);
         if !unchanged {
             ops.push(DiffOp {
                 bucket: b.bucket.clone(),
@@ -151,6 +154,7 @@ pub(crate) fn diff_row(prev: Option<&RowState>, change: RowChange, subkey: &str)
                 id: b.id.clone(),
                 checksum,
                 data: Some(b.data),
+                supersedes: before.is_some(),
             });
         }
         stored.push(StoredBucketRow {
@@ -400,6 +404,8 @@ mod tests {
         );
         assert_eq!(next.ops.len(), 1);
         assert_eq!(next.ops[0].op, OpType::Put);
+        assert!(!first.ops[0].supersedes, "a new row supersedes nothing");
+        assert!(next.ops[0].supersedes, "a changed row supersedes its PUT");
     }
 
     #[test]
@@ -414,6 +420,14 @@ mod tests {
         assert_eq!(moved.ops[0].op, OpType::Remove);
         assert_eq!(moved.ops[0].bucket, "a");
         assert_eq!(moved.ops[0].checksum, Checksum::of_remove("sk"));
+        assert!(
+            moved.ops[0].supersedes,
+            "the REMOVE supersedes the PUT in a"
+        );
+        assert!(
+            !moved.ops[1].supersedes,
+            "the PUT is the first op of the row in b"
+        );
         assert_eq!(moved.ops[0].data, None);
         assert_eq!(moved.ops[1].op, OpType::Put);
         assert_eq!(moved.ops[1].bucket, "b");

@@ -12,8 +12,11 @@
 //!
 //! [`PgStorage`] is the Postgres implementation (schema `riptide`, see `docs/storage.md`);
 //! [`MemoryStorage`] is an in-memory one for fast unit tests of code above storage.
+//!
+//! [`compaction`] rewrites superseded ops as MOVE and leading runs as CLEAR, a bucket at a time.
 
 mod api;
+pub mod compaction;
 mod diff;
 mod keys;
 mod memory;
@@ -21,5 +24,8 @@ mod postgres;
 mod write_checkpoint;
 
 pub use api::*;
+pub use compaction::{
+    CompactLimits, CompactOptions, CompactStats, CompactionCandidate, compact_deployment,
+};
 pub use memory::MemoryStorage;
 pub use postgres::{CHECKPOINT_CHANNEL, PgStorage, SCHEMA_VERSION};

@@ -11,13 +11,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use riptide_protocol::{Checksum, Lsn, OpId, OplogEntry};
 
+use crate::compaction::scan::compact_log;
 use crate::diff::{RowState, diff_row, subkey};
 use crate::keys;
 use crate::write_checkpoint;
 use crate::{
     BatchOperation, BucketChunk, BucketState, BucketStorage, CheckpointEvent, CommitOps,
-    Deployment, DeploymentId, DeploymentState, PageLimit, Result, RowChange, StorageBatch,
-    StorageCheckpoint, StorageError,
+    CompactLimits, CompactStats, CompactionCandidate, Deployment, DeploymentId, DeploymentState,
+    PageLimit, Result, RowChange, StorageBatch, StorageCheckpoint, StorageError,
 };
 
 type RowKey = (String, Vec<u8>);
@@ -95,6 +96,10 @@ struct BucketLog {
     checksum: Checksum,
     count: i64,
     last_op: OpId,
+    /// Ops that superseded an earlier op since the last compaction.
+    superseded: i64,
+    /// The checkpoint the last compaction that rewrote something ran at.
+    compacted_at: OpId,
 }
 
 impl Dep {
@@ -280,6 +285,7 @@ impl BucketStorage for MemoryStorage {
             previous: last_op,
             overlay: HashMap::new(),
             ops: Vec::new(),
+            superseding: HashMap::new(),
             changed_lookups: BTreeSet::new(),
         }))
     }
@@ -428,6 +434,85 @@ impl BucketStorage for MemoryStorage {
         Ok(out)
     }
 
+    async fn compaction_candidates(
+        &self,
+        id: DeploymentId,
+        min_superseded: i64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<CompactionCandidate>> {
+        let inner = self.lock();
+        let Some(d) = inner.deployments.get(&id) else {
+            return Ok(Vec::new());
+        };
+        let range = match after {
+            Some(a) => d
+                .data
+                .buckets
+                .range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+            None => d.data.buckets.range::<str, _>(..),
+        };
+        Ok(range
+            .filter(|(_, log)| log.superseded >= min_superseded)
+            .take(limit)
+            .map(|(bucket, log)| CompactionCandidate {
+                bucket: bucket.clone(),
+                superseded: log.superseded,
+            })
+            .collect())
+    }
+
+    async fn compact_bucket(
+        &self,
+        id: DeploymentId,
+        bucket: &str,
+        limits: &CompactLimits,
+    ) -> Result<CompactStats> {
+        // Batches apply their ops at commit under this lock, so the whole bucket is compacted
+        // against one committed checkpoint.
+        let mut inner = self.lock();
+        let d = dep_mut(&mut inner, id)?;
+        let through = match (d.state, d.served_checkpoint()) {
+            (DeploymentState::Terminated, _) | (_, None) => return Ok(CompactStats::default()),
+            (_, Some(c)) => c.op_id,
+        };
+        let Some(log) = d.data.buckets.get_mut(bucket) else {
+            return Ok(CompactStats::default());
+        };
+        let done = compact_log(&mut log.ops, through, limits.key_memory);
+        log.superseded = 0;
+        if done.moved == 0 && done.removed == 0 {
+            return Ok(CompactStats::default());
+        }
+        log.count -= i64::try_from(done.removed).unwrap_or(i64::MAX);
+        log.compacted_at = log.compacted_at.max(through);
+        Ok(CompactStats {
+            buckets: 1,
+            ops_moved: done.moved,
+            ops_removed: done.removed,
+            bytes_reclaimed: done.bytes,
+            buckets_busy: 0,
+        })
+    }
+
+    async fn compaction_points(
+        &self,
+        id: DeploymentId,
+        buckets: &[String],
+    ) -> Result<HashMap<String, OpId>> {
+        let inner = self.lock();
+        let Some(d) = inner.deployments.get(&id) else {
+            return Ok(HashMap::new());
+        };
+        Ok(buckets
+            .iter()
+            .filter_map(|b| {
+                let log = d.data.buckets.get(b)?;
+                (log.compacted_at > OpId::ZERO).then(|| (b.clone(), log.compacted_at))
+            })
+            .collect())
+    }
+
     async fn create_write_checkpoint(
         &self,
         user_id: &str,
@@ -524,6 +609,8 @@ struct MemoryBatch {
     /// New state of every row touched by this batch (`None`: deleted).
     overlay: HashMap<RowKey, Option<RowState>>,
     ops: Vec<(String, OplogEntry)>,
+    /// Per bucket, the ops of this batch that supersede an earlier op.
+    superseding: HashMap<String, i64>,
     changed_lookups: BTreeSet<Vec<u8>>,
 }
 
@@ -537,6 +624,9 @@ impl MemoryBatch {
         let sk = subkey(&key.0, &key.1);
         let diff = diff_row(prev, change, &sk);
         for op in diff.ops {
+            if op.supersedes {
+                *self.superseding.entry(op.bucket.clone()).or_default() += 1;
+            }
             self.last_op = self.last_op.next();
             let entry = OplogEntry {
                 op_id: self.last_op,
@@ -661,6 +751,11 @@ impl StorageBatch for MemoryBatch {
             log.last_op = entry.op_id;
             log.ops.push(entry);
             changed_buckets.insert(bucket);
+        }
+        for (bucket, n) in this.superseding {
+            if let Some(log) = data.buckets.get_mut(&bucket) {
+                log.superseded += n;
+            }
         }
         let checkpoint = StorageCheckpoint {
             op_id: this.last_op,

@@ -23,5 +23,12 @@ storage_suite!(make();
     concurrent_writers,
     op_ids_continue_across_deployments,
     events_carry_small_commits,
+    compaction_rewrites_superseded_ops,
+    compaction_moves_ops_behind_a_live_row,
+    compaction_in_small_steps_matches_one_step,
+    compaction_random_workload_converges,
+    compaction_does_not_wait_for_replication,
+    compaction_concurrent_with_replication_loses_nothing,
+    compaction_of_a_bucket_with_a_long_name,
     keys_of_any_length,
 );

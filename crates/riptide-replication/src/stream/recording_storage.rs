@@ -154,6 +154,32 @@ impl BucketStorage for RecordingStorage {
             .bucket_data(id, checkpoint, buckets, limit)
             .await
     }
+    async fn compaction_candidates(
+        &self,
+        id: DeploymentId,
+        min_superseded: i64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<riptide_storage::CompactionCandidate>> {
+        self.memory
+            .compaction_candidates(id, min_superseded, after, limit)
+            .await
+    }
+    async fn compact_bucket(
+        &self,
+        id: DeploymentId,
+        bucket: &str,
+        limits: &riptide_storage::CompactLimits,
+    ) -> Result<riptide_storage::CompactStats> {
+        self.memory.compact_bucket(id, bucket, limits).await
+    }
+    async fn compaction_points(
+        &self,
+        id: DeploymentId,
+        buckets: &[String],
+    ) -> Result<HashMap<String, OpId>> {
+        self.memory.compaction_points(id, buckets).await
+    }
     async fn create_write_checkpoint(
         &self,
         user_id: &str,

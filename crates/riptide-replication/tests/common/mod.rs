@@ -219,6 +219,32 @@ impl BucketStorage for RecordingStorage {
     ) -> Result<Vec<BucketChunk>> {
         self.inner.bucket_data(id, checkpoint, buckets, limit).await
     }
+    async fn compaction_candidates(
+        &self,
+        id: DeploymentId,
+        min_superseded: i64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<riptide_storage::CompactionCandidate>> {
+        self.inner
+            .compaction_candidates(id, min_superseded, after, limit)
+            .await
+    }
+    async fn compact_bucket(
+        &self,
+        id: DeploymentId,
+        bucket: &str,
+        limits: &riptide_storage::CompactLimits,
+    ) -> Result<riptide_storage::CompactStats> {
+        self.inner.compact_bucket(id, bucket, limits).await
+    }
+    async fn compaction_points(
+        &self,
+        id: DeploymentId,
+        buckets: &[String],
+    ) -> Result<HashMap<String, OpId>> {
+        self.inner.compaction_points(id, buckets).await
+    }
     async fn create_write_checkpoint(
         &self,
         user_id: &str,

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 pub use connection::PgConnection;
 pub use env_value::Env;
 pub use riptide_pg::{ChannelBinding, PemSource, RootCerts, SslMode, TlsOptions};
-pub use riptide_service::{AuthConfig, Limits};
+pub use riptide_service::{AuthConfig, CompactorConfig, Limits};
 
 pub use crate::instance_admin::ExecuteSqlOptions;
 
@@ -62,6 +62,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     pub logging: Logging,
     pub slot_name_prefix: String,
+    /// `compaction` (a Riptide section): the background compactor, on by default.
+    pub compaction: CompactorConfig,
     /// How the admin API's `execute-sql` runs: enabled by the connection's `debug_api`, the
     /// rest from `api.execute_sql` (Riptide keys).
     pub execute_sql: ExecuteSqlOptions,
@@ -102,8 +104,9 @@ pub enum ConfigError {
 impl ServeConfig {
     /// A config for `source` with the defaults of a config file that sets nothing else:
     /// storage on the source server, every interface, port 8080, no rules (the admin API deploys them), no
-    /// admin tokens, default limits, `info` text logs, slots named `riptide_…`. Change the
-    /// fields you need with struct update syntax.
+    /// admin tokens, default limits, `info` text logs, slots named `riptide_…`, automatic
+    /// compaction with its defaults ([`CompactorConfig::default`]). Change the fields you need
+    /// with struct update syntax.
     pub fn new(source: impl Into<PgConnection>, auth: AuthConfig) -> ServeConfig {
         ServeConfig {
             source: source.into(),
@@ -119,6 +122,7 @@ impl ServeConfig {
             limits: Limits::default(),
             logging: Logging::default(),
             slot_name_prefix: DEFAULT_SLOT_NAME_PREFIX.into(),
+            compaction: CompactorConfig::default(),
             execute_sql: ExecuteSqlOptions::default(),
             ignored: Vec::new(),
         }
@@ -159,6 +163,7 @@ impl fmt::Debug for ServeConfig {
             .field("limits", &self.limits)
             .field("logging", &self.logging)
             .field("slot_name_prefix", &self.slot_name_prefix)
+            .field("compaction", &self.compaction)
             .field("execute_sql", &self.execute_sql)
             .field("ignored", &self.ignored)
             .finish()

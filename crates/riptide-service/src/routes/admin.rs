@@ -6,6 +6,9 @@
 //! - `POST /api/sync-rules/v1/validate`: `{"data":{"valid", "errors":[{message,line,column}]}}`.
 //! - `GET /api/sync-rules/v1/current`: `{"data":{"current":{id,slot_name,content,state}|null,
 //!   "next":…|null}}`.
+//! - `POST /api/compact/v1/run`: compacts the active deployment now (body optional:
+//!   `{"buckets": [names], "min_superseded": n}`, default every bucket with a superseded op) and
+//!   answers what was done (see [`crate::compactor`]).
 //!
 //! Auth: `Authorization: Bearer|Token <one of api.tokens>`, compared in constant time. With no
 //! tokens configured the admin API is disabled (403). Tokens are never logged.
@@ -42,6 +45,8 @@ pub enum AdminError {
     BadRequest(String),
     #[error(transparent)]
     Rules(#[from] RulesAdminError),
+    #[error("compaction failed")]
+    Compaction(#[source] riptide_storage::StorageError),
     #[error(transparent)]
     Instance(#[from] InstanceAdminError),
 }
@@ -57,6 +62,7 @@ impl AdminError {
             }
             AdminError::Rules(RulesAdminError::ManagedByConfig) => ErrorCode::S4105,
             AdminError::Rules(RulesAdminError::Storage(_) | RulesAdminError::Failed(_))
+            | AdminError::Compaction(_)
             | AdminError::Instance(
                 InstanceAdminError::Storage(_) | InstanceAdminError::Failed(_),
             ) => ErrorCode::S1001,
@@ -76,6 +82,7 @@ impl IntoResponse for AdminError {
         };
         let description = match &self {
             AdminError::Rules(RulesAdminError::Storage(_))
+            | AdminError::Compaction(_)
             | AdminError::Instance(InstanceAdminError::Storage(_)) => {
                 tracing::error!(error = %error_chain(&self), "sync rules admin request failed");
                 "Internal server error".to_owned()
@@ -262,6 +269,56 @@ pub async fn current(
         "current": current.current.map(DeploymentView::from),
         "next": current.next.map(DeploymentView::from),
         "managed_by_config": admin.managed_by_config(),
+    }))
+    .into_response())
+}
+
+/// The optional body of `POST /api/compact/v1/run`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompactRequest {
+    /// Only these buckets (full names).
+    #[serde(default)]
+    buckets: Vec<String>,
+    /// Buckets with at least this many superseded ops (default 1; 0: every bucket).
+    min_superseded: Option<i64>,
+}
+
+/// `POST /api/compact/v1/run`: compacts the active deployment now.
+pub async fn compact(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    check_admin_token(&state, &headers)?;
+    let request: CompactRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CompactRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| AdminError::BadRequest(format!("invalid compaction request: {e}")))?
+    };
+    let options = riptide_storage::CompactOptions {
+        min_superseded: request.min_superseded.unwrap_or(1).max(0),
+        buckets: request.buckets,
+        ..riptide_storage::CompactOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let done =
+        crate::compactor::compact_active(state.inner.storage.as_ref(), state.metrics(), &options)
+            .await
+            .map_err(AdminError::Compaction)?;
+    let (deployment, stats) = match done {
+        Some((id, stats)) => (Some(id), stats),
+        None => (None, riptide_storage::CompactStats::default()),
+    };
+    Ok(data(json!({
+        "deployment": deployment,
+        "buckets": stats.buckets,
+        "ops_moved": stats.ops_moved,
+        "ops_removed": stats.ops_removed,
+        "bytes_reclaimed": stats.bytes_reclaimed,
+        "buckets_busy": stats.buckets_busy,
+        "ms": started.elapsed().as_millis() as u64,
     }))
     .into_response())
 }

@@ -209,7 +209,8 @@ impl<'a> Stream<'a> {
                 },
             };
 
-            // 4. Its lines and bucket data sent, unless a newer checkpoint replaces it.
+            // 4. Its lines and bucket data sent, unless a newer checkpoint replaces it (or
+            //    compaction past it abandons it: storage already has a newer one).
             if let Some((lines, from_memory)) = begun {
                 if self.send_checkpoint(&active, &lines, from_memory).await? {
                     continue;
@@ -339,8 +340,9 @@ impl<'a> Stream<'a> {
         )))
     }
 
-    /// Sends a checkpoint's lines, then its bucket data page by page. Returns whether a newer
-    /// relevant checkpoint replaced it before it completed.
+    /// Sends a checkpoint's lines, then its bucket data page by page. Returns whether it was
+    /// left incomplete: a newer relevant checkpoint replaced it, or compaction past it made
+    /// it unservable (docs/protocol.md §3.6).
     async fn send_checkpoint(
         &mut self,
         active: &ActiveRules,
@@ -372,6 +374,12 @@ impl<'a> Stream<'a> {
                 .send_all(&self.session.on_data(&fetch, chunks))
                 .await?;
             self.count_sent(before);
+            // docs/protocol.md §3.6: a group read from storage completes only if no compaction
+            // rewrote its buckets past this checkpoint meanwhile. If one did, the checkpoint is
+            // abandoned: storage already has a newer one.
+            if self.check_compaction(active).await? {
+                return Ok(true);
+            }
             // docs/protocol.md §1.4 point 6: once a large checkpoint is well under way, a
             // newer relevant checkpoint replaces it (data sent so far stays valid).
             if self.session.ops_sent_for_pending() >= SWITCH_AFTER_OPS
@@ -380,6 +388,27 @@ impl<'a> Stream<'a> {
             {
                 return Ok(true);
             }
+        }
+        Ok(false)
+    }
+
+    /// Runs the compaction check due before a group read from storage completes, sending its
+    /// completion line if it passes. Returns whether the checkpoint was abandoned instead.
+    async fn check_compaction(&mut self, active: &ActiveRules) -> Result<bool, SessionError> {
+        let Some(check) = self.session.compaction_check() else {
+            return Ok(false);
+        };
+        let points = self
+            .inner
+            .storage
+            .compaction_points(active.deployment, &check.buckets)
+            .await?;
+        self.tx
+            .send_all(&self.session.on_compaction_points(&check, &points))
+            .await?;
+        if self.session.invalidated().is_some() {
+            self.inner.metrics.checkpoint_invalidated();
+            return Ok(true);
         }
         Ok(false)
     }

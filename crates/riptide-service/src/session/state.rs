@@ -6,6 +6,12 @@
 //! nothing this client sees changed); then `data` lines for new and changed buckets, grouped by
 //! priority (0 first) with `partial_checkpoint_complete` after every group but the last and
 //! `checkpoint_complete` at the end — also when no bucket needs data.
+//!
+//! A group whose data was read from storage completes only after a [`CompactionCheck`]: when
+//! storage compacted one of its buckets at a newer checkpoint than the one being served, the
+//! data read may hold MOVE/CLEAR ops whose superseding ops are past it (docs/protocol.md §3.6).
+//! The checkpoint is then abandoned without a completion line, like the official service does,
+//! and the next one (storage already has it) continues from where the data stopped.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -46,6 +52,15 @@ pub struct CheckpointInput {
     pub write_checkpoint: Option<OpId>,
 }
 
+/// Before completing a group read from storage: the driver reads the buckets' compaction
+/// points ([`riptide_storage::BucketStorage::compaction_points`]) and hands them to
+/// [`SessionState::on_compaction_points`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactionCheck {
+    pub checkpoint: OpId,
+    pub buckets: Vec<String>,
+}
+
 /// A page of bucket data the driver should read next: ops with
 /// `after < op_id <= checkpoint` of each bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +95,10 @@ struct Group {
     remaining: Vec<String>,
     /// Every bucket of this group that needed data.
     all: Vec<String>,
+    /// Some of its data was read from storage: it completes after a [`CompactionCheck`].
+    from_storage: bool,
+    /// All its data was sent; the compaction check is due.
+    checking: bool,
 }
 
 #[derive(Debug)]
@@ -101,6 +120,9 @@ pub struct SessionState {
     pending: Option<Pending>,
     /// Buckets scheduled for data in a checkpoint that was abandoned before completing.
     incomplete: HashSet<String>,
+    /// A checkpoint was abandoned because storage compacted its buckets at this checkpoint:
+    /// the next one must be at least this and come from storage.
+    invalidated: Option<OpId>,
     line_bytes: usize,
     page_bytes: usize,
     ops_sent_total: u64,
@@ -120,6 +142,7 @@ impl SessionState {
             sent: None,
             pending: None,
             incomplete: HashSet::new(),
+            invalidated: None,
             line_bytes: DATA_LINE_BYTES,
             page_bytes: DATA_PAGE_BYTES,
             ops_sent_total: 0,
@@ -181,6 +204,12 @@ impl SessionState {
         self.sent.as_ref().and_then(|s| s.write_checkpoint)
     }
 
+    /// Set when the last checkpoint was abandoned because storage compacted its buckets at a
+    /// newer checkpoint: the next checkpoint must be at least this (and is read from storage).
+    pub fn invalidated(&self) -> Option<OpId> {
+        self.invalidated
+    }
+
     /// The position of a bucket (ops up to it were sent or the client had them).
     pub fn position(&self, bucket: &str) -> Option<OpId> {
         self.positions.get(bucket).copied()
@@ -192,11 +221,8 @@ impl SessionState {
     /// abandoned; its unfinished buckets get data in this one.
     pub fn begin_checkpoint(&mut self, input: CheckpointInput) -> Vec<SyncLine> {
         // 1. A checkpoint still in progress is abandoned.
-        if let Some(p) = self.pending.take() {
-            for g in p.groups {
-                self.incomplete.extend(g.all);
-            }
-        }
+        self.abandon();
+        self.invalidated = None;
         let CheckpointInput {
             checkpoint,
             buckets,
@@ -311,7 +337,7 @@ impl SessionState {
         write_checkpoint: Option<OpId>,
         new_ops: &HashMap<String, Vec<OplogEntry>>,
     ) -> Option<Vec<SyncLine>> {
-        if self.pending.is_some() {
+        if self.pending.is_some() || self.invalidated.is_some() {
             return None;
         }
         let sent = self.sent.as_ref()?;
@@ -364,7 +390,7 @@ impl SessionState {
                     })
                 })
                 .collect();
-            out.extend(self.on_data(&fetch, chunks));
+            out.extend(self.take_data(&fetch, chunks, false));
         }
         Some(out)
     }
@@ -372,7 +398,7 @@ impl SessionState {
     /// The next page of data to read, if the checkpoint in progress needs more.
     pub fn next_fetch(&self) -> Option<Fetch> {
         let pending = self.pending.as_ref()?;
-        let group = pending.groups.front()?;
+        let group = pending.groups.front().filter(|g| !g.checking)?;
         Some(Fetch {
             checkpoint: pending.checkpoint,
             buckets: group
@@ -390,9 +416,64 @@ impl SessionState {
         })
     }
 
-    /// Takes the page read for `fetch` and returns the lines to send: `data` lines, then
-    /// `partial_checkpoint_complete` / `checkpoint_complete` when a group is done.
+    /// Takes the page read from storage for `fetch` and returns the `data` lines to send. When
+    /// that finishes a group, its completion waits for [`Self::compaction_check`].
     pub fn on_data(&mut self, fetch: &Fetch, chunks: Vec<BucketChunk>) -> Vec<SyncLine> {
+        self.take_data(fetch, chunks, true)
+    }
+
+    /// The check due before the group whose data was all sent may complete, if any.
+    pub fn compaction_check(&self) -> Option<CompactionCheck> {
+        let pending = self.pending.as_ref()?;
+        let group = pending.groups.front().filter(|g| g.checking)?;
+        Some(CompactionCheck {
+            checkpoint: pending.checkpoint,
+            buckets: group.all.clone(),
+        })
+    }
+
+    /// Takes the compaction points of `check`'s buckets (op id of each one's last compaction;
+    /// absent: never compacted). Returns the group's `partial_checkpoint_complete` /
+    /// `checkpoint_complete`; or nothing when a bucket was compacted at a newer checkpoint: then
+    /// the checkpoint is abandoned ([`Self::invalidated`]) and its unfinished buckets get their
+    /// data in the next one, from where they stopped.
+    pub fn on_compaction_points(
+        &mut self,
+        check: &CompactionCheck,
+        points: &HashMap<String, OpId>,
+    ) -> Vec<SyncLine> {
+        if self.compaction_check().as_ref() != Some(check) {
+            return Vec::new();
+        }
+        let newest = check
+            .buckets
+            .iter()
+            .filter_map(|b| points.get(b).copied())
+            .max()
+            .filter(|p| *p > check.checkpoint);
+        if let Some(point) = newest {
+            self.abandon();
+            self.invalidated = Some(point);
+            return Vec::new();
+        }
+        self.finish_group().into_iter().collect()
+    }
+
+    /// Forgets the checkpoint in progress, if any: its buckets are owed data.
+    fn abandon(&mut self) {
+        if let Some(p) = self.pending.take() {
+            for g in p.groups {
+                self.incomplete.extend(g.all);
+            }
+        }
+    }
+
+    fn take_data(
+        &mut self,
+        fetch: &Fetch,
+        chunks: Vec<BucketChunk>,
+        from_storage: bool,
+    ) -> Vec<SyncLine> {
         let mut out = Vec::new();
         let Some(pending) = self.pending.as_mut() else {
             return out;
@@ -400,9 +481,10 @@ impl SessionState {
         if pending.checkpoint != fetch.checkpoint {
             return out;
         }
-        let Some(group) = pending.groups.front_mut() else {
+        let Some(group) = pending.groups.front_mut().filter(|g| !g.checking) else {
             return out;
         };
+        group.from_storage |= from_storage;
         let total: usize = chunks.iter().map(|c| c.ops.len()).sum();
         let page_bytes: usize = chunks
             .iter()
@@ -458,24 +540,33 @@ impl SessionState {
         if !group.remaining.is_empty() {
             return out;
         }
-        let checkpoint = pending.checkpoint;
-        if let Some(done) = pending.groups.pop_front() {
-            if pending.groups.is_empty() {
-                out.push(self.complete(checkpoint));
-            } else {
-                for b in &done.all {
-                    self.positions.insert(b.clone(), checkpoint);
-                    self.incomplete.remove(b);
-                }
-                out.push(SyncLine::PartialCheckpointComplete(
-                    PartialCheckpointComplete {
-                        last_op_id: checkpoint,
-                        priority: done.priority,
-                    },
-                ));
-            }
+        if group.from_storage {
+            group.checking = true;
+            return out;
         }
+        out.extend(self.finish_group());
         out
+    }
+
+    /// Completes the first group of the checkpoint in progress: `partial_checkpoint_complete`,
+    /// or `checkpoint_complete` for the last group.
+    fn finish_group(&mut self) -> Option<SyncLine> {
+        let pending = self.pending.as_mut()?;
+        let checkpoint = pending.checkpoint;
+        let done = pending.groups.pop_front()?;
+        if pending.groups.is_empty() {
+            return Some(self.complete(checkpoint));
+        }
+        for b in &done.all {
+            self.positions.insert(b.clone(), checkpoint);
+            self.incomplete.remove(b);
+        }
+        Some(SyncLine::PartialCheckpointComplete(
+            PartialCheckpointComplete {
+                last_op_id: checkpoint,
+                priority: done.priority,
+            },
+        ))
     }
 
     /// Marks the checkpoint complete: every bucket of it is now at `checkpoint`.
@@ -576,6 +667,8 @@ fn priority_groups(needs_data: &[&SessionBucket]) -> VecDeque<Group> {
                 priority,
                 remaining: all.clone(),
                 all,
+                from_storage: false,
+                checking: false,
             }
         })
         .collect()

@@ -78,8 +78,8 @@ struct PendingOp {
 struct Chunk {
     overlay: HashMap<RowKey, Entry>,
     ops: Vec<PendingOp>,
-    /// bucket → (checksum, count, last op id) of this chunk's ops.
-    deltas: HashMap<String, (Checksum, i64, i64)>,
+    /// bucket → (checksum, count, last op id, superseding ops) of this chunk's ops.
+    deltas: HashMap<String, (Checksum, i64, i64, i64)>,
 }
 
 /// The batch's connection, inside its open transaction. Shared with the flush task. When the
@@ -372,10 +372,11 @@ impl PgBatch {
                 self.chunk
                     .deltas
                     .entry(op.bucket.clone())
-                    .or_insert((Checksum::ZERO, 0, 0));
+                    .or_insert((Checksum::ZERO, 0, 0, 0));
             delta.0 += op.checksum;
             delta.1 += 1;
             delta.2 = self.last_op;
+            delta.3 += i64::from(op.supersedes);
             if !self.changed_buckets.contains(&op.bucket) {
                 self.changed_buckets.insert(op.bucket.clone());
             }

@@ -5,7 +5,7 @@ use postgres_types::PgLsn;
 use riptide_protocol::OpId;
 use tokio_postgres::Row;
 
-use super::from_pg_lsn;
+use super::{compact, from_pg_lsn};
 use crate::{Deployment, DeploymentId, DeploymentState, Result, StorageCheckpoint, StorageError};
 
 /// Advisory lock serialising `activate` (one ACTIVE deployment at most).
@@ -176,10 +176,22 @@ async fn delete_data<C: GenericClient>(tx: &C, id: DeploymentId) -> Result<()> {
     Ok(())
 }
 
+/// Takes the deployment's data lock exclusively: waits for a compaction transaction writing
+/// its buckets, and keeps new ones out until the deletion commits.
+async fn lock_data<C: GenericClient>(tx: &C, id: DeploymentId) -> Result<()> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, $2)",
+        &[&compact::DATA_LOCK, &compact::data_lock_key(id)],
+    )
+    .await?;
+    Ok(())
+}
+
 pub(super) async fn terminate(pool: &Pool, id: DeploymentId) -> Result<()> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     lock_row(&tx, id).await?;
+    lock_data(&tx, id).await?;
     delete_data(&tx, id).await?;
     tx.execute(
         "UPDATE riptide.deployments SET state = 'TERMINATED', updated_at = now() WHERE id = $1",
@@ -194,11 +206,13 @@ pub(super) async fn reset_snapshot(pool: &Pool, id: DeploymentId) -> Result<()> 
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     lock_row(&tx, id).await?;
+    lock_data(&tx, id).await?;
     delete_data(&tx, id).await?;
     tx.execute(
         "UPDATE riptide.deployments SET snapshot_done = false, \
          last_op_id = (SELECT COALESCE(max(last_op_id), 0) FROM riptide.deployments WHERE id <> $1), \
-         last_checkpoint_lsn = NULL, resume_lsn = NULL, updated_at = now() WHERE id = $1",
+         last_checkpoint_lsn = NULL, resume_lsn = NULL, data_epoch = data_epoch + 1, \
+         updated_at = now() WHERE id = $1",
         &[&id],
     )
     .await?;

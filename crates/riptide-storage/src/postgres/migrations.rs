@@ -11,10 +11,13 @@ use crate::{Result, StorageError};
 const MIGRATION_LOCK: i64 = 0x7269_7074_6964_656d;
 
 /// `(version, name, sql)`, in order. Never edit a released migration; append a new one.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial schema", schema::V1)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial schema", schema::V1),
+    (2, "compaction", schema::V2),
+];
 
 /// The newest storage schema version this binary knows (see `riptide.migrations`).
-pub const SUPPORTED_VERSION: i32 = 1;
+pub const SUPPORTED_VERSION: i32 = 2;
 
 pub(super) async fn migrate(client: &mut Client) -> Result<()> {
     let tx = client.transaction().await?;

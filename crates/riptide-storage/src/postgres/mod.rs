@@ -2,10 +2,11 @@
 //! pool, prepared statements cached per connection, binary `COPY` for bulk writes.
 //!
 //! Modules follow the tables: [`deployments`], [`batch`] (the replicator's write path),
-//! [`reads`] (what sync streams read), [`write_checkpoints`], plus [`migrations`] and
-//! [`schema`].
+//! [`reads`] (what sync streams read), [`compact`] (MOVE/CLEAR compaction),
+//! [`write_checkpoints`], plus [`migrations`] and [`schema`].
 
 mod batch;
+mod compact;
 mod deployments;
 mod migrations;
 mod reads;
@@ -21,8 +22,8 @@ use riptide_pg::PgConnection;
 use riptide_protocol::{Checksum, Lsn, OpId};
 
 use crate::{
-    BucketChunk, BucketState, BucketStorage, Deployment, DeploymentId, Result, StorageBatch,
-    StorageCheckpoint, StorageError,
+    BucketChunk, BucketState, BucketStorage, CompactLimits, CompactStats, CompactionCandidate,
+    Deployment, DeploymentId, Result, StorageBatch, StorageCheckpoint, StorageError,
 };
 
 pub use migrations::SUPPORTED_VERSION as SCHEMA_VERSION;
@@ -217,6 +218,33 @@ impl BucketStorage for PgStorage {
         limit: crate::PageLimit,
     ) -> Result<Vec<BucketChunk>> {
         reads::bucket_data(&self.pool, id, checkpoint, buckets, limit).await
+    }
+
+    async fn compaction_candidates(
+        &self,
+        id: DeploymentId,
+        min_superseded: i64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<CompactionCandidate>> {
+        compact::candidates(&self.pool, id, min_superseded, after, limit).await
+    }
+
+    async fn compact_bucket(
+        &self,
+        id: DeploymentId,
+        bucket: &str,
+        limits: &CompactLimits,
+    ) -> Result<CompactStats> {
+        compact::compact_bucket(&self.pool, id, bucket, limits).await
+    }
+
+    async fn compaction_points(
+        &self,
+        id: DeploymentId,
+        buckets: &[String],
+    ) -> Result<HashMap<String, OpId>> {
+        compact::points(&self.pool, id, buckets).await
     }
 
     async fn create_write_checkpoint(

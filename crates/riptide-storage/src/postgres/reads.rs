@@ -13,8 +13,8 @@ use crate::keys;
 use crate::{BucketChunk, BucketState, DeploymentId, PageLimit, Result, StorageError, op_bytes};
 
 /// Stored forms of `full` keys, and the way back (see `keys.rs`).
-struct Stored<'a, T: ?Sized + ToOwned> {
-    forms: Vec<std::borrow::Cow<'a, T>>,
+pub(super) struct Stored<'a, T: ?Sized + ToOwned> {
+    pub(super) forms: Vec<std::borrow::Cow<'a, T>>,
     back: HashMap<<T as ToOwned>::Owned, &'a T>,
 }
 
@@ -23,7 +23,10 @@ where
     T: ?Sized + ToOwned,
     T::Owned: std::hash::Hash + Eq,
 {
-    fn new(full: impl IntoIterator<Item = &'a T>, form: fn(&T) -> std::borrow::Cow<'_, T>) -> Self {
+    pub(super) fn new(
+        full: impl IntoIterator<Item = &'a T>,
+        form: fn(&T) -> std::borrow::Cow<'_, T>,
+    ) -> Self {
         let mut forms = Vec::new();
         let mut back = HashMap::new();
         for key in full {
@@ -35,7 +38,7 @@ where
     }
 
     /// The full key a stored form stands for (the stored form itself if unknown).
-    fn full(&self, stored: T::Owned) -> T::Owned {
+    pub(super) fn full(&self, stored: T::Owned) -> T::Owned {
         match self.back.get::<T::Owned>(&stored) {
             Some(full) => (*full).to_owned(),
             None => stored,
@@ -152,7 +155,7 @@ pub(super) async fn bucket_states(
     Ok(out)
 }
 
-fn op_type(s: &str) -> Result<OpType> {
+pub(super) fn op_type(s: &str) -> Result<OpType> {
     Ok(match s {
         "PUT" => OpType::Put,
         "REMOVE" => OpType::Remove,

@@ -82,3 +82,16 @@ CREATE TABLE riptide.write_checkpoints (
     PRIMARY KEY (user_id, client_id, id)
 );
 "#;
+
+/// Version 2: compaction. Per bucket, `superseded` counts ops written since the bucket was last
+/// compacted that superseded an earlier op of the same row (existing buckets start at their op
+/// count: not examined yet), and `compacted_at_op` is the deployment checkpoint its last
+/// compaction that changed something ran at (0: never). Per deployment, `data_epoch` goes up
+/// with every `reset_snapshot`, so a compaction started on the old data stops.
+pub(super) const V2: &str = r#"
+ALTER TABLE riptide.bucket_state
+    ADD COLUMN superseded      bigint NOT NULL DEFAULT 0,
+    ADD COLUMN compacted_at_op bigint NOT NULL DEFAULT 0;
+UPDATE riptide.bucket_state SET superseded = op_count;
+ALTER TABLE riptide.deployments ADD COLUMN data_epoch bigint NOT NULL DEFAULT 0;
+"#;

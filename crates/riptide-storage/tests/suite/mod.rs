@@ -1,8 +1,10 @@
 //! The behavioural test suite every [`BucketStorage`] implementation must pass. Each function
 //! takes a fresh, migrated storage; `storage_suite!` turns them into `#[tokio::test]`s.
 
+pub mod compaction;
 mod long_keys;
 
+pub use compaction::*;
 pub use long_keys::keys_of_any_length;
 
 use std::collections::{BTreeMap, HashMap};

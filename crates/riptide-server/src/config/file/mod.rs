@@ -1,9 +1,10 @@
 //! The config file's shape (serde) and its resolution into a [`ServeConfig`], one module per
 //! section. Sections resolve in the file's documented order (replication, storage, sync rules,
-//! client auth, api, system), so the first problem reported is the same whatever else is wrong.
+//! client auth, api, system, compaction), so the first problem reported is the same whatever else is wrong.
 
 mod api;
 mod client_auth;
+mod compaction;
 mod replication;
 mod storage;
 mod sync_config;
@@ -34,6 +35,8 @@ struct File {
     client_auth: Option<client_auth::ClientAuth>,
     api: Option<api::Api>,
     system: Option<system::System>,
+    /// The background compactor (a Riptide section).
+    compaction: Option<compaction::Compaction>,
     telemetry: Option<Ignored>,
     healthcheck: Option<Ignored>,
     migrations: Option<Ignored>,
@@ -83,6 +86,7 @@ pub(super) fn resolve(text: &str, origin: &str, base: &Path) -> Result<ServeConf
     let auth = client_auth::resolve(&mut r, file.client_auth)?;
     let api = api::resolve(&mut r, file.api)?;
     let logging = system::resolve(&r, file.system)?;
+    let compaction = compaction::resolve(&r, file.compaction)?;
 
     // Everything the file does not set keeps the one default, from `ServeConfig::new`.
     let mut config = ServeConfig::new(source.connection, auth);
@@ -110,6 +114,7 @@ pub(super) fn resolve(text: &str, origin: &str, base: &Path) -> Result<ServeConf
     }
     api.apply(&mut config);
     logging.apply(&mut config.logging);
+    compaction.apply(&mut config.compaction);
     config.ignored = r.ignored;
     Ok(config)
 }
@@ -179,6 +184,7 @@ client_auth:
         assert_eq!(new.limits, file.limits);
         assert_eq!(new.logging, file.logging);
         assert_eq!(new.slot_name_prefix, file.slot_name_prefix);
+        assert_eq!(new.compaction, file.compaction);
         assert_eq!(new.ignored, file.ignored);
         assert!(new.sync_rules.is_none());
     }
@@ -357,6 +363,27 @@ client_auth:
             err.contains("host") && err.contains("not an IP address"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn compaction_is_on_by_default_and_configurable() {
+        let c = parse(MINIMAL).unwrap();
+        assert!(c.compaction.enabled);
+        assert_eq!(c.compaction.threshold, 1_000);
+        assert_eq!(c.compaction.interval, std::time::Duration::from_secs(30));
+        let c = parse(&format!(
+            "{MINIMAL}compaction:\n  enabled: false\n  threshold: 50\n  interval_seconds: 5\n"
+        ))
+        .unwrap();
+        assert!(!c.compaction.enabled);
+        assert_eq!(c.compaction.threshold, 50);
+        assert_eq!(c.compaction.interval, std::time::Duration::from_secs(5));
+        for (key, value) in [("threshold", 0), ("interval_seconds", 0)] {
+            let err = parse(&format!("{MINIMAL}compaction:\n  {key}: {value}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("compaction.{key}")), "{err}");
+        }
     }
 
     #[test]

@@ -111,9 +111,28 @@ fn run(
     });
     while let Some(fetch) = s.next_fetch() {
         let page = ops.page(&fetch);
-        lines.extend(s.on_data(&fetch, page));
+        lines.extend(feed(s, &fetch, page, &HashMap::new()));
     }
     ndjson(&lines)
+}
+
+/// A page read from storage, then the compaction check when it finishes a group, with these
+/// compaction points.
+fn feed(
+    s: &mut SessionState,
+    fetch: &Fetch,
+    page: Vec<BucketChunk>,
+    points: &HashMap<String, OpId>,
+) -> Vec<SyncLine> {
+    let mut lines = s.on_data(fetch, page);
+    if let Some(check) = s.compaction_check() {
+        assert!(
+            s.next_fetch().is_none(),
+            "no more data while the check is due"
+        );
+        lines.extend(s.on_compaction_points(&check, points));
+    }
+    lines
 }
 
 fn ndjson(lines: &[SyncLine]) -> String {
@@ -539,7 +558,7 @@ fn checkpoint_from_ops_declines_when_memory_cannot_cover() {
     );
     while let Some(fetch) = s.next_fetch() {
         let page = ops.page(&fetch);
-        s.on_data(&fetch, page);
+        feed(&mut s, &fetch, page, &HashMap::new());
     }
     // A bucket the client was never told about.
     let more = [bucket("a", 3), bucket("new", 3)];
@@ -558,6 +577,106 @@ fn checkpoint_from_ops_declines_when_memory_cannot_cover() {
     );
     // Still consistent: storage serves it.
     assert!(run(&mut s, &ops, last, &buckets, None).contains("checkpoint_complete"));
+}
+
+/// docs/protocol.md §3.6: storage compacted a bucket at a newer checkpoint than the one being
+/// served while its data was read. The checkpoint is not completed; the next one (at least the
+/// compaction point, from storage) sends the rest and completes.
+#[test]
+fn a_checkpoint_compacted_past_is_not_completed() {
+    let mut ops = Ops::default();
+    for i in 1..=4 {
+        ops.put("a", i, &i.to_string(), "x");
+    }
+    ops.put("b", 5, "5", "x");
+    let buckets = [bucket("a", 0), bucket("b", 3)];
+    let mut s = SessionState::new(streams(), &[]);
+    let mut lines = s.begin_checkpoint(CheckpointInput {
+        checkpoint: OpId(5),
+        buckets: buckets.to_vec(),
+        states: ops.states(5),
+        write_checkpoint: None,
+    });
+    // Priority 0: bucket "a" was compacted at 5 (not past the checkpoint): it completes.
+    let fetch = s.next_fetch().unwrap();
+    let points = HashMap::from([("a".to_owned(), OpId(5)), ("b".to_owned(), OpId(8))]);
+    lines.extend(feed(&mut s, &fetch, ops.page(&fetch), &points));
+    // Priority 3: bucket "b" was compacted at 8.
+    let fetch = s.next_fetch().unwrap();
+    lines.extend(feed(&mut s, &fetch, ops.page(&fetch), &points));
+    let got = summary(&ndjson(&lines));
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(got[0].starts_with(r#"{"checkpoint":{"last_op_id":"5""#));
+    assert_eq!(got[1], "data a 0..4 [1,2,3,4]");
+    assert_eq!(
+        got[2],
+        r#"{"partial_checkpoint_complete":{"last_op_id":"5","priority":0}}"#
+    );
+    assert_eq!(got[3], "data b 0..5 [5]", "no checkpoint_complete");
+    assert_eq!(s.invalidated(), Some(OpId(8)));
+    assert!(s.is_idle() && s.next_fetch().is_none());
+    // Not from memory: the next checkpoint must come from storage.
+    assert!(
+        s.checkpoint_from_ops(OpId(8), buckets.to_vec(), None, &HashMap::new())
+            .is_none()
+    );
+    // Storage is at 8 (ops 6..=8 in "b"); "b" continues from 5, "a" is done.
+    for i in 6..=8 {
+        ops.put("b", i, &i.to_string(), "y");
+    }
+    let out = run(&mut s, &ops, 8, &buckets, None);
+    let got = summary(&out);
+    assert!(got[0].starts_with(r#"{"checkpoint_diff":{"last_op_id":"8""#));
+    assert_eq!(got[1], "data b 5..8 [6,7,8]");
+    assert_eq!(got[2], r#"{"checkpoint_complete":{"last_op_id":"8"}}"#);
+    assert_eq!(got.len(), 3);
+    assert_eq!(s.invalidated(), None);
+}
+
+/// A bucket whose data was complete before the checkpoint (nothing new in it) is still owed a
+/// completion after the abandoned one: the next checkpoint sends a diff and completes even when
+/// no bucket changed.
+#[test]
+fn after_an_abandoned_checkpoint_the_next_completes_without_changes() {
+    let mut ops = Ops::default();
+    ops.put("a", 1, "1", "x");
+    let buckets = [bucket("a", 3)];
+    let mut s = SessionState::new(streams(), &[]);
+    s.begin_checkpoint(CheckpointInput {
+        checkpoint: OpId(1),
+        buckets: buckets.to_vec(),
+        states: ops.states(1),
+        write_checkpoint: None,
+    });
+    let fetch = s.next_fetch().unwrap();
+    let points = HashMap::from([("a".to_owned(), OpId(2))]);
+    let lines = feed(&mut s, &fetch, ops.page(&fetch), &points);
+    assert_eq!(summary(&ndjson(&lines)), ["data a 0..1 [1]"]);
+    let got = summary(&run(&mut s, &ops, 2, &buckets, None));
+    assert_eq!(
+        got,
+        [
+            r#"{"checkpoint_diff":{"last_op_id":"2","updated_buckets":[],"removed_buckets":[]}}"#,
+            r#"{"checkpoint_complete":{"last_op_id":"2"}}"#
+        ]
+    );
+}
+
+/// Data served from the checkpoint bus's ops needs no compaction check: they are the ops as
+/// written.
+#[test]
+fn memory_checkpoints_complete_without_a_check() {
+    let mut ops = Ops::default();
+    ops.put("a", 1, "1", "x");
+    let buckets = [bucket("a", 3)];
+    let mut s = SessionState::new(streams(), &[]);
+    run(&mut s, &ops, 1, &buckets, None);
+    ops.put("a", 2, "2", "x");
+    let lines = s
+        .checkpoint_from_ops(OpId(2), buckets.to_vec(), None, &new_ops(&ops, 1, 2))
+        .unwrap();
+    assert!(s.compaction_check().is_none());
+    assert!(ndjson(&lines).contains(r#"{"checkpoint_complete":{"last_op_id":"2"}}"#));
 }
 
 #[test]

@@ -283,11 +283,12 @@ impl<'c> RowWrites<'c> {
     }
 }
 
-/// Adds the chunk's per-bucket checksum, count and last op id to `bucket_state`.
+/// Adds the chunk's per-bucket checksum, count, last op id and superseding-op count to
+/// `bucket_state`.
 async fn add_bucket_totals(
     client: &Object,
     id: DeploymentId,
-    deltas: &HashMap<String, (Checksum, i64, i64)>,
+    deltas: &HashMap<String, (Checksum, i64, i64, i64)>,
 ) -> Result<()> {
     if deltas.is_empty() {
         return Ok(());
@@ -296,29 +297,32 @@ async fn add_bucket_totals(
     let mut sums = Vec::with_capacity(deltas.len());
     let mut counts = Vec::with_capacity(deltas.len());
     let mut lasts = Vec::with_capacity(deltas.len());
-    for (bucket, (sum, count, last)) in deltas {
+    let mut superseded = Vec::with_capacity(deltas.len());
+    for (bucket, (sum, count, last, supersedes)) in deltas {
         names.push(keys::bucket(bucket));
         sums.push(i64::from(sum.value()));
         counts.push(*count);
         lasts.push(*last);
+        superseded.push(*supersedes);
     }
     let stmt = client
         .prepare_cached(
             "INSERT INTO riptide.bucket_state \
-                     (deployment_id, bucket, checksum, op_count, last_op_id) \
-                 SELECT $1, u.bucket, u.checksum, u.op_count, u.last_op_id \
-                 FROM unnest($2::text[], $3::int8[], $4::int8[], $5::int8[]) \
-                      AS u(bucket, checksum, op_count, last_op_id) \
+                     (deployment_id, bucket, checksum, op_count, last_op_id, superseded) \
+                 SELECT $1, u.bucket, u.checksum, u.op_count, u.last_op_id, u.superseded \
+                 FROM unnest($2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[]) \
+                      AS u(bucket, checksum, op_count, last_op_id, superseded) \
                  ON CONFLICT (deployment_id, bucket) DO UPDATE SET \
                      checksum = (riptide.bucket_state.checksum + excluded.checksum) \
                                 % 4294967296, \
                      op_count = riptide.bucket_state.op_count + excluded.op_count, \
-                     last_op_id = excluded.last_op_id",
+                     last_op_id = excluded.last_op_id, \
+                     superseded = riptide.bucket_state.superseded + excluded.superseded",
         )
         .await?;
     let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
     client
-        .execute(&stmt, &[&id, &names, &sums, &counts, &lasts])
+        .execute(&stmt, &[&id, &names, &sums, &counts, &lasts, &superseded])
         .await?;
     Ok(())
 }
