@@ -2,8 +2,6 @@
 //! parameters (verify-full, the CA file) are used to create the database and kept in the URL
 //! the platform hands out; without TLS the server's refusal is named.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::os::unix::fs::PermissionsExt;
 
 use riptide_pg::PgConnection;

@@ -11,4 +11,5 @@ mod identity;
 mod replication;
 mod schema_changes;
 mod tables;
+mod tls;
 mod types;

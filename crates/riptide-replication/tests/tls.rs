@@ -3,8 +3,6 @@
 //! on every connection, the walsender included. The slot is created and a change streamed
 //! through the real replicator.
 
-#![allow(clippy::unwrap_used)]
-
 use std::sync::Arc;
 use std::time::Duration;
 

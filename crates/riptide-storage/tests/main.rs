@@ -11,3 +11,4 @@ mod suite;
 mod limits;
 mod memory;
 mod postgres;
+mod tls;

@@ -1,8 +1,6 @@
 //! Bucket storage on the test kit's TLS-only server: connected with `verify-full` against the
 //! generated CA and migrated; refused clearly without TLS.
 
-#![allow(clippy::unwrap_used)]
-
 use riptide_storage::{BucketStorage, PgStorage, StorageError};
 use riptide_testkit::{TestDatabase, tls_server};
 
