@@ -369,11 +369,11 @@ fn dev_applies_migrations_and_rules_on_change_and_stops_cleanly() {
 
     // A new migration: applied, schema.ts regenerated with the new column.
     std::fs::write(
-        app_dir.join("migrations/0002_priority.sql"),
+        app_dir.join("migrations/0003_priority.sql"),
         "ALTER TABLE todos ADD COLUMN priority integer;\n",
     )
     .unwrap();
-    lines.wait_for("[dev] migrations applied: 0002_priority.sql", long);
+    lines.wait_for("[dev] migrations applied: 0003_priority.sql", long);
     lines.wait_for("schema.ts", long);
     let ts = std::fs::read_to_string(app_dir.join("web/src/lib/schema.ts")).unwrap();
     assert!(ts.contains("priority: column.integer"), "{ts}");

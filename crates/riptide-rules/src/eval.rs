@@ -309,6 +309,7 @@ mod tests {
             request: true,
             bucket: false,
             columns: Default::default(),
+            depth: Default::default(),
         };
         match scope.lower(&parsed) {
             Ok(e) => e,

@@ -40,7 +40,8 @@ fn old(out: &mut Vec<u8>, o: &OldTuple) {
     }
 }
 
-pub(crate) fn message(m: &LogicalMessage) -> Bytes {
+/// The bytes of `m` as pgoutput sends them.
+pub fn message(m: &LogicalMessage) -> Bytes {
     let mut out = Vec::new();
     match m {
         LogicalMessage::Begin(b) => {

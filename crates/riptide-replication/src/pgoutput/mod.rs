@@ -214,8 +214,9 @@ pub struct Message {
 }
 
 mod decode;
-#[cfg(test)]
-pub(crate) mod encode;
+/// Encoders for tests and the fuzz targets' round trips (`--cfg fuzzing`, fuzz/README.md).
+#[cfg(any(test, fuzzing))]
+pub mod encode;
 #[cfg(test)]
 mod tests;
 

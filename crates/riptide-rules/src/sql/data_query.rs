@@ -259,6 +259,7 @@ impl DataQuery {
             request: false,
             bucket: false,
             columns: Default::default(),
+            depth: Default::default(),
         };
         // 2. The output columns and the output id.
         let columns = lower_projection(parts.projection, &row_scope, true)?;

@@ -1,7 +1,7 @@
 //! sqlparser expressions → IR, rejecting everything outside the supported subset with the
 //! position of the offending construct (line/column inside the query string).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use sqlparser::ast::{
     self, BinaryOperator, CastKind, FunctionArg, FunctionArgExpr, FunctionArguments, InTarget,
@@ -68,7 +68,15 @@ pub(crate) struct LowerScope {
     /// Every row column lowered through this scope, with the span of its name (for
     /// [`crate::SyncRules::referenced_columns`]).
     pub columns: RefCell<Vec<(Box<str>, Span)>>,
+    /// How many [`LowerScope::lower`] calls are open: lowering recurses once per level of
+    /// the expression, and sqlparser builds chains such as `1+1+…+1` left-deep without
+    /// counting them against its own recursion limit.
+    pub depth: Cell<usize>,
 }
+
+/// Deepest expression nesting the rules accept (each operand of a chain of binary operators
+/// counts one level). A few hundred levels overflowed a 2 MiB thread stack (fuzzing found it).
+pub(crate) const MAX_EXPR_DEPTH: usize = 128;
 
 /// The plain name of an identifier chain (`a.b.c` → `["a","b","c"]`).
 pub(crate) fn object_name_parts(name: &ObjectName) -> Option<Vec<String>> {
@@ -287,8 +295,23 @@ impl LowerScope {
     }
 
     /// Lowers one expression: one arm per form of SQL expression; the larger forms have
-    /// their own methods below.
+    /// their own methods below. Nesting deeper than [`MAX_EXPR_DEPTH`] is an error.
     pub(crate) fn lower(&self, e: &ast::Expr) -> Result<Expr, SqlError> {
+        let depth = self.depth.get();
+        if depth >= MAX_EXPR_DEPTH {
+            return Err(SqlError::at(
+                e.span(),
+                format!("expression nested more than {MAX_EXPR_DEPTH} levels deep"),
+            ));
+        }
+        self.depth.set(depth + 1);
+        let lowered = self.lower_form(e);
+        self.depth.set(depth);
+        lowered
+    }
+
+    /// [`LowerScope::lower`] within the depth limit.
+    fn lower_form(&self, e: &ast::Expr) -> Result<Expr, SqlError> {
         use ast::Expr as E;
         let span = e.span();
         match e {

@@ -110,6 +110,7 @@ impl ParameterQuery {
                     request: true,
                     bucket: false,
                     columns: Default::default(),
+                    depth: Default::default(),
                 };
                 let columns = named_columns(lower_projection(parts.projection, &scope, false)?);
                 let filter = parts.selection.map(|s| scope.lower(s)).transpose()?;
@@ -128,6 +129,7 @@ impl ParameterQuery {
                     request: true,
                     bucket: false,
                     columns: Default::default(),
+                    depth: Default::default(),
                 };
                 let array = request_scope.lower(argument)?;
                 let mut qualifiers = vec!["json_each".to_string()];
@@ -137,6 +139,7 @@ impl ParameterQuery {
                     request: true,
                     bucket: false,
                     columns: Default::default(),
+                    depth: Default::default(),
                 };
                 let columns = named_columns(lower_projection(parts.projection, &scope, false)?);
                 let filter = parts.selection.map(|s| scope.lower(s)).transpose()?;
@@ -158,6 +161,7 @@ impl ParameterQuery {
                     request: false,
                     bucket: false,
                     columns: Default::default(),
+                    depth: Default::default(),
                 };
                 let columns = named_columns(lower_projection(parts.projection, &row_scope, false)?);
                 let where_scope = LowerScope {

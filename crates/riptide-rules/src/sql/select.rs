@@ -3,7 +3,7 @@
 
 use sqlparser::ast::{self, GroupByExpr, SelectItem, SetExpr, Spanned, Statement, TableFactor};
 use sqlparser::parser::{Parser, ParserError};
-use sqlparser::tokenizer::Span;
+use sqlparser::tokenizer::{Span, Token, Tokenizer};
 
 use super::dialect::RulesDialect;
 use super::lower::{SqlError, args_of, object_name_parts};
@@ -44,9 +44,29 @@ fn parser_error_position(message: &str) -> Option<(usize, usize)> {
     Some((line.trim().parse().ok()?, col.parse().ok()?))
 }
 
+/// Most tokens (whitespace and comments aside) one query may have. sqlparser builds a chain
+/// such as `1+1+…+1` as a left-deep tree without counting it against its recursion limit, and
+/// every walk of that tree (its own `span()`, our lowering, dropping it) recurses once per level:
+/// a 16 KiB query overflowed a 2 MiB thread stack (fuzzing found it). Bounding the tokens bounds
+/// the depth before anything is parsed; [`super::lower::MAX_EXPR_DEPTH`] bounds the lowering.
+pub(crate) const MAX_QUERY_TOKENS: usize = 4096;
+
 /// Parses the query text (one statement, a query).
 pub(crate) fn parse_query(sql: &str) -> Result<ParsedSelect, SqlError> {
-    let statements = Parser::parse_sql(&RulesDialect::default(), sql).map_err(|e| {
+    let dialect = RulesDialect::default();
+    // A text that does not tokenize is reported by the parser below.
+    if let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() {
+        let count = tokens
+            .iter()
+            .filter(|t| !matches!(t, Token::Whitespace(_)))
+            .count();
+        if count > MAX_QUERY_TOKENS {
+            return Err(SqlError::unlocated(format!(
+                "query has {count} tokens, more than the {MAX_QUERY_TOKENS} allowed"
+            )));
+        }
+    }
+    let statements = Parser::parse_sql(&dialect, sql).map_err(|e| {
         let message = match &e {
             ParserError::TokenizerError(m) | ParserError::ParserError(m) => m.clone(),
             ParserError::RecursionLimitExceeded => "query is nested too deeply".to_string(),

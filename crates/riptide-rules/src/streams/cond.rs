@@ -25,6 +25,10 @@ pub(crate) const MAX_VARIANTS: usize = 100;
 impl Builder<'_> {
     /// Lowers a condition of `WHERE` or `ON`.
     pub(crate) fn cond(&mut self, e: &ast::Expr, scope: &Scope<'_>) -> Result<Cond, Located> {
+        self.nested(e, |b| b.cond_form(e, scope))
+    }
+
+    fn cond_form(&mut self, e: &ast::Expr, scope: &Scope<'_>) -> Result<Cond, Located> {
         use ast::Expr as E;
         let span = e.span();
         match e {

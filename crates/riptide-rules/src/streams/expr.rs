@@ -91,6 +91,10 @@ impl Builder<'_> {
 
     /// Lowers a scalar expression (a value, not a `WHERE` condition).
     pub(crate) fn value(&mut self, e: &ast::Expr, scope: &Scope<'_>) -> Result<Expr, Located> {
+        self.nested(e, |b| b.value_form(e, scope))
+    }
+
+    fn value_form(&mut self, e: &ast::Expr, scope: &Scope<'_>) -> Result<Expr, Located> {
         use ast::Expr as E;
         let span = e.span();
         match e {

@@ -65,6 +65,9 @@ pub(crate) struct Builder<'c> {
     pub subscription_parameters: BTreeSet<String>,
     /// Every column of a result set read, where (for `riptide rules check`).
     pub column_uses: Vec<(SetId, String, At)>,
+    /// Open [`Builder::value`] and [`Builder::cond`] calls (both recurse once per level of
+    /// an expression; bounded by [`crate::sql::lower::MAX_EXPR_DEPTH`]).
+    pub depth: usize,
 }
 
 /// An identifier's name: folded to lower case unless quoted.
@@ -96,7 +99,27 @@ impl<'c> Builder<'c> {
             warnings: Vec::new(),
             subscription_parameters: BTreeSet::new(),
             column_uses: Vec::new(),
+            depth: 0,
         }
+    }
+
+    /// Runs `lower` one nesting level deeper, or refuses an expression nested too deeply.
+    pub(crate) fn nested<T>(
+        &mut self,
+        e: &ast::Expr,
+        lower: impl FnOnce(&mut Self) -> Result<T, Located>,
+    ) -> Result<T, Located> {
+        use crate::sql::lower::MAX_EXPR_DEPTH;
+        if self.depth >= MAX_EXPR_DEPTH {
+            return self.err(
+                e.span(),
+                format!("expression nested more than {MAX_EXPR_DEPTH} levels deep"),
+            );
+        }
+        self.depth += 1;
+        let result = lower(self);
+        self.depth -= 1;
+        result
     }
 
     pub(crate) fn at(&self, span: Span) -> At {

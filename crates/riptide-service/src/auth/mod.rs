@@ -9,7 +9,7 @@ mod keystore;
 
 pub use fetch::{FETCH_TIMEOUT, MAX_JWKS_BYTES};
 pub use header::{AuthenticatedUser, token_from_header};
-pub use jwks::{JwksError, KeySpec, VerifyKey};
+pub use jwks::{JwksError, KeySpec, VerifyKey, parse_key_set};
 pub use keystore::{
     AuthConfig, DEFAULT_JWKS_REFRESH_INTERVAL, KeyStore, KeyStoreError, SUPABASE_AUDIENCE,
     SupabaseAuth, VerifiedToken, supabase_jwks_uri,
