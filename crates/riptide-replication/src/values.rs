@@ -489,20 +489,26 @@ pub fn convert_timestamptz_with(text: &str, format: TimeFormat) -> Option<String
 fn to_utc(text: &str, digits: Option<usize>) -> Option<String> {
     let iso = digits.is_some();
     let p = split_datetime(text)?;
+    // Every field within what Postgres sends (years up to 294276, offsets up to ±15:59:59), so
+    // the arithmetic below cannot overflow on a hostile or corrupt value.
+    let field = |s: Option<&str>, range: std::ops::RangeInclusive<i64>| -> Option<i64> {
+        let v: i64 = s?.parse().ok()?;
+        range.contains(&v).then_some(v)
+    };
     let mut d = p.date.splitn(3, '-');
-    let year: i64 = d.next()?.parse().ok()?;
-    let month: i64 = d.next()?.parse().ok()?;
-    let day: i64 = d.next()?.parse().ok()?;
+    let year = field(d.next(), 0..=300_000)?;
+    let month = field(d.next(), 1..=12)?;
+    let day = field(d.next(), 1..=31)?;
     let mut t = p.hms.splitn(3, ':');
-    let hour: i64 = t.next()?.parse().ok()?;
-    let minute: i64 = t.next()?.parse().ok()?;
-    let second: i64 = t.next()?.parse().ok()?;
+    let hour = field(t.next(), 0..=24)?;
+    let minute = field(t.next(), 0..=59)?;
+    let second = field(t.next(), 0..=60)?;
     let offset = p.offset.unwrap_or("+00");
     let negative = offset.starts_with('-');
     let mut o = offset.get(1..)?.splitn(3, ':');
-    let oh: i64 = o.next()?.parse().ok()?;
-    let om: i64 = o.next().map_or(Some(0), |s| s.parse().ok())?;
-    let os: i64 = o.next().map_or(Some(0), |s| s.parse().ok())?;
+    let oh = field(o.next(), 0..=15)?;
+    let om = o.next().map_or(Some(0), |s| field(Some(s), 0..=59))?;
+    let os = o.next().map_or(Some(0), |s| field(Some(s), 0..=59))?;
     let offset_secs = (oh * 3600 + om * 60 + os) * if negative { -1 } else { 1 };
 
     let days = days_from_civil(year, month, day);

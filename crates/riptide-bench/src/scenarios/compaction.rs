@@ -115,7 +115,7 @@ async fn start(bench: &Bench<'_>, work: &Path, rows: i64) -> Result<Setup> {
     let http_port = free_port()?;
     let config = json!({
         "replication": {"connections": [{"type": "postgresql", "uri": source_url, "sslmode": "disable"}]},
-        "storage": {"type": "postgresql", "uri": storage_url},
+        "storage": {"type": "postgresql", "uri": storage_url, "sslmode": "disable"},
         "port": http_port,
         "sync_config": {"content": "bucket_definitions:\n  churn:\n    data:\n      - SELECT * FROM churn\n"},
         "client_auth": {"jwks": keys.jwks(), "audience": [keys.audience]},

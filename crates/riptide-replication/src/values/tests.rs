@@ -321,3 +321,25 @@ fn utc_conversion_matches_days_arithmetic() {
         assert_eq!(days_from_civil(y, m, d), days);
     }
 }
+
+/// Found by the `pg_value` fuzz target: an offset of 20 digits overflowed `oh * 3600` (a panic
+/// with overflow checks, garbage without). Out-of-range fields are not a time Postgres sends:
+/// the value stays as its text.
+#[test]
+fn timestamptz_fields_out_of_range_are_kept_as_text_not_overflowed() {
+    let huge_offset = "20-025-01 13:45:10.727+026666666666666666666:30";
+    assert_eq!(convert_timestamptz(huge_offset), huge_offset);
+    for text in [
+        "2024-13-01 10:00:00+00",
+        "2024-05-01 10:61:00+00",
+        "2024-05-01 10:00:00+16",
+        "9999999999999999-05-01 10:00:00+00",
+    ] {
+        assert_eq!(convert_timestamptz(text), text, "{text}");
+    }
+    // In range still converts.
+    assert_eq!(
+        convert_timestamptz("2024-05-01 13:45:10.123+02"),
+        "2024-05-01 11:45:10.123Z"
+    );
+}
