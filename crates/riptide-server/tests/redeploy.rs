@@ -403,16 +403,23 @@ async fn changed_rules_file_at_start_up_replaces_the_deployment_in_the_backgroun
         common::put_ids(&lines, "todos"),
         vec!["00000000-0000-0000-0000-0000000000a1"]
     );
+    // The old deployment is marked TERMINATED after its slot is dropped (STOP in between).
     let storage_db = storage.client().await;
-    let state: String = storage_db
-        .query_one(
-            "SELECT state FROM riptide.deployments WHERE id = $1",
-            &[&old_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(state, "TERMINATED");
+    wait_for("old deployment terminated", T, || {
+        let storage_db = &storage_db;
+        async move {
+            let state: String = storage_db
+                .query_one(
+                    "SELECT state FROM riptide.deployments WHERE id = $1",
+                    &[&old_id],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (state == "TERMINATED").then_some(())
+        }
+    })
+    .await;
     running.cancel.cancel();
     running.task.await.unwrap().unwrap();
 }
