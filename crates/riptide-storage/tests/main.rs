@@ -10,5 +10,6 @@ mod suite;
 
 mod limits;
 mod memory;
+mod notifications;
 mod postgres;
 mod tls;

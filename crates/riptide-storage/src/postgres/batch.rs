@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 use super::{CHECKPOINT_CHANNEL, to_pg_lsn};
 use crate::diff::{RowState, decode_buckets, decode_parameters, diff_row, subkey};
 use crate::keys;
+use crate::notifications;
 use crate::{
     BatchOperation, CheckpointEvent, CommitOps, DeploymentId, DeploymentState, EVENT_OPS_MAX,
     Result, RowChange, StorageBatch, StorageCheckpoint, StorageError,
@@ -131,6 +132,8 @@ pub(super) struct PgBatch {
     recent: Option<Vec<(String, OplogEntry)>>,
     /// A write failed: the transaction is aborted and must not be committed.
     failed: bool,
+    /// The writing process, named in the commit's notification.
+    node: Arc<str>,
 }
 
 impl Drop for PgBatch {
@@ -173,7 +176,12 @@ fn estimate(op: &BatchOperation) -> usize {
 }
 
 impl PgBatch {
-    pub(super) async fn begin(pool: &Pool, id: DeploymentId, chunk_rows: usize) -> Result<PgBatch> {
+    pub(super) async fn begin(
+        pool: &Pool,
+        id: DeploymentId,
+        chunk_rows: usize,
+        node: Arc<str>,
+    ) -> Result<PgBatch> {
         let client = pool.get().await?;
         client.batch_execute("BEGIN").await?;
         // From here on, dropping `batch` closes the connection (rolls back).
@@ -195,6 +203,7 @@ impl PgBatch {
             previous: 0,
             recent: Some(Vec::new()),
             failed: false,
+            node,
         };
         let client = batch.conn.client()?;
         let stmt = client
@@ -572,18 +581,7 @@ impl StorageBatch for PgBatch {
         client
             .execute(&stmt, &[&self.id, &self.last_op, &pg_lsn])
             .await?;
-        let payload = format!(
-            r#"{{"deployment":{},"op_id":"{}","lsn":"{}"}}"#,
-            self.id, self.last_op, lsn
-        );
-        let stmt = client.prepare_cached("SELECT pg_notify($1, $2)").await?;
-        client
-            .execute(&stmt, &[&CHECKPOINT_CHANNEL, &payload])
-            .await?;
-        client.batch_execute("COMMIT").await?;
-        // Committed: the connection goes back to the pool when the batch is dropped.
-        self.conn.committed.store(true, Ordering::Release);
-        Ok(CheckpointEvent {
+        let event = CheckpointEvent {
             deployment: self.id,
             checkpoint: StorageCheckpoint {
                 op_id: OpId(self.last_op),
@@ -596,11 +594,22 @@ impl StorageBatch for PgBatch {
             changed_lookups: std::mem::take(&mut self.changed_lookups)
                 .into_iter()
                 .collect(),
+            all_lookups_changed: false,
             ops: self
                 .recent
                 .take()
                 .and_then(CommitOps::collect)
                 .map(Arc::new),
-        })
+        };
+        // Delivered to listeners at commit, in commit order (`notifications.rs`).
+        let payload = notifications::checkpoint_payload(&self.node, &event);
+        let stmt = client.prepare_cached(notifications::NOTIFY_SQL).await?;
+        client
+            .execute(&stmt, &[&CHECKPOINT_CHANNEL, &payload])
+            .await?;
+        client.batch_execute("COMMIT").await?;
+        // Committed: the connection goes back to the pool when the batch is dropped.
+        self.conn.committed.store(true, Ordering::Release);
+        Ok(event)
     }
 }

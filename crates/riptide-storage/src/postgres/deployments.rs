@@ -5,7 +5,8 @@ use postgres_types::PgLsn;
 use riptide_protocol::OpId;
 use tokio_postgres::Row;
 
-use super::{compact, from_pg_lsn};
+use super::{CHECKPOINT_CHANNEL, compact, from_pg_lsn};
+use crate::notifications;
 use crate::{Deployment, DeploymentId, DeploymentState, Result, StorageCheckpoint, StorageError};
 
 /// Advisory lock serialising `activate` (one ACTIVE deployment at most).
@@ -116,16 +117,31 @@ async fn lock_row<C: GenericClient>(tx: &C, id: DeploymentId) -> Result<Deployme
         .ok_or_else(|| StorageError::Corrupt(format!("unknown deployment state {state:?}")))
 }
 
-pub(super) async fn activate(pool: &Pool, id: DeploymentId) -> Result<()> {
+/// Tells listeners of other processes that `id` is now in `state` (`notifications.rs`), at
+/// commit.
+async fn announce<C: GenericClient>(
+    tx: &C,
+    node: &str,
+    id: DeploymentId,
+    state: DeploymentState,
+) -> Result<()> {
+    let payload = notifications::deployment_payload(node, id, state);
+    tx.execute(notifications::NOTIFY_SQL, &[&CHECKPOINT_CHANNEL, &payload])
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn activate(pool: &Pool, node: &str, id: DeploymentId) -> Result<()> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     activate_in(&tx, id).await?;
+    announce(&tx, node, id, DeploymentState::Active).await?;
     tx.commit().await?;
     Ok(())
 }
 
 /// Marks the snapshot done and activates, in one transaction.
-pub(super) async fn complete_snapshot(pool: &Pool, id: DeploymentId) -> Result<()> {
+pub(super) async fn complete_snapshot(pool: &Pool, node: &str, id: DeploymentId) -> Result<()> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     activate_in(&tx, id).await?;
@@ -134,6 +150,7 @@ pub(super) async fn complete_snapshot(pool: &Pool, id: DeploymentId) -> Result<(
         &[&id],
     )
     .await?;
+    announce(&tx, node, id, DeploymentState::Active).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -187,7 +204,7 @@ async fn lock_data<C: GenericClient>(tx: &C, id: DeploymentId) -> Result<()> {
     Ok(())
 }
 
-pub(super) async fn terminate(pool: &Pool, id: DeploymentId) -> Result<()> {
+pub(super) async fn terminate(pool: &Pool, node: &str, id: DeploymentId) -> Result<()> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     lock_row(&tx, id).await?;
@@ -198,6 +215,7 @@ pub(super) async fn terminate(pool: &Pool, id: DeploymentId) -> Result<()> {
         &[&id],
     )
     .await?;
+    announce(&tx, node, id, DeploymentState::Terminated).await?;
     tx.commit().await?;
     Ok(())
 }

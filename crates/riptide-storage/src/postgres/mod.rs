@@ -3,17 +3,20 @@
 //!
 //! Modules follow the tables: [`deployments`], [`batch`] (the replicator's write path),
 //! [`reads`] (what sync streams read), [`compact`] (MOVE/CLEAR compaction),
-//! [`write_checkpoints`], plus [`migrations`] and [`schema`].
+//! [`write_checkpoints`], [`listener`] (other processes' commits, `LISTEN`), plus
+//! [`migrations`] and [`schema`].
 
 mod batch;
 mod compact;
 mod deployments;
+mod listener;
 mod migrations;
 mod reads;
 mod schema;
 mod write_checkpoints;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
@@ -26,6 +29,7 @@ use crate::{
     Deployment, DeploymentId, Result, StorageBatch, StorageCheckpoint, StorageError,
 };
 
+pub use listener::{CheckpointListener, LISTENER_APPLICATION_NAME};
 pub use migrations::SUPPORTED_VERSION as SCHEMA_VERSION;
 
 /// Default maximum number of pooled connections.
@@ -36,6 +40,8 @@ const DEFAULT_POOL_SIZE: usize = 16;
 pub struct PgStorage {
     pool: Pool,
     chunk_rows: usize,
+    /// This process's name in the notifications it sends (see [`PgStorage::node_id`]).
+    node: Arc<str>,
 }
 
 impl std::fmt::Debug for PgStorage {
@@ -82,7 +88,33 @@ impl PgStorage {
         PgStorage {
             pool,
             chunk_rows: batch::CHUNK_ROWS,
+            node: Arc::from(uuid::Uuid::new_v4().to_string()),
         }
+    }
+
+    /// The node id this storage writes into its notifications (`notifications.rs`): a new
+    /// UUID per storage made (clones share it), so a [`crate::CheckpointListener`] of the
+    /// same process skips what the process already announced in process.
+    pub fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    /// Names the node explicitly (tests; a stable name in logs).
+    pub fn with_node_id(mut self, node: &str) -> PgStorage {
+        self.node = Arc::from(node);
+        self
+    }
+
+    /// Buckets of deployment `id` whose last op is newer than `after`: a superset of the
+    /// buckets changed by the commits after that op id (later commits' buckets included).
+    /// Scans the deployment's `bucket_state` rows (one per bucket), so it serves the rare
+    /// notification whose bucket list did not fit, and a listener's catch-up.
+    pub async fn changed_buckets_since(
+        &self,
+        id: DeploymentId,
+        after: OpId,
+    ) -> Result<Vec<String>> {
+        reads::changed_buckets_since(&self.pool, id, after).await
     }
 
     /// Sets how many queued rows a [`StorageBatch`] processes and flushes at a time (default
@@ -99,8 +131,9 @@ impl PgStorage {
     }
 }
 
-/// Channel on which every commit sends `{"deployment":…,"op_id":…,"lsn":"…"}` (`pg_notify`),
-/// so API nodes can learn of new checkpoints with `LISTEN riptide_checkpoint`.
+/// Channel on which every replication commit, write checkpoint and deployment change sends a
+/// notification (`pg_notify`, payloads in `notifications.rs`), so API nodes learn of them with
+/// `LISTEN riptide_checkpoint` ([`crate::CheckpointListener`]).
 pub const CHECKPOINT_CHANNEL: &str = "riptide_checkpoint";
 
 pub(crate) fn to_pg_lsn(lsn: Lsn) -> PgLsn {
@@ -141,11 +174,11 @@ impl BucketStorage for PgStorage {
     }
 
     async fn activate(&self, id: DeploymentId) -> Result<()> {
-        deployments::activate(&self.pool, id).await
+        deployments::activate(&self.pool, &self.node, id).await
     }
 
     async fn terminate(&self, id: DeploymentId) -> Result<()> {
-        deployments::terminate(&self.pool, id).await
+        deployments::terminate(&self.pool, &self.node, id).await
     }
 
     async fn reset_snapshot(&self, id: DeploymentId) -> Result<()> {
@@ -157,12 +190,12 @@ impl BucketStorage for PgStorage {
     }
 
     async fn complete_snapshot(&self, id: DeploymentId) -> Result<()> {
-        deployments::complete_snapshot(&self.pool, id).await
+        deployments::complete_snapshot(&self.pool, &self.node, id).await
     }
 
     async fn begin_batch(&self, id: DeploymentId) -> Result<Box<dyn StorageBatch>> {
         Ok(Box::new(
-            batch::PgBatch::begin(&self.pool, id, self.chunk_rows).await?,
+            batch::PgBatch::begin(&self.pool, id, self.chunk_rows, self.node.clone()).await?,
         ))
     }
 
@@ -253,7 +286,7 @@ impl BucketStorage for PgStorage {
         client_id: &str,
         lsn: Lsn,
     ) -> Result<OpId> {
-        write_checkpoints::create(&self.pool, user_id, client_id, lsn).await
+        write_checkpoints::create(&self.pool, &self.node, user_id, client_id, lsn).await
     }
 
     async fn request_checkpoint(
@@ -263,7 +296,7 @@ impl BucketStorage for PgStorage {
         requested: OpId,
         lsn: Lsn,
     ) -> Result<OpId> {
-        write_checkpoints::request(&self.pool, user_id, client_id, requested, lsn).await
+        write_checkpoints::request(&self.pool, &self.node, user_id, client_id, requested, lsn).await
     }
 
     async fn prune_write_checkpoints(
