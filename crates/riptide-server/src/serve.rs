@@ -11,7 +11,9 @@ use riptide_replication::{ReplicationError, ReplicationSource, Replicator};
 use riptide_rules::SyncRules;
 use riptide_service::auth::KeyStoreError;
 use riptide_service::{AppState, KeyStore, ServiceOptions};
-use riptide_storage::{BucketStorage, CheckpointEvent, PgStorage, StorageError};
+use riptide_storage::{
+    BucketStorage, CheckpointEvent, CheckpointListener, PgStorage, StorageError,
+};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -77,7 +79,10 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         None => None,
     };
     let source = config.source.clone();
-    let storage = connect_storage(&config).await?;
+    let (pg_storage, storage_connection) = connect_pg_storage(&config).await?;
+    // Other processes' commits on this storage; this process's own are skipped.
+    let listener = CheckpointListener::new(&storage_connection, &pg_storage);
+    let storage: Arc<dyn BucketStorage> = Arc::new(pg_storage);
     let (events, _) = broadcast::channel::<CheckpointEvent>(1024);
     let replicator_options = ReplicationSource {
         connection: source.clone(),
@@ -125,6 +130,10 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         config.execute_sql,
     )));
     attach_metrics(&state, &deployments);
+    listener.spawn(
+        state.notification_sink(Some(deployments.follow_hook())),
+        cancel.clone(),
+    );
     // Compacts churning buckets until shutdown (riptide_service::compactor).
     riptide_service::compactor::spawn(&state, config.compaction, cancel.clone());
     let listen = std::net::SocketAddr::new(config.host, config.port);
@@ -193,6 +202,12 @@ fn parse_config_rules(text: &str, config: &ServeConfig) -> Result<SyncRules, Ser
 pub(crate) async fn connect_storage(
     config: &ServeConfig,
 ) -> Result<Arc<dyn BucketStorage>, ServeError> {
+    Ok(Arc::new(connect_pg_storage(config).await?.0))
+}
+
+/// [`connect_storage`] as the Postgres storage, and the connection it was made from (for the
+/// process's `CheckpointListener`).
+async fn connect_pg_storage(config: &ServeConfig) -> Result<(PgStorage, PgConnection), ServeError> {
     let storage_connection = match &config.storage {
         Some(storage) => storage.clone(),
         None => ensure_default_storage_database(&config.source).await?,
@@ -204,7 +219,7 @@ pub(crate) async fn connect_storage(
         .migrate()
         .await
         .map_err(ServeError::StorageMigrate)?;
-    Ok(Arc::new(storage))
+    Ok((storage, storage_connection))
 }
 
 /// Keys, admin tokens and limits of the config, as the service takes them.

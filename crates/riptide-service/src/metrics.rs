@@ -304,6 +304,8 @@ pub struct ServiceMetrics {
     slot_invalidations: Counter,
     uptime: Gauge,
     limits: LimitSeries,
+    /// Other processes' notifications (`node_notifications.rs`).
+    pub(crate) notifications: crate::node_notifications::NotificationSeries,
 }
 
 impl Default for ServiceMetrics {
@@ -440,6 +442,7 @@ impl ServiceMetrics {
                 slot_invalidations: metrics::counter!(REPLICATION_SLOT_INVALIDATIONS),
                 uptime: metrics::gauge!(UPTIME_SECONDS),
                 limits: LimitSeries::register(),
+                notifications: crate::node_notifications::NotificationSeries::register(),
             }
         })
     }

@@ -16,9 +16,11 @@
 //!   snapshot of the same rules), its activation, the switch and retirement;
 //! - `orphans`: slots replaced deployments left behind, dropped at start and after switches;
 //! - `admin`: deploys, validation and the current state for the admin API ([`Admin`]);
-//! - `reprocess`: the serving rules again on a new slot (admin API v1).
+//! - `reprocess`: the serving rules again on a new slot (admin API v1);
+//! - `follow`: a deployment another process on the same storage activated (its notification).
 
 mod admin;
+mod follow;
 mod lifecycle;
 mod orphans;
 mod reprocess;
