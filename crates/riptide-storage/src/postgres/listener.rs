@@ -4,7 +4,8 @@
 //! went out in process, with their ops.
 //!
 //! After the connection is lost (storage restarted, connection terminated, network gone: the
-//! connection's keepalives and `tcp_user_timeout` find a silent peer), it reconnects with a
+//! connection's keepalives and `tcp_user_timeout` find a silent peer, and so does a `SELECT
+//! now()` every 30 s that must answer within 10 s), it reconnects with a
 //! cancellable [`Backoff`] and catches up from storage: it reads the active deployment and its
 //! checkpoint and delivers one event from the last checkpoint it delivered (`previous`) to that
 //! one, its changed buckets read from `bucket_state` and its lookups unknown
@@ -14,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use riptide_pg::{Backoff, PgConnection, PgError};
 use riptide_protocol::OpId;
@@ -34,6 +35,21 @@ pub const LISTENER_APPLICATION_NAME: &str = "riptide-listener";
 const WRITE_CHECKPOINT_MARGIN: Duration = Duration::from_secs(60);
 /// Most write checkpoints delivered again on one catch-up.
 const WRITE_CHECKPOINT_CATCH_UP_MAX: i64 = 10_000;
+
+/// How often an idle listening connection is asked the time: a dead connection is found
+/// (besides keepalives), and a catch-up knows since when to look.
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// How long that question may take.
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The storage database's clock, asked on the listening connection.
+async fn storage_clock(client: &tokio_postgres::Client) -> Result<SystemTime, ListenError> {
+    let row = tokio::time::timeout(PING_TIMEOUT, client.query_one("SELECT now()", &[]))
+        .await
+        .map_err(|_| ListenError::Lost)?
+        .map_err(ListenError::Query)?;
+    row.try_get(0).map_err(ListenError::Query)
+}
 
 /// Why one listening session ended.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +81,7 @@ struct Seen {
     /// Whether a first connection was made (the first sets the baseline, delivering nothing).
     connected: bool,
     /// The storage clock when the last connection was last known alive.
-    alive_at: Option<std::time::SystemTime>,
+    alive_at: Option<SystemTime>,
 }
 
 impl CheckpointListener {
@@ -133,19 +149,27 @@ impl CheckpointListener {
             .map_err(ListenError::Query)?;
         // Listening from here on: whatever commits next is notified, whatever committed
         // before is in storage.
-        let now: std::time::SystemTime = client
-            .query_one("SELECT now()", &[])
-            .await
-            .map_err(ListenError::Query)?
-            .try_get(0)
-            .map_err(ListenError::Query)?;
+        let now = storage_clock(&client).await?;
         self.catch_up(seen, sink).await?;
         seen.connected = true;
         seen.alive_at = Some(now);
         self.backoff.reset();
         tracing::debug!(node = %self.storage.node_id(), "checkpoint listener listening");
         sink.listening();
-        while let Some(message) = messages.recv().await {
+        let mut ping = tokio::time::interval(PING_INTERVAL);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let message = tokio::select! {
+                message = messages.recv() => message,
+                _ = ping.tick() => {
+                    // Proves the connection alive (or fails it) and dates it for a catch-up.
+                    seen.alive_at = Some(storage_clock(&client).await?);
+                    continue;
+                }
+            };
+            let Some(message) = message else {
+                break;
+            };
             let AsyncMessage::Notification(n) = message else {
                 continue;
             };
