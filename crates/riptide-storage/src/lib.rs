@@ -28,4 +28,4 @@ pub use compaction::{
     CompactLimits, CompactOptions, CompactStats, CompactionCandidate, compact_deployment,
 };
 pub use memory::MemoryStorage;
-pub use postgres::{CHECKPOINT_CHANNEL, PgStorage, SCHEMA_VERSION};
+pub use postgres::{CHECKPOINT_CHANNEL, Fence, LeaseRecord, NodeRecord, PgStorage, SCHEMA_VERSION};
