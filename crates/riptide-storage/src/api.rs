@@ -178,6 +178,10 @@ pub struct CheckpointEvent {
     pub changed_buckets: Vec<String>,
     /// Parameter-lookup keys whose results changed in this commit.
     pub changed_lookups: Vec<Vec<u8>>,
+    /// The changed lookups are not known, any may have changed: an event from another node
+    /// whose list did not fit its notification, or one covering the commits a listener
+    /// missed while reconnecting (`notifications.rs`). Always `false` in process.
+    pub all_lookups_changed: bool,
     /// Every op of the commit, when it wrote at most [`EVENT_OPS_MAX`] (`None`: more, or not
     /// known, e.g. an event from another node). Shared by every session of the process, which
     /// then serve the new ops and checksums from memory instead of reading storage.

@@ -11,5 +11,6 @@ mod suite;
 mod lease;
 mod limits;
 mod memory;
+mod notifications;
 mod postgres;
 mod tls;

@@ -245,6 +245,7 @@ mod tests {
             previous: OpId(0),
             changed_buckets: buckets.iter().map(|b| (*b).to_owned()).collect(),
             changed_lookups: lookups.iter().map(|l| l.to_vec()).collect(),
+            all_lookups_changed: false,
             ops: None,
         }
     }

@@ -36,6 +36,7 @@ use super::lease::{FENCE_CHECK, Fence};
 use super::{CHECKPOINT_CHANNEL, to_pg_lsn};
 use crate::diff::{RowState, decode_buckets, decode_parameters, diff_row, subkey};
 use crate::keys;
+use crate::notifications;
 use crate::{
     BatchOperation, CheckpointEvent, CommitOps, DeploymentId, DeploymentState, EVENT_OPS_MAX,
     Result, RowChange, StorageBatch, StorageCheckpoint, StorageError,
@@ -134,6 +135,8 @@ pub(super) struct PgBatch {
     failed: bool,
     /// The lease the commit checks (`lease.rs`), if the storage is fenced.
     fence: Option<Fence>,
+    /// The writing process, named in the commit's notification.
+    node: Arc<str>,
 }
 
 impl Drop for PgBatch {
@@ -181,6 +184,7 @@ impl PgBatch {
         id: DeploymentId,
         chunk_rows: usize,
         fence: Option<Fence>,
+        node: Arc<str>,
     ) -> Result<PgBatch> {
         let client = pool.get().await?;
         match &fence {
@@ -215,6 +219,7 @@ impl PgBatch {
             recent: Some(Vec::new()),
             failed: false,
             fence,
+            node,
         };
         let client = batch.conn.client()?;
         let stmt = client
@@ -584,18 +589,7 @@ impl StorageBatch for PgBatch {
         let client = self.conn.client()?;
         let pg_lsn = to_pg_lsn(lsn);
         store_checkpoint(client, self.fence.as_ref(), self.id, self.last_op, pg_lsn).await?;
-        let payload = format!(
-            r#"{{"deployment":{},"op_id":"{}","lsn":"{}"}}"#,
-            self.id, self.last_op, lsn
-        );
-        let stmt = client.prepare_cached("SELECT pg_notify($1, $2)").await?;
-        client
-            .execute(&stmt, &[&CHECKPOINT_CHANNEL, &payload])
-            .await?;
-        client.batch_execute("COMMIT").await?;
-        // Committed: the connection goes back to the pool when the batch is dropped.
-        self.conn.committed.store(true, Ordering::Release);
-        Ok(CheckpointEvent {
+        let event = CheckpointEvent {
             deployment: self.id,
             checkpoint: StorageCheckpoint {
                 op_id: OpId(self.last_op),
@@ -608,12 +602,23 @@ impl StorageBatch for PgBatch {
             changed_lookups: std::mem::take(&mut self.changed_lookups)
                 .into_iter()
                 .collect(),
+            all_lookups_changed: false,
             ops: self
                 .recent
                 .take()
                 .and_then(CommitOps::collect)
                 .map(Arc::new),
-        })
+        };
+        // Delivered to listeners at commit, in commit order (`notifications.rs`).
+        let payload = notifications::checkpoint_payload(&self.node, &event);
+        let stmt = client.prepare_cached(notifications::NOTIFY_SQL).await?;
+        client
+            .execute(&stmt, &[&CHECKPOINT_CHANNEL, &payload])
+            .await?;
+        client.batch_execute("COMMIT").await?;
+        // Committed: the connection goes back to the pool when the batch is dropped.
+        self.conn.committed.store(true, Ordering::Release);
+        Ok(event)
     }
 }
 

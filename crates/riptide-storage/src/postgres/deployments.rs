@@ -6,7 +6,8 @@ use riptide_protocol::OpId;
 use tokio_postgres::Row;
 
 use super::lease::{self, Fence};
-use super::{compact, from_pg_lsn};
+use super::{CHECKPOINT_CHANNEL, compact, from_pg_lsn};
+use crate::notifications;
 use crate::{Deployment, DeploymentId, DeploymentState, Result, StorageCheckpoint, StorageError};
 
 /// Advisory lock serialising `activate` (one ACTIVE deployment at most).
@@ -126,10 +127,30 @@ async fn lock_row<C: GenericClient>(tx: &C, id: DeploymentId) -> Result<Deployme
         .ok_or_else(|| StorageError::Corrupt(format!("unknown deployment state {state:?}")))
 }
 
-pub(super) async fn activate(pool: &Pool, fence: Option<&Fence>, id: DeploymentId) -> Result<()> {
+/// Tells listeners of other processes that `id` is now in `state` (`notifications.rs`), at
+/// commit.
+async fn announce<C: GenericClient>(
+    tx: &C,
+    node: &str,
+    id: DeploymentId,
+    state: DeploymentState,
+) -> Result<()> {
+    let payload = notifications::deployment_payload(node, id, state);
+    tx.execute(notifications::NOTIFY_SQL, &[&CHECKPOINT_CHANNEL, &payload])
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn activate(
+    pool: &Pool,
+    fence: Option<&Fence>,
+    node: &str,
+    id: DeploymentId,
+) -> Result<()> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     activate_in(&tx, id).await?;
+    announce(&tx, node, id, DeploymentState::Active).await?;
     lease::check(fence, &tx).await?;
     tx.commit().await?;
     Ok(())
@@ -139,6 +160,7 @@ pub(super) async fn activate(pool: &Pool, fence: Option<&Fence>, id: DeploymentI
 pub(super) async fn complete_snapshot(
     pool: &Pool,
     fence: Option<&Fence>,
+    node: &str,
     id: DeploymentId,
 ) -> Result<()> {
     let mut client = pool.get().await?;
@@ -149,6 +171,7 @@ pub(super) async fn complete_snapshot(
         &[&id],
     )
     .await?;
+    announce(&tx, node, id, DeploymentState::Active).await?;
     lease::check(fence, &tx).await?;
     tx.commit().await?;
     Ok(())
@@ -203,7 +226,12 @@ async fn lock_data<C: GenericClient>(tx: &C, id: DeploymentId) -> Result<()> {
     Ok(())
 }
 
-pub(super) async fn terminate(pool: &Pool, fence: Option<&Fence>, id: DeploymentId) -> Result<()> {
+pub(super) async fn terminate(
+    pool: &Pool,
+    fence: Option<&Fence>,
+    node: &str,
+    id: DeploymentId,
+) -> Result<()> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     lock_row(&tx, id).await?;
@@ -214,6 +242,7 @@ pub(super) async fn terminate(pool: &Pool, fence: Option<&Fence>, id: Deployment
         &[&id],
     )
     .await?;
+    announce(&tx, node, id, DeploymentState::Terminated).await?;
     lease::check(fence, &tx).await?;
     tx.commit().await?;
     Ok(())

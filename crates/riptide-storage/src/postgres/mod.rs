@@ -3,18 +3,21 @@
 //!
 //! Modules follow the tables: [`deployments`], [`batch`] (the replicator's write path),
 //! [`reads`] (what sync streams read), [`compact`] (MOVE/CLEAR compaction),
-//! [`write_checkpoints`], plus [`migrations`] and [`schema`].
+//! [`write_checkpoints`], [`listener`] (other processes' commits, `LISTEN`), plus
+//! [`migrations`] and [`schema`].
 
 mod batch;
 mod compact;
 mod deployments;
 mod lease;
+mod listener;
 mod migrations;
 mod reads;
 mod schema;
 mod write_checkpoints;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
@@ -28,6 +31,7 @@ use crate::{
 };
 
 pub use lease::{Fence, LeaseRecord, NodeRecord};
+pub use listener::{CheckpointListener, LISTENER_APPLICATION_NAME};
 pub use migrations::SUPPORTED_VERSION as SCHEMA_VERSION;
 
 /// Default maximum number of pooled connections.
@@ -40,6 +44,8 @@ pub struct PgStorage {
     chunk_rows: usize,
     /// The lease every write transaction checks before it commits (`lease.rs`).
     fence: Option<Fence>,
+    /// This process's name in the notifications it sends (see [`PgStorage::node_id`]).
+    node: Arc<str>,
 }
 
 impl std::fmt::Debug for PgStorage {
@@ -88,7 +94,33 @@ impl PgStorage {
             pool,
             chunk_rows: batch::CHUNK_ROWS,
             fence: None,
+            node: Arc::from(uuid::Uuid::new_v4().to_string()),
         }
+    }
+
+    /// The node id this storage writes into its notifications (`notifications.rs`): a new
+    /// UUID per storage made (clones share it), so a [`crate::CheckpointListener`] of the
+    /// same process skips what the process already announced in process.
+    pub fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    /// Names the node explicitly (tests; a stable name in logs).
+    pub fn with_node_id(mut self, node: &str) -> PgStorage {
+        self.node = Arc::from(node);
+        self
+    }
+
+    /// Buckets of deployment `id` whose last op is newer than `after`: a superset of the
+    /// buckets changed by the commits after that op id (later commits' buckets included).
+    /// Scans the deployment's `bucket_state` rows (one per bucket), so it serves the rare
+    /// notification whose bucket list did not fit, and a listener's catch-up.
+    pub async fn changed_buckets_since(
+        &self,
+        id: DeploymentId,
+        after: OpId,
+    ) -> Result<Vec<String>> {
+        reads::changed_buckets_since(&self.pool, id, after).await
     }
 
     /// The same storage (same pool) whose every write transaction checks, before it commits,
@@ -179,8 +211,9 @@ impl PgStorage {
     }
 }
 
-/// Channel on which every commit sends `{"deployment":…,"op_id":…,"lsn":"…"}` (`pg_notify`),
-/// so API nodes can learn of new checkpoints with `LISTEN riptide_checkpoint`.
+/// Channel on which every replication commit, write checkpoint and deployment change sends a
+/// notification (`pg_notify`, payloads in `notifications.rs`), so API nodes learn of them with
+/// `LISTEN riptide_checkpoint` ([`crate::CheckpointListener`]).
 pub const CHECKPOINT_CHANNEL: &str = "riptide_checkpoint";
 
 pub(crate) fn to_pg_lsn(lsn: Lsn) -> PgLsn {
@@ -221,11 +254,11 @@ impl BucketStorage for PgStorage {
     }
 
     async fn activate(&self, id: DeploymentId) -> Result<()> {
-        deployments::activate(&self.pool, self.fence.as_ref(), id).await
+        deployments::activate(&self.pool, self.fence.as_ref(), &self.node, id).await
     }
 
     async fn terminate(&self, id: DeploymentId) -> Result<()> {
-        deployments::terminate(&self.pool, self.fence.as_ref(), id).await
+        deployments::terminate(&self.pool, self.fence.as_ref(), &self.node, id).await
     }
 
     async fn reset_snapshot(&self, id: DeploymentId) -> Result<()> {
@@ -237,12 +270,13 @@ impl BucketStorage for PgStorage {
     }
 
     async fn complete_snapshot(&self, id: DeploymentId) -> Result<()> {
-        deployments::complete_snapshot(&self.pool, self.fence.as_ref(), id).await
+        deployments::complete_snapshot(&self.pool, self.fence.as_ref(), &self.node, id).await
     }
 
     async fn begin_batch(&self, id: DeploymentId) -> Result<Box<dyn StorageBatch>> {
         Ok(Box::new(
-            batch::PgBatch::begin(&self.pool, id, self.chunk_rows, self.fence.clone()).await?,
+            batch::PgBatch::begin(&self.pool, id, self.chunk_rows, self.fence.clone(), self.node.clone())
+                .await?,
         ))
     }
 
@@ -333,7 +367,7 @@ impl BucketStorage for PgStorage {
         client_id: &str,
         lsn: Lsn,
     ) -> Result<OpId> {
-        write_checkpoints::create(&self.pool, user_id, client_id, lsn).await
+        write_checkpoints::create(&self.pool, &self.node, user_id, client_id, lsn).await
     }
 
     async fn request_checkpoint(
@@ -343,7 +377,7 @@ impl BucketStorage for PgStorage {
         requested: OpId,
         lsn: Lsn,
     ) -> Result<OpId> {
-        write_checkpoints::request(&self.pool, user_id, client_id, requested, lsn).await
+        write_checkpoints::request(&self.pool, &self.node, user_id, client_id, requested, lsn).await
     }
 
     async fn prune_write_checkpoints(
