@@ -13,8 +13,10 @@ use riptide_replication::{ReplicationError, ReplicationSource, Replicator};
 use riptide_rules::SyncRules;
 use riptide_service::auth::KeyStoreError;
 use riptide_service::{ActiveRules, AppState, KeyStore, ServiceOptions};
-use riptide_storage::{BucketStorage, CheckpointEvent, PgStorage, StorageError};
-use tokio::sync::{broadcast, watch};
+use riptide_storage::{
+    BucketStorage, CheckpointEvent, CheckpointListener, PgStorage, StorageError,
+};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
@@ -80,7 +82,9 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         None => None,
     };
     let source = config.source.clone();
-    let pg = connect_pg_storage(&config).await?;
+    let (pg, storage_connection) = connect_pg_storage(&config).await?;
+    // Other processes' commits on this storage; this process's own are skipped.
+    let listener = CheckpointListener::new(&storage_connection, &pg);
     let storage: Arc<dyn BucketStorage> = Arc::new(pg.clone());
     let (events, _) = broadcast::channel::<CheckpointEvent>(1024);
     let replicator_options = ReplicationSource {
@@ -122,6 +126,12 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         config.execute_sql,
     )));
     attach_metrics(&state, &node);
+    // Another process's deployment switch wakes the follower (`roles/follow.rs`).
+    let switched = Arc::new(Notify::new());
+    listener.spawn(
+        state.notification_sink(Some(roles::follow_hook(switched.clone()))),
+        cancel.clone(),
+    );
     let lease = start_lease(
         &config,
         &state,
@@ -137,6 +147,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         storage,
         events,
         rules_tx,
+        switched,
         cancel.clone(),
     ));
     let listen = std::net::SocketAddr::new(config.host, config.port);
@@ -273,11 +284,14 @@ fn parse_config_rules(text: &str, config: &ServeConfig) -> Result<SyncRules, Ser
 pub(crate) async fn connect_storage(
     config: &ServeConfig,
 ) -> Result<Arc<dyn BucketStorage>, ServeError> {
-    Ok(Arc::new(connect_pg_storage(config).await?))
+    Ok(Arc::new(connect_pg_storage(config).await?.0))
 }
 
-/// [`connect_storage`], as the Postgres storage (the lease and the nodes live there too).
-pub async fn connect_pg_storage(config: &ServeConfig) -> Result<PgStorage, ServeError> {
+/// [`connect_storage`] as the Postgres storage (the lease and the nodes live there too), and
+/// the connection it was made from (for the process's `CheckpointListener`).
+pub async fn connect_pg_storage(
+    config: &ServeConfig,
+) -> Result<(PgStorage, PgConnection), ServeError> {
     let storage_connection = match &config.storage {
         Some(storage) => storage.clone(),
         None => ensure_default_storage_database(&config.source).await?,
@@ -289,7 +303,7 @@ pub async fn connect_pg_storage(config: &ServeConfig) -> Result<PgStorage, Serve
         .migrate()
         .await
         .map_err(ServeError::StorageMigrate)?;
-    Ok(storage)
+    Ok((storage, storage_connection))
 }
 
 /// Keys, admin tokens and limits of the config, as the service takes them.

@@ -18,6 +18,10 @@
 //! - `GET /metrics` (Prometheus text, no auth) and `GET /dashboard` (+ `/dashboard/data.json`):
 //!   see [`metrics`] and [`dashboard`].
 //!
+//! Across processes on one storage, [`node_notifications`] hands what the others committed
+//! (from a `riptide_storage::CheckpointListener`) to this node's checkpoint bus, write
+//! checkpoint notices and rules.
+//!
 //! Auth is JWT per docs/protocol.md §6 ([`auth::KeyStore`]). The sync routes and probes answer
 //! CORS preflights (any origin, as the official service); the admin API, the dashboard and
 //! `/metrics` do not. What each endpoint trusts and every limit on what the network can make the
@@ -37,6 +41,7 @@ pub mod instance_admin;
 pub mod limits;
 pub mod metrics;
 pub mod node_metrics;
+pub mod node_notifications;
 pub mod routes;
 pub mod rules_admin;
 pub mod server;

@@ -306,6 +306,8 @@ pub struct ServiceMetrics {
     slot_invalidations: Counter,
     uptime: Gauge,
     limits: LimitSeries,
+    /// Other processes' notifications (`node_notifications.rs`).
+    pub(crate) notifications: crate::node_notifications::NotificationSeries,
 }
 
 impl Default for ServiceMetrics {
@@ -444,6 +446,7 @@ impl ServiceMetrics {
                 uptime: metrics::gauge!(UPTIME_SECONDS),
                 limits: LimitSeries::register(),
                 node: crate::node_metrics::NodeSeries::register(),
+                notifications: crate::node_notifications::NotificationSeries::register(),
             }
         })
     }

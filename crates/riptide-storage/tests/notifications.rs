@@ -358,10 +358,17 @@ async fn commits_while_the_connection_was_gone_are_caught_up() {
             got => caught_up.push(got),
         }
     }
-    let [Got::Checkpoint(got, _), Got::WriteCheckpoint(user, client, i)] = &caught_up[..] else {
+    let [
+        Got::Checkpoint(got, _),
+        Got::WriteCheckpoint(user, client, i),
+    ] = &caught_up[..]
+    else {
         panic!("caught up with {caught_up:?}");
     };
-    assert_eq!(got.previous, first.checkpoint.op_id, "follows on from the last delivered");
+    assert_eq!(
+        got.previous, first.checkpoint.op_id,
+        "follows on from the last delivered"
+    );
     assert_eq!(got.checkpoint, last.checkpoint);
     assert!(got.all_lookups_changed);
     assert!(got.changed_buckets.contains(&"b".to_owned()));

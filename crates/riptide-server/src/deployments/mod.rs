@@ -17,6 +17,9 @@
 //! - `orphans`: slots replaced deployments left behind, dropped at start and after switches;
 //! - `admin`: deploys, validation and the current state for the admin API ([`Admin`]);
 //! - `reprocess`: the serving rules again on a new slot (admin API v1).
+//!
+//! Only the process holding the replication lease runs these (`crate::roles`); the others
+//! follow the active deployment it activates (`roles/follow.rs`).
 
 mod admin;
 mod lifecycle;

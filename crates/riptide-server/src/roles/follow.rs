@@ -1,14 +1,17 @@
 //! A process that does not hold the lease (an API node, a standby) follows the active
 //! deployment in storage: whenever it changes (the holder activated a new one), the service's
 //! rules switch to it, as they do in the holder's process (streams move at their next
-//! checkpoint). Read on every checkpoint event and at least every [`FOLLOW_POLL`].
+//! checkpoint). Read when another process's deployment switch is announced (its notification,
+//! through the process's `CheckpointListener`: [`follow_hook`]), on every checkpoint event, and
+//! at least every [`FOLLOW_POLL`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use riptide_service::ActiveRules;
-use riptide_storage::{BucketStorage, CheckpointEvent};
-use tokio::sync::{broadcast, watch};
+use riptide_service::node_notifications::DeploymentHook;
+use riptide_storage::{BucketStorage, CheckpointEvent, DeploymentId, DeploymentState};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::Node;
@@ -17,12 +20,26 @@ use crate::deployments::deployment_rules;
 /// How often the active deployment is read when no checkpoint event comes.
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
 
+/// The hook [`riptide_service::AppState::notification_sink`] calls on another process's
+/// deployment change: wakes [`follow_active`] through `switched`.
+pub fn follow_hook(switched: Arc<Notify>) -> DeploymentHook {
+    Arc::new(move |deployment: DeploymentId, state: DeploymentState| {
+        tracing::debug!(
+            deployment,
+            state = state.as_str(),
+            "deployment changed in another process"
+        );
+        switched.notify_one();
+    })
+}
+
 /// Follows the active deployment while `node` does not hold the lease, until `cancel`.
 pub async fn follow_active(
     node: Arc<Node>,
     storage: Arc<dyn BucketStorage>,
     events: broadcast::Sender<CheckpointEvent>,
     rules_tx: watch::Sender<Option<ActiveRules>>,
+    switched: Arc<Notify>,
     cancel: CancellationToken,
 ) {
     let mut events = events.subscribe();
@@ -33,6 +50,7 @@ pub async fn follow_active(
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = events.recv() => {}
+            () = switched.notified() => {}
             () = tokio::time::sleep(FOLLOW_POLL) => {}
         }
     }

@@ -31,7 +31,7 @@ use riptide_replication::ReplicationStatus;
 
 use crate::deployments::Deployments;
 
-pub use follow::follow_active;
+pub use follow::{follow_active, follow_hook};
 pub use lease::{Leadership, LeaseKeeper};
 pub use nodes::{NodeRegistration, node_id};
 pub use status::{ClusterStatus, NodeState, cluster_status};

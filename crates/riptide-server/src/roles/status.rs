@@ -29,7 +29,7 @@ pub struct NodeState {
 
 /// Reads the nodes and the lease of `config`'s storage.
 pub async fn cluster_status(config: &ServeConfig) -> Result<ClusterStatus, ServeError> {
-    let storage = connect_pg_storage(config).await?;
+    let (storage, _) = connect_pg_storage(config).await?;
     let read = |e: StorageError| ServeError::StorageConnect(e);
     let lease = storage.lease(REPLICATION_LEASE).await.map_err(read)?;
     let expiry = config.lease.duration;

@@ -275,8 +275,14 @@ impl BucketStorage for PgStorage {
 
     async fn begin_batch(&self, id: DeploymentId) -> Result<Box<dyn StorageBatch>> {
         Ok(Box::new(
-            batch::PgBatch::begin(&self.pool, id, self.chunk_rows, self.fence.clone(), self.node.clone())
-                .await?,
+            batch::PgBatch::begin(
+                &self.pool,
+                id,
+                self.chunk_rows,
+                self.fence.clone(),
+                self.node.clone(),
+            )
+            .await?,
         ))
     }
 
