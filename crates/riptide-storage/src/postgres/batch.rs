@@ -623,8 +623,9 @@ impl StorageBatch for PgBatch {
 }
 
 /// Stores the commit's op-id high-water mark and LSN on the deployment row. Fenced: the same
-/// statement checks the lease epoch (its share lock held to commit, `lease.rs`), so fencing
-/// costs no round trip; no row updated means the lease was taken over.
+/// statement checks the lease epoch (its share lock held to commit, `lease.rs`) and records it
+/// (`deployments.lease_epoch`), so fencing costs no round trip; no row updated means the lease
+/// was taken over.
 async fn store_checkpoint(
     client: &Object,
     fence: Option<&Fence>,
@@ -640,8 +641,9 @@ async fn store_checkpoint(
         return Ok(());
     };
     let fenced = format!(
-        "WITH fence AS ({}) {SET} AND EXISTS (SELECT 1 FROM fence)",
-        FENCE_CHECK.replace("$1", "$4").replace("$2", "$5")
+        "WITH fence AS ({}) {} AND EXISTS (SELECT 1 FROM fence)",
+        FENCE_CHECK.replace("$1", "$4").replace("$2", "$5"),
+        SET.replace(" WHERE id = $1", ", lease_epoch = $5 WHERE id = $1")
     );
     let stmt = client.prepare_cached(&fenced).await?;
     let n = client

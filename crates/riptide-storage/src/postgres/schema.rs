@@ -114,4 +114,7 @@ CREATE TABLE riptide.nodes (
     heartbeat_at timestamptz NOT NULL DEFAULT now(),
     lease_epoch  bigint
 );
+-- The lease epoch of the last fenced commit (NULL: unfenced), so anyone can check which
+-- holder wrote last.
+ALTER TABLE riptide.deployments ADD COLUMN lease_epoch bigint;
 "#;
