@@ -154,6 +154,9 @@ enum Scenario {
     /// 1,000 rows updated 1,000 times, compacted: what a fresh client downloads, storage
     /// size over time.
     Compaction,
+    /// Storage commits as fast as 4 writers go → one `CheckpointListener` of another node
+    /// (notifications/s, commit → handed-on lag).
+    Notifications,
 }
 
 impl Args {
@@ -261,6 +264,11 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
         let before = sampler.sample();
         report.rows.extend(scenarios::node::run(&bench).await);
         report.measured(sampler.since("@powersync/node first sync", before));
+    }
+    if args.wants(Scenario::Notifications) {
+        report
+            .tables
+            .push(scenarios::notifications::run(&bench).await?);
     }
     service.kill().await;
 

@@ -329,7 +329,7 @@ async fn a_commit_too_large_to_list_reads_its_buckets_from_storage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_while_the_connection_was_gone_are_caught_up() {
     // Reconnecting waits long enough for the commits below to land while it is gone.
-    let mut n = nodes(Backoff::new(Duration::from_secs(2), Duration::from_secs(2))).await;
+    let mut n = nodes(Backoff::fixed(Duration::from_secs(5))).await;
     let w: &dyn BucketStorage = &n.writer.clone();
     let id = active_deployment(w).await;
     let first = suite::commit(w, id, upserts(1, |_| "a".into()), 10).await;

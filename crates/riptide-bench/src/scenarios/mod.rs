@@ -8,6 +8,7 @@ pub mod initial_sync;
 pub mod latency;
 pub mod node;
 pub mod node_latency;
+pub mod notifications;
 pub mod replication;
 pub mod snapshot;
 pub mod transactions;
