@@ -37,6 +37,12 @@ pub enum StorageError {
     /// An earlier write of this batch failed; the batch can only be dropped.
     #[error("the storage batch failed earlier and was rolled back")]
     BatchFailed,
+    /// A fenced write found that lease `lease` is no longer at `epoch`: another node took it
+    /// over. The transaction was rolled back; the writer must stop, not retry.
+    #[error(
+        "the replication lease {lease} was taken over (this node held epoch {epoch}); nothing was written"
+    )]
+    LeaseLost { lease: String, epoch: i64 },
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -34,5 +34,6 @@ pub use compaction::{
 pub use memory::MemoryStorage;
 pub use notifications::NotificationSink;
 pub use postgres::{
-    CHECKPOINT_CHANNEL, CheckpointListener, LISTENER_APPLICATION_NAME, PgStorage, SCHEMA_VERSION,
+    CHECKPOINT_CHANNEL, CheckpointListener, Fence, LISTENER_APPLICATION_NAME, LeaseRecord,
+    NodeRecord, PgStorage, SCHEMA_VERSION,
 };

@@ -8,6 +8,7 @@
 #[macro_use]
 mod suite;
 
+mod lease;
 mod limits;
 mod memory;
 mod notifications;

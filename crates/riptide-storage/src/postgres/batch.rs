@@ -32,6 +32,7 @@ use deadpool_postgres::{Object, Pool};
 use riptide_protocol::{Checksum, Lsn, OpId, OpType, OplogEntry};
 use tokio::task::JoinHandle;
 
+use super::lease::{FENCE_CHECK, Fence};
 use super::{CHECKPOINT_CHANNEL, to_pg_lsn};
 use crate::diff::{RowState, decode_buckets, decode_parameters, diff_row, subkey};
 use crate::keys;
@@ -132,6 +133,8 @@ pub(super) struct PgBatch {
     recent: Option<Vec<(String, OplogEntry)>>,
     /// A write failed: the transaction is aborted and must not be committed.
     failed: bool,
+    /// The lease the commit checks (`lease.rs`), if the storage is fenced.
+    fence: Option<Fence>,
     /// The writing process, named in the commit's notification.
     node: Arc<str>,
 }
@@ -180,10 +183,22 @@ impl PgBatch {
         pool: &Pool,
         id: DeploymentId,
         chunk_rows: usize,
+        fence: Option<Fence>,
         node: Arc<str>,
     ) -> Result<PgBatch> {
         let client = pool.get().await?;
-        client.batch_execute("BEGIN").await?;
+        match &fence {
+            // One round trip, as `BEGIN` alone (see `Fence::duration`).
+            Some(f) => {
+                client
+                    .batch_execute(&format!(
+                        "BEGIN; SET LOCAL idle_in_transaction_session_timeout = {}",
+                        f.duration.as_millis().max(1)
+                    ))
+                    .await?
+            }
+            None => client.batch_execute("BEGIN").await?,
+        }
         // From here on, dropping `batch` closes the connection (rolls back).
         let mut batch = PgBatch {
             conn: Arc::new(TxConn {
@@ -203,6 +218,7 @@ impl PgBatch {
             previous: 0,
             recent: Some(Vec::new()),
             failed: false,
+            fence,
             node,
         };
         let client = batch.conn.client()?;
@@ -572,15 +588,7 @@ impl StorageBatch for PgBatch {
         self.wait_inflight().await?;
         let client = self.conn.client()?;
         let pg_lsn = to_pg_lsn(lsn);
-        let stmt = client
-            .prepare_cached(
-                "UPDATE riptide.deployments SET last_op_id = $2, last_checkpoint_lsn = $3, \
-                 resume_lsn = $3, last_commit_at = now(), updated_at = now() WHERE id = $1",
-            )
-            .await?;
-        client
-            .execute(&stmt, &[&self.id, &self.last_op, &pg_lsn])
-            .await?;
+        store_checkpoint(client, self.fence.as_ref(), self.id, self.last_op, pg_lsn).await?;
         let event = CheckpointEvent {
             deployment: self.id,
             checkpoint: StorageCheckpoint {
@@ -612,4 +620,37 @@ impl StorageBatch for PgBatch {
         self.conn.committed.store(true, Ordering::Release);
         Ok(event)
     }
+}
+
+/// Stores the commit's op-id high-water mark and LSN on the deployment row. Fenced: the same
+/// statement checks the lease epoch (its share lock held to commit, `lease.rs`) and records it
+/// (`deployments.lease_epoch`), so fencing costs no round trip; no row updated means the lease
+/// was taken over.
+async fn store_checkpoint(
+    client: &Object,
+    fence: Option<&Fence>,
+    id: DeploymentId,
+    last_op: i64,
+    lsn: postgres_types::PgLsn,
+) -> Result<()> {
+    const SET: &str = "UPDATE riptide.deployments SET last_op_id = $2, last_checkpoint_lsn = $3, \
+                       resume_lsn = $3, last_commit_at = now(), updated_at = now() WHERE id = $1";
+    let Some(fence) = fence else {
+        let stmt = client.prepare_cached(SET).await?;
+        client.execute(&stmt, &[&id, &last_op, &lsn]).await?;
+        return Ok(());
+    };
+    let fenced = format!(
+        "WITH fence AS ({}) {} AND EXISTS (SELECT 1 FROM fence)",
+        FENCE_CHECK.replace("$1", "$4").replace("$2", "$5"),
+        SET.replace(" WHERE id = $1", ", lease_epoch = $5 WHERE id = $1")
+    );
+    let stmt = client.prepare_cached(&fenced).await?;
+    let n = client
+        .execute(&stmt, &[&id, &last_op, &lsn, &fence.lease, &fence.epoch])
+        .await?;
+    if n == 0 {
+        return Err(fence.lost());
+    }
+    Ok(())
 }

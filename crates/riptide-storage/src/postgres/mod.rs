@@ -9,6 +9,7 @@
 mod batch;
 mod compact;
 mod deployments;
+mod lease;
 mod listener;
 mod migrations;
 mod reads;
@@ -29,6 +30,7 @@ use crate::{
     Deployment, DeploymentId, Result, StorageBatch, StorageCheckpoint, StorageError,
 };
 
+pub use lease::{Fence, LeaseRecord, NodeRecord};
 pub use listener::{CheckpointListener, LISTENER_APPLICATION_NAME};
 pub use migrations::SUPPORTED_VERSION as SCHEMA_VERSION;
 
@@ -40,6 +42,8 @@ const DEFAULT_POOL_SIZE: usize = 16;
 pub struct PgStorage {
     pool: Pool,
     chunk_rows: usize,
+    /// The lease every write transaction checks before it commits (`lease.rs`).
+    fence: Option<Fence>,
     /// This process's name in the notifications it sends (see [`PgStorage::node_id`]).
     node: Arc<str>,
 }
@@ -50,6 +54,7 @@ impl std::fmt::Debug for PgStorage {
         f.debug_struct("PgStorage")
             .field("pool_size", &status.size)
             .field("pool_max_size", &status.max_size)
+            .field("fence", &self.fence)
             .finish()
     }
 }
@@ -88,6 +93,7 @@ impl PgStorage {
         PgStorage {
             pool,
             chunk_rows: batch::CHUNK_ROWS,
+            fence: None,
             node: Arc::from(uuid::Uuid::new_v4().to_string()),
         }
     }
@@ -115,6 +121,80 @@ impl PgStorage {
         after: OpId,
     ) -> Result<Vec<String>> {
         reads::changed_buckets_since(&self.pool, id, after).await
+    }
+
+    /// The same storage (same pool) whose every write transaction checks, before it commits,
+    /// that `fence.lease` still has epoch `fence.epoch`, and fails with
+    /// [`StorageError::LeaseLost`] otherwise (`lease.rs`). Reads are not fenced, nor are write
+    /// checkpoints (API nodes write those).
+    pub fn fenced(&self, fence: Fence) -> PgStorage {
+        PgStorage {
+            fence: Some(fence),
+            ..self.clone()
+        }
+    }
+
+    /// The fence of this storage, if any.
+    pub fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
+    }
+
+    /// Takes lease `name` for `holder` when it is free or its heartbeat is older than
+    /// `duration` (database clock); returns the new epoch, `None` when another holds it.
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        duration: std::time::Duration,
+    ) -> Result<Option<i64>> {
+        lease::acquire(&self.pool, name, holder, duration).await
+    }
+
+    /// Takes lease `name` for `holder` without waiting for it to expire, if it still has
+    /// `epoch`: for a holder known to be gone (a process of this machine that no longer
+    /// exists). Returns the new epoch.
+    pub async fn take_lease_from(
+        &self,
+        name: &str,
+        holder: &str,
+        epoch: i64,
+    ) -> Result<Option<i64>> {
+        lease::take_from(&self.pool, name, holder, epoch).await
+    }
+
+    /// Renews the heartbeat of the lease `holder` holds at `fence`; false: it was taken over.
+    pub async fn renew_lease(&self, fence: &Fence, holder: &str) -> Result<bool> {
+        lease::renew(&self.pool, fence, holder).await
+    }
+
+    /// Gives a held lease up so that a standby takes it at once; false: not held any more.
+    pub async fn release_lease(&self, fence: &Fence, holder: &str) -> Result<bool> {
+        lease::release(&self.pool, fence, holder).await
+    }
+
+    /// Lease `name` as stored (holder, epoch, heartbeat age), if ever taken.
+    pub async fn lease(&self, name: &str) -> Result<Option<LeaseRecord>> {
+        lease::get(&self.pool, name).await
+    }
+
+    /// Registers (or re-registers) a node of this storage.
+    pub async fn register_node(&self, id: &str, role: &str, address: &str) -> Result<()> {
+        lease::register_node(&self.pool, id, role, address).await
+    }
+
+    /// Refreshes a node's heartbeat and the lease epoch it holds; false: its row is gone.
+    pub async fn node_heartbeat(&self, id: &str, lease_epoch: Option<i64>) -> Result<bool> {
+        lease::node_heartbeat(&self.pool, id, lease_epoch).await
+    }
+
+    /// Removes a node's row (clean shutdown).
+    pub async fn deregister_node(&self, id: &str) -> Result<()> {
+        lease::deregister_node(&self.pool, id).await
+    }
+
+    /// Every registered node with its heartbeat age (see [`NodeRecord::is_gone`]).
+    pub async fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        lease::nodes(&self.pool).await
     }
 
     /// Sets how many queued rows a [`StorageBatch`] processes and flushes at a time (default
@@ -170,32 +250,39 @@ impl BucketStorage for PgStorage {
     }
 
     async fn create_deployment(&self, content: &str, slot_prefix: &str) -> Result<Deployment> {
-        deployments::create(&self.pool, content, slot_prefix).await
+        deployments::create(&self.pool, self.fence.as_ref(), content, slot_prefix).await
     }
 
     async fn activate(&self, id: DeploymentId) -> Result<()> {
-        deployments::activate(&self.pool, &self.node, id).await
+        deployments::activate(&self.pool, self.fence.as_ref(), &self.node, id).await
     }
 
     async fn terminate(&self, id: DeploymentId) -> Result<()> {
-        deployments::terminate(&self.pool, &self.node, id).await
+        deployments::terminate(&self.pool, self.fence.as_ref(), &self.node, id).await
     }
 
     async fn reset_snapshot(&self, id: DeploymentId) -> Result<()> {
-        deployments::reset_snapshot(&self.pool, id).await
+        deployments::reset_snapshot(&self.pool, self.fence.as_ref(), id).await
     }
 
     async fn mark_snapshot_done(&self, id: DeploymentId) -> Result<()> {
-        deployments::mark_snapshot_done(&self.pool, id).await
+        deployments::mark_snapshot_done(&self.pool, self.fence.as_ref(), id).await
     }
 
     async fn complete_snapshot(&self, id: DeploymentId) -> Result<()> {
-        deployments::complete_snapshot(&self.pool, &self.node, id).await
+        deployments::complete_snapshot(&self.pool, self.fence.as_ref(), &self.node, id).await
     }
 
     async fn begin_batch(&self, id: DeploymentId) -> Result<Box<dyn StorageBatch>> {
         Ok(Box::new(
-            batch::PgBatch::begin(&self.pool, id, self.chunk_rows, self.node.clone()).await?,
+            batch::PgBatch::begin(
+                &self.pool,
+                id,
+                self.chunk_rows,
+                self.fence.clone(),
+                self.node.clone(),
+            )
+            .await?,
         ))
     }
 
@@ -269,7 +356,7 @@ impl BucketStorage for PgStorage {
         bucket: &str,
         limits: &CompactLimits,
     ) -> Result<CompactStats> {
-        compact::compact_bucket(&self.pool, id, bucket, limits).await
+        compact::compact_bucket(&self.pool, self.fence.as_ref(), id, bucket, limits).await
     }
 
     async fn compaction_points(
