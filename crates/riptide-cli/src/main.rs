@@ -38,6 +38,11 @@ enum Command {
         /// config, 127.0.0.1 for the embedded demo).
         #[arg(long, visible_alias = "listen")]
         host: Option<std::net::IpAddr>,
+        /// What this process does: `all` (replicates while it holds the replication lease,
+        /// and serves), `replicator` (competes for the lease; a standby until it holds it) or
+        /// `api` (serves streams and write checkpoints from storage, never replicates).
+        #[arg(long, default_value = "all")]
+        role: riptide_server::roles::Role,
     },
     /// Print a token for the embedded demo service.
     Token {
@@ -83,8 +88,13 @@ enum Command {
         /// Database id or name.
         database: String,
     },
-    /// Show databases, sync services and apps, and what runs.
-    Status,
+    /// Show databases, sync services and apps, and what runs; with --config, the `riptide
+    /// serve` processes of that config's storage and who holds the replication lease.
+    Status {
+        /// A config file: list the nodes of its storage.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Stop a sync service (by its id or its database's), or with --all every service and the
     /// local cluster.
     Stop {
@@ -189,7 +199,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Connect { app, database } => {
             platform(PlatformCommand::Connect { app, database }).await
         }
-        Command::Status => platform(PlatformCommand::Status).await,
+        Command::Status { config: None } => platform(PlatformCommand::Status).await,
+        Command::Status {
+            config: Some(config),
+        } => riptide_cli::nodes_cmd::main(&config, json).await,
         Command::Dev { options } => platform_cmd::dev(options).await,
         Command::Demo { options } => platform_cmd::demo(options).await,
         Command::Mcp => {
@@ -208,10 +221,15 @@ async fn run(cli: Cli) -> Result<()> {
             buckets,
             all,
         } => riptide_cli::compact_cmd::main(&config, buckets, all, json).await,
-        Command::Serve { config, port, host } => {
+        Command::Serve {
+            config,
+            port,
+            host,
+            role,
+        } => {
             // Failpoints from `FAILPOINTS` (only in builds with the `failpoints` feature).
             riptide_server::failpoints::setup();
-            run_serve(config, port, host).await
+            run_serve(config, port, host, role).await
         }
         Command::Token { user, ttl } => {
             let home = riptide_platform::home::riptide_home();
@@ -227,6 +245,7 @@ async fn run_serve(
     config: Option<PathBuf>,
     port: Option<u16>,
     host: Option<std::net::IpAddr>,
+    role: riptide_server::roles::Role,
 ) -> Result<()> {
     let (mut config, demo) = match config {
         Some(path) => {
@@ -251,6 +270,7 @@ async fn run_serve(
     if let Some(host) = host {
         config.host = host;
     }
+    config.role = role;
     let running = serve::start(config).await?;
     if let Some(env) = &demo {
         let token = env

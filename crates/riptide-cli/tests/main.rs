@@ -5,4 +5,5 @@
 mod faults;
 mod platform;
 mod rules;
+mod scale_out;
 mod tls;

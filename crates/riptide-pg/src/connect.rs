@@ -6,7 +6,7 @@
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::future::BoxFuture;
 use tokio_postgres::tls::MakeTlsConnect;
-use tokio_postgres::{Client, Socket};
+use tokio_postgres::{AsyncMessage, Client, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::connection::PgConnection;
@@ -217,6 +217,43 @@ impl PgConnection {
             .map_err(|(failed, _)| failed.classify())?;
         spawn_connection(connection, self.host_description());
         Ok(client)
+    }
+
+    /// Opens a connection like [`PgConnection::connect`] whose asynchronous messages
+    /// (`NOTIFY` notifications, notices) are forwarded to the returned receiver instead of
+    /// being dropped: the connection for `LISTEN`. The receiver ends when the connection does
+    /// (server gone, connection terminated, client dropped); the end is logged at debug.
+    pub async fn connect_listening(
+        &self,
+    ) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<AsyncMessage>), PgError> {
+        let connector = Connector::new(self, true)?;
+        let (client, mut connection) = connector
+            .establish(self.config())
+            .await
+            .map_err(|(failed, _)| failed.classify())?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let host = self.host_description();
+        tokio::spawn(async move {
+            loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(message)) => {
+                        if tx.send(message).is_err() {
+                            tracing::debug!(host = %host, "postgres listening connection dropped");
+                            return;
+                        }
+                    }
+                    Some(Err(error)) => {
+                        tracing::debug!(host = %host, error = %error, "postgres listening connection ended");
+                        return;
+                    }
+                    None => {
+                        tracing::debug!(host = %host, "postgres listening connection closed");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok((client, rx))
     }
 
     /// A pool of up to `size` connections made like [`PgConnection::connect`] (statements

@@ -9,8 +9,9 @@
 //!   ([`ConnectionKeys`], `config_keys.rs`: `sslmode`, `cacert`, `client_certificate`,
 //!   `client_private_key`, PEM inline or a path; default `verify-full`), or from a
 //!   `tokio_postgres::Config`.
-//! - `connect.rs`: [`PgConnection::connect`] (spawns the connection task) and
-//!   [`PgConnection::pool`] (deadpool), both following `sslmode` as libpq does.
+//! - `connect.rs`: [`PgConnection::connect`] (spawns the connection task),
+//!   [`PgConnection::connect_listening`] (the same, its `NOTIFY` messages forwarded: for
+//!   `LISTEN`) and [`PgConnection::pool`] (deadpool), all following `sslmode` as libpq does.
 //! - `tls.rs`, `verify.rs`, `certificate.rs`: rustls with the `ring` provider; `verify-full`
 //!   checks chain and host name, `verify-ca` the chain, `allow`/`prefer`/`require` encrypt
 //!   without checking (libpq's meaning; `require` with a `cacert` acts as `verify-ca`, libpq's

@@ -17,7 +17,13 @@ pub enum ReplicationError {
     #[error("replication stream failed")]
     Stream(#[from] pgwire_replication::PgWireError),
     #[error("bucket storage failed")]
-    Storage(#[from] StorageError),
+    Storage(#[source] StorageError),
+    /// Another node took the replication lease over: storage refused this node's commit
+    /// (fencing). The replicator stops and never retries the write.
+    #[error(
+        "the replication lease {lease} was taken over (this node held epoch {epoch}); stopping"
+    )]
+    LeaseLost { lease: String, epoch: i64 },
     #[error("undecodable pgoutput message")]
     Decode(#[from] DecodeError),
     /// The stream did something pgoutput never does (a change outside a transaction, a
@@ -50,4 +56,27 @@ pub enum ReplicationError {
     /// A catalog answer had an unexpected shape.
     #[error("unexpected catalog answer: {0}")]
     Catalog(String),
+}
+
+impl From<StorageError> for ReplicationError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::LeaseLost { lease, epoch } => {
+                ReplicationError::LeaseLost { lease, epoch }
+            }
+            e => ReplicationError::Storage(e),
+        }
+    }
+}
+
+impl ReplicationError {
+    /// Whether this node lost the replication lease (fencing refused a write): stop, do not
+    /// retry.
+    pub fn is_lease_lost(&self) -> bool {
+        matches!(
+            self,
+            ReplicationError::LeaseLost { .. }
+                | ReplicationError::Storage(StorageError::LeaseLost { .. })
+        )
+    }
 }

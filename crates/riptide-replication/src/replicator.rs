@@ -38,6 +38,8 @@ pub struct Replicator {
     events: broadcast::Sender<CheckpointEvent>,
     status: Arc<ReplicationStatus>,
     stream_options: StreamOptions,
+    /// Ends another session holding the deployment's slot before streaming (the lease holder).
+    take_over_slot: bool,
 }
 
 impl Replicator {
@@ -52,7 +54,18 @@ impl Replicator {
             events,
             status: Arc::new(ReplicationStatus::default()),
             stream_options: StreamOptions::default(),
+            take_over_slot: false,
         }
+    }
+
+    /// Before streaming, ends the session of whoever else streams from the deployment's slot
+    /// (a previous lease holder, paused with its connection open): for a replicator that holds
+    /// the replication lease. Storage fencing keeps that previous holder from writing; this
+    /// frees the slot for the new one (`pg_terminate_backend`, which the source user may do
+    /// for sessions of its own role).
+    pub fn taking_over_slots(mut self) -> Self {
+        self.take_over_slot = true;
+        self
     }
 
     /// Overrides chunk sizes and idle commit interval (tests and benchmarks).
@@ -118,6 +131,9 @@ impl Replicator {
             TypeMap::load_with(&client, crate::values::ValueOptions::from_rules(&rules)).await?;
         // The stored state is the truth (the caller's copy may be stale).
         let deployment = self.storage.deployment(deployment.id).await?;
+        if self.take_over_slot {
+            slot::take_over(&client, &deployment.slot_name).await?;
+        }
         let started = if deployment.snapshot_done {
             if deployment.state == DeploymentState::Processing {
                 // Done but never activated (storage written by a version that did the two

@@ -115,6 +115,30 @@ pub(crate) async fn drop(
     Ok(())
 }
 
+/// Ends the session streaming from `slot`, if any (`pg_terminate_backend` of its
+/// `active_pid`), and waits until the slot is free. A replicator that took the lease over does
+/// this before it streams: the previous holder may be paused with its walsender connection
+/// still open, and a slot serves one walsender at a time. Returns the pid ended.
+pub(crate) async fn take_over(
+    client: &tokio_postgres::Client,
+    slot: &str,
+) -> Result<Option<i32>, ReplicationError> {
+    let row = client
+        .query_opt(
+            "SELECT active_pid, pg_terminate_backend(active_pid) FROM pg_replication_slots \
+             WHERE slot_name = $1 AND active_pid IS NOT NULL AND active_pid <> pg_backend_pid()",
+            &[&slot],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let pid: i32 = row.try_get(0)?;
+    let ended: bool = row.try_get(1)?;
+    tracing::warn!(slot = %slot, pid, ended, "ended the previous replicator's session on the slot");
+    Ok(Some(pid))
+}
+
 /// While a stopped replicator's session still holds a slot: every 100 ms, for 5 s.
 const SLOT_BUSY_BACKOFF: Backoff = Backoff::fixed(Duration::from_millis(100));
 const SLOT_BUSY_ATTEMPTS: u32 = 50;

@@ -16,5 +16,6 @@ pub mod embedded;
 pub mod failpoints;
 pub mod instance_admin;
 pub mod logging;
+pub mod roles;
 pub mod schema_check;
 pub mod serve;

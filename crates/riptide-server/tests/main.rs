@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin_v1;
+mod api_node;
 mod common;
 mod compact;
 mod oracle;

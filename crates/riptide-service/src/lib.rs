@@ -18,6 +18,10 @@
 //! - `GET /metrics` (Prometheus text, no auth) and `GET /dashboard` (+ `/dashboard/data.json`):
 //!   see [`metrics`] and [`dashboard`].
 //!
+//! Across processes on one storage, [`node_notifications`] hands what the others committed
+//! (from a `riptide_storage::CheckpointListener`) to this node's checkpoint bus, write
+//! checkpoint notices and rules.
+//!
 //! Auth is JWT per docs/protocol.md §6 ([`auth::KeyStore`]). The sync routes and probes answer
 //! CORS preflights (any origin, as the official service); the admin API, the dashboard and
 //! `/metrics` do not. What each endpoint trusts and every limit on what the network can make the
@@ -36,6 +40,8 @@ pub mod error;
 pub mod instance_admin;
 pub mod limits;
 pub mod metrics;
+pub mod node_metrics;
+pub mod node_notifications;
 pub mod routes;
 pub mod rules_admin;
 pub mod server;
@@ -61,6 +67,7 @@ pub use error::ApiError;
 pub use instance_admin::{InstanceAdmin, InstanceAdminError};
 pub use limits::Limits;
 pub use metrics::{ReplicationProgress, ReplicationSnapshot, ServiceMetrics};
+pub use node_metrics::{NodeSnapshot, NodeStatus};
 pub use rules_admin::{CurrentRules, RuleProblem, RulesAdmin, RulesAdminError};
 pub use source::{PgSourceDatabase, SourceDatabase, SourceError};
 pub use state::{ActiveRules, AppState, ServiceOptions};

@@ -278,6 +278,8 @@ pub struct ServiceMetrics {
     handle: PrometheusHandle,
     started: Instant,
     replication: OnceLock<Arc<dyn ReplicationProgress>>,
+    node_status: OnceLock<Arc<dyn crate::NodeStatus>>,
+    node: crate::node_metrics::NodeSeries,
     /// Last sampled `pg_current_wal_lsn()` of the source (0: not yet).
     source_lsn: AtomicU64,
     streams_open: Gauge,
@@ -304,6 +306,8 @@ pub struct ServiceMetrics {
     slot_invalidations: Counter,
     uptime: Gauge,
     limits: LimitSeries,
+    /// Other processes' notifications (`node_notifications.rs`).
+    pub(crate) notifications: crate::node_notifications::NotificationSeries,
 }
 
 impl Default for ServiceMetrics {
@@ -406,6 +410,7 @@ impl ServiceMetrics {
                 handle,
                 started: Instant::now(),
                 replication: OnceLock::new(),
+                node_status: OnceLock::new(),
                 source_lsn: AtomicU64::new(0),
                 streams_open: metrics::gauge!(SYNC_STREAMS_OPEN),
                 streams_opened: metrics::counter!(SYNC_STREAMS_OPENED),
@@ -440,6 +445,8 @@ impl ServiceMetrics {
                 slot_invalidations: metrics::counter!(REPLICATION_SLOT_INVALIDATIONS),
                 uptime: metrics::gauge!(UPTIME_SECONDS),
                 limits: LimitSeries::register(),
+                node: crate::node_metrics::NodeSeries::register(),
+                notifications: crate::node_notifications::NotificationSeries::register(),
             }
         })
     }
@@ -453,6 +460,11 @@ impl ServiceMetrics {
     /// Attaches the replicator's counters (once; later calls are ignored).
     pub fn set_replication(&self, progress: Arc<dyn ReplicationProgress>) {
         let _ = self.replication.set(progress);
+    }
+
+    /// Attaches this process's role and lease state (once; later calls are ignored).
+    pub fn set_node(&self, status: Arc<dyn crate::NodeStatus>) {
+        let _ = self.node_status.set(status);
     }
 
     /// The replicator's counters, when replication runs in this process.
@@ -593,6 +605,9 @@ impl ServiceMetrics {
     fn refresh(&self, open_streams: usize) {
         self.streams_open.set(open_streams as f64);
         self.uptime.set(self.uptime().as_secs_f64());
+        if let Some(node) = self.node_status.get() {
+            self.node.refresh(node, self.recorder.as_ref());
+        }
         let Some(status) = self.replication() else {
             return;
         };

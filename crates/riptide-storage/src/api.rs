@@ -37,6 +37,12 @@ pub enum StorageError {
     /// An earlier write of this batch failed; the batch can only be dropped.
     #[error("the storage batch failed earlier and was rolled back")]
     BatchFailed,
+    /// A fenced write found that lease `lease` is no longer at `epoch`: another node took it
+    /// over. The transaction was rolled back; the writer must stop, not retry.
+    #[error(
+        "the replication lease {lease} was taken over (this node held epoch {epoch}); nothing was written"
+    )]
+    LeaseLost { lease: String, epoch: i64 },
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -172,6 +178,10 @@ pub struct CheckpointEvent {
     pub changed_buckets: Vec<String>,
     /// Parameter-lookup keys whose results changed in this commit.
     pub changed_lookups: Vec<Vec<u8>>,
+    /// The changed lookups are not known, any may have changed: an event from another node
+    /// whose list did not fit its notification, or one covering the commits a listener
+    /// missed while reconnecting (`notifications.rs`). Always `false` in process.
+    pub all_lookups_changed: bool,
     /// Every op of the commit, when it wrote at most [`EVENT_OPS_MAX`] (`None`: more, or not
     /// known, e.g. an event from another node). Shared by every session of the process, which
     /// then serve the new ops and checksums from memory instead of reading storage.

@@ -13,6 +13,9 @@
 //! [`PgStorage`] is the Postgres implementation (schema `riptide`, see `docs/storage.md`);
 //! [`MemoryStorage`] is an in-memory one for fast unit tests of code above storage.
 //!
+//! Across processes, commits, write checkpoints and deployment switches are announced with
+//! `NOTIFY` ([`notifications`]) and followed by one [`CheckpointListener`] per process.
+//!
 //! [`compaction`] rewrites superseded ops as MOVE and leading runs as CLEAR, a bucket at a time.
 
 mod api;
@@ -20,6 +23,7 @@ pub mod compaction;
 mod diff;
 mod keys;
 mod memory;
+pub mod notifications;
 mod postgres;
 mod write_checkpoint;
 
@@ -28,4 +32,8 @@ pub use compaction::{
     CompactLimits, CompactOptions, CompactStats, CompactionCandidate, compact_deployment,
 };
 pub use memory::MemoryStorage;
-pub use postgres::{CHECKPOINT_CHANNEL, PgStorage, SCHEMA_VERSION};
+pub use notifications::NotificationSink;
+pub use postgres::{
+    CHECKPOINT_CHANNEL, CheckpointListener, Fence, LISTENER_APPLICATION_NAME, LeaseRecord,
+    NodeRecord, PgStorage, SCHEMA_VERSION,
+};

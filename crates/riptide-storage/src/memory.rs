@@ -769,6 +769,7 @@ impl StorageBatch for MemoryBatch {
             previous: this.previous,
             changed_buckets: changed_buckets.into_iter().collect(),
             changed_lookups: this.changed_lookups.into_iter().collect(),
+            all_lookups_changed: false,
             ops,
         })
     }

@@ -8,7 +8,9 @@
 #[macro_use]
 mod suite;
 
+mod lease;
 mod limits;
 mod memory;
+mod notifications;
 mod postgres;
 mod tls;

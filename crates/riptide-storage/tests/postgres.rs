@@ -140,46 +140,6 @@ async fn corrupt_stored_data_is_a_typed_error() {
     ));
 }
 
-/// A checkpoint notification is sent on commit.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commit_notifies() {
-    use futures::StreamExt;
-    let (storage, db) = make().await;
-    let (client, mut conn) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
-    tokio::spawn(async move {
-        while let Some(Ok(m)) = messages.next().await {
-            if let tokio_postgres::AsyncMessage::Notification(n) = m {
-                let _ = tx.send(n.payload().to_owned());
-            }
-        }
-    });
-    client
-        .batch_execute(&format!("LISTEN {}", riptide_storage::CHECKPOINT_CHANNEL))
-        .await
-        .unwrap();
-    let s: &dyn BucketStorage = &storage;
-    let id = suite::new_deployment(s).await;
-    suite::commit(
-        s,
-        id,
-        vec![suite::upsert("t", "k", &[("a", "1", "{}")])],
-        0x1_0000_0010,
-    )
-    .await;
-    let payload = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        payload,
-        format!(r#"{{"deployment":{id},"op_id":"1","lsn":"1/10"}}"#)
-    );
-}
-
 /// Compaction does not wait on the replicator: a bucket an open batch has written (its
 /// `bucket_state` row locked until the batch commits) is left for later after a short wait,
 /// other buckets are compacted, and the batch then commits without waiting either.

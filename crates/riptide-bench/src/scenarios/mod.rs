@@ -8,7 +8,9 @@ pub mod initial_sync;
 pub mod latency;
 pub mod node;
 pub mod node_latency;
+pub mod notifications;
 pub mod replication;
+pub mod scale_out;
 pub mod snapshot;
 pub mod transactions;
 

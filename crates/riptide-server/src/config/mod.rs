@@ -20,6 +20,7 @@ pub use riptide_pg::{ChannelBinding, PemSource, RootCerts, SslMode, TlsOptions};
 pub use riptide_service::{AuthConfig, CompactorConfig, Limits};
 
 pub use crate::instance_admin::ExecuteSqlOptions;
+pub use crate::roles::{LeaseConfig, Role};
 
 /// The HTTP port when neither the config nor `--port` names one.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -67,6 +68,11 @@ pub struct ServeConfig {
     /// How the admin API's `execute-sql` runs: enabled by the connection's `debug_api`, the
     /// rest from `api.execute_sql` (Riptide keys).
     pub execute_sql: ExecuteSqlOptions,
+    /// `cluster` (a Riptide section): the replication lease's duration and renewal interval.
+    pub lease: LeaseConfig,
+    /// What this process does (`riptide serve --role`; not a file key): default
+    /// [`Role::All`].
+    pub role: Role,
     /// Keys that were accepted for compatibility but have no effect (dotted paths).
     pub ignored: Vec<String>,
 }
@@ -124,6 +130,8 @@ impl ServeConfig {
             slot_name_prefix: DEFAULT_SLOT_NAME_PREFIX.into(),
             compaction: CompactorConfig::default(),
             execute_sql: ExecuteSqlOptions::default(),
+            lease: LeaseConfig::default(),
+            role: Role::All,
             ignored: Vec::new(),
         }
     }
@@ -165,6 +173,8 @@ impl fmt::Debug for ServeConfig {
             .field("slot_name_prefix", &self.slot_name_prefix)
             .field("compaction", &self.compaction)
             .field("execute_sql", &self.execute_sql)
+            .field("lease", &self.lease)
+            .field("role", &self.role)
             .field("ignored", &self.ignored)
             .finish()
     }

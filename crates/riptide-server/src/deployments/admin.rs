@@ -5,11 +5,13 @@ use std::error::Error;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use riptide_replication::ReplicationSource;
 use riptide_rules::SyncRules;
 use riptide_service::{CurrentRules, RuleProblem, RulesAdmin, RulesAdminError};
-use riptide_storage::{Deployment, DeploymentState};
+use riptide_storage::{BucketStorage, Deployment, DeploymentState};
 
-use super::{Deployments, Running, Slots, deployment_rules};
+use super::{DeploymentOptions, Deployments, Running, Slots, deployment_rules};
+use crate::roles::Node;
 use crate::schema_check;
 
 impl Deployments {
@@ -82,30 +84,9 @@ impl Deployments {
         Ok(())
     }
 
-    /// Every problem of `content`: syntax (located), then tables and columns against the source
-    /// database.
+    /// Every problem of `content` (see [`validate`]).
     pub async fn validate(&self, content: &str) -> Result<Vec<RuleProblem>, RulesAdminError> {
-        let rules = match SyncRules::parse(content) {
-            Ok(r) => r,
-            Err(errors) => {
-                return Ok(errors
-                    .0
-                    .into_iter()
-                    .map(|e| RuleProblem::located(e.message, e.line, e.column))
-                    .collect());
-            }
-        };
-        let replicator = &self.options.replicator;
-        let problems =
-            schema_check::schema_problems(&rules, &replicator.connection, &replicator.publication)
-                .await
-                .map_err(|e| {
-                    RulesAdminError::Failed(format!("cannot check the rules: {}", chain(&e)))
-                })?;
-        Ok(problems
-            .into_iter()
-            .map(|p| RuleProblem::located(p.message, p.line, p.column))
-            .collect())
+        validate(&self.options.replicator, content).await
     }
 
     /// The serving and the next deployment, as stored now.
@@ -122,6 +103,34 @@ impl Deployments {
     }
 }
 
+/// Every problem of `content`: syntax (located), then tables and columns against the source
+/// database.
+pub async fn validate(
+    replicator: &ReplicationSource,
+    content: &str,
+) -> Result<Vec<RuleProblem>, RulesAdminError> {
+    let rules = match SyncRules::parse(content) {
+        Ok(r) => r,
+        Err(errors) => {
+            return Ok(errors
+                .0
+                .into_iter()
+                .map(|e| RuleProblem::located(e.message, e.line, e.column))
+                .collect());
+        }
+    };
+    let problems =
+        schema_check::schema_problems(&rules, &replicator.connection, &replicator.publication)
+            .await
+            .map_err(|e| {
+                RulesAdminError::Failed(format!("cannot check the rules: {}", chain(&e)))
+            })?;
+    Ok(problems
+        .into_iter()
+        .map(|p| RuleProblem::located(p.message, p.line, p.column))
+        .collect())
+}
+
 /// An error and its causes, `: `-separated (what the admin API's log and body carry).
 fn chain(e: &dyn Error) -> String {
     let mut out = e.to_string();
@@ -134,27 +143,54 @@ fn chain(e: &dyn Error) -> String {
     out
 }
 
-/// The admin API's hook.
-pub struct Admin(pub Arc<Deployments>);
+/// The admin API's hook. Deploys go to this process's deployments while it holds the
+/// replication lease; elsewhere they are refused (send them to the holder: `riptide status`
+/// names it) and the current state is read from storage.
+pub struct Admin {
+    pub node: Arc<Node>,
+    /// Unfenced: reads only.
+    pub storage: Arc<dyn BucketStorage>,
+    pub options: DeploymentOptions,
+}
+
+/// Why a process that does not hold the lease refuses a deploy.
+pub(crate) const NOT_THE_HOLDER: &str = "this process does not hold the replication lease: \
+     send deploys and reprocessing to the process that does (see `riptide status`)";
+
+impl Admin {
+    /// The serving and the next deployment: the holder's view, or storage's elsewhere.
+    pub async fn current_rules(&self) -> Result<CurrentRules, RulesAdminError> {
+        if let Some(d) = self.node.deployments() {
+            return d.current().await;
+        }
+        Ok(CurrentRules {
+            current: self.storage.active_deployment().await?,
+            next: self.storage.processing_deployment().await?,
+        })
+    }
+}
 
 #[async_trait]
 impl RulesAdmin for Admin {
     fn managed_by_config(&self) -> bool {
-        self.0.options.config_rules.is_some()
+        self.options.config_rules.is_some()
     }
 
     async fn validate(&self, content: &str) -> Result<Vec<RuleProblem>, RulesAdminError> {
-        self.0.validate(content).await
+        validate(&self.options.replicator, content).await
     }
 
     async fn deploy(&self, content: &str) -> Result<Deployment, RulesAdminError> {
         if self.managed_by_config() {
             return Err(RulesAdminError::ManagedByConfig);
         }
-        self.0.deploy(content).await
+        match self.node.deployments() {
+            Some(d) => d.deploy(content).await,
+            None => Err(RulesAdminError::Failed(NOT_THE_HOLDER.into())),
+        }
     }
 
     async fn current(&self) -> Result<CurrentRules, RulesAdminError> {
-        self.0.current().await
+        self.current_rules().await
     }
 }

@@ -37,6 +37,12 @@ impl Deployments {
             async move {
                 let id = d.id;
                 let ended = replicate(replicator, this.storage.clone(), d, rules, cancel).await;
+                if ended == Ended::LeaseLost {
+                    // The lease keeper stops every replicator of this process.
+                    if let Some(lost) = &this.options.lease_lost {
+                        lost.cancel();
+                    }
+                }
                 if ended == Ended::SlotLost {
                     // Not awaited here: a deploy may be waiting for this task while holding
                     // the slots' lock that the recovery takes.
@@ -189,6 +195,8 @@ enum Ended {
     Stopped,
     /// The slot of a deployment whose snapshot is done is gone: it cannot replicate again.
     SlotLost,
+    /// Storage refused a write: another process holds the replication lease now.
+    LeaseLost,
 }
 
 /// Runs replication for one deployment until cancelled, restarting after errors. Every error
@@ -219,6 +227,10 @@ async fn replicate(
             Ok(()) => break,
             Err(e) => {
                 status.failed(&e);
+                if e.is_lease_lost() {
+                    tracing::error!(deployment = id, error = %e, "replication stopped: the lease was taken over");
+                    return Ended::LeaseLost;
+                }
                 if matches!(e, ReplicationError::SlotMissing { .. }) {
                     tracing::error!(deployment = id, error = %e, "replication slot lost");
                     return Ended::SlotLost;

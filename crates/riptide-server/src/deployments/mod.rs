@@ -17,6 +17,9 @@
 //! - `orphans`: slots replaced deployments left behind, dropped at start and after switches;
 //! - `admin`: deploys, validation and the current state for the admin API ([`Admin`]);
 //! - `reprocess`: the serving rules again on a new slot (admin API v1).
+//!
+//! Only the process holding the replication lease runs these (`crate::roles`); the others
+//! follow the active deployment it activates (`roles/follow.rs`).
 
 mod admin;
 mod lifecycle;
@@ -33,7 +36,8 @@ use riptide_storage::{BucketStorage, CheckpointEvent, Deployment, StorageError};
 use tokio::sync::{Mutex, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-pub use admin::Admin;
+pub(crate) use admin::NOT_THE_HOLDER;
+pub use admin::{Admin, validate};
 pub use startup::unreachable;
 
 /// One deployment being replicated.
@@ -52,12 +56,17 @@ struct Slots {
 }
 
 /// What the deployments need from `riptide serve`.
+#[derive(Clone)]
 pub struct DeploymentOptions {
     /// The source database (also where rules are validated against its schema), the
     /// publication and the slot prefix.
     pub replicator: ReplicationSource,
     /// `sync_config` of the config file; `None`: rules come from the admin API.
     pub config_rules: Option<String>,
+    /// For a lease holder (`crate::roles`): fired when storage refused a write because another
+    /// process took the lease over (the replicator then stops, never retrying the write). Its
+    /// replicators also end a previous holder's session on their slots before streaming.
+    pub lease_lost: Option<CancellationToken>,
 }
 
 /// Why the deployments could not start.
@@ -95,11 +104,16 @@ pub fn deployment_rules(d: &Deployment) -> Result<Arc<SyncRules>, RulesErrors> {
 impl Deployments {
     /// A replicator with this process's options (one per deployment: its own counters).
     fn replicator(&self) -> Replicator {
-        Replicator::new(
+        let replicator = Replicator::new(
             self.options.replicator.clone(),
             self.storage.clone(),
             self.events.clone(),
-        )
+        );
+        if self.options.lease_lost.is_some() {
+            replicator.taking_over_slots()
+        } else {
+            replicator
+        }
     }
 
     /// The counters `/metrics` and the dashboard show.

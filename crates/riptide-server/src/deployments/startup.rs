@@ -31,14 +31,14 @@ pub fn unreachable(e: &riptide_replication::ReplicationError) -> bool {
 impl Deployments {
     /// Picks up the stored deployments and the config's rules and starts replicating:
     /// the active deployment keeps serving; rules that differ from it replicate as the next
-    /// deployment. Returns the receiver the service reads its rules from.
+    /// deployment. The service reads its rules from `rules_tx`'s receivers.
     pub async fn start(
         storage: Arc<dyn BucketStorage>,
         options: DeploymentOptions,
         events: broadcast::Sender<CheckpointEvent>,
+        rules_tx: watch::Sender<Option<ActiveRules>>,
         cancel: CancellationToken,
-    ) -> Result<(Arc<Deployments>, watch::Receiver<Option<ActiveRules>>), DeploymentError> {
-        let (rules_tx, rules_rx) = watch::channel::<Option<ActiveRules>>(None);
+    ) -> Result<Arc<Deployments>, DeploymentError> {
         let this = Arc::new(Deployments {
             storage: storage.clone(),
             options,
@@ -67,17 +67,25 @@ impl Deployments {
             let this = this.clone();
             async move { this.drop_orphan_slots().await }
         });
-        Ok((this, rules_rx))
+        Ok(this)
     }
 
     /// Serves the stored active deployment, or retires it if its rules no longer parse.
     async fn serve_stored(self: &Arc<Self>, slots: &mut MutexGuard<'_, Slots>, active: Deployment) {
         match deployment_rules(&active) {
             Ok(rules) => {
-                self.rules_tx.send_replace(Some(ActiveRules {
-                    deployment: active.id,
-                    rules: rules.clone(),
-                }));
+                // A process taking the lease over already serves them (`roles/follow.rs`):
+                // its streams are not told of a change that is none.
+                self.rules_tx.send_if_modified(|current| {
+                    if current.as_ref().map(|r| r.deployment) == Some(active.id) {
+                        return false;
+                    }
+                    *current = Some(ActiveRules {
+                        deployment: active.id,
+                        rules: rules.clone(),
+                    });
+                    true
+                });
                 let running = self.run(active, rules);
                 self.set_status(&running);
                 slots.serving = Some(running);

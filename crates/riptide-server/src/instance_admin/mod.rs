@@ -23,14 +23,14 @@ use riptide_service::{InstanceAdmin, InstanceAdminError, RulesAdminError};
 
 pub use execute_sql::ExecuteSqlOptions;
 
-use crate::deployments::Deployments;
+use crate::deployments::{Admin, NOT_THE_HOLDER};
 
 /// The id and tag of the one source connection.
 pub const CONNECTION_ID: &str = "default";
 
 /// The admin API v1's hook.
 pub struct Instance {
-    deployments: Arc<Deployments>,
+    admin: Arc<Admin>,
     source: riptide_pg::PgConnection,
     publication: String,
     sql: ExecuteSqlOptions,
@@ -38,13 +38,13 @@ pub struct Instance {
 
 impl Instance {
     pub fn new(
-        deployments: Arc<Deployments>,
+        admin: Arc<Admin>,
         source: riptide_pg::PgConnection,
         publication: impl Into<String>,
         sql: ExecuteSqlOptions,
     ) -> Instance {
         Instance {
-            deployments,
+            admin,
             source,
             publication: publication.into(),
             sql,
@@ -55,8 +55,8 @@ impl Instance {
 #[async_trait]
 impl InstanceAdmin for Instance {
     async fn diagnostics(&self, include_content: bool) -> Result<Diagnostics, InstanceAdminError> {
-        let current = self.deployments.current().await.map_err(rules_error)?;
-        let status = self.deployments.status().snapshot();
+        let current = self.admin.current_rules().await.map_err(rules_error)?;
+        let status = self.admin.node.status().snapshot();
         Ok(diagnostics::diagnostics(self, current, &status, include_content).await)
     }
 
@@ -73,7 +73,10 @@ impl InstanceAdmin for Instance {
     }
 
     async fn reprocess(&self) -> Result<ReprocessedConnection, InstanceAdminError> {
-        let d = self.deployments.reprocess().await?;
+        let Some(deployments) = self.admin.node.deployments() else {
+            return Err(InstanceAdminError::Failed(NOT_THE_HOLDER.into()));
+        };
+        let d = deployments.reprocess().await?;
         Ok(ReprocessedConnection {
             id: CONNECTION_ID.into(),
             tag: CONNECTION_ID.into(),

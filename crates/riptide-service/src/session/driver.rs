@@ -561,7 +561,8 @@ impl BusView {
             self.follow.reset();
             return true;
         };
-        let lookups_changed = event.changed_lookups.iter().any(|l| r.lookups.contains(l));
+        let lookups_changed = (event.all_lookups_changed && !r.lookups.is_empty())
+            || event.changed_lookups.iter().any(|l| r.lookups.contains(l));
         let buckets_changed = event.changed_buckets.iter().any(|b| r.names.contains(b));
         if lookups_changed {
             self.resolve_needed = true;

@@ -155,6 +155,7 @@ mod tests {
             previous: OpId(previous),
             changed_buckets: changed,
             changed_lookups: Vec::new(),
+            all_lookups_changed: false,
             ops: carry.then(|| Arc::new(commit)),
         }
     }

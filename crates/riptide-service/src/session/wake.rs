@@ -107,9 +107,15 @@ impl WakeIndex {
                 woken.extend(ids);
             }
         }
-        for l in &event.changed_lookups {
-            if let Some(ids) = inner.by_lookup.get(l) {
+        if event.all_lookups_changed {
+            for ids in inner.by_lookup.values() {
                 woken.extend(ids);
+            }
+        } else {
+            for l in &event.changed_lookups {
+                if let Some(ids) = inner.by_lookup.get(l) {
+                    woken.extend(ids);
+                }
             }
         }
         for id in woken {
@@ -245,8 +251,30 @@ mod tests {
             previous: OpId(0),
             changed_buckets: buckets.iter().map(|b| (*b).to_owned()).collect(),
             changed_lookups: lookups.iter().map(|l| l.to_vec()).collect(),
+            all_lookups_changed: false,
             ops: None,
         }
+    }
+
+    #[tokio::test]
+    async fn unknown_lookups_wake_every_session_with_lookups() {
+        let (bus, _) = broadcast::channel(16);
+        let index = Arc::new(WakeIndex::default());
+        let with = index.register(&bus);
+        let without = index.register(&bus);
+        with.set_interest(Interest::Some {
+            buckets: vec!["a".into()],
+            lookups: vec![b"la".to_vec()],
+        });
+        without.set_interest(Interest::Some {
+            buckets: vec!["b".into()],
+            lookups: Vec::new(),
+        });
+        let mut e = event(&["x"], &[]);
+        e.all_lookups_changed = true;
+        index.wake(&e);
+        assert!(woken(&with).await);
+        assert!(!woken(&without).await);
     }
 
     async fn woken(r: &Registration) -> bool {

@@ -32,9 +32,11 @@ use deadpool_postgres::{Object, Pool};
 use riptide_protocol::{Checksum, Lsn, OpId, OpType, OplogEntry};
 use tokio::task::JoinHandle;
 
+use super::lease::{FENCE_CHECK, Fence};
 use super::{CHECKPOINT_CHANNEL, to_pg_lsn};
 use crate::diff::{RowState, decode_buckets, decode_parameters, diff_row, subkey};
 use crate::keys;
+use crate::notifications;
 use crate::{
     BatchOperation, CheckpointEvent, CommitOps, DeploymentId, DeploymentState, EVENT_OPS_MAX,
     Result, RowChange, StorageBatch, StorageCheckpoint, StorageError,
@@ -131,6 +133,10 @@ pub(super) struct PgBatch {
     recent: Option<Vec<(String, OplogEntry)>>,
     /// A write failed: the transaction is aborted and must not be committed.
     failed: bool,
+    /// The lease the commit checks (`lease.rs`), if the storage is fenced.
+    fence: Option<Fence>,
+    /// The writing process, named in the commit's notification.
+    node: Arc<str>,
 }
 
 impl Drop for PgBatch {
@@ -173,9 +179,26 @@ fn estimate(op: &BatchOperation) -> usize {
 }
 
 impl PgBatch {
-    pub(super) async fn begin(pool: &Pool, id: DeploymentId, chunk_rows: usize) -> Result<PgBatch> {
+    pub(super) async fn begin(
+        pool: &Pool,
+        id: DeploymentId,
+        chunk_rows: usize,
+        fence: Option<Fence>,
+        node: Arc<str>,
+    ) -> Result<PgBatch> {
         let client = pool.get().await?;
-        client.batch_execute("BEGIN").await?;
+        match &fence {
+            // One round trip, as `BEGIN` alone (see `Fence::duration`).
+            Some(f) => {
+                client
+                    .batch_execute(&format!(
+                        "BEGIN; SET LOCAL idle_in_transaction_session_timeout = {}",
+                        f.duration.as_millis().max(1)
+                    ))
+                    .await?
+            }
+            None => client.batch_execute("BEGIN").await?,
+        }
         // From here on, dropping `batch` closes the connection (rolls back).
         let mut batch = PgBatch {
             conn: Arc::new(TxConn {
@@ -195,6 +218,8 @@ impl PgBatch {
             previous: 0,
             recent: Some(Vec::new()),
             failed: false,
+            fence,
+            node,
         };
         let client = batch.conn.client()?;
         let stmt = client
@@ -563,27 +588,8 @@ impl StorageBatch for PgBatch {
         self.wait_inflight().await?;
         let client = self.conn.client()?;
         let pg_lsn = to_pg_lsn(lsn);
-        let stmt = client
-            .prepare_cached(
-                "UPDATE riptide.deployments SET last_op_id = $2, last_checkpoint_lsn = $3, \
-                 resume_lsn = $3, last_commit_at = now(), updated_at = now() WHERE id = $1",
-            )
-            .await?;
-        client
-            .execute(&stmt, &[&self.id, &self.last_op, &pg_lsn])
-            .await?;
-        let payload = format!(
-            r#"{{"deployment":{},"op_id":"{}","lsn":"{}"}}"#,
-            self.id, self.last_op, lsn
-        );
-        let stmt = client.prepare_cached("SELECT pg_notify($1, $2)").await?;
-        client
-            .execute(&stmt, &[&CHECKPOINT_CHANNEL, &payload])
-            .await?;
-        client.batch_execute("COMMIT").await?;
-        // Committed: the connection goes back to the pool when the batch is dropped.
-        self.conn.committed.store(true, Ordering::Release);
-        Ok(CheckpointEvent {
+        store_checkpoint(client, self.fence.as_ref(), self.id, self.last_op, pg_lsn).await?;
+        let event = CheckpointEvent {
             deployment: self.id,
             checkpoint: StorageCheckpoint {
                 op_id: OpId(self.last_op),
@@ -596,11 +602,55 @@ impl StorageBatch for PgBatch {
             changed_lookups: std::mem::take(&mut self.changed_lookups)
                 .into_iter()
                 .collect(),
+            all_lookups_changed: false,
             ops: self
                 .recent
                 .take()
                 .and_then(CommitOps::collect)
                 .map(Arc::new),
-        })
+        };
+        // Delivered to listeners at commit, in commit order (`notifications.rs`).
+        let payload = notifications::checkpoint_payload(&self.node, &event);
+        let stmt = client.prepare_cached(notifications::NOTIFY_SQL).await?;
+        client
+            .execute(&stmt, &[&CHECKPOINT_CHANNEL, &payload])
+            .await?;
+        client.batch_execute("COMMIT").await?;
+        // Committed: the connection goes back to the pool when the batch is dropped.
+        self.conn.committed.store(true, Ordering::Release);
+        Ok(event)
     }
+}
+
+/// Stores the commit's op-id high-water mark and LSN on the deployment row. Fenced: the same
+/// statement checks the lease epoch (its share lock held to commit, `lease.rs`) and records it
+/// (`deployments.lease_epoch`), so fencing costs no round trip; no row updated means the lease
+/// was taken over.
+async fn store_checkpoint(
+    client: &Object,
+    fence: Option<&Fence>,
+    id: DeploymentId,
+    last_op: i64,
+    lsn: postgres_types::PgLsn,
+) -> Result<()> {
+    const SET: &str = "UPDATE riptide.deployments SET last_op_id = $2, last_checkpoint_lsn = $3, \
+                       resume_lsn = $3, last_commit_at = now(), updated_at = now() WHERE id = $1";
+    let Some(fence) = fence else {
+        let stmt = client.prepare_cached(SET).await?;
+        client.execute(&stmt, &[&id, &last_op, &lsn]).await?;
+        return Ok(());
+    };
+    let fenced = format!(
+        "WITH fence AS ({}) {} AND EXISTS (SELECT 1 FROM fence)",
+        FENCE_CHECK.replace("$1", "$4").replace("$2", "$5"),
+        SET.replace(" WHERE id = $1", ", lease_epoch = $5 WHERE id = $1")
+    );
+    let stmt = client.prepare_cached(&fenced).await?;
+    let n = client
+        .execute(&stmt, &[&id, &last_op, &lsn, &fence.lease, &fence.epoch])
+        .await?;
+    if n == 0 {
+        return Err(fence.lost());
+    }
+    Ok(())
 }

@@ -30,6 +30,7 @@ use riptide_protocol::{Checksum, OpId};
 use tokio_postgres::error::SqlState;
 
 use super::checksum_from_db;
+use super::lease::{self, Fence};
 use super::reads::op_type;
 use crate::compaction::scan::BucketScan;
 use crate::{
@@ -115,6 +116,8 @@ enum Begin<'c> {
 
 /// One bucket being compacted.
 struct Job<'a> {
+    /// The lease every rewriting transaction checks (`lease.rs`), if fenced.
+    fence: Option<&'a Fence>,
     id: DeploymentId,
     bucket: &'a str,
     /// Ops up to this op id are considered.
@@ -127,6 +130,7 @@ struct Job<'a> {
 
 pub(super) async fn compact_bucket(
     pool: &Pool,
+    fence: Option<&Fence>,
     id: DeploymentId,
     bucket: &str,
     limits: &CompactLimits,
@@ -153,6 +157,7 @@ pub(super) async fn compact_bucket(
         return Ok(CompactStats::default());
     }
     let mut job = Job {
+        fence,
         id,
         bucket,
         through: start.try_get(2)?,
@@ -229,6 +234,8 @@ impl Job<'_> {
         if !usable {
             return Ok(Begin::Stop);
         }
+        // Its share lock is held to commit: a takeover waits for this transaction.
+        lease::check(self.fence, &tx).await?;
         // Waits briefly: replication transactions on a busy bucket are short, and the lock
         // comes free between them; a long one makes the bucket wait for the next round.
         tx.batch_execute(BUSY_WAIT).await?;

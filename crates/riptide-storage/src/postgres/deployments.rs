@@ -5,7 +5,9 @@ use postgres_types::PgLsn;
 use riptide_protocol::OpId;
 use tokio_postgres::Row;
 
-use super::{compact, from_pg_lsn};
+use super::lease::{self, Fence};
+use super::{CHECKPOINT_CHANNEL, compact, from_pg_lsn};
+use crate::notifications;
 use crate::{Deployment, DeploymentId, DeploymentState, Result, StorageCheckpoint, StorageError};
 
 /// Advisory lock serialising `activate` (one ACTIVE deployment at most).
@@ -79,8 +81,14 @@ pub(super) async fn get(pool: &Pool, id: DeploymentId) -> Result<Deployment> {
         .ok_or(StorageError::UnknownDeployment(id))
 }
 
-pub(super) async fn create(pool: &Pool, content: &str, slot_prefix: &str) -> Result<Deployment> {
-    let client = pool.get().await?;
+pub(super) async fn create(
+    pool: &Pool,
+    fence: Option<&Fence>,
+    content: &str,
+    slot_prefix: &str,
+) -> Result<Deployment> {
+    let mut client = pool.get().await?;
+    let client = client.transaction().await?;
     let id: i64 = client
         .query_one("SELECT nextval('riptide.deployments_id_seq')", &[])
         .await?
@@ -99,7 +107,10 @@ pub(super) async fn create(pool: &Pool, content: &str, slot_prefix: &str) -> Res
             &[&id, &content, &slot_name],
         )
         .await?;
-    from_row(&row)
+    let created = from_row(&row)?;
+    lease::check(fence, &client).await?;
+    client.commit().await?;
+    Ok(created)
 }
 
 /// Locks the deployment row (waits for an open batch of it) and returns its state.
@@ -116,16 +127,42 @@ async fn lock_row<C: GenericClient>(tx: &C, id: DeploymentId) -> Result<Deployme
         .ok_or_else(|| StorageError::Corrupt(format!("unknown deployment state {state:?}")))
 }
 
-pub(super) async fn activate(pool: &Pool, id: DeploymentId) -> Result<()> {
+/// Tells listeners of other processes that `id` is now in `state` (`notifications.rs`), at
+/// commit.
+async fn announce<C: GenericClient>(
+    tx: &C,
+    node: &str,
+    id: DeploymentId,
+    state: DeploymentState,
+) -> Result<()> {
+    let payload = notifications::deployment_payload(node, id, state);
+    tx.execute(notifications::NOTIFY_SQL, &[&CHECKPOINT_CHANNEL, &payload])
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn activate(
+    pool: &Pool,
+    fence: Option<&Fence>,
+    node: &str,
+    id: DeploymentId,
+) -> Result<()> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     activate_in(&tx, id).await?;
+    announce(&tx, node, id, DeploymentState::Active).await?;
+    lease::check(fence, &tx).await?;
     tx.commit().await?;
     Ok(())
 }
 
 /// Marks the snapshot done and activates, in one transaction.
-pub(super) async fn complete_snapshot(pool: &Pool, id: DeploymentId) -> Result<()> {
+pub(super) async fn complete_snapshot(
+    pool: &Pool,
+    fence: Option<&Fence>,
+    node: &str,
+    id: DeploymentId,
+) -> Result<()> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     activate_in(&tx, id).await?;
@@ -134,6 +171,8 @@ pub(super) async fn complete_snapshot(pool: &Pool, id: DeploymentId) -> Result<(
         &[&id],
     )
     .await?;
+    announce(&tx, node, id, DeploymentState::Active).await?;
+    lease::check(fence, &tx).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -187,7 +226,12 @@ async fn lock_data<C: GenericClient>(tx: &C, id: DeploymentId) -> Result<()> {
     Ok(())
 }
 
-pub(super) async fn terminate(pool: &Pool, id: DeploymentId) -> Result<()> {
+pub(super) async fn terminate(
+    pool: &Pool,
+    fence: Option<&Fence>,
+    node: &str,
+    id: DeploymentId,
+) -> Result<()> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     lock_row(&tx, id).await?;
@@ -198,11 +242,17 @@ pub(super) async fn terminate(pool: &Pool, id: DeploymentId) -> Result<()> {
         &[&id],
     )
     .await?;
+    announce(&tx, node, id, DeploymentState::Terminated).await?;
+    lease::check(fence, &tx).await?;
     tx.commit().await?;
     Ok(())
 }
 
-pub(super) async fn reset_snapshot(pool: &Pool, id: DeploymentId) -> Result<()> {
+pub(super) async fn reset_snapshot(
+    pool: &Pool,
+    fence: Option<&Fence>,
+    id: DeploymentId,
+) -> Result<()> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     lock_row(&tx, id).await?;
@@ -216,12 +266,18 @@ pub(super) async fn reset_snapshot(pool: &Pool, id: DeploymentId) -> Result<()> 
         &[&id],
     )
     .await?;
+    lease::check(fence, &tx).await?;
     tx.commit().await?;
     Ok(())
 }
 
-pub(super) async fn mark_snapshot_done(pool: &Pool, id: DeploymentId) -> Result<()> {
-    let client = pool.get().await?;
+pub(super) async fn mark_snapshot_done(
+    pool: &Pool,
+    fence: Option<&Fence>,
+    id: DeploymentId,
+) -> Result<()> {
+    let mut client = pool.get().await?;
+    let client = client.transaction().await?;
     let n = client
         .execute(
             "UPDATE riptide.deployments SET snapshot_done = true, updated_at = now() WHERE id = $1",
@@ -231,5 +287,7 @@ pub(super) async fn mark_snapshot_done(pool: &Pool, id: DeploymentId) -> Result<
     if n == 0 {
         return Err(StorageError::UnknownDeployment(id));
     }
+    lease::check(fence, &client).await?;
+    client.commit().await?;
     Ok(())
 }

@@ -14,10 +14,11 @@ const MIGRATION_LOCK: i64 = 0x7269_7074_6964_656d;
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial schema", schema::V1),
     (2, "compaction", schema::V2),
+    (3, "replication lease and nodes", schema::V3),
 ];
 
 /// The newest storage schema version this binary knows (see `riptide.migrations`).
-pub const SUPPORTED_VERSION: i32 = 2;
+pub const SUPPORTED_VERSION: i32 = 3;
 
 pub(super) async fn migrate(client: &mut Client) -> Result<()> {
     let tx = client.transaction().await?;

@@ -3,17 +3,21 @@
 //!
 //! Modules follow the tables: [`deployments`], [`batch`] (the replicator's write path),
 //! [`reads`] (what sync streams read), [`compact`] (MOVE/CLEAR compaction),
-//! [`write_checkpoints`], plus [`migrations`] and [`schema`].
+//! [`write_checkpoints`], [`listener`] (other processes' commits, `LISTEN`), plus
+//! [`migrations`] and [`schema`].
 
 mod batch;
 mod compact;
 mod deployments;
+mod lease;
+mod listener;
 mod migrations;
 mod reads;
 mod schema;
 mod write_checkpoints;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
@@ -26,6 +30,8 @@ use crate::{
     Deployment, DeploymentId, Result, StorageBatch, StorageCheckpoint, StorageError,
 };
 
+pub use lease::{Fence, LeaseRecord, NodeRecord};
+pub use listener::{CheckpointListener, LISTENER_APPLICATION_NAME};
 pub use migrations::SUPPORTED_VERSION as SCHEMA_VERSION;
 
 /// Default maximum number of pooled connections.
@@ -36,6 +42,10 @@ const DEFAULT_POOL_SIZE: usize = 16;
 pub struct PgStorage {
     pool: Pool,
     chunk_rows: usize,
+    /// The lease every write transaction checks before it commits (`lease.rs`).
+    fence: Option<Fence>,
+    /// This process's name in the notifications it sends (see [`PgStorage::node_id`]).
+    node: Arc<str>,
 }
 
 impl std::fmt::Debug for PgStorage {
@@ -44,6 +54,7 @@ impl std::fmt::Debug for PgStorage {
         f.debug_struct("PgStorage")
             .field("pool_size", &status.size)
             .field("pool_max_size", &status.max_size)
+            .field("fence", &self.fence)
             .finish()
     }
 }
@@ -82,7 +93,108 @@ impl PgStorage {
         PgStorage {
             pool,
             chunk_rows: batch::CHUNK_ROWS,
+            fence: None,
+            node: Arc::from(uuid::Uuid::new_v4().to_string()),
         }
+    }
+
+    /// The node id this storage writes into its notifications (`notifications.rs`): a new
+    /// UUID per storage made (clones share it), so a [`crate::CheckpointListener`] of the
+    /// same process skips what the process already announced in process.
+    pub fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    /// Names the node explicitly (tests; a stable name in logs).
+    pub fn with_node_id(mut self, node: &str) -> PgStorage {
+        self.node = Arc::from(node);
+        self
+    }
+
+    /// Buckets of deployment `id` whose last op is newer than `after`: a superset of the
+    /// buckets changed by the commits after that op id (later commits' buckets included).
+    /// Scans the deployment's `bucket_state` rows (one per bucket), so it serves the rare
+    /// notification whose bucket list did not fit, and a listener's catch-up.
+    pub async fn changed_buckets_since(
+        &self,
+        id: DeploymentId,
+        after: OpId,
+    ) -> Result<Vec<String>> {
+        reads::changed_buckets_since(&self.pool, id, after).await
+    }
+
+    /// The same storage (same pool) whose every write transaction checks, before it commits,
+    /// that `fence.lease` still has epoch `fence.epoch`, and fails with
+    /// [`StorageError::LeaseLost`] otherwise (`lease.rs`). Reads are not fenced, nor are write
+    /// checkpoints (API nodes write those).
+    pub fn fenced(&self, fence: Fence) -> PgStorage {
+        PgStorage {
+            fence: Some(fence),
+            ..self.clone()
+        }
+    }
+
+    /// The fence of this storage, if any.
+    pub fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
+    }
+
+    /// Takes lease `name` for `holder` when it is free or its heartbeat is older than
+    /// `duration` (database clock); returns the new epoch, `None` when another holds it.
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        duration: std::time::Duration,
+    ) -> Result<Option<i64>> {
+        lease::acquire(&self.pool, name, holder, duration).await
+    }
+
+    /// Takes lease `name` for `holder` without waiting for it to expire, if it still has
+    /// `epoch`: for a holder known to be gone (a process of this machine that no longer
+    /// exists). Returns the new epoch.
+    pub async fn take_lease_from(
+        &self,
+        name: &str,
+        holder: &str,
+        epoch: i64,
+    ) -> Result<Option<i64>> {
+        lease::take_from(&self.pool, name, holder, epoch).await
+    }
+
+    /// Renews the heartbeat of the lease `holder` holds at `fence`; false: it was taken over.
+    pub async fn renew_lease(&self, fence: &Fence, holder: &str) -> Result<bool> {
+        lease::renew(&self.pool, fence, holder).await
+    }
+
+    /// Gives a held lease up so that a standby takes it at once; false: not held any more.
+    pub async fn release_lease(&self, fence: &Fence, holder: &str) -> Result<bool> {
+        lease::release(&self.pool, fence, holder).await
+    }
+
+    /// Lease `name` as stored (holder, epoch, heartbeat age), if ever taken.
+    pub async fn lease(&self, name: &str) -> Result<Option<LeaseRecord>> {
+        lease::get(&self.pool, name).await
+    }
+
+    /// Registers (or re-registers) a node of this storage.
+    pub async fn register_node(&self, id: &str, role: &str, address: &str) -> Result<()> {
+        lease::register_node(&self.pool, id, role, address).await
+    }
+
+    /// Refreshes a node's heartbeat and the lease epoch it holds; false: its row is gone.
+    pub async fn node_heartbeat(&self, id: &str, lease_epoch: Option<i64>) -> Result<bool> {
+        lease::node_heartbeat(&self.pool, id, lease_epoch).await
+    }
+
+    /// Removes a node's row (clean shutdown).
+    pub async fn deregister_node(&self, id: &str) -> Result<()> {
+        lease::deregister_node(&self.pool, id).await
+    }
+
+    /// Every registered node with its heartbeat age (see [`NodeRecord::is_gone`]).
+    pub async fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        lease::nodes(&self.pool).await
     }
 
     /// Sets how many queued rows a [`StorageBatch`] processes and flushes at a time (default
@@ -99,8 +211,9 @@ impl PgStorage {
     }
 }
 
-/// Channel on which every commit sends `{"deployment":…,"op_id":…,"lsn":"…"}` (`pg_notify`),
-/// so API nodes can learn of new checkpoints with `LISTEN riptide_checkpoint`.
+/// Channel on which every replication commit, write checkpoint and deployment change sends a
+/// notification (`pg_notify`, payloads in `notifications.rs`), so API nodes learn of them with
+/// `LISTEN riptide_checkpoint` ([`crate::CheckpointListener`]).
 pub const CHECKPOINT_CHANNEL: &str = "riptide_checkpoint";
 
 pub(crate) fn to_pg_lsn(lsn: Lsn) -> PgLsn {
@@ -137,32 +250,39 @@ impl BucketStorage for PgStorage {
     }
 
     async fn create_deployment(&self, content: &str, slot_prefix: &str) -> Result<Deployment> {
-        deployments::create(&self.pool, content, slot_prefix).await
+        deployments::create(&self.pool, self.fence.as_ref(), content, slot_prefix).await
     }
 
     async fn activate(&self, id: DeploymentId) -> Result<()> {
-        deployments::activate(&self.pool, id).await
+        deployments::activate(&self.pool, self.fence.as_ref(), &self.node, id).await
     }
 
     async fn terminate(&self, id: DeploymentId) -> Result<()> {
-        deployments::terminate(&self.pool, id).await
+        deployments::terminate(&self.pool, self.fence.as_ref(), &self.node, id).await
     }
 
     async fn reset_snapshot(&self, id: DeploymentId) -> Result<()> {
-        deployments::reset_snapshot(&self.pool, id).await
+        deployments::reset_snapshot(&self.pool, self.fence.as_ref(), id).await
     }
 
     async fn mark_snapshot_done(&self, id: DeploymentId) -> Result<()> {
-        deployments::mark_snapshot_done(&self.pool, id).await
+        deployments::mark_snapshot_done(&self.pool, self.fence.as_ref(), id).await
     }
 
     async fn complete_snapshot(&self, id: DeploymentId) -> Result<()> {
-        deployments::complete_snapshot(&self.pool, id).await
+        deployments::complete_snapshot(&self.pool, self.fence.as_ref(), &self.node, id).await
     }
 
     async fn begin_batch(&self, id: DeploymentId) -> Result<Box<dyn StorageBatch>> {
         Ok(Box::new(
-            batch::PgBatch::begin(&self.pool, id, self.chunk_rows).await?,
+            batch::PgBatch::begin(
+                &self.pool,
+                id,
+                self.chunk_rows,
+                self.fence.clone(),
+                self.node.clone(),
+            )
+            .await?,
         ))
     }
 
@@ -236,7 +356,7 @@ impl BucketStorage for PgStorage {
         bucket: &str,
         limits: &CompactLimits,
     ) -> Result<CompactStats> {
-        compact::compact_bucket(&self.pool, id, bucket, limits).await
+        compact::compact_bucket(&self.pool, self.fence.as_ref(), id, bucket, limits).await
     }
 
     async fn compaction_points(
@@ -253,7 +373,7 @@ impl BucketStorage for PgStorage {
         client_id: &str,
         lsn: Lsn,
     ) -> Result<OpId> {
-        write_checkpoints::create(&self.pool, user_id, client_id, lsn).await
+        write_checkpoints::create(&self.pool, &self.node, user_id, client_id, lsn).await
     }
 
     async fn request_checkpoint(
@@ -263,7 +383,7 @@ impl BucketStorage for PgStorage {
         requested: OpId,
         lsn: Lsn,
     ) -> Result<OpId> {
-        write_checkpoints::request(&self.pool, user_id, client_id, requested, lsn).await
+        write_checkpoints::request(&self.pool, &self.node, user_id, client_id, requested, lsn).await
     }
 
     async fn prune_write_checkpoints(

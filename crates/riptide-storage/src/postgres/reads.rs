@@ -12,6 +12,25 @@ use super::checksum_from_db;
 use crate::keys;
 use crate::{BucketChunk, BucketState, DeploymentId, PageLimit, Result, StorageError, op_bytes};
 
+/// Buckets of deployment `id` whose last op id is over `after` (their stored forms: a name
+/// over [`keys::MAX_STORED_KEY`] bytes comes back as its digest form).
+pub(super) async fn changed_buckets_since(
+    pool: &Pool,
+    id: DeploymentId,
+    after: OpId,
+) -> Result<Vec<String>> {
+    let client = pool.get().await?;
+    let stmt = client
+        .prepare_cached(
+            "SELECT bucket FROM riptide.bucket_state WHERE deployment_id = $1 AND last_op_id > $2",
+        )
+        .await?;
+    let rows = client.query(&stmt, &[&id, &after.0]).await?;
+    rows.iter()
+        .map(|r| r.try_get::<_, String>(0).map_err(StorageError::from))
+        .collect()
+}
+
 /// Stored forms of `full` keys, and the way back (see `keys.rs`).
 pub(super) struct Stored<'a, T: ?Sized + ToOwned> {
     pub(super) forms: Vec<std::borrow::Cow<'a, T>>,

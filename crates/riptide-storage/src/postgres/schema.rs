@@ -95,3 +95,26 @@ ALTER TABLE riptide.bucket_state
 UPDATE riptide.bucket_state SET superseded = op_count;
 ALTER TABLE riptide.deployments ADD COLUMN data_epoch bigint NOT NULL DEFAULT 0;
 "#;
+
+/// Version 3: the replication lease (holder, fencing epoch, heartbeat) and the nodes of the
+/// storage (`riptide serve` processes, their role and address), see `postgres/lease.rs`.
+pub(super) const V3: &str = r#"
+CREATE TABLE riptide.leases (
+    name         text        COLLATE "C" PRIMARY KEY,
+    holder       text        NOT NULL,
+    epoch        bigint      NOT NULL,
+    heartbeat_at timestamptz NOT NULL,
+    acquired_at  timestamptz NOT NULL
+);
+CREATE TABLE riptide.nodes (
+    id           text        COLLATE "C" PRIMARY KEY,
+    role         text        NOT NULL,
+    address      text        NOT NULL,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    lease_epoch  bigint
+);
+-- The lease epoch of the last fenced commit (NULL: unfenced), so anyone can check which
+-- holder wrote last.
+ALTER TABLE riptide.deployments ADD COLUMN lease_epoch bigint;
+"#;

@@ -6,7 +6,8 @@ use deadpool_postgres::{GenericClient, Pool};
 use postgres_types::PgLsn;
 use riptide_protocol::{Lsn, OpId};
 
-use super::to_pg_lsn;
+use super::{CHECKPOINT_CHANNEL, to_pg_lsn};
+use crate::notifications;
 use crate::{Result, StorageError};
 
 /// Records `(id, lsn)` (keeping the lower LSN for an id already recorded) and prunes entries
@@ -41,7 +42,30 @@ async fn record<C: GenericClient>(
     Ok(())
 }
 
-pub(super) async fn create(pool: &Pool, user_id: &str, client_id: &str, lsn: Lsn) -> Result<OpId> {
+/// Tells listeners of other processes (`notifications.rs`), at commit. Ids too long for a
+/// notification are not announced: the stream finds the write checkpoint at its next
+/// checkpoint read from storage.
+async fn announce<C: GenericClient>(
+    tx: &C,
+    node: &str,
+    user_id: &str,
+    client_id: &str,
+    id: OpId,
+) -> Result<()> {
+    if let Some(payload) = notifications::write_checkpoint_payload(node, user_id, client_id, id) {
+        let stmt = tx.prepare_cached(notifications::NOTIFY_SQL).await?;
+        tx.execute(&stmt, &[&CHECKPOINT_CHANNEL, &payload]).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn create(
+    pool: &Pool,
+    node: &str,
+    user_id: &str,
+    client_id: &str,
+    lsn: Lsn,
+) -> Result<OpId> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let stmt = tx
@@ -58,12 +82,14 @@ pub(super) async fn create(pool: &Pool, user_id: &str, client_id: &str, lsn: Lsn
         .await?
         .try_get(0)?;
     record(&tx, user_id, client_id, id, to_pg_lsn(lsn)).await?;
+    announce(&tx, node, user_id, client_id, OpId(id)).await?;
     tx.commit().await?;
     Ok(OpId(id))
 }
 
 pub(super) async fn request(
     pool: &Pool,
+    node: &str,
     user_id: &str,
     client_id: &str,
     requested: OpId,
@@ -93,6 +119,7 @@ pub(super) async fn request(
     if stored == requested.0 {
         record(&tx, user_id, client_id, stored, to_pg_lsn(lsn)).await?;
     }
+    announce(&tx, node, user_id, client_id, OpId(stored)).await?;
     tx.commit().await?;
     Ok(OpId(stored))
 }

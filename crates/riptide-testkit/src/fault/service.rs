@@ -16,6 +16,8 @@ pub struct ServiceProcess {
     log: PathBuf,
     port: u16,
     child: Option<Child>,
+    /// Arguments after `serve --config FILE` (e.g. `--role api`).
+    args: Vec<String>,
     /// Every `start` so far (the log of each run is appended to the same file).
     pub starts: u32,
 }
@@ -33,8 +35,20 @@ impl ServiceProcess {
             log: dir.join("riptide.log"),
             port,
             child: None,
+            args: Vec::new(),
             starts: 0,
         }
+    }
+
+    /// Adds arguments after `serve --config FILE` (e.g. `["--role", "api"]`).
+    pub fn with_args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// The running process's id (to signal it: SIGSTOP, SIGCONT).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
     }
 
     pub fn endpoint(&self) -> String {
@@ -57,6 +71,7 @@ impl ServiceProcess {
         let mut cmd = Command::new(&self.binary);
         cmd.args(["serve", "--config"])
             .arg(&self.config)
+            .args(&self.args)
             .env(
                 "RUST_LOG",
                 "warn,riptide_server=info,riptide_replication=info",

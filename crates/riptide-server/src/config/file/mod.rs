@@ -1,9 +1,10 @@
 //! The config file's shape (serde) and its resolution into a [`ServeConfig`], one module per
 //! section. Sections resolve in the file's documented order (replication, storage, sync rules,
-//! client auth, api, system, compaction), so the first problem reported is the same whatever else is wrong.
+//! client auth, api, system, compaction, cluster), so the first problem reported is the same whatever else is wrong.
 
 mod api;
 mod client_auth;
+mod cluster;
 mod compaction;
 mod replication;
 mod storage;
@@ -37,6 +38,8 @@ struct File {
     system: Option<system::System>,
     /// The background compactor (a Riptide section).
     compaction: Option<compaction::Compaction>,
+    /// The replication lease of several processes (a Riptide section).
+    cluster: Option<cluster::Cluster>,
     telemetry: Option<Ignored>,
     healthcheck: Option<Ignored>,
     migrations: Option<Ignored>,
@@ -115,6 +118,7 @@ pub(super) fn resolve(text: &str, origin: &str, base: &Path) -> Result<ServeConf
     api.apply(&mut config);
     logging.apply(&mut config.logging);
     compaction.apply(&mut config.compaction);
+    cluster::resolve(&r, file.cluster, &mut config.lease)?;
     config.ignored = r.ignored;
     Ok(config)
 }
