@@ -253,6 +253,20 @@ async fn replicators_fail_over_and_api_nodes_serve_every_write() {
         .collect();
     states.sort_unstable();
     assert_eq!(states, ["api", "api", "leader", "standby"], "{listed}");
+    // The dashboard of an API node lists the same four.
+    let data: Value = reqwest::get(format!("{}/dashboard/data.json", a1.endpoint()))
+        .await
+        .expect("dashboard data")
+        .json()
+        .await
+        .expect("dashboard JSON");
+    let nodes = data["nodes"].as_array().expect("nodes on the dashboard");
+    assert_eq!(nodes.len(), 4, "{data}");
+    assert_eq!(
+        nodes.iter().filter(|n| n["this_process"] == true).count(),
+        1,
+        "{data}"
+    );
 
     let mut clients = vec![
         FaultClient::new(
