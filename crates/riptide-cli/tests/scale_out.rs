@@ -80,6 +80,7 @@ impl Cluster {
             "sync_config": {"content": RULES},
             "client_auth": {"jwks": keys.jwks(), "audience": [keys.audience]},
             "cluster": {"lease_duration_ms": LEASE_MS, "lease_renew_ms": 500},
+            "api": {"tokens": ["admin-token"], "dashboard_tokens": ["dashboard-token"]},
             "host": "127.0.0.1",
         });
         let storage = pg.client("storage").await;
@@ -254,18 +255,38 @@ async fn replicators_fail_over_and_api_nodes_serve_every_write() {
     states.sort_unstable();
     assert_eq!(states, ["api", "api", "leader", "standby"], "{listed}");
     // The dashboard of an API node lists the same four.
-    let data: Value = reqwest::get(format!("{}/dashboard/data.json", a1.endpoint()))
-        .await
-        .expect("dashboard data")
-        .json()
-        .await
-        .expect("dashboard JSON");
+    let data: Value = reqwest::get(format!(
+        "{}/dashboard/data.json?token=dashboard-token",
+        a1.endpoint()
+    ))
+    .await
+    .expect("dashboard data")
+    .json()
+    .await
+    .expect("dashboard JSON");
     let nodes = data["nodes"].as_array().expect("nodes on the dashboard");
     assert_eq!(nodes.len(), 4, "{data}");
     assert_eq!(
         nodes.iter().filter(|n| n["this_process"] == true).count(),
         1,
         "{data}"
+    );
+
+    // Reprocessing is the holder's job: an API node says so (503).
+    let refused = reqwest::Client::new()
+        .post(format!("{}/api/admin/v1/reprocess", a1.endpoint()))
+        .bearer_auth("admin-token")
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("reprocess request");
+    assert_eq!(refused.status().as_u16(), 503);
+    let body: Value = refused.json().await.expect("error body");
+    assert!(
+        body["error"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("replication lease")),
+        "{body}"
     );
 
     let mut clients = vec![
