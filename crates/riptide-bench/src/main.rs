@@ -154,6 +154,9 @@ enum Scenario {
     /// 1,000 rows updated 1,000 times, compacted: what a fresh client downloads, storage
     /// size over time.
     Compaction,
+    /// The latency and fan-out scenarios with their streams on the replicating process, then
+    /// on two `riptide serve --role api` processes of the same config.
+    ScaleOut,
     /// Storage commits as fast as 4 writers go → one `CheckpointListener` of another node
     /// (notifications/s, commit → handed-on lag).
     Notifications,
@@ -229,6 +232,13 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
         report.tables.push(table);
         report.latency_run(run);
         report.measured(sampler.since("write → stream latency", before));
+    }
+    if args.wants(Scenario::ScaleOut) {
+        let before = sampler.sample();
+        report
+            .tables
+            .push(scenarios::scale_out::run(&bench, work).await?);
+        report.measured(sampler.since("scale-out (2 API nodes)", before));
     }
     if args.wants(Scenario::NodeLatency) && args.with_node() {
         let before = sampler.sample();

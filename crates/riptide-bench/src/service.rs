@@ -74,8 +74,32 @@ impl Service {
         })
     }
 
+    /// Another `riptide serve` on the config file a service already wrote, with `args` after
+    /// it (e.g. `--role api --port N`), serving on `port`; does not wait for it.
+    pub fn spawn_with(
+        riptide: &Path,
+        config_path: &Path,
+        args: &[&str],
+        port: u16,
+    ) -> Result<Service> {
+        let child = tokio::process::Command::new(riptide)
+            .args(["serve", "--config"])
+            .arg(config_path)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().context("service pid")?;
+        Ok(Service {
+            child,
+            pid,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
     /// Polls `/probes/readiness` every 50 ms until it succeeds (at most 60 s).
-    async fn ready(&self, http: &reqwest::Client) -> Result<()> {
+    pub async fn ready(&self, http: &reqwest::Client) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let ready = http

@@ -2,7 +2,7 @@
 //! replicates), node 2 an "API node" — a second `AppState` on its own `PgStorage`, no
 //! replicator, following node 1's commits through its `CheckpointListener`. A client on node 2
 //! gets every write, bucket changes from parameter lookups, and the write checkpoints it
-//! requested on node 1.
+//! requested on node 1; node 2 hears of the deployment node 1 activates.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +11,11 @@ use riptide_server::config::Logging;
 use riptide_server::deployments::deployment_rules;
 use riptide_server::embedded::{DEMO_RULES, DEMO_SCHEMA};
 use riptide_server::serve;
+use riptide_service::node_notifications::DeploymentHook;
 use riptide_service::{ActiveRules, AppState, KeyStore, PgSourceDatabase, ServiceOptions};
-use riptide_storage::{BucketStorage, CheckpointEvent, CheckpointListener, PgStorage};
+use riptide_storage::{
+    BucketStorage, CheckpointEvent, CheckpointListener, DeploymentState, PgStorage,
+};
 use riptide_testkit::{SyncClient, TestDatabase, TestKeys, wait_for};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
@@ -21,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::common;
 
 const T: Duration = Duration::from_secs(30);
+const ADMIN: &str = "admin-token";
 
 /// Node 2: the service on `storage` without a replicator, listening for node 1's commits.
 async fn api_node(
@@ -28,6 +32,7 @@ async fn api_node(
     storage: &TestDatabase,
     keys: &TestKeys,
     cancel: &CancellationToken,
+    on_deployment: DeploymentHook,
 ) -> String {
     let pg = PgStorage::connect(&storage.url()).await.unwrap();
     let active = pg
@@ -56,7 +61,7 @@ async fn api_node(
         Arc::new(PgSourceDatabase::new(source.connection().pool(2).unwrap())),
     );
     CheckpointListener::new(&storage.connection(), &pg)
-        .spawn(state.notification_sink(None), cancel.clone());
+        .spawn(state.notification_sink(Some(on_deployment)), cancel.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(riptide_service::serve(listener, state, cancel.clone()));
@@ -88,13 +93,18 @@ async fn a_client_on_an_api_node_gets_every_write_and_its_write_checkpoints() {
     let keys = TestKeys::generate();
     let mut config = common::serve_config(&source, &storage, &keys);
     config.sync_rules = Some(DEMO_RULES.to_owned());
+    config.api_tokens = vec![ADMIN.into()];
     let node1 = serve::start(config).await.expect("node 1 starts");
     let endpoint1 = format!("http://127.0.0.1:{}", node1.port);
     let http = reqwest::Client::new();
     common::wait_ready(&http, &endpoint1, T).await;
 
     let cancel = CancellationToken::new();
-    let endpoint2 = api_node(&source, &storage, &keys, &cancel).await;
+    let (deployed_tx, mut deployed) = tokio::sync::mpsc::unbounded_channel();
+    let hook: DeploymentHook = Arc::new(move |id, state| {
+        let _ = deployed_tx.send((id, state));
+    });
+    let endpoint2 = api_node(&source, &storage, &keys, &cancel, hook).await;
     // Both listeners listening (node 1's and node 2's).
     let admin = storage.client().await;
     wait_for("two listeners", T, || {
@@ -197,6 +207,29 @@ async fn a_client_on_an_api_node_gets_every_write_and_its_write_checkpoints() {
     assert!(
         metrics.contains("riptide_notification_lag_seconds"),
         "{metrics}"
+    );
+
+    // The rules reprocessed on node 1 (a new deployment on a new slot, activated once its
+    // snapshot is done): node 2 hears of the activation.
+    let resp = http
+        .post(format!("{endpoint1}/api/sync-rules/v1/reprocess"))
+        .bearer_auth(ADMIN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (id, state) = tokio::time::timeout(T, deployed.recv())
+        .await
+        .expect("node 2 hears of the new deployment")
+        .unwrap();
+    assert_eq!(state, DeploymentState::Active);
+    let pg = PgStorage::connect(&storage.url()).await.unwrap();
+    assert_eq!(
+        pg.active_deployment().await.unwrap().map(|d| d.id),
+        Some(id)
     );
     cancel.cancel();
     node1.cancel.cancel();

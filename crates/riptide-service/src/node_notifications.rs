@@ -2,9 +2,9 @@
 //! [`NotificationSink`] a [`riptide_storage::CheckpointListener`] delivers to
 //! ([`AppState::notification_sink`]), and its metrics.
 //!
-//! Another node's commit goes on the node's checkpoint bus as any commit (its ops not known:
-//! sessions read them from storage once per checkpoint, the wake index picks the sessions it
-//! concerns); a write checkpoint created on another node is announced to this node's streams;
+//! Another node's commit goes on the node's checkpoint bus as any commit (with its ops when the
+//! listener read a small commit once for the node, else without: the sessions it concerns read
+//! storage; the wake index picks them); a write checkpoint created on another node is announced to this node's streams;
 //! a deployment change is handed to the hook given (`riptide serve` switches the service's
 //! rules with it).
 //!

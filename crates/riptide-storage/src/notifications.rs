@@ -302,8 +302,9 @@ impl Notice {
 /// checkpoint bus, write-checkpoint notices and deployment switch. Called from the listener's
 /// task, in commit order; implementations must not block.
 pub trait NotificationSink: Send + Sync {
-    /// A commit of another process (its ops are not known: `ops` is `None`), or, after a
-    /// reconnect, one event covering every commit since the last one delivered.
+    /// A commit of another process (with its ops when the listener read a small one, else
+    /// `ops` is `None`), or, after a reconnect, one event covering every commit since the last
+    /// one delivered.
     fn checkpoint(&self, event: CheckpointEvent, sent_at: Option<SystemTime>);
     /// Another process created a write checkpoint.
     fn write_checkpoint(

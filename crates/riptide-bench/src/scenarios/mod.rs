@@ -11,6 +11,7 @@ pub mod node;
 pub mod node_latency;
 pub mod notifications;
 pub mod replication;
+pub mod scale_out;
 pub mod snapshot;
 pub mod transactions;
 

@@ -1,10 +1,13 @@
 //! [`CheckpointListener`]: one per process, `LISTEN`s on [`CHECKPOINT_CHANNEL`] over a
 //! dedicated storage connection and hands what *other* processes committed to the node's
 //! channels ([`NotificationSink`]). Its own process's notifications are skipped: they already
-//! went out in process, with their ops.
+//! went out in process, with their ops. Another process's small commit of the active deployment
+//! is read once here (its ops of the listed buckets, at most [`EVENT_OPS_MAX`]) and handed on
+//! with them, so this node's streams serve it from memory as the writing node's do.
 //!
 //! After the connection is lost (storage restarted, connection terminated, network gone: the
-//! connection's keepalives and `tcp_user_timeout` find a silent peer), it reconnects with a
+//! connection's keepalives and `tcp_user_timeout` find a silent peer, and so does a `SELECT
+//! now()` every 30 s that must answer within 10 s), it reconnects with a
 //! cancellable [`Backoff`] and catches up from storage: it reads the active deployment and its
 //! checkpoint and delivers one event from the last checkpoint it delivered (`previous`) to that
 //! one, its changed buckets read from `bucket_state` and its lookups unknown
@@ -14,17 +17,18 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use riptide_pg::{Backoff, PgConnection, PgError};
-use riptide_protocol::OpId;
+use riptide_protocol::{OpId, OpType, OplogEntry};
 use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use super::{CHECKPOINT_CHANNEL, PgStorage};
 use crate::notifications::{CheckpointNotice, Notice, NoticeBody, NotificationSink};
 use crate::{
-    BucketStorage, CheckpointEvent, DeploymentId, DeploymentState, StorageCheckpoint, StorageError,
+    BucketStorage, CheckpointEvent, CommitOps, DeploymentId, DeploymentState, EVENT_OPS_MAX,
+    PageLimit, StorageCheckpoint, StorageError,
 };
 
 /// `application_name` of the listening connection (when the connection sets none).
@@ -34,6 +38,24 @@ pub const LISTENER_APPLICATION_NAME: &str = "riptide-listener";
 const WRITE_CHECKPOINT_MARGIN: Duration = Duration::from_secs(60);
 /// Most write checkpoints delivered again on one catch-up.
 const WRITE_CHECKPOINT_CATCH_UP_MAX: i64 = 10_000;
+
+/// How often an idle listening connection is asked the time: a dead connection is found
+/// (besides keepalives), and a catch-up knows since when to look.
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// How long that question may take.
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The storage database's clock, asked on the listening connection.
+async fn storage_clock(client: &tokio_postgres::Client) -> Result<SystemTime, ListenError> {
+    let row = tokio::time::timeout(PING_TIMEOUT, client.query_one("SELECT now()", &[]))
+        .await
+        .map_err(|_| ListenError::Lost)?
+        .map_err(ListenError::Query)?;
+    row.try_get(0).map_err(ListenError::Query)
+}
+
+/// Bytes of ops a commit's event carries at most (the sessions' in-memory bound).
+const COMMIT_OPS_BYTES: usize = 4 * 1024 * 1024;
 
 /// Why one listening session ended.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +87,7 @@ struct Seen {
     /// Whether a first connection was made (the first sets the baseline, delivering nothing).
     connected: bool,
     /// The storage clock when the last connection was last known alive.
-    alive_at: Option<std::time::SystemTime>,
+    alive_at: Option<SystemTime>,
 }
 
 impl CheckpointListener {
@@ -133,19 +155,27 @@ impl CheckpointListener {
             .map_err(ListenError::Query)?;
         // Listening from here on: whatever commits next is notified, whatever committed
         // before is in storage.
-        let now: std::time::SystemTime = client
-            .query_one("SELECT now()", &[])
-            .await
-            .map_err(ListenError::Query)?
-            .try_get(0)
-            .map_err(ListenError::Query)?;
+        let now = storage_clock(&client).await?;
         self.catch_up(seen, sink).await?;
         seen.connected = true;
         seen.alive_at = Some(now);
         self.backoff.reset();
         tracing::debug!(node = %self.storage.node_id(), "checkpoint listener listening");
         sink.listening();
-        while let Some(message) = messages.recv().await {
+        let mut ping = tokio::time::interval(PING_INTERVAL);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let message = tokio::select! {
+                message = messages.recv() => message,
+                _ = ping.tick() => {
+                    // Proves the connection alive (or fails it) and dates it for a catch-up.
+                    seen.alive_at = Some(storage_clock(&client).await?);
+                    continue;
+                }
+            };
+            let Some(message) = message else {
+                break;
+            };
             let AsyncMessage::Notification(n) = message else {
                 continue;
             };
@@ -222,16 +252,26 @@ impl CheckpointListener {
     async fn event(
         &self,
         seen: &Seen,
-        c: CheckpointNotice,
+        mut c: CheckpointNotice,
     ) -> Result<CheckpointEvent, ListenError> {
-        let changed_buckets = match c.changed_buckets {
-            Some(b) => b,
-            None if seen.active == Some(c.deployment) => self
-                .storage
-                .changed_buckets_since(c.deployment, c.previous)
-                .await
-                .map_err(ListenError::Storage)?,
-            None => Vec::new(),
+        let active = seen.active == Some(c.deployment);
+        let (changed_buckets, listed) = match c.changed_buckets.take() {
+            Some(b) => (b, true),
+            None if active => (
+                self.storage
+                    .changed_buckets_since(c.deployment, c.previous)
+                    .await
+                    .map_err(ListenError::Storage)?,
+                false,
+            ),
+            None => (Vec::new(), false),
+        };
+        // The commit's ops, read once here for every session of the node (a small commit of
+        // the deployment they stream), so they serve it from memory as on the writing node.
+        let ops = if active && listed {
+            self.commit_ops(&c, &changed_buckets).await
+        } else {
+            None
         };
         Ok(CheckpointEvent {
             deployment: c.deployment,
@@ -240,8 +280,54 @@ impl CheckpointListener {
             changed_buckets,
             all_lookups_changed: c.changed_lookups.is_none(),
             changed_lookups: c.changed_lookups.unwrap_or_default(),
-            ops: None,
+            ops,
         })
+    }
+
+    /// The ops a small commit wrote to `buckets` (its `previous < op_id <= checkpoint`), as
+    /// [`CheckpointEvent::ops`] carries them; `None` when there are more than
+    /// [`EVENT_OPS_MAX`], when compaction already rewrote some (a MOVE or CLEAR in the range:
+    /// the stream reads storage, as it would anyway), or when the read fails.
+    async fn commit_ops(&self, c: &CheckpointNotice, buckets: &[String]) -> Option<Arc<CommitOps>> {
+        if buckets.is_empty() || buckets.len() > EVENT_OPS_MAX {
+            return None;
+        }
+        let mut wanted: Vec<(String, OpId)> =
+            buckets.iter().map(|b| (b.clone(), c.previous)).collect();
+        wanted.sort();
+        let limit = PageLimit {
+            ops: EVENT_OPS_MAX + 1,
+            bytes: COMMIT_OPS_BYTES,
+        };
+        let chunks = match self
+            .storage
+            .bucket_data_page(c.deployment, c.checkpoint.op_id, &wanted, limit)
+            .await
+        {
+            Ok(chunks) => chunks,
+            Err(e) => {
+                tracing::warn!(error = %e, deployment = c.deployment, "cannot read another process's commit; its streams read storage");
+                return None;
+            }
+        };
+        let whole = chunks.len() == wanted.len() && chunks.iter().all(|ch| !ch.has_more);
+        let as_written = chunks.iter().flat_map(|ch| &ch.ops).all(|op| {
+            matches!(op.op, OpType::Put | OpType::Remove)
+                && op.op_id > c.previous
+                && op.op_id <= c.checkpoint.op_id
+        });
+        if !whole || !as_written {
+            return None;
+        }
+        let mut ops: Vec<(String, OplogEntry)> = chunks
+            .into_iter()
+            .flat_map(|ch| {
+                let bucket = ch.bucket;
+                ch.ops.into_iter().map(move |op| (bucket.clone(), op))
+            })
+            .collect();
+        ops.sort_by_key(|(_, op)| op.op_id);
+        CommitOps::collect(ops).map(Arc::new)
     }
 
     /// What committed while not listening: the active deployment (a switch is delivered),
