@@ -208,6 +208,19 @@ fn signal(p: &ServiceProcess, sig: &str) {
     assert!(ok, "kill {sig} {pid}");
 }
 
+/// A series without labels from `p`'s `/metrics`.
+async fn metric(p: &ServiceProcess, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", p.endpoint()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not on /metrics:\n{text}"))
+}
+
 /// Whether a process logged that it took the lease.
 fn took_lease(p: &ServiceProcess) -> bool {
     std::fs::read_to_string(p.log_path())
@@ -377,6 +390,13 @@ async fn replicators_fail_over_and_api_nodes_serve_every_write() {
         (holder, epoch),
         "the lease stayed where it went"
     );
+    // Each says so on /metrics.
+    assert_eq!(metric(&r1, "riptide_lease_holder").await, 1.0);
+    assert_eq!(metric(&r1, "riptide_lease_epoch").await, epoch as f64);
+    assert_eq!(metric(&r2, "riptide_lease_holder").await, 0.0);
+    assert_eq!(metric(&r2, "riptide_lease_standby").await, 1.0);
+    assert_eq!(metric(&r2, "riptide_lease_losses_total").await, 1.0);
+    assert_eq!(metric(&a2, "riptide_lease_standby").await, 0.0);
 
     // 3. SIGKILL an API node: its client moves to the other one and converges.
     a1.kill().await;
