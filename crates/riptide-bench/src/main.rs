@@ -160,6 +160,9 @@ enum Scenario {
     /// Storage commits as fast as 4 writers go → one `CheckpointListener` of another node
     /// (notifications/s, commit → handed-on lag).
     Notifications,
+    /// One-row storage commits on a plain storage vs one fenced at the replication lease's
+    /// epoch (what fencing costs a commit).
+    Fencing,
 }
 
 impl Args {
@@ -279,6 +282,9 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
         report
             .tables
             .push(scenarios::notifications::run(&bench).await?);
+    }
+    if args.wants(Scenario::Fencing) {
+        report.tables.push(scenarios::fencing::run(&bench).await?);
     }
     service.kill().await;
 

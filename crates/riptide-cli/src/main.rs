@@ -31,7 +31,8 @@ enum Command {
         /// A PowerSync-style config file (powersync.yaml keys).
         #[arg(long, short, env = "POWERSYNC_CONFIG_PATH")]
         config: Option<PathBuf>,
-        /// HTTP port (overrides the config's `port`; default 8080).
+        /// HTTP port (overrides the config's `port`; default 8080; 0: any free port, which the
+        /// log names).
         #[arg(long, short)]
         port: Option<u16>,
         /// Address to listen on (overrides the config's `host`; default 0.0.0.0 with a

@@ -58,17 +58,8 @@ pub async fn main(config: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// `leader`, `standby`, `api` or `gone`.
 fn state(n: &NodeState) -> &'static str {
-    if n.gone {
-        "gone"
-    } else if n.holder {
-        "leader"
-    } else if n.record.role == "api" {
-        "api"
-    } else {
-        "standby"
-    }
+    n.state()
 }
 
 fn node_json(n: &NodeState) -> serde_json::Value {

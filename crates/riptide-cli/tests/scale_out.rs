@@ -80,6 +80,7 @@ impl Cluster {
             "sync_config": {"content": RULES},
             "client_auth": {"jwks": keys.jwks(), "audience": [keys.audience]},
             "cluster": {"lease_duration_ms": LEASE_MS, "lease_renew_ms": 500},
+            "api": {"tokens": ["admin-token"], "dashboard_tokens": ["dashboard-token"]},
             "host": "127.0.0.1",
         });
         let storage = pg.client("storage").await;
@@ -207,6 +208,19 @@ fn signal(p: &ServiceProcess, sig: &str) {
     assert!(ok, "kill {sig} {pid}");
 }
 
+/// A series without labels from `p`'s `/metrics`.
+async fn metric(p: &ServiceProcess, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", p.endpoint()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not on /metrics:\n{text}"))
+}
+
 /// Whether a process logged that it took the lease.
 fn took_lease(p: &ServiceProcess) -> bool {
     std::fs::read_to_string(p.log_path())
@@ -253,6 +267,40 @@ async fn replicators_fail_over_and_api_nodes_serve_every_write() {
         .collect();
     states.sort_unstable();
     assert_eq!(states, ["api", "api", "leader", "standby"], "{listed}");
+    // The dashboard of an API node lists the same four.
+    let data: Value = reqwest::get(format!(
+        "{}/dashboard/data.json?token=dashboard-token",
+        a1.endpoint()
+    ))
+    .await
+    .expect("dashboard data")
+    .json()
+    .await
+    .expect("dashboard JSON");
+    let nodes = data["nodes"].as_array().expect("nodes on the dashboard");
+    assert_eq!(nodes.len(), 4, "{data}");
+    assert_eq!(
+        nodes.iter().filter(|n| n["this_process"] == true).count(),
+        1,
+        "{data}"
+    );
+
+    // Reprocessing is the holder's job: an API node says so (503).
+    let refused = reqwest::Client::new()
+        .post(format!("{}/api/admin/v1/reprocess", a1.endpoint()))
+        .bearer_auth("admin-token")
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("reprocess request");
+    assert_eq!(refused.status().as_u16(), 503);
+    let body: Value = refused.json().await.expect("error body");
+    assert!(
+        body["error"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("replication lease")),
+        "{body}"
+    );
 
     let mut clients = vec![
         FaultClient::new(
@@ -342,6 +390,13 @@ async fn replicators_fail_over_and_api_nodes_serve_every_write() {
         (holder, epoch),
         "the lease stayed where it went"
     );
+    // Each says so on /metrics.
+    assert_eq!(metric(&r1, "riptide_lease_holder").await, 1.0);
+    assert_eq!(metric(&r1, "riptide_lease_epoch").await, epoch as f64);
+    assert_eq!(metric(&r2, "riptide_lease_holder").await, 0.0);
+    assert_eq!(metric(&r2, "riptide_lease_standby").await, 1.0);
+    assert_eq!(metric(&r2, "riptide_lease_losses_total").await, 1.0);
+    assert_eq!(metric(&a2, "riptide_lease_standby").await, 0.0);
 
     // 3. SIGKILL an API node: its client moves to the other one and converges.
     a1.kill().await;

@@ -119,6 +119,11 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         )?)),
     )
     .with_rules_admin(admin.clone())
+    .with_cluster_view(Arc::new(roles::StorageNodes {
+        storage: pg.clone(),
+        node: node.id.clone(),
+        expiry: config.lease.duration,
+    }))
     .with_instance_admin(Arc::new(Instance::new(
         admin.clone(),
         source.clone(),

@@ -215,6 +215,10 @@ pub enum InstanceAdminError {
     /// Anything else (logged; the client sees a generic message).
     #[error("{0}")]
     Failed(String),
+    /// This process does not hold the replication lease: reprocessing goes to the one that
+    /// does (503, the message says so).
+    #[error("{0}")]
+    NotHolder(&'static str),
 }
 
 /// What the admin API v1 needs from whoever runs replication.

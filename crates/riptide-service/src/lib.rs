@@ -33,6 +33,7 @@
 
 pub mod auth;
 pub mod bucket_rules;
+pub mod cluster_view;
 pub mod compactor;
 pub mod compression;
 pub mod dashboard;
@@ -61,6 +62,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use auth::{AuthConfig, KeyStore, SupabaseAuth};
 pub use bucket_rules::BucketRules;
+pub use cluster_view::{ClusterNode, ClusterView};
 pub use compactor::CompactorConfig;
 pub use dashboard::ApiTokens;
 pub use error::ApiError;

@@ -58,6 +58,10 @@ pub enum RulesAdminError {
     /// message).
     #[error("{0}")]
     Failed(String),
+    /// This process does not hold the replication lease: deploys go to the one that does
+    /// (503, the message says so).
+    #[error("{0}")]
+    NotHolder(&'static str),
 }
 
 /// What the admin routes need from whoever runs replication.

@@ -81,6 +81,8 @@ pub struct AppState {
     pub(crate) rules_admin: Option<Arc<dyn RulesAdmin>>,
     /// Behind the admin API v1 (none: it answers 404).
     pub(crate) instance_admin: Option<Arc<dyn InstanceAdmin>>,
+    /// The processes of the storage, for the dashboard (none: not shown).
+    pub(crate) cluster: Option<Arc<dyn crate::ClusterView>>,
 }
 
 pub(crate) struct Inner {
@@ -127,6 +129,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             rules_admin: None,
             instance_admin: None,
+            cluster: None,
         }
     }
 
@@ -178,6 +181,12 @@ impl AppState {
     /// Serves the admin API v1 with `admin` (see [`crate::instance_admin`]).
     pub fn with_instance_admin(mut self, admin: Arc<dyn InstanceAdmin>) -> AppState {
         self.instance_admin = Some(admin);
+        self
+    }
+
+    /// Lists the processes of the storage on the dashboard (see [`crate::cluster_view`]).
+    pub fn with_cluster_view(mut self, view: Arc<dyn crate::ClusterView>) -> AppState {
+        self.cluster = Some(view);
         self
     }
 

@@ -3,6 +3,7 @@
 
 pub mod compaction;
 pub mod fanout;
+pub mod fencing;
 pub mod idle;
 pub mod initial_sync;
 pub mod latency;

@@ -186,7 +186,7 @@ impl RulesAdmin for Admin {
         }
         match self.node.deployments() {
             Some(d) => d.deploy(content).await,
-            None => Err(RulesAdminError::Failed(NOT_THE_HOLDER.into())),
+            None => Err(RulesAdminError::NotHolder(NOT_THE_HOLDER)),
         }
     }
 

@@ -74,7 +74,7 @@ impl InstanceAdmin for Instance {
 
     async fn reprocess(&self) -> Result<ReprocessedConnection, InstanceAdminError> {
         let Some(deployments) = self.admin.node.deployments() else {
-            return Err(InstanceAdminError::Failed(NOT_THE_HOLDER.into()));
+            return Err(InstanceAdminError::NotHolder(NOT_THE_HOLDER));
         };
         let d = deployments.reprocess().await?;
         Ok(ReprocessedConnection {

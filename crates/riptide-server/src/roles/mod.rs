@@ -34,7 +34,7 @@ use crate::deployments::Deployments;
 pub use follow::{follow_active, follow_hook};
 pub use lease::{Leadership, LeaseKeeper};
 pub use nodes::{NodeRegistration, node_id};
-pub use status::{ClusterStatus, NodeState, cluster_status};
+pub use status::{ClusterStatus, NodeState, StorageNodes, cluster_status};
 
 /// The name of the one replication lease of a storage database (`riptide.leases`).
 pub const REPLICATION_LEASE: &str = "replication";

@@ -241,6 +241,8 @@ pub struct DashboardData {
     pub processing_deployment: Option<DeploymentInfo>,
     /// Set when storage could not be read (generic text; the cause is logged).
     pub storage_error: Option<&'static str>,
+    /// The `riptide serve` processes of the storage; `null` when not known here.
+    pub nodes: Option<Vec<crate::ClusterNode>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -377,6 +379,14 @@ pub async fn snapshot(state: &AppState) -> DashboardData {
         storage_error = Some("cannot read deployments from storage");
         None
     });
+    let nodes = match &state.cluster {
+        Some(view) => view.nodes().await.map(Some).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "dashboard cannot read the nodes");
+            storage_error = Some("cannot read the nodes from storage");
+            None
+        }),
+        None => None,
+    };
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -406,6 +416,7 @@ pub async fn snapshot(state: &AppState) -> DashboardData {
         deployment: active.map(DeploymentInfo::from),
         processing_deployment: processing.map(DeploymentInfo::from),
         storage_error,
+        nodes,
     }
 }
 

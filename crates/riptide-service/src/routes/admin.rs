@@ -68,6 +68,8 @@ impl AdminError {
             ) => ErrorCode::S1001,
             AdminError::Instance(InstanceAdminError::Busy) => ErrorCode::S4106,
             AdminError::Instance(InstanceAdminError::NoActiveRules) => ErrorCode::S4104,
+            AdminError::Rules(RulesAdminError::NotHolder(_))
+            | AdminError::Instance(InstanceAdminError::NotHolder(_)) => ErrorCode::S1001,
         }
     }
 }
@@ -78,6 +80,11 @@ impl IntoResponse for AdminError {
         let status = match self {
             // Disabled is not a credentials problem: no token can help.
             AdminError::Disabled => StatusCode::FORBIDDEN,
+            // Another process can do it: not an internal error of this one.
+            AdminError::Rules(RulesAdminError::NotHolder(_))
+            | AdminError::Instance(InstanceAdminError::NotHolder(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             _ => StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         };
         let description = match &self {
