@@ -66,8 +66,10 @@ ${extra}`;
 
 /** A running (or exited) service process with its captured output. */
 export class Service {
-  constructor({ configPath, port, logPath }) {
+  /** `args`: more `riptide serve` arguments (e.g. `['--role', 'api']`). */
+  constructor({ configPath, port, logPath, args = [] }) {
     this.configPath = configPath;
+    this.args = args;
     this.port = port;
     this.logPath = logPath;
     this.endpoint = `http://127.0.0.1:${port}`;
@@ -83,7 +85,7 @@ export class Service {
     this.generation += 1;
     this.exit = null;
     this._append(`----- riptide serve (start #${this.generation}) -----\n`);
-    const proc = spawn(RIPTIDE_BIN, ['serve', '--config', this.configPath], {
+    const proc = spawn(RIPTIDE_BIN, ['serve', '--config', this.configPath, ...this.args], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, RUST_BACKTRACE: '1' },
     });
