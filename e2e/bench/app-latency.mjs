@@ -14,7 +14,7 @@
 //   applied     the todo in B's SQLite (B's db.onChange)
 //   rendered    the todo on B's screen (a MutationObserver in B's page, then the next frame)
 //
-// The UI is built with VITE_EXPOSE_POWERSYNC_DB=true (window.powersyncDb). Chromium comes from
+// The UI is built with VITE_POWERSYNC_EXPOSE_DB=true (window.powersyncDb). Chromium comes from
 // RIPTIDE_CHROMIUM or /usr/bin/chromium; without it the script prints {"skipped": reason}.
 // Prints one JSON line: {"samples": [{step: ms since t0, ...}], "settings": {...}}.
 import fs from 'node:fs';
@@ -34,7 +34,7 @@ import {
   startTemplateService,
   waitLive,
 } from '../lib/template.js';
-import { waitFor } from '../lib/wait.js';
+import { withDeadline } from '../lib/wait.js';
 
 const COUNT = Number(process.env.COUNT ?? 50);
 const PASSWORD = 'correct horse battery';
@@ -98,7 +98,10 @@ const PAGE_PROBES = () => {
       if (text && !(text in window.__seen.rendered)) {
         window.__seen.rendered[text] = at;
         // Painted: the frame after the DOM change.
-        requestAnimationFrame(() => (window.__seen.rendered[text] = now()));
+        requestAnimationFrame(() => {
+          window.__seen.rendered[text] = now();
+          window.__rendered?.(text);
+        });
       }
     }
   }).observe(document, { childList: true, subtree: true, characterData: true });
@@ -147,7 +150,7 @@ try {
   await buildTemplateUi(distDir, {
     VITE_POWERSYNC_URL: `http://127.0.0.1:${servicePort}`,
     VITE_POWERSYNC_TOKEN_ENDPOINT: '/api/powersync/token',
-    VITE_EXPOSE_POWERSYNC_DB: 'true',
+    VITE_POWERSYNC_EXPOSE_DB: 'true',
   });
   const dbs = (parts.dbs = await createEmptyDatabases(names));
   // The storage commits, with their times (debug lines cost nothing unless enabled).
@@ -179,6 +182,10 @@ try {
   };
   const a = await open('alice');
   const b = await open('bob');
+  // B's page says when a todo is painted (pushed, not polled: polling would load this process,
+  // which also reads the raw stream).
+  const painted = new Map();
+  await b.exposeFunction('__rendered', (text) => painted.get(text)?.());
   const listItem = (page, name) => page.getByTestId('list-item').filter({ hasText: name });
 
   await a.getByTestId('new-list-name').fill('Shared');
@@ -203,11 +210,10 @@ try {
     // Apart by a random 50-150 ms, so nothing periodic lines up with the writes.
     await new Promise((resolve) => setTimeout(resolve, 50 + Math.random() * 100));
     await a.getByTestId('new-todo-description').fill(text);
+    const shown = new Promise((resolve) => painted.set(text, resolve));
     await a.getByTestId('new-todo-description').press('Enter');
-    await b.waitForFunction((t) => window.__seen.rendered[t] !== undefined, text, { timeout: 15_000, polling: 'raf' });
+    await withDeadline(shown, 15_000, `todo ${i} on B's screen`);
   }
-  // The last frame's timestamp lands a frame after the DOM change.
-  await b.waitForTimeout(50);
 
   const [seenA, seenB] = await Promise.all([a.evaluate(() => window.__seen), b.evaluate(() => window.__seen)]);
   const appLog = parts.app.output;
@@ -219,12 +225,14 @@ try {
     const t0 = seenA.keydown.find((k) => k.text === text)?.at;
     if (t0 == null) return null;
     const rel = (t) => (t == null ? null : Math.round((t - t0) * 100) / 100);
-    const commit = firstAfter(commits, t0);
+    const request = firstAfter(requests, t0);
     return {
       local: rel(seenA.local[text]),
-      request: rel(firstAfter(requests, t0)),
-      commit: rel(commit),
-      replicated: rel(commit == null ? null : firstAfter(replicated, commit - 1)),
+      request: rel(request),
+      commit: rel(firstAfter(commits, t0)),
+      // After the request, not after the commit's log line: the process may log that a moment
+      // after the replicator already stored the change.
+      replicated: rel(request == null ? null : firstAfter(replicated, request)),
       sent: rel(parts.raw.seen[text]),
       applied: rel(seenB.local[text]),
       rendered: rel(seenB.rendered[text]),

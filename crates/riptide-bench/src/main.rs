@@ -21,6 +21,8 @@
 //!   Chromium);
 //! - round trip (`scenarios/round_trip.rs`): a `@powersync/node` client's own write → the
 //!   server's version back in its SQLite, per step, over HTTP and WebSocket;
+//! - token refresh (`scenarios/token_refresh.rs`): a `@powersync/node` client's first token
+//!   expires while writes stream in: the longest write latency;
 //! - transactions: N single-row transactions committed one after another until an open stream
 //!   has the checkpoint containing the last (transactions/s end to end, and the source's own
 //!   commit rate);
@@ -156,6 +158,9 @@ enum Scenario {
     /// Enter key to B's screen (needs e2e/ and templates/realtime/web packages, Chromium, and
     /// `realtime-app-server` next to `--riptide`).
     AppLatency,
+    /// A token expiring while writes stream in to a `@powersync/node` client: the longest
+    /// write latency (part of node-latency).
+    TokenRefresh,
     /// A `@powersync/node` client's own write → the server's version back, over HTTP and
     /// WebSocket (part of node-latency).
     RoundTrip,
@@ -266,6 +271,17 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
         if let Some(table) = scenarios::app_latency::run(&bench).await? {
             report.tables.push(table);
             report.measured(sampler.since("template in Chromium", before));
+        }
+    }
+    if (args.wants(Scenario::NodeLatency) || args.wants(Scenario::TokenRefresh)) && args.with_node()
+    {
+        let before = sampler.sample();
+        match scenarios::token_refresh::run(&bench).await {
+            Ok(table) => {
+                report.tables.push(table);
+                report.measured(sampler.since("@powersync/node token refresh", before));
+            }
+            Err(e) => eprintln!("skipping @powersync/node token-refresh scenario: {e:#}"),
         }
     }
     if args.wants(Scenario::Transactions) {

@@ -58,7 +58,9 @@ pub async fn run(bench: &Bench<'_>) -> Result<Option<Table>> {
     }
     std::fs::write(&path, waterfall::waterfall_svg(title, &subtitle, &steps))?;
     println!("app-latency waterfall written to {}", path.display());
-    Ok(Some(table(todos, &steps)))
+    let mut table = table(todos, &steps);
+    table.metrics["samples"] = Value::Array(samples.clone());
+    Ok(Some(table))
 }
 
 fn table(todos: usize, steps: &[Step]) -> Table {

@@ -12,6 +12,7 @@ pub mod node_latency;
 pub mod replication;
 pub mod round_trip;
 pub mod snapshot;
+pub mod token_refresh;
 pub mod transactions;
 
 use riptide_testkit::{SyncClient, TestKeys};

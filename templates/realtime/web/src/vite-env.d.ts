@@ -9,7 +9,7 @@ interface ImportMetaEnv {
    * `true`: the open database is `window.powersyncDb` (for benchmarks and debugging in the
    * browser console; build time, left out of the bundle otherwise).
    */
-  readonly VITE_EXPOSE_POWERSYNC_DB?: string;
+  readonly VITE_POWERSYNC_EXPOSE_DB?: string;
 }
 
 interface Window {

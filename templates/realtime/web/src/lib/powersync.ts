@@ -147,7 +147,7 @@ export function openDatabase(user: User, onSessionEnded: () => void): OpenDataba
     schema: AppSchema,
     database: { dbFilename: `realtime-app-${user.id}.sqlite` },
   });
-  if (import.meta.env.VITE_EXPOSE_POWERSYNC_DB === 'true') window.powersyncDb = db;
+  if (import.meta.env.VITE_POWERSYNC_EXPOSE_DB === 'true') window.powersyncDb = db;
   const connector = new BackendConnector(onSessionEnded);
   // Connecting returns at once; syncing and uploading go on in the background, with retries.
   // Uploads start at most 100 ms apart (default: 1 s) so collaborators see changes quickly.
@@ -163,6 +163,14 @@ export async function closeDatabase({ db, connector }: OpenDatabase, { clear }: 
   if (clear) await db.disconnectAndClear();
   await db.close();
 }
+
+/**
+ * Options for the queries the screen shows (`useQuery(sql, params, LIVE_QUERY)`). The SDK runs a
+ * watched query again on the trailing edge of a throttle, 30 ms by default: every change, a
+ * collaborator's or your own, would show 30 ms late. Without it the query runs again as soon as
+ * the change is in the local database (one run per local transaction or synced checkpoint).
+ */
+export const LIVE_QUERY = { throttleMs: 0 };
 
 /** The stream of one list's todos (sync-rules.yaml), subscribed while the list is open. */
 export const LIST_TODOS_STREAM = 'list_todos';
