@@ -1,13 +1,16 @@
 // Benchmark helper for `riptide-bench --scenario token-refresh`: one @powersync/node client
-// whose first token (TOKEN_SHORT) expires a few seconds into the stream, later ones
-// (TOKEN_LONG) live long, while a writer commits an `events` row of TOPIC every INTERVAL_MS
-// for SECONDS. Each row's latency is the time from its commit to its arrival in the client's
-// SQLite; the longest shows what the token's expiry cost. Reads ENDPOINT, SOURCE_URL,
-// CONNECTION_METHOD and RETRY_DELAY_MS (the SDK's retryDelayMs; its default 5000). Prints
-// {"latencies_ms": [...], "token_fetches_ms": [ms since start of each credentials fetch]}.
+// whose first token expires 5 s after it is fetched, later ones in an hour, while a writer
+// commits an `events` row of TOPIC every INTERVAL_MS for SECONDS. Each row's latency is the
+// time from its commit to its arrival in the client's SQLite; the longest shows what the
+// token's expiry cost. Tokens are signed here when the SDK asks (SIGNING_KEY: the Ed25519
+// private key as base64 PKCS#8 DER, KID, AUDIENCE), so the first one's lifetime counts from
+// the connect. Reads ENDPOINT, SOURCE_URL, CONNECTION_METHOD and RETRY_DELAY_MS (the SDK's
+// retryDelayMs; its default 5000). Prints {"latencies_ms": [...], "token_fetches_ms": [ms after
+// connect of each credentials fetch]}.
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { importPKCS8, SignJWT } from 'jose';
 import pg from 'pg';
 import { PowerSyncDatabase, Schema, Table, column } from '@powersync/node';
 
@@ -20,6 +23,17 @@ const schema = new Schema({
   events: new Table({ topic: column.text, seq: column.integer, sent_us: column.integer }),
 });
 const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
+const der = process.env.SIGNING_KEY ?? '';
+const pem = `-----BEGIN PRIVATE KEY-----\n${der.match(/.{1,64}/g).join('\n')}\n-----END PRIVATE KEY-----`;
+const key = await importPKCS8(pem, 'EdDSA');
+const token = (ttlSecs) =>
+  new SignJWT({ parameters: { topic } })
+    .setProtectedHeader({ alg: 'EdDSA', kid: process.env.KID })
+    .setSubject('bench')
+    .setAudience(process.env.AUDIENCE)
+    .setIssuedAt()
+    .setExpirationTime(Math.floor(Date.now() / 1000) + ttlSecs)
+    .sign(key);
 const source = new pg.Client({ connectionString: process.env.SOURCE_URL });
 await source.connect();
 await source.query('SET synchronous_commit = on');
@@ -33,8 +47,7 @@ await db.connect(
   {
     fetchCredentials: async () => {
       fetches.push(Math.round(performance.now() - started));
-      const token = fetches.length === 1 ? process.env.TOKEN_SHORT : process.env.TOKEN_LONG;
-      return { endpoint: process.env.ENDPOINT, token };
+      return { endpoint: process.env.ENDPOINT, token: await token(fetches.length === 1 ? 5 : 3600) };
     },
     uploadData: async () => {},
   },

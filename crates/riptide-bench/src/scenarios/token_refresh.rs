@@ -1,5 +1,5 @@
 //! A token that expires while writes stream in (`e2e/bench/token-refresh.mjs`): one
-//! `@powersync/node` client whose first token lives 5 s, a writer committing a row every
+//! `@powersync/node` client whose first token lives 5 s from the connect, a writer committing a row every
 //! 20 ms for 10 s; each row's latency from its commit to the client's SQLite. The longest
 //! latency against the median shows what the expiry cost (the SDK's default retry delay, 5 s,
 //! if the stream ran into the expiry; one stream restart if the SDK renewed the token first).
@@ -23,12 +23,12 @@ pub async fn run(bench: &Bench<'_>) -> Result<Table> {
     let mut metrics = serde_json::Map::new();
     for method in ["http", "web-socket"] {
         let topic = format!("token-refresh-{method}");
-        let params = json!({"parameters": {"topic": topic}});
         let out = tokio::process::Command::new("node")
             .arg(&script)
             .env("ENDPOINT", &bench.endpoint)
-            .env("TOKEN_SHORT", bench.keys.token("bench", 5, params.clone()))
-            .env("TOKEN_LONG", bench.keys.token("bench", 3600, params))
+            .env("SIGNING_KEY", bench.keys.private_key_base64())
+            .env("KID", &bench.keys.kid)
+            .env("AUDIENCE", &bench.keys.audience)
             .env("TOPIC", &topic)
             .env("SOURCE_URL", source_url(bench.databases.pg_port))
             .env("CONNECTION_METHOD", method)
