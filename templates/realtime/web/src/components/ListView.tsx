@@ -1,7 +1,7 @@
 import { usePowerSync, useQuery, useSyncStream } from '@powersync/react';
 import { type FormEvent, useState } from 'react';
 import type { User } from '../lib/api';
-import { LIST_TODOS_STREAM, LIST_TODOS_TTL_SECONDS, LIVE_QUERY } from '../lib/powersync';
+import { LIST_TODOS_STREAM, LIST_TODOS_TTL_SECONDS } from '../lib/powersync';
 import type { ListMemberRecord, ListRecord, TodoRecord } from '../lib/schema';
 import { addTodo, deleteList, removeMember } from '../lib/writes';
 import { ShareForm } from './ShareForm';
@@ -17,20 +17,14 @@ export function ListView({ me, listId }: { me: User; listId: string }) {
     ttl: LIST_TODOS_TTL_SECONDS,
   });
   const todosSynced = todosStream?.subscription.hasSynced ?? false;
-  const { data: lists } = useQuery<ListRecord & { id: string }>(
-    'SELECT * FROM lists WHERE id = ?',
-    [listId],
-    LIVE_QUERY,
-  );
+  const { data: lists } = useQuery<ListRecord & { id: string }>('SELECT * FROM lists WHERE id = ?', [listId]);
   const { data: todos } = useQuery<TodoRecord & { id: string }>(
     'SELECT * FROM todos WHERE list_id = ? ORDER BY created_at, id',
     [listId],
-    LIVE_QUERY,
   );
   const { data: members } = useQuery<ListMemberRecord & { id: string }>(
     'SELECT * FROM list_members WHERE list_id = ? ORDER BY username',
     [listId],
-    LIVE_QUERY,
   );
   const list = lists[0];
   if (!list) return null;

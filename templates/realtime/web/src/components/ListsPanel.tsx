@@ -1,7 +1,7 @@
 import { usePowerSync, useQuery, useStatus } from '@powersync/react';
 import { type FormEvent, useState } from 'react';
 import type { User } from '../lib/api';
-import { LIVE_QUERY, listSyncState } from '../lib/powersync';
+import { listSyncState } from '../lib/powersync';
 import { createList } from '../lib/writes';
 
 interface ListRow {
@@ -30,8 +30,6 @@ export function ListsPanel({
             (SELECT count(*) FROM todos t WHERE t.list_id = l.id AND t.completed = 1) AS done
        FROM lists l
       ORDER BY l.created_at, l.id`,
-    [],
-    LIVE_QUERY,
   );
 
   async function submit(e: FormEvent) {

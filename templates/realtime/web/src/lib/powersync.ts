@@ -164,14 +164,6 @@ export async function closeDatabase({ db, connector }: OpenDatabase, { clear }: 
   await db.close();
 }
 
-/**
- * Options for the queries the screen shows (`useQuery(sql, params, LIVE_QUERY)`). The SDK runs a
- * watched query again on the trailing edge of a throttle, 30 ms by default: every change, a
- * collaborator's or your own, would show 30 ms late. Without it the query runs again as soon as
- * the change is in the local database (one run per local transaction or synced checkpoint).
- */
-export const LIVE_QUERY = { throttleMs: 0 };
-
 /** The stream of one list's todos (sync-rules.yaml), subscribed while the list is open. */
 export const LIST_TODOS_STREAM = 'list_todos';
 /**
