@@ -243,7 +243,7 @@ fn panel(svg: &mut String, p: &Panel, x: (f64, f64), y: (f64, f64)) {
 }
 
 /// Ticks from 0 to at least `max`, 1/2/5 × 10^k apart, about five of them.
-fn nice_ticks(max: f64) -> Vec<f64> {
+pub fn nice_ticks(max: f64) -> Vec<f64> {
     let raw = max / 5.0;
     let magnitude = 10f64.powf(raw.log10().floor());
     let step = [1.0, 2.0, 5.0, 10.0]
@@ -256,12 +256,12 @@ fn nice_ticks(max: f64) -> Vec<f64> {
 }
 
 /// A tick label: no trailing zeros.
-fn number(v: f64) -> String {
+pub fn number(v: f64) -> String {
     let s = format!("{v:.3}");
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
-fn escape(text: &str) -> String {
+pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

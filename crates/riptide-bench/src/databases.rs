@@ -60,6 +60,37 @@ impl Databases {
     }
 }
 
+impl Databases {
+    /// Until [`Databases::reset_commits`], the cluster commits as a production one does:
+    /// `synchronous_commit = on` and Postgres's default `wal_writer_delay` (200 ms), as the
+    /// platform's local cluster (`riptide dev`) has them. A reload, no restart.
+    pub async fn commit_durably(&self) -> Result<()> {
+        let admin = connect(&riptide_localpg::url(self.pg_port, "postgres")).await?;
+        // One statement each: ALTER SYSTEM refuses a transaction block.
+        for sql in [
+            "ALTER SYSTEM SET synchronous_commit = on",
+            "ALTER SYSTEM SET wal_writer_delay = '200ms'",
+            "SELECT pg_reload_conf()",
+        ] {
+            admin.batch_execute(sql).await?;
+        }
+        Ok(())
+    }
+
+    /// Back to the bench cluster's own settings (see [`Databases::commit_durably`]).
+    pub async fn reset_commits(&self) -> Result<()> {
+        let admin = connect(&riptide_localpg::url(self.pg_port, "postgres")).await?;
+        for sql in [
+            "ALTER SYSTEM RESET synchronous_commit",
+            "ALTER SYSTEM RESET wal_writer_delay",
+            "SELECT pg_reload_conf()",
+        ] {
+            admin.batch_execute(sql).await?;
+        }
+        Ok(())
+    }
+}
+
 pub fn source_url(pg_port: u16) -> String {
     riptide_localpg::url(pg_port, "bench_source")
 }

@@ -15,6 +15,14 @@
 //!   streams, R writes/s, T s; p50/p90/p99/max per delivery), fan-out (one write to a bucket
 //!   shared by many streams: time until all have it) and idle streams (the service's RSS per
 //!   stream, up to 10,000);
+//! - app latency (`scenarios/app_latency.rs`): the realtime app template in Chromium, two
+//!   users, each step of a todo's path from A's Enter key to B's screen, and
+//!   `app-latency.svg`, its waterfall (it runs in `--short` too; skipped only without
+//!   Chromium);
+//! - round trip (`scenarios/round_trip.rs`): a `@powersync/node` client's own write → the
+//!   server's version back in its SQLite, per step, over HTTP and WebSocket;
+//! - token refresh (`scenarios/token_refresh.rs`): a `@powersync/node` client's first token
+//!   expires while writes stream in: the longest write latency;
 //! - transactions: N single-row transactions committed one after another until an open stream
 //!   has the checkpoint containing the last (transactions/s end to end, and the source's own
 //!   commit rate);
@@ -51,7 +59,9 @@ mod report;
 mod scenarios;
 mod service;
 mod sizes;
+mod steps;
 mod usage;
+mod waterfall;
 
 use databases::Databases;
 use report::Report;
@@ -141,8 +151,19 @@ enum Scenario {
     Node,
     /// Write → every subscribed stream latency.
     Latency,
-    /// Write → row in the local SQLite of `@powersync/node` clients (needs e2e/ packages).
+    /// Write → row in the local SQLite of `@powersync/node` clients, and the round trip below
+    /// (needs e2e/ packages).
     NodeLatency,
+    /// The realtime app template in Chromium, two users: each step of a todo's path from A's
+    /// Enter key to B's screen (needs e2e/ and templates/realtime/web packages, Chromium, and
+    /// `realtime-app-server` next to `--riptide`).
+    AppLatency,
+    /// A token expiring while writes stream in to a `@powersync/node` client: the longest
+    /// write latency (part of node-latency).
+    TokenRefresh,
+    /// A `@powersync/node` client's own write → the server's version back, over HTTP and
+    /// WebSocket (part of node-latency).
+    RoundTrip,
     /// One write to a bucket shared by many streams: time until all have it.
     Fanout,
     /// Many idle streams: service RSS per stream.
@@ -249,6 +270,34 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
                 report.measured(sampler.since("write → @powersync/node SQLite", before));
             }
             Err(e) => eprintln!("skipping @powersync/node latency scenario: {e:#}"),
+        }
+    }
+    if (args.wants(Scenario::NodeLatency) || args.wants(Scenario::RoundTrip)) && args.with_node() {
+        let before = sampler.sample();
+        match scenarios::round_trip::run(&bench).await {
+            Ok(table) => {
+                report.tables.push(table);
+                report.measured(sampler.since("@powersync/node round trip", before));
+            }
+            Err(e) => eprintln!("skipping @powersync/node round-trip scenario: {e:#}"),
+        }
+    }
+    if args.wants(Scenario::AppLatency) {
+        let before = sampler.sample();
+        if let Some(table) = scenarios::app_latency::run(&bench).await? {
+            report.tables.push(table);
+            report.measured(sampler.since("template in Chromium", before));
+        }
+    }
+    if (args.wants(Scenario::NodeLatency) || args.wants(Scenario::TokenRefresh)) && args.with_node()
+    {
+        let before = sampler.sample();
+        match scenarios::token_refresh::run(&bench).await {
+            Ok(table) => {
+                report.tables.push(table);
+                report.measured(sampler.since("@powersync/node token refresh", before));
+            }
+            Err(e) => eprintln!("skipping @powersync/node token-refresh scenario: {e:#}"),
         }
     }
     if args.wants(Scenario::Transactions) {

@@ -24,7 +24,8 @@ pub enum SourceError {
 pub trait SourceDatabase: Send + Sync + 'static {
     /// `SELECT pg_current_wal_insert_lsn()`: at or past the end of every committed transaction.
     async fn current_lsn(&self) -> Result<Lsn, SourceError>;
-    /// `SELECT pg_logical_emit_message(false, 'powersync', 'ping')`.
+    /// `SELECT pg_logical_emit_message(false, 'powersync', 'ping')`, flushed to the WAL before
+    /// it returns (so replication sees it at once).
     async fn emit_ping(&self) -> Result<(), SourceError>;
 
     /// Both steps at once, for callers that store nothing in between.
@@ -34,6 +35,11 @@ pub trait SourceDatabase: Send + Sync + 'static {
         Ok(lsn)
     }
 }
+
+/// The ping of [`SourceDatabase::emit_ping`], flushed to the WAL at once (see there).
+const PING_AND_FLUSH: &str = "BEGIN; SET LOCAL synchronous_commit = on; \
+    SELECT pg_logical_emit_message(false, 'powersync', 'ping'); \
+    SELECT txid_current(); COMMIT";
 
 /// [`SourceDatabase`] over a deadpool-postgres pool of the source database.
 #[derive(Clone)]
@@ -70,12 +76,13 @@ impl SourceDatabase for PgSourceDatabase {
 
     async fn emit_ping(&self) -> Result<(), SourceError> {
         let client = self.pool.get().await?;
-        client
-            .execute(
-                "SELECT * FROM pg_logical_emit_message(false, 'powersync', 'ping')",
-                &[],
-            )
-            .await?;
+        // One round trip. A non-transactional message is written to the WAL but not flushed
+        // (before Postgres 17 there is no `flush` argument), and a walsender sends only
+        // flushed WAL: alone, the message waits for the WAL writer (`wal_writer_delay`,
+        // 200 ms by default), and so does every write checkpoint waiting on it. A transaction
+        // with an xid that commits synchronously flushes the WAL up to its commit record,
+        // which is after the message.
+        client.batch_execute(PING_AND_FLUSH).await?;
         Ok(())
     }
 }
@@ -85,6 +92,29 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+
+    /// The ping is flushed when `emit_ping` returns: a walsender can send it at once, not at
+    /// the WAL writer's next round (up to `wal_writer_delay` later).
+    #[tokio::test]
+    async fn the_ping_is_flushed_to_the_wal_when_emit_ping_returns() {
+        let db = riptide_testkit::TestDatabase::create().await;
+        let client = db.client().await;
+        let source =
+            PgSourceDatabase::new(riptide_pg::PgConnection::from(db.config()).pool(1).unwrap());
+        for _ in 0..20 {
+            let before = source.current_lsn().await.unwrap();
+            source.emit_ping().await.unwrap();
+            let row = client
+                .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+                .await
+                .unwrap();
+            let flushed: Lsn = row.get::<_, String>(0).parse().unwrap();
+            assert!(
+                flushed > before,
+                "flushed up to {flushed}, the ping was written after {before}"
+            );
+        }
+    }
 
     /// With `synchronous_commit = off` the WAL write position lags behind commits that have
     /// returned; the current LSN must still be past every committed transaction.

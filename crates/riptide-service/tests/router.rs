@@ -702,6 +702,35 @@ async fn token_expiry_ends_the_stream() {
     );
 }
 
+/// A token with less than 40 s left when the stream opens still gets its warning while it is
+/// valid (at half its lifetime), so the SDK fetches a new one and restarts before `exp`.
+#[tokio::test]
+async fn a_short_lived_token_is_warned_about_before_it_expires() {
+    let h = Harness::new().await;
+    let token = h.keys.token("u1", 6, json!({}));
+    let resp = h
+        .request(
+            Request::post("/sync/stream")
+                .header("authorization", format!("Token {token}"))
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+    let mut s = Lines::new(resp);
+    let mut expiry_lines = Vec::new();
+    while let Some(line) = s.next().await {
+        if let Some(n) = line.get("token_expires_in").and_then(Value::as_i64) {
+            expiry_lines.push(n);
+        }
+    }
+    assert_eq!(expiry_lines.last(), Some(&0), "{expiry_lines:?}");
+    let warning = expiry_lines[0];
+    assert!(
+        (1..=3).contains(&warning),
+        "the warning came with {warning} s left: {expiry_lines:?}"
+    );
+}
+
 #[tokio::test]
 async fn keepalive_lines() {
     let h = Harness::with_options(|o| o.keepalive_interval = Duration::from_millis(200)).await;

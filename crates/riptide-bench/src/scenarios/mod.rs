@@ -1,6 +1,7 @@
 //! One module per scenario; each takes the [`Bench`] it runs against and returns its table (or
 //! its rows of the throughput table).
 
+pub mod app_latency;
 pub mod compaction;
 pub mod fanout;
 pub mod fencing;
@@ -11,8 +12,10 @@ pub mod node;
 pub mod node_latency;
 pub mod notifications;
 pub mod replication;
+pub mod round_trip;
 pub mod scale_out;
 pub mod snapshot;
+pub mod token_refresh;
 pub mod transactions;
 
 use riptide_testkit::{SyncClient, TestKeys};
@@ -77,4 +80,17 @@ impl<'a> Bench<'a> {
 /// naming `riptide-bench`.
 pub fn bench_client(endpoint: &str, token: String, http: &reqwest::Client) -> SyncClient {
     SyncClient::with_http(endpoint, token, http.clone()).with_user_agent("riptide-bench")
+}
+
+/// The last line of a helper script's stdout that is a JSON object (the SDKs may log to
+/// stdout before it).
+pub fn json_line(stdout: &[u8], script: &str) -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context;
+    let stdout = String::from_utf8_lossy(stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| format!("{script} printed no JSON line"))?;
+    Ok(serde_json::from_str(line)?)
 }

@@ -147,6 +147,7 @@ export function openDatabase(user: User, onSessionEnded: () => void): OpenDataba
     schema: AppSchema,
     database: { dbFilename: `realtime-app-${user.id}.sqlite` },
   });
+  if (import.meta.env.VITE_POWERSYNC_EXPOSE_DB === 'true') window.powersyncDb = db;
   const connector = new BackendConnector(onSessionEnded);
   // Connecting returns at once; syncing and uploading go on in the background, with retries.
   // Uploads start at most 100 ms apart (default: 1 s) so collaborators see changes quickly.
