@@ -12,7 +12,7 @@ import net from 'node:net';
 import path from 'node:path';
 import assert from 'node:assert/strict';
 import { e2eTest } from '../lib/harness.js';
-import { localRows } from '../lib/client.js';
+import { crudCount, localRows } from '../lib/client.js';
 import { Service, freePort } from '../lib/service.js';
 import { waitFor, withDeadline } from '../lib/wait.js';
 
@@ -102,20 +102,26 @@ e2eTest('scale-out: a standby takes over replication and clients move to the oth
     for (const c of [alice, bob]) await withDeadline(c.db.waitForFirstSync(), 30_000, `${c.name}: first sync`);
 
     const clients = [alice, bob];
-    // Every client equals the source's todos, row for row.
+    // Every client's uploads are in Postgres, and every client equals the source's todos, row for
+    // row (read again on every poll: uploads land while it waits).
     const converge = async (label) => {
       const t0 = Date.now();
-      const expected = (await source.query(`SELECT id, description FROM todos`)).rows.map((r) => `${r.id} ${r.description}`).sort();
-      for (const c of clients) {
+      const sourceTodos = async () => (await source.query(`SELECT id, description FROM todos`)).rows.map((r) => `${r.id} ${r.description}`).sort();
+      let expected = [];
+      // Twice round: a later client's upload may land after an earlier client was checked.
+      for (const c of [...clients, ...clients]) {
+        let local = [];
         await waitFor(
           async () => {
-            const local = (await localRows(c.db, 'todos')).map((r) => `${r.id} ${r.description}`).sort();
+            if ((await crudCount(c.db)) > 0) return false;
+            expected = await sourceTodos();
+            local = (await localRows(c.db, 'todos')).map((r) => `${r.id} ${r.description}`).sort();
             return JSON.stringify(local) === JSON.stringify(expected);
           },
           {
             timeoutMs: 30_000,
-            what: `${c.name} to hold the source's ${expected.length} todos ${label}`,
-            describe: async () => `local: ${JSON.stringify((await localRows(c.db, 'todos')).map((r) => r.description))}\n${c.logger.tail(15)}`,
+            what: `${c.name} to upload its writes and hold the source's todos ${label}`,
+            describe: () => `expected ${JSON.stringify(expected)}\nlocal ${JSON.stringify(local)}\n${c.logger.tail(30)}`,
           },
         );
       }
