@@ -10,6 +10,9 @@
 //!   an idle source too). After [`StreamOptions::idle_deadline`] of silence the stream is taken
 //!   for dead: the run fails and the replicator reconnects. Time spent applying events is not
 //!   silence.
+//! - Replaying a deferred streamed transaction (`stream/streamed.rs`): with protocol 1, the
+//!   session ends ([`ReplicationError::StreamResumes`]) once that transaction's commit is
+//!   stored, so that the next one streams again.
 //! - Completion: a resumed snapshot is complete once the stream has committed past the end of
 //!   its copy (`snapshot/`); storage then marks it done and activates the deployment.
 
@@ -95,6 +98,7 @@ pub(crate) async fn stream(
     options: &StreamOptions,
     source: riptide_pg::PgConnection,
     mut completion: Option<Completion>,
+    deferred: Option<u32>,
 ) -> Result<(), ReplicationError> {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -106,6 +110,8 @@ pub(crate) async fn stream(
         source,
     };
     let mut waiting: Option<ReplicationEvent> = None;
+    // The xid of the transaction being received (protocol 1 Begin … Commit).
+    let mut receiving: Option<u32> = None;
     loop {
         let event = match waiting.take() {
             Some(event) => Some(event),
@@ -124,7 +130,24 @@ pub(crate) async fn stream(
                 received
             }
         };
+        let resumes = match &event {
+            Some(ReplicationEvent::Begin { xid, .. }) => {
+                receiving = Some(*xid);
+                false
+            }
+            Some(ReplicationEvent::Commit { .. }) => {
+                deferred.is_some() && receiving.take() == deferred
+            }
+            _ => false,
+        };
         let mut ack = apply(&mut applier, event).await?;
+        if let (true, Some(xid)) = (resumes, deferred) {
+            ack = applier.release().await?.or(ack);
+            if let Some(lsn) = ack {
+                session.update_applied_lsn(pgwire_replication::Lsn(lsn.0));
+            }
+            return Err(ReplicationError::StreamResumes { xid });
+        }
         if applier.holding() {
             // `recv` is a channel receive: polling it once loses nothing.
             match session.recv().now_or_never() {
