@@ -1,6 +1,7 @@
 //! One module per scenario; each takes the [`Bench`] it runs against and returns its table (or
 //! its rows of the throughput table).
 
+pub mod big_transactions;
 pub mod compaction;
 pub mod fanout;
 pub mod idle;
