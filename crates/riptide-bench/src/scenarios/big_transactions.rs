@@ -149,7 +149,8 @@ impl WideService {
         let service = Service::spawn(&bench.args.riptide, &config_path, &config)
             .with_context(|| format!("cannot start {}", bench.args.riptide.display()))?;
         let http = reqwest::Client::new();
-        checkpoint_op_id(&http, &service.endpoint, 0, Instant::now() + WAIT).await?;
+        // The table is empty: any checkpoint.
+        checkpoint_op_id(&http, &service.endpoint, -1, Instant::now() + WAIT).await?;
         Ok(WideService {
             service,
             config,
