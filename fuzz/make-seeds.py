@@ -147,7 +147,7 @@ for i, k in enumerate(jwks["keys"]):
     put("jwks", f"key-{i}", json.dumps({"keys": [k]}))
 
 
-# --- pgoutput (protocol version 1) and text values -------------------------------------------
+# --- pgoutput (protocol versions 1 and 2) and text values -------------------------------------------
 def cstr(s):
     return s.encode() + b"\0"
 
@@ -180,6 +180,18 @@ pg = {
     "truncate": b"T" + struct.pack(">IBII", 2, 1, 16384, 16385),
     "message": b"M" + b"\1" + struct.pack(">Q", 5) + cstr("powersync") + struct.pack(">i", 2) + b"{}",
 }
+# Protocol 2: a streamed transaction's boundaries, and messages inside its blocks (xid first).
+xid = struct.pack(">I", 751)
+pg.update({
+    "stream-start": b"S" + struct.pack(">IB", 750, 1),
+    "stream-stop": b"E",
+    "stream-commit": b"c" + struct.pack(">IBQQq", 750, 0, 0x16B3748, 0x16B3778, 1),
+    "stream-abort": b"A" + struct.pack(">II", 750, 751),
+    "stream-relation": b"R" + xid + rel[1:],
+    "stream-insert": b"I" + xid + struct.pack(">I", 16384) + b"N" + row,
+    "stream-delete": b"D" + xid + struct.pack(">I", 16384) + b"K" + tup([b"1", None, None]),
+    "stream-message": b"M" + xid + b"\1" + struct.pack(">Q", 5) + cstr("powersync") + struct.pack(">i", 2) + b"{}",
+})
 for name, m in pg.items():
     put("pgoutput", name, m)
 

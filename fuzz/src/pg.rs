@@ -7,14 +7,23 @@ use riptide_replication::pgoutput;
 use riptide_replication::values::{ScalarKind, TimeFormat, ValueKind, convert};
 use riptide_rules::SqliteValue;
 
-/// `pgoutput::decode` never panics; what it decodes encodes back to the same bytes' meaning.
+/// `pgoutput::decode` (outside a streamed transaction's block) and `decode_in_stream` (inside
+/// one, protocol 2) never panic; what they decode encodes back to the same bytes' meaning.
 pub fn pgoutput(data: &[u8]) {
-    let Ok(message) = pgoutput::decode(&Bytes::copy_from_slice(data)) else {
-        return;
-    };
-    let bytes = pgoutput::encode::message(&message);
-    let again = pgoutput::decode(&bytes).expect("an encoded message decodes");
-    assert_eq!(again, message, "pgoutput round trip");
+    let data = Bytes::copy_from_slice(data);
+    if let Ok(message) = pgoutput::decode(&data) {
+        let bytes = pgoutput::encode::message(&message);
+        let again = pgoutput::decode(&bytes).expect("an encoded message decodes");
+        assert_eq!(again, message, "pgoutput round trip");
+    }
+    if let Ok((xid, message)) = pgoutput::decode_in_stream(&data) {
+        let bytes = match xid {
+            Some(xid) => pgoutput::encode::message_in_stream(xid, &message),
+            None => pgoutput::encode::message(&message),
+        };
+        let again = pgoutput::decode_in_stream(&bytes).expect("an encoded message decodes");
+        assert_eq!(again, (xid, message), "pgoutput round trip in a stream block");
+    }
 }
 
 fn time_format(sel: u8) -> TimeFormat {

@@ -31,6 +31,10 @@
 //! - for each scenario, CPU time and RSS of the service and of this process (the load);
 //! - `latency.svg` next to the JSON: the live latency scenarios' percentile curves and
 //!   deliveries per second;
+//! - big transactions (`scenarios/big_transactions.rs`, services of their own): a bulk insert
+//!   read by three bucket definitions → in a checkpoint timed from its commit; SIGKILL during a
+//!   50,000-row transaction → a fresh client converged after the restart; one UPDATE of
+//!   1,000,000 rows of 2 KB → in a checkpoint, with the service's RSS meanwhile;
 //! - compaction (`scenarios/compaction.rs`): 1,000 rows each updated 1,000 times with a service
 //!   of its own, compacted; what a fresh client downloads, and `compaction.svg`: storage over
 //!   time.
@@ -136,6 +140,14 @@ struct Args {
     /// 20,000).
     #[arg(long, default_value_t = 1_000_000)]
     snapshot_rows: i64,
+    /// Rows of the transaction the big-transactions scenario SIGKILLs the service during
+    /// (short: at most 2,000). Its bulk insert has `--rows` rows (short: 2,000).
+    #[arg(long, default_value_t = 50_000)]
+    crash_rows: i64,
+    /// 2 KB rows the big-transactions scenario updates in one statement (short: at most
+    /// 5,000).
+    #[arg(long, default_value_t = 1_000_000)]
+    big_update_rows: i64,
 }
 
 /// What `--scenario` selects.
@@ -184,6 +196,9 @@ enum Scenario {
     /// One-row storage commits on a plain storage vs one fenced at the replication lease's
     /// epoch (what fencing costs a commit).
     Fencing,
+    /// Big transactions: bulk insert from its commit, SIGKILL mid-transaction, RSS during a
+    /// 1,000,000-row UPDATE of 2 KB rows.
+    BigTransactions,
 }
 
 impl Args {
@@ -341,6 +356,10 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
         let (table, used) = scenarios::snapshot::run(&bench, work).await?;
         report.tables.push(table);
         report.measured(used);
+    }
+    if args.wants(Scenario::BigTransactions) {
+        let table = scenarios::big_transactions::run(&bench, work).await?;
+        report.tables.push(table);
     }
     if args.wants(Scenario::Compaction) {
         let (table, used) = scenarios::compaction::run(&bench, work).await?;

@@ -22,6 +22,12 @@ pub struct Sizes {
     pub transactions: usize,
     /// Rows of the snapshot scenario's table.
     pub snapshot_rows: i64,
+    /// Rows of the big-transactions scenario's bulk insert.
+    pub big_insert_rows: i64,
+    /// Rows of the transaction the big-transactions scenario kills the service during.
+    pub crash_rows: i64,
+    /// 2 KB rows the big-transactions scenario updates in one statement.
+    pub big_update_rows: i64,
     /// Fail on a lost delivery or stream (the smoke test) instead of reporting it.
     pub strict: bool,
 }
@@ -41,6 +47,9 @@ impl Sizes {
                 idle_streams: 200,
                 transactions: args.transactions.min(500),
                 snapshot_rows: args.snapshot_rows.min(20_000),
+                big_insert_rows: args.rows.min(2_000),
+                crash_rows: args.crash_rows.min(2_000),
+                big_update_rows: args.big_update_rows.min(5_000),
                 strict: true,
             }
         } else {
@@ -56,6 +65,9 @@ impl Sizes {
                 idle_streams: 10_000,
                 transactions: args.transactions,
                 snapshot_rows: args.snapshot_rows,
+                big_insert_rows: args.rows,
+                crash_rows: args.crash_rows,
+                big_update_rows: args.big_update_rows,
                 strict: false,
             }
         };

@@ -77,6 +77,32 @@ pub fn replication_config(
         .with_wakeup_interval(std::time::Duration::from_secs(5)))
 }
 
+/// How the walsender sends transactions: protocol 1 (each whole, at its commit), or protocol
+/// 2 streaming in-progress transactions once they exceed `work_mem_kb` of decoded changes
+/// (`logical_decoding_work_mem` of this session; Postgres 14+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    WholeTransactions,
+    Streaming { work_mem_kb: u32 },
+}
+
+impl Protocol {
+    /// `cfg` set up for this protocol.
+    pub fn apply(self, cfg: ReplicationConfig) -> ReplicationConfig {
+        match self {
+            Protocol::WholeTransactions => cfg.with_streaming(false),
+            Protocol::Streaming { work_mem_kb } => {
+                let setting = format!("-c logical_decoding_work_mem={work_mem_kb}kB");
+                let options = match cfg.options.as_deref() {
+                    Some(o) if !o.trim().is_empty() => format!("{o} {setting}"),
+                    _ => setting,
+                };
+                cfg.with_streaming(true).with_options(options)
+            }
+        }
+    }
+}
+
 /// A gated walsender session, authenticated: replication commands run on it until it starts
 /// streaming. TLS and channel binding as for every connection to `source`.
 pub async fn connect_gated(

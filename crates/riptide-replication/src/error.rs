@@ -44,6 +44,16 @@ pub enum ReplicationError {
     /// walsender or the network in between stopped answering.
     #[error("the replication stream was silent for {seconds} s; reconnecting")]
     StreamSilent { seconds: u64 },
+    /// A streamed in-progress transaction (pgoutput protocol 2) had to give way to other
+    /// work while its storage batch was open (`stream/streamed.rs`): it was rolled back, and
+    /// the replicator replays from the acknowledged position with protocol 1 until it has
+    /// committed.
+    #[error("streamed transaction {xid} deferred; replaying without streaming until it commits")]
+    StreamDeferred { xid: u32 },
+    /// The transaction a protocol 1 session was replaying for (see `StreamDeferred`)
+    /// committed: the replicator streams again.
+    #[error("deferred transaction {xid} committed; streaming again")]
+    StreamResumes { xid: u32 },
     /// A failpoint of the fault-injection tests fired (feature `failpoints` only).
     #[error("failpoint {0} fired")]
     Failpoint(&'static str),

@@ -7,8 +7,10 @@
 //!   the slot's consistent point, completes the snapshot and activates the deployment in one
 //!   storage transaction, then streams pgoutput from the slot (`streaming.rs`, `stream/`):
 //!   one storage batch per source transaction (or per burst of consecutive ones: group
-//!   commit), acknowledged to Postgres only after storage committed it. A restart resumes at
-//!   the stored LSN; an interrupted snapshot resumes after its last committed chunk.
+//!   commit), acknowledged to Postgres only after storage committed it. With Postgres 14+ a
+//!   large transaction is streamed while it runs (pgoutput protocol 2) and written to its own
+//!   batch before its commit (`stream/streamed.rs`). A restart resumes at the stored LSN; an
+//!   interrupted snapshot resumes after its last committed chunk.
 //! - The stream has an idle deadline (a heartbeat message through the slot), connections and
 //!   queries between transactions have timeouts (`connection.rs`), and
 //!   [`ReplicationStatus`] keeps the error replication fails on for the probes and metrics.

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use riptide_pg::PgConnection;
 
-use crate::connection;
+use crate::connection::{self, Protocol};
 use crate::error::ReplicationError;
 use crate::schema::TypeMap;
 use crate::slot::{self, SlotInfo, SlotState};
@@ -121,12 +121,63 @@ impl Replicator {
         }
     }
 
+    /// Sessions until one fails. A streamed transaction deferred by one session
+    /// (`stream/streamed.rs`) is replayed by the next with protocol 1, which ends once that
+    /// transaction has committed; the one after streams again.
     async fn run_inner(
         &self,
         deployment: Deployment,
         rules: Arc<SyncRules>,
     ) -> Result<(), ReplicationError> {
+        let mut deferred = None;
+        loop {
+            match self.session(&deployment, rules.clone(), deferred).await {
+                Err(ReplicationError::StreamDeferred { xid }) => deferred = Some(xid),
+                Err(ReplicationError::StreamResumes { xid }) => {
+                    tracing::info!(xid, "deferred transaction committed; streaming again");
+                    deferred = None;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The protocol of the next session: streaming unless turned off, a deferred
+    /// transaction is being replayed, or the source is older than Postgres 14.
+    async fn protocol(
+        &self,
+        client: &tokio_postgres::Client,
+        deferred: Option<u32>,
+    ) -> Result<Protocol, ReplicationError> {
+        let Some(work_mem_kb) = self.stream_options.stream_in_progress_kb else {
+            return Ok(Protocol::WholeTransactions);
+        };
+        if deferred.is_some() {
+            return Ok(Protocol::WholeTransactions);
+        }
+        let version: String = client
+            .query_one("SHOW server_version_num", &[])
+            .await?
+            .get(0);
+        if version.trim().parse::<u32>().unwrap_or(0) < 140_000 {
+            tracing::info!(
+                server_version_num = %version,
+                "source is older than Postgres 14: large transactions arrive whole at their commit (pgoutput protocol 1)"
+            );
+            return Ok(Protocol::WholeTransactions);
+        }
+        Ok(Protocol::Streaming { work_mem_kb })
+    }
+
+    /// One walsender session: the snapshot or resume, then the stream until it fails.
+    async fn session(
+        &self,
+        deployment: &Deployment,
+        rules: Arc<SyncRules>,
+        deferred: Option<u32>,
+    ) -> Result<(), ReplicationError> {
         let mut client = connection::connect(&self.options.connection).await?;
+        let protocol = self.protocol(&client, deferred).await?;
         let types =
             TypeMap::load_with(&client, crate::values::ValueOptions::from_rules(&rules)).await?;
         // The stored state is the truth (the caller's copy may be stale).
@@ -140,7 +191,7 @@ impl Replicator {
                 // apart, and failed between them): activate now.
                 self.storage.activate(deployment.id).await?;
             }
-            self.resume(&client, &deployment, &rules).await?
+            self.resume(&client, &deployment, &rules, protocol).await?
         } else {
             Initial {
                 ctx: SnapshotContext {
@@ -152,6 +203,7 @@ impl Replicator {
                     chunk_rows: snapshot::FETCH_ROWS,
                 },
                 options: &self.options,
+                protocol,
                 slot: &deployment.slot_name,
                 resume_lsn: deployment.resume_lsn,
                 commit_rows: self.stream_options.snapshot_commit_rows,
@@ -185,6 +237,7 @@ impl Replicator {
             &self.stream_options,
             self.options.connection.clone(),
             completion,
+            deferred,
         )
         .await
     }
@@ -195,6 +248,7 @@ impl Replicator {
         client: &tokio_postgres::Client,
         deployment: &Deployment,
         rules: &SyncRules,
+        protocol: Protocol,
     ) -> Result<Started, ReplicationError> {
         let slot = &deployment.slot_name;
         let resume = deployment.resume_lsn.ok_or_else(|| {
@@ -234,7 +288,7 @@ impl Replicator {
             }
         };
         Ok(Started {
-            session: slot::start_streaming(&self.options.connection, cfg).await?,
+            session: slot::start_streaming(&self.options.connection, protocol.apply(cfg)).await?,
             resume,
             baseline,
             complete_at: None,

@@ -10,6 +10,10 @@
 //!   an idle source too). After [`StreamOptions::idle_deadline`] of silence the stream is taken
 //!   for dead: the run fails and the replicator reconnects. Time spent applying events is not
 //!   silence.
+//! - Replaying a deferred streamed transaction (`stream/streamed.rs`): with protocol 1, the
+//!   session ends ([`ReplicationError::StreamResumes`]) once that transaction's commit is
+//!   stored (or, between transactions, after a minute without it: it aborted or runs on), so
+//!   that the next one streams again.
 //! - Completion: a resumed snapshot is complete once the stream has committed past the end of
 //!   its copy (`snapshot/`); storage then marks it done and activates the deployment.
 
@@ -27,6 +31,9 @@ use crate::stream::{CHECKPOINT_MESSAGE_PREFIX, StreamOptions, TransactionApplier
 
 /// Content of the heartbeat message.
 const HEARTBEAT: &str = "ping";
+/// How long a protocol 1 session replaying a deferred streamed transaction lasts at most when
+/// that transaction's commit does not come (it aborted, or runs on): streaming is tried again.
+const DEFERRED_SESSION_MAX: Duration = Duration::from_secs(60);
 /// How often the loop wakes when nothing happens.
 const TICK: Duration = Duration::from_millis(500);
 
@@ -95,6 +102,7 @@ pub(crate) async fn stream(
     options: &StreamOptions,
     source: riptide_pg::PgConnection,
     mut completion: Option<Completion>,
+    deferred: Option<u32>,
 ) -> Result<(), ReplicationError> {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -106,6 +114,9 @@ pub(crate) async fn stream(
         source,
     };
     let mut waiting: Option<ReplicationEvent> = None;
+    // The xid of the transaction being received (protocol 1 Begin … Commit).
+    let mut receiving: Option<u32> = None;
+    let session_started = Instant::now();
     loop {
         let event = match waiting.take() {
             Some(event) => Some(event),
@@ -124,7 +135,27 @@ pub(crate) async fn stream(
                 received
             }
         };
+        // Between transactions: a commit, or an idle tick.
+        let (between, committed_xid) = match &event {
+            Some(ReplicationEvent::Begin { xid, .. }) => {
+                receiving = Some(*xid);
+                (false, None)
+            }
+            Some(ReplicationEvent::Commit { .. }) => (true, receiving.take()),
+            None => (true, None),
+            _ => (false, None),
+        };
+        let resumes = deferred.is_some()
+            && between
+            && (committed_xid == deferred || session_started.elapsed() >= DEFERRED_SESSION_MAX);
         let mut ack = apply(&mut applier, event).await?;
+        if let (true, Some(xid)) = (resumes, deferred) {
+            ack = applier.release().await?.or(ack);
+            if let Some(lsn) = ack {
+                session.update_applied_lsn(pgwire_replication::Lsn(lsn.0));
+            }
+            return Err(ReplicationError::StreamResumes { xid });
+        }
         if applier.holding() {
             // `recv` is a channel receive: polling it once loses nothing.
             match session.recv().now_or_never() {

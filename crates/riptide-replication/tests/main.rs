@@ -10,6 +10,7 @@ mod common;
 mod identity;
 mod replication;
 mod schema_changes;
+mod streamed;
 mod tables;
 mod tls;
 mod types;

@@ -446,6 +446,15 @@ pub struct ReplicationConfig {
     /// Default: `false`
     pub binary: bool,
 
+    /// Ask `pgoutput` to stream large in-progress transactions: protocol version 2 with
+    /// `streaming 'on'` (PostgreSQL 14+). The worker then tracks Stream Start/Stop blocks so
+    /// that a transactional Message inside one (which carries the transaction's xid) is still
+    /// parsed right; Stream Start, Stop, Commit and Abort reach the consumer as raw
+    /// `XLogData`, like row changes.
+    ///
+    /// Default: `false` (protocol version 1)
+    pub streaming: bool,
+
     /// Value for the startup `options` parameter, passed through to the
     /// server the same way `libpq`'s `options` connection parameter (or the
     /// `PGOPTIONS` environment variable) would on an ordinary connection.
@@ -531,6 +540,7 @@ impl Default for ReplicationConfig {
             idle_wakeup_interval: Duration::from_secs(10),
             buffer_events: 8192,
             binary: false,
+            streaming: false,
             options: None,
             max_message_size: crate::protocol::framing::MAX_MESSAGE_SIZE,
             application_name: None,
@@ -691,6 +701,13 @@ impl ReplicationConfig {
     /// Set the event buffer size.
     pub fn with_buffer_size(mut self, size: usize) -> Self {
         self.buffer_events = size;
+        self
+    }
+
+    /// Stream large in-progress transactions (protocol version 2, PG 14+); see
+    /// [`streaming`](Self::streaming).
+    pub fn with_streaming(mut self, streaming: bool) -> Self {
+        self.streaming = streaming;
         self
     }
 

@@ -2,6 +2,7 @@
 //! its rows of the throughput table).
 
 pub mod app_latency;
+pub mod big_transactions;
 pub mod compaction;
 pub mod fanout;
 pub mod fencing;

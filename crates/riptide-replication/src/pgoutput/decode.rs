@@ -6,8 +6,8 @@ use riptide_protocol::Lsn;
 
 use super::{
     Begin, Commit, DecodeError, Delete, Insert, LogicalMessage, Message, OldTuple, Origin,
-    Relation, RelationColumn, ReplicaIdentity, Truncate, TupleData, TupleValue, TypeMessage,
-    Update,
+    Relation, RelationColumn, ReplicaIdentity, StreamAbort, StreamCommit, StreamStart, Truncate,
+    TupleData, TupleValue, TypeMessage, Update,
 };
 
 /// A cursor over one message's bytes.
@@ -163,26 +163,47 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes one pgoutput message.
+/// Decodes one pgoutput message outside a streamed transaction's block.
 pub fn decode(data: &Bytes) -> Result<LogicalMessage, DecodeError> {
+    decode_at(data, false).map(|(_, message)| message)
+}
+
+/// Decodes one pgoutput message inside a Stream Start/Stop block: with the xid of the
+/// (sub)transaction it belongs to, for the messages that carry one (row changes, Relation,
+/// Type, Message), `None` for the others (Stream Stop, Origin).
+pub fn decode_in_stream(data: &Bytes) -> Result<(Option<u32>, LogicalMessage), DecodeError> {
+    decode_at(data, true)
+}
+
+fn decode_at(data: &Bytes, in_stream: bool) -> Result<(Option<u32>, LogicalMessage), DecodeError> {
     let (&tag, _) = data.split_first().ok_or(DecodeError::Empty)?;
-    let message = match tag {
-        b'B' => "Begin",
-        b'C' => "Commit",
-        b'O' => "Origin",
-        b'R' => "Relation",
-        b'Y' => "Type",
-        b'I' => "Insert",
-        b'U' => "Update",
-        b'D' => "Delete",
-        b'T' => "Truncate",
-        b'M' => "Message",
-        other => return Err(DecodeError::UnknownTag(other)),
+    // Inside a block: the change-like messages and Stream Stop; Origin after a first
+    // Stream Start. Outside: the transaction boundaries and the stream's own messages.
+    let message = match (tag, in_stream) {
+        (b'B', false) => "Begin",
+        (b'C', false) => "Commit",
+        (b'O', _) => "Origin",
+        (b'R', _) => "Relation",
+        (b'Y', _) => "Type",
+        (b'I', _) => "Insert",
+        (b'U', _) => "Update",
+        (b'D', _) => "Delete",
+        (b'T', _) => "Truncate",
+        (b'M', _) => "Message",
+        (b'S', false) => "Stream Start",
+        (b'E', true) => "Stream Stop",
+        (b'c', false) => "Stream Commit",
+        (b'A', false) => "Stream Abort",
+        (other, _) => return Err(DecodeError::UnknownTag(other)),
     };
     let mut r = Reader {
         buf: data,
         pos: 1,
         message,
+    };
+    let xid = match tag {
+        b'R' | b'Y' | b'I' | b'U' | b'D' | b'T' | b'M' if in_stream => Some(r.u32()?),
+        _ => None,
     };
     let decoded = match tag {
         b'B' => LogicalMessage::Begin(r.begin()?),
@@ -194,11 +215,15 @@ pub fn decode(data: &Bytes) -> Result<LogicalMessage, DecodeError> {
         b'U' => LogicalMessage::Update(r.update()?),
         b'D' => LogicalMessage::Delete(r.delete()?),
         b'T' => LogicalMessage::Truncate(r.truncate()?),
-        // b'M'
-        _ => LogicalMessage::Message(r.logical_message()?),
+        b'M' => LogicalMessage::Message(r.logical_message()?),
+        b'S' => LogicalMessage::StreamStart(r.stream_start()?),
+        b'E' => LogicalMessage::StreamStop,
+        b'c' => LogicalMessage::StreamCommit(r.stream_commit()?),
+        // b'A'
+        _ => LogicalMessage::StreamAbort(r.stream_abort()?),
     };
     r.finish()?;
-    Ok(decoded)
+    Ok((xid, decoded))
 }
 
 /// The body of each message kind, after its tag.
@@ -342,6 +367,35 @@ impl Reader<'_> {
             lsn,
             prefix,
             content: self.take_bytes(len)?,
+        })
+    }
+
+    fn stream_start(&mut self) -> Result<StreamStart, DecodeError> {
+        let xid = self.u32()?;
+        let first = self.u8()?;
+        if first > 1 {
+            return Err(self.invalid("first-segment flag", first));
+        }
+        Ok(StreamStart {
+            xid,
+            first_segment: first == 1,
+        })
+    }
+
+    fn stream_commit(&mut self) -> Result<StreamCommit, DecodeError> {
+        Ok(StreamCommit {
+            xid: self.u32()?,
+            flags: self.u8()?,
+            commit_lsn: self.lsn()?,
+            end_lsn: self.lsn()?,
+            commit_time: self.i64()?,
+        })
+    }
+
+    fn stream_abort(&mut self) -> Result<StreamAbort, DecodeError> {
+        Ok(StreamAbort {
+            xid: self.u32()?,
+            subxid: self.u32()?,
         })
     }
 }

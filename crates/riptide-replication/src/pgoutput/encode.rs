@@ -118,6 +118,49 @@ pub fn message(m: &LogicalMessage) -> Bytes {
             out.extend_from_slice(&(m.content.len() as i32).to_be_bytes());
             out.extend_from_slice(&m.content);
         }
+        LogicalMessage::StreamStart(s) => {
+            out.push(b'S');
+            out.extend_from_slice(&s.xid.to_be_bytes());
+            out.push(u8::from(s.first_segment));
+        }
+        LogicalMessage::StreamStop => out.push(b'E'),
+        LogicalMessage::StreamCommit(c) => {
+            out.push(b'c');
+            out.extend_from_slice(&c.xid.to_be_bytes());
+            out.push(c.flags);
+            out.extend_from_slice(&c.commit_lsn.0.to_be_bytes());
+            out.extend_from_slice(&c.end_lsn.0.to_be_bytes());
+            out.extend_from_slice(&c.commit_time.to_be_bytes());
+        }
+        LogicalMessage::StreamAbort(a) => {
+            out.push(b'A');
+            out.extend_from_slice(&a.xid.to_be_bytes());
+            out.extend_from_slice(&a.subxid.to_be_bytes());
+        }
     }
+    Bytes::from(out)
+}
+
+/// The bytes of `m` as pgoutput sends them inside a Stream Start/Stop block: the xid after
+/// the tag of the messages that carry one.
+pub fn message_in_stream(xid: u32, m: &LogicalMessage) -> Bytes {
+    let plain = message(m);
+    let carries_xid = matches!(
+        m,
+        LogicalMessage::Relation(_)
+            | LogicalMessage::Type(_)
+            | LogicalMessage::Insert(_)
+            | LogicalMessage::Update(_)
+            | LogicalMessage::Delete(_)
+            | LogicalMessage::Truncate(_)
+            | LogicalMessage::Message(_)
+    );
+    let Some((tag, rest)) = plain.split_first().filter(|_| carries_xid) else {
+        return plain;
+    };
+    let mut out = Vec::with_capacity(plain.len() + 4);
+    out.push(*tag);
+    out.extend_from_slice(&xid.to_be_bytes());
+    out.extend_from_slice(rest);
     Bytes::from(out)
 }

@@ -1,4 +1,10 @@
-//! Decoder of the `pgoutput` logical decoding output plugin, protocol version 1.
+//! Decoder of the `pgoutput` logical decoding output plugin, protocol versions 1 and 2.
+//!
+//! Version 2 adds the streaming of large in-progress transactions: Stream Start (`S`), Stop
+//! (`E`), Commit (`c`) and Abort (`A`), and inside a Start/Stop block every Relation, Type,
+//! Insert, Update, Delete, Truncate and Message carries the xid of the (sub)transaction it
+//! belongs to after its tag: [`decode`] reads messages outside such a block,
+//! [`decode_in_stream`] inside one.
 //!
 //! Messages are decoded from the raw bytes of one `XLogData` payload into typed structs. The
 //! decoder never panics and never allocates more than the input could hold: every count read
@@ -59,6 +65,35 @@ pub enum LogicalMessage {
     Delete(Delete),
     Truncate(Truncate),
     Message(Message),
+    StreamStart(StreamStart),
+    StreamStop,
+    StreamCommit(StreamCommit),
+    StreamAbort(StreamAbort),
+}
+
+/// `S`: the changes up to the next Stream Stop belong to this (top-level) transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamStart {
+    pub xid: u32,
+    /// The first block of this transaction.
+    pub first_segment: bool,
+}
+
+/// `c`: a streamed transaction committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamCommit {
+    pub xid: u32,
+    pub flags: u8,
+    pub commit_lsn: Lsn,
+    pub end_lsn: Lsn,
+    pub commit_time: i64,
+}
+
+/// `A`: a streamed transaction (`subxid == xid`) or one of its subtransactions aborted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamAbort {
+    pub xid: u32,
+    pub subxid: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,4 +255,4 @@ pub mod encode;
 #[cfg(test)]
 mod tests;
 
-pub use decode::decode;
+pub use decode::{decode, decode_in_stream};

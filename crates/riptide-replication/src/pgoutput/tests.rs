@@ -87,7 +87,38 @@ fn samples() -> Vec<LogicalMessage> {
             prefix: "powersync".into(),
             content: Bytes::from_static(b"ping"),
         }),
+        LogicalMessage::StreamStart(StreamStart {
+            xid: 7_000,
+            first_segment: true,
+        }),
+        LogicalMessage::StreamStart(StreamStart {
+            xid: u32::MAX,
+            first_segment: false,
+        }),
+        LogicalMessage::StreamCommit(StreamCommit {
+            xid: 7_000,
+            flags: 0,
+            commit_lsn: Lsn(0x2_0000),
+            end_lsn: Lsn(0x2_0030),
+            commit_time: 770_000_000_000_001,
+        }),
+        LogicalMessage::StreamAbort(StreamAbort {
+            xid: 7_000,
+            subxid: 7_001,
+        }),
     ]
+}
+
+/// Whether `m` may appear inside a Stream Start/Stop block.
+fn streamable(m: &LogicalMessage) -> bool {
+    !matches!(
+        m,
+        LogicalMessage::Begin(_)
+            | LogicalMessage::Commit(_)
+            | LogicalMessage::StreamStart(_)
+            | LogicalMessage::StreamCommit(_)
+            | LogicalMessage::StreamAbort(_)
+    )
 }
 
 #[test]
@@ -96,6 +127,93 @@ fn round_trips_hand_built_messages() {
         let bytes = encode::message(&m);
         assert_eq!(decode(&bytes).as_ref(), Ok(&m), "{m:?}");
     }
+}
+
+#[test]
+fn round_trips_messages_inside_a_stream_block() {
+    for m in samples().into_iter().filter(streamable) {
+        let bytes = encode::message_in_stream(7_001, &m);
+        let expected_xid = (!matches!(m, LogicalMessage::Origin(_))).then_some(7_001);
+        assert_eq!(
+            decode_in_stream(&bytes).as_ref(),
+            Ok(&(expected_xid, m.clone())),
+            "{m:?}"
+        );
+        // Outside a block the xid is read as the message's first field: never the same.
+        if expected_xid.is_some() {
+            assert_ne!(decode(&bytes).as_ref(), Ok(&m), "{m:?}");
+        }
+    }
+    let stop = encode::message(&LogicalMessage::StreamStop);
+    assert_eq!(
+        decode_in_stream(&stop),
+        Ok((None, LogicalMessage::StreamStop))
+    );
+    assert_eq!(decode(&stop), Err(DecodeError::UnknownTag(b'E')));
+}
+
+#[test]
+fn stream_boundaries_only_outside_a_block() {
+    for m in samples().into_iter().filter(|m| !streamable(m)) {
+        let bytes = encode::message(&m);
+        let (&tag, _) = bytes.split_first().unwrap();
+        assert_eq!(
+            decode_in_stream(&bytes),
+            Err(DecodeError::UnknownTag(tag)),
+            "{m:?}"
+        );
+    }
+}
+
+#[test]
+fn decodes_exact_stream_wire_bytes() {
+    // Stream Start of xid 742, first segment; Insert of subtransaction 743 inside it;
+    // Stream Commit; Stream Abort of subtransaction 743.
+    let start: &[u8] = &[b'S', 0, 0, 2, 230, 1];
+    assert_eq!(
+        decode(&Bytes::from_static(start)),
+        Ok(LogicalMessage::StreamStart(StreamStart {
+            xid: 742,
+            first_segment: true
+        }))
+    );
+    let insert: &[u8] = &[
+        b'I', 0, 0, 2, 231, 0, 0, 0x40, 0x01, b'N', 0, 1, b't', 0, 0, 0, 1, b'7',
+    ];
+    assert_eq!(
+        decode_in_stream(&Bytes::from_static(insert)),
+        Ok((
+            Some(743),
+            LogicalMessage::Insert(Insert {
+                relation_id: 16385,
+                new: TupleData(vec![text("7")]),
+            })
+        ))
+    );
+    let mut commit = vec![b'c', 0, 0, 2, 230, 0];
+    commit.extend_from_slice(&0x100_u64.to_be_bytes());
+    commit.extend_from_slice(&0x130_u64.to_be_bytes());
+    commit.extend_from_slice(&5_i64.to_be_bytes());
+    assert_eq!(
+        decode(&Bytes::from(commit)),
+        Ok(LogicalMessage::StreamCommit(StreamCommit {
+            xid: 742,
+            flags: 0,
+            commit_lsn: Lsn(0x100),
+            end_lsn: Lsn(0x130),
+            commit_time: 5,
+        }))
+    );
+    let abort: &[u8] = &[b'A', 0, 0, 2, 230, 0, 0, 2, 231];
+    assert_eq!(
+        decode(&Bytes::from_static(abort)),
+        Ok(LogicalMessage::StreamAbort(StreamAbort {
+            xid: 742,
+            subxid: 743
+        }))
+    );
+    // A first-segment flag other than 0 or 1.
+    assert!(decode(&Bytes::from_static(&[b'S', 0, 0, 2, 230, 2])).is_err());
 }
 
 #[test]
@@ -111,6 +229,15 @@ fn every_truncation_is_an_error() {
             decode(&Bytes::from(longer)),
             Err(DecodeError::TrailingBytes { .. })
         ));
+    }
+    for m in samples().into_iter().filter(streamable) {
+        let bytes = encode::message_in_stream(9, &m);
+        for cut in 0..bytes.len() {
+            assert!(
+                decode_in_stream(&bytes.slice(..cut)).is_err(),
+                "{m:?} cut at {cut}"
+            );
+        }
     }
 }
 
@@ -151,22 +278,26 @@ fn huge_counts_do_not_allocate() {
 proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..256)) {
-        let _ = decode(&Bytes::from(data));
+        let bytes = Bytes::from(data);
+        let _ = decode(&bytes);
+        let _ = decode_in_stream(&bytes);
     }
 
     #[test]
     fn arbitrary_bytes_after_valid_tag_never_panic(
-        tag in proptest::sample::select(b"BCORYIUDTM".to_vec()),
+        tag in proptest::sample::select(b"BCORYIUDTMSEcA".to_vec()),
         data in proptest::collection::vec(any::<u8>(), 0..128),
     ) {
         let mut bytes = vec![tag];
         bytes.extend(data);
-        let _ = decode(&Bytes::from(bytes));
+        let bytes = Bytes::from(bytes);
+        let _ = decode(&bytes);
+        let _ = decode_in_stream(&bytes);
     }
 
     #[test]
     fn mutated_valid_messages_never_panic(
-        index in 0usize..13,
+        index in 0usize..17,
         flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
     ) {
         let m = &samples()[index % samples().len()];
@@ -177,6 +308,8 @@ proptest! {
                 *b = v;
             }
         }
-        let _ = decode(&Bytes::from(bytes));
+        let bytes = Bytes::from(bytes);
+        let _ = decode(&bytes);
+        let _ = decode_in_stream(&bytes);
     }
 }

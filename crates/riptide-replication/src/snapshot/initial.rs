@@ -13,7 +13,7 @@ use super::copy::{Order, RowSink, SnapshotContext, copy_rows, key_ordered};
 use super::progress::{self, TableProgress};
 use super::{CreatedSlot, create_slot};
 use crate::batch::PipelinedBatch;
-use crate::connection::{self, QUERY_TIMEOUT, within};
+use crate::connection::{self, Protocol, QUERY_TIMEOUT, within};
 use crate::error::ReplicationError;
 use crate::failpoints::failpoint;
 use crate::replicator::ReplicationSource;
@@ -43,6 +43,8 @@ pub struct Started {
 pub struct Initial<'a> {
     pub ctx: SnapshotContext<'a>,
     pub options: &'a ReplicationSource,
+    /// How the stream that follows the copy sends transactions.
+    pub protocol: Protocol,
     pub slot: &'a str,
     /// The deployment's stored resume position (chunks of an interrupted run committed there).
     pub resume_lsn: Option<Lsn>,
@@ -78,7 +80,8 @@ impl Initial<'_> {
             self.slot,
             Lsn::ZERO,
         )?;
-        let mut session = connection::connect_gated(&self.options.connection, cfg).await?;
+        let mut session =
+            connection::connect_gated(&self.options.connection, self.protocol.apply(cfg)).await?;
         let created = create_slot(&mut session, self.slot).await?;
         tracing::info!(lsn = %created.consistent_point, slot = %self.slot, "replication slot created; snapshot started");
         failpoint!("snapshot::after_slot");
@@ -117,7 +120,8 @@ impl Initial<'_> {
             base,
         )?
         .with_ack_lsn(pgwire_replication::Lsn(base.0));
-        let session = slot::start_streaming(&self.options.connection, cfg).await?;
+        let session =
+            slot::start_streaming(&self.options.connection, self.protocol.apply(cfg)).await?;
         tracing::info!(lsn = %base, until = %end, "snapshot copied; streaming until the copy is consistent");
         Ok(Started {
             session,

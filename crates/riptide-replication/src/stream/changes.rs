@@ -77,7 +77,18 @@ impl TransactionApplier {
                 tracking.check_needed = true;
             }
         }
-        self.relations.insert(r.id, Arc::new(schema));
+        let schema = Arc::new(schema);
+        match self.in_stream {
+            Some(xid) => {
+                self.stream_relations
+                    .entry(xid)
+                    .or_default()
+                    .insert(r.id, schema);
+            }
+            None => {
+                self.relations.insert(r.id, schema);
+            }
+        }
     }
 
     pub(super) async fn insert(&mut self, i: &Insert) -> Result<Option<Lsn>, ReplicationError> {
@@ -162,9 +173,15 @@ impl TransactionApplier {
                 "row change outside a transaction".into(),
             ));
         };
-        let schema = self.relations.get(&relation_id).ok_or_else(|| {
-            ReplicationError::Protocol(format!("change to undescribed relation {relation_id}"))
-        })?;
+        let streamed = self
+            .in_stream
+            .and_then(|xid| self.stream_relations.get(&xid))
+            .and_then(|relations| relations.get(&relation_id));
+        let schema = streamed
+            .or_else(|| self.relations.get(&relation_id))
+            .ok_or_else(|| {
+                ReplicationError::Protocol(format!("change to undescribed relation {relation_id}"))
+            })?;
         if !schema.used || tx.skip {
             return Ok(None);
         }
@@ -172,6 +189,11 @@ impl TransactionApplier {
             && let Some(gate) = self.gates.get(&relation_id)
             && !gate.passes(tx.final_lsn)
         {
+            if let Some(stream) = &tx.stream {
+                // Whether a gated table's changes count is decided per whole transaction
+                // (`tables.rs`): not while one streams.
+                return Err(ReplicationError::StreamDeferred { xid: stream.xid });
+            }
             return Ok(None);
         }
         Ok(Some(schema.clone()))
@@ -187,6 +209,7 @@ impl TransactionApplier {
                 "row change outside a transaction".into(),
             ));
         };
+        self.admit_change(&mut tx)?;
         tx.pending_bytes += change.approximate_size();
         tx.pending.push(change);
         let result = if tx.pending.len() >= chunk_rows || tx.pending_bytes >= chunk_bytes {

@@ -33,6 +33,9 @@ impl TransactionApplier {
         let n = ops.len() as u64;
         tx.rows += n;
         self.status.add_rows(n);
+        if tx.batch.is_none() {
+            self.admit_batch(tx)?;
+        }
         let batch = match &mut tx.batch {
             Some(batch) => batch,
             None => tx.batch.insert(PipelinedBatch::new(

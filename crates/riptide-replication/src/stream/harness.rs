@@ -17,7 +17,8 @@ use super::{StreamOptions, TransactionApplier};
 use crate::error::ReplicationError;
 use crate::pgoutput::{
     Begin, Commit, Delete, Insert, LogicalMessage, Message, OldTuple, Relation, RelationColumn,
-    ReplicaIdentity, Truncate, TupleData, TupleValue, Update, encode,
+    ReplicaIdentity, StreamAbort, StreamCommit, StreamStart, Truncate, TupleData, TupleValue,
+    Update, encode,
 };
 use crate::row_image::encode_key;
 use crate::schema::TypeMap;
@@ -87,6 +88,27 @@ pub(super) fn commit(end_lsn: u64) -> LogicalMessage {
         end_lsn: Lsn(end_lsn),
         commit_time: 0,
     })
+}
+
+pub(super) fn stream_start(xid: u32) -> LogicalMessage {
+    LogicalMessage::StreamStart(StreamStart {
+        xid,
+        first_segment: false,
+    })
+}
+
+pub(super) fn stream_commit(xid: u32, end_lsn: u64) -> LogicalMessage {
+    LogicalMessage::StreamCommit(StreamCommit {
+        xid,
+        flags: 0,
+        commit_lsn: Lsn(end_lsn - 8),
+        end_lsn: Lsn(end_lsn),
+        commit_time: 0,
+    })
+}
+
+pub(super) fn stream_abort(xid: u32, subxid: u32) -> LogicalMessage {
+    LogicalMessage::StreamAbort(StreamAbort { xid, subxid })
 }
 
 pub(super) fn t(s: &str) -> TupleValue {
@@ -174,6 +196,28 @@ impl Harness {
     pub(super) async fn resuming(options: StreamOptions, resume: Lsn) -> Harness {
         let storage = RecordingStorage::default();
         let deployment = storage.create_deployment(RULES, "t_").await.unwrap().id;
+        Harness::over(storage, deployment, options, resume)
+    }
+
+    /// A new applier over the same storage, as after a restart of the process: the old
+    /// applier (and any batch it had open) is dropped first.
+    pub(super) fn restart(self, options: StreamOptions, resume: Lsn) -> Harness {
+        let Harness {
+            storage,
+            deployment,
+            applier,
+            ..
+        } = self;
+        drop(applier);
+        Harness::over(storage, deployment, options, resume)
+    }
+
+    fn over(
+        storage: RecordingStorage,
+        deployment: DeploymentId,
+        options: StreamOptions,
+        resume: Lsn,
+    ) -> Harness {
         let rules = Arc::new(SyncRules::parse(RULES).unwrap());
         let (events, _) = broadcast::channel(16);
         let applier = TransactionApplier::new(
@@ -202,6 +246,47 @@ impl Harness {
         let ack = self.applier.data(&encode::message(&m)).await?;
         self.acked(ack);
         Ok(ack)
+    }
+
+    /// Waits until no storage batch is open: a dropped batch whose save was in flight
+    /// goes when its (aborted) task does.
+    pub(super) async fn batches_closed(&self) -> bool {
+        for _ in 0..1_000 {
+            if self.storage.log().open == 0 {
+                return true;
+            }
+            tokio::task::yield_now().await;
+        }
+        false
+    }
+
+    /// Feeds one message inside a Stream Start/Stop block, as (sub)transaction `xid`'s.
+    pub(super) async fn send_in(
+        &mut self,
+        xid: u32,
+        m: LogicalMessage,
+    ) -> Result<Option<Lsn>, ReplicationError> {
+        let ack = self
+            .applier
+            .data(&encode::message_in_stream(xid, &m))
+            .await?;
+        self.acked(ack);
+        Ok(ack)
+    }
+
+    /// One block of streamed transaction `xid`: Stream Start, `changes` (each with the xid
+    /// of its (sub)transaction), Stream Stop.
+    pub(super) async fn block(
+        &mut self,
+        xid: u32,
+        changes: Vec<(u32, LogicalMessage)>,
+    ) -> Result<(), ReplicationError> {
+        self.send(stream_start(xid)).await?;
+        for (sub, m) in changes {
+            self.send_in(sub, m).await?;
+        }
+        self.send_in(xid, LogicalMessage::StreamStop).await?;
+        Ok(())
     }
 
     pub(super) async fn feed(&mut self, messages: Vec<LogicalMessage>) -> Option<Lsn> {

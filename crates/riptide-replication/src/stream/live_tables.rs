@@ -59,6 +59,7 @@ impl TransactionApplier {
             return Ok(None);
         };
         if self.tx.is_some()
+            || self.storage_held()
             || (!tracking.check_needed
                 && tracking.last_check.elapsed() < self.options.catalog_check_interval)
         {

@@ -18,6 +18,8 @@
 //! still applied whole, and a checkpoint never splits one.
 //!
 //! The applier's parts, one concern each:
+//! - `streamed.rs`: Stream Start, Stop, Commit and Abort (protocol 2): a large transaction
+//!   applied to its own storage batch while it runs, visible at its commit;
 //! - `transaction.rs`: Begin, Commit, non-transactional messages and idle time: when a
 //!   transaction is skipped, held for its group or committed, and what is acknowledged;
 //! - `changes.rs`: Relation, Insert, Update, Delete and Truncate messages → pending changes;
@@ -31,6 +33,7 @@ mod changes;
 mod flush;
 mod live_tables;
 mod options;
+mod streamed;
 mod toast;
 mod transaction;
 
@@ -38,6 +41,8 @@ mod transaction;
 mod harness;
 #[cfg(test)]
 mod recording_storage;
+#[cfg(test)]
+mod streamed_tests;
 #[cfg(test)]
 mod tests;
 
@@ -72,7 +77,17 @@ pub struct TransactionApplier {
     used_tables: HashSet<String>,
     types: Arc<TypeMap>,
     relations: HashMap<u32, Arc<TableSchema>>,
+    /// Relations described inside each streamed transaction's blocks, by its xid.
+    stream_relations: HashMap<u32, HashMap<u32, Arc<TableSchema>>>,
+    /// The open transaction: a committed one being received, a held group, or the streamed
+    /// transaction whose block is open.
     tx: Option<OpenTransaction>,
+    /// The streamed transaction whose block is open (Stream Start … Stop), by xid.
+    in_stream: Option<u32>,
+    /// The streamed transaction applied as it arrives, between its blocks (`streamed.rs`).
+    eager: Option<OpenTransaction>,
+    /// The xid the change being applied carries (its subtransaction's, inside a block).
+    change_xid: Option<u32>,
     /// Everything up to here is in storage.
     resume_lsn: Lsn,
     /// End of the newest transaction that had nothing for storage, not yet recorded.
@@ -115,7 +130,11 @@ impl TransactionApplier {
             used_tables,
             types,
             relations: HashMap::new(),
+            stream_relations: HashMap::new(),
             tx: None,
+            in_stream: None,
+            eager: None,
+            change_xid: None,
             resume_lsn,
             unrecorded: None,
             last_commit: Instant::now(),
@@ -139,7 +158,14 @@ impl TransactionApplier {
     /// Raw pgoutput bytes of one XLogData message. Returns the LSN to acknowledge, if
     /// storage committed.
     pub async fn data(&mut self, data: &Bytes) -> Result<Option<Lsn>, ReplicationError> {
-        match pgoutput::decode(data)? {
+        let message = if self.in_stream.is_some() {
+            let (xid, message) = pgoutput::decode_in_stream(data)?;
+            self.change_xid = xid;
+            message
+        } else {
+            pgoutput::decode(data)?
+        };
+        match message {
             LogicalMessage::Begin(b) => self.begin(b.final_lsn).map(|()| None),
             LogicalMessage::Commit(c) => self.commit(c.end_lsn).await,
             LogicalMessage::Message(m) => self.message(m.transactional, m.lsn, &m.prefix).await,
@@ -152,6 +178,10 @@ impl TransactionApplier {
             LogicalMessage::Update(u) => self.update(&u).await,
             LogicalMessage::Delete(d) => self.delete(&d).await,
             LogicalMessage::Truncate(t) => self.truncate(&t).await,
+            LogicalMessage::StreamStart(s) => self.stream_start(s).await,
+            LogicalMessage::StreamStop => self.stream_stop().map(|()| None),
+            LogicalMessage::StreamCommit(c) => self.stream_commit(c).await,
+            LogicalMessage::StreamAbort(a) => self.stream_abort(a).map(|()| None),
         }
     }
 

@@ -1,5 +1,6 @@
 //! The knobs of the streaming applier: chunk size, idle commits, catalog checks, group commit,
-//! the snapshot's commit size and the stream's idle deadline.
+//! the snapshot's commit size, the stream's idle deadline and the streaming of large
+//! in-progress transactions.
 
 use std::time::Duration;
 
@@ -28,6 +29,11 @@ pub struct StreamOptions {
     pub group_max_transactions: u64,
     /// How long a group may keep its first transaction waiting for the storage commit.
     pub group_max_age: Duration,
+    /// Stream large in-progress transactions (pgoutput protocol 2, Postgres 14+), applying
+    /// them to storage while they run (`stream/streamed.rs`); `None`: protocol 1. The value
+    /// is the walsender session's `logical_decoding_work_mem` in kB: the decoded size past
+    /// which Postgres streams a transaction.
+    pub stream_in_progress_kb: Option<u32>,
 }
 
 impl Default for StreamOptions {
@@ -42,6 +48,7 @@ impl Default for StreamOptions {
             catalog_check_interval: Duration::from_secs(1),
             group_max_transactions: 1_000,
             group_max_age: Duration::from_millis(20),
+            stream_in_progress_kb: Some(8 * 1024),
         }
     }
 }

@@ -20,6 +20,10 @@ pub(super) struct Log {
     pub saves: Vec<Vec<usize>>,
     /// Batches begun.
     pub begun: usize,
+    /// Batches begun and not yet committed or dropped. Postgres storage locks the
+    /// deployment's row for a batch's lifetime, so a second open batch would wait forever:
+    /// `begin_batch` panics instead.
+    pub open: usize,
     pub fail_save: bool,
     pub fail_commit: bool,
 }
@@ -44,6 +48,18 @@ struct RecordingBatch {
     inner: Box<dyn StorageBatch>,
     saves: Vec<usize>,
     log: Arc<Mutex<Log>>,
+    _open: Open,
+}
+
+/// Counts its batch out of [`Log::open`] when the batch is committed or dropped.
+struct Open(Arc<Mutex<Log>>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if let Ok(mut log) = self.0.lock() {
+            log.open -= 1;
+        }
+    }
 }
 
 #[async_trait]
@@ -110,11 +126,16 @@ impl BucketStorage for RecordingStorage {
     }
     async fn begin_batch(&self, id: DeploymentId) -> Result<Box<dyn StorageBatch>> {
         let inner = self.memory.begin_batch(id).await?;
-        self.log().begun += 1;
+        let mut log = self.log();
+        assert_eq!(log.open, 0, "a storage batch begun while another is open");
+        log.begun += 1;
+        log.open += 1;
+        drop(log);
         Ok(Box::new(RecordingBatch {
             inner,
             saves: Vec::new(),
             log: self.log.clone(),
+            _open: Open(self.log.clone()),
         }))
     }
     async fn current_rows(

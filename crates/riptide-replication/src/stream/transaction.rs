@@ -10,6 +10,7 @@ use riptide_protocol::Lsn;
 use riptide_storage::CheckpointEvent;
 
 use super::changes::Pending;
+use super::streamed::StreamState;
 use super::toast::Written;
 use super::{CHECKPOINT_MESSAGE_PREFIX, TransactionApplier};
 use crate::batch::PipelinedBatch;
@@ -38,6 +39,8 @@ pub(super) struct OpenTransaction {
     /// held in memory.
     pub(super) written: Written,
     pub(super) rows: u64,
+    /// A streamed transaction (`streamed.rs`).
+    pub(super) stream: Option<StreamState>,
 }
 
 impl OpenTransaction {
@@ -53,7 +56,25 @@ impl OpenTransaction {
             pending_bytes: 0,
             written: HashMap::new(),
             rows: 0,
+            stream: None,
         }
+    }
+
+    /// A streamed transaction: its commit LSN is not known yet, but comes after every
+    /// position seen so far (so it passes every table gate of a copy already made).
+    pub(super) fn streamed(xid: u32) -> Self {
+        OpenTransaction {
+            stream: Some(StreamState {
+                xid,
+                ..StreamState::default()
+            }),
+            ..OpenTransaction::new(Lsn(u64::MAX), false)
+        }
+    }
+
+    /// Whether anything of it is for storage.
+    pub(super) fn has_changes(&self) -> bool {
+        self.batch.is_some() || !self.pending.is_empty()
     }
 }
 
@@ -94,7 +115,7 @@ impl TransactionApplier {
                 "commit at {end_lsn} without a transaction"
             )));
         };
-        if tx.held.is_some() {
+        if tx.held.is_some() || tx.stream.is_some() {
             self.tx = Some(tx);
             return Err(ReplicationError::Protocol(format!(
                 "commit at {end_lsn} without a begin"
@@ -138,7 +159,7 @@ impl TransactionApplier {
         Ok(checked.or(ack))
     }
 
-    async fn commit_transaction(
+    pub(super) async fn commit_transaction(
         &mut self,
         mut tx: OpenTransaction,
         end_lsn: Lsn,
@@ -177,6 +198,11 @@ impl TransactionApplier {
         if transactional || prefix != CHECKPOINT_MESSAGE_PREFIX || lsn <= self.resume_lsn {
             return Ok(None);
         }
+        if self.storage_held() {
+            // A streamed transaction's batch holds storage: recorded after it ends.
+            self.unrecorded = self.unrecorded.max(Some(lsn));
+            return Ok(None);
+        }
         // pgoutput delivers non-transactional messages between transactions only.
         let released = self.release().await?;
         if self.tx.is_some() || lsn <= self.resume_lsn {
@@ -199,10 +225,16 @@ impl TransactionApplier {
         Ok(checked.or(ack))
     }
 
-    async fn record_idle(&mut self, force: bool) -> Result<Option<Lsn>, ReplicationError> {
+    pub(super) async fn record_idle(
+        &mut self,
+        force: bool,
+    ) -> Result<Option<Lsn>, ReplicationError> {
         let Some(lsn) = self.unrecorded else {
             return Ok(None);
         };
+        if self.storage_held() {
+            return Ok(None);
+        }
         if !force && self.last_commit.elapsed() < self.options.idle_commit_interval {
             return Ok(None);
         }

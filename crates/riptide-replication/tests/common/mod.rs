@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use riptide_protocol::{Lsn, OpId};
-use riptide_replication::{ReplicationSource, Replicator};
+use riptide_replication::{ReplicationSource, Replicator, StreamOptions};
 use riptide_rules::SyncRules;
 use riptide_storage::{
     BatchOperation, BucketChunk, BucketState, BucketStorage, CheckpointEvent, Deployment,
@@ -347,12 +347,25 @@ pub async fn start(
     deployment: Option<Deployment>,
     rules: &str,
 ) -> Running {
+    start_with(db, storage, deployment, rules, StreamOptions::default()).await
+}
+
+/// [`start`] with these stream options.
+pub async fn start_with(
+    db: &TestDatabase,
+    storage: Arc<RecordingStorage>,
+    deployment: Option<Deployment>,
+    rules: &str,
+    stream_options: StreamOptions,
+) -> Running {
     let deployment = match deployment {
         Some(d) => d,
         None => storage.create_deployment(rules, "riptide_").await.unwrap(),
     };
     let (events, _) = tokio::sync::broadcast::channel(64);
-    let replicator = Arc::new(Replicator::new(options(db), storage.clone(), events));
+    let replicator = Arc::new(
+        Replicator::new(options(db), storage.clone(), events).with_stream_options(stream_options),
+    );
     let rules = Arc::new(SyncRules::parse(rules).unwrap());
     let cancel = CancellationToken::new();
     let task = tokio::spawn({

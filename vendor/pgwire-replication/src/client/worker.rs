@@ -212,6 +212,9 @@ pub struct WorkerState {
     tls_server_end_point: Option<Vec<u8>>,
     /// Whether authentication went through SCRAM-SHA-256-PLUS.
     channel_bound: bool,
+    /// Inside a pgoutput Stream Start/Stop block (protocol 2 streaming; Riptide patch):
+    /// messages there carry their transaction's xid after the tag.
+    in_stream: bool,
 }
 
 impl WorkerState {
@@ -233,6 +236,7 @@ impl WorkerState {
             last_sent: None,
             tls_server_end_point: None,
             channel_bound: false,
+            in_stream: false,
         }
     }
 
@@ -342,13 +346,21 @@ impl WorkerState {
         } else {
             ""
         };
+        // Riptide patch: protocol 2 with streaming of in-progress transactions.
+        let (proto_version, streaming_opt) = if self.cfg.streaming {
+            ("2", ", streaming 'on'")
+        } else {
+            ("1", "")
+        };
         let sql = format!(
             "START_REPLICATION SLOT {} LOGICAL {} \
-            (proto_version '1', publication_names '{}', messages 'true'{})",
+            (proto_version '{}', publication_names '{}', messages 'true'{}{})",
             self.cfg.slot,
             self.cfg.start_lsn,
+            proto_version,
             self.cfg.publication.to_option_value(),
             binary_opt,
+            streaming_opt,
         );
         write_query(stream, &sql).await?;
 
@@ -563,7 +575,15 @@ impl WorkerState {
                 self.metrics.set_last_wal_end(wal_end);
 
                 // If the payload is a pgoutput Begin/Commit message, emit only the boundary event.
-                if let Some(boundary_ev) = parse_pgoutput_boundary(&data)? {
+                // Riptide patch: Stream Start ('S') and Stop ('E') bound the blocks whose
+                // messages carry an xid; everything of a stream goes out raw, except a
+                // Message, parsed past its xid.
+                match data.first() {
+                    Some(b'S') => self.in_stream = true,
+                    Some(b'E') => self.in_stream = false,
+                    _ => {}
+                }
+                if let Some(boundary_ev) = parse_pgoutput_boundary(&data, self.in_stream)? {
                     let reached_lsn = match boundary_ev {
                         ReplicationEvent::Begin { final_lsn, .. } => final_lsn,
                         ReplicationEvent::Commit { end_lsn, .. } => end_lsn,
@@ -1005,13 +1025,24 @@ fn parse_sasl_mechanisms(data: &[u8]) -> Vec<String> {
     mechanisms
 }
 
-fn parse_pgoutput_boundary(data: &Bytes) -> Result<Option<ReplicationEvent>> {
+fn parse_pgoutput_boundary(data: &Bytes, in_stream: bool) -> Result<Option<ReplicationEvent>> {
     if data.is_empty() {
         return Ok(None);
     }
 
     let tag = data[0];
     let mut p = &data[1..];
+    if in_stream {
+        // Inside a streamed transaction's block (Riptide patch) only a Message is a
+        // boundary event, and its xid comes first.
+        if tag != b'M' {
+            return Ok(None);
+        }
+        if p.len() < 4 {
+            return Err(PgWireError::Protocol("pgoutput: truncated xid".into()));
+        }
+        p = &p[4..];
+    }
 
     fn take_i8(p: &mut &[u8]) -> Result<i8> {
         if p.is_empty() {
