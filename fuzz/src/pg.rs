@@ -22,7 +22,11 @@ pub fn pgoutput(data: &[u8]) {
             None => pgoutput::encode::message(&message),
         };
         let again = pgoutput::decode_in_stream(&bytes).expect("an encoded message decodes");
-        assert_eq!(again, (xid, message), "pgoutput round trip in a stream block");
+        assert_eq!(
+            again,
+            (xid, message),
+            "pgoutput round trip in a stream block"
+        );
     }
 }
 
