@@ -37,6 +37,9 @@ pub enum StorageError {
     /// An earlier write of this batch failed; the batch can only be dropped.
     #[error("the storage batch failed earlier and was rolled back")]
     BatchFailed,
+    /// A failpoint of the fault-injection tests fired (feature `failpoints` only).
+    #[error("failpoint {0} fired")]
+    Failpoint(&'static str),
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

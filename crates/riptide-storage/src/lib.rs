@@ -13,11 +13,14 @@
 //! [`PgStorage`] is the Postgres implementation (schema `riptide`, see `docs/storage.md`);
 //! [`MemoryStorage`] is an in-memory one for fast unit tests of code above storage.
 //!
-//! [`compaction`] rewrites superseded ops as MOVE and leading runs as CLEAR, a bucket at a time.
+//! [`compaction`] rewrites superseded ops as MOVE and leading runs as CLEAR, a bucket at a time;
+//! `failpoints.rs` names the points inside it where the fault suite fails or ends the process
+//! (feature `failpoints`).
 
 mod api;
 pub mod compaction;
 mod diff;
+mod failpoints;
 mod keys;
 mod memory;
 mod postgres;

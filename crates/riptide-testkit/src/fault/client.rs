@@ -249,7 +249,7 @@ impl FaultClient {
             match self.next_line(left.min(Duration::from_secs(30))).await {
                 Ok(line) => match self.replica.apply(trace(&self.user, wc, &line)) {
                     Ok(Applied::Line | Applied::Complete) => {}
-                    Err(e @ (ReplicaError::Checksum { .. } | ReplicaError::Count { .. })) => {
+                    Err(e @ ReplicaError::Checksum { .. }) => {
                         // As the SDK: the bucket was dropped; reconnect and download it again.
                         self.checksum_failures += 1;
                         last = e.to_string();
