@@ -41,7 +41,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Parser;
-use riptide_localpg::{Durability, LocalCluster};
+use riptide_localpg::{Auth, Durability, LocalCluster};
 
 mod chart;
 mod checkpoint;
@@ -186,7 +186,7 @@ async fn bench() -> Result<()> {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )?;
     let cluster = LocalCluster::new(work.path().join("pg"));
-    cluster.init(Durability::Ephemeral)?;
+    cluster.init(Durability::Ephemeral, &Auth::Trust)?;
     let pg_port = cluster.start(None)?;
     let result = run(&args, pg_port, work.path()).await;
     let _ = cluster.stop(false);

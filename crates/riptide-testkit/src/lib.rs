@@ -1,5 +1,6 @@
 //! Test harness for Riptide: a private PostgreSQL cluster per test run (`wal_level=logical`,
-//! trust on loopback including replication), a fresh database per test dropped afterwards,
+//! trust on loopback including replication: test data only, the clusters users run ask for a
+//! password, `riptide-localpg`), a fresh database per test dropped afterwards,
 //! JWT/JWKS helpers, a protocol-level sync client (every transport and encoding the service
 //! speaks; the benchmark measures with it too), the tools of the fault-injection suite
 //! ([`fault`]: killable servers, a TCP proxy, service processes, a client model and oracle),
