@@ -169,6 +169,8 @@ impl Args {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
+    // Before any HTTP client: reqwest's HTTPS uses rustls' process default provider.
+    riptide_pg::install_default_crypto_provider();
     let result = bench().await;
     if let Err(e) = &result {
         // tokio-postgres keeps the server's message in the error's source chain.

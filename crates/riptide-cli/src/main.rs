@@ -136,6 +136,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any HTTP client: reqwest's HTTPS uses rustls' process default provider.
+    riptide_pg::install_default_crypto_provider();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -451,7 +451,7 @@ impl World {
     /// Compacts the active deployment through the admin API: the answer's `data`, or why not
     /// (status and body, or the request's failure when the process ended).
     async fn compact(&self) -> Result<Value, String> {
-        let resp = reqwest::Client::new()
+        let resp = riptide_testkit::http()
             .post(format!("{}/api/compact/v1/run", self.service.endpoint()))
             .bearer_auth(ADMIN_TOKEN)
             .timeout(CONVERGE)

@@ -102,7 +102,7 @@ async fn create_database_sync_app_connect_migrate_rules_schema() {
     let sync = h.json(&["sync", "enable", &name]);
     assert_eq!(sync["already"], false);
     let service = sync["url"].as_str().unwrap().to_owned();
-    let live = reqwest::get(format!("{service}/probes/liveness"))
+    let live = riptide_testkit::http_get(format!("{service}/probes/liveness"))
         .await
         .unwrap();
     assert!(live.status().is_success());
@@ -199,7 +199,7 @@ async fn create_database_sync_app_connect_migrate_rules_schema() {
     let stopped = h.json(&["stop", sync_id]);
     assert_eq!(stopped["stopped"][0], sync_id);
     assert!(
-        reqwest::get(format!("{service}/probes/liveness"))
+        riptide_testkit::http_get(format!("{service}/probes/liveness"))
             .await
             .is_err()
     );
@@ -208,7 +208,7 @@ async fn create_database_sync_app_connect_migrate_rules_schema() {
     assert_eq!(restarted["started"], true);
     assert_eq!(restarted["url"], service.as_str());
     assert!(
-        reqwest::get(format!("{service}/probes/liveness"))
+        riptide_testkit::http_get(format!("{service}/probes/liveness"))
             .await
             .unwrap()
             .status()
@@ -495,9 +495,10 @@ async fn sync_enable_switches_the_local_cluster_to_logical_replication() {
         .unwrap();
     let level: String = c.query_one("SHOW wal_level", &[]).await.unwrap().get(0);
     assert_eq!(level, "logical");
-    let live = reqwest::get(format!("{}/probes/liveness", sync["url"].as_str().unwrap()))
-        .await
-        .unwrap();
+    let live =
+        riptide_testkit::http_get(format!("{}/probes/liveness", sync["url"].as_str().unwrap()))
+            .await
+            .unwrap();
     assert!(live.status().is_success());
 }
 

@@ -102,7 +102,7 @@ impl FaultClient {
             client_id: format!("fault-{user}"),
             endpoint: endpoint.to_owned(),
             token,
-            http: reqwest::Client::builder()
+            http: crate::http_builder()
                 .connect_timeout(Duration::from_secs(5))
                 .build()
                 .expect("HTTP client builds"),
