@@ -53,7 +53,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Parser;
-use riptide_localpg::{Durability, LocalCluster};
+use riptide_localpg::{Auth, Durability, LocalCluster};
 
 mod chart;
 mod checkpoint;
@@ -214,6 +214,8 @@ impl Args {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
+    // Before any HTTP client: reqwest's HTTPS uses rustls' process default provider.
+    riptide_pg::install_default_crypto_provider();
     let result = bench().await;
     if let Err(e) = &result {
         // tokio-postgres keeps the server's message in the error's source chain.
@@ -231,7 +233,7 @@ async fn bench() -> Result<()> {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )?;
     let cluster = LocalCluster::new(work.path().join("pg"));
-    cluster.init(Durability::Ephemeral)?;
+    cluster.init(Durability::Ephemeral, &Auth::Trust)?;
     let pg_port = cluster.start(None)?;
     let result = run(&args, pg_port, work.path()).await;
     let _ = cluster.stop(false);

@@ -147,6 +147,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any HTTP client: reqwest's HTTPS uses rustls' process default provider.
+    riptide_pg::install_default_crypto_provider();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -281,11 +283,19 @@ async fn run_serve(
         println!(
             "\nRiptide sync service: http://localhost:{port}\n\
              Dashboard:            http://localhost:{port}/dashboard\n\
-             Embedded Postgres:    {db}\n\
+             Embedded Postgres:    {db}{password}\n\
              Demo token (user \"demo\", 1 h; `riptide token --user NAME` for others):\n  {token}\n\n\
              Try it:\n  curl -N http://localhost:{port}/sync/stream -H \"Authorization: Token {token}\" \\\n    -H 'Content-Type: application/json' -d '{{}}'\n",
             port = running.port,
-            db = riptide_localpg::url(env.port, embedded::DEMO_DATABASE),
+            // The password is not printed: it is in its 0600 file.
+            db = riptide_pg::uri::redact(&env.demo_url()),
+            password = match &env.password {
+                Some(_) => format!(
+                    "\n                      (password in {})",
+                    env.home.join(embedded::PASSWORD_FILE).display()
+                ),
+                None => String::new(),
+            },
         );
     }
     let cancel = running.cancel.clone();

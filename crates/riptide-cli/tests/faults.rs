@@ -11,6 +11,11 @@
 //! - `clients_converge_after_a_crash_at_every_failpoint` (feature `failpoints`, which
 //!   `scripts/test` turns on for this suite only): the process ends between every pair of
 //!   storage steps of replication, snapshot and a rules switch, and starts again;
+//! - `clients_converge_after_a_fault_at_every_compaction_failpoint` (feature `failpoints`):
+//!   compaction (through the admin API) crashes the process, or fails its run, at every point
+//!   inside it (between the MOVE rewrite and the CLEAR, between a bucket's commits, before a
+//!   commit, before the counter update) while clients are connected; they converge with no
+//!   checksum mismatch, and the next run finishes the job;
 //! - `soak` (ignored; `FAULT_SOAK_MINUTES`, 30 by default): a fault every minute, clients
 //!   writing throughout; prints each fault and its convergence time.
 
@@ -25,6 +30,9 @@ use serde_json::{Value, json};
 const CONVERGE: Duration = Duration::from_secs(60);
 
 const USERS: [&str; 2] = ["u1", "u2"];
+
+/// The admin token (`api.tokens`) the compaction test runs compaction with.
+const ADMIN_TOKEN: &str = "fault-admin-token";
 
 fn rules(version: u32) -> String {
     format!(
@@ -61,6 +69,8 @@ struct World {
     clients: Vec<FaultClient>,
     writes: u64,
     rules_version: u32,
+    /// Automatic compaction on (the default), or off so that only the admin API compacts.
+    auto_compaction: bool,
 }
 
 fn free_port() -> u16 {
@@ -70,7 +80,13 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn config(proxy_port: u16, storage: &PgServer, keys: &TestKeys, rules: &str) -> Value {
+fn config(
+    proxy_port: u16,
+    storage: &PgServer,
+    keys: &TestKeys,
+    rules: &str,
+    auto_compaction: bool,
+) -> Value {
     json!({
         "replication": {"connections": [{
             "type": "postgresql",
@@ -80,12 +96,19 @@ fn config(proxy_port: u16, storage: &PgServer, keys: &TestKeys, rules: &str) -> 
         "storage": {"type": "postgresql", "uri": storage.url("storage"), "sslmode": "disable"},
         "sync_config": {"content": rules},
         "client_auth": {"jwks": keys.jwks(), "audience": [keys.audience]},
+        "api": {"tokens": [ADMIN_TOKEN]},
+        "compaction": {"enabled": auto_compaction},
         "system": {"logging": {"level": "info"}},
     })
 }
 
 impl World {
     async fn start() -> World {
+        World::start_with(true).await
+    }
+
+    /// A world whose service compacts automatically or not.
+    async fn start_with(auto_compaction: bool) -> World {
         let source = PgServer::start().expect("source server");
         let storage = PgServer::start().expect("storage server");
         source.create_database("source").await;
@@ -112,7 +135,7 @@ impl World {
         let service = ServiceProcess::new(
             Path::new(env!("CARGO_BIN_EXE_riptide")),
             dir.path(),
-            config(proxy.port(), &storage, &keys, &rules(1)),
+            config(proxy.port(), &storage, &keys, &rules(1), auto_compaction),
             port,
         );
         let mut world = World {
@@ -127,6 +150,7 @@ impl World {
             clients: Vec::new(),
             writes: 0,
             rules_version: 1,
+            auto_compaction,
         };
         world.start_service(None).await;
         let endpoint = world.service.endpoint();
@@ -195,7 +219,13 @@ impl World {
         self.service = ServiceProcess::new(
             Path::new(env!("CARGO_BIN_EXE_riptide")),
             self.dir.path(),
-            config(self.proxy.port(), &self.storage, &self.keys, &rules),
+            config(
+                self.proxy.port(),
+                &self.storage,
+                &self.keys,
+                &rules,
+                self.auto_compaction,
+            ),
             self.port,
         );
     }
@@ -380,6 +410,176 @@ async fn clients_converge_after_a_crash_at_every_failpoint() {
         }
         assert!(Instant::now() < deadline, "slots left behind: {slots:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    world.service.kill().await;
+}
+
+/// Failpoints inside compaction (`riptide-storage` `failpoints.rs`), in the order a bucket's
+/// compaction reaches them.
+#[cfg(feature = "failpoints")]
+const COMPACTION_POINTS: [&str; 6] = [
+    "compaction::before_move_commit",
+    "compaction::after_move_commit",
+    "compaction::before_clear",
+    "compaction::before_clear_commit",
+    "compaction::after_clear_commit",
+    "compaction::before_counter",
+];
+
+/// Rows of `items` rewritten before every compaction: more MOVEs, and more ops under the
+/// CLEAR, than one compaction transaction takes (2,000), so a bucket's compaction commits more
+/// than once and the `after_*_commit` points fall in its middle.
+#[cfg(feature = "failpoints")]
+const CHURN_ROWS: u32 = 2_200;
+
+#[cfg(feature = "failpoints")]
+impl World {
+    /// Work for compaction in the global bucket: every op of `items` so far superseded (the
+    /// leading run a CLEAR replaces), then the churn rows rewritten twice, so that their middle
+    /// versions, above the live versions of the other rows, become MOVEs.
+    async fn churn(&mut self) {
+        self.db
+            .batch_execute(
+                "UPDATE items SET v = v || '~' WHERE id NOT LIKE 'churn%';
+                 UPDATE items SET v = v || '~' WHERE id LIKE 'churn%';
+                 UPDATE items SET v = v || '!' WHERE id LIKE 'churn%';",
+            )
+            .await
+            .expect("churn");
+    }
+
+    /// Compacts the active deployment through the admin API: the answer's `data`, or why not
+    /// (status and body, or the request's failure when the process ended).
+    async fn compact(&self) -> Result<Value, String> {
+        let resp = riptide_testkit::http()
+            .post(format!("{}/api/compact/v1/run", self.service.endpoint()))
+            .bearer_auth(ADMIN_TOKEN)
+            .timeout(CONVERGE)
+            .send()
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(body["data"].clone())
+        } else {
+            Err(format!("{status}: {body}"))
+        }
+    }
+}
+
+/// At every point inside compaction, once with the process ending there (`return(exit)`) and
+/// once with the run failing there (`1*return`, the service stays up): the connected clients
+/// converge with no checksum mismatch, and the next run completes the compaction. A lagging
+/// client, which reconnects only after each round's compaction, resumes from a position before
+/// the rewritten ops (it receives the MOVEs and CLEARs); a fresh client at the end downloads the
+/// compacted buckets whole. Neither ever sees a checksum mismatch either.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_converge_after_a_fault_at_every_compaction_failpoint() {
+    // Only the admin API compacts, so each run is the one the failpoint is aimed at.
+    let mut world = World::start_with(false).await;
+    world
+        .db
+        .batch_execute(&format!(
+            "INSERT INTO items SELECT 'churn' || g, 'c' FROM generate_series(1, {CHURN_ROWS}) g"
+        ))
+        .await
+        .expect("churn rows");
+    world.write().await;
+    world.converge("start").await;
+    let oracle = oracle();
+    let mut lagging = FaultClient::new(
+        &world.service.endpoint(),
+        "u1",
+        world.keys.token("u1", 3600, Value::Null),
+    );
+    lagging.client_id = "fault-u1-lagging".into();
+    let converge = |e| panic!("the lagging client: {e}");
+    lagging
+        .converge(&world.db, &oracle, CONVERGE)
+        .await
+        .unwrap_or_else(converge);
+    let mut compacted = (0u64, 0u64);
+    for point in COMPACTION_POINTS {
+        for crash in [true, false] {
+            let action = if crash { "return(exit)" } else { "1*return" };
+            world.service.kill().await;
+            world
+                .start_service(Some(&format!("{point}={action}")))
+                .await;
+            world.churn().await;
+            world.write().await;
+            // Storage holds the churn (compaction takes ops up to the checkpoint) and every
+            // client is connected and up to date.
+            world.converge("churn").await;
+            let result = world.compact().await;
+            let fault = if crash {
+                assert!(
+                    world.service.wait_exit(CONVERGE).await,
+                    "{point} did not end the process ({result:?}):\n{}",
+                    world.service.log_tail(40)
+                );
+                world.write().await;
+                world.start_service(None).await;
+                format!("a crash at {point}")
+            } else {
+                assert!(result.is_err(), "{point} did not fail the run: {result:?}");
+                let log = std::fs::read_to_string(world.service.log_path()).unwrap_or_default();
+                assert!(
+                    log.contains(&format!("failpoint {point} fired")),
+                    "the failed run does not name {point}:\n{}",
+                    world.service.log_tail(40)
+                );
+                format!("a failed compaction at {point}")
+            };
+            world.write().await;
+            world.converge(&fault).await;
+            // The next run completes what the fault left.
+            let done = world.compact().await.unwrap_or_else(|e| {
+                panic!(
+                    "compaction after {fault}: {e}\n{}",
+                    world.service.log_tail(40)
+                )
+            });
+            compacted.0 += done["ops_moved"].as_u64().unwrap_or(0);
+            compacted.1 += done["ops_removed"].as_u64().unwrap_or(0);
+            world.write().await;
+            world
+                .converge(&format!("the compaction after {fault}"))
+                .await;
+            lagging.disconnect();
+            lagging
+                .converge(&world.db, &oracle, CONVERGE)
+                .await
+                .unwrap_or_else(converge);
+        }
+    }
+    let mut fresh = FaultClient::new(
+        &world.service.endpoint(),
+        "u2",
+        world.keys.token("u2", 3600, Value::Null),
+    );
+    fresh.client_id = "fault-u2-fresh".into();
+    fresh
+        .converge(&world.db, &oracle, CONVERGE)
+        .await
+        .unwrap_or_else(|e| panic!("a fresh client: {e}"));
+    eprintln!(
+        "compaction after the faults: {} ops moved, {} removed",
+        compacted.0, compacted.1
+    );
+    assert!(
+        compacted.0 > 0 && compacted.1 > 0,
+        "the runs after the faults compacted nothing: {compacted:?}"
+    );
+    // Compaction keeps every checksum: no client ever had to download a bucket again.
+    for client in world.clients.iter().chain([&lagging, &fresh]) {
+        assert_eq!(
+            client.checksum_failures, 0,
+            "{} ({}) saw a checksum mismatch",
+            client.user, client.client_id
+        );
     }
     world.service.kill().await;
 }

@@ -102,7 +102,7 @@ async fn create_database_sync_app_connect_migrate_rules_schema() {
     let sync = h.json(&["sync", "enable", &name]);
     assert_eq!(sync["already"], false);
     let service = sync["url"].as_str().unwrap().to_owned();
-    let live = reqwest::get(format!("{service}/probes/liveness"))
+    let live = riptide_testkit::http_get(format!("{service}/probes/liveness"))
         .await
         .unwrap();
     assert!(live.status().is_success());
@@ -199,7 +199,7 @@ async fn create_database_sync_app_connect_migrate_rules_schema() {
     let stopped = h.json(&["stop", sync_id]);
     assert_eq!(stopped["stopped"][0], sync_id);
     assert!(
-        reqwest::get(format!("{service}/probes/liveness"))
+        riptide_testkit::http_get(format!("{service}/probes/liveness"))
             .await
             .is_err()
     );
@@ -208,7 +208,7 @@ async fn create_database_sync_app_connect_migrate_rules_schema() {
     assert_eq!(restarted["started"], true);
     assert_eq!(restarted["url"], service.as_str());
     assert!(
-        reqwest::get(format!("{service}/probes/liveness"))
+        riptide_testkit::http_get(format!("{service}/probes/liveness"))
             .await
             .unwrap()
             .status()
@@ -456,7 +456,15 @@ fn a_scaffolded_app_resolves_as_its_own_workspace() {
 async fn sync_enable_switches_the_local_cluster_to_logical_replication() {
     let h = Home::new();
     let db = h.json(&["create-database", "local-wal"]);
-    let url = db["directUri"].as_str().unwrap().to_owned();
+    // The CLI shows the URL without its password; state.json (0600) has the real one.
+    assert!(
+        db["directUri"].as_str().unwrap().contains("postgres:***@"),
+        "{db}"
+    );
+    let url = h.state()["databases"][0]["direct_uri"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let c = riptide_pg::PgConnection::from_uri(&url)
         .unwrap()
         .connect()
@@ -487,8 +495,80 @@ async fn sync_enable_switches_the_local_cluster_to_logical_replication() {
         .unwrap();
     let level: String = c.query_one("SHOW wal_level", &[]).await.unwrap().get(0);
     assert_eq!(level, "logical");
-    let live = reqwest::get(format!("{}/probes/liveness", sync["url"].as_str().unwrap()))
+    let live =
+        riptide_testkit::http_get(format!("{}/probes/liveness", sync["url"].as_str().unwrap()))
+            .await
+            .unwrap();
+    assert!(live.status().is_success());
+}
+
+/// `riptide serve` without a config (the embedded default): its cluster asks for the password
+/// kept in `RIPTIDE_HOME/embedded-postgres-password` (0600), the banner shows the URL without
+/// it, and the demo database is there.
+#[tokio::test]
+async fn embedded_default_requires_its_password() {
+    let h = Home::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_riptide"))
+        .args(["serve", "--port", &port.to_string()])
+        .env("RIPTIDE_HOME", h.home())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = Lines::of(child.stdout.take().unwrap());
+    let long = std::time::Duration::from_secs(120);
+    let banner = lines.wait_for("Embedded Postgres:", long);
+    let file = h.home().join("embedded-postgres-password");
+    lines.wait_for(&format!("(password in {})", file.display()), long);
+    let password = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    assert_eq!(password.len(), 32);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        banner.contains("postgres:***@") && !banner.contains(&password),
+        "{banner}"
+    );
+    let pg_port: u16 = banner
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {banner}"));
+
+    let with = riptide_localpg::url_with(pg_port, "riptide_demo", Some(&password));
+    let c = riptide_pg::PgConnection::from_uri(&with)
+        .unwrap()
+        .connect()
         .await
         .unwrap();
-    assert!(live.status().is_success());
+    let lists: i64 = c
+        .query_one("SELECT count(*) FROM lists", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(lists >= 1, "the demo data is seeded");
+    drop(c);
+    let without = riptide_localpg::url(pg_port, "riptide_demo");
+    assert!(
+        riptide_pg::PgConnection::from_uri(&without)
+            .unwrap()
+            .connect()
+            .await
+            .is_err(),
+        "a connection without the password is refused"
+    );
+
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert!(child.wait().unwrap().success());
 }

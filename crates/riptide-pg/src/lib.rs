@@ -24,6 +24,8 @@
 //! - [`PgError`] (`error.rs`): each failure names its cause and the setting to change
 //!   (certificate not trusted, host name mismatch, server refuses non-TLS, server without
 //!   TLS, channel binding not used, bad PEM, timeout).
+//! - [`install_default_crypto_provider`] (`tls.rs`): `ring` as rustls' process default, which
+//!   reqwest (without a provider of its own) needs for every client it builds.
 //! - [`quote_ident`], [`quote_literal`] (`quote.rs`), [`Backoff`] and [`retry`] (`backoff.rs`,
 //!   cancellable), and the URI edits [`uri::redact`] and [`uri::with_dbname`].
 
@@ -48,7 +50,9 @@ pub use connection::{
 };
 pub use error::PgError;
 pub use quote::{quote_ident, quote_literal};
-pub use tls::{ChannelBinding, PemSource, RootCerts, SslMode, TlsOptions};
+pub use tls::{
+    ChannelBinding, PemSource, RootCerts, SslMode, TlsOptions, install_default_crypto_provider,
+};
 
 /// The pool type [`PgConnection::pool`] returns.
 pub use deadpool_postgres::Pool;

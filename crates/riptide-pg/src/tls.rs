@@ -333,6 +333,19 @@ impl fmt::Debug for TlsOptions {
     }
 }
 
+/// Installs rustls' `ring` provider as the process-wide default unless one is installed. Postgres
+/// TLS here never needs it (every config names its provider), but reqwest, built with
+/// `rustls-no-provider` so that no second crypto library (aws-lc, a C build) is compiled, takes
+/// the process default when a client is built and panics without one. Every binary calls this
+/// first, and so does every library function that builds a reqwest client (it is cheap after the
+/// first call).
+pub fn install_default_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Another thread may have installed one in between: either is ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -85,6 +85,10 @@ pub trait Progress: Send + Sync {
     fn start(&self, message: &str);
     /// The step that began last has ended.
     fn finish(&self);
+    /// Something the user should know and may act on (not an error). Ignored by default.
+    fn warn(&self, message: &str) {
+        let _ = message;
+    }
 }
 
 /// No progress reports (MCP, tests, `--json`).

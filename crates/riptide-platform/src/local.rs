@@ -2,23 +2,50 @@
 //! `RIPTIDE_HOME/clusters/local`, or `/var/lib/riptide/…` when run as root from a home the
 //! `postgres` user cannot reach), configured by `riptide-localpg` for logical replication. It
 //! keeps the port it was first given, so the URLs handed out stay valid; it is started on demand.
+//!
+//! Every connection to it, local ones included, needs the `postgres` superuser's SCRAM-SHA-256
+//! password: generated at the cluster's creation, kept in `state.json` (mode 0600), carried
+//! (percent-encoded) by every URL handed out ([`RunningCluster::url`]), never printed (the CLI and
+//! MCP show URLs through `redact`). A cluster created before that (trusting local connections,
+//! no password in the state) keeps working as it was, with a warning on each use: changing it
+//! would break the URLs already written to apps' `.env` files and sync configs; deleting the
+//! home (its data too) makes the next command create a password-protected one.
 
-use riptide_localpg::{Durability, LocalCluster};
+use riptide_localpg::{Auth, Durability, LocalCluster};
 
 use crate::state::{ClusterRecord, Store};
 use crate::{PlatformError, Progress, home, process};
 
+/// What [`ensure_cluster`] says about a cluster without a password.
+pub const TRUST_WARNING: &str = "the local Postgres cluster was created by an older Riptide and \
+    accepts every local connection without a password; it keeps working as it is. To get a \
+    password-protected cluster, delete RIPTIDE_HOME (its databases are lost) and run the command \
+    again.";
+
 /// The local cluster, running.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunningCluster {
     pub cluster: LocalCluster,
     pub port: u16,
+    /// The superuser's password (`None`: a cluster that trusts local connections).
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for RunningCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningCluster")
+            .field("cluster", &self.cluster)
+            .field("port", &self.port)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl RunningCluster {
-    /// `postgres://postgres@127.0.0.1:PORT/dbname`.
+    /// `postgres://postgres:PASSWORD@127.0.0.1:PORT/dbname` (the password percent-encoded);
+    /// a secret: show it through [`crate::redact`].
     pub fn url(&self, dbname: &str) -> String {
-        riptide_localpg::url(self.port, dbname)
+        riptide_localpg::url_with(self.port, dbname, self.password.as_deref())
     }
 }
 
@@ -29,19 +56,30 @@ pub async fn ensure_cluster(
     store: &mut Store,
     progress: &dyn Progress,
 ) -> Result<RunningCluster, PlatformError> {
-    let (data_dir, port) = match &store.state.cluster {
-        Some(c) => (c.data_dir.clone(), Some(c.port)),
-        None => (home::cluster_dir(store.home(), "clusters/local"), None),
+    let (data_dir, port, mut password) = match &store.state.cluster {
+        Some(c) => (c.data_dir.clone(), Some(c.port), c.password.clone()),
+        None => (
+            home::cluster_dir(store.home(), "clusters/local"),
+            None,
+            None,
+        ),
     };
     let cluster = LocalCluster::new(&data_dir);
     if !cluster.is_initialized() {
+        // A new cluster always gets a password (the recorded one if its first initialisation
+        // failed after the state was saved).
+        let pw = password
+            .take()
+            .unwrap_or_else(riptide_localpg::generate_password);
+        let auth = Auth::Scram(pw.clone());
+        password = Some(pw);
         progress.start(&format!(
             "initialising a local Postgres cluster in {}",
             data_dir.display()
         ));
         let existed = data_dir.exists();
         let c = cluster.clone();
-        let result = tokio::task::spawn_blocking(move || c.init(Durability::Durable))
+        let result = tokio::task::spawn_blocking(move || c.init(Durability::Durable, &auth))
             .await
             .map_err(|e| PlatformError::Process(format!("initdb task failed: {e}")))?;
         progress.finish();
@@ -51,13 +89,20 @@ pub async fn ensure_cluster(
             }
             return Err(e.into());
         }
+    } else if password.is_none() {
+        progress.warn(TRUST_WARNING);
     }
     let port = start(&cluster, port, progress).await?;
     store.state.cluster = Some(ClusterRecord {
         data_dir: data_dir.clone(),
         port,
+        password: password.clone(),
     });
-    Ok(RunningCluster { cluster, port })
+    Ok(RunningCluster {
+        cluster,
+        port,
+        password,
+    })
 }
 
 /// Starts the cluster on `port` (a free one when `None`) unless it runs already.

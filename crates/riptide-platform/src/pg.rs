@@ -2,8 +2,8 @@
 //! `sslrootcert`, `channel_binding`, ...).
 
 use riptide_pg::PgConnection;
-pub(crate) use riptide_pg::quote_ident;
 pub use riptide_pg::uri::redact;
+pub(crate) use riptide_pg::{install_default_crypto_provider, quote_ident};
 
 use crate::PlatformError;
 

@@ -37,6 +37,7 @@ pub async fn deploy_sync_rules(
     drop(store);
     let path = app.path.join("sync-rules.yaml");
     let content = std::fs::read_to_string(&path).map_err(PlatformError::io(&path))?;
+    crate::pg::install_default_crypto_provider();
     let http = reqwest::Client::new();
     let auth = format!("Bearer {}", sync.api_token);
     let http_err = |what: &str| {

@@ -36,11 +36,26 @@ pub struct State {
 }
 
 /// The Riptide-managed local Postgres cluster.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ClusterRecord {
     pub data_dir: PathBuf,
     /// The port it always starts on (URLs handed out name it).
     pub port: u16,
+    /// The `postgres` superuser's SCRAM password, generated when the cluster was created (this
+    /// file is 0600). `None`: a cluster created before Riptide set one, which trusts every
+    /// local connection; it keeps working as it was (`local::ensure_cluster` warns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for ClusterRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterRecord")
+            .field("data_dir", &self.data_dir)
+            .field("port", &self.port)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// Where a database lives.

@@ -363,6 +363,7 @@ async fn start_service(platform: &Platform, record: &SyncRecord) -> Result<(), P
         .current_dir(&record.dir);
     let pid = process::spawn_detached(&mut cmd, &record.log_path(), &record.pid_path())?;
     let url = format!("{}/probes/liveness", record.url());
+    crate::pg::install_default_crypto_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()

@@ -186,7 +186,11 @@ async fn sync_enable_refuses_a_server_without_logical_replication() {
     let (dir, p) = temp_home();
     // A server with wal_level = replica.
     let pg = riptide_localpg::LocalCluster::new(dir.path().join("replica-pg"));
-    pg.init(riptide_localpg::Durability::Ephemeral).unwrap();
+    pg.init(
+        riptide_localpg::Durability::Ephemeral,
+        &riptide_localpg::Auth::Trust,
+    )
+    .unwrap();
     let conf = pg.data_dir().join("postgresql.conf");
     let mut text = std::fs::read_to_string(&conf).unwrap();
     text.push_str("\nwal_level = replica\n");
@@ -407,4 +411,139 @@ async fn a_failed_sync_enable_takes_everything_back() {
     assert!(matches!(err, PlatformError::Io { .. }), "{err}");
     assert_eq!(std::fs::read(p.home().join("state.json")).unwrap(), before);
     assert!(!exists_on_server(&format!("{name}_sync_storage")).await);
+}
+
+/// Records the warnings a command gives.
+#[derive(Default)]
+struct Warnings(std::sync::Mutex<Vec<String>>);
+
+impl riptide_platform::Progress for Warnings {
+    fn start(&self, _message: &str) {}
+    fn finish(&self) {}
+    fn warn(&self, message: &str) {
+        self.0.lock().unwrap().push(message.to_owned());
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn the_local_cluster_refuses_connections_without_its_password() {
+    let (_dir, p) = temp_home();
+    let info = database::create_database(&p, "vault", None, &Quiet)
+        .await
+        .unwrap();
+    let st = state::read(p.home()).unwrap();
+    let cluster = st.cluster.clone().unwrap();
+    let password = cluster
+        .password
+        .clone()
+        .expect("a new cluster has a password");
+    assert_eq!(password.len(), 32);
+    assert_eq!(mode(&p.home().join("state.json")), 0o600);
+    assert!(
+        !format!("{cluster:?}").contains(&password),
+        "Debug shows no password"
+    );
+
+    // The URL handed out carries the password and connects; the CLI and MCP see it redacted.
+    assert!(info.direct_uri.contains(&format!("postgres:{password}@")));
+    let c = riptide_pg::PgConnection::from_uri(&info.direct_uri)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let method: String = c
+        .query_one(
+            "SELECT string_agg(DISTINCT auth_method, ',') FROM pg_hba_file_rules",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(method, "scram-sha-256", "every pg_hba rule asks for SCRAM");
+    drop(c);
+    let shown = info.redacted();
+    assert!(
+        !shown.direct_uri.contains(&password),
+        "{}",
+        shown.direct_uri
+    );
+    assert!(
+        shown.direct_uri.contains("postgres:***@"),
+        "{}",
+        shown.direct_uri
+    );
+
+    // Without the password, or with a wrong one, the cluster refuses (replication connections
+    // go through the same SCRAM rules, checked above).
+    for url in [
+        riptide_localpg::url(cluster.port, "vault"),
+        riptide_localpg::url_with(cluster.port, "vault", Some("wrong")),
+    ] {
+        let err = riptide_pg::PgConnection::from_uri(&url)
+            .unwrap()
+            .connect()
+            .await
+            .expect_err("refused without the password");
+        let mut chain = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            chain.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        assert!(chain.contains("password"), "{url}: {chain}");
+    }
+    status::stop(&p, None, true).await.unwrap();
+}
+
+/// A cluster created by a Riptide that trusted local connections (no password in the state)
+/// keeps working as it was, and each use says how to get a password-protected one.
+#[tokio::test]
+async fn a_cluster_from_before_passwords_keeps_working_with_a_warning() {
+    let (_dir, p) = temp_home();
+    std::fs::create_dir_all(p.home()).unwrap();
+    let data_dir = p.home().join("clusters/local");
+    let old = riptide_localpg::LocalCluster::new(&data_dir);
+    old.init(
+        riptide_localpg::Durability::Ephemeral,
+        &riptide_localpg::Auth::Trust,
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let record = serde_json::json!({
+        "version": 1,
+        "cluster": {"data_dir": data_dir, "port": port},
+    });
+    std::fs::write(p.home().join("state.json"), record.to_string()).unwrap();
+
+    let warnings = Warnings::default();
+    let info = database::create_database(&p, "legacy", None, &warnings)
+        .await
+        .unwrap();
+    assert_eq!(
+        *warnings.0.lock().unwrap(),
+        [riptide_platform::local::TRUST_WARNING]
+    );
+    assert_eq!(
+        info.direct_uri,
+        riptide_localpg::url(port, "legacy"),
+        "the same password-less URLs as before"
+    );
+    riptide_pg::PgConnection::from_uri(&info.direct_uri)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        state::read(p.home()).unwrap().cluster.unwrap().password,
+        None
+    );
+    status::stop(&p, None, true).await.unwrap();
 }

@@ -1,5 +1,11 @@
 //! The embedded default: `riptide serve` with no config runs on a private Postgres cluster under
 //! Riptide's home directory, with a demo schema, demo sync rules and a local signing key.
+//!
+//! The cluster asks every connection for the `postgres` superuser's SCRAM-SHA-256 password,
+//! generated when the cluster is created and kept in `RIPTIDE_HOME/embedded-postgres-password`
+//! (mode 0600, beside the demo signing key). A cluster created before Riptide set a password
+//! (no such file) trusts local connections and keeps working as it was, with a warning at each
+//! start; deleting it (its data too) makes the next start create a password-protected one.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -9,7 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::{EncodePrivateKey, KeypairBytes};
-use riptide_localpg::{Durability, LocalCluster, LocalPgError};
+use riptide_localpg::{Auth, Durability, LocalCluster, LocalPgError};
 use riptide_pg::{PgConnection, SslMode, TlsOptions};
 
 use crate::config::{AuthConfig, ServeConfig};
@@ -18,6 +24,8 @@ use crate::config::{AuthConfig, ServeConfig};
 pub const DEMO_DATABASE: &str = "riptide_demo";
 /// The audience of demo tokens.
 pub const DEMO_AUDIENCE: &str = "riptide-demo";
+/// The file under Riptide's home that holds the embedded cluster's superuser password.
+pub const PASSWORD_FILE: &str = "embedded-postgres-password";
 
 /// The demo schema: lists owned by users, todos in lists, and list sharing.
 pub const DEMO_SCHEMA: &str = r#"
@@ -87,6 +95,12 @@ pub enum EmbeddedError {
     Cluster(#[from] LocalPgError),
     #[error(transparent)]
     Key(#[from] DemoKeyError),
+    #[error("cannot read or write the embedded Postgres password file {}", path.display())]
+    PasswordFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot connect to the embedded Postgres ({url})")]
     Connect {
         url: String,
@@ -125,6 +139,9 @@ pub struct Embedded {
     pub home: PathBuf,
     pub cluster: LocalCluster,
     pub port: u16,
+    /// The superuser's password (`None`: a cluster from before passwords, which trusts local
+    /// connections).
+    pub password: Option<String>,
     pub key: DemoKey,
 }
 
@@ -143,16 +160,23 @@ impl Embedded {
                 cluster.data_dir().display()
             );
         }
-        cluster.init(Durability::Durable)?;
+        let password = cluster_password(&cluster, &home.join(PASSWORD_FILE))?;
         let port = cluster.start(None)?;
         let key = DemoKey::load_or_create(&home.join("demo-signing-key"))?;
-        prepare_demo_database(port).await?;
+        prepare_demo_database(port, password.as_deref()).await?;
         Ok(Embedded {
             home: home.to_owned(),
             cluster,
             port,
+            password,
             key,
         })
+    }
+
+    /// The demo database's URL, with the password: a secret, show it through
+    /// `riptide_pg::uri::redact`.
+    pub fn demo_url(&self) -> String {
+        riptide_localpg::url_with(self.port, DEMO_DATABASE, self.password.as_deref())
     }
 
     /// A service config for the demo database.
@@ -164,7 +188,7 @@ impl Embedded {
             sync_rules: Some(DEMO_RULES.to_owned()),
             sync_rules_origin: "the built-in demo rules".into(),
             ..ServeConfig::new(
-                demo_database(self.port),
+                demo_database(self.port, self.password.as_deref()),
                 AuthConfig {
                     jwks: Some(serde_json::json!({ "keys": [self.key.jwk()] })),
                     audience: vec![DEMO_AUDIENCE.into()],
@@ -175,15 +199,63 @@ impl Embedded {
     }
 }
 
-/// The demo database of the cluster on `port`: what [`riptide_localpg::url`] names, without
+/// Initialises the cluster on its first run with a new password, written first to
+/// `password_file` (0600), and returns the password: the file's for an existing cluster, `None`
+/// for one from before passwords (which trusts local connections: warned about).
+fn cluster_password(
+    cluster: &LocalCluster,
+    password_file: &Path,
+) -> Result<Option<String>, EmbeddedError> {
+    let file_error = |source| EmbeddedError::PasswordFile {
+        path: password_file.to_owned(),
+        source,
+    };
+    if !cluster.is_initialized() {
+        let password = riptide_localpg::generate_password();
+        // Before initdb: a cluster never exists without its password on disk. A file left by
+        // an initialisation that failed is replaced.
+        match std::fs::remove_file(password_file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(file_error(e)),
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(password_file)
+            .and_then(|mut f| writeln!(f, "{password}"))
+            .map_err(file_error)?;
+        cluster.init(Durability::Durable, &Auth::Scram(password.clone()))?;
+        return Ok(Some(password));
+    }
+    match std::fs::read_to_string(password_file) {
+        Ok(text) => Ok(Some(text.trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "warning: the embedded Postgres in {} was created by an older Riptide and accepts \
+                 every local connection without a password; it keeps working as it is. To get a \
+                 password-protected one, delete that directory (its data is lost) and start again.",
+                cluster.data_dir().display()
+            );
+            Ok(None)
+        }
+        Err(e) => Err(file_error(e)),
+    }
+}
+
+/// The demo database of the cluster on `port`: what [`Embedded::demo_url`] names, without
 /// TLS (the embedded cluster listens on 127.0.0.1 only and has no certificate).
-fn demo_database(port: u16) -> PgConnection {
+fn demo_database(port: u16, password: Option<&str>) -> PgConnection {
     let mut config = tokio_postgres::Config::new();
     config
         .host("127.0.0.1")
         .port(port)
         .user("postgres")
         .dbname(DEMO_DATABASE);
+    if let Some(password) = password {
+        config.password(password);
+    }
     PgConnection::new(config, TlsOptions::new(SslMode::Disable))
 }
 
@@ -217,8 +289,8 @@ fn reachable_by_others(path: &Path) -> bool {
     })
 }
 
-async fn prepare_demo_database(port: u16) -> Result<(), EmbeddedError> {
-    let admin = connect(&riptide_localpg::url(port, "postgres")).await?;
+async fn prepare_demo_database(port: u16, password: Option<&str>) -> Result<(), EmbeddedError> {
+    let admin = connect(&riptide_localpg::url_with(port, "postgres", password)).await?;
     let exists = admin
         .query_opt(
             "SELECT 1 FROM pg_database WHERE datname = $1",
@@ -233,7 +305,7 @@ async fn prepare_demo_database(port: u16) -> Result<(), EmbeddedError> {
             .await
             .map_err(EmbeddedError::CreateDatabase)?;
     }
-    let demo = connect(&riptide_localpg::url(port, DEMO_DATABASE)).await?;
+    let demo = connect(&riptide_localpg::url_with(port, DEMO_DATABASE, password)).await?;
     demo.batch_execute(DEMO_SCHEMA)
         .await
         .map_err(EmbeddedError::Schema)?;
@@ -247,7 +319,7 @@ async fn prepare_demo_database(port: u16) -> Result<(), EmbeddedError> {
 
 async fn connect(url: &str) -> Result<tokio_postgres::Client, EmbeddedError> {
     let failed = |source| EmbeddedError::Connect {
-        url: url.to_owned(),
+        url: riptide_pg::uri::redact(url),
         source,
     };
     let mut connection = PgConnection::from_uri(url).map_err(failed)?;

@@ -56,7 +56,7 @@ async fn admin_api_v1_against_a_running_service() {
     config.execute_sql.max_rows = 2;
     let running = serve::start(config).await.unwrap();
     let endpoint = format!("http://127.0.0.1:{}", running.port);
-    let http = reqwest::Client::new();
+    let http = riptide_testkit::http();
     common::wait_ready(&http, &endpoint, T).await;
 
     // Diagnostics: the connection, the active deployment and its tables.

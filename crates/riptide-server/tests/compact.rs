@@ -46,7 +46,7 @@ async fn churned(compaction: riptide_server::config::CompactorConfig) -> Churned
     config.compaction = compaction;
     let running = serve::start(config.clone()).await.expect("service starts");
     let endpoint = format!("http://127.0.0.1:{}", running.port);
-    common::wait_ready(&reqwest::Client::new(), &endpoint, T).await;
+    common::wait_ready(&riptide_testkit::http(), &endpoint, T).await;
     for i in 1..=UPDATES {
         db.execute("UPDATE todos SET description = $1", &[&format!("milk {i}")])
             .await

@@ -727,7 +727,7 @@ async fn run(seed: u64) {
     config.logging.level = "warn".into();
     let running = serve::start(config).await.expect("service starts");
     let endpoint = format!("http://127.0.0.1:{}", running.port);
-    let http = reqwest::Client::new();
+    let http = riptide_testkit::http();
     common::wait_ready(&http, &endpoint, T).await;
 
     let mut clients = Vec::new();

@@ -90,7 +90,7 @@ async fn redeploy_with_a_connected_client_switches_buckets_without_errors() {
         .await
         .expect("service starts without rules");
     let endpoint = format!("http://127.0.0.1:{}", running.port);
-    let http = reqwest::Client::new();
+    let http = riptide_testkit::http();
 
     // No rules yet: nothing current; the first deploy becomes active.
     let (s, body) = admin(
@@ -307,7 +307,7 @@ async fn changed_rules_file_at_start_up_replaces_the_deployment_in_the_backgroun
     .await
     .unwrap();
     let keys = TestKeys::generate();
-    let http = reqwest::Client::new();
+    let http = riptide_testkit::http();
     // First start: rules from the config; the admin API refuses deploys (422).
     let mut cfg = config(&source, &storage, &keys);
     cfg.sync_rules = Some(LISTS_ONLY.into());

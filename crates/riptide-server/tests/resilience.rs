@@ -37,7 +37,7 @@ fn init_logs() {
 }
 
 async fn get_json(endpoint: &str, path: &str) -> Option<(u16, Value)> {
-    let resp = reqwest::Client::new()
+    let resp = riptide_testkit::http()
         .get(format!("{endpoint}{path}"))
         .timeout(Duration::from_secs(5))
         .send()
@@ -49,7 +49,7 @@ async fn get_json(endpoint: &str, path: &str) -> Option<(u16, Value)> {
 
 /// The sum of a metric's series in `/metrics` (0 when absent).
 async fn metric(endpoint: &str, name: &str) -> f64 {
-    let Ok(resp) = reqwest::get(format!("{endpoint}/metrics")).await else {
+    let Ok(resp) = riptide_testkit::http_get(format!("{endpoint}/metrics")).await else {
         return 0.0;
     };
     let text = resp.text().await.unwrap_or_default();
@@ -146,7 +146,7 @@ async fn a_transaction_storage_refuses_is_reported_and_applied_once_it_can_be() 
         .await
         .unwrap();
     let endpoint = format!("http://127.0.0.1:{}", running.port);
-    common::wait_ready(&reqwest::Client::new(), &endpoint, T).await;
+    common::wait_ready(&riptide_testkit::http(), &endpoint, T).await;
     let db = source.client().await;
     let mut client = FaultClient::new(&endpoint, "u1", keys.token("u1", 600, Value::Null));
     converge(&mut client, &db).await;
@@ -205,7 +205,7 @@ async fn the_retry_backoff_starts_small_again_after_a_success() {
         .await
         .unwrap();
     let endpoint = format!("http://127.0.0.1:{}", running.port);
-    common::wait_ready(&reqwest::Client::new(), &endpoint, T).await;
+    common::wait_ready(&riptide_testkit::http(), &endpoint, T).await;
     let db = source.client().await;
     let mut client = FaultClient::new(&endpoint, "u1", keys.token("u1", 600, Value::Null));
 
@@ -259,7 +259,7 @@ async fn serve_starts_and_serves_storage_while_the_source_is_down() {
     // A first run replicates the rows.
     let running = serve::start(config.clone()).await.unwrap();
     let endpoint = format!("http://127.0.0.1:{}", running.port);
-    common::wait_ready(&reqwest::Client::new(), &endpoint, T).await;
+    common::wait_ready(&riptide_testkit::http(), &endpoint, T).await;
     let mut client = FaultClient::new(&endpoint, "u1", keys.token("u1", 600, Value::Null));
     converge(&mut client, &db).await;
     running.cancel.cancel();
@@ -345,7 +345,7 @@ async fn a_stream_whose_walsender_stops_answering_is_reopened() {
     config.logging.level = "warn".into();
     let running = serve::start(config).await.unwrap();
     let endpoint = format!("http://127.0.0.1:{}", running.port);
-    common::wait_ready(&reqwest::Client::new(), &endpoint, T).await;
+    common::wait_ready(&riptide_testkit::http(), &endpoint, T).await;
     let mut client = FaultClient::new(&endpoint, "u1", keys.token("u1", 600, Value::Null));
     converge(&mut client, &db).await;
 
@@ -406,7 +406,7 @@ async fn slots_left_by_old_deployments_are_dropped_and_others_kept() {
         .await
         .unwrap();
     let endpoint = format!("http://127.0.0.1:{}", running.port);
-    common::wait_ready(&reqwest::Client::new(), &endpoint, T).await;
+    common::wait_ready(&riptide_testkit::http(), &endpoint, T).await;
     let live = store.active_deployment().await.unwrap().unwrap();
     let slots = wait_for("the orphan slot to be dropped", T, || {
         let db = &db;
@@ -462,7 +462,7 @@ async fn an_invalidated_slot_is_replaced_by_a_new_snapshot_of_the_same_rules() {
     config.logging.level = "warn".into();
     let running = serve::start(config.clone()).await.unwrap();
     let endpoint = format!("http://127.0.0.1:{}", running.port);
-    common::wait_ready(&reqwest::Client::new(), &endpoint, T).await;
+    common::wait_ready(&riptide_testkit::http(), &endpoint, T).await;
     let mut client = FaultClient::new(&endpoint, "u1", keys.token("u1", 600, Value::Null));
     converge(&mut client, &db).await;
     running.cancel.cancel();

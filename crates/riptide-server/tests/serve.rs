@@ -46,7 +46,7 @@ async fn start_service() -> Service {
     config.sync_rules = Some(DEMO_RULES.to_owned());
     let running = serve::start(config).await.expect("service starts");
     let endpoint = format!("http://127.0.0.1:{}", running.port);
-    let http = reqwest::Client::new();
+    let http = riptide_testkit::http();
     common::wait_ready(&http, &endpoint, T).await;
     Service {
         _source: source,
@@ -164,7 +164,7 @@ async fn first_sync_live_changes_sharing_and_write_checkpoints() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_get_401_with_powersync_codes() {
     let svc = start_service().await;
-    let http = reqwest::Client::new();
+    let http = riptide_testkit::http();
     let url = format!("{}/sync/stream", svc.endpoint);
     let other = TestKeys::generate().with_kid(svc.keys.kid.clone());
     let now = std::time::SystemTime::now()

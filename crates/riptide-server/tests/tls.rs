@@ -78,7 +78,7 @@ async fn serve_follows_the_config_tls_keys_for_source_replication_and_storage() 
 
     let running = serve::start(config).await.expect("service starts over TLS");
     let endpoint = format!("http://127.0.0.1:{}", running.port);
-    common::wait_ready(&reqwest::Client::new(), &endpoint, T).await;
+    common::wait_ready(&riptide_testkit::http(), &endpoint, T).await;
     let alice = SyncClient::new(&endpoint, keys.token("alice", 600, json!({})));
     let mut stream = alice
         .stream(json!({"client_id": "a1", "raw_data": true}))

@@ -79,7 +79,7 @@ async fn still_served(h: &mut Harness, live: &mut SyncStream, id: &str) {
 
 /// `/metrics` as name → value (labels summed).
 async fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
+    let text = riptide_testkit::http_get(format!("http://{addr}/metrics"))
         .await
         .unwrap()
         .text()
@@ -242,7 +242,7 @@ async fn deep_bson_and_json_are_refused_before_decoding() {
 
     // A JSON sync request body a million levels deep.
     let body = format!("{{\"parameters\":{{\"a\":{}}}}}", deep_json(1_000_000));
-    let resp = reqwest::Client::new()
+    let resp = riptide_testkit::http()
         .post(format!("http://{}/sync/stream", server.addr))
         .header("Authorization", format!("Token {}", h.token("u")))
         .body(body)
@@ -398,7 +398,7 @@ async fn oversized_bodies_are_413_and_oversized_frames_close_the_socket() {
     let mut h = Harness::with(1, small_limits).await;
     let server = serve(&h).await;
     let mut live = live_client(&h, server.addr).await;
-    let http = reqwest::Client::new();
+    let http = riptide_testkit::http();
     let big = vec![b' '; 2 * 1024 * 1024];
     for path in ["/sync/stream", "/sync/checkpoint-request"] {
         let resp = http
@@ -590,7 +590,7 @@ async fn write_checkpoint_clients_are_pruned_per_user() {
     let pruned = riptide_service::metrics::names::WRITE_CHECKPOINTS_PRUNED;
     assert_eq!(metric(server.addr, pruned).await, 3.0);
     let long = "c".repeat(300);
-    let resp = reqwest::Client::new()
+    let resp = riptide_testkit::http()
         .get(format!("http://{}/write-checkpoint2.json", server.addr))
         .query(&[("client_id", long.as_str())])
         .header("Authorization", format!("Token {}", h.token("writer")))

@@ -530,7 +530,7 @@ async fn admin_api_compacts_now() {
         h.commit(churn(10, version)).await;
     }
     let (addr, _server) = h.serve().await;
-    let http = reqwest::Client::new();
+    let http = riptide_testkit::http();
     let url = format!("http://{addr}/api/compact/v1/run");
     let denied = http.post(&url).send().await.unwrap();
     assert_eq!(denied.status(), 401);

@@ -43,6 +43,9 @@ pub enum StorageError {
         "the replication lease {lease} was taken over (this node held epoch {epoch}); nothing was written"
     )]
     LeaseLost { lease: String, epoch: i64 },
+    /// A failpoint of the fault-injection tests fired (feature `failpoints` only).
+    #[error("failpoint {0} fired")]
+    Failpoint(&'static str),
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

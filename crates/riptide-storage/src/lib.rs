@@ -16,11 +16,14 @@
 //! Across processes, commits, write checkpoints and deployment switches are announced with
 //! `NOTIFY` ([`notifications`]) and followed by one [`CheckpointListener`] per process.
 //!
-//! [`compaction`] rewrites superseded ops as MOVE and leading runs as CLEAR, a bucket at a time.
+//! [`compaction`] rewrites superseded ops as MOVE and leading runs as CLEAR, a bucket at a time;
+//! `failpoints.rs` names the points inside it where the fault suite fails or ends the process
+//! (feature `failpoints`).
 
 mod api;
 pub mod compaction;
 mod diff;
+mod failpoints;
 mod keys;
 mod memory;
 pub mod notifications;

@@ -76,7 +76,10 @@ pub fn server() -> &'static Cluster {
         ));
         let local = LocalCluster::new(&dir);
         let port = local
-            .init(riptide_localpg::Durability::Ephemeral)
+            .init(
+                riptide_localpg::Durability::Ephemeral,
+                &riptide_localpg::Auth::Trust,
+            )
             .and_then(|()| local.start(None))
             .unwrap_or_else(|e| panic!("cannot start the test Postgres cluster: {e}"));
         spawn_watchdog(&local, &dir);

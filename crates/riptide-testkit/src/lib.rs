@@ -1,5 +1,6 @@
 //! Test harness for Riptide: a private PostgreSQL cluster per test run (`wal_level=logical`,
-//! trust on loopback including replication), a fresh database per test dropped afterwards,
+//! trust on loopback including replication: test data only, the clusters users run ask for a
+//! password, `riptide-localpg`), a fresh database per test dropped afterwards,
 //! JWT/JWKS helpers, a protocol-level sync client (every transport and encoding the service
 //! speaks; the benchmark measures with it too), the tools of the fault-injection suite
 //! ([`fault`]: killable servers, a TCP proxy, service processes, a client model and oracle),
@@ -27,3 +28,21 @@ pub use jwt::TestKeys;
 pub use sync_client::{Encoding, Format, SyncClient, SyncClientError, SyncStream, Transport};
 pub use tls_server::{CA_NAME, CERT_USER, TLS_DIR_ENV, TLS_USER, TlsServer, tls_server};
 pub use wait::wait_for;
+
+/// A reqwest client for tests. reqwest is built without a crypto provider of its own (so aws-lc
+/// is not compiled) and panics when a client is built before rustls has a process default:
+/// tests build their clients here (or call [`riptide_pg::install_default_crypto_provider`]).
+pub fn http() -> reqwest::Client {
+    http_builder().build().expect("an HTTP client builds")
+}
+
+/// [`http`]'s builder, for clients with their own settings.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    riptide_pg::install_default_crypto_provider();
+    reqwest::Client::builder()
+}
+
+/// `GET url` with [`http`] (what `reqwest::get` does).
+pub async fn http_get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    http().get(url).send().await
+}

@@ -140,7 +140,7 @@ pub struct SyncClient {
 
 impl SyncClient {
     pub fn new(endpoint: impl Into<String>, token: impl Into<String>) -> SyncClient {
-        SyncClient::with_http(endpoint, token, reqwest::Client::new())
+        SyncClient::with_http(endpoint, token, crate::http())
     }
 
     /// A client sending its requests through `http` (one connection pool shared by many

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use riptide_localpg::{Durability, LocalCluster};
+use riptide_localpg::{Auth, Durability, LocalCluster};
 
 use crate::cluster::{Cluster, spawn_watchdog};
 
@@ -110,7 +110,7 @@ impl TlsServer {
     pub fn start(dir: &Path) -> Result<TlsServer, Box<dyn std::error::Error>> {
         let data = dir.join("pg");
         let local = LocalCluster::new(&data);
-        local.init(Durability::Ephemeral)?;
+        local.init(Durability::Ephemeral, &Auth::Trust)?;
         let certs = Certificates::generate()?;
         certs.install(&data)?;
         // Only the files the tests pass by path; Postgres reads its own from `pg`.

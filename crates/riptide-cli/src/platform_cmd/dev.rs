@@ -243,6 +243,7 @@ async fn run_children(
         .unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
     let health = format!("http://127.0.0.1:{port}/api/health");
     let mut announced = false;
+    riptide_pg::install_default_crypto_provider();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()?;

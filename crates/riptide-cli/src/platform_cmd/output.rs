@@ -55,6 +55,14 @@ impl riptide_platform::Progress for Spinner {
             bar.finish_and_clear();
         }
     }
+
+    fn warn(&self, message: &str) {
+        // On stderr also with `--json` (stdout stays the result).
+        match self.bar.lock().ok().as_ref().and_then(|b| b.as_ref()) {
+            Some(bar) => bar.suspend(|| eprintln!("warning: {message}")),
+            None => eprintln!("warning: {message}"),
+        }
+    }
 }
 
 /// `riptide status` for people.

@@ -109,6 +109,8 @@ pub struct JwksClient {
 impl JwksClient {
     pub fn new(policy: IpPolicy) -> Result<JwksClient, reqwest::Error> {
         let policy = Arc::new(policy);
+        // HTTPS through rustls' process default provider (ring).
+        riptide_pg::install_default_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(FETCH_TIMEOUT);

@@ -33,6 +33,7 @@ use super::checksum_from_db;
 use super::lease::{self, Fence};
 use super::reads::op_type;
 use crate::compaction::scan::BucketScan;
+use crate::failpoints::failpoint;
 use crate::{
     CompactLimits, CompactStats, CompactionCandidate, DeploymentId, DeploymentState, Result,
     StorageError,
@@ -169,8 +170,14 @@ pub(super) async fn compact_bucket(
     let finished = match job.moves(&mut client, limits).await? {
         None => false,
         Some(None) => true,
-        Some(Some(top)) => job.clears(&mut client, top).await?,
+        Some(Some(top)) => {
+            failpoint!("compaction::before_clear");
+            job.clears(&mut client, top).await?
+        }
     };
+    if finished {
+        failpoint!("compaction::before_counter");
+    }
     if finished && let Begin::Tx(tx) = job.begin(&mut client).await? {
         tx.execute(
             "UPDATE riptide.bucket_state SET superseded = GREATEST(superseded - $3, 0) \
@@ -358,6 +365,7 @@ impl Job<'_> {
         if !moved.is_empty() {
             self.mark(&tx, 0).await?;
         }
+        failpoint!("compaction::before_move_commit");
         tx.commit().await?;
         self.stats.ops_moved += moved.len() as u64;
         self.stats.bytes_reclaimed += pending
@@ -365,6 +373,7 @@ impl Job<'_> {
             .filter(|(id, _)| moved.contains(id))
             .map(|(_, bytes)| bytes)
             .sum::<u64>();
+        failpoint!("compaction::after_move_commit");
         Ok(true)
     }
 
@@ -441,10 +450,12 @@ impl Job<'_> {
                 .try_get(0)?;
             let removed = rows.len() as i64 - 1;
             self.mark(&tx, removed).await?;
+            failpoint!("compaction::before_clear_commit");
             tx.commit().await?;
             self.stats.ops_removed += removed as u64;
             self.stats.bytes_reclaimed +=
                 bytes.saturating_sub(u64::try_from(clear_size).unwrap_or(0));
+            failpoint!("compaction::after_clear_commit");
             if last >= top.0 {
                 return Ok(true);
             }

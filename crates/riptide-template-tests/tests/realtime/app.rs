@@ -114,7 +114,7 @@ impl TestApp {
             _root: root,
             keys,
             base,
-            http: reqwest::Client::new(),
+            http: riptide_testkit::http(),
         }
     }
 

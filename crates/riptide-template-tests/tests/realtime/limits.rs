@@ -344,7 +344,7 @@ async fn auth_routes_under_a_flood() {
     let flood = {
         // No connection reuse: a connection closed after a 413 is not picked up again.
         let base = Client {
-            http: reqwest::Client::builder()
+            http: riptide_testkit::http_builder()
                 .pool_max_idle_per_host(0)
                 .build()
                 .unwrap(),

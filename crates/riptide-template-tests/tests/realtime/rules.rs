@@ -46,7 +46,7 @@ async fn start_service(source: &TestDatabase, keys: &Keys) -> Service {
 }
 
 async fn current(endpoint: &str) -> Value {
-    reqwest::Client::new()
+    riptide_testkit::http()
         .get(format!("{endpoint}/api/sync-rules/v1/current"))
         .bearer_auth(ADMIN)
         .send()
@@ -199,7 +199,7 @@ async fn a_service_that_comes_up_late_is_waited_for() {
                 if started.elapsed() < Duration::from_millis(800) {
                     return (axum::http::StatusCode::SERVICE_UNAVAILABLE, String::new());
                 }
-                let client = reqwest::Client::new();
+                let client = riptide_testkit::http();
                 let method = req.method().clone();
                 let uri = req.uri().to_string();
                 let headers = req.headers().clone();
@@ -243,7 +243,7 @@ async fn full_start_up_then_the_apps_token_syncs_the_apps_rows() {
         .expect("start-up");
     let base = serve_app(state).await;
 
-    let http = reqwest::Client::new();
+    let http = riptide_testkit::http();
     let mut alice = crate::app::Client {
         http: http.clone(),
         base,

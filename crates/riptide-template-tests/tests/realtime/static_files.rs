@@ -43,7 +43,7 @@ async fn the_built_ui_is_served_with_an_spa_fallback() {
     let get = |path: &str| {
         let url = format!("{base}{path}");
         async move {
-            let resp = reqwest::get(url).await.unwrap();
+            let resp = riptide_testkit::http_get(url).await.unwrap();
             let status = resp.status().as_u16();
             (status, resp.text().await.unwrap())
         }

@@ -35,7 +35,7 @@ async fn the_app_runs_on_a_tls_database_url_with_channel_binding() {
         _root: root,
         keys,
         base,
-        http: reqwest::Client::new(),
+        http: riptide_testkit::http(),
     };
     app.signed_up("tls_user").await;
     assert_eq!(app.count("SELECT count(*) FROM users").await, 1);

@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use riptide_localpg::{Durability, LocalCluster};
+use riptide_localpg::{Auth, Durability, LocalCluster};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     let cluster = LocalCluster::new(dir);
     let result = match cmd.as_str() {
         "start" => cluster
-            .init(Durability::Ephemeral)
+            .init(Durability::Ephemeral, &Auth::Trust)
             .and_then(|()| cluster.start(None))
             .map(|port| println!("{}", riptide_localpg::url(port, "postgres"))),
         "stop" => cluster.stop(false),

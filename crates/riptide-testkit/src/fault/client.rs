@@ -102,7 +102,7 @@ impl FaultClient {
             client_id: format!("fault-{user}"),
             endpoint: endpoint.to_owned(),
             token,
-            http: reqwest::Client::builder()
+            http: crate::http_builder()
                 .connect_timeout(Duration::from_secs(5))
                 .build()
                 .expect("HTTP client builds"),
@@ -249,7 +249,7 @@ impl FaultClient {
             match self.next_line(left.min(Duration::from_secs(30))).await {
                 Ok(line) => match self.replica.apply(trace(&self.user, wc, &line)) {
                     Ok(Applied::Line | Applied::Complete) => {}
-                    Err(e @ (ReplicaError::Checksum { .. } | ReplicaError::Count { .. })) => {
+                    Err(e @ ReplicaError::Checksum { .. }) => {
                         // As the SDK: the bucket was dropped; reconnect and download it again.
                         self.checksum_failures += 1;
                         last = e.to_string();

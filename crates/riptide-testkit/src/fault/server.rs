@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use riptide_localpg::{Durability, LocalCluster, LocalPgError};
+use riptide_localpg::{Auth, Durability, LocalCluster, LocalPgError};
 
 /// A Postgres server of one test: started on creation, on the same port after every restart.
 #[derive(Debug)]
@@ -27,7 +27,7 @@ impl PgServer {
             })?;
         make_traversable(dir.path());
         let cluster = LocalCluster::new(dir.path().join("pg"));
-        cluster.init(Durability::Ephemeral)?;
+        cluster.init(Durability::Ephemeral, &Auth::Trust)?;
         // A killed server keeps every commit it acknowledged, as a real one does: with
         // synchronous_commit off (the ephemeral default) an immediate stop loses the last
         // commits, which a crash test would take for data the service lost. fsync stays off:

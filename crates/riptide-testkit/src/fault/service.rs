@@ -125,7 +125,7 @@ impl ServiceProcess {
 
     /// The readiness probe's status and body, `None` while nothing answers.
     pub async fn readiness(&self) -> Option<(u16, Value)> {
-        let resp = reqwest::Client::new()
+        let resp = crate::http()
             .get(format!("{}/probes/readiness", self.endpoint()))
             .timeout(Duration::from_secs(5))
             .send()

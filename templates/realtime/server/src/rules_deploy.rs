@@ -102,6 +102,11 @@ pub async fn deploy_if_changed(target: &Target) -> Result<Deployed, DeployError>
             path: target.rules_path.clone(),
             source,
         })?;
+    // reqwest is built without a crypto provider of its own (no aws-lc C build): HTTPS goes
+    // through rustls' process default, ring, installed here unless something installed one.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
