@@ -210,7 +210,7 @@ fn signal(p: &ServiceProcess, sig: &str) {
 
 /// A series without labels from `p`'s `/metrics`.
 async fn metric(p: &ServiceProcess, name: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", p.endpoint()))
+    let text = riptide_testkit::http_get(format!("{}/metrics", p.endpoint()))
         .await
         .expect("metrics")
         .text()
@@ -268,7 +268,7 @@ async fn replicators_fail_over_and_api_nodes_serve_every_write() {
     states.sort_unstable();
     assert_eq!(states, ["api", "api", "leader", "standby"], "{listed}");
     // The dashboard of an API node lists the same four.
-    let data: Value = reqwest::get(format!(
+    let data: Value = riptide_testkit::http_get(format!(
         "{}/dashboard/data.json?token=dashboard-token",
         a1.endpoint()
     ))
@@ -286,7 +286,7 @@ async fn replicators_fail_over_and_api_nodes_serve_every_write() {
     );
 
     // Reprocessing is the holder's job: an API node says so (503).
-    let refused = reqwest::Client::new()
+    let refused = riptide_testkit::http()
         .post(format!("{}/api/admin/v1/reprocess", a1.endpoint()))
         .bearer_auth("admin-token")
         .json(&json!({}))

@@ -96,7 +96,7 @@ async fn a_client_on_an_api_node_gets_every_write_and_its_write_checkpoints() {
     config.api_tokens = vec![ADMIN.into()];
     let node1 = serve::start(config).await.expect("node 1 starts");
     let endpoint1 = format!("http://127.0.0.1:{}", node1.port);
-    let http = reqwest::Client::new();
+    let http = riptide_testkit::http();
     common::wait_ready(&http, &endpoint1, T).await;
 
     let cancel = CancellationToken::new();
