@@ -59,19 +59,8 @@ impl Service {
         // JSON is YAML.
         std::fs::write(config_path, serde_json::to_string_pretty(config)?)?;
         let port = config["port"].as_u64().context("config has a port")?;
-        let child = tokio::process::Command::new(riptide)
-            .args(["serve", "--config"])
-            .arg(config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()?;
-        let pid = child.id().context("service pid")?;
-        Ok(Service {
-            child,
-            pid,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        })
+        let port = u16::try_from(port).context("config port fits in u16")?;
+        Service::spawn_with(riptide, config_path, &[], port)
     }
 
     /// Another `riptide serve` on the config file a service already wrote, with `args` after
