@@ -111,7 +111,12 @@ test('the seed: four MCP tools make a connected app with a running sync service'
   ]);
   assert.equal(env.VITE_POWERSYNC_TOKEN_ENDPOINT, '/api/powersync/token');
   assert.equal(env.POWERSYNC_URL, sync.url);
-  assert.equal(env.DIRECT_DATABASE_URL, db.directUri);
+  // The tools return the URI with its password redacted (the local cluster has a SCRAM
+  // password); the app's .env (0600) carries the real one.
+  const password = new URL(env.DIRECT_DATABASE_URL).password;
+  assert.ok(password.length >= 16, 'the .env URL carries the cluster password');
+  assert.equal(env.DIRECT_DATABASE_URL.replace(`:${password}@`, ':***@'), db.directUri);
+  assert.ok(!JSON.stringify(db).includes(password), 'no tool result carries the password');
 
   const migrated = await call('run_migrations', { appId: app.id });
   assert.ok(migrated.applied.length > 0);
@@ -130,7 +135,7 @@ test('the seed: four MCP tools make a connected app with a running sync service'
     intervalMs: 200,
     what: 'the rules to be active',
   });
-  const pgc = new pg.Client({ connectionString: db.directUri });
+  const pgc = new pg.Client({ connectionString: env.DIRECT_DATABASE_URL });
   await pgc.connect();
   const user = '00000000-0000-4000-8000-000000000001';
   const list = '00000000-0000-4000-8000-0000000000aa';
