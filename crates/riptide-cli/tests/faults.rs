@@ -34,7 +34,7 @@ const USERS: [&str; 2] = ["u1", "u2"];
 /// The admin token (`api.tokens`) the compaction test runs compaction with.
 const ADMIN_TOKEN: &str = "fault-admin-token";
 
-fn rules(version: u32) -> String {
+pub(super) fn rules(version: u32) -> String {
     format!(
         "# version {version}
 bucket_definitions:
@@ -49,7 +49,7 @@ bucket_definitions:
     )
 }
 
-fn oracle() -> Oracle {
+pub(super) fn oracle() -> Oracle {
     Oracle::new([
         ("items", "SELECT id, v FROM items"),
         ("todos", "SELECT id, owner, v FROM todos WHERE owner = $1"),

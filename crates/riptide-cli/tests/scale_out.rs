@@ -13,30 +13,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use riptide_testkit::TestKeys;
-use riptide_testkit::fault::{FaultClient, Oracle, PgServer, ServiceProcess};
+use riptide_testkit::fault::{FaultClient, PgServer, ServiceProcess};
 use serde_json::{Value, json};
 
 const CONVERGE: Duration = Duration::from_secs(60);
 const TAKEOVER: Duration = Duration::from_secs(15);
 const LEASE_MS: u64 = 3_000;
 
-const RULES: &str = "
-bucket_definitions:
-  global:
-    data:
-      - SELECT id, v FROM items
-  by_owner:
-    parameters: SELECT request.user_id() AS owner
-    data:
-      - SELECT id, owner, v FROM todos WHERE owner = bucket.owner
-";
-
-fn oracle() -> Oracle {
-    Oracle::new([
-        ("items", "SELECT id, v FROM items"),
-        ("todos", "SELECT id, owner, v FROM todos WHERE owner = $1"),
-    ])
-}
+// The fault suite's rules and oracle (version 1 of its rules).
+use super::faults::{oracle, rules};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -77,7 +62,7 @@ impl Cluster {
                 "sslmode": "disable",
             }]},
             "storage": {"type": "postgresql", "uri": pg.url("storage"), "sslmode": "disable"},
-            "sync_config": {"content": RULES},
+            "sync_config": {"content": rules(1)},
             "client_auth": {"jwks": keys.jwks(), "audience": [keys.audience]},
             "cluster": {"lease_duration_ms": LEASE_MS, "lease_renew_ms": 500},
             "api": {"tokens": ["admin-token"], "dashboard_tokens": ["dashboard-token"]},
