@@ -3,8 +3,12 @@
 //! libpq does, including the second attempt of `allow` (TLS after the server refused plain
 //! text) and `prefer` (plain text after TLS failed).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::future::BoxFuture;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{AsyncMessage, Client, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -220,28 +224,34 @@ impl PgConnection {
     }
 
     /// Opens a connection like [`PgConnection::connect`] whose asynchronous messages
-    /// (`NOTIFY` notifications, notices) are forwarded to the returned receiver instead of
-    /// being dropped: the connection for `LISTEN`. The receiver ends when the connection does
-    /// (server gone, connection terminated, client dropped); the end is logged at debug.
-    pub async fn connect_listening(
-        &self,
-    ) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<AsyncMessage>), PgError> {
+    /// (`NOTIFY` notifications, notices) are forwarded to the returned [`Listening`] instead
+    /// of being dropped: the connection for `LISTEN`. At most `capacity` messages wait there;
+    /// beyond that they are dropped and the receiver reports [`Listened::Overflowed`] once
+    /// before the next message, so a slow reader catches up from its source of truth instead
+    /// of growing a queue without bound (the connection keeps being polled, so queries on the
+    /// client still answer). The receiver ends when the connection does (server gone,
+    /// connection terminated, client dropped); the end is logged at debug.
+    pub async fn connect_listening(&self, capacity: usize) -> Result<(Client, Listening), PgError> {
         let connector = Connector::new(self, true)?;
         let (client, mut connection) = connector
             .establish(self.config())
             .await
             .map_err(|(failed, _)| failed.classify())?;
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let flag = overflowed.clone();
         let host = self.host_description();
         tokio::spawn(async move {
             loop {
                 match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                    Some(Ok(message)) => {
-                        if tx.send(message).is_err() {
+                    Some(Ok(message)) => match tx.try_send(message) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(_)) => flag.store(true, Ordering::Release),
+                        Err(TrySendError::Closed(_)) => {
                             tracing::debug!(host = %host, "postgres listening connection dropped");
                             return;
                         }
-                    }
+                    },
                     Some(Err(error)) => {
                         tracing::debug!(host = %host, error = %error, "postgres listening connection ended");
                         return;
@@ -253,7 +263,7 @@ impl PgConnection {
                 }
             }
         });
-        Ok((client, rx))
+        Ok((client, Listening { rx, overflowed }))
     }
 
     /// A pool of up to `size` connections made like [`PgConnection::connect`] (statements
@@ -309,5 +319,37 @@ mod tests {
         assert!(!falls_back(SslMode::Require, Failure::ServerRejected));
         assert!(report_first(SslMode::Prefer, Failure::ServerRejected));
         assert!(!report_first(SslMode::Allow, Failure::ServerRejected));
+    }
+}
+
+/// What [`Listening::recv`] gives.
+// Returned by value, one at a time: boxing the message would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Listened {
+    /// A message from the server, in the order it sent them.
+    Message(AsyncMessage),
+    /// Messages were dropped because the reader fell `capacity` behind.
+    Overflowed,
+}
+
+/// The receiving end of [`PgConnection::connect_listening`].
+#[derive(Debug)]
+pub struct Listening {
+    rx: tokio::sync::mpsc::Receiver<AsyncMessage>,
+    overflowed: Arc<AtomicBool>,
+}
+
+impl Listening {
+    /// The next message, [`Listened::Overflowed`] first when messages were dropped since the
+    /// last call, or `None` once the connection ended and every kept message was taken.
+    pub async fn recv(&mut self) -> Option<Listened> {
+        if self.overflowed.swap(false, Ordering::AcqRel) {
+            return Some(Listened::Overflowed);
+        }
+        // A drop while this call waits is reported by the next one: a drop means the queue was
+        // full, so the reader has those messages to take first.
+        let message = self.rx.recv().await;
+        message.map(Listened::Message)
     }
 }

@@ -10,8 +10,8 @@
 //!   `client_private_key`, PEM inline or a path; default `verify-full`), or from a
 //!   `tokio_postgres::Config`.
 //! - `connect.rs`: [`PgConnection::connect`] (spawns the connection task),
-//!   [`PgConnection::connect_listening`] (the same, its `NOTIFY` messages forwarded: for
-//!   `LISTEN`) and [`PgConnection::pool`] (deadpool), all following `sslmode` as libpq does.
+//!   [`PgConnection::connect_listening`] (the same, its `NOTIFY` messages forwarded through a
+//!   bounded queue that reports overflow: for `LISTEN`) and [`PgConnection::pool`] (deadpool), all following `sslmode` as libpq does.
 //! - `tls.rs`, `verify.rs`, `certificate.rs`: rustls with the `ring` provider; `verify-full`
 //!   checks chain and host name, `verify-ca` the chain, `allow`/`prefer`/`require` encrypt
 //!   without checking (libpq's meaning; `require` with a `cacert` acts as `verify-ca`, libpq's
@@ -44,6 +44,7 @@ mod walsender;
 
 pub use backoff::{Backoff, Cancelled, RetryError, retry};
 pub use config_keys::ConnectionKeys;
+pub use connect::{Listened, Listening};
 pub use connection::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVES_IDLE, DEFAULT_KEEPALIVES_INTERVAL,
     DEFAULT_KEEPALIVES_RETRIES, DEFAULT_TCP_USER_TIMEOUT, PgConnection,

@@ -3,8 +3,6 @@
 //! every `sslmode`, CA and client certificates inline and as paths, channel binding, the
 //! walsender connection, and the errors that name what to change.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::Duration;
 
 use riptide_pg::{ConnectionKeys, PgConnection, PgError};

@@ -32,6 +32,8 @@ pub mod names {
     pub const NOTIFICATIONS_BAD: &str = "riptide_notifications_bad_total";
     /// Counter: times the listener lost its storage connection and reconnected (catching up).
     pub const NOTIFICATION_RECONNECTS: &str = "riptide_notification_listener_reconnects_total";
+    /// Counter: times the listener fell behind, dropped notifications and caught up from storage.
+    pub const NOTIFICATION_OVERFLOWS: &str = "riptide_notification_listener_overflows_total";
     /// Summary: seconds from the writer's commit (storage database clock) to the notification
     /// handed on here (this process's clock).
     pub const NOTIFICATION_LAG: &str = "riptide_notification_lag_seconds";
@@ -44,6 +46,7 @@ pub(crate) struct NotificationSeries {
     deployments: Counter,
     bad: Counter,
     reconnects: Counter,
+    overflows: Counter,
     lag: Histogram,
 }
 
@@ -60,6 +63,10 @@ impl NotificationSeries {
             NOTIFICATION_RECONNECTS,
             "Reconnects of the notification listener"
         );
+        metrics::describe_counter!(
+            NOTIFICATION_OVERFLOWS,
+            "Times the notification listener fell behind and caught up from storage"
+        );
         metrics::describe_histogram!(
             NOTIFICATION_LAG,
             Unit::Seconds,
@@ -71,6 +78,7 @@ impl NotificationSeries {
             deployments: metrics::counter!(NOTIFICATIONS_RECEIVED, "kind" => "deployment"),
             bad: metrics::counter!(NOTIFICATIONS_BAD),
             reconnects: metrics::counter!(NOTIFICATION_RECONNECTS),
+            overflows: metrics::counter!(NOTIFICATION_OVERFLOWS),
             lag: metrics::histogram!(NOTIFICATION_LAG),
         }
     }
@@ -144,6 +152,15 @@ impl NotificationSink for NodeChannels {
             .metrics
             .notifications
             .reconnects
+            .increment(1);
+    }
+
+    fn overflowed(&self) {
+        self.state
+            .inner
+            .metrics
+            .notifications
+            .overflows
             .increment(1);
     }
 }

@@ -212,6 +212,60 @@ pub(crate) fn deployment_payload(
 }
 
 impl Notice {
+    /// The whole payload of this notice (`"at_us"` from `sent_at`), for tests and the fuzz
+    /// target's round trip (`--cfg fuzzing`); the service sends the `*_payload` forms, which
+    /// the SQL completes with the database clock.
+    #[cfg(any(test, fuzzing))]
+    pub fn to_payload(&self) -> String {
+        let node = self.node.clone();
+        let wire = match &self.body {
+            NoticeBody::Checkpoint(c) => Wire::Checkpoint {
+                v: VERSION,
+                node,
+                deployment: c.deployment,
+                previous: c.previous.0,
+                op_id: c.checkpoint.op_id.0,
+                lsn: c.checkpoint.lsn.to_string(),
+                buckets: c.changed_buckets.clone(),
+                lookups: c
+                    .changed_lookups
+                    .as_ref()
+                    .map(|l| l.iter().map(|k| B64.encode(k)).collect()),
+                at_us: None,
+            },
+            NoticeBody::WriteCheckpoint {
+                user_id,
+                client_id,
+                id,
+            } => Wire::WriteCheckpoint {
+                v: VERSION,
+                node,
+                user_id: user_id.clone(),
+                client_id: client_id.clone(),
+                id: id.0,
+                at_us: None,
+            },
+            NoticeBody::Deployment { deployment, state } => Wire::Deployment {
+                v: VERSION,
+                node,
+                deployment: *deployment,
+                state: state.as_str().to_owned(),
+                at_us: None,
+            },
+        };
+        let mut json = serde_json::to_string(&wire).unwrap_or_default();
+        if let Some(at) = self.sent_at {
+            let us = at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros());
+            json.pop();
+            json.push_str(&format!(r#","at_us":{us}}}"#));
+        }
+        json
+    }
+}
+
+impl Notice {
     /// Parses a payload from another process.
     pub fn parse(payload: &str) -> Result<Notice, NotificationError> {
         if payload.len() > PAYLOAD_MAX + AT_US_RESERVE {
@@ -326,6 +380,8 @@ pub trait NotificationSink: Send + Sync {
     fn bad_notification(&self) {}
     /// The listening connection was lost; the listener reconnects and catches up.
     fn reconnecting(&self) {}
+    /// The listener fell too far behind and dropped notifications; it catches up from storage.
+    fn overflowed(&self) {}
     /// The listener is listening (again) and has caught up: every later commit is delivered.
     fn listening(&self) {}
 }
@@ -376,6 +432,25 @@ mod tests {
         assert_eq!(c.checkpoint.lsn, Lsn(0x1_0000_0010));
         assert_eq!(c.changed_buckets.unwrap(), event(2, 2).changed_buckets);
         assert_eq!(c.changed_lookups.unwrap(), event(2, 2).changed_lookups);
+    }
+
+    /// The test encoder (the fuzz target's round trip) writes what the senders write.
+    #[test]
+    fn every_kind_encodes_to_a_payload_that_parses_back() {
+        let at = 1_700_000_000_000_123;
+        for payload in [
+            sent(checkpoint_payload("n1", &event(2, 2)), at),
+            sent(checkpoint_payload("n1", &event(1_000, 1_000)), at),
+            sent(
+                write_checkpoint_payload("n2", "u", "c", OpId(7)).unwrap(),
+                at,
+            ),
+            sent(deployment_payload("n3", 4, DeploymentState::Active), at),
+        ] {
+            let notice = Notice::parse(&payload).unwrap();
+            assert_eq!(notice.to_payload(), payload);
+            assert_eq!(Notice::parse(&notice.to_payload()).unwrap(), notice);
+        }
     }
 
     #[test]

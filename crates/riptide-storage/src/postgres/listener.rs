@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use riptide_pg::{Backoff, PgConnection, PgError};
+use riptide_pg::{Backoff, Listened, PgConnection, PgError};
 use riptide_protocol::{OpId, OpType, OplogEntry};
 use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +38,10 @@ pub const LISTENER_APPLICATION_NAME: &str = "riptide-listener";
 const WRITE_CHECKPOINT_MARGIN: Duration = Duration::from_secs(60);
 /// Most write checkpoints delivered again on one catch-up.
 const WRITE_CHECKPOINT_CATCH_UP_MAX: i64 = 10_000;
+
+/// Notifications waiting to be handled at most; beyond that they are dropped and the listener
+/// catches up from storage instead (each waiting one is at most 8,000 bytes).
+const NOTICE_QUEUE: usize = 1024;
 
 /// How often an idle listening connection is asked the time: a dead connection is found
 /// (besides keepalives), and a catch-up knows since when to look.
@@ -146,7 +150,7 @@ impl CheckpointListener {
     ) -> Result<(), ListenError> {
         let (client, mut messages) = self
             .connection
-            .connect_listening()
+            .connect_listening(NOTICE_QUEUE)
             .await
             .map_err(ListenError::Connect)?;
         client
@@ -173,11 +177,21 @@ impl CheckpointListener {
                     continue;
                 }
             };
-            let Some(message) = message else {
-                break;
-            };
-            let AsyncMessage::Notification(n) = message else {
-                continue;
+            let n = match message {
+                None => break,
+                Some(Listened::Message(AsyncMessage::Notification(n))) => n,
+                Some(Listened::Message(_)) => continue,
+                Some(Listened::Overflowed) => {
+                    // Notifications were dropped while this fell behind: what they said is in
+                    // storage, so catch up as after a reconnect (later duplicates are skipped).
+                    tracing::warn!(
+                        queue = NOTICE_QUEUE,
+                        "checkpoint listener fell behind; catching up from storage"
+                    );
+                    sink.overflowed();
+                    self.catch_up(seen, sink).await?;
+                    continue;
+                }
             };
             if n.channel() != CHECKPOINT_CHANNEL {
                 continue;
