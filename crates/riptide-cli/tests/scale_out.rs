@@ -270,22 +270,24 @@ async fn replicators_fail_over_and_api_nodes_serve_every_write() {
         "{data}"
     );
 
-    // Reprocessing is the holder's job: an API node says so (503).
-    let refused = riptide_testkit::http()
-        .post(format!("{}/api/admin/v1/reprocess", a1.endpoint()))
-        .bearer_auth("admin-token")
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("reprocess request");
-    assert_eq!(refused.status().as_u16(), 503);
-    let body: Value = refused.json().await.expect("error body");
-    assert!(
-        body["error"]["description"]
-            .as_str()
-            .is_some_and(|d| d.contains("replication lease")),
-        "{body}"
-    );
+    // Reprocessing and compaction runs are the holder's job: an API node says so (503).
+    for path in ["/api/admin/v1/reprocess", "/api/compact/v1/run"] {
+        let refused = riptide_testkit::http()
+            .post(format!("{}{path}", a1.endpoint()))
+            .bearer_auth("admin-token")
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("admin request");
+        assert_eq!(refused.status().as_u16(), 503, "{path}");
+        let body: Value = refused.json().await.expect("error body");
+        assert!(
+            body["error"]["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("replication lease")),
+            "{path}: {body}"
+        );
+    }
 
     let mut clients = vec![
         FaultClient::new(

@@ -7,8 +7,10 @@
 //! and attaches it with [`crate::AppState::with_instance_admin`]. Without one, the routes
 //! answer 404 `PSYNC_S2002`.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
-use riptide_storage::StorageError;
+use riptide_storage::{BucketStorage, StorageError};
 use serde::{Deserialize, Serialize};
 
 /// `ReplicationError`: a problem of a connection, a table or the sync rules.
@@ -242,4 +244,9 @@ pub trait InstanceAdmin: Send + Sync + 'static {
     /// Deploys the active rules again on a new slot (a full re-replication), unless a deploy
     /// is still processing.
     async fn reprocess(&self) -> Result<ReprocessedConnection, InstanceAdminError>;
+
+    /// The storage compaction on request writes through: the lease holder's, fenced at its
+    /// epoch ([`InstanceAdminError::NotHolder`] on any other process, so an API node or a
+    /// standby never rewrites buckets beside the holder).
+    fn compaction_storage(&self) -> Result<Arc<dyn BucketStorage>, InstanceAdminError>;
 }

@@ -322,6 +322,86 @@ impl std::fmt::Debug for ServiceMetrics {
     }
 }
 
+/// The help text of every series (`# HELP` in `/metrics`), registered on the current recorder.
+fn describe_all() {
+    use names::*;
+    metrics::describe_gauge!(SYNC_STREAMS_OPEN, "Sync streams open now");
+    metrics::describe_counter!(SYNC_STREAMS_OPENED, "Sync streams accepted");
+    metrics::describe_counter!(SYNC_STREAMS_CLOSED, "Sync streams ended");
+    metrics::describe_counter!(AUTH_FAILURES, "Requests rejected by authentication");
+    metrics::describe_counter!(SYNC_LINES_SENT, "Sync lines sent");
+    metrics::describe_counter!(SYNC_OPS_SENT, "Bucket ops sent");
+    metrics::describe_counter!(
+        SYNC_BYTES_SENT,
+        Unit::Bytes,
+        "Bytes of encoded sync lines sent, before compression"
+    );
+    metrics::describe_counter!(SYNC_CHECKPOINTS_SENT, "Checkpoint lines sent");
+    metrics::describe_counter!(
+        SYNC_CHECKPOINTS_PREPARED,
+        "Checkpoints streams prepared, from the bus's ops (memory) or storage"
+    );
+    metrics::describe_counter!(
+        SYNC_CHECKPOINTS_INVALIDATED,
+        "Checkpoints abandoned because compaction rewrote their buckets past them"
+    );
+    metrics::describe_counter!(COMPACTION_RUNS, "Compaction runs");
+    metrics::describe_counter!(COMPACTION_BUCKETS, "Buckets compaction rewrote");
+    metrics::describe_counter!(COMPACTION_OPS_MOVED, "Ops compaction turned into MOVE");
+    metrics::describe_counter!(
+        COMPACTION_OPS_REMOVED,
+        "Ops compaction removed (replaced by CLEARs, less the CLEARs)"
+    );
+    metrics::describe_counter!(
+        COMPACTION_BYTES_RECLAIMED,
+        Unit::Bytes,
+        "Bytes of op rows compaction no longer stores"
+    );
+    metrics::describe_histogram!(
+        COMPACTION_DURATION,
+        Unit::Seconds,
+        "Seconds each compaction run took"
+    );
+    metrics::describe_counter!(COMPACTION_FAILURES, "Compaction runs that failed");
+    metrics::describe_counter!(WRITE_CHECKPOINTS_CREATED, "Write checkpoints created");
+    metrics::describe_counter!(
+        REPLICATION_TRANSACTIONS,
+        "Source transactions committed to bucket storage"
+    );
+    metrics::describe_counter!(REPLICATION_ROWS, "Row changes written to bucket storage");
+    metrics::describe_gauge!(
+        REPLICATION_LAG_BYTES,
+        Unit::Bytes,
+        "WAL bytes between the source's current LSN and the last committed LSN"
+    );
+    metrics::describe_gauge!(
+        REPLICATION_SECONDS_SINCE_COMMIT,
+        Unit::Seconds,
+        "Seconds since replication last committed to bucket storage"
+    );
+    metrics::describe_gauge!(
+        REPLICATION_SNAPSHOT_RUNNING,
+        "1 while the initial snapshot runs"
+    );
+    metrics::describe_gauge!(
+        REPLICATION_SNAPSHOT_ROWS,
+        "Rows the snapshot has copied of its current table"
+    );
+    metrics::describe_gauge!(
+        REPLICATION_HEALTHY,
+        "1 while replication works, 0 while it keeps failing"
+    );
+    metrics::describe_counter!(
+        REPLICATION_FAILURES,
+        "Replicator runs that ended in an error (each is retried)"
+    );
+    metrics::describe_counter!(
+        REPLICATION_SLOT_INVALIDATIONS,
+        "Replication slots found missing or invalidated (each starts a new snapshot)"
+    );
+    metrics::describe_gauge!(UPTIME_SECONDS, Unit::Seconds, "Seconds since start");
+}
+
 impl ServiceMetrics {
     pub fn new() -> ServiceMetrics {
         use names::*;
@@ -329,81 +409,7 @@ impl ServiceMetrics {
         let handle = recorder.handle();
         let r: &dyn Recorder = recorder.as_ref();
         metrics::with_local_recorder(r, || {
-            metrics::describe_gauge!(SYNC_STREAMS_OPEN, "Sync streams open now");
-            metrics::describe_counter!(SYNC_STREAMS_OPENED, "Sync streams accepted");
-            metrics::describe_counter!(SYNC_STREAMS_CLOSED, "Sync streams ended");
-            metrics::describe_counter!(AUTH_FAILURES, "Requests rejected by authentication");
-            metrics::describe_counter!(SYNC_LINES_SENT, "Sync lines sent");
-            metrics::describe_counter!(SYNC_OPS_SENT, "Bucket ops sent");
-            metrics::describe_counter!(
-                SYNC_BYTES_SENT,
-                Unit::Bytes,
-                "Bytes of encoded sync lines sent, before compression"
-            );
-            metrics::describe_counter!(SYNC_CHECKPOINTS_SENT, "Checkpoint lines sent");
-            metrics::describe_counter!(
-                SYNC_CHECKPOINTS_PREPARED,
-                "Checkpoints streams prepared, from the bus's ops (memory) or storage"
-            );
-            metrics::describe_counter!(
-                SYNC_CHECKPOINTS_INVALIDATED,
-                "Checkpoints abandoned because compaction rewrote their buckets past them"
-            );
-            metrics::describe_counter!(COMPACTION_RUNS, "Compaction runs");
-            metrics::describe_counter!(COMPACTION_BUCKETS, "Buckets compaction rewrote");
-            metrics::describe_counter!(COMPACTION_OPS_MOVED, "Ops compaction turned into MOVE");
-            metrics::describe_counter!(
-                COMPACTION_OPS_REMOVED,
-                "Ops compaction removed (replaced by CLEARs, less the CLEARs)"
-            );
-            metrics::describe_counter!(
-                COMPACTION_BYTES_RECLAIMED,
-                Unit::Bytes,
-                "Bytes of op rows compaction no longer stores"
-            );
-            metrics::describe_histogram!(
-                COMPACTION_DURATION,
-                Unit::Seconds,
-                "Seconds each compaction run took"
-            );
-            metrics::describe_counter!(COMPACTION_FAILURES, "Compaction runs that failed");
-            metrics::describe_counter!(WRITE_CHECKPOINTS_CREATED, "Write checkpoints created");
-            metrics::describe_counter!(
-                REPLICATION_TRANSACTIONS,
-                "Source transactions committed to bucket storage"
-            );
-            metrics::describe_counter!(REPLICATION_ROWS, "Row changes written to bucket storage");
-            metrics::describe_gauge!(
-                REPLICATION_LAG_BYTES,
-                Unit::Bytes,
-                "WAL bytes between the source's current LSN and the last committed LSN"
-            );
-            metrics::describe_gauge!(
-                REPLICATION_SECONDS_SINCE_COMMIT,
-                Unit::Seconds,
-                "Seconds since replication last committed to bucket storage"
-            );
-            metrics::describe_gauge!(
-                REPLICATION_SNAPSHOT_RUNNING,
-                "1 while the initial snapshot runs"
-            );
-            metrics::describe_gauge!(
-                REPLICATION_SNAPSHOT_ROWS,
-                "Rows the snapshot has copied of its current table"
-            );
-            metrics::describe_gauge!(
-                REPLICATION_HEALTHY,
-                "1 while replication works, 0 while it keeps failing"
-            );
-            metrics::describe_counter!(
-                REPLICATION_FAILURES,
-                "Replicator runs that ended in an error (each is retried)"
-            );
-            metrics::describe_counter!(
-                REPLICATION_SLOT_INVALIDATIONS,
-                "Replication slots found missing or invalidated (each starts a new snapshot)"
-            );
-            metrics::describe_gauge!(UPTIME_SECONDS, Unit::Seconds, "Seconds since start");
+            describe_all();
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             ServiceMetrics {
                 recorder: recorder.clone(),

@@ -13,6 +13,7 @@ use riptide_service::instance_admin::{
     SqlOutcome, SqlResults, SyncRulesStatus,
 };
 use riptide_service::{InstanceAdmin, InstanceAdminError, router};
+use riptide_storage::BucketStorage;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -83,6 +84,13 @@ impl InstanceAdmin for FakeInstance {
             1 => Err(InstanceAdminError::Busy),
             _ => Err(InstanceAdminError::NoActiveRules),
         }
+    }
+
+    /// Not the lease holder: compaction goes elsewhere.
+    fn compaction_storage(&self) -> Result<Arc<dyn BucketStorage>, InstanceAdminError> {
+        Err(InstanceAdminError::NotHolder(
+            "this process does not hold the replication lease",
+        ))
     }
 }
 
@@ -246,4 +254,18 @@ async fn reprocess_answers_its_slot_then_busy_then_no_active_rules() {
     let (status, body) = post(&state, "/api/sync-rules/v1/reprocess", Some(BEARER), "").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"]["code"], "PSYNC_S4104");
+}
+
+#[tokio::test]
+async fn compaction_on_a_process_without_the_lease_is_refused() {
+    let state = service(Some(Arc::new(FakeInstance::default()))).await;
+    let (status, body) = post(&state, "/api/compact/v1/run", Some(BEARER), "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let description = body["error"]["description"].as_str().unwrap_or_default();
+    assert!(description.contains("lease"), "{body}");
+
+    // The service alone (no server, no lease) compacts its own storage.
+    let state = service(None).await;
+    let (status, body) = post(&state, "/api/compact/v1/run", Some(BEARER), "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }

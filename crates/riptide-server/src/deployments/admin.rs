@@ -155,7 +155,7 @@ pub struct Admin {
 
 /// Why a process that does not hold the lease refuses a deploy.
 pub(crate) const NOT_THE_HOLDER: &str = "this process does not hold the replication lease: \
-     send deploys and reprocessing to the process that does (see `riptide status`)";
+     send deploys, reprocessing and compaction runs to the process that does (see `riptide status`)";
 
 impl Admin {
     /// The serving and the next deployment: the holder's view, or storage's elsewhere.

@@ -102,6 +102,11 @@ pub fn deployment_rules(d: &Deployment) -> Result<Arc<SyncRules>, RulesErrors> {
 }
 
 impl Deployments {
+    /// The storage this writes through (fenced at the lease epoch it was started under).
+    pub fn storage(&self) -> Arc<dyn BucketStorage> {
+        self.storage.clone()
+    }
+
     /// A replicator with this process's options (one per deployment: its own counters).
     fn replicator(&self) -> Replicator {
         let replicator = Replicator::new(

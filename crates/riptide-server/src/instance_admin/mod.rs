@@ -20,6 +20,7 @@ use riptide_service::instance_admin::{
     Diagnostics, InstanceSchema, ReprocessedConnection, SqlArg, SqlOutcome, SyncRulesStatus,
 };
 use riptide_service::{InstanceAdmin, InstanceAdminError, RulesAdminError};
+use riptide_storage::BucketStorage;
 
 pub use execute_sql::ExecuteSqlOptions;
 
@@ -82,6 +83,13 @@ impl InstanceAdmin for Instance {
             tag: CONNECTION_ID.into(),
             slot_name: d.slot_name,
         })
+    }
+
+    fn compaction_storage(&self) -> Result<Arc<dyn BucketStorage>, InstanceAdminError> {
+        match self.admin.node.deployments() {
+            Some(deployments) => Ok(deployments.storage()),
+            None => Err(InstanceAdminError::NotHolder(NOT_THE_HOLDER)),
+        }
     }
 }
 

@@ -309,11 +309,16 @@ pub async fn compact(
         buckets: request.buckets,
         ..riptide_storage::CompactOptions::default()
     };
+    // Through the lease holder's fenced storage when a server runs this service; the service
+    // alone (tests, embedding) has no lease and compacts its own storage.
+    let storage = match &state.instance_admin {
+        Some(admin) => admin.compaction_storage().map_err(AdminError::Instance)?,
+        None => state.inner.storage.clone(),
+    };
     let started = std::time::Instant::now();
-    let done =
-        crate::compactor::compact_active(state.inner.storage.as_ref(), state.metrics(), &options)
-            .await
-            .map_err(AdminError::Compaction)?;
+    let done = crate::compactor::compact_active(storage.as_ref(), state.metrics(), &options)
+        .await
+        .map_err(AdminError::Compaction)?;
     let (deployment, stats) = match done {
         Some((id, stats)) => (Some(id), stats),
         None => (None, riptide_storage::CompactStats::default()),
