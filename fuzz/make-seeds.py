@@ -304,4 +304,19 @@ put("upload_body", "batch", json.dumps({"batch": [
     entry("DELETE", "notes", "note-1"),
 ]}))
 put("upload_body", "bad", json.dumps({"batch": [entry("PUT", "todos", "not-a-uuid", {"g": "x"})]}))
+
+# --- storage notifications (NOTIFY payloads between processes on one storage) ------------------
+node = "3f1c9a2e-7b41-4d0a-9e55-1c2d3e4f5a6b"
+put("storage_notification", "checkpoint", json.dumps({"kind": "checkpoint", "v": 1, "node": node,
+    "deployment": 3, "previous": 120, "op_id": 131, "lsn": "0/16B3748",
+    "buckets": ["1#by_user[\"u1\"]", "1#global[]"], "lookups": [base64.b64encode(b"\x01lists\x00u1").rstrip(b"=").decode()],
+    "at_us": 1764900000123456}, separators=(",", ":")))
+put("storage_notification", "checkpoint-too-many", json.dumps({"kind": "checkpoint", "v": 1,
+    "node": node, "deployment": 3, "previous": 131, "op_id": 9000, "lsn": "1/0", "buckets": None,
+    "lookups": None, "at_us": 1764900000223456}, separators=(",", ":")))
+put("storage_notification", "write-checkpoint", json.dumps({"kind": "write_checkpoint", "v": 1,
+    "node": node, "user_id": "u1", "client_id": "c-1", "id": 17, "at_us": 1764900000323456},
+    separators=(",", ":")))
+put("storage_notification", "deployment", json.dumps({"kind": "deployment", "v": 1, "node": node,
+    "deployment": 4, "state": "ACTIVE", "at_us": 1764900000423456}, separators=(",", ":")))
 print("seeds written to", OUT)

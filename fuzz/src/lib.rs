@@ -9,6 +9,7 @@ pub mod pg;
 pub mod requests;
 pub mod rsocket;
 pub mod rules;
+pub mod storage;
 pub mod upload;
 
 /// `data` as UTF-8, or `None` (text decoders are fuzzed with text).
