@@ -278,45 +278,7 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
             .push(scenarios::scale_out::run(&bench, work).await?);
         report.measured(sampler.since("scale-out (2 API nodes)", before));
     }
-    if args.wants(Scenario::NodeLatency) && args.with_node() {
-        let before = sampler.sample();
-        match scenarios::node_latency::run(&bench).await {
-            Ok((table, histogram)) => {
-                report.tables.push(table);
-                report.node_latency_run(args.node_clients, &histogram);
-                report.measured(sampler.since("write → @powersync/node SQLite", before));
-            }
-            Err(e) => eprintln!("skipping @powersync/node latency scenario: {e:#}"),
-        }
-    }
-    if (args.wants(Scenario::NodeLatency) || args.wants(Scenario::RoundTrip)) && args.with_node() {
-        let before = sampler.sample();
-        match scenarios::round_trip::run(&bench).await {
-            Ok(table) => {
-                report.tables.push(table);
-                report.measured(sampler.since("@powersync/node round trip", before));
-            }
-            Err(e) => eprintln!("skipping @powersync/node round-trip scenario: {e:#}"),
-        }
-    }
-    if args.wants(Scenario::AppLatency) {
-        let before = sampler.sample();
-        if let Some(table) = scenarios::app_latency::run(&bench).await? {
-            report.tables.push(table);
-            report.measured(sampler.since("template in Chromium", before));
-        }
-    }
-    if (args.wants(Scenario::NodeLatency) || args.wants(Scenario::TokenRefresh)) && args.with_node()
-    {
-        let before = sampler.sample();
-        match scenarios::token_refresh::run(&bench).await {
-            Ok(table) => {
-                report.tables.push(table);
-                report.measured(sampler.since("@powersync/node token refresh", before));
-            }
-            Err(e) => eprintln!("skipping @powersync/node token-refresh scenario: {e:#}"),
-        }
-    }
+    run_client_scenarios(args, &bench, &sampler, &mut report).await?;
     if args.wants(Scenario::Transactions) {
         let before = sampler.sample();
         report
@@ -353,22 +315,82 @@ async fn run(args: &Args, pg_port: u16, work: &std::path::Path) -> Result<()> {
         report.tables.push(scenarios::fencing::run(&bench).await?);
     }
     service.kill().await;
+    run_own_service_scenarios(args, &bench, work, &mut report).await?;
+    report.finish(args)
+}
 
+/// The scenarios that drive real clients (`@powersync/node`, the template in Chromium) against
+/// the main service; a missing Node setup skips the Node ones with a line on stderr.
+async fn run_client_scenarios(
+    args: &Args,
+    bench: &Bench<'_>,
+    sampler: &Sampler,
+    report: &mut Report,
+) -> Result<()> {
+    if args.wants(Scenario::NodeLatency) && args.with_node() {
+        let before = sampler.sample();
+        match scenarios::node_latency::run(bench).await {
+            Ok((table, histogram)) => {
+                report.tables.push(table);
+                report.node_latency_run(args.node_clients, &histogram);
+                report.measured(sampler.since("write → @powersync/node SQLite", before));
+            }
+            Err(e) => eprintln!("skipping @powersync/node latency scenario: {e:#}"),
+        }
+    }
+    if (args.wants(Scenario::NodeLatency) || args.wants(Scenario::RoundTrip)) && args.with_node() {
+        let before = sampler.sample();
+        match scenarios::round_trip::run(bench).await {
+            Ok(table) => {
+                report.tables.push(table);
+                report.measured(sampler.since("@powersync/node round trip", before));
+            }
+            Err(e) => eprintln!("skipping @powersync/node round-trip scenario: {e:#}"),
+        }
+    }
+    if args.wants(Scenario::AppLatency) {
+        let before = sampler.sample();
+        if let Some(table) = scenarios::app_latency::run(bench).await? {
+            report.tables.push(table);
+            report.measured(sampler.since("template in Chromium", before));
+        }
+    }
+    if (args.wants(Scenario::NodeLatency) || args.wants(Scenario::TokenRefresh)) && args.with_node()
+    {
+        let before = sampler.sample();
+        match scenarios::token_refresh::run(bench).await {
+            Ok(table) => {
+                report.tables.push(table);
+                report.measured(sampler.since("@powersync/node token refresh", before));
+            }
+            Err(e) => eprintln!("skipping @powersync/node token-refresh scenario: {e:#}"),
+        }
+    }
+    Ok(())
+}
+
+/// The scenarios that start services of their own (after the main one is stopped).
+async fn run_own_service_scenarios(
+    args: &Args,
+    bench: &Bench<'_>,
+    work: &std::path::Path,
+    report: &mut Report,
+) -> Result<()> {
     if args.wants(Scenario::Snapshot) {
-        let (table, used) = scenarios::snapshot::run(&bench, work).await?;
+        let (table, used) = scenarios::snapshot::run(bench, work).await?;
         report.tables.push(table);
         report.measured(used);
     }
     if args.wants(Scenario::BigTransactions) {
-        let table = scenarios::big_transactions::run(&bench, work).await?;
+        let table = scenarios::big_transactions::run(bench, work).await?;
         report.tables.push(table);
     }
     if args.wants(Scenario::Compaction) {
-        let (table, used) = scenarios::compaction::run(&bench, work).await?;
+        let (table, used) = scenarios::compaction::run(bench, work).await?;
         report.tables.push(table);
         report.measured(used);
     }
-    report.finish(args)
+    Ok(())
 }
 
 async fn connect(url: &str) -> Result<tokio_postgres::Client> {

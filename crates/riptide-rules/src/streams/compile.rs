@@ -141,31 +141,9 @@ impl Compiler {
             lookup_of_set: HashMap::new(),
             stack: Vec::new(),
         };
-        let at_of = |t: &Term| match t {
-            Term::Single(_, at) | Term::Equals(_, _, at) => at.clone(),
-        };
         let resolved = path.resolve_set(primary).map_err(|e| fill(e, query_at))?;
         path.exists_checks().map_err(|e| fill(e, query_at))?;
-        let mut request_filters = Vec::new();
-        for term in path.pending.iter().flatten() {
-            match term {
-                Term::Single(side, _) if matches!(side.dep, Dep::Static | Dep::Request) => {
-                    request_filters.push(side.expr.clone());
-                }
-                Term::Single(..) => {
-                    return Err(located(
-                        &at_of(term),
-                        "this condition is unrelated to the request or the table being synced",
-                    ));
-                }
-                Term::Equals(..) => {
-                    return Err(located(
-                        &at_of(term),
-                        "this condition does not connect the synced table to the request (through `=` with request values or other joined tables)",
-                    ));
-                }
-            }
-        }
+        let request_filters = request_filters(&path)?;
         let bad = |what: &str| located(query_at, format!("internal: {what} reads another table"));
 
         // The synced table.
@@ -223,21 +201,7 @@ impl Compiler {
                 buckets.buckets.len() - 1
             }
         };
-        let mut names = BTreeSet::new();
-        for f in &request_filters {
-            subscription_names(f, &mut names);
-        }
-        for l in &lookups {
-            if let Lookup::Function { input, .. } = l {
-                subscription_names(input, &mut names);
-            }
-        }
-        value_names(&instantiation, &mut names);
-        for l in &lookups {
-            if let Lookup::Index { inputs, .. } = l {
-                value_names(inputs, &mut names);
-            }
-        }
+        let names = subscription_parameter_names(&request_filters, &lookups, &instantiation);
         buckets.queriers.push(Querier {
             request_filters,
             lookups,
@@ -331,6 +295,60 @@ impl StreamBuckets {
     pub(crate) fn len(&self) -> usize {
         self.buckets.len()
     }
+}
+
+/// The conditions left once the path is resolved: each must depend on the request alone (it
+/// filters which requests get the bucket); anything else cannot be expressed as a bucket.
+fn request_filters(path: &Path<'_>) -> Result<Vec<Expr>, Located> {
+    let at_of = |t: &Term| match t {
+        Term::Single(_, at) | Term::Equals(_, _, at) => at.clone(),
+    };
+    let mut request_filters = Vec::new();
+    for term in path.pending.iter().flatten() {
+        match term {
+            Term::Single(side, _) if matches!(side.dep, Dep::Static | Dep::Request) => {
+                request_filters.push(side.expr.clone());
+            }
+            Term::Single(..) => {
+                return Err(located(
+                    &at_of(term),
+                    "this condition is unrelated to the request or the table being synced",
+                ));
+            }
+            Term::Equals(..) => {
+                return Err(located(
+                    &at_of(term),
+                    "this condition does not connect the synced table to the request (through `=` with request values or other joined tables)",
+                ));
+            }
+        }
+    }
+    Ok(request_filters)
+}
+
+/// Every `subscription.parameter(…)` name a querier reads, in its filters, lookups and bucket
+/// parameters.
+fn subscription_parameter_names(
+    request_filters: &[Expr],
+    lookups: &[Lookup],
+    instantiation: &[Value],
+) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for f in request_filters {
+        subscription_names(f, &mut names);
+    }
+    for l in lookups {
+        if let Lookup::Function { input, .. } = l {
+            subscription_names(input, &mut names);
+        }
+    }
+    value_names(instantiation, &mut names);
+    for l in lookups {
+        if let Lookup::Index { inputs, .. } = l {
+            value_names(inputs, &mut names);
+        }
+    }
+    names
 }
 
 fn value_names(values: &[Value], out: &mut BTreeSet<String>) {

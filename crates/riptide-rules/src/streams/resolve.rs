@@ -14,6 +14,7 @@ use super::evaluate::ps_truthy;
 use super::plan::{Lookup, Querier, StreamSet, Value};
 use crate::bucket_name::{encode_parameter, normalize_parameter};
 use crate::eval::Scope;
+use crate::ir::Expr;
 use crate::json_fixed::json_each;
 use crate::json_path::json_to_sqlite;
 use crate::{ParameterLookup, RequestParameters, Row, SqliteValue};
@@ -241,120 +242,136 @@ impl Resolver<'_> {
         missing: &mut Vec<ParameterLookup>,
     ) -> Result<Option<Vec<Vec<Cell>>>, ResolveError> {
         match lookup {
-            Lookup::Index { source, inputs } => {
-                let Some(columns) = inputs
-                    .iter()
-                    .map(|v| self.cells(v))
-                    .collect::<Option<Vec<_>>>()
-                else {
-                    return Ok(None);
-                };
-                let source = &self.set.lookup_sources[*source];
-                let combos = combinations(&columns);
-                // One lookup per distinct key, remembering each provenance it came with.
-                let mut keys: Vec<(ParameterLookup, Vec<Vec<Origin>>)> = Vec::new();
-                for combo in combos {
-                    let key = ParameterLookup {
-                        definition: source.stream.clone(),
-                        query_index: source.index,
-                        values: combo.iter().map(|c| encode_parameter(&c.value)).collect(),
-                    };
-                    let provenance: Vec<Origin> = combo
-                        .iter()
-                        .flat_map(|c| c.provenance.iter().copied())
-                        .collect();
-                    match keys.iter_mut().find(|(k, _)| *k == key) {
-                        Some((_, p)) => p.push(provenance),
-                        None => keys.push((key, vec![provenance])),
-                    }
-                }
-                self.lookups_used += keys.len();
-                if self.lookups_used > self.max_lookups {
-                    return Err(ResolveError::TooManyLookups(
-                        self.lookups_used,
-                        self.max_lookups,
-                    ));
-                }
-                let mut unknown = false;
-                for (key, _) in &keys {
-                    if !self.known.contains_key(&key.key()) {
-                        missing.push(key.clone());
-                        unknown = true;
-                    }
-                }
-                if unknown {
-                    return Ok(None);
-                }
-                let outputs = source.outputs.len();
-                let mut rows = Vec::new();
-                for (key, provenances) in keys {
-                    let results = self.known.get(&key.key()).map_or(&[][..], Vec::as_slice);
-                    for provenance in provenances {
-                        let set = self.fresh_set();
-                        for (row_number, result) in results.iter().enumerate() {
-                            let Some(values) = decode(result, outputs) else {
-                                continue;
-                            };
-                            let direct = (outputs > 1).then_some((set, row_number as u32));
-                            let mut p = provenance.clone();
-                            p.extend(direct);
-                            rows.push(
-                                values
-                                    .into_iter()
-                                    .map(|value| Cell {
-                                        value,
-                                        provenance: p.clone(),
-                                        direct,
-                                    })
-                                    .collect(),
-                            );
-                        }
-                    }
-                }
-                Ok(Some(rows))
-            }
+            Lookup::Index { source, inputs } => self.index_lookup(*source, inputs, missing),
             Lookup::Function {
                 input,
                 filters,
                 outputs,
-            } => {
-                let elements = json_each(&input.eval(&self.request_scope()))
-                    .map_err(|e| ResolveError::Evaluation(e.to_string()))?;
+            } => self.function_lookup(input, filters, outputs).map(Some),
+        }
+    }
+
+    /// A lookup in a parameter index: one key per combination of its inputs' values.
+    fn index_lookup(
+        &mut self,
+        source: usize,
+        inputs: &[Value],
+        missing: &mut Vec<ParameterLookup>,
+    ) -> Result<Option<Vec<Vec<Cell>>>, ResolveError> {
+        let Some(columns) = inputs
+            .iter()
+            .map(|v| self.cells(v))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return Ok(None);
+        };
+        let source = &self.set.lookup_sources[source];
+        let combos = combinations(&columns);
+        // One lookup per distinct key, remembering each provenance it came with.
+        let mut keys: Vec<(ParameterLookup, Vec<Vec<Origin>>)> = Vec::new();
+        for combo in combos {
+            let key = ParameterLookup {
+                definition: source.stream.clone(),
+                query_index: source.index,
+                values: combo.iter().map(|c| encode_parameter(&c.value)).collect(),
+            };
+            let provenance: Vec<Origin> = combo
+                .iter()
+                .flat_map(|c| c.provenance.iter().copied())
+                .collect();
+            match keys.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, p)) => p.push(provenance),
+                None => keys.push((key, vec![provenance])),
+            }
+        }
+        self.lookups_used += keys.len();
+        if self.lookups_used > self.max_lookups {
+            return Err(ResolveError::TooManyLookups(
+                self.lookups_used,
+                self.max_lookups,
+            ));
+        }
+        let mut unknown = false;
+        for (key, _) in &keys {
+            if !self.known.contains_key(&key.key()) {
+                missing.push(key.clone());
+                unknown = true;
+            }
+        }
+        if unknown {
+            return Ok(None);
+        }
+        let outputs = source.outputs.len();
+        let mut rows = Vec::new();
+        for (key, provenances) in keys {
+            let results = self.known.get(&key.key()).map_or(&[][..], Vec::as_slice);
+            for provenance in provenances {
                 let set = self.fresh_set();
-                let mut rows = Vec::new();
-                for (row_number, (key, value)) in elements.into_iter().enumerate() {
-                    let mut row = Row::new();
-                    row.insert("key", key);
-                    row.insert("value", value);
-                    let scope = Scope {
-                        row: Some(&row),
-                        request: Some(self.request),
-                    };
-                    if !filters.iter().all(|f| ps_truthy(&f.eval(&scope))) {
-                        continue;
-                    }
-                    let Some(values) = outputs
-                        .iter()
-                        .map(|o| normalize_parameter(&o.eval(&scope)))
-                        .collect::<Option<Vec<_>>>()
-                    else {
+                for (row_number, result) in results.iter().enumerate() {
+                    let Some(values) = decode(result, outputs) else {
                         continue;
                     };
-                    let origin = (set, row_number as u32);
+                    let direct = (outputs > 1).then_some((set, row_number as u32));
+                    let mut p = provenance.clone();
+                    p.extend(direct);
                     rows.push(
                         values
                             .into_iter()
                             .map(|value| Cell {
                                 value,
-                                provenance: vec![origin],
-                                direct: Some(origin),
+                                provenance: p.clone(),
+                                direct,
                             })
                             .collect(),
                     );
                 }
-                Ok(Some(rows))
             }
         }
+        Ok(Some(rows))
+    }
+
+    /// A table-valued function of the request (`json_each`), filtered and projected.
+    fn function_lookup(
+        &mut self,
+        input: &Expr,
+        filters: &[Expr],
+        outputs: &[Expr],
+    ) -> Result<Vec<Vec<Cell>>, ResolveError> {
+        let elements = json_each(&input.eval(&self.request_scope()))
+            .map_err(|e| ResolveError::Evaluation(e.to_string()))?;
+        let set = self.fresh_set();
+        let mut rows = Vec::new();
+        for (row_number, (key, value)) in elements.into_iter().enumerate() {
+            let mut row = Row::new();
+            row.insert("key", key);
+            row.insert("value", value);
+            let scope = Scope {
+                row: Some(&row),
+                request: Some(self.request),
+            };
+            if !filters.iter().all(|f| ps_truthy(&f.eval(&scope))) {
+                continue;
+            }
+            let Some(values) = outputs
+                .iter()
+                .map(|o| normalize_parameter(&o.eval(&scope)))
+                .collect::<Option<Vec<_>>>()
+            else {
+                continue;
+            };
+            let origin = (set, row_number as u32);
+            rows.push(
+                values
+                    .into_iter()
+                    .map(|value| Cell {
+                        value,
+                        provenance: vec![origin],
+                        direct: Some(origin),
+                    })
+                    .collect(),
+            );
+        }
+        Ok(rows)
     }
 }
 
