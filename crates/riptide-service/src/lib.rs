@@ -51,6 +51,7 @@ mod slots;
 pub mod source;
 pub mod state;
 pub mod write_checkpoints;
+mod write_stall;
 
 use std::time::Duration;
 

@@ -27,6 +27,9 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Time a WebSocket connection has from its upgrade to a SETUP that authenticates.
     pub setup_timeout: Duration,
+    /// A connection whose writes make no progress at all for this long (the peer reads
+    /// nothing) is closed (`write_stall.rs`); a slow reader is never cut.
+    pub write_stall_timeout: Duration,
     /// Upper bound on the RSocket `lifetime_ms` a client may declare in SETUP: a connection
     /// that sends nothing for its lifetime is closed.
     pub max_keepalive_lifetime: Duration,
@@ -55,6 +58,7 @@ impl Default for Limits {
             max_open_connections: 20_000,
             header_read_timeout: Duration::from_secs(10),
             setup_timeout: Duration::from_secs(10),
+            write_stall_timeout: Duration::from_secs(60),
             max_keepalive_lifetime: Duration::from_secs(300),
             max_request_bytes: 4 * 1024 * 1024,
             max_data_page_bytes: 4 * 1024 * 1024,

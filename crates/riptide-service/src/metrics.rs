@@ -136,15 +136,18 @@ pub enum TimedOut {
     Setup,
     /// Nothing received for the RSocket lifetime.
     Keepalive,
+    /// The peer read nothing for `write_stall_timeout` while the service had bytes for it.
+    WriteStall,
 }
 
 impl TimedOut {
-    const ALL: [TimedOut; 3] = [Self::Header, Self::Setup, Self::Keepalive];
+    const ALL: [TimedOut; 4] = [Self::Header, Self::Setup, Self::Keepalive, Self::WriteStall];
     fn label(self) -> &'static str {
         match self {
             Self::Header => "header",
             Self::Setup => "setup",
             Self::Keepalive => "keepalive",
+            Self::WriteStall => "write_stall",
         }
     }
 }

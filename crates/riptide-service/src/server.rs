@@ -8,7 +8,9 @@
 //! WebSocket keeps its slot: the upgrade takes it from the request's [`ConnectionSlot`] into the
 //! socket's task ([`crate::routes::websocket`]), so connections that never send their SETUP
 //! count too. Keeps what `axum::serve` gave: keep-alive, upgrades, `ConnectInfo<SocketAddr>`,
-//! `TCP_NODELAY`, and a graceful shutdown that waits for in-flight requests.
+//! `TCP_NODELAY`, and a graceful shutdown that waits for in-flight requests. Each socket is
+//! wrapped in a [`WriteStallGuard`]: a peer that reads nothing for
+//! [`Limits::write_stall_timeout`](crate::Limits) loses its connection.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,6 +29,7 @@ use tower::Service;
 
 use crate::limits::Limits;
 use crate::metrics::{ConnectionRefusal, OpenConnection, ServiceMetrics, TimedOut};
+use crate::write_stall::WriteStallGuard;
 
 /// The TCP connection's slot, in every request's extensions. Taken (once) by a WebSocket
 /// upgrade so the socket keeps it after hyper hands the connection over.
@@ -106,6 +109,15 @@ pub(crate) async fn serve(
         let cancel = cancel.clone();
         let metrics = metrics.clone();
         connections.spawn(async move {
+            let stalled = metrics.clone();
+            let tcp = WriteStallGuard::new(
+                tcp,
+                limits.write_stall_timeout,
+                Box::new(move || {
+                    tracing::debug!(%peer, "connection closed: the peer read nothing within the write stall timeout");
+                    stalled.timed_out(TimedOut::WriteStall);
+                }),
+            );
             if let Err(e) = serve_connection(tcp, peer, app, slot, limits, cancel).await {
                 // hyper's own timer: the header-read timeout (or an idle keep-alive one).
                 let timed_out = e
@@ -124,7 +136,7 @@ pub(crate) async fn serve(
 }
 
 async fn serve_connection(
-    tcp: tokio::net::TcpStream,
+    tcp: WriteStallGuard<tokio::net::TcpStream>,
     peer: SocketAddr,
     app: Router,
     slot: ConnectionSlot,

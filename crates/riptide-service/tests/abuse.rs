@@ -599,3 +599,79 @@ async fn write_checkpoint_clients_are_pruned_per_user() {
         .unwrap();
     assert_eq!(resp.status(), 400);
 }
+
+#[tokio::test]
+async fn a_client_that_reads_nothing_loses_its_connection_after_the_write_stall_timeout() {
+    let mut h = Harness::with(0, |o| {
+        small_limits(o);
+        o.limits.write_stall_timeout = Duration::from_millis(500);
+        o.limits.max_data_page_bytes = 256 * 1024;
+    })
+    .await;
+    // 16 MiB to send: more than the socket buffers and the session's line buffer hold.
+    let blob = "x".repeat(100 * 1024);
+    let rows: Vec<_> = (0..160)
+        .map(|i| {
+            let mut op = row("lists", &format!("big{i}"), "global[]");
+            if let riptide_storage::BatchOperation::Row(r) = &mut op
+                && let riptide_storage::RowChange::Upsert { buckets, .. } = &mut r.change
+            {
+                buckets[0].data = json!({"id": format!("big{i}"), "blob": blob}).to_string();
+            }
+            op
+        })
+        .collect();
+    h.commit(rows).await;
+    let server = serve(&h).await;
+    let mut live = live_client(&h, server.addr).await;
+
+    // A sync stream whose client never reads (a small receive buffer, so the server's writes
+    // stall soon).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(server.addr).await.unwrap();
+    let body = r#"{"client_id":"stalled"}"#;
+    let request = format!(
+        "POST /sync/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Token {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        h.token("stalled"),
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    // Counted under its own reason (idle keep-alive connections count as `header`).
+    let series = format!(
+        "{}{{reason=\"write_stall\"}} 1",
+        riptide_service::metrics::names::CONNECTIONS_TIMED_OUT
+    );
+    riptide_testkit::wait_for("the write stall counted", WAIT, || async {
+        let text = riptide_testkit::http_get(format!("http://{}/metrics", server.addr))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines().any(|l| l == series).then_some(())
+    })
+    .await;
+
+    // The server has closed it: what was buffered drains, then the stream ends short of the
+    // 16 MiB, without its last line.
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(WAIT, async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the stalled connection is still open");
+    assert!(
+        received.len() < 16 * 1024 * 1024,
+        "got {} bytes: the whole stream was sent",
+        received.len()
+    );
+    still_served(&mut h, &mut live, "after-stall").await;
+}
