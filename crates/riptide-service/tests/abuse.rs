@@ -527,16 +527,10 @@ async fn a_key_removed_from_the_jwks_is_refused_within_the_refresh_interval() {
     still_served(&mut h, &mut live, "after-rotation").await;
 }
 
-#[tokio::test]
-async fn large_rows_are_paged_by_bytes_without_losing_any() {
-    let mut h = Harness::with(0, |o| {
-        small_limits(o);
-        o.limits.max_data_page_bytes = 256 * 1024;
-    })
-    .await;
-    // 24 rows of 100 KiB in the global bucket, one of them in the user's bucket too.
+/// `n` rows `big0`… of 100 KiB each in the global bucket.
+fn big_rows(n: usize) -> Vec<riptide_storage::BatchOperation> {
     let blob = "x".repeat(100 * 1024);
-    let rows: Vec<_> = (0..24)
+    (0..n)
         .map(|i| {
             let mut op = row("lists", &format!("big{i}"), "global[]");
             if let riptide_storage::BatchOperation::Row(r) = &mut op
@@ -546,8 +540,18 @@ async fn large_rows_are_paged_by_bytes_without_losing_any() {
             }
             op
         })
-        .collect();
-    h.commit(rows).await;
+        .collect()
+}
+
+#[tokio::test]
+async fn large_rows_are_paged_by_bytes_without_losing_any() {
+    let mut h = Harness::with(0, |o| {
+        small_limits(o);
+        o.limits.max_data_page_bytes = 256 * 1024;
+    })
+    .await;
+    // 24 rows of 100 KiB in the global bucket.
+    h.commit(big_rows(24)).await;
     let server = serve(&h).await;
     let client = SyncClient::new(format!("http://{}", server.addr), h.token("reader"));
     let mut stream = client.stream(json!({})).await;
@@ -609,19 +613,7 @@ async fn a_client_that_reads_nothing_loses_its_connection_after_the_write_stall_
     })
     .await;
     // 16 MiB to send: more than the socket buffers and the session's line buffer hold.
-    let blob = "x".repeat(100 * 1024);
-    let rows: Vec<_> = (0..160)
-        .map(|i| {
-            let mut op = row("lists", &format!("big{i}"), "global[]");
-            if let riptide_storage::BatchOperation::Row(r) = &mut op
-                && let riptide_storage::RowChange::Upsert { buckets, .. } = &mut r.change
-            {
-                buckets[0].data = json!({"id": format!("big{i}"), "blob": blob}).to_string();
-            }
-            op
-        })
-        .collect();
-    h.commit(rows).await;
+    h.commit(big_rows(160)).await;
     let server = serve(&h).await;
     let mut live = live_client(&h, server.addr).await;
 

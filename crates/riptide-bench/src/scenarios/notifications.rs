@@ -3,9 +3,11 @@
 //! on a storage database of their own; a listener of another "node" (another `PgStorage`)
 //! hands every commit on. Reports commits/s, notifications/s handed on, and the lag from the
 //! database clock at each commit to the listener handing it on (one machine: no clock skew).
-//! Then a burst: one transaction sends 20,000 notifications at once (as a storage restart's
-//! backlog or a flood of commits would arrive), and how fast the listener hands them on; its lag
-//! includes the time the sending transaction took.
+//! Then a burst: one transaction sends 4,000 notifications at once (as a storage restart's
+//! backlog or a flood of commits would arrive; within the listener's queue), and how fast the
+//! listener hands them on; its lag includes the time the sending transaction took. Last, a flood
+//! of 50,000 at once, past the queue: the listener drops what does not fit, catches up from
+//! storage, and the next real commit is handed on as usual (how long after the flood's commit).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,6 +33,10 @@ const WRITERS: usize = 4;
 /// Counts what the listener hands on and the lag of each.
 struct Counting {
     received: AtomicU64,
+    /// Times the listener reported it fell behind its queue.
+    overflows: AtomicU64,
+    /// The newest checkpoint handed on per deployment.
+    newest: Mutex<std::collections::HashMap<DeploymentId, OpId>>,
     lag_us: Mutex<Histogram<u64>>,
     /// When the first and the last event since the last [`take_lag`] were handed on.
     span: Mutex<Option<(Instant, Instant)>>,
@@ -38,7 +44,11 @@ struct Counting {
 }
 
 impl NotificationSink for Counting {
-    fn checkpoint(&self, _: CheckpointEvent, sent_at: Option<SystemTime>) {
+    fn checkpoint(&self, event: CheckpointEvent, sent_at: Option<SystemTime>) {
+        if let Ok(mut newest) = self.newest.lock() {
+            let seen = newest.entry(event.deployment).or_insert(OpId(0));
+            *seen = (*seen).max(event.checkpoint.op_id);
+        }
         if let Some(lag) = sent_at.and_then(|t| SystemTime::now().duration_since(t).ok()) {
             let us = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
             if let Ok(mut h) = self.lag_us.lock() {
@@ -55,6 +65,9 @@ impl NotificationSink for Counting {
     fn deployment(&self, _: DeploymentId, _: DeploymentState, _: Option<SystemTime>) {}
     fn listening(&self) {
         self.listening.notify_one();
+    }
+    fn overflowed(&self) {
+        self.overflows.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -89,6 +102,8 @@ pub async fn run(bench: &Bench<'_>) -> Result<Table> {
     let reader = PgStorage::connect(&url).await?.with_node_id("bench-reader");
     let sink = Arc::new(Counting {
         received: AtomicU64::new(0),
+        overflows: AtomicU64::new(0),
+        newest: Mutex::new(std::collections::HashMap::new()),
         lag_us: Mutex::new(lag_histogram()?),
         span: Mutex::new(None),
         listening: Notify::new(),
@@ -143,23 +158,9 @@ pub async fn run(bench: &Bench<'_>) -> Result<Table> {
 
     // A burst: one transaction sends `burst` notifications of another node's commits,
     // delivered together at its commit; how fast the listener hands them on.
-    let burst: u64 = if bench.args.short { 2_000 } else { 20_000 };
+    let burst: u64 = if bench.args.short { 2_000 } else { 4_000 };
     let client = crate::connect(&url).await?;
-    client
-        .execute(
-            "SELECT pg_notify($1, format('{\"kind\":\"checkpoint\",\"v\":1,\"node\":\"burst\",\
-             \"deployment\":%s,\"previous\":%s,\"op_id\":%s,\"lsn\":\"0/%s\",\
-             \"buckets\":[\"b\"],\"lookups\":[],\"at_us\":%s}', \
-             $2::bigint, 1000000 + i - 1, 1000000 + i, to_hex(i), \
-             (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)) \
-             FROM generate_series(1, $3::bigint) AS i",
-            &[
-                &riptide_storage::CHECKPOINT_CHANNEL,
-                &deployments[0],
-                &i64::try_from(burst)?,
-            ],
-        )
-        .await?;
+    send_burst(&client, deployments[0], 1_000_000, burst).await?;
     handed_on(&sink, committed + burst, Instant::now()).await?;
     let (burst_lag, (first, last)) = take_lag(&sink)?;
     let secs = last.duration_since(first).as_secs_f64().max(1e-6);
@@ -170,6 +171,8 @@ pub async fn run(bench: &Bench<'_>) -> Result<Table> {
         (burst - 1) as f64 / secs,
         &burst_lag,
     );
+    let (flood_row, flood) =
+        flood_then_commit(bench, &sink, &client, &writer, &deployments).await?;
     Ok(Table {
         title: "Notifications: one listener on another node".into(),
         columns: vec![
@@ -181,9 +184,95 @@ pub async fn run(bench: &Bench<'_>) -> Result<Table> {
             "lag p99 ms",
             "lag max ms",
         ],
-        rows: vec![steady.0, burst_row.0],
-        metrics: json!({ "steady": steady.1, "burst": burst_row.1 }),
+        rows: vec![steady.0, burst_row.0, flood_row],
+        metrics: json!({ "steady": steady.1, "burst": burst_row.1, "flood": flood }),
     })
+}
+
+/// Sends `count` notifications of fake checkpoints of `deployment` (op ids from `first`) in one
+/// transaction, as another node would.
+async fn send_burst(
+    client: &tokio_postgres::Client,
+    deployment: DeploymentId,
+    first: i64,
+    count: u64,
+) -> Result<()> {
+    client
+        .execute(
+            "SELECT pg_notify($1, format('{\"kind\":\"checkpoint\",\"v\":1,\"node\":\"burst\",\
+             \"deployment\":%s,\"previous\":%s,\"op_id\":%s,\"lsn\":\"0/%s\",\
+             \"buckets\":[\"b\"],\"lookups\":[],\"at_us\":%s}', \
+             $2::bigint, $3::bigint + i - 1, $3::bigint + i, to_hex(i), \
+             (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)) \
+             FROM generate_series(1, $4::bigint) AS i",
+            &[
+                &riptide_storage::CHECKPOINT_CHANNEL,
+                &deployment,
+                &first,
+                &i64::try_from(count)?,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// A flood past the listener's queue, then one real commit: the listener must report the
+/// overflow and hand the commit on. Returns the table row and its JSON.
+async fn flood_then_commit(
+    bench: &Bench<'_>,
+    sink: &Counting,
+    client: &tokio_postgres::Client,
+    writer: &PgStorage,
+    deployments: &[DeploymentId],
+) -> Result<(Vec<String>, serde_json::Value)> {
+    let flood: u64 = if bench.args.short { 10_000 } else { 50_000 };
+    // The commit's own notification may be dropped with the flood: the catch-up covers the
+    // active deployment (the only one streams serve), so the commit goes to that one.
+    writer.complete_snapshot(deployments[1]).await?;
+    let before = sink.overflows.load(Ordering::Relaxed);
+    let sent = Instant::now();
+    send_burst(client, deployments[0], 10_000_000, flood).await?;
+    let mut batch = writer.begin_batch(deployments[1]).await?;
+    batch.save(vec![one_row(1, 1_000_000)]).await?;
+    let event = batch.commit(riptide_protocol::Lsn(1_000_000)).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let newest = sink
+            .newest
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a counter's lock is poisoned"))?
+            .get(&deployments[1])
+            .copied();
+        if newest.is_some_and(|n| n >= event.checkpoint.op_id) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the commit after a flood of {flood} notifications was not handed on within 60 s \
+                 (overflows {}, newest handed on {newest:?}, the commit's {:?})",
+                sink.overflows.load(Ordering::Relaxed) - before,
+                event.checkpoint.op_id
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let after_ms = sent.elapsed().as_secs_f64() * 1000.0;
+    let overflows = sink.overflows.load(Ordering::Relaxed) - before;
+    if overflows == 0 {
+        bail!("a flood of {flood} notifications did not overflow the listener's queue");
+    }
+    Ok((
+        vec![
+            format!("1 (flood, {overflows} overflow)"),
+            flood.to_string(),
+            "-".into(),
+            "-".into(),
+            format!("next commit handed on {after_ms:.0} ms after the flood"),
+            "-".into(),
+            "-".into(),
+        ],
+        json!({ "notifications": flood, "overflows": overflows, "next_commit_ms": after_ms }),
+    ))
 }
 
 /// Waits until the listener has handed on `total` events; seconds since `since`.

@@ -40,8 +40,9 @@ const WRITE_CHECKPOINT_MARGIN: Duration = Duration::from_secs(60);
 const WRITE_CHECKPOINT_CATCH_UP_MAX: i64 = 10_000;
 
 /// Notifications waiting to be handled at most; beyond that they are dropped and the listener
-/// catches up from storage instead (each waiting one is at most 8,000 bytes).
-const NOTICE_QUEUE: usize = 1024;
+/// catches up from storage instead (each waiting one is at most 8,000 bytes, typically a few
+/// hundred: a few MB at most in practice, 32 MB in the worst case).
+const NOTICE_QUEUE: usize = 4096;
 
 /// How often an idle listening connection is asked the time: a dead connection is found
 /// (besides keepalives), and a catch-up knows since when to look.
