@@ -32,6 +32,7 @@ import {
   freePort,
   prepareAppDir,
   startTemplateService,
+  syncStreamLines,
   waitLive,
 } from '../lib/template.js';
 import { withDeadline } from '../lib/wait.js';
@@ -112,28 +113,11 @@ function rawStream(endpoint, token, streams) {
   const seen = {};
   const controller = new AbortController();
   const done = (async () => {
-    const res = await fetch(`${endpoint}/sync/stream`, {
-      method: 'POST',
-      headers: { Authorization: `Token ${token}`, 'Content-Type': 'application/json', Accept: 'application/x-ndjson' },
-      body: JSON.stringify({ buckets: [], include_checksum: true, raw_data: true, client_id: 'bench-raw-b', streams }),
-      signal: controller.signal,
-    });
-    if (res.status !== 200) throw new Error(`raw sync stream: HTTP ${res.status}`);
-    const decoder = new TextDecoder();
-    let buffer = '';
-    for await (const chunk of res.body) {
-      const at = performance.timeOrigin + performance.now();
-      buffer += decoder.decode(chunk, { stream: true });
-      let nl;
-      while ((nl = buffer.indexOf('\n')) >= 0) {
-        const line = buffer.slice(0, nl).trim();
-        buffer = buffer.slice(nl + 1);
-        if (!line) continue;
-        const msg = JSON.parse(line);
-        for (const op of msg.data?.data ?? []) {
-          const row = typeof op.data === 'string' ? JSON.parse(op.data) : op.data;
-          if (row?.description) seen[row.description] ??= at;
-        }
+    const lines = syncStreamLines(endpoint, token, { streams, clientId: 'bench-raw-b', signal: controller.signal });
+    for await (const { msg, at } of lines) {
+      for (const op of msg.data?.data ?? []) {
+        const row = typeof op.data === 'string' ? JSON.parse(op.data) : op.data;
+        if (row?.description) seen[row.description] ??= performance.timeOrigin + at;
       }
     }
   })().catch(() => {});

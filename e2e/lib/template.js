@@ -297,31 +297,41 @@ export async function readSyncStream(serviceUrl, token, { timeoutMs = 15_000, pa
 }
 
 /**
+ * The lines of an NDJSON sync stream opened as `token` (raw data, no buckets known), each with
+ * the `performance.now()` at which its chunk arrived. Ends with the stream; aborted by `signal`.
+ */
+export async function* syncStreamLines(serviceUrl, token, { streams, clientId, signal } = {}) {
+  const res = await fetch(`${serviceUrl}/sync/stream`, {
+    method: 'POST',
+    headers: { Authorization: `Token ${token}`, 'Content-Type': 'application/json', Accept: 'application/x-ndjson' },
+    body: JSON.stringify({ buckets: [], include_checksum: true, raw_data: true, client_id: clientId, streams }),
+    signal,
+  });
+  if (res.status !== 200) throw new Error(`sync stream: HTTP ${res.status}`);
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for await (const chunk of res.body) {
+    const at = performance.now();
+    buffer += decoder.decode(chunk, { stream: true });
+    let nl;
+    while ((nl = buffer.indexOf('\n')) >= 0) {
+      const line = buffer.slice(0, nl).trim();
+      buffer = buffer.slice(nl + 1);
+      if (line) yield { msg: JSON.parse(line), at };
+    }
+  }
+}
+
+/**
  * Opens the NDJSON sync stream as `token` and resolves (with the time it arrived) once a `data`
  * op satisfies `predicate`. `close()` ends the stream. For timing the service apart from the SDK.
  */
 export function watchSyncStream(serviceUrl, token, predicate, { streams } = {}) {
   const controller = new AbortController();
   const seen = (async () => {
-    const res = await fetch(`${serviceUrl}/sync/stream`, {
-      method: 'POST',
-      headers: { Authorization: `Token ${token}`, 'Content-Type': 'application/json', Accept: 'application/x-ndjson' },
-      body: JSON.stringify({ buckets: [], include_checksum: true, raw_data: true, client_id: 'e2e-watch', streams }),
-      signal: controller.signal,
-    });
-    if (res.status !== 200) throw new Error(`sync stream: HTTP ${res.status}`);
-    const decoder = new TextDecoder();
-    let buffer = '';
-    for await (const chunk of res.body) {
-      buffer += decoder.decode(chunk, { stream: true });
-      let nl;
-      while ((nl = buffer.indexOf('\n')) >= 0) {
-        const line = buffer.slice(0, nl).trim();
-        buffer = buffer.slice(nl + 1);
-        if (!line) continue;
-        const msg = JSON.parse(line);
-        if (msg.data && msg.data.data.some(predicate)) return performance.now();
-      }
+    const lines = syncStreamLines(serviceUrl, token, { streams, clientId: 'e2e-watch', signal: controller.signal });
+    for await (const { msg, at } of lines) {
+      if (msg.data && msg.data.data.some(predicate)) return at;
     }
     throw new Error('the sync stream ended');
   })();

@@ -126,6 +126,58 @@ pub async fn write_events(
     Ok(started.elapsed())
 }
 
+/// What one fan-out measured: the latency until every stream had each write (`all`, complete
+/// writes only), each single delivery's latency (`each`), and writes some stream missed.
+pub struct FanOut {
+    pub all: Histogram<u64>,
+    pub each: Histogram<u64>,
+    pub incomplete: usize,
+}
+
+/// Writes `writes` events of `topic`, one every `gap`, while every one of `streams` reads them.
+pub async fn fan_out(
+    streams: Vec<SyncStream>,
+    source: &tokio_postgres::Client,
+    topic: &str,
+    writes: usize,
+    gap: Duration,
+) -> Result<FanOut> {
+    let n = streams.len();
+    let deadline =
+        tokio::time::Instant::now() + gap * u32::try_from(writes)? + Duration::from_secs(30);
+    let readers: Vec<_> = streams
+        .into_iter()
+        .map(|s| spawn_reader(s, writes, deadline))
+        .collect();
+    write_events(source, topic, writes, gap).await?;
+    // Per write: how many streams received it, and the last one's latency.
+    let mut last = vec![(0usize, 0i64); writes];
+    let mut each = histogram();
+    for r in readers {
+        for (seq, lat, _) in r.await? {
+            if let Some(slot) = last.get_mut(seq as usize) {
+                slot.0 += 1;
+                slot.1 = slot.1.max(lat);
+            }
+            each.record(lat.max(1) as u64)?;
+        }
+    }
+    let mut all = histogram();
+    let mut incomplete = 0;
+    for (got, lat) in last {
+        if got == n {
+            all.record(lat.max(1) as u64)?;
+        } else {
+            incomplete += 1;
+        }
+    }
+    Ok(FanOut {
+        all,
+        each,
+        incomplete,
+    })
+}
+
 /// Percentile of a histogram, in ms.
 pub fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     if h.is_empty() {

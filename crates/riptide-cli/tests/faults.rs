@@ -73,13 +73,6 @@ struct World {
     auto_compaction: bool,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 fn config(
     proxy_port: u16,
     storage: &PgServer,
@@ -131,7 +124,7 @@ impl World {
             .prefix("riptide-faults")
             .tempdir()
             .expect("tempdir");
-        let port = free_port();
+        let port = riptide_testkit::free_port();
         let service = ServiceProcess::new(
             Path::new(env!("CARGO_BIN_EXE_riptide")),
             dir.path(),

@@ -345,11 +345,7 @@ fn dev_applies_migrations_and_rules_on_change_and_stops_cleanly() {
     )
     .unwrap();
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = riptide_testkit::free_port();
 
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_riptide"))
         .args(["dev", "--no-web", "--port", &port.to_string()])
@@ -508,11 +504,7 @@ async fn sync_enable_switches_the_local_cluster_to_logical_replication() {
 #[tokio::test]
 async fn embedded_default_requires_its_password() {
     let h = Home::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = riptide_testkit::free_port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_riptide"))
         .args(["serve", "--port", &port.to_string()])
         .env("RIPTIDE_HOME", h.home())

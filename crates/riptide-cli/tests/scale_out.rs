@@ -23,13 +23,6 @@ const LEASE_MS: u64 = 3_000;
 // The fault suite's rules and oracle (version 1 of its rules).
 use super::faults::{oracle, rules};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 struct Cluster {
     pg: PgServer,
     db: tokio_postgres::Client,
@@ -90,7 +83,7 @@ impl Cluster {
             Path::new(env!("CARGO_BIN_EXE_riptide")),
             dir.path(),
             self.config.clone(),
-            free_port(),
+            riptide_testkit::free_port(),
         )
         .with_args(["--role", role]);
         self.dirs.push(dir);

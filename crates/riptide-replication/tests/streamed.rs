@@ -45,6 +45,23 @@ async fn pg_storage() -> (TestDatabase, Arc<RecordingStorage>) {
     (storage_db, RecordingStorage::new(Arc::new(pg)))
 }
 
+/// A source database, its storage database and the storage, and a streaming replicator past
+/// its first commit; with the number of storage commits so far.
+async fn streaming_replicator() -> (
+    TestDatabase,
+    TestDatabase,
+    Arc<RecordingStorage>,
+    Running,
+    usize,
+) {
+    let db = source_db().await;
+    let (storage_db, storage) = pg_storage().await;
+    let running = start_with(&db, storage.clone(), None, RULES, streaming()).await;
+    running.wait_commits(1).await;
+    let before = storage.commits().len();
+    (db, storage_db, storage, running, before)
+}
+
 /// Waits until storage has been sent at least `rows` rows (committed or not).
 async fn wait_saved(storage: &Arc<RecordingStorage>, rows: u64) {
     let storage = storage.clone();
@@ -92,11 +109,7 @@ async fn wait_ids(storage: &Arc<RecordingStorage>, skip: usize, n: usize) -> Vec
 
 #[tokio::test]
 async fn a_large_transaction_is_saved_before_its_commit_and_visible_at_it() {
-    let db = source_db().await;
-    let (_storage_db, storage) = pg_storage().await;
-    let running = start_with(&db, storage.clone(), None, RULES, streaming()).await;
-    running.wait_commits(1).await;
-    let before = storage.commits().len();
+    let (db, _storage_db, storage, running, before) = streaming_replicator().await;
 
     let mut client = db.client().await;
     let tx = client.transaction().await.unwrap();
@@ -125,11 +138,7 @@ async fn a_large_transaction_is_saved_before_its_commit_and_visible_at_it() {
 
 #[tokio::test]
 async fn an_aborted_streamed_transaction_leaves_nothing() {
-    let db = source_db().await;
-    let (_storage_db, storage) = pg_storage().await;
-    let running = start_with(&db, storage.clone(), None, RULES, streaming()).await;
-    running.wait_commits(1).await;
-    let before = storage.commits().len();
+    let (db, _storage_db, storage, running, before) = streaming_replicator().await;
 
     let mut client = db.client().await;
     let tx = client.transaction().await.unwrap();
@@ -147,11 +156,7 @@ async fn an_aborted_streamed_transaction_leaves_nothing() {
 
 #[tokio::test]
 async fn a_transaction_committed_beside_a_streamed_one_defers_it() {
-    let db = source_db().await;
-    let (_storage_db, storage) = pg_storage().await;
-    let running = start_with(&db, storage.clone(), None, RULES, streaming()).await;
-    running.wait_commits(1).await;
-    let before = storage.commits().len();
+    let (db, _storage_db, storage, running, before) = streaming_replicator().await;
 
     let mut big = db.client().await;
     let small = db.client().await;
@@ -193,11 +198,7 @@ async fn a_transaction_committed_beside_a_streamed_one_defers_it() {
 
 #[tokio::test]
 async fn a_subtransaction_abort_inside_a_stream_keeps_the_rest() {
-    let db = source_db().await;
-    let (_storage_db, storage) = pg_storage().await;
-    let running = start_with(&db, storage.clone(), None, RULES, streaming()).await;
-    running.wait_commits(1).await;
-    let before = storage.commits().len();
+    let (db, _storage_db, storage, running, before) = streaming_replicator().await;
 
     let mut client = db.client().await;
     let tx = client.transaction().await.unwrap();
@@ -218,11 +219,7 @@ async fn a_subtransaction_abort_inside_a_stream_keeps_the_rest() {
 
 #[tokio::test]
 async fn a_restart_mid_stream_loses_and_duplicates_nothing() {
-    let db = source_db().await;
-    let (_storage_db, storage) = pg_storage().await;
-    let running = start_with(&db, storage.clone(), None, RULES, streaming()).await;
-    running.wait_commits(1).await;
-    let before = storage.commits().len();
+    let (db, _storage_db, storage, running, before) = streaming_replicator().await;
 
     let mut client = db.client().await;
     let tx = client.transaction().await.unwrap();

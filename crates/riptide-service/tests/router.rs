@@ -134,6 +134,17 @@ impl Harness {
         body_json(resp).await
     }
 
+    /// `POST /sync/stream` with `token` and `body`, whatever the answer.
+    async fn post_stream(&self, token: &str, body: &str) -> Response<Body> {
+        self.request(
+            Request::post("/sync/stream")
+                .header("authorization", format!("Token {token}"))
+                .body(Body::from(body.to_owned()))
+                .unwrap(),
+        )
+        .await
+    }
+
     async fn stream(&self, user: &str, body: Value) -> Lines {
         let resp = self
             .request(
@@ -682,14 +693,7 @@ async fn checkpoint_request_endpoint() {
 async fn token_expiry_ends_the_stream() {
     let h = Harness::new().await;
     let token = h.keys.token("u1", 2, json!({}));
-    let resp = h
-        .request(
-            Request::post("/sync/stream")
-                .header("authorization", format!("Token {token}"))
-                .body(Body::from("{}"))
-                .unwrap(),
-        )
-        .await;
+    let resp = h.post_stream(&token, "{}").await;
     let mut s = Lines::new(resp);
     let mut keys = Vec::new();
     while let Some(line) = s.next().await {
@@ -708,14 +712,7 @@ async fn token_expiry_ends_the_stream() {
 async fn a_short_lived_token_is_warned_about_before_it_expires() {
     let h = Harness::new().await;
     let token = h.keys.token("u1", 6, json!({}));
-    let resp = h
-        .request(
-            Request::post("/sync/stream")
-                .header("authorization", format!("Token {token}"))
-                .body(Body::from("{}"))
-                .unwrap(),
-        )
-        .await;
+    let resp = h.post_stream(&token, "{}").await;
     let mut s = Lines::new(resp);
     let mut expiry_lines = Vec::new();
     while let Some(line) = s.next().await {
@@ -779,38 +776,17 @@ async fn errors_before_the_stream() {
     let expired = h
         .keys
         .sign(&json!({"sub": "u", "aud": h.keys.audience, "iat": 1, "exp": 100}));
-    let resp = h
-        .request(
-            Request::post("/sync/stream")
-                .header("authorization", format!("Token {expired}"))
-                .body(Body::from("{}"))
-                .unwrap(),
-        )
-        .await;
+    let resp = h.post_stream(&expired, "{}").await;
     assert_eq!(body_json(resp).await["error"]["code"], "PSYNC_S2103");
     // Malformed body.
     for bad in ["{", "[1]", r#"{"buckets":[{"name":"a","after":"-1"}]}"#] {
-        let resp = h
-            .request(
-                Request::post("/sync/stream")
-                    .header("authorization", format!("Token {}", h.token("u1")))
-                    .body(Body::from(bad))
-                    .unwrap(),
-            )
-            .await;
+        let resp = h.post_stream(&h.token("u1"), bad).await;
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad}");
         assert_eq!(body_json(resp).await["error"]["code"], "PSYNC_S2001");
     }
     // Concurrency cap.
     let _first = h.stream("u1", json!({})).await;
-    let resp = h
-        .request(
-            Request::post("/sync/stream")
-                .header("authorization", format!("Token {}", h.token("u1")))
-                .body(Body::from("{}"))
-                .unwrap(),
-        )
-        .await;
+    let resp = h.post_stream(&h.token("u1"), "{}").await;
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(body_json(resp).await["error"]["code"], "PSYNC_S2304");
     // Unknown route.
@@ -869,14 +845,7 @@ async fn no_rules_and_probes() {
     let resp = h.request(get("/probes/readiness")).await;
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert_eq!(body_json(resp).await["ready"], false);
-    let resp = h
-        .request(
-            Request::post("/sync/stream")
-                .header("authorization", format!("Token {}", h.token("u1")))
-                .body(Body::from("{}"))
-                .unwrap(),
-        )
-        .await;
+    let resp = h.post_stream(&h.token("u1"), "{}").await;
     assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(body_json(resp).await["error"]["code"], "PSYNC_S2302");
 }

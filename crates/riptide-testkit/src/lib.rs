@@ -29,6 +29,14 @@ pub use sync_client::{Encoding, Format, SyncClient, SyncClientError, SyncStream,
 pub use tls_server::{CA_NAME, CERT_USER, TLS_DIR_ENV, TLS_USER, TlsServer, tls_server};
 pub use wait::wait_for;
 
+/// A TCP port on 127.0.0.1 free right now (for a process the test starts on it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// A reqwest client for tests. reqwest is built without a crypto provider of its own (so aws-lc
 /// is not compiled) and panics when a client is built before rustls has a process default:
 /// tests build their clients here (or call [`riptide_pg::install_default_crypto_provider`]).

@@ -1,6 +1,6 @@
 //! Fan-out: one write to a bucket shared by many streams, the time until all of them have it.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Result, bail};
 use serde_json::json;
@@ -22,35 +22,18 @@ pub async fn run(bench: &Bench<'_>) -> Result<Table> {
         )));
     }
     let open_secs = opening.elapsed().as_secs_f64();
-    let deadline = tokio::time::Instant::now()
-        + sizes.fanout_gap * u32::try_from(writes)?
-        + Duration::from_secs(30);
-    let readers: Vec<_> = streams
-        .into_iter()
-        .map(|s| live::spawn_reader(s, writes, deadline))
-        .collect();
-    live::write_events(&bench.databases.writer, "fanout", writes, sizes.fanout_gap).await?;
-    // Per write: how many streams received it, and the last one's latency.
-    let mut last = vec![(0usize, 0i64); writes];
-    let mut each = live::histogram();
-    for r in readers {
-        for (seq, lat, _) in r.await? {
-            if let Some(slot) = last.get_mut(seq as usize) {
-                slot.0 += 1;
-                slot.1 = slot.1.max(lat);
-            }
-            each.record(lat.max(1) as u64)?;
-        }
-    }
-    let mut all = live::histogram();
-    let mut incomplete = 0;
-    for (got, lat) in &last {
-        if *got == n {
-            all.record((*lat).max(1) as u64)?;
-        } else {
-            incomplete += 1;
-        }
-    }
+    let live::FanOut {
+        all,
+        each,
+        incomplete,
+    } = live::fan_out(
+        streams,
+        &bench.databases.writer,
+        "fanout",
+        writes,
+        sizes.fanout_gap,
+    )
+    .await?;
     if incomplete > 0 && sizes.strict {
         bail!("fan-out: {incomplete} of {writes} writes did not reach every stream");
     }

@@ -160,38 +160,15 @@ async fn measure(bench: &Bench<'_>, endpoints: &[String], topic: &str) -> Result
     // Fan-out: writes to a bucket every stream has, the time until all have each.
     let (n, writes) = (sizes.fanout_streams, sizes.fanout_writes);
     let streams = open_spread(bench, endpoints, &format!("{topic}-fanout"), n).await?;
-    let deadline = tokio::time::Instant::now()
-        + sizes.fanout_gap * u32::try_from(writes)?
-        + Duration::from_secs(30);
-    let readers: Vec<_> = streams
-        .into_iter()
-        .map(|s| live::spawn_reader(s, writes, deadline))
-        .collect();
-    live::write_events(
+    let fanout = live::fan_out(
+        streams,
         &bench.databases.writer,
         &format!("{topic}-fanout"),
         writes,
         sizes.fanout_gap,
     )
     .await?;
-    let mut last = vec![(0usize, 0i64); writes];
-    for r in readers {
-        for (seq, lat, _) in r.await? {
-            if let Some(slot) = last.get_mut(seq as usize) {
-                slot.0 += 1;
-                slot.1 = slot.1.max(lat);
-            }
-        }
-    }
-    let mut fanout_all = live::histogram();
-    let mut fanout_incomplete = 0;
-    for (got, lat) in last {
-        if got == n {
-            fanout_all.record(lat.max(1) as u64)?;
-        } else {
-            fanout_incomplete += 1;
-        }
-    }
+    let (fanout_all, fanout_incomplete) = (fanout.all, fanout.incomplete);
     if fanout_incomplete > 0 && sizes.strict {
         bail!("scale-out: {fanout_incomplete} of {writes} writes did not reach every stream");
     }
